@@ -1,0 +1,445 @@
+/*
+ * transports: typed JSON models kept in sync between a server and its clients,
+ * for many tenants at once.
+ *
+ * This is the whole public API. Every long-lived object is opaque; plain
+ * configuration and value structs show their fields. Values cross the API as
+ * JSON text, and as jansson json_t inside merge callbacks.
+ *
+ * Conventions (see docs/api.md):
+ *   - strings passed in are copied;
+ *   - a returned `const char *` (an id) is owned by the hub and lives as long
+ *     as the model it names;
+ *   - a returned `char *` is the caller's to free() (or to tp_free() when a
+ *     custom allocator is set);
+ *   - a call that can fail returns NULL or a negative TP_E... code and, when
+ *     given one, fills a tp_error whose message names the field.
+ *
+ * Thread: every call on a hub, its sessions and its connections belongs to
+ * one thread at a time (the server's loop thread once a server runs). There
+ * are no locks in the core.
+ */
+#ifndef TP_TRANSPORTS_H
+#define TP_TRANSPORTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TP_BUILDING) && defined(__GNUC__)
+#define TP_API __attribute__((visibility("default")))
+#else
+#define TP_API
+#endif
+
+#define TP_VERSION_MAJOR 0
+#define TP_VERSION_MINOR 1
+#define TP_VERSION_PATCH 0
+#define TP_VERSION "0.1.0"
+
+/** tp_version returns the library's version string, "MAJOR.MINOR.PATCH". */
+TP_API const char *tp_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The first nine codes map one to one onto PROTOCOL.md's error codes; the
+ * rest are errors of the C API that never travel on the wire.
+ */
+enum {
+    TP_OK = 0,
+    TP_EBADREQUEST = -1,  /* bad_request */
+    TP_ENOTFOUND = -2,    /* not_found */
+    TP_EFORBIDDEN = -3,   /* forbidden */
+    TP_EINVALID = -4,     /* invalid */
+    TP_EREJECTED = -5,    /* rejected */
+    TP_ETOOLARGE = -6,    /* too_large */
+    TP_ERATELIMITED = -7, /* rate_limited */
+    TP_EDUPLICATE = -8,   /* duplicate */
+    TP_EINTERNAL = -9,    /* internal */
+    TP_ENOMEM = -10,      /* out of memory (internal on the wire) */
+    TP_EEXIST = -11,      /* an id is already taken */
+    TP_ESCHEMA = -12,     /* a JSON Schema document cannot be loaded */
+    TP_EARG = -13,        /* a bad argument to a C call */
+    TP_ECLOSED = -14      /* the connection is closed */
+};
+
+/** tp_error carries a code and a message that names the field at fault. */
+typedef struct tp_error {
+    int code;
+    char message[256];
+} tp_error;
+
+/** tp_strerror returns a short English description of a TP_E... code. */
+TP_API const char *tp_strerror(int code);
+
+/**
+ * tp_error_name returns PROTOCOL.md's name of a code ("bad_request", ...).
+ * Codes that never travel on the wire map to the wire code a client would
+ * see: TP_ENOMEM to "internal", TP_EEXIST and TP_EARG to "bad_request",
+ * TP_ESCHEMA to "invalid".
+ */
+TP_API const char *tp_error_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+/** tp_allocator holds the functions every allocation of the library uses. */
+typedef struct tp_allocator {
+    void *(*malloc_fn)(size_t size);
+    void *(*realloc_fn)(void *ptr, size_t size);
+    void (*free_fn)(void *ptr);
+} tp_allocator;
+
+/**
+ * tp_set_allocator replaces the allocator of the library and of jansson.
+ * Pass NULL to restore malloc, realloc and free.
+ * Thread: call it before any other call of the library, never while objects
+ * made with another allocator are alive.
+ */
+TP_API void tp_set_allocator(const tp_allocator *allocator);
+
+/** tp_free frees a `char *` returned by the library. NULL is allowed. */
+TP_API void tp_free(void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Schemas                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tp_schema tp_schema;
+
+/**
+ * tp_schema_new loads a JSON Schema as pydantic's model_json_schema() emits
+ * it (v2; v2.0 to 2.8 allOf wrappers; v1 "definitions"). A keyword it does
+ * not support is an error, never silently ignored. Patterns are POSIX
+ * extended regular expressions (regcomp with REG_EXTENDED), unanchored as in
+ * JSON Schema.
+ * Ownership: copies the text; returns new (release with tp_schema_free).
+ * Errors: NULL with TP_ESCHEMA and the JSON path of the offending keyword.
+ */
+TP_API tp_schema *tp_schema_new(const char *json_schema, tp_error *err);
+
+/**
+ * tp_schema_free releases the caller's reference. A hub keeps its own
+ * reference to every schema it uses. NULL is allowed.
+ */
+TP_API void tp_schema_free(tp_schema *schema);
+
+/** tp_schema_title returns the schema's "title" ("" when it has none). */
+TP_API const char *tp_schema_title(const tp_schema *schema);
+
+/**
+ * tp_schema_validate checks a JSON text against the schema.
+ * Returns TP_OK, or TP_EINVALID (TP_EBADREQUEST when the text is not JSON)
+ * with a message such as "items[3].qty: 0 is less than the minimum 1".
+ */
+TP_API int tp_schema_validate(const tp_schema *schema, const char *value, tp_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Merge patches (RFC 7396)                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * tp_merge_patch_apply returns the result of applying the merge patch
+ * `patch` to `target` (RFC 7396). Neither argument is changed.
+ * Ownership: returns new (json_decref).
+ */
+TP_API json_t *tp_merge_patch_apply(const json_t *target, const json_t *patch);
+
+/**
+ * tp_merge_patch_diff returns the smallest merge patch that turns `a` into
+ * `b`: an empty object when they are equal. When b is not an object, the
+ * patch is b itself. Ownership: returns new (json_decref).
+ */
+TP_API json_t *tp_merge_patch_diff(const json_t *a, const json_t *b);
+
+/* ------------------------------------------------------------------------ */
+/* Requests (the handshake seen by the key function)                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tp_request tp_request;
+
+/** tp_request_path_param returns a route parameter, or NULL. Borrowed. */
+TP_API const char *tp_request_path_param(const tp_request *req, const char *name);
+/** tp_request_query returns a decoded query parameter, or NULL. Borrowed. */
+TP_API const char *tp_request_query(const tp_request *req, const char *name);
+/** tp_request_header returns a header (name case-insensitive), or NULL. Borrowed. */
+TP_API const char *tp_request_header(const tp_request *req, const char *name);
+/** tp_request_path returns the request's path without its query. Borrowed. */
+TP_API const char *tp_request_path(const tp_request *req);
+
+/**
+ * tp_request_new makes an empty request, for transports other than the
+ * built-in server and for tests. Ownership: returns new (tp_request_free).
+ */
+TP_API tp_request *tp_request_new(const char *path);
+TP_API void tp_request_free(tp_request *req);
+/** tp_request_set_path_param, _set_query, _set_header copy name and value. */
+TP_API int tp_request_set_path_param(tp_request *req, const char *name, const char *value);
+TP_API int tp_request_set_query(tp_request *req, const char *name, const char *value);
+TP_API int tp_request_set_header(tp_request *req, const char *name, const char *value);
+
+/* ------------------------------------------------------------------------ */
+/* The hub                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tp_hub tp_hub;
+typedef struct tp_session tp_session;
+typedef struct tp_conn tp_conn;
+
+typedef enum { TP_READ = 1, TP_WRITE = 2 } tp_access;
+
+/** tp_key_fn returns the tenant key of a handshake, or NULL to refuse it (403). */
+typedef const char *(*tp_key_fn)(const tp_request *req, void *user);
+
+/** tp_clock_fn returns the wall clock in milliseconds since the epoch. */
+typedef int64_t (*tp_clock_fn)(void *user);
+
+/**
+ * tp_limits bounds what a client controls. A zero field takes its default.
+ */
+typedef struct tp_limits {
+    size_t max_message_bytes;     /* default 1 MiB: larger gets too_large and 1009 */
+    size_t max_outbox_bytes;      /* default 8 MiB: past it the connection is closed with 1013 */
+    unsigned writes_per_second;   /* default 1000 per connection (burst of one second) */
+    unsigned history_patches;     /* default 256 patches kept per model for resume */
+    size_t history_bytes;         /* default 256 KiB of patches kept per model */
+    unsigned client_records;      /* default 1024 exactly-once client ids per tenant */
+    unsigned max_skew_ms;         /* default 60000: lww-map ts clamped to now + skew */
+} tp_limits;
+
+/** tp_hub_config configures a hub. Zero-initialise it, then set what you need. */
+typedef struct tp_hub_config {
+    tp_key_fn key;      /* NULL: the path parameter "tenant" */
+    void *key_user;
+    tp_clock_fn clock;  /* NULL: the real clock (CLOCK_REALTIME) */
+    void *clock_user;
+    tp_limits limits;
+} tp_hub_config;
+
+/* Life cycle */
+
+/**
+ * tp_hub_new makes a hub. config may be NULL (all defaults).
+ * Ownership: copies the config; returns new (tp_hub_free).
+ */
+TP_API tp_hub *tp_hub_new(const tp_hub_config *config, tp_error *err);
+
+/** tp_hub_free frees the hub, its sessions, models and connections. NULL is allowed. */
+TP_API void tp_hub_free(tp_hub *hub);
+
+/**
+ * tp_hub_key runs the hub's key function on a handshake.
+ * Returns the tenant key (borrowed: valid until req is freed or the next
+ * call), or NULL when the connection must be refused.
+ */
+TP_API const char *tp_hub_key(tp_hub *hub, const tp_request *req);
+
+/* Tenant sessions and private models */
+
+/**
+ * tp_hub_tenant returns the session of a tenant, made on first use.
+ * Ownership: returns borrowed (lives as long as the hub). NULL on a bad key
+ * (empty or longer than 256 bytes) or out of memory.
+ */
+TP_API tp_session *tp_hub_tenant(tp_hub *hub, const char *tenant);
+
+/** tp_session_tenant returns the session's tenant key. Borrowed. */
+TP_API const char *tp_session_tenant(const tp_session *s);
+
+/**
+ * tp_session_host hosts a private model with an id assigned by the session
+ * ("1", "2", ... skipping ids taken with tp_session_host_as). The value is a
+ * JSON object text; defaults are filled in, then it is validated. Every
+ * connection of the tenant gets its snapshot.
+ * Ownership: copies; returns borrowed id (lives as long as the model).
+ * Errors: NULL with TP_EINVALID, TP_EBADREQUEST (not JSON), TP_ENOMEM.
+ */
+TP_API const char *tp_session_host(tp_session *s, const tp_schema *schema, const char *value,
+                                   tp_error *err);
+
+/** tp_session_host_as hosts a private model under a given id (TP_EEXIST when taken). */
+TP_API const char *tp_session_host_as(tp_session *s, const char *id, const tp_schema *schema,
+                                      const char *value, tp_error *err);
+
+/**
+ * tp_session_set replaces a private model's value from the host side. It is
+ * validated now and published on the next tp_hub_sync (or before any other
+ * change of that model). Returns TP_OK or a negative code.
+ */
+TP_API int tp_session_set(tp_session *s, const char *id, const char *value, tp_error *err);
+
+/**
+ * tp_session_get returns a private model's value as JSON text, the host's
+ * pending value when it has one, or NULL when there is no such model.
+ * Ownership: returns new (free).
+ */
+TP_API char *tp_session_get(tp_session *s, const char *id);
+
+/** tp_session_rev returns a private model's rev (published changes), or a negative code. */
+TP_API int64_t tp_session_rev(tp_session *s, const char *id);
+
+/** tp_session_delete removes a private model; the tenant's connections get `removed`. */
+TP_API int tp_session_delete(tp_session *s, const char *id);
+
+/* Shared models */
+
+typedef struct tp_origin {
+    const char *tenant; /* NULL for the host */
+    const char *conn;   /* the connection id, or "host" */
+} tp_origin;
+
+/**
+ * tp_merge is a merge strategy: merge() returns the new value of a shared
+ * model (a new reference) from its current value and a merge patch, or NULL
+ * to refuse the write, with a message in err. The result is validated
+ * against the schema afterwards. name identifies the strategy (storage
+ * re-attaches custom strategies by name).
+ * Thread: called on the hub's thread, never reentrantly.
+ */
+typedef struct tp_merge {
+    const char *name;
+    json_t *(*merge)(void *user, const json_t *current, const json_t *patch,
+                     const tp_origin *origin, tp_error *err);
+    void *user;
+} tp_merge;
+
+/** tp_last_write_wins applies each merge patch in arrival order; the default. */
+TP_API extern const tp_merge tp_last_write_wins;
+
+/**
+ * tp_lww_map_crdt: per top-level field, the write with the greatest
+ * (wall, count, tenant, conn) wins whatever the arrival order; deletions are
+ * kept as tombstones. A hub recognises it and keeps the field stamps; its
+ * merge function called directly (without stamps) applies the patch.
+ */
+TP_API extern const tp_merge tp_lww_map_crdt;
+
+/**
+ * tp_hub_share shares a model with an assigned sid ("s1", "s2", ...).
+ * merge NULL means tp_last_write_wins; the struct is copied.
+ * Ownership: returns borrowed sid. Errors as tp_session_host.
+ */
+TP_API const char *tp_hub_share(tp_hub *hub, const tp_schema *schema, const char *value,
+                                const tp_merge *merge, tp_error *err);
+
+/** tp_hub_share_as shares a model under a given sid (TP_EEXIST when taken). */
+TP_API const char *tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema,
+                                   const char *value, const tp_merge *merge, tp_error *err);
+
+/**
+ * tp_hub_subscribe gives a tenant READ or WRITE access to a shared model.
+ * Subscribing again changes the access (connections get `access`); a new
+ * subscription sends the snapshot to the tenant's connections.
+ * Returns TP_OK, TP_ENOTFOUND, TP_EARG or TP_ENOMEM.
+ */
+TP_API int tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access access);
+
+/** tp_hub_unsubscribe ends a subscription; the tenant's connections get `removed`. */
+TP_API int tp_hub_unsubscribe(tp_hub *hub, const char *tenant, const char *sid);
+
+/** tp_hub_unshare removes a shared model; every subscriber's connections get `removed`. */
+TP_API int tp_hub_unshare(tp_hub *hub, const char *sid);
+
+/**
+ * tp_hub_set_shared replaces a shared model's value from the host side;
+ * validated now, published with origin "host" on the next sync.
+ */
+TP_API int tp_hub_set_shared(tp_hub *hub, const char *sid, const char *value, tp_error *err);
+
+/** tp_hub_get_shared returns the value (the pending host value if any). Returns new (free). */
+TP_API char *tp_hub_get_shared(tp_hub *hub, const char *sid);
+
+/** tp_hub_shared_rev returns a shared model's rev, or a negative code. */
+TP_API int64_t tp_hub_shared_rev(tp_hub *hub, const char *sid);
+
+/**
+ * tp_hub_sync publishes every pending host-side change. Only models with a
+ * pending change are visited. Returns the number of models published, or a
+ * negative code.
+ */
+TP_API int tp_hub_sync(tp_hub *hub);
+
+/* ------------------------------------------------------------------------ */
+/* Connections: the protocol without sockets                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A transport (the built-in WebSocket server, or your own) attaches one
+ * tp_conn per client connection, feeds it the text of every frame it
+ * receives and sends the frames the connection has to send. The hub decides
+ * what each connection gets; it never does I/O.
+ */
+
+enum {
+    TP_CONN_RESUME = 1 /* the client asked for resume=1: wait for its `resume` */
+};
+
+/**
+ * tp_conn_open attaches a connection for a tenant. Its outbox starts with
+ * `hello`, then (without TP_CONN_RESUME) a snapshot of every model the tenant
+ * can see and `synced`.
+ * Ownership: returns new, freed by tp_conn_close. Errors: NULL with TP_EARG
+ * (bad tenant key) or TP_ENOMEM.
+ */
+TP_API tp_conn *tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err);
+
+/** tp_conn_close detaches and frees a connection. NULL is allowed. */
+TP_API void tp_conn_close(tp_conn *c);
+
+/** tp_conn_id returns the connection's id ("c1", ...), unique in the hub. Borrowed. */
+TP_API const char *tp_conn_id(const tp_conn *c);
+
+/** tp_conn_tenant returns the connection's tenant key. Borrowed. */
+TP_API const char *tp_conn_tenant(const tp_conn *c);
+
+/**
+ * tp_conn_feed handles the text of one received frame: a message or a batch.
+ * Every refused message is answered with `error` in the outbox.
+ * Returns TP_OK, or TP_ECLOSED once the connection must be closed
+ * (tp_conn_close_code says how).
+ */
+TP_API int tp_conn_feed(tp_conn *c, const char *text, size_t len);
+
+/**
+ * tp_conn_next_frame returns the next frame to send (a message, or a batch
+ * of messages as a JSON array of at most 64 KiB), or NULL when the outbox is
+ * empty. Ownership: returns borrowed, valid until the next call on c.
+ */
+TP_API const char *tp_conn_next_frame(tp_conn *c, size_t *len);
+
+/** tp_conn_outbox_bytes returns the bytes waiting in the outbox. */
+TP_API size_t tp_conn_outbox_bytes(const tp_conn *c);
+
+/**
+ * tp_conn_close_code returns 0 while the connection may stay open, else the
+ * WebSocket close code it must be closed with (1008, 1009, 1013), after the
+ * frames still in the outbox.
+ */
+TP_API int tp_conn_close_code(const tp_conn *c);
+
+/** tp_conn_set_user and tp_conn_user keep a pointer for the transport. */
+TP_API void tp_conn_set_user(tp_conn *c, void *user);
+TP_API void *tp_conn_user(const tp_conn *c);
+
+/**
+ * tp_hub_next_ready returns a connection whose outbox went from empty to
+ * non-empty since it was last returned, or NULL. A transport calls it at the
+ * end of each loop iteration, so only connections with something to send
+ * are visited.
+ */
+TP_API tp_conn *tp_hub_next_ready(tp_hub *hub);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TP_TRANSPORTS_H */

@@ -1,0 +1,52 @@
+/*
+ * Schemas: JSON Schema documents as pydantic emits them, compiled once into
+ * a tree of nodes and used to validate values and fill in defaults.
+ *
+ * The public entry points are tp_schema_new, tp_schema_free, tp_schema_title
+ * and tp_schema_validate in transports.h. A tp_schema is reference counted:
+ * tp_schema_free drops one reference.
+ */
+#ifndef TP_CORE_SCHEMA_H
+#define TP_CORE_SCHEMA_H
+
+#include <jansson.h>
+
+#include "transports.h"
+
+/* tp__schema_ref adds a reference and returns the schema. */
+tp_schema *tp__schema_ref(const tp_schema *schema);
+
+/*
+ * tp__schema_validate checks a whole value. Returns TP_OK, or TP_EINVALID
+ * with err->message naming the first bad field's path and the reason:
+ *   "body: expected string, got number"
+ *   "items[3].qty: 0 is less than the minimum 1"
+ *   "title: required field is missing"
+ * A member absent from an object satisfies `required` when the property's
+ * schema accepts null (pydantic's required Optional[...]): an absent member
+ * and a null one are the same thing (PROTOCOL.md, "Values").
+ */
+int tp__schema_validate(const tp_schema *schema, const json_t *value, tp_error *err);
+
+/*
+ * tp__schema_validate_member checks one top-level member of a root value
+ * after a change: `value` is the member's new value, or NULL when the member
+ * is now absent. It checks the property's schema (or additionalProperties
+ * for an undeclared key) and `required`. It gives the same verdict as
+ * tp__schema_validate on the whole value when every other member is
+ * unchanged and was valid, so a write validates only the members it touches.
+ */
+int tp__schema_validate_member(const tp_schema *schema, const char *key, const json_t *value,
+                               tp_error *err);
+
+/*
+ * tp__schema_fill_defaults fills in, in place, every absent member that has
+ * a non-null default, in the root object and in nested models (objects
+ * reached through properties, $ref, anyOf-with-null, and array items).
+ * Defaults are deep-copied. Returns TP_OK or TP_ENOMEM. `value` must not be
+ * shared (refcount 1 along the changed path): the hub calls it on values it
+ * has just parsed.
+ */
+int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
+
+#endif /* TP_CORE_SCHEMA_H */

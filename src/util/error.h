@@ -1,0 +1,20 @@
+/* Filling a tp_error: the one place that formats error messages. */
+#ifndef TP_UTIL_ERROR_H
+#define TP_UTIL_ERROR_H
+
+#include "transports.h"
+
+#if defined(__GNUC__)
+#define TP__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define TP__PRINTF(a, b)
+#endif
+
+/* tp__error_set fills err (when not NULL) and returns code, so that callers
+ * can write `return tp__error_set(err, TP_EINVALID, "...", ...)`. */
+int tp__error_set(tp_error *err, int code, const char *fmt, ...) TP__PRINTF(3, 4);
+
+/* tp__error_clear sets err (when not NULL) to TP_OK with an empty message. */
+void tp__error_clear(tp_error *err);
+
+#endif /* TP_UTIL_ERROR_H */

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Each layer includes only its own headers and those of the layers above it
+# (DESIGN.md, "Layers"): util is libc only, core adds jansson, store adds
+# SQLite, net adds libwebsockets. A stray include fails this test.
+set -eu
+root=$1
+fail=0
+check() { # layer, forbidden regexp
+    dir="$root/src/$1"
+    [ -d "$dir" ] || return 0
+    hits=$(grep -nE "^[[:space:]]*#[[:space:]]*include[[:space:]]*[<\"]($2)" "$dir"/*.[ch] || true)
+    if [ -n "$hits" ]; then
+        echo "layer $1 includes what it may not:"
+        echo "$hits"
+        fail=1
+    fi
+}
+check util 'jansson|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
+check core 'sqlite3|libwebsockets|store/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
+check store 'libwebsockets|net/|client/|daemon/|cli/'
+check net 'client/|daemon/|cli/'
+[ $fail -eq 0 ] && echo "check-layers: every layer includes only what it may"
+exit $fail
