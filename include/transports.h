@@ -223,6 +223,7 @@ typedef struct tp_hub_config {
     tp_clock_fn clock;  /* NULL: the real clock (CLOCK_REALTIME) */
     void *clock_user;
     tp_limits limits;
+    unsigned tick_ms;   /* announced in `hello`: the autosync period (0: none) */
 } tp_hub_config;
 
 /* Life cycle */

@@ -1,0 +1,633 @@
+/*
+ * A connection: PROTOCOL.md without sockets. The transport feeds it the
+ * text of each frame received; everything the client must get lands in the
+ * outbox (outbox.c). Each branch names the rule of PROTOCOL.md it follows.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/hub.h"
+#include "core/patch.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+/* ---- Encoding the messages meant for one connection ---- */
+
+static tp__buf *
+encode_json(json_t *msg)
+{
+    tp__buf *b = NULL;
+    if (msg != NULL) {
+        size_t n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
+        b = n ? tp__buf_new(n) : NULL;
+        if (b != NULL) {
+            b->len = json_dumpb(msg, b->data, n, JSON_COMPACT);
+            b->data[b->len] = '\0';
+        }
+    }
+    json_decref(msg);
+    return b;
+}
+
+/* An error; has_ref says whether the refused message had a usable ref. */
+static tp__buf *
+msg_error(int has_ref, json_int_t ref, int code, const char *message)
+{
+    json_t *msg = json_pack("{s:s}", "type", "error");
+    if (msg != NULL && has_ref && json_object_set_new(msg, "ref", json_integer(ref)) != 0) {
+        json_decref(msg);
+        return NULL;
+    }
+    if (msg != NULL && (json_object_set_new(msg, "code", json_string(tp_error_name(code))) ||
+                        json_object_set_new(msg, "message", json_string(message)))) {
+        json_decref(msg);
+        return NULL;
+    }
+    return encode_json(msg);
+}
+
+static void
+send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *message)
+{
+    tp__buf *b = msg_error(has_ref, ref, code, message);
+    tp__conn_send(c, b);
+    tp__buf_unref(b);
+}
+
+static tp__buf *
+msg_ack(json_int_t ref, const tp__model *m, int64_t from)
+{
+    tp__sb sb;
+    tp__sb_init(&sb, 64 + m->addr_len);
+    tp__sb_puts(&sb, "{\"type\":\"ack\",\"ref\":");
+    tp__sb_int(&sb, ref);
+    tp__sb_append(&sb, ",", 1);
+    tp__sb_append(&sb, m->addr, m->addr_len);
+    tp__sb_puts(&sb, ",\"rev\":");
+    tp__sb_int(&sb, m->rev);
+    if (from >= 0) {
+        tp__sb_puts(&sb, ",\"from\":");
+        tp__sb_int(&sb, from);
+    }
+    tp__sb_puts(&sb, "}");
+    return tp__sb_finish(&sb);
+}
+
+void
+tp__conn_send_snapshot(tp_conn *c, tp__model *m, tp_access access)
+{
+    tp__conn_send(c, tp__model_snapshot(m, access));
+}
+
+/* Every model the tenant can see, unless marked with `skip` (resume). */
+static void
+send_snapshots(tp_conn *c, uint64_t skip)
+{
+    tp_session *s = c->session;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+        tp__model *m = v;
+        if (skip == 0 || m->mark != skip)
+            tp__conn_send_snapshot(c, m, TP_WRITE);
+    }
+    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
+        tp__sub *sub = v;
+        if (skip == 0 || sub->model->mark != skip)
+            tp__conn_send_snapshot(c, sub->model, sub->access);
+    }
+}
+
+static void
+send_literal(tp_conn *c, const char *text)
+{
+    tp__buf *b = tp__buf_copy(text, strlen(text));
+    tp__conn_send(c, b);
+    tp__buf_unref(b);
+}
+
+/* ---- Life cycle ---- */
+
+TP_API tp_conn *
+tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
+{
+    tp_session *s = tp_hub_tenant(hub, tenant);
+    if (s == NULL) {
+        size_t n = tenant ? strnlen(tenant, TP__KEY_MAX + 1) : 0;
+        if (n == 0 || n > TP__KEY_MAX)
+            tp__error_set(err, TP_EARG, "tenant: must be 1 to %d bytes", TP__KEY_MAX);
+        else
+            tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    tp_conn *c = tp__calloc(1, sizeof *c);
+    if (c == NULL || tp__vec_push(&s->conns, c) != 0) {
+        tp__free(c);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->hub = hub;
+    c->session = s;
+    c->idx = s->conns.len - 1;
+    c->num = ++hub->next_conn;
+    snprintf(c->id, sizeof c->id, "c%llu", (unsigned long long)c->num);
+    c->tokens = hub->limits.writes_per_second;
+    c->tokens_at = tp__hub_now(hub);
+    c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
+
+    json_t *hello = json_pack("{s:s,s:i,s:s,s:s,s:I,s:I}", "type", "hello", "protocol", 1,
+                              "tenant", s->tenant, "conn", c->id, "tick_ms",
+                              (json_int_t)hub->tick_ms, "max_message_bytes",
+                              (json_int_t)hub->limits.max_message_bytes);
+    tp__buf *b = encode_json(hello);
+    tp__conn_send(c, b);
+    tp__buf_unref(b);
+    /* PROTOCOL.md: without resume=1, snapshots right after hello, then synced. */
+    if (c->state == TP__CONN_LIVE) {
+        send_snapshots(c, 0);
+        send_literal(c, "{\"type\":\"synced\"}");
+    }
+    tp__error_clear(err);
+    return c;
+}
+
+TP_API void
+tp_conn_close(tp_conn *c)
+{
+    if (c == NULL)
+        return;
+    tp_session *s = c->session;
+    tp_conn *moved = tp__vec_swap_remove(&s->conns, c->idx);
+    if (moved != NULL)
+        moved->idx = c->idx;
+    tp__conn_unready(c);
+    tp__conn_outbox_clear(c);
+    if (c->client != NULL)
+        c->client->conns--;
+    tp__free(c->out);
+    tp__buf_unref(c->taken);
+    tp__sb_free(&c->frame);
+    tp__free(c);
+}
+
+TP_API const char *
+tp_conn_id(const tp_conn *c)
+{
+    return c->id;
+}
+
+TP_API const char *
+tp_conn_tenant(const tp_conn *c)
+{
+    return c->session->tenant;
+}
+
+/* ---- Exactly once: client records ---- */
+
+/* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
+static int
+set_client(tp_conn *c, const json_t *jid, tp_error *err)
+{
+    if (jid == NULL)
+        return 0;
+    if (!json_is_string(jid) || json_string_length(jid) == 0 ||
+        json_string_length(jid) > TP__CLIENT_ID_MAX || strlen(json_string_value(jid)) != json_string_length(jid))
+        return tp__error_set(err, TP_EBADREQUEST, "client: expected a string of 1 to %d characters",
+                             TP__CLIENT_ID_MAX);
+    const char *id = json_string_value(jid);
+    if (c->client != NULL) {
+        if (strcmp(c->client->id, id) == 0)
+            return 0;
+        return tp__error_set(err, TP_EBADREQUEST,
+                             "client: this connection already named itself \"%s\"", c->client->id);
+    }
+    tp_session *s = c->session;
+    tp__client *cl = tp__map_get(&s->clients, id);
+    if (cl == NULL) {
+        /* Bounded per tenant: the least recently used record that no live
+         * connection holds makes room. */
+        if (s->clients.len >= s->hub->limits.client_records) {
+            tp__client *oldest = NULL;
+            void *v;
+            for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
+                tp__client *o = v;
+                if (o->conns == 0 && (oldest == NULL || o->used < oldest->used))
+                    oldest = o;
+            }
+            if (oldest != NULL) {
+                tp__map_del(&s->clients, oldest->id);
+                for (unsigned i = 0; i < oldest->len; i++)
+                    tp__buf_unref(oldest->outcomes[(oldest->start + i) % TP__OUTCOMES].msg);
+                tp__free(oldest);
+            }
+        }
+        cl = tp__calloc(1, sizeof *cl);
+        if (cl == NULL)
+            return tp__error_set(err, TP_ENOMEM, "out of memory");
+        memcpy(cl->id, id, json_string_length(jid) + 1);
+        cl->highest = INT64_MIN;
+        if (tp__map_put(&s->clients, cl->id, cl) != 0) {
+            tp__free(cl);
+            return tp__error_set(err, TP_ENOMEM, "out of memory");
+        }
+    }
+    cl->conns++;
+    cl->used = ++s->client_uses;
+    c->client = cl;
+    return 0;
+}
+
+static tp__buf *
+outcome_find(const tp__client *cl, json_int_t ref)
+{
+    for (unsigned i = 0; i < cl->len; i++) {
+        unsigned k = (cl->start + i) % TP__OUTCOMES;
+        if (cl->outcomes[k].ref == ref)
+            return cl->outcomes[k].msg;
+    }
+    return NULL;
+}
+
+/* Whether a ref at or below the highest was never recorded: true while the
+ * remembered outcomes reach back past it. */
+static int
+outcome_window_covers(const tp__client *cl, json_int_t ref)
+{
+    if (cl->len < TP__OUTCOMES)
+        return 1; /* every recorded outcome is still here */
+    for (unsigned i = 0; i < cl->len; i++)
+        if (cl->outcomes[i].ref < ref)
+            return 1;
+    return 0;
+}
+
+static void
+outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
+{
+    if (msg == NULL)
+        return;
+    if (ref > cl->highest)
+        cl->highest = ref;
+    unsigned k;
+    if (cl->len == TP__OUTCOMES) {
+        k = cl->start;
+        tp__buf_unref(cl->outcomes[k].msg);
+        cl->start = (cl->start + 1) % TP__OUTCOMES;
+    } else {
+        k = (cl->start + cl->len++) % TP__OUTCOMES;
+    }
+    cl->outcomes[k].ref = ref;
+    cl->outcomes[k].msg = tp__buf_ref(msg);
+}
+
+/* ---- Writes ---- */
+
+static int
+take_token(tp_conn *c)
+{
+    const double rate = c->hub->limits.writes_per_second;
+    int64_t now = tp__hub_now(c->hub);
+    if (now > c->tokens_at) {
+        c->tokens += (double)(now - c->tokens_at) * rate / 1000.0;
+        if (c->tokens > rate)
+            c->tokens = rate;
+    }
+    c->tokens_at = now;
+    if (c->tokens < 1.0)
+        return 0;
+    c->tokens -= 1.0;
+    return 1;
+}
+
+/* Finds the model a message names; fills err as PROTOCOL.md's echo rules say. */
+static tp__model *
+find_model(tp_conn *c, const json_t *msg, const char *where, int *shared, tp_access *access,
+           tp_error *err)
+{
+    const json_t *jscope = json_object_get(msg, "scope");
+    const json_t *jid = json_object_get(msg, "id");
+    const char *scope = json_string_value(jscope);
+    if (scope == NULL || (strcmp(scope, "private") != 0 && strcmp(scope, "shared") != 0)) {
+        tp__error_set(err, TP_EBADREQUEST, "%sscope: expected \"private\" or \"shared\"", where);
+        return NULL;
+    }
+    if (!json_is_string(jid) || json_string_length(jid) == 0) {
+        tp__error_set(err, TP_EBADREQUEST, "%sid: expected a non-empty string", where);
+        return NULL;
+    }
+    const char *id = json_string_value(jid);
+    *shared = scope[0] == 's';
+    if (json_string_length(jid) > TP__KEY_MAX || strlen(id) != json_string_length(jid)) {
+        tp__error_set(err, TP_ENOTFOUND, "%sid: no model \"%.64s\" in scope \"%s\"", where, id,
+                      scope);
+        return NULL;
+    }
+    if (!*shared) {
+        tp__model *m = tp__map_get(&c->session->models, id);
+        *access = TP_WRITE;
+        if (m == NULL)
+            tp__error_set(err, TP_ENOTFOUND, "%sid: no model \"%s\" in scope \"private\"", where,
+                          id);
+        return m;
+    }
+    /* A tenant cannot tell a model it may not see from one that does not
+     * exist: both are not_found. */
+    tp__sub *sub = tp__session_sub(c->session, id);
+    if (sub == NULL) {
+        tp__error_set(err, TP_ENOTFOUND, "%sid: no model \"%s\" in scope \"shared\"", where, id);
+        return NULL;
+    }
+    *access = sub->access;
+    return sub->model;
+}
+
+static int
+parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
+{
+    const json_t *wall = json_object_get(jts, "wall");
+    const json_t *count = json_object_get(jts, "count");
+    if (!json_is_object(jts) || !json_is_integer(wall) || !json_is_integer(count) ||
+        json_integer_value(wall) < 0 || json_integer_value(count) < 0)
+        return tp__error_set(err, TP_EBADREQUEST,
+                             "ts: expected {\"wall\": milliseconds, \"count\": integer}, both >= 0");
+    st->wall = json_integer_value(wall);
+    st->count = json_integer_value(count);
+    return 0;
+}
+
+/* Applies a write; returns the ack or error to send (NULL: out of memory)
+ * and sets *code to the outcome. */
+static tp__buf *
+apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
+{
+    tp_error err = {0, ""};
+    int shared = 0;
+    tp_access access = TP_READ;
+    const json_t *patch = json_object_get(msg, "patch");
+    const json_t *jts = json_object_get(msg, "ts");
+    tp__stamp stamp = {0, 0, c->session->tenant, c->num};
+    tp__model *m = find_model(c, msg, "", &shared, &access, &err);
+    if (m != NULL && !json_is_object(patch))
+        tp__error_set(&err, TP_EBADREQUEST, "patch: expected an object");
+    else if (m != NULL && jts != NULL && parse_ts(jts, &stamp, &err) != 0)
+        m = NULL;
+    else if (m != NULL && access != TP_WRITE)
+        tp__error_set(&err, TP_EFORBIDDEN, "id: shared model \"%s\" is read-only for this tenant",
+                      m->id);
+    if (err.code != 0) {
+        *code = err.code;
+        return msg_error(1, ref, err.code, err.message);
+    }
+    /* PROTOCOL.md: a pending host change of the model is published before
+     * any other patch of it, so revs stay in order. */
+    if (tp__publish_pending(m) == TP_ENOMEM) {
+        *code = TP_EINTERNAL;
+        return msg_error(1, ref, TP_EINTERNAL, "out of memory");
+    }
+    if (m->kind == TP__LWW_MAP) {
+        if (jts != NULL)
+            tp__stamp_observe(c->hub, &stamp);
+        else
+            tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
+    }
+    tp__change ch = {0};
+    int64_t from = m->rev;
+    int rc = tp__merge_compute(m, patch, &stamp, c, &ch, &err);
+    if (rc == 0)
+        rc = tp__model_commit(m, &ch, c, shared ? NULL : c, &err);
+    tp__change_free(&ch);
+    if (rc < 0) {
+        *code = rc == TP_ENOMEM ? TP_EINTERNAL : rc;
+        return msg_error(1, ref, *code, err.message);
+    }
+    *code = TP_OK;
+    /* PROTOCOL.md: a private write's ack carries `from` when it changed the
+     * model; a shared writer already got the patch; a write that changed
+     * nothing is acked with the current rev and no `from`. */
+    return msg_ack(ref, m, rc > 0 && !shared ? from : -1);
+}
+
+static void
+handle_write(tp_conn *c, const json_t *msg)
+{
+    const json_t *jref = json_object_get(msg, "ref");
+    if (!json_is_integer(jref)) {
+        send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
+        return;
+    }
+    json_int_t ref = json_integer_value(jref);
+    tp__client *cl = c->client;
+    if (cl != NULL && ref <= cl->highest) {
+        /* PROTOCOL.md, exactly once: a ref not above the highest is
+         * answered with its original outcome and never applied twice. */
+        tp__buf *was = outcome_find(cl, ref);
+        if (was != NULL) {
+            tp__conn_send(c, was);
+            return;
+        }
+        if (!outcome_window_covers(cl, ref)) {
+            send_error(c, 1, ref, TP_EDUPLICATE,
+                       "ref: already used by this client and its outcome is no longer known");
+            return;
+        }
+        /* Within the remembered window and not recorded: never applied
+         * (refused with rate_limited or internal), so it is new. */
+    }
+    if (!take_token(c)) {
+        send_error(c, 1, ref, TP_ERATELIMITED, "ref: writes per second over the limit, resend later");
+        return;
+    }
+    int code = TP_OK;
+    tp__buf *out = apply_write(c, msg, ref, &code);
+    tp__conn_send(c, out);
+    /* rate_limited and internal outcomes are not recorded: the ref may be
+     * sent again. */
+    if (cl != NULL && code != TP_ERATELIMITED && code != TP_EINTERNAL)
+        outcome_record(cl, ref, out);
+    tp__buf_unref(out);
+}
+
+/* ---- Resume ---- */
+
+static int
+check_resume(const json_t *models, tp_error *err)
+{
+    if (models == NULL)
+        return 0;
+    if (!json_is_array(models))
+        return tp__error_set(err, TP_EBADREQUEST, "models: expected an array");
+    size_t i;
+    const json_t *e;
+    json_array_foreach(models, i, e)
+    {
+        const char *scope = json_string_value(json_object_get(e, "scope"));
+        const json_t *rev = json_object_get(e, "rev");
+        if (!json_is_object(e))
+            return tp__error_set(err, TP_EBADREQUEST, "models[%zu]: expected an object", i);
+        if (scope == NULL || (strcmp(scope, "private") != 0 && strcmp(scope, "shared") != 0))
+            return tp__error_set(err, TP_EBADREQUEST,
+                                 "models[%zu].scope: expected \"private\" or \"shared\"", i);
+        if (!json_is_string(json_object_get(e, "id")))
+            return tp__error_set(err, TP_EBADREQUEST, "models[%zu].id: expected a string", i);
+        if (!json_is_integer(rev) || json_integer_value(rev) < 0)
+            return tp__error_set(err, TP_EBADREQUEST,
+                                 "models[%zu].rev: expected an integer >= 0", i);
+    }
+    return 0;
+}
+
+/* Answers one listed model: missed patches, a snapshot, or removed. */
+static void
+resume_one(tp_conn *c, const json_t *e, uint64_t mark)
+{
+    tp_error err;
+    int shared;
+    tp_access access;
+    tp__model *m = find_model(c, e, "", &shared, &access, &err);
+    if (m == NULL) {
+        json_t *msg = json_pack("{s:s,s:O,s:O}", "type", "removed", "scope",
+                                json_object_get(e, "scope"), "id", json_object_get(e, "id"));
+        tp__buf *b = encode_json(msg);
+        tp__conn_send(c, b);
+        tp__buf_unref(b);
+        return;
+    }
+    m->mark = mark;
+    int64_t rev = json_integer_value(json_object_get(e, "rev"));
+    /* The client may not know its access when it changed at or after its
+     * rev: a snapshot tells it. */
+    int access_known = !shared || rev > tp__session_sub(c->session, m->id)->access_rev;
+    if (rev == m->rev && access_known)
+        return;
+    long i = access_known ? tp__model_history_find(m, rev) : -1;
+    if (i < 0) {
+        tp__conn_send_snapshot(c, m, access);
+        return;
+    }
+    for (unsigned k = (unsigned)i; k < m->hist_len; k++)
+        tp__conn_send(c, tp__model_history_at(m, k));
+}
+
+static void
+handle_resume(tp_conn *c, const json_t *msg)
+{
+    tp_error err = {0, ""};
+    const json_t *models = json_object_get(msg, "models");
+    if (check_resume(models, &err) != 0 || set_client(c, json_object_get(msg, "client"), &err) != 0) {
+        send_error(c, 0, 0, err.code, err.message);
+        if (c->state != TP__CONN_AWAIT_RESUME)
+            return;
+        models = NULL; /* PROTOCOL.md: then handled as an empty resume */
+    }
+    uint64_t mark = ++c->hub->mark_gen;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(models, i, e) resume_one(c, e, mark);
+    /* PROTOCOL.md: after the listed models, snapshots of the visible models
+     * the client did not list, then synced. A resume later on a live
+     * connection (after a rev gap) answers just the models it lists. */
+    if (c->state == TP__CONN_AWAIT_RESUME) {
+        c->state = TP__CONN_LIVE;
+        send_snapshots(c, mark);
+        send_literal(c, "{\"type\":\"synced\"}");
+    }
+}
+
+/* ---- Messages ---- */
+
+static void
+handle_ping(tp_conn *c, const json_t *msg)
+{
+    tp_error err;
+    const json_t *jref = json_object_get(msg, "ref");
+    if (!json_is_integer(jref)) {
+        send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
+        return;
+    }
+    if (set_client(c, json_object_get(msg, "client"), &err) != 0) {
+        send_error(c, 1, json_integer_value(jref), err.code, err.message);
+        return;
+    }
+    tp__sb sb;
+    tp__sb_init(&sb, 48);
+    tp__sb_puts(&sb, "{\"type\":\"pong\",\"ref\":");
+    tp__sb_int(&sb, json_integer_value(jref));
+    tp__sb_puts(&sb, "}");
+    tp__buf *b = tp__sb_finish(&sb);
+    tp__conn_send(c, b);
+    tp__buf_unref(b);
+}
+
+static void
+handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
+{
+    char where[32] = "";
+    if (batched)
+        snprintf(where, sizeof where, "[%zu]", index);
+    if (!json_is_object(msg)) {
+        char m[96];
+        snprintf(m, sizeof m, "%s: expected a message object", batched ? where : "(root)");
+        send_error(c, 0, 0, TP_EBADREQUEST, m);
+        return;
+    }
+    const json_t *jref = json_object_get(msg, "ref");
+    int has_ref = json_is_integer(jref);
+    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (type == NULL) {
+        send_error(c, has_ref, ref, TP_EBADREQUEST, "type: required, a string");
+        return;
+    }
+    int is_resume = strcmp(type, "resume") == 0;
+    /* PROTOCOL.md: with resume=1, a first message that is not `resume`
+     * counts as an empty resume and is then handled as usual. */
+    if (c->state == TP__CONN_AWAIT_RESUME && !is_resume)
+        handle_resume(c, NULL);
+    if (strcmp(type, "write") == 0)
+        handle_write(c, msg);
+    else if (is_resume)
+        handle_resume(c, msg);
+    else if (strcmp(type, "ping") == 0)
+        handle_ping(c, msg);
+    else {
+        char m[128];
+        snprintf(m, sizeof m, "type: unknown message type \"%.64s\"", type);
+        send_error(c, has_ref, ref, TP_EBADREQUEST, m);
+    }
+}
+
+TP_API int
+tp_conn_feed(tp_conn *c, const char *text, size_t len)
+{
+    if (c->state == TP__CONN_CLOSING)
+        return TP_ECLOSED;
+    if (len > c->hub->limits.max_message_bytes) {
+        char m[128];
+        snprintf(m, sizeof m, "message: %zu bytes, over the limit of %zu", len,
+                 c->hub->limits.max_message_bytes);
+        send_error(c, 0, 0, TP_ETOOLARGE, m);
+        c->close_code = 1009;
+        c->state = TP__CONN_CLOSING;
+        return TP_ECLOSED;
+    }
+    json_error_t jerr;
+    json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (msg == NULL) {
+        char m[256];
+        snprintf(m, sizeof m, "message: not JSON: %s (column %d)", jerr.text, jerr.column);
+        send_error(c, 0, 0, TP_EBADREQUEST, m);
+    } else if (json_is_array(msg)) {
+        /* A batch: its messages in order, each answered on its own. */
+        size_t i;
+        json_t *e;
+        json_array_foreach(msg, i, e)
+        {
+            if (c->state == TP__CONN_CLOSING)
+                break;
+            handle_message(c, e, i, 1);
+        }
+    } else {
+        handle_message(c, msg, 0, 0);
+    }
+    json_decref(msg);
+    return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;
+}

@@ -1,0 +1,594 @@
+/*
+ * The hub: tenants and their sessions, private and shared models,
+ * subscriptions, and host-side writes that wait for the next sync.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/hub.h"
+#include "core/patch.h"
+#include "core/schema.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+#include "util/error.h"
+
+TP_API const char *
+tp_version(void)
+{
+    return TP_VERSION;
+}
+
+static void
+limits_default(tp_limits *l)
+{
+    if (l->max_message_bytes == 0)
+        l->max_message_bytes = 1024 * 1024;
+    if (l->max_outbox_bytes == 0)
+        l->max_outbox_bytes = 8 * 1024 * 1024;
+    if (l->writes_per_second == 0)
+        l->writes_per_second = 1000;
+    if (l->history_patches == 0)
+        l->history_patches = 256;
+    if (l->history_bytes == 0)
+        l->history_bytes = 256 * 1024;
+    if (l->client_records == 0)
+        l->client_records = 1024;
+    if (l->max_skew_ms == 0)
+        l->max_skew_ms = 60000;
+}
+
+/* ---- Life cycle ---- */
+
+TP_API tp_hub *
+tp_hub_new(const tp_hub_config *config, tp_error *err)
+{
+    tp_hub *hub = tp__calloc(1, sizeof *hub);
+    if (hub == NULL) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (config != NULL) {
+        hub->key = config->key;
+        hub->key_user = config->key_user;
+        hub->clock = config->clock;
+        hub->clock_user = config->clock_user;
+        hub->limits = config->limits;
+        hub->tick_ms = config->tick_ms;
+    }
+    if (hub->clock == NULL)
+        hub->clock = tp__clock_wall_ms;
+    limits_default(&hub->limits);
+    hub->seed = tp__seed(hub);
+    tp__map_init(&hub->tenants, hub->seed);
+    tp__map_init(&hub->shared, hub->seed ^ 0x9e3779b97f4a7c15ULL);
+    tp__error_clear(err);
+    return hub;
+}
+
+static void
+session_free(tp_session *s)
+{
+    /* Connections are the transport's to close; a hub freed under live
+     * connections detaches them so that tp_conn_close still works. */
+    while (s->conns.len > 0)
+        tp_conn_close(s->conns.items[s->conns.len - 1]);
+    tp__vec_free(&s->conns);
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+        tp__model_free(v);
+    tp__map_free(&s->models);
+    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);)
+        tp__free(v);
+    tp__map_free(&s->subs);
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
+        tp__client *cl = v;
+        for (unsigned i = 0; i < cl->len; i++)
+            tp__buf_unref(cl->outcomes[(cl->start + i) % TP__OUTCOMES].msg);
+        tp__free(cl);
+    }
+    tp__map_free(&s->clients);
+    tp__free(s->tenant);
+    tp__free(s);
+}
+
+TP_API void
+tp_hub_free(tp_hub *hub)
+{
+    if (hub == NULL)
+        return;
+    void *v;
+    for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);)
+        session_free(v);
+    tp__map_free(&hub->tenants);
+    for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);)
+        tp__model_free(v);
+    tp__map_free(&hub->shared);
+    tp__vec_free(&hub->dirty);
+    tp__vec_free(&hub->ready);
+    tp__free(hub);
+}
+
+int64_t
+tp__hub_now(tp_hub *hub)
+{
+    return hub->clock(hub->clock_user);
+}
+
+TP_API const char *
+tp_hub_key(tp_hub *hub, const tp_request *req)
+{
+    if (hub->key != NULL)
+        return hub->key(req, hub->key_user);
+    return tp_request_path_param(req, "tenant");
+}
+
+/* ---- Values ---- */
+
+static int
+valid_key(const char *key)
+{
+    if (key == NULL)
+        return 0;
+    size_t n = strnlen(key, TP__KEY_MAX + 1);
+    return n > 0 && n <= TP__KEY_MAX;
+}
+
+json_t *
+tp__parse_value(const tp_schema *schema, const char *text, tp_error *err)
+{
+    if (text == NULL) {
+        tp__error_set(err, TP_EARG, "value: missing");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *parsed = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (parsed == NULL) {
+        tp__error_set(err, TP_EBADREQUEST, "value: not JSON: %s (line %d, column %d)", jerr.text,
+                      jerr.line, jerr.column);
+        return NULL;
+    }
+    json_t *v = tp__json_strip_nulls(parsed);
+    json_decref(parsed);
+    if (v == NULL) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (json_is_object(v) && tp__schema_fill_defaults(schema, v) != TP_OK) {
+        json_decref(v);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (tp__schema_validate(schema, v, err) != TP_OK) {
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
+static void
+dirty_remove(tp__model *m)
+{
+    if (m->pending == NULL)
+        return;
+    tp__model *moved = tp__vec_swap_remove(&m->hub->dirty, m->dirty_idx);
+    if (moved != NULL)
+        moved->dirty_idx = m->dirty_idx;
+    json_decref(m->pending);
+    m->pending = NULL;
+}
+
+/* Makes v the model's pending host value (takes the reference). */
+static int
+set_pending(tp__model *m, json_t *v, tp_error *err)
+{
+    if (m->pending == NULL) {
+        if (tp__vec_push(&m->hub->dirty, m) != 0) {
+            json_decref(v);
+            return tp__error_set(err, TP_ENOMEM, "out of memory");
+        }
+        m->dirty_idx = m->hub->dirty.len - 1;
+    } else {
+        json_decref(m->pending);
+    }
+    m->pending = v;
+    return TP_OK;
+}
+
+int
+tp__publish_pending(tp__model *m)
+{
+    if (m->pending == NULL)
+        return 0;
+    tp_error err;
+    json_t *patch = tp_merge_patch_diff(m->value, m->pending);
+    if (patch == NULL)
+        return TP_ENOMEM;
+    /* A lww-map field's winner replaces the field whole, so the host's write
+     * names each changed field with its whole new value, not a nested diff. */
+    if (m->kind == TP__LWW_MAP) {
+        const char *key;
+        json_t *pv;
+        json_object_foreach(patch, key, pv)
+        {
+            json_t *whole = json_object_get(m->pending, key);
+            if (whole != NULL && json_object_set(patch, key, whole) != 0) {
+                json_decref(patch);
+                return TP_ENOMEM;
+            }
+        }
+    }
+    tp__change ch = {0};
+    tp__stamp stamp = {0, 0, "", 0};
+    tp__stamp_now(m->hub, &stamp);
+    int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, &err);
+    if (rc == 0)
+        rc = tp__model_commit(m, &ch, NULL, NULL, &err);
+    tp__change_free(&ch);
+    json_decref(patch);
+    if (rc == TP_ENOMEM)
+        return rc; /* still pending: the next sync tries again */
+    /* Published, or refused by a custom merge or the schema: either way the
+     * host's value has had its turn. */
+    dirty_remove(m);
+    return rc < 0 ? rc : 1;
+}
+
+TP_API int
+tp_hub_sync(tp_hub *hub)
+{
+    int published = 0;
+    /* Publishing removes the model from the dirty list (swap-remove from
+     * the end keeps the indices below valid); a model that stays dirty on
+     * failure is left for the next sync. */
+    for (size_t i = hub->dirty.len; i-- > 0;) {
+        if (i >= hub->dirty.len)
+            continue;
+        int rc = tp__publish_pending(hub->dirty.items[i]);
+        if (rc > 0)
+            published++;
+    }
+    return published;
+}
+
+static char *
+dump_value(const tp__model *m)
+{
+    return json_dumps(m->pending ? m->pending : m->value, JSON_COMPACT);
+}
+
+/* ---- Sessions and private models ---- */
+
+TP_API tp_session *
+tp_hub_tenant(tp_hub *hub, const char *tenant)
+{
+    if (!valid_key(tenant))
+        return NULL;
+    tp_session *s = tp__map_get(&hub->tenants, tenant);
+    if (s != NULL)
+        return s;
+    s = tp__calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->hub = hub;
+    s->next_id = 1;
+    s->tenant = tp__strdup(tenant);
+    tp__map_init(&s->models, hub->seed ^ 0x1);
+    tp__map_init(&s->subs, hub->seed ^ 0x2);
+    tp__map_init(&s->clients, hub->seed ^ 0x3);
+    if (s->tenant == NULL || tp__map_put(&hub->tenants, s->tenant, s) != 0) {
+        tp__free(s->tenant);
+        tp__free(s);
+        return NULL;
+    }
+    return s;
+}
+
+TP_API const char *
+tp_session_tenant(const tp_session *s)
+{
+    return s->tenant;
+}
+
+/* Sends a model's snapshot to every live connection of a session. */
+static void
+announce(tp_session *s, tp__model *m, tp_access access)
+{
+    for (size_t i = 0; i < s->conns.len; i++) {
+        tp_conn *c = s->conns.items[i];
+        if (c->state == TP__CONN_LIVE)
+            tp__conn_send_snapshot(c, m, access);
+    }
+}
+
+static void
+tell(tp_session *s, tp__buf *msg)
+{
+    for (size_t i = 0; msg != NULL && i < s->conns.len; i++) {
+        tp_conn *c = s->conns.items[i];
+        if (c->state == TP__CONN_LIVE)
+            tp__conn_send(c, msg);
+    }
+}
+
+static const char *
+host_private(tp_session *s, const char *id, const tp_schema *schema, const char *value,
+             tp_error *err)
+{
+    char assigned[24];
+    if (schema == NULL) {
+        tp__error_set(err, TP_EARG, "schema: missing");
+        return NULL;
+    }
+    if (id == NULL) {
+        do
+            snprintf(assigned, sizeof assigned, "%llu", (unsigned long long)s->next_id++);
+        while (tp__map_get(&s->models, assigned) != NULL);
+        id = assigned;
+    } else if (!valid_key(id)) {
+        tp__error_set(err, TP_EARG, "id: must be 1 to %d bytes", TP__KEY_MAX);
+        return NULL;
+    } else if (tp__map_get(&s->models, id) != NULL) {
+        tp__error_set(err, TP_EEXIST, "id: \"%s\" is already hosted in tenant \"%s\"", id,
+                      s->tenant);
+        return NULL;
+    }
+    json_t *v = tp__parse_value(schema, value, err);
+    if (v == NULL)
+        return NULL;
+    tp__model *m = tp__model_new(s->hub, 0, id, schema, v);
+    json_decref(v);
+    if (m == NULL || tp__map_put(&s->models, m->id, m) != 0) {
+        tp__model_free(m);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    m->owner = s;
+    announce(s, m, TP_WRITE);
+    tp__error_clear(err);
+    return m->id;
+}
+
+TP_API const char *
+tp_session_host(tp_session *s, const tp_schema *schema, const char *value, tp_error *err)
+{
+    return host_private(s, NULL, schema, value, err);
+}
+
+TP_API const char *
+tp_session_host_as(tp_session *s, const char *id, const tp_schema *schema, const char *value,
+                   tp_error *err)
+{
+    if (id == NULL) {
+        tp__error_set(err, TP_EARG, "id: missing");
+        return NULL;
+    }
+    return host_private(s, id, schema, value, err);
+}
+
+static tp__model *
+private_model(tp_session *s, const char *id)
+{
+    return id ? tp__map_get(&s->models, id) : NULL;
+}
+
+TP_API int
+tp_session_set(tp_session *s, const char *id, const char *value, tp_error *err)
+{
+    tp__model *m = private_model(s, id);
+    if (m == NULL)
+        return tp__error_set(err, TP_ENOTFOUND, "id: no private model \"%s\" in tenant \"%s\"",
+                             id ? id : "", s->tenant);
+    tp_error local;
+    json_t *v = tp__parse_value(m->schema, value, err ? err : &local);
+    if (v == NULL)
+        return err ? err->code : local.code;
+    return set_pending(m, v, err);
+}
+
+TP_API char *
+tp_session_get(tp_session *s, const char *id)
+{
+    tp__model *m = private_model(s, id);
+    return m ? dump_value(m) : NULL;
+}
+
+TP_API int64_t
+tp_session_rev(tp_session *s, const char *id)
+{
+    tp__model *m = private_model(s, id);
+    return m ? m->rev : TP_ENOTFOUND;
+}
+
+TP_API int
+tp_session_delete(tp_session *s, const char *id)
+{
+    tp__model *m = private_model(s, id);
+    if (m == NULL)
+        return TP_ENOTFOUND;
+    tp__buf *msg = tp__msg_removed(m);
+    tell(s, msg);
+    tp__buf_unref(msg);
+    dirty_remove(m);
+    tp__map_del(&s->models, m->id);
+    tp__model_free(m);
+    return TP_OK;
+}
+
+/* ---- Shared models ---- */
+
+static tp__model *
+shared_model(tp_hub *hub, const char *sid)
+{
+    return sid ? tp__map_get(&hub->shared, sid) : NULL;
+}
+
+TP_API const char *
+tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const char *value,
+                const tp_merge *merge, tp_error *err)
+{
+    char assigned[24];
+    if (schema == NULL) {
+        tp__error_set(err, TP_EARG, "schema: missing");
+        return NULL;
+    }
+    if (merge != NULL && merge->merge == NULL) {
+        tp__error_set(err, TP_EARG, "merge: the strategy has no merge function");
+        return NULL;
+    }
+    if (sid == NULL) {
+        do
+            snprintf(assigned, sizeof assigned, "s%llu", (unsigned long long)++hub->next_sid);
+        while (tp__map_get(&hub->shared, assigned) != NULL);
+        sid = assigned;
+    } else if (!valid_key(sid)) {
+        tp__error_set(err, TP_EARG, "sid: must be 1 to %d bytes", TP__KEY_MAX);
+        return NULL;
+    } else if (tp__map_get(&hub->shared, sid) != NULL) {
+        tp__error_set(err, TP_EEXIST, "sid: \"%s\" is already shared", sid);
+        return NULL;
+    }
+    json_t *v = tp__parse_value(schema, value, err);
+    if (v == NULL)
+        return NULL;
+    tp__model *m = tp__model_new(hub, 1, sid, schema, v);
+    json_decref(v);
+    if (m == NULL || tp__map_put(&hub->shared, m->id, m) != 0) {
+        tp__model_free(m);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (merge != NULL)
+        m->merge = *merge;
+    /* The built-in strategies are recognised by their merge function: the
+     * hub, not the callback, keeps lww-map's per-field stamps. */
+    if (m->merge.merge == tp_lww_map_crdt.merge)
+        m->kind = TP__LWW_MAP;
+    else if (m->merge.merge == tp_last_write_wins.merge)
+        m->kind = TP__LWW;
+    else
+        m->kind = TP__CUSTOM;
+    tp__error_clear(err);
+    return m->id;
+}
+
+TP_API const char *
+tp_hub_share(tp_hub *hub, const tp_schema *schema, const char *value, const tp_merge *merge,
+             tp_error *err)
+{
+    return tp_hub_share_as(hub, NULL, schema, value, merge, err);
+}
+
+tp__sub *
+tp__session_sub(tp_session *s, const char *sid)
+{
+    return tp__map_get(&s->subs, sid);
+}
+
+TP_API int
+tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access access)
+{
+    if (access != TP_READ && access != TP_WRITE)
+        return TP_EARG;
+    tp__model *m = shared_model(hub, sid);
+    if (m == NULL)
+        return TP_ENOTFOUND;
+    if (!valid_key(tenant))
+        return TP_EARG;
+    tp_session *s = tp_hub_tenant(hub, tenant);
+    if (s == NULL)
+        return TP_ENOMEM;
+    tp__sub *sub = tp__session_sub(s, m->id);
+    if (sub != NULL) {
+        if (sub->access != access) {
+            sub->access = access;
+            sub->access_rev = m->rev;
+            tp__buf *msg = tp__msg_access(m, access);
+            tell(s, msg);
+            tp__buf_unref(msg);
+        }
+        return TP_OK;
+    }
+    sub = tp__calloc(1, sizeof *sub);
+    if (sub == NULL || tp__vec_reserve(&m->subs, 1) != 0 ||
+        tp__map_put(&s->subs, m->id, sub) != 0) {
+        tp__free(sub);
+        return TP_ENOMEM;
+    }
+    sub->session = s;
+    sub->model = m;
+    sub->access = access;
+    sub->access_rev = m->rev;
+    sub->idx = m->subs.len;
+    tp__vec_push(&m->subs, sub); /* reserved */
+    announce(s, m, access);
+    return TP_OK;
+}
+
+static void
+sub_remove(tp__sub *sub, int notify)
+{
+    tp__model *m = sub->model;
+    tp_session *s = sub->session;
+    if (notify) {
+        tp__buf *msg = tp__msg_removed(m);
+        tell(s, msg);
+        tp__buf_unref(msg);
+    }
+    tp__sub *moved = tp__vec_swap_remove(&m->subs, sub->idx);
+    if (moved != NULL)
+        moved->idx = sub->idx;
+    tp__map_del(&s->subs, m->id);
+    tp__free(sub);
+}
+
+TP_API int
+tp_hub_unsubscribe(tp_hub *hub, const char *tenant, const char *sid)
+{
+    tp_session *s = valid_key(tenant) ? tp__map_get(&hub->tenants, tenant) : NULL;
+    tp__sub *sub = s && sid ? tp__session_sub(s, sid) : NULL;
+    if (sub == NULL)
+        return TP_ENOTFOUND;
+    sub_remove(sub, 1);
+    return TP_OK;
+}
+
+TP_API int
+tp_hub_unshare(tp_hub *hub, const char *sid)
+{
+    tp__model *m = shared_model(hub, sid);
+    if (m == NULL)
+        return TP_ENOTFOUND;
+    while (m->subs.len > 0)
+        sub_remove(m->subs.items[m->subs.len - 1], 1);
+    dirty_remove(m);
+    tp__map_del(&hub->shared, m->id);
+    tp__model_free(m);
+    return TP_OK;
+}
+
+TP_API int
+tp_hub_set_shared(tp_hub *hub, const char *sid, const char *value, tp_error *err)
+{
+    tp__model *m = shared_model(hub, sid);
+    if (m == NULL)
+        return tp__error_set(err, TP_ENOTFOUND, "sid: no shared model \"%s\"", sid ? sid : "");
+    tp_error local;
+    json_t *v = tp__parse_value(m->schema, value, err ? err : &local);
+    if (v == NULL)
+        return err ? err->code : local.code;
+    return set_pending(m, v, err);
+}
+
+TP_API char *
+tp_hub_get_shared(tp_hub *hub, const char *sid)
+{
+    tp__model *m = shared_model(hub, sid);
+    return m ? dump_value(m) : NULL;
+}
+
+TP_API int64_t
+tp_hub_shared_rev(tp_hub *hub, const char *sid)
+{
+    tp__model *m = shared_model(hub, sid);
+    return m ? m->rev : TP_ENOTFOUND;
+}

@@ -1,0 +1,252 @@
+/*
+ * The hub's internal structures, shared by the files of the core:
+ *   hub.c      tenants, private and shared models, subscriptions, host writes
+ *   model.c    a model's value, rev, history and the messages that reveal it
+ *   merge.c    merge strategies: lww, lww-map (field stamps), custom
+ *   conn.c     a connection: the protocol of PROTOCOL.md without sockets
+ *   outbox.c   a connection's outbox and the frames built from it
+ *   request.c  the handshake seen by the key function
+ *
+ * Ownership in one picture: the hub owns sessions and shared models; a
+ * session owns its private models, its subscriptions' records, its client
+ * records and (by pointer) its connections; a model owns its value, its
+ * history and its encoded snapshots. Nothing is shared between tenants but
+ * shared models, and those only through subscription records.
+ */
+#ifndef TP_CORE_HUB_H
+#define TP_CORE_HUB_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "transports.h"
+#include "util/buf.h"
+#include "util/map.h"
+#include "util/vec.h"
+
+#define TP__FRAME_MAX (64 * 1024) /* PROTOCOL.md: a batch frame is at most 64 KiB */
+#define TP__KEY_MAX 256           /* tenant keys, model ids, sids */
+#define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
+#define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
+
+typedef enum { TP__LWW, TP__LWW_MAP, TP__CUSTOM } tp__merge_kind;
+
+/* A lww-map field stamp: (wall, count, tenant, conn), compared in that order.
+ * The host's stamps have tenant "" and conn 0. */
+typedef struct tp__stamp {
+    int64_t wall;
+    int64_t count;
+    const char *tenant; /* a session's tenant key (lives as long as the hub) or "" */
+    uint64_t conn;
+} tp__stamp;
+
+/* A field's stamp as a model keeps it (a tombstone when the field is absent). */
+typedef struct tp__stamp_entry {
+    tp__stamp st;
+    char field[]; /* the field name, the stamp map's key */
+} tp__stamp_entry;
+
+/* One published change, kept for resume: the encoded `patch` message. */
+typedef struct tp__hist {
+    int64_t from;
+    int64_t rev;
+    tp__buf *msg;
+} tp__hist;
+
+typedef struct tp__sub tp__sub;
+
+typedef struct tp__model {
+    tp_hub *hub;
+    int shared;       /* scope: 1 shared, 0 private */
+    char *id;         /* the private id or the sid */
+    tp_session *owner; /* private models: the session */
+    tp_schema *schema;
+    json_t *value; /* a root object without null members; below the root, immutable */
+    int64_t rev;
+    json_t *pending; /* a host value waiting for the next sync, or NULL */
+    size_t dirty_idx; /* index in hub->dirty while pending != NULL */
+
+    /* `"scope":"...","id":"..."`, encoded once for every message of the model. */
+    char *addr;
+    size_t addr_len;
+
+    /* Shared models: the merge strategy and the subscriptions. */
+    tp_merge merge;
+    tp__merge_kind kind;
+    tp__map stamps; /* lww-map: field -> tp__stamp_entry *, tombstones included */
+    tp__vec subs;   /* tp__sub *, each knowing its index here */
+
+    /* The last published patches, oldest first, for resume. */
+    tp__hist *hist;
+    unsigned hist_cap, hist_start, hist_len;
+    size_t hist_bytes;
+
+    uint64_t mark; /* resume: the model was listed by the resume with this mark */
+
+    /* Encoded snapshots for read [0] and write [1] access, valid at snap_rev. */
+    tp__buf *snap[2];
+    int64_t snap_rev[2];
+} tp__model;
+
+struct tp__sub {
+    tp_session *session;
+    tp__model *model;
+    tp_access access;
+    int64_t access_rev; /* the model's rev when access last changed: resume sends a snapshot */
+    size_t idx;         /* index in model->subs */
+};
+
+/* What one client id's writes came to, for exactly-once delivery. */
+typedef struct tp__client {
+    char id[TP__CLIENT_ID_MAX + 1];
+    int64_t highest; /* the highest ref processed with a recorded outcome */
+    uint64_t used;   /* the session's use counter when last used: the oldest is evicted */
+    unsigned conns;  /* live connections named with this id: never evicted while > 0 */
+    unsigned start, len;
+    struct {
+        int64_t ref;
+        tp__buf *msg; /* the encoded ack or error, sent again on a resend */
+    } outcomes[TP__OUTCOMES];
+} tp__client;
+
+struct tp_session {
+    tp_hub *hub;
+    char *tenant;
+    tp__map models; /* private id -> tp__model * */
+    uint64_t next_id;
+    tp__map subs;   /* sid -> tp__sub * */
+    tp__vec conns;  /* tp_conn *, each knowing its index here */
+    tp__map clients; /* client id -> tp__client * */
+    uint64_t client_uses;
+};
+
+enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };
+
+struct tp_conn {
+    tp_hub *hub;
+    tp_session *session;
+    uint64_t num;
+    char id[24];
+    size_t idx; /* in session->conns */
+    int state;
+    int close_code;
+    void *user;
+    tp__client *client;
+
+    /* The outbox: encoded messages in order, from head to len. */
+    tp__buf **out;
+    size_t out_head, out_len, out_cap;
+    size_t out_bytes;
+    int ready;        /* in hub->ready */
+    size_t ready_idx; /* index in hub->ready */
+    tp__buf *taken;   /* the buffer last returned by tp_conn_next_frame */
+    tp__sb frame;     /* scratch for batch frames */
+
+    /* Token bucket of writes per second. */
+    double tokens;
+    int64_t tokens_at;
+};
+
+struct tp_hub {
+    tp_key_fn key;
+    void *key_user;
+    tp_clock_fn clock;
+    void *clock_user;
+    tp_limits limits;
+    unsigned tick_ms;
+
+    tp__map tenants; /* tenant -> tp_session * */
+    tp__map shared;  /* sid -> tp__model * */
+    uint64_t next_sid;
+    uint64_t next_conn;
+    uint64_t seed;
+
+    tp__vec dirty; /* tp__model * with a pending host value */
+    tp__vec ready; /* tp_conn * with a non-empty outbox not yet handed out */
+
+    int64_t hlc_wall, hlc_count; /* the hybrid logical clock of lww-map stamps */
+    uint64_t mark_gen;           /* the last mark handed out to a resume */
+};
+
+/* ---- hub.c ---- */
+int64_t tp__hub_now(tp_hub *hub);
+/* tp__publish_pending publishes a model's pending host value, if any. */
+int tp__publish_pending(tp__model *m);
+tp__sub *tp__session_sub(tp_session *s, const char *sid);
+/* tp__parse_value parses a host value: an object, nulls stripped, defaults filled, valid. */
+json_t *tp__parse_value(const tp_schema *schema, const char *text, tp_error *err);
+
+/* ---- model.c ---- */
+tp__model *tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema,
+                         json_t *value);
+void tp__model_free(tp__model *m);
+/* tp__model_snapshot returns the encoded snapshot for an access (borrowed). */
+tp__buf *tp__model_snapshot(tp__model *m, tp_access access);
+/* tp__model_history_push keeps a published patch for resume (takes a reference). */
+void tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg);
+/* tp__model_history_from returns the index (0-based from the oldest) of the
+ * entry with from == rev, or -1 when that rev is no longer kept. */
+long tp__model_history_find(const tp__model *m, int64_t rev);
+tp__buf *tp__model_history_at(const tp__model *m, unsigned i);
+tp__buf *tp__msg_removed(const tp__model *m);
+tp__buf *tp__msg_access(const tp__model *m, tp_access access);
+
+/*
+ * A change computed by a merge: the top-level members it sets (value) or
+ * deletes (value NULL). A member whose new value equals the old one is kept
+ * with `same` set: it publishes nothing, but a lww-map write that won the
+ * field still records its stamp there.
+ */
+typedef struct tp__change {
+    size_t n, cap;
+    struct tp__member {
+        const char *key; /* borrowed from the patch, or from `hold` */
+        json_t *value;   /* new reference, or NULL for a deletion */
+        int same;
+    } *members;
+    json_t *hold;    /* a reference keeping borrowed keys alive (a custom merge's result) */
+    int stamped;     /* lww-map: record `stamp` on every member when committed */
+    tp__stamp stamp;
+} tp__change;
+
+void tp__change_free(tp__change *ch);
+/* tp__change_add appends a member change (takes the value reference, even on
+ * failure); returns 0 or TP_ENOMEM. */
+int tp__change_add(tp__change *ch, const char *key, json_t *value, int same);
+
+/*
+ * tp__model_commit validates a change against the schema, applies it,
+ * bumps the rev, encodes the patch once, keeps it in history and fans it out.
+ * `origin` is the writing connection (NULL for the host), `except` a
+ * connection that gets no patch (a private write's writer).
+ * Returns the number of members changed (0: nothing to publish), or a
+ * negative code with err filled (TP_EINVALID, TP_ENOMEM).
+ */
+int tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
+                     tp_error *err);
+
+/* ---- merge.c ---- */
+/* tp__merge_compute turns a write's merge patch into a change of the model. */
+int tp__merge_compute(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp_conn *origin,
+                      tp__change *ch, tp_error *err);
+/* tp__stamp_now takes a fresh stamp from the hub's hybrid logical clock. */
+void tp__stamp_now(tp_hub *hub, tp__stamp *st);
+/* tp__stamp_observe clamps a client's ts and moves the hub's clock past it. */
+void tp__stamp_observe(tp_hub *hub, tp__stamp *st);
+int tp__stamp_cmp(const tp__stamp *a, const tp__stamp *b);
+void tp__stamps_free(tp__map *stamps);
+
+/* ---- outbox.c ---- */
+/* tp__conn_send queues a message for a connection (takes a new reference). */
+void tp__conn_send(tp_conn *c, tp__buf *msg);
+void tp__conn_outbox_clear(tp_conn *c);
+/* tp__conn_unready takes a closing connection off the hub's ready list. */
+void tp__conn_unready(tp_conn *c);
+/* tp__fanout sends a message to every live connection that sees the model. */
+void tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except);
+
+/* ---- conn.c ---- */
+void tp__conn_send_snapshot(tp_conn *c, tp__model *m, tp_access access);
+
+#endif /* TP_CORE_HUB_H */

@@ -1,0 +1,392 @@
+/*
+ * A model: its value, its rev, the patches it published (kept for resume),
+ * and the messages that reveal it. tp__model_commit is the one place where
+ * a model changes, for client writes and host writes alike.
+ */
+#include <string.h>
+
+#include "core/hub.h"
+#include "core/patch.h"
+#include "core/schema.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+/* json_dump_callback target: append to a builder. */
+static int
+dump_to_sb(const char *buffer, size_t size, void *data)
+{
+    tp__sb *sb = data;
+    tp__sb_append(sb, buffer, size);
+    return sb->failed ? -1 : 0;
+}
+
+static void
+sb_json(tp__sb *sb, const json_t *v)
+{
+    if (sb->failed)
+        return;
+    if (json_dump_callback(v, dump_to_sb, sb, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+        sb->failed = 1;
+}
+
+/* Encodes `"scope":"...","id":"..."` once, for every message of the model. */
+static char *
+encode_addr(int shared, const char *id, size_t *len)
+{
+    tp__sb sb;
+    tp__sb_init(&sb, 32 + strlen(id));
+    tp__sb_puts(&sb, shared ? "\"scope\":\"shared\",\"id\":" : "\"scope\":\"private\",\"id\":");
+    json_t *s = json_string(id);
+    if (s == NULL)
+        sb.failed = 1;
+    sb_json(&sb, s);
+    json_decref(s);
+    tp__buf *b = tp__sb_finish(&sb);
+    if (b == NULL)
+        return NULL;
+    char *addr = tp__strndup(b->data, b->len);
+    *len = b->len;
+    tp__buf_unref(b);
+    return addr;
+}
+
+tp__model *
+tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema, json_t *value)
+{
+    tp__model *m = tp__calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    m->hub = hub;
+    m->shared = shared;
+    m->rev = 1;
+    m->kind = TP__LWW;
+    m->merge = tp_last_write_wins;
+    tp__map_init(&m->stamps, hub->seed ^ 0x5bd1e995U);
+    m->id = tp__strdup(id);
+    m->addr = m->id ? encode_addr(shared, id, &m->addr_len) : NULL;
+    if (m->addr == NULL) {
+        tp__free(m->id);
+        tp__free(m);
+        return NULL;
+    }
+    m->schema = tp__schema_ref(schema);
+    m->value = json_incref(value);
+    return m;
+}
+
+void
+tp__model_free(tp__model *m)
+{
+    if (m == NULL)
+        return;
+    for (unsigned i = 0; i < m->hist_len; i++)
+        tp__buf_unref(m->hist[(m->hist_start + i) % m->hist_cap].msg);
+    tp__free(m->hist);
+    tp__buf_unref(m->snap[0]);
+    tp__buf_unref(m->snap[1]);
+    tp__stamps_free(&m->stamps);
+    tp__vec_free(&m->subs);
+    json_decref(m->value);
+    json_decref(m->pending);
+    tp_schema_free(m->schema);
+    tp__free(m->addr);
+    tp__free(m->id);
+    tp__free(m);
+}
+
+tp__buf *
+tp__model_snapshot(tp__model *m, tp_access access)
+{
+    int w = access == TP_WRITE;
+    if (m->snap[w] != NULL && m->snap_rev[w] == m->rev)
+        return m->snap[w];
+    tp__buf_unref(m->snap[w]);
+    m->snap[w] = NULL;
+    tp__sb sb;
+    tp__sb_init(&sb, 128);
+    tp__sb_puts(&sb, "{\"type\":\"snapshot\",");
+    tp__sb_append(&sb, m->addr, m->addr_len);
+    tp__sb_puts(&sb, ",\"schema\":");
+    json_t *title = json_string(tp_schema_title(m->schema));
+    if (title == NULL)
+        sb.failed = 1;
+    sb_json(&sb, title);
+    json_decref(title);
+    tp__sb_puts(&sb, ",\"rev\":");
+    tp__sb_int(&sb, m->rev);
+    tp__sb_puts(&sb, w ? ",\"access\":\"write\",\"value\":" : ",\"access\":\"read\",\"value\":");
+    sb_json(&sb, m->value);
+    tp__sb_puts(&sb, "}");
+    m->snap[w] = tp__sb_finish(&sb);
+    m->snap_rev[w] = m->rev;
+    return m->snap[w];
+}
+
+static tp__buf *
+encode_simple(const tp__model *m, const char *head, const char *tail)
+{
+    tp__sb sb;
+    tp__sb_init(&sb, 64 + m->addr_len);
+    tp__sb_puts(&sb, head);
+    tp__sb_append(&sb, m->addr, m->addr_len);
+    tp__sb_puts(&sb, tail);
+    return tp__sb_finish(&sb);
+}
+
+tp__buf *
+tp__msg_removed(const tp__model *m)
+{
+    return encode_simple(m, "{\"type\":\"removed\",", "}");
+}
+
+tp__buf *
+tp__msg_access(const tp__model *m, tp_access access)
+{
+    return encode_simple(m, "{\"type\":\"access\",",
+                         access == TP_WRITE ? ",\"access\":\"write\"}" : ",\"access\":\"read\"}");
+}
+
+/* ---- History ---- */
+
+void
+tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg)
+{
+    const tp_limits *lim = &m->hub->limits;
+    if (lim->history_patches == 0)
+        return;
+    if (m->hist == NULL) {
+        m->hist = tp__calloc(lim->history_patches, sizeof *m->hist);
+        if (m->hist == NULL)
+            return; /* resume falls back to a snapshot */
+        m->hist_cap = lim->history_patches;
+    }
+    /* A gap in the revs would make resume hand out patches that do not
+     * chain: start over when this patch does not follow the newest kept. */
+    if (m->hist_len > 0 && m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap].rev != from) {
+        while (m->hist_len > 0) {
+            tp__buf_unref(m->hist[m->hist_start].msg);
+            m->hist_start = (m->hist_start + 1) % m->hist_cap;
+            m->hist_len--;
+        }
+        m->hist_bytes = 0;
+    }
+    while (m->hist_len > 0 &&
+           (m->hist_len == m->hist_cap || m->hist_bytes + msg->len > lim->history_bytes)) {
+        tp__hist *old = &m->hist[m->hist_start];
+        m->hist_bytes -= old->msg->len;
+        tp__buf_unref(old->msg);
+        m->hist_start = (m->hist_start + 1) % m->hist_cap;
+        m->hist_len--;
+    }
+    if (msg->len > lim->history_bytes)
+        return;
+    tp__hist *h = &m->hist[(m->hist_start + m->hist_len) % m->hist_cap];
+    h->from = from;
+    h->rev = rev;
+    h->msg = tp__buf_ref(msg);
+    m->hist_len++;
+    m->hist_bytes += msg->len;
+}
+
+long
+tp__model_history_find(const tp__model *m, int64_t rev)
+{
+    if (m->hist_len == 0)
+        return -1;
+    /* Revs in the history are consecutive: index arithmetic, no search. */
+    int64_t oldest = m->hist[m->hist_start].from;
+    if (rev < oldest || rev >= m->rev)
+        return -1;
+    long i = (long)(rev - oldest);
+    return i < (long)m->hist_len ? i : -1;
+}
+
+tp__buf *
+tp__model_history_at(const tp__model *m, unsigned i)
+{
+    return m->hist[(m->hist_start + i) % m->hist_cap].msg;
+}
+
+/* ---- Changes ---- */
+
+void
+tp__change_free(tp__change *ch)
+{
+    for (size_t i = 0; i < ch->n; i++)
+        json_decref(ch->members[i].value);
+    tp__free(ch->members);
+    json_decref(ch->hold);
+    memset(ch, 0, sizeof *ch);
+}
+
+int
+tp__change_add(tp__change *ch, const char *key, json_t *value, int same)
+{
+    if (ch->n == ch->cap) {
+        size_t cap = ch->cap ? ch->cap * 2 : 8;
+        void *members = tp__reallocarray(ch->members, cap, sizeof *ch->members);
+        if (members == NULL) {
+            json_decref(value);
+            return TP_ENOMEM;
+        }
+        ch->members = members;
+        ch->cap = cap;
+    }
+    ch->members[ch->n].key = key;
+    ch->members[ch->n].value = value;
+    ch->members[ch->n].same = same;
+    ch->n++;
+    return 0;
+}
+
+/* Records the lww-map stamp of every member of a change. Stamps that exist
+ * are overwritten in place; the map is reserved first so no put can fail. */
+static int
+record_stamps(tp__model *m, const tp__change *ch)
+{
+    if (!ch->stamped)
+        return 0;
+    size_t fresh = 0;
+    for (size_t i = 0; i < ch->n; i++)
+        fresh += tp__map_get(&m->stamps, ch->members[i].key) == NULL;
+    if (tp__map_reserve(&m->stamps, fresh) != 0)
+        return TP_ENOMEM;
+    tp__stamp_entry **made = NULL;
+    if (fresh > 0 && (made = tp__calloc(fresh, sizeof *made)) == NULL)
+        return TP_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < ch->n; i++) {
+        if (tp__map_get(&m->stamps, ch->members[i].key) != NULL)
+            continue;
+        size_t len = strlen(ch->members[i].key);
+        made[k] = tp__malloc(sizeof(tp__stamp_entry) + len + 1);
+        if (made[k] == NULL) {
+            for (size_t j = 0; j < k; j++)
+                tp__free(made[j]);
+            tp__free(made);
+            return TP_ENOMEM;
+        }
+        memcpy(made[k]->field, ch->members[i].key, len + 1);
+        k++;
+    }
+    k = 0;
+    for (size_t i = 0; i < ch->n; i++) {
+        tp__stamp_entry *e = tp__map_get(&m->stamps, ch->members[i].key);
+        if (e == NULL) {
+            e = made[k++];
+            tp__map_put(&m->stamps, e->field, e); /* reserved: cannot fail */
+        }
+        e->st = ch->stamp;
+    }
+    tp__free(made);
+    return 0;
+}
+
+static tp__buf *
+encode_patch(const tp__model *m, int64_t from, const json_t *patch, const char *origin)
+{
+    tp__sb sb;
+    tp__sb_init(&sb, 96 + m->addr_len);
+    tp__sb_puts(&sb, "{\"type\":\"patch\",");
+    tp__sb_append(&sb, m->addr, m->addr_len);
+    tp__sb_puts(&sb, ",\"from\":");
+    tp__sb_int(&sb, from);
+    tp__sb_puts(&sb, ",\"rev\":");
+    tp__sb_int(&sb, from + 1);
+    tp__sb_puts(&sb, ",\"patch\":");
+    sb_json(&sb, patch);
+    tp__sb_puts(&sb, ",\"origin\":\"");
+    tp__sb_puts(&sb, origin); /* a conn id or "host": nothing to escape */
+    tp__sb_puts(&sb, "\"}");
+    return tp__sb_finish(&sb);
+}
+
+int
+tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err)
+{
+    size_t changed = 0;
+    for (size_t i = 0; i < ch->n; i++) {
+        if (ch->members[i].same)
+            continue;
+        int rc = tp__schema_validate_member(m->schema, ch->members[i].key, ch->members[i].value,
+                                            err);
+        if (rc != TP_OK)
+            return rc;
+        changed++;
+    }
+    if (changed == 0) {
+        int rc = record_stamps(m, ch);
+        if (rc != 0)
+            return tp__error_set(err, rc, "out of memory");
+        return 0;
+    }
+
+    /* Stage everything that can fail before the model changes. */
+    json_t *patch = json_object();
+    json_t **old = tp__calloc(ch->n, sizeof *old);
+    int rc = patch != NULL && old != NULL ? 0 : TP_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < ch->n; i++) {
+        struct tp__member *mb = &ch->members[i];
+        if (mb->same)
+            continue;
+        json_t *was = json_object_get(m->value, mb->key);
+        json_t *pv = mb->value == NULL ? json_null() : tp_merge_patch_diff(was, mb->value);
+        if (pv == NULL || json_object_set_new(patch, mb->key, pv) != 0)
+            rc = TP_ENOMEM;
+    }
+    tp__buf *msg = rc == 0 ? encode_patch(m, m->rev, patch, origin ? origin->id : "host") : NULL;
+    json_decref(patch);
+    if (msg == NULL) {
+        tp__free(old);
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    }
+    /* Values below the root are shared, never changed in place; the root is
+     * changed in place when nobody else holds it (a merge callback may). */
+    if (m->value->refcount > 1) {
+        json_t *copy = json_copy(m->value);
+        if (copy == NULL)
+            goto nomem;
+        json_decref(m->value);
+        m->value = copy;
+    }
+    size_t applied;
+    for (applied = 0; applied < ch->n; applied++) {
+        struct tp__member *mb = &ch->members[applied];
+        if (mb->same)
+            continue;
+        old[applied] = json_incref(json_object_get(m->value, mb->key));
+        int set = mb->value ? json_object_set(m->value, mb->key, mb->value)
+                            : json_object_del(m->value, mb->key);
+        if (mb->value && set != 0)
+            break;
+    }
+    if (applied < ch->n || record_stamps(m, ch) != 0) {
+        /* Roll back: restoring a member that existed reuses its slot and
+         * removing one does not allocate, so this cannot fail. */
+        for (size_t i = applied < ch->n ? applied + 1 : applied; i-- > 0;) {
+            if (ch->members[i].same)
+                continue;
+            if (old[i] != NULL)
+                json_object_set(m->value, ch->members[i].key, old[i]);
+            else
+                json_object_del(m->value, ch->members[i].key);
+        }
+        goto nomem;
+    }
+    for (size_t i = 0; i < ch->n; i++)
+        json_decref(old[i]);
+    tp__free(old);
+
+    int64_t from = m->rev++;
+    tp__model_history_push(m, from, m->rev, msg);
+    tp__fanout(m, msg, except);
+    tp__buf_unref(msg);
+    return (int)changed;
+
+nomem:
+    for (size_t i = 0; i < ch->n; i++)
+        json_decref(old[i]);
+    tp__free(old);
+    tp__buf_unref(msg);
+    return tp__error_set(err, TP_ENOMEM, "out of memory");
+}

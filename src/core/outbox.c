@@ -1,0 +1,194 @@
+/*
+ * A connection's outbox: the encoded messages it must send, in order, each
+ * a reference to a buffer that may be shared with every other recipient.
+ * Fanning a change out is a pointer push per connection; frames are built
+ * from the outbox only when the transport asks for them.
+ */
+#include <string.h>
+
+#include "core/hub.h"
+#include "util/alloc.h"
+
+static void
+mark_ready(tp_conn *c)
+{
+    if (c->ready)
+        return;
+    if (tp__vec_push(&c->hub->ready, c) != 0) {
+        /* The transport could not learn that this connection has data:
+         * better closed than silently stalled. */
+        tp__conn_outbox_clear(c);
+        c->close_code = 1011;
+        c->state = TP__CONN_CLOSING;
+        return;
+    }
+    c->ready = 1;
+    c->ready_idx = c->hub->ready.len - 1;
+}
+
+void
+tp__conn_outbox_clear(tp_conn *c)
+{
+    for (size_t i = c->out_head; i < c->out_len; i++)
+        tp__buf_unref(c->out[i]);
+    c->out_head = c->out_len = 0;
+    c->out_bytes = 0;
+}
+
+void
+tp__conn_send(tp_conn *c, tp__buf *msg)
+{
+    if (c->state == TP__CONN_CLOSING)
+        return;
+    if (msg == NULL) {
+        /* An encoding failed for lack of memory: this connection would miss
+         * a message, so it is closed and can resume. */
+        tp__conn_outbox_clear(c);
+        c->close_code = 1011;
+        c->state = TP__CONN_CLOSING;
+        mark_ready(c);
+        return;
+    }
+    if (c->out_len == c->out_cap) {
+        if (c->out_head > 0) {
+            memmove(c->out, c->out + c->out_head, (c->out_len - c->out_head) * sizeof *c->out);
+            c->out_len -= c->out_head;
+            c->out_head = 0;
+        } else {
+            size_t cap = c->out_cap ? c->out_cap * 2 : 16;
+            tp__buf **out = tp__reallocarray(c->out, cap, sizeof *out);
+            if (out == NULL) {
+                tp__conn_send(c, NULL);
+                return;
+            }
+            c->out = out;
+            c->out_cap = cap;
+        }
+    }
+    c->out[c->out_len++] = tp__buf_ref(msg);
+    c->out_bytes += msg->len;
+    if (c->out_bytes > c->hub->limits.max_outbox_bytes) {
+        /* PROTOCOL.md, 1013: the connection fell too far behind. What it
+         * holds is dropped; the client reconnects and resumes. */
+        tp__conn_outbox_clear(c);
+        c->close_code = 1013;
+        c->state = TP__CONN_CLOSING;
+    }
+    mark_ready(c);
+}
+
+void
+tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
+{
+    if (!m->shared) {
+        tp_session *s = m->owner;
+        for (size_t i = 0; i < s->conns.len; i++) {
+            tp_conn *c = s->conns.items[i];
+            if (c != except && c->state == TP__CONN_LIVE)
+                tp__conn_send(c, msg);
+        }
+        return;
+    }
+    for (size_t j = 0; j < m->subs.len; j++) {
+        tp_session *s = ((tp__sub *)m->subs.items[j])->session;
+        for (size_t i = 0; i < s->conns.len; i++) {
+            tp_conn *c = s->conns.items[i];
+            if (c != except && c->state == TP__CONN_LIVE)
+                tp__conn_send(c, msg);
+        }
+    }
+}
+
+TP_API tp_conn *
+tp_hub_next_ready(tp_hub *hub)
+{
+    if (hub->ready.len == 0)
+        return NULL;
+    tp_conn *c = hub->ready.items[--hub->ready.len];
+    c->ready = 0;
+    return c;
+}
+
+void
+tp__conn_unready(tp_conn *c)
+{
+    if (!c->ready)
+        return;
+    tp_conn *moved = tp__vec_swap_remove(&c->hub->ready, c->ready_idx);
+    if (moved != NULL)
+        moved->ready_idx = c->ready_idx;
+    c->ready = 0;
+}
+
+TP_API const char *
+tp_conn_next_frame(tp_conn *c, size_t *len)
+{
+    tp__buf_unref(c->taken);
+    c->taken = NULL;
+    if (c->out_head == c->out_len) {
+        c->out_head = c->out_len = 0;
+        return NULL;
+    }
+    tp__buf *first = c->out[c->out_head];
+    size_t avail = c->out_len - c->out_head;
+    if (avail == 1 || first->len + 2 + 1 + c->out[c->out_head + 1]->len > TP__FRAME_MAX) {
+        /* One message alone: its shared bytes go out as they are. */
+        c->taken = first;
+        c->out_head++;
+        c->out_bytes -= first->len;
+        *len = first->len;
+        return first->data;
+    }
+    /* A batch: a JSON array of messages, in order, of at most 64 KiB. */
+    tp__sb_reset(&c->frame);
+    tp__sb_append(&c->frame, "[", 1);
+    size_t total = 2;
+    int n = 0;
+    while (c->out_head < c->out_len) {
+        tp__buf *b = c->out[c->out_head];
+        if (n > 0 && total + 1 + b->len > TP__FRAME_MAX)
+            break;
+        if (n > 0)
+            tp__sb_append(&c->frame, ",", 1);
+        tp__sb_append(&c->frame, b->data, b->len);
+        total += b->len + (n > 0);
+        n++;
+        c->out_head++;
+        c->out_bytes -= b->len;
+        tp__buf_unref(b);
+    }
+    tp__sb_append(&c->frame, "]", 1);
+    if (c->frame.failed) {
+        /* The messages are gone from the outbox: the connection must close. */
+        tp__conn_outbox_clear(c);
+        c->close_code = 1011;
+        c->state = TP__CONN_CLOSING;
+        return NULL;
+    }
+    *len = c->frame.buf->len;
+    return c->frame.buf->data;
+}
+
+TP_API size_t
+tp_conn_outbox_bytes(const tp_conn *c)
+{
+    return c->out_bytes;
+}
+
+TP_API int
+tp_conn_close_code(const tp_conn *c)
+{
+    return c->close_code;
+}
+
+TP_API void
+tp_conn_set_user(tp_conn *c, void *user)
+{
+    c->user = user;
+}
+
+TP_API void *
+tp_conn_user(const tp_conn *c)
+{
+    return c->user;
+}

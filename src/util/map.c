@@ -1,0 +1,189 @@
+#include "util/map.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "util/alloc.h"
+
+/* The 64-bit finaliser of MurmurHash3: a strong, cheap bit mixer. */
+static uint64_t
+mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t
+hash(uint64_t seed, const char *key, size_t n)
+{
+    /* FNV-1a over the bytes, seeded, then mixed so that the low bits used
+     * to pick a slot depend on every byte. */
+    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 0x100000001b3ULL;
+    }
+    return mix(h ^ n);
+}
+
+uint64_t
+tp__seed(const void *addr)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return mix((uint64_t)(uintptr_t)addr ^ mix((uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32)));
+}
+
+void
+tp__map_init(tp__map *map, uint64_t seed)
+{
+    map->slots = NULL;
+    map->cap = 0;
+    map->len = 0;
+    map->seed = seed;
+}
+
+void
+tp__map_free(tp__map *map)
+{
+    tp__free(map->slots);
+    map->slots = NULL;
+    map->cap = map->len = 0;
+}
+
+static tp__map_slot *
+find(const tp__map *map, const char *key, size_t n, uint64_t h)
+{
+    if (map->cap == 0)
+        return NULL;
+    size_t mask = map->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        tp__map_slot *s = &map->slots[i];
+        if (s->key == NULL)
+            return NULL;
+        if (s->hash == h && strncmp(s->key, key, n) == 0 && s->key[n] == '\0')
+            return s;
+    }
+}
+
+void *
+tp__map_getn(const tp__map *map, const char *key, size_t n)
+{
+    tp__map_slot *s = find(map, key, n, hash(map->seed, key, n));
+    return s ? s->value : NULL;
+}
+
+void *
+tp__map_get(const tp__map *map, const char *key)
+{
+    return tp__map_getn(map, key, strlen(key));
+}
+
+static void
+place(tp__map_slot *slots, size_t cap, const char *key, void *value, uint64_t h)
+{
+    size_t mask = cap - 1;
+    size_t i = h & mask;
+    while (slots[i].key != NULL)
+        i = (i + 1) & mask;
+    slots[i].key = key;
+    slots[i].value = value;
+    slots[i].hash = h;
+}
+
+static int
+resize(tp__map *map, size_t cap)
+{
+    tp__map_slot *slots = tp__calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return -1;
+    for (size_t i = 0; i < map->cap; i++) {
+        tp__map_slot *s = &map->slots[i];
+        if (s->key != NULL)
+            place(slots, cap, s->key, s->value, s->hash);
+    }
+    tp__free(map->slots);
+    map->slots = slots;
+    map->cap = cap;
+    return 0;
+}
+
+int
+tp__map_reserve(tp__map *map, size_t n)
+{
+    /* Keep the load factor at or below 3/4. */
+    size_t cap = map->cap ? map->cap : 8;
+    while ((map->len + n) * 4 > cap * 3) {
+        if (cap > SIZE_MAX / 2 / sizeof(tp__map_slot))
+            return -1;
+        cap *= 2;
+    }
+    return cap == map->cap ? 0 : resize(map, cap);
+}
+
+int
+tp__map_put(tp__map *map, const char *key, void *value)
+{
+    size_t n = strlen(key);
+    uint64_t h = hash(map->seed, key, n);
+    tp__map_slot *s = find(map, key, n, h);
+    if (s != NULL) {
+        s->key = key;
+        s->value = value;
+        return 0;
+    }
+    if (tp__map_reserve(map, 1) != 0)
+        return -1;
+    place(map->slots, map->cap, key, value, h);
+    map->len++;
+    return 0;
+}
+
+void *
+tp__map_del(tp__map *map, const char *key)
+{
+    size_t n = strlen(key);
+    tp__map_slot *s = find(map, key, n, hash(map->seed, key, n));
+    if (s == NULL)
+        return NULL;
+    void *value = s->value;
+    size_t mask = map->cap - 1;
+    size_t hole = (size_t)(s - map->slots);
+    /* Backward-shift deletion: move every following entry of the probe run
+     * that may live in the hole back into it, so no tombstone is needed. */
+    for (size_t i = (hole + 1) & mask; map->slots[i].key != NULL; i = (i + 1) & mask) {
+        size_t home = map->slots[i].hash & mask;
+        /* The entry at i may move to the hole when its home is not in the
+         * cyclic range (hole, i]. */
+        int in_range = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
+        if (!in_range) {
+            map->slots[hole] = map->slots[i];
+            hole = i;
+        }
+    }
+    map->slots[hole].key = NULL;
+    map->slots[hole].value = NULL;
+    map->len--;
+    return value;
+}
+
+int
+tp__map_next(const tp__map *map, size_t *iter, const char **key, void **value)
+{
+    for (size_t i = *iter; i < map->cap; i++) {
+        if (map->slots[i].key != NULL) {
+            if (key != NULL)
+                *key = map->slots[i].key;
+            if (value != NULL)
+                *value = map->slots[i].value;
+            *iter = i + 1;
+            return 1;
+        }
+    }
+    *iter = map->cap;
+    return 0;
+}
