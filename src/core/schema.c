@@ -1,0 +1,1173 @@
+/*
+ * Schemas: loading a JSON Schema document into a tree of nodes, the public
+ * calls, and filling in defaults. Validation is in schema_check.c, the
+ * pattern dialect in schema_regex.c; docs/internals/schema.md describes the
+ * whole.
+ *
+ * Loading is strict: every keyword is either understood or refused with its
+ * JSON path, so a schema never means less here than it does in pydantic.
+ */
+#include "core/schema.h"
+
+#include <errno.h>
+#include <locale.h>
+#include <regex.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/schema_int.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+/* Objects with more properties than this get a sorted index. */
+#define SORTED_FROM 8
+
+/* A subschema already compiled, found again by the JSON value it came from. */
+struct reg {
+    const json_t *target;
+    struct schema_node *node;
+};
+
+struct ctx {
+    tp_schema *s;
+    tp_error *err;
+    struct reg *regs;
+    size_t n_regs, cap_regs;
+};
+
+static int compile_node(struct ctx *c, struct schema_node *n, json_t *sch,
+                        const struct schema_seg *at);
+
+static int
+nomem(struct ctx *c)
+{
+    tp__error_set(c->err, TP_ENOMEM, "out of memory");
+    return TP_ENOMEM;
+}
+
+/* Fills c->err with "<path>: <reason>" and returns TP_ESCHEMA. */
+#define BAD(at, ...) ((void)tp__schema_fail(c->err, TP_ESCHEMA, (at), __VA_ARGS__), TP_ESCHEMA)
+
+static const char *
+json_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    default: return "null";
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Nodes                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static struct schema_node *
+new_node(struct ctx *c)
+{
+    struct schema_node *n = tp__calloc(1, sizeof *n);
+    if (n == NULL)
+        return NULL;
+    n->types = TP__ST_ALL;
+    n->max_len = SIZE_MAX;
+    n->max_items = SIZE_MAX;
+    n->max_props = SIZE_MAX;
+    /* On the schema's list at once, so a failed load frees it. */
+    n->next = c->s->nodes;
+    c->s->nodes = n;
+    c->s->n_nodes++;
+    return n;
+}
+
+static void
+free_node(struct schema_node *n)
+{
+    tp__free(n->where);
+    tp__free(n->all_of);
+    tp__free(n->any_of);
+    tp__free(n->one_of);
+    tp__free(n->tags);
+    tp__free(n->prefix);
+    tp__free(n->props);
+    tp__free(n->sorted);
+    tp__free(n->req_extra);
+    if (n->re != NULL) {
+        regfree(n->re);
+        tp__free(n->re);
+    }
+    tp__free(n);
+}
+
+/* Compiles a subschema into a new node. */
+static int
+compile_sub(struct ctx *c, json_t *sch, const struct schema_seg *at, struct schema_node **out)
+{
+    struct schema_node *n = new_node(c);
+    if (n == NULL)
+        return nomem(c);
+    *out = n;
+    return compile_node(c, n, sch, at);
+}
+
+/*
+ * Returns the node of a subschema that $ref or $defs names, compiling it on
+ * first use. The node is registered before it is compiled, so a recursive
+ * model's $ref finds it while it is still being filled in.
+ */
+static int
+get_or_compile(struct ctx *c, json_t *target, const struct schema_seg *at, struct schema_node **out)
+{
+    char where[sizeof c->err->message];
+    for (size_t i = 0; i < c->n_regs; i++) {
+        if (c->regs[i].target == target) {
+            *out = c->regs[i].node;
+            return 0;
+        }
+    }
+    if (c->n_regs == c->cap_regs) {
+        size_t cap = c->cap_regs ? c->cap_regs * 2 : 16;
+        struct reg *r = tp__reallocarray(c->regs, cap, sizeof *r);
+        if (r == NULL)
+            return nomem(c);
+        c->regs = r;
+        c->cap_regs = cap;
+    }
+    struct schema_node *n = new_node(c);
+    if (n == NULL)
+        return nomem(c);
+    tp__schema_render_path(where, sizeof where, at);
+    if ((n->where = tp__strdup(where)) == NULL)
+        return nomem(c);
+    c->regs[c->n_regs].target = target;
+    c->regs[c->n_regs].node = n;
+    c->n_regs++;
+    *out = n;
+    return compile_node(c, n, target, at);
+}
+
+/*
+ * Resolves a local reference: "#" or a JSON pointer "#/a/b" (with ~0 and
+ * ~1 escapes) into the document.
+ */
+static int
+resolve(struct ctx *c, const char *ref, const struct schema_seg *at, json_t **out)
+{
+    if (ref[0] != '#')
+        return BAD(at, "only local references (\"#/...\") are supported, not \"%.100s\"", ref);
+    if (ref[1] == '\0') {
+        *out = c->s->doc;
+        return 0;
+    }
+    if (ref[1] != '/')
+        return BAD(at, "anchors are not supported: \"%.100s\"", ref);
+    char *copy = tp__strdup(ref + 2);
+    if (copy == NULL)
+        return nomem(c);
+    json_t *cur = c->s->doc;
+    char *tok = copy;
+    for (;;) {
+        char *slash = strchr(tok, '/');
+        if (slash != NULL)
+            *slash = '\0';
+        /* Unescape in place: ~1 is '/', ~0 is '~'. */
+        char *w = tok;
+        for (char *r = tok; *r != '\0'; r++) {
+            if (r[0] == '~' && (r[1] == '0' || r[1] == '1')) {
+                *w++ = r[1] == '0' ? '~' : '/';
+                r++;
+            } else {
+                *w++ = *r;
+            }
+        }
+        *w = '\0';
+        if (json_is_object(cur)) {
+            cur = json_object_get(cur, tok);
+        } else if (json_is_array(cur)) {
+            char *end;
+            unsigned long idx = strtoul(tok, &end, 10);
+            cur = *tok != '\0' && *end == '\0' ? json_array_get(cur, idx) : NULL;
+        } else {
+            cur = NULL;
+        }
+        if (cur == NULL || slash == NULL)
+            break;
+        tok = slash + 1;
+    }
+    tp__free(copy);
+    if (cur == NULL)
+        return BAD(at, "cannot resolve \"%.100s\"", ref);
+    *out = cur;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Keywords                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef int (*kw_fn)(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at);
+
+static int
+kw_string(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    (void)n;
+    return json_is_string(v) ? 0 : BAD(at, "must be a string, not %s", json_type_name(v));
+}
+
+static int
+kw_boolean(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    (void)n;
+    return json_is_boolean(v) ? 0 : BAD(at, "must be a boolean, not %s", json_type_name(v));
+}
+
+static int
+kw_examples(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    (void)n;
+    return json_is_array(v) ? 0 : BAD(at, "must be an array, not %s", json_type_name(v));
+}
+
+static int
+kw_id(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    /* An $id below the root would change how $refs resolve. */
+    if (at->up != NULL)
+        return BAD(at, "is supported only at the root");
+    return kw_string(c, n, v, at);
+}
+
+static int
+kw_default(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    (void)c;
+    (void)at;
+    /* A null default is no default: a null member is an absent one. */
+    n->def = json_is_null(v) ? NULL : v;
+    return 0;
+}
+
+static unsigned
+type_bit(const char *name)
+{
+    static const struct {
+        const char *name;
+        unsigned mask;
+    } names[] = {{"string", TP__ST_STR},   {"number", TP__ST_NUM}, {"integer", TP__ST_INT},
+                 {"boolean", TP__ST_BOOL}, {"null", TP__ST_NULL},  {"object", TP__ST_OBJ},
+                 {"array", TP__ST_ARR}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i].name) == 0)
+            return names[i].mask;
+    return 0;
+}
+
+static int
+kw_type(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    unsigned mask = 0;
+    if (json_is_string(v)) {
+        if ((mask = type_bit(json_string_value(v))) == 0)
+            return BAD(at, "unknown type \"%.60s\"", json_string_value(v));
+    } else if (json_is_array(v) && json_array_size(v) > 0) {
+        size_t i;
+        json_t *t;
+        json_array_foreach(v, i, t)
+        {
+            struct schema_seg seg = {at, NULL, NULL, i};
+            unsigned bit;
+            if (!json_is_string(t))
+                return BAD(&seg, "must be a string, not %s", json_type_name(t));
+            if ((bit = type_bit(json_string_value(t))) == 0)
+                return BAD(&seg, "unknown type \"%.60s\"", json_string_value(t));
+            mask |= bit;
+        }
+    } else {
+        return BAD(at, "must be a type name or a non-empty array of them");
+    }
+    n->types = mask;
+    return 0;
+}
+
+static int
+kw_enum(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return BAD(at, "must be a non-empty array");
+    n->enums = v;
+    return 0;
+}
+
+static int
+kw_const(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    (void)c;
+    (void)at;
+    n->konst = v;
+    return 0;
+}
+
+/* Reads a non-negative integer (2.0 counts, as JSON Schema says). */
+static int
+get_count(struct ctx *c, json_t *v, const struct schema_seg *at, size_t *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (size_t)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= 0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
+            *out = (size_t)d;
+            return 0;
+        }
+    }
+    return BAD(at, "must be a non-negative integer");
+}
+
+#define COUNT_KEYWORD(fn, field)                                                                   \
+    static int fn(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)    \
+    {                                                                                              \
+        return get_count(c, v, at, &n->field);                                                     \
+    }
+COUNT_KEYWORD(kw_min_length, min_len)
+COUNT_KEYWORD(kw_max_length, max_len)
+COUNT_KEYWORD(kw_min_items, min_items)
+COUNT_KEYWORD(kw_max_items, max_items)
+COUNT_KEYWORD(kw_min_props, min_props)
+COUNT_KEYWORD(kw_max_props, max_props)
+
+#define NUMBER_KEYWORD(fn, field)                                                                  \
+    static int fn(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)    \
+    {                                                                                              \
+        if (!json_is_number(v))                                                                    \
+            return BAD(at, "must be a number, not %s", json_type_name(v));                         \
+        n->field = v;                                                                              \
+        return 0;                                                                                  \
+    }
+NUMBER_KEYWORD(kw_minimum, minimum)
+NUMBER_KEYWORD(kw_maximum, maximum)
+NUMBER_KEYWORD(kw_xminimum, xminimum)
+NUMBER_KEYWORD(kw_xmaximum, xmaximum)
+
+static int
+kw_multiple(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (!json_is_number(v) || !(json_number_value(v) > 0))
+        return BAD(at, "must be a number greater than 0");
+    n->multiple = v;
+    return 0;
+}
+
+static int
+kw_unique(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (!json_is_boolean(v))
+        return BAD(at, "must be a boolean, not %s", json_type_name(v));
+    n->unique = json_is_true(v);
+    return 0;
+}
+
+static int
+kw_format(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (!json_is_string(v))
+        return BAD(at, "must be a string, not %s", json_type_name(v));
+    /* date-time, date, time and uuid are checked; other formats annotate. */
+    n->format = tp__schema_format_of(json_string_value(v));
+    return 0;
+}
+
+static int
+kw_pattern(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    tp_schema *s = c->s;
+    if (!json_is_string(v))
+        return BAD(at, "must be a string, not %s", json_type_name(v));
+    const char *src = json_string_value(v);
+    size_t len = strlen(src);
+    if (len != json_string_length(v))
+        return BAD(at, "must not contain NUL");
+    if (!s->loc_tried) {
+        /* Patterns run in C.UTF-8 whatever the program's locale, so '.' and
+         * [^...] match a character, not a byte. Without it (a libc that has
+         * no C.UTF-8), they match bytes; docs/internals/schema.md. */
+        s->loc_tried = true;
+        errno = 0;
+        s->loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+        if (s->loc == (locale_t)0 && errno == ENOMEM)
+            return nomem(c);
+    }
+    char *posix = tp__malloc(TP__SCHEMA_REGEX_OUT(len));
+    if (posix == NULL)
+        return nomem(c);
+    const char *why = NULL;
+    size_t off = 0;
+    if (tp__schema_regex_translate(src, posix, TP__SCHEMA_REGEX_OUT(len), &why, &off) != 0) {
+        tp__free(posix);
+        return BAD(at, "%s (at offset %zu)", why, off);
+    }
+    regex_t *re = tp__malloc(sizeof *re);
+    if (re == NULL) {
+        tp__free(posix);
+        return nomem(c);
+    }
+    locale_t old = (locale_t)0;
+    if (s->loc != (locale_t)0)
+        old = uselocale(s->loc);
+    int rc = regcomp(re, posix, REG_EXTENDED | REG_NOSUB);
+    if (s->loc != (locale_t)0)
+        uselocale(old);
+    tp__free(posix);
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, re, msg, sizeof msg);
+        tp__free(re);
+        if (rc == REG_ESPACE)
+            return nomem(c);
+        return BAD(at, "invalid regular expression: %s", msg);
+    }
+    n->re = re;
+    n->pattern = src;
+    n->loc = s->loc;
+    return 0;
+}
+
+static int
+kw_ref(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    json_t *target;
+    int rc;
+    if (!json_is_string(v))
+        return BAD(at, "must be a string, not %s", json_type_name(v));
+    if ((rc = resolve(c, json_string_value(v), at, &target)) != 0)
+        return rc;
+    /* The target's own path, so that its errors read the same from any $ref. */
+    struct schema_seg ptr = {NULL, NULL, json_string_value(v), 0};
+    return get_or_compile(c, target, &ptr, &n->ref);
+}
+
+static int
+kw_defs(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    const char *name;
+    json_t *sub;
+    (void)n;
+    if (!json_is_object(v))
+        return BAD(at, "must be an object, not %s", json_type_name(v));
+    /* Every definition is compiled, used or not: none is left unchecked. */
+    json_object_foreach(v, name, sub)
+    {
+        struct schema_seg seg = {at, name, NULL, 0};
+        struct schema_node *ignored;
+        int rc = get_or_compile(c, sub, &seg, &ignored);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Compiles an array of schemas; allow_empty for none of the keywords here. */
+static int
+compile_list(struct ctx *c, json_t *v, const struct schema_seg *at, struct schema_node ***out,
+             size_t *count)
+{
+    size_t i, size = json_array_size(v);
+    json_t *sub;
+    if (!json_is_array(v) || size == 0)
+        return BAD(at, "must be a non-empty array of schemas");
+    if ((*out = tp__calloc(size, sizeof **out)) == NULL)
+        return nomem(c);
+    json_array_foreach(v, i, sub)
+    {
+        struct schema_seg seg = {at, NULL, NULL, i};
+        int rc = compile_sub(c, sub, &seg, &(*out)[i]);
+        *count = i + 1;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int
+kw_all_of(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    return compile_list(c, v, at, &n->all_of, &n->n_all_of);
+}
+
+static int
+kw_any_of(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    return compile_list(c, v, at, &n->any_of, &n->n_any_of);
+}
+
+static int
+kw_one_of(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    return compile_list(c, v, at, &n->one_of, &n->n_one_of);
+}
+
+static int
+kw_prefix_items(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (n->prefix != NULL)
+        return BAD(at, "cannot be combined with an array-form \"items\"");
+    return compile_list(c, v, at, &n->prefix, &n->n_prefix);
+}
+
+static int
+kw_items(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (json_is_array(v)) {
+        /* Draft 7's tuple form, which pydantic 1 emits: prefixItems today. */
+        if (n->prefix != NULL)
+            return BAD(at, "an array-form \"items\" cannot be combined with \"prefixItems\"");
+        return compile_list(c, v, at, &n->prefix, &n->n_prefix);
+    }
+    if (json_is_boolean(v)) {
+        n->items_false = json_is_false(v);
+        return 0;
+    }
+    if (!json_is_object(v))
+        return BAD(at, "must be a schema or an array of schemas, not %s", json_type_name(v));
+    return compile_sub(c, v, at, &n->items);
+}
+
+static int
+kw_addl(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (json_is_boolean(v)) {
+        n->addl_false = json_is_false(v);
+        return 0;
+    }
+    if (!json_is_object(v))
+        return BAD(at, "must be a boolean or a schema, not %s", json_type_name(v));
+    return compile_sub(c, v, at, &n->addl);
+}
+
+static int
+kw_properties(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    const char *name;
+    json_t *sub;
+    if (!json_is_object(v))
+        return BAD(at, "must be an object, not %s", json_type_name(v));
+    if ((n->props = tp__calloc(json_object_size(v), sizeof *n->props)) == NULL)
+        return nomem(c);
+    json_object_foreach(v, name, sub)
+    {
+        struct schema_seg seg = {at, name, NULL, 0};
+        struct schema_prop *p = &n->props[n->n_props++];
+        p->name = name;
+        int rc = compile_sub(c, sub, &seg, &p->node);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int
+kw_required(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    size_t i;
+    json_t *name;
+    (void)n;
+    if (!json_is_array(v))
+        return BAD(at, "must be an array of strings, not %s", json_type_name(v));
+    json_array_foreach(v, i, name)
+    {
+        struct schema_seg seg = {at, NULL, NULL, i};
+        if (!json_is_string(name))
+            return BAD(&seg, "must be a string, not %s", json_type_name(name));
+    }
+    /* Applied once every property is known: see finish_node. */
+    return 0;
+}
+
+static int
+kw_discriminator(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    const char *key;
+    json_t *sub, *mapping = NULL;
+    if (!json_is_object(v))
+        return BAD(at, "must be an object, not %s", json_type_name(v));
+    json_object_foreach(v, key, sub)
+    {
+        struct schema_seg seg = {at, key, NULL, 0};
+        if (strcmp(key, "propertyName") == 0) {
+            if (!json_is_string(sub))
+                return BAD(&seg, "must be a string, not %s", json_type_name(sub));
+            n->discr = json_string_value(sub);
+        } else if (strcmp(key, "mapping") == 0) {
+            if (!json_is_object(sub))
+                return BAD(&seg, "must be an object, not %s", json_type_name(sub));
+            mapping = sub;
+        } else {
+            return BAD(&seg, "unsupported keyword");
+        }
+    }
+    if (n->discr == NULL)
+        return BAD(at, "propertyName is missing");
+    if (mapping == NULL || json_object_size(mapping) == 0)
+        return 0;
+    struct schema_seg mseg = {at, "mapping", NULL, 0};
+    if ((n->tags = tp__calloc(json_object_size(mapping), sizeof *n->tags)) == NULL)
+        return nomem(c);
+    json_object_foreach(mapping, key, sub)
+    {
+        struct schema_seg seg = {&mseg, key, NULL, 0};
+        json_t *target;
+        int rc;
+        if (!json_is_string(sub))
+            return BAD(&seg, "must be a string, not %s", json_type_name(sub));
+        if ((rc = resolve(c, json_string_value(sub), &seg, &target)) != 0)
+            return rc;
+        struct schema_seg ptr = {NULL, NULL, json_string_value(sub), 0};
+        struct schema_tag *t = &n->tags[n->n_tags++];
+        t->tag = key;
+        if ((rc = get_or_compile(c, target, &ptr, &t->node)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/*
+ * Every keyword understood. Annotations are checked for their type and
+ * otherwise ignored; anything else is refused at load.
+ */
+static const struct {
+    const char *name;
+    kw_fn fn;
+} keywords[] = {
+    {"$defs", kw_defs},
+    {"$ref", kw_ref},
+    {"additionalProperties", kw_addl},
+    {"allOf", kw_all_of},
+    {"anyOf", kw_any_of},
+    {"const", kw_const},
+    {"default", kw_default},
+    {"definitions", kw_defs},
+    {"discriminator", kw_discriminator},
+    {"enum", kw_enum},
+    {"exclusiveMaximum", kw_xmaximum},
+    {"exclusiveMinimum", kw_xminimum},
+    {"format", kw_format},
+    {"items", kw_items},
+    {"maxItems", kw_max_items},
+    {"maxLength", kw_max_length},
+    {"maxProperties", kw_max_props},
+    {"maximum", kw_maximum},
+    {"minItems", kw_min_items},
+    {"minLength", kw_min_length},
+    {"minProperties", kw_min_props},
+    {"minimum", kw_minimum},
+    {"multipleOf", kw_multiple},
+    {"oneOf", kw_one_of},
+    {"pattern", kw_pattern},
+    {"prefixItems", kw_prefix_items},
+    {"properties", kw_properties},
+    {"required", kw_required},
+    {"type", kw_type},
+    {"uniqueItems", kw_unique},
+    /* annotations */
+    {"$comment", kw_string},
+    {"$id", kw_id},
+    {"$schema", kw_string},
+    {"contentEncoding", kw_string},
+    {"contentMediaType", kw_string},
+    {"deprecated", kw_boolean},
+    {"description", kw_string},
+    {"examples", kw_examples},
+    {"readOnly", kw_boolean},
+    {"title", kw_string},
+    {"writeOnly", kw_boolean},
+};
+
+static int
+cmp_prop(const void *a, const void *b)
+{
+    const struct schema_prop *x = *(const struct schema_prop *const *)a;
+    const struct schema_prop *y = *(const struct schema_prop *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+/* What needs every keyword of a node first: the index, required, discriminator. */
+static int
+finish_node(struct ctx *c, struct schema_node *n, json_t *sch, const struct schema_seg *at)
+{
+    if (n->n_props > SORTED_FROM) {
+        if ((n->sorted = tp__calloc(n->n_props, sizeof *n->sorted)) == NULL)
+            return nomem(c);
+        for (size_t i = 0; i < n->n_props; i++)
+            n->sorted[i] = &n->props[i];
+        qsort(n->sorted, n->n_props, sizeof *n->sorted, cmp_prop);
+    }
+    json_t *req = json_object_get(sch, "required");
+    if (req != NULL && json_array_size(req) > 0) {
+        size_t i;
+        json_t *name;
+        json_array_foreach(req, i, name)
+        {
+            struct schema_prop *p =
+                (struct schema_prop *)tp__schema_find_prop(n, json_string_value(name));
+            if (p != NULL) {
+                p->required = true;
+                continue;
+            }
+            if (n->req_extra == NULL &&
+                (n->req_extra = tp__calloc(json_array_size(req), sizeof *n->req_extra)) == NULL)
+                return nomem(c);
+            n->req_extra[n->n_req_extra++] = json_string_value(name);
+        }
+    }
+    if (n->discr != NULL && n->n_any_of == 0 && n->n_one_of == 0) {
+        struct schema_seg seg = {at, "discriminator", NULL, 0};
+        return BAD(&seg, "needs oneOf or anyOf beside it");
+    }
+    return 0;
+}
+
+static int
+compile_node(struct ctx *c, struct schema_node *n, json_t *sch, const struct schema_seg *at)
+{
+    const char *key;
+    json_t *v;
+    if (json_is_boolean(sch)) {
+        n->never = json_is_false(sch);
+        return 0;
+    }
+    if (!json_is_object(sch))
+        return BAD(at, "expected a schema (an object or a boolean), got %s", json_type_name(sch));
+    n->src = sch;
+    json_object_foreach(sch, key, v)
+    {
+        struct schema_seg seg = {at, key, NULL, 0};
+        kw_fn fn = NULL;
+        for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++) {
+            if (strcmp(key, keywords[i].name) == 0) {
+                fn = keywords[i].fn;
+                break;
+            }
+        }
+        if (fn == NULL)
+            return BAD(&seg, "unsupported keyword");
+        int rc = fn(c, n, v, &seg);
+        if (rc != 0)
+            return rc;
+    }
+    return finish_node(c, n, sch, at);
+}
+
+/* ------------------------------------------------------------------------ */
+/* After loading: cycles, effective types, the root                          */
+/* ------------------------------------------------------------------------ */
+
+/* The types a node's enum or const allows. */
+static unsigned
+value_types(const struct schema_node *n)
+{
+    unsigned mask = TP__ST_ALL;
+    if (n->konst != NULL)
+        mask &= tp__schema_type_of(n->konst);
+    if (n->enums != NULL) {
+        unsigned m = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(n->enums, i, e) m |= tp__schema_type_of(e);
+        mask &= m;
+    }
+    return mask;
+}
+
+/*
+ * Depth-first over the edges that apply to the same value ($ref, allOf,
+ * anyOf, oneOf, discriminator mapping). A cycle among them would loop
+ * forever (A is $ref B, B is $ref A); a cycle through a property or an item
+ * is a recursive model, which is fine, since it follows the value.
+ * Computes each node's effective types on the way back.
+ */
+struct dfs {
+    struct ctx *c;
+    struct schema_node **stack;
+    size_t depth;
+};
+
+static int visit(struct dfs *d, struct schema_node *n);
+
+static int
+edge(struct dfs *d, struct schema_node *to)
+{
+    if (to->mark == 2)
+        return 0;
+    if (to->mark == 0)
+        return visit(d, to);
+    /* On the stack: a cycle. Name a $ref target on it. */
+    const char *where = "(root)";
+    for (size_t i = d->depth; i-- > 0;) {
+        if (d->stack[i]->where != NULL)
+            where = d->stack[i]->where;
+        if (d->stack[i] == to)
+            break;
+    }
+    tp__error_set(d->c->err, TP_ESCHEMA, "%s: $ref cycle that never reaches a property or an item",
+                  where);
+    return TP_ESCHEMA;
+}
+
+static int
+visit(struct dfs *d, struct schema_node *n)
+{
+    int rc = 0;
+    n->mark = 1;
+    d->stack[d->depth++] = n;
+    if (n->ref != NULL)
+        rc = edge(d, n->ref);
+    for (size_t i = 0; rc == 0 && i < n->n_all_of; i++)
+        rc = edge(d, n->all_of[i]);
+    for (size_t i = 0; rc == 0 && i < n->n_any_of; i++)
+        rc = edge(d, n->any_of[i]);
+    for (size_t i = 0; rc == 0 && i < n->n_one_of; i++)
+        rc = edge(d, n->one_of[i]);
+    for (size_t i = 0; rc == 0 && i < n->n_tags; i++)
+        rc = edge(d, n->tags[i].node);
+    if (rc != 0)
+        return rc;
+
+    unsigned eff = n->never ? 0 : n->types & value_types(n);
+    if (n->ref != NULL)
+        eff &= n->ref->eff;
+    for (size_t i = 0; i < n->n_all_of; i++)
+        eff &= n->all_of[i]->eff;
+    if (n->n_any_of > 0) {
+        unsigned any = 0;
+        for (size_t i = 0; i < n->n_any_of; i++)
+            any |= n->any_of[i]->eff;
+        eff &= any;
+    }
+    if (n->n_one_of > 0) {
+        unsigned one = 0;
+        for (size_t i = 0; i < n->n_one_of; i++)
+            one |= n->one_of[i]->eff;
+        eff &= one;
+    }
+    n->eff = eff;
+    n->mark = 2;
+    d->depth--;
+    return 0;
+}
+
+/* Collects the root and what $ref and allOf reach from it, in order. */
+static void
+collect_root(tp_schema *s, struct schema_node *n)
+{
+    if (n->mark == 3)
+        return;
+    n->mark = 3;
+    s->root_objs[s->n_root_objs++] = n;
+    if (n->ref != NULL)
+        collect_root(s, n->ref);
+    for (size_t i = 0; i < n->n_all_of; i++)
+        collect_root(s, n->all_of[i]);
+}
+
+static int
+finalize(struct ctx *c)
+{
+    tp_schema *s = c->s;
+    struct dfs d = {c, tp__calloc(s->n_nodes, sizeof *d.stack), 0};
+    if (d.stack == NULL)
+        return nomem(c);
+    for (struct schema_node *n = s->nodes; n != NULL; n = n->next) {
+        int rc = n->mark == 0 ? visit(&d, n) : 0;
+        if (rc != 0) {
+            tp__free(d.stack);
+            return rc;
+        }
+    }
+    tp__free(d.stack);
+
+    /* A required member whose schema accepts null may be absent: pydantic's
+     * required Optional[X] (PROTOCOL.md: absent and null are the same). */
+    for (struct schema_node *n = s->nodes; n != NULL; n = n->next) {
+        for (size_t i = 0; i < n->n_props; i++) {
+            struct schema_prop *p = &n->props[i];
+            p->absent_ok = p->required && tp__schema_check(p->node, json_null(), NULL, NULL) == 0;
+        }
+        n->extra_absent_ok =
+            n->addl != NULL && tp__schema_check(n->addl, json_null(), NULL, NULL) == 0;
+    }
+
+    /* The root must be an object model whose members can be checked one at
+     * a time (tp__schema_validate_member). */
+    if ((s->root_objs = tp__calloc(s->n_nodes, sizeof *s->root_objs)) == NULL)
+        return nomem(c);
+    collect_root(s, s->root);
+    if (s->root->eff != TP__ST_OBJ)
+        return BAD(NULL, "the root schema must be of type object");
+    for (size_t i = 0; i < s->n_root_objs; i++) {
+        const struct schema_node *n = s->root_objs[i];
+        const char *what = n->n_any_of   ? "anyOf"
+                           : n->n_one_of ? "oneOf"
+                           : n->enums    ? "enum"
+                           : n->konst    ? "const"
+                           : n->min_props || n->max_props != SIZE_MAX
+                               ? "minProperties/maxProperties"
+                               : NULL;
+        if (what != NULL)
+            return BAD(NULL, "the root model cannot use %s: its members are checked one by one",
+                       what);
+    }
+    for (size_t i = 0; i < s->n_root_objs && s->title == NULL; i++) {
+        const json_t *t =
+            s->root_objs[i]->src ? json_object_get(s->root_objs[i]->src, "title") : NULL;
+        if (json_is_string(t))
+            s->title = json_string_value(t);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+TP_API tp_schema *
+tp_schema_new(const char *json_schema, tp_error *err)
+{
+    json_error_t jerr;
+    if (json_schema == NULL) {
+        tp__error_set(err, TP_EARG, "tp_schema_new: json_schema is NULL");
+        return NULL;
+    }
+    json_t *doc = json_loads(json_schema, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            tp__error_set(err, TP_ENOMEM, "out of memory");
+        else
+            tp__error_set(err, TP_ESCHEMA, "(root): not a JSON document: %s (line %d, column %d)",
+                          jerr.text, jerr.line, jerr.column);
+        return NULL;
+    }
+    tp_schema *s = tp__calloc(1, sizeof *s);
+    if (s == NULL) {
+        json_decref(doc);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->refs = 1;
+    s->doc = doc;
+
+    struct ctx ctx = {s, err, NULL, 0, 0}, *c = &ctx;
+    int rc;
+    if (!json_is_object(doc)) {
+        rc = BAD(NULL, "the root schema must be an object, not %s", json_type_name(doc));
+    } else {
+        /* The root is registered like any $ref target: "#" names it. */
+        rc = get_or_compile(c, doc, NULL, &s->root);
+        if (rc == 0)
+            rc = finalize(c);
+    }
+    tp__free(c->regs);
+    if (rc != 0) {
+        tp_schema_free(s);
+        return NULL;
+    }
+    tp__error_clear(err);
+    return s;
+}
+
+tp_schema *
+tp__schema_ref(const tp_schema *schema)
+{
+    /* The count is not part of what const protects: a const schema is one
+     * whose meaning cannot change. */
+    tp_schema *s = (tp_schema *)schema;
+    if (s != NULL)
+        s->refs++;
+    return s;
+}
+
+TP_API void
+tp_schema_free(tp_schema *schema)
+{
+    if (schema == NULL || --schema->refs > 0)
+        return;
+    struct schema_node *n = schema->nodes;
+    while (n != NULL) {
+        struct schema_node *next = n->next;
+        free_node(n);
+        n = next;
+    }
+    tp__free(schema->root_objs);
+    if (schema->loc != (locale_t)0)
+        freelocale(schema->loc);
+    json_decref(schema->doc);
+    tp__free(schema);
+}
+
+TP_API const char *
+tp_schema_title(const tp_schema *schema)
+{
+    return schema != NULL && schema->title != NULL ? schema->title : "";
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validating                                                                */
+/* ------------------------------------------------------------------------ */
+
+int
+tp__schema_validate(const tp_schema *schema, const json_t *value, tp_error *err)
+{
+    if (schema == NULL || value == NULL)
+        return tp__error_set(err, TP_EARG, "tp__schema_validate: NULL argument");
+    if (tp__schema_check(schema->root, value, NULL, err) != 0)
+        return TP_EINVALID;
+    tp__error_clear(err);
+    return TP_OK;
+}
+
+int
+tp__schema_validate_member(const tp_schema *schema, const char *key, const json_t *value,
+                           tp_error *err)
+{
+    if (schema == NULL || key == NULL)
+        return tp__error_set(err, TP_EARG, "tp__schema_validate_member: NULL argument");
+    for (size_t i = 0; i < schema->n_root_objs; i++)
+        if (tp__schema_check_member(schema->root_objs[i], key, value, err) != 0)
+            return TP_EINVALID;
+    tp__error_clear(err);
+    return TP_OK;
+}
+
+TP_API int
+tp_schema_validate(const tp_schema *schema, const char *value, tp_error *err)
+{
+    json_error_t jerr;
+    if (schema == NULL || value == NULL)
+        return tp__error_set(err, TP_EARG, "tp_schema_validate: NULL argument");
+    json_t *v = json_loads(value, JSON_DECODE_ANY, &jerr);
+    if (v == NULL) {
+        if (json_error_code(&jerr) == json_error_out_of_memory)
+            return tp__error_set(err, TP_ENOMEM, "out of memory");
+        return tp__error_set(err, TP_EBADREQUEST, "(root): not JSON: %s (line %d, column %d)",
+                             jerr.text, jerr.line, jerr.column);
+    }
+    int rc = tp__schema_validate(schema, v, err);
+    json_decref(v);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Defaults                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int fill(const struct schema_node *n, json_t *v);
+
+/*
+ * Which branch of an anyOf or oneOf a value belongs to, for filling: the
+ * discriminator's, or the only one that takes its type (Optional[Model]:
+ * the model, never null), or else the first that accepts it.
+ */
+static const struct schema_node *
+pick(const struct schema_node *n, struct schema_node *const *b, size_t nb, const json_t *v)
+{
+    unsigned t = tp__schema_type_of(v);
+    const struct schema_node *only = NULL;
+    size_t k = 0;
+    if (n->discr != NULL && json_is_object(v)) {
+        const json_t *tag = json_object_get(v, n->discr);
+        for (size_t i = 0; json_is_string(tag) && i < n->n_tags; i++)
+            if (strcmp(n->tags[i].tag, json_string_value(tag)) == 0)
+                return n->tags[i].node;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        if (b[i]->eff & t) {
+            only = b[i];
+            k++;
+        }
+    }
+    if (k == 1)
+        return only;
+    for (size_t i = 0; i < nb; i++)
+        if ((b[i]->eff & t) && tp__schema_check(b[i], v, NULL, NULL) == 0)
+            return b[i];
+    return NULL;
+}
+
+static int
+fill_object(const struct schema_node *n, json_t *v)
+{
+    for (size_t i = 0; i < n->n_props; i++) {
+        const struct schema_prop *p = &n->props[i];
+        json_t *m = json_object_get(v, p->name);
+        if (m == NULL || json_is_null(m)) {
+            if (p->node->def == NULL)
+                continue;
+            /* Deep copies: the document is shared by every value. */
+            if ((m = json_deep_copy(p->node->def)) == NULL)
+                return TP_ENOMEM;
+            if (json_object_set_new(v, p->name, m) != 0)
+                return TP_ENOMEM;
+        }
+        int rc = fill(p->node, m);
+        if (rc != 0)
+            return rc;
+    }
+    if (n->addl != NULL) {
+        const char *key;
+        json_t *m;
+        json_object_foreach(v, key, m)
+        {
+            if (json_is_null(m) || (n->n_props > 0 && tp__schema_find_prop(n, key) != NULL))
+                continue;
+            int rc = fill(n->addl, m);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+fill(const struct schema_node *n, json_t *v)
+{
+    int rc = 0;
+    if (n == NULL || n->never)
+        return 0;
+    /* Only objects get members, and only containers hold objects. */
+    if (json_is_object(v)) {
+        rc = fill_object(n, v);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            const struct schema_node *item = i < n->n_prefix ? n->prefix[i] : n->items;
+            if (item != NULL && (rc = fill(item, e)) != 0)
+                return rc;
+        }
+    } else {
+        return 0;
+    }
+    if (rc == 0 && n->ref != NULL)
+        rc = fill(n->ref, v);
+    for (size_t i = 0; rc == 0 && i < n->n_all_of; i++)
+        rc = fill(n->all_of[i], v);
+    if (rc == 0 && n->n_any_of > 0)
+        rc = fill(pick(n, n->any_of, n->n_any_of, v), v);
+    if (rc == 0 && n->n_one_of > 0)
+        rc = fill(pick(n, n->one_of, n->n_one_of, v), v);
+    return rc;
+}
+
+int
+tp__schema_fill_defaults(const tp_schema *schema, json_t *value)
+{
+    if (schema == NULL || !json_is_object(value))
+        return TP_OK;
+    return fill(schema->root, value) == 0 ? TP_OK : TP_ENOMEM;
+}
