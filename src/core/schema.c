@@ -97,10 +97,9 @@ free_node(struct schema_node *n)
     tp__free(n->props);
     tp__free(n->sorted);
     tp__free(n->req_extra);
-    if (n->re != NULL) {
-        regfree(n->re);
-        tp__free(n->re);
-    }
+    for (size_t i = 0; i < n->n_res; i++)
+        regfree(&n->res[i].re);
+    tp__free(n->res);
     tp__free(n);
 }
 
@@ -383,6 +382,59 @@ kw_format(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_s
     return 0;
 }
 
+/*
+ * Compiles one part of a pattern: `prefix` then len bytes of src. Returns 0,
+ * or an error whose offset is reported in the pattern as written.
+ */
+static int
+compile_part(struct ctx *c, const struct schema_seg *at, const char *prefix, const char *src,
+             size_t start, size_t len, struct schema_re *out)
+{
+    tp_schema *s = c->s;
+    size_t plen = strlen(prefix), need = 0, off = 0;
+    const char *why = NULL;
+    int rc = 0;
+    /* prefix + src[start, start + len) + ")" when prefix opens a group. */
+    bool group = plen > 1;
+    char *part = tp__malloc(plen + len + 2);
+    if (part == NULL)
+        return nomem(c);
+    memcpy(part, prefix, plen);
+    memcpy(part + plen, src + start, len);
+    part[plen + len] = group ? ')' : '\0';
+    part[plen + len + 1] = '\0';
+
+    char *posix = NULL;
+    if (tp__schema_regex_translate(part, NULL, 0, &need, &why, &off) != 0) {
+        off = off > plen ? off - plen + start : start;
+        rc = BAD(at, "%s (at offset %zu)", why, off);
+    } else if ((posix = tp__malloc(need)) == NULL) {
+        rc = nomem(c);
+    } else if (tp__schema_regex_translate(part, posix, need, &need, &why, &off) != 0) {
+        rc = BAD(at, "%s (at offset %zu)", why, off); /* unreachable: the first run passed */
+    }
+    tp__free(part);
+    if (rc != 0) {
+        tp__free(posix);
+        return rc;
+    }
+    locale_t old = (locale_t)0;
+    if (s->loc != (locale_t)0)
+        old = uselocale(s->loc);
+    int err = regcomp(&out->re, posix, REG_EXTENDED | REG_NOSUB);
+    if (s->loc != (locale_t)0)
+        uselocale(old);
+    tp__free(posix);
+    if (err != 0) {
+        char msg[128];
+        regerror(err, &out->re, msg, sizeof msg);
+        if (err == REG_ESPACE)
+            return nomem(c);
+        return BAD(at, "invalid regular expression: %s", msg);
+    }
+    return 0;
+}
+
 static int
 kw_pattern(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
@@ -403,36 +455,36 @@ kw_pattern(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_
         if (s->loc == (locale_t)0 && errno == ENOMEM)
             return nomem(c);
     }
-    char *posix = tp__malloc(TP__SCHEMA_REGEX_OUT(len));
-    if (posix == NULL)
+
+    /*
+     * Leading lookaheads, "^(?=.*[0-9])(?!abc)...": the one place where
+     * lookaround is supported, because at the start of the string each is a
+     * separate match of "^(?:A)". pydantic's Decimal pattern has one.
+     */
+    size_t i = 0, count = 1, end;
+    bool negate;
+    if (src[0] == '^') {
+        for (i = 1; tp__schema_regex_lookahead(src, i, &end, &negate) > 0; i = end)
+            count++;
+    }
+    if ((n->res = tp__calloc(count, sizeof *n->res)) == NULL)
         return nomem(c);
-    const char *why = NULL;
-    size_t off = 0;
-    if (tp__schema_regex_translate(src, posix, TP__SCHEMA_REGEX_OUT(len), &why, &off) != 0) {
-        tp__free(posix);
-        return BAD(at, "%s (at offset %zu)", why, off);
+    i = src[0] == '^' ? 1 : 0;
+    for (size_t k = 0; k + 1 < count; k++) {
+        size_t alen = tp__schema_regex_lookahead(src, i, &end, &negate);
+        int rc = compile_part(c, at, "^(?:", src, i + 3, alen, &n->res[k]);
+        if (rc != 0)
+            return rc;
+        n->res[k].negate = negate;
+        n->n_res = k + 1;
+        i = end;
     }
-    regex_t *re = tp__malloc(sizeof *re);
-    if (re == NULL) {
-        tp__free(posix);
-        return nomem(c);
-    }
-    locale_t old = (locale_t)0;
-    if (s->loc != (locale_t)0)
-        old = uselocale(s->loc);
-    int rc = regcomp(re, posix, REG_EXTENDED | REG_NOSUB);
-    if (s->loc != (locale_t)0)
-        uselocale(old);
-    tp__free(posix);
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, re, msg, sizeof msg);
-        tp__free(re);
-        if (rc == REG_ESPACE)
-            return nomem(c);
-        return BAD(at, "invalid regular expression: %s", msg);
-    }
-    n->re = re;
+    /* The rest: the whole pattern, or "^" and what follows the lookaheads. */
+    size_t from = count > 1 ? i : 0;
+    int rc = compile_part(c, at, count > 1 ? "^" : "", src, from, len - from, &n->res[count - 1]);
+    if (rc != 0)
+        return rc;
+    n->n_res = count;
     n->pattern = src;
     n->loc = s->loc;
     return 0;

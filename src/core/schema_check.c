@@ -501,14 +501,16 @@ check_string(const struct schema_node *n, const json_t *v, const struct schema_s
             return FAIL(at, "%s is longer than the maximum length %zu", shown, n->max_len);
         }
     }
-    if (n->re != NULL) {
+    if (n->n_res > 0) {
+        bool ok = true;
         locale_t old = (locale_t)0;
         if (n->loc != (locale_t)0)
             old = uselocale(n->loc);
-        int rc = regexec(n->re, s, 0, NULL, 0);
+        for (size_t i = 0; ok && i < n->n_res; i++)
+            ok = (regexec(&n->res[i].re, s, 0, NULL, 0) == 0) != n->res[i].negate;
         if (n->loc != (locale_t)0)
             uselocale(old);
-        if (rc != 0) {
+        if (!ok) {
             if (err == NULL)
                 return -1;
             char pshown[VALUE_SHOWN * 2];

@@ -48,6 +48,12 @@ struct schema_prop {
     bool absent_ok;
 };
 
+/* One compiled regex of a pattern. */
+struct schema_re {
+    regex_t re;
+    bool negate;
+};
+
 /* One entry of a discriminator's mapping: tag value to branch. */
 struct schema_tag {
     const char *tag; /* borrowed */
@@ -81,7 +87,10 @@ struct schema_node {
 
     /* strings */
     size_t min_len, max_len; /* in code points; max_len SIZE_MAX when absent */
-    regex_t *re;
+    /* A pattern compiles to one regex, or to one per leading lookahead of
+     * "^(?=A)(?!B)C" and one for "^C": all must match (negate: must not). */
+    struct schema_re *res;
+    size_t n_res;
     const char *pattern; /* the pattern as written, for messages */
     locale_t loc;        /* the locale the regex was compiled in, or 0 */
     enum tp__sformat format;
@@ -178,14 +187,20 @@ int tp__schema_fail(tp_error *err, int code, const struct schema_seg *at, const 
 
 /*
  * tp__schema_regex_translate turns a pattern in the ECMA-262 / Python
- * dialect pydantic emits into a POSIX extended regex. out must hold
- * TP__SCHEMA_REGEX_OUT(strlen(src)) bytes. Returns 0, or -1 with *why (a
- * static string) and *at (the byte offset in src) saying what cannot be
- * translated.
+ * dialect pydantic emits into a POSIX extended regex. Call it first with
+ * out NULL to learn *need (bytes, with the NUL), then with a buffer of that
+ * size. Returns 0, or -1 with *why (a static string) and *at (the byte
+ * offset in src) saying what cannot be translated.
  */
-#define TP__SCHEMA_REGEX_OUT(len) ((len)*12 + 16)
-int tp__schema_regex_translate(const char *src, char *out, size_t cap, const char **why,
-                               size_t *at);
+int tp__schema_regex_translate(const char *src, char *out, size_t cap, size_t *need,
+                               const char **why, size_t *at);
+
+/*
+ * tp__schema_regex_lookahead recognises a lookahead "(?=A)" or "(?!A)" at
+ * src[i]. Returns the length of A (A starts at i + 3) and sets *end past the
+ * group and *negate; returns 0 when there is none (or A is empty).
+ */
+size_t tp__schema_regex_lookahead(const char *src, size_t i, size_t *end, bool *negate);
 
 /* tp__schema_format_of maps a "format" value to the formats checked. */
 enum tp__sformat tp__schema_format_of(const char *name);

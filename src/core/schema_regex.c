@@ -19,18 +19,22 @@
 
 #include "core/schema_int.h"
 
-/* An output buffer that refuses to overflow; the caller sizes it so that it
- * never has to (TP__SCHEMA_REGEX_OUT), but a bug must not write past it. */
+/*
+ * The output. Translation runs twice: once with no buffer to measure (need
+ * counts every byte), then into a buffer of that size. Decisions use need,
+ * never len, so both runs take the same path.
+ */
 struct out {
     char *p;
-    size_t len, cap;
+    size_t len, cap, need;
     bool full;
 };
 
 static void
 put(struct out *o, const char *s, size_t n)
 {
-    if (o->full || o->cap - o->len < n + 1) {
+    o->need += n;
+    if (o->full || o->p == NULL || o->cap - o->len < n + 1) {
         o->full = true;
         return;
     }
@@ -49,6 +53,18 @@ static void
 putc_(struct out *o, char c)
 {
     put(o, &c, 1);
+}
+
+/* Takes back what was written since need was `mark`. */
+static void
+rewind_to(struct out *o, size_t mark)
+{
+    size_t drop = o->need - mark;
+    o->need = mark;
+    if (!o->full) {
+        o->len -= drop;
+        o->p[o->len] = '\0';
+    }
 }
 
 /* The characters special outside a bracket expression in a POSIX ERE. */
@@ -269,6 +285,34 @@ bracket_atom(struct tr *t, size_t *i, struct atom *a)
 }
 
 /*
+ * A range. glibc refuses ranges between multibyte characters even in
+ * C.UTF-8 ("Invalid collation character"), so the non-ASCII part of a range
+ * is written out character by character, up to 1024 of them.
+ */
+static int
+range(struct tr *t, uint32_t a, uint32_t b)
+{
+    char buf[4];
+    if (a < 0x80) {
+        uint32_t end = b < 0x80 ? b : 0x7f;
+        putc_(&t->o, (char)a);
+        if (end != a) {
+            putc_(&t->o, '-');
+            putc_(&t->o, (char)end);
+        }
+        if (b < 0x80)
+            return 0;
+        a = 0x80;
+    }
+    if (b - a >= 1024)
+        return -1;
+    for (uint32_t cp = a; cp <= b; cp++)
+        if (cp < 0xd800 || cp > 0xdfff)
+            put(&t->o, buf, utf8_encode(cp, buf));
+    return 0;
+}
+
+/*
  * A bracket expression. POSIX gives ']', '-' and '^' meaning by position
  * and treats '\' as a literal, so the set is rebuilt: ']' first, then the
  * ranges, classes and ordinary characters, then '[', '^' and '-' last.
@@ -279,7 +323,7 @@ bracket(struct tr *t, size_t *i)
     const char *s = t->src;
     size_t open = *i, body;
     bool neg = false, has_rbr = false, has_lbr = false, has_caret = false, has_hyph = false;
-    size_t out_start = t->o.len;
+    size_t out_start = t->o.need;
 
     (*i)++;
     if (s[*i] == '^') {
@@ -293,7 +337,7 @@ bracket(struct tr *t, size_t *i)
     putc_(&t->o, '[');
     if (neg)
         putc_(&t->o, '^');
-    body = t->o.len;
+    body = t->o.need;
 
     for (;;) {
         struct atom a;
@@ -338,10 +382,10 @@ bracket(struct tr *t, size_t *i)
             if (a.cp == ']' || a.cp == '[' || a.cp == '-' || a.cp == '^' || b.cp == ']' ||
                 b.cp == '[' || b.cp == '-')
                 return refuse(t, here, "ranges from or to ] [ - ^ are not supported");
-            char buf[4];
-            put(&t->o, buf, utf8_encode(a.cp, buf));
-            putc_(&t->o, '-');
-            put(&t->o, buf, utf8_encode(b.cp, buf));
+            if (range(t, a.cp, b.cp) != 0)
+                return refuse(t, here,
+                              "ranges over more than 1024 non-ASCII characters are not "
+                              "supported");
             continue;
         }
         switch (a.cp) {
@@ -356,23 +400,22 @@ bracket(struct tr *t, size_t *i)
         }
     }
 
-    bool empty = t->o.len == body && !has_rbr && !has_lbr;
+    bool empty = t->o.need == body && !has_rbr && !has_lbr;
     if (has_rbr) {
         /* ']' must come first: shift what was written since the '[' (or '[^'). */
-        if (t->o.full || t->o.cap - t->o.len < 2) {
-            t->o.full = true;
-            return 0;
+        size_t at = t->o.len - (t->o.need - body);
+        putc_(&t->o, ']');
+        if (!t->o.full) {
+            memmove(t->o.p + at + 1, t->o.p + at, t->o.len - 1 - at);
+            t->o.p[at] = ']';
         }
-        memmove(t->o.p + body + 1, t->o.p + body, t->o.len - body + 1);
-        t->o.p[body] = ']';
-        t->o.len++;
     }
     if (has_lbr)
         putc_(&t->o, '[');
     if (has_caret && empty && !neg) {
         if (!has_hyph) {
             /* [\^] alone: a bracket cannot start with a literal '^'. */
-            t->o.len = out_start;
+            rewind_to(&t->o, out_start);
             puts_(&t->o, "\\^");
             return 0;
         }
@@ -383,7 +426,7 @@ bracket(struct tr *t, size_t *i)
         putc_(&t->o, '^');
     if (has_hyph)
         putc_(&t->o, '-');
-    if (t->o.len == body) /* [^] in POSIX would swallow the ']' */
+    if (t->o.need == body) /* [^] in POSIX would swallow the ']' */
         return refuse(t, open, "empty [...]");
     putc_(&t->o, ']');
     return 0;
@@ -516,11 +559,12 @@ escape(struct tr *t, size_t *i)
 }
 
 int
-tp__schema_regex_translate(const char *src, char *out, size_t cap, const char **why, size_t *at)
+tp__schema_regex_translate(const char *src, char *out, size_t cap, size_t *need, const char **why,
+                           size_t *at)
 {
-    struct tr t = {src, {out, 0, cap, false}, NULL, 0};
+    struct tr t = {src, {out, 0, cap, 0, false}, NULL, 0};
     size_t i = 0;
-    if (cap > 0)
+    if (out != NULL && cap > 0)
         out[0] = '\0';
     while (src[i] != '\0') {
         char c = src[i];
@@ -550,12 +594,49 @@ tp__schema_regex_translate(const char *src, char *out, size_t cap, const char **
             return -1;
         }
     }
-    if (t.o.full) {
-        *why = "pattern too long";
-        *at = 0;
-        return -1;
+    *need = t.o.need + 1;
+    return 0;
+}
+
+/* Finds the ')' that closes the group opened at s[i], or returns 0. */
+static size_t
+group_end(const char *s, size_t i)
+{
+    size_t depth = 0;
+    for (size_t j = i; s[j] != '\0'; j++) {
+        if (s[j] == '\\') {
+            if (s[++j] == '\0')
+                return 0;
+        } else if (s[j] == '[') {
+            j++;
+            if (s[j] == '^')
+                j++;
+            if (s[j] == ']')
+                j++;
+            while (s[j] != '\0' && s[j] != ']')
+                j += s[j] == '\\' && s[j + 1] != '\0' ? 2 : 1;
+            if (s[j] == '\0')
+                return 0;
+        } else if (s[j] == '(') {
+            depth++;
+        } else if (s[j] == ')' && --depth == 0) {
+            return j;
+        }
     }
     return 0;
+}
+
+size_t
+tp__schema_regex_lookahead(const char *src, size_t i, size_t *end, bool *negate)
+{
+    if (src[i] != '(' || src[i + 1] != '?' || (src[i + 2] != '=' && src[i + 2] != '!'))
+        return 0;
+    size_t close = group_end(src, i);
+    if (close == 0)
+        return 0;
+    *negate = src[i + 2] == '!';
+    *end = close + 1;
+    return close - (i + 3);
 }
 
 /* ------------------------------------------------------------------------ */
