@@ -987,6 +987,144 @@ finalize(struct ctx *c)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * A syntax check of JSON text that allocates nothing, to tell a parse
+ * error from a failed allocation: jansson's lexer reports an allocation that
+ * fails inside a string as a syntax error ("this is not very nice", says
+ * its source). Returns the end of the value, or NULL.
+ */
+static const char *
+skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+static const char *
+scan_hex4(const char *p, unsigned *v)
+{
+    *v = 0;
+    for (int i = 0; i < 4; i++, p++) {
+        unsigned char c = (unsigned char)*p;
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16u;
+        if (d == 16u)
+            return NULL;
+        *v = *v * 16 + d;
+    }
+    return p;
+}
+
+static const char *
+scan_string(const char *p)
+{
+    for (p++; *p != '"'; p++) {
+        unsigned v, w;
+        if ((unsigned char)*p < 0x20)
+            return NULL;
+        if (*p != '\\')
+            continue;
+        p++;
+        if (*p != 'u') {
+            if (*p == '\0' || strchr("\"\\/bfnrt", *p) == NULL)
+                return NULL;
+            continue;
+        }
+        if ((p = scan_hex4(p + 1, &v)) == NULL || v == 0 || (v >= 0xdc00 && v <= 0xdfff))
+            return NULL;
+        if (v >= 0xd800 && v <= 0xdbff) {
+            if (p[0] != '\\' || p[1] != 'u' || (p = scan_hex4(p + 2, &w)) == NULL || w < 0xdc00 ||
+                w > 0xdfff)
+                return NULL;
+        }
+        p--;
+    }
+    return p + 1;
+}
+
+static const char *
+scan_digits(const char *p)
+{
+    const char *start = p;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    return p == start ? NULL : p;
+}
+
+static const char *
+scan_value(const char *p, int depth)
+{
+    p = skip_ws(p);
+    if (depth > 2048)
+        return NULL;
+    switch (*p) {
+    case '"': return scan_string(p);
+    case 't': return strncmp(p, "true", 4) == 0 ? p + 4 : NULL;
+    case 'f': return strncmp(p, "false", 5) == 0 ? p + 5 : NULL;
+    case 'n': return strncmp(p, "null", 4) == 0 ? p + 4 : NULL;
+    case '[':
+    case '{': {
+        char close = *p == '[' ? ']' : '}';
+        bool obj = *p == '{';
+        p = skip_ws(p + 1);
+        if (*p == close)
+            return p + 1;
+        for (;;) {
+            if (obj) {
+                if (*p != '"' || (p = scan_string(p)) == NULL || *(p = skip_ws(p)) != ':')
+                    return NULL;
+                p++;
+            }
+            if ((p = scan_value(p, depth + 1)) == NULL)
+                return NULL;
+            p = skip_ws(p);
+            if (*p == close)
+                return p + 1;
+            if (*p != ',')
+                return NULL;
+            p = skip_ws(p + 1);
+        }
+    }
+    default:
+        if (*p == '-')
+            p++;
+        if (*p == '0')
+            p++;
+        else if ((p = scan_digits(p)) == NULL)
+            return NULL;
+        if (*p == '.' && (p = scan_digits(p + 1)) == NULL)
+            return NULL;
+        if (*p == 'e' || *p == 'E') {
+            p++;
+            if (*p == '+' || *p == '-')
+                p++;
+            if ((p = scan_digits(p)) == NULL)
+                return NULL;
+        }
+        return p;
+    }
+}
+
+/*
+ * Whether jansson failed for want of memory: it says so, or its first
+ * allocation failed before any error was recorded (an empty text), or it
+ * reported a syntax error in text that has none.
+ */
+static bool
+parse_nomem(const json_error_t *jerr, const char *text)
+{
+    enum json_error_code code = json_error_code(jerr);
+    if (code == json_error_out_of_memory || jerr->text[0] == '\0')
+        return true;
+    if (code != json_error_invalid_syntax && code != json_error_premature_end_of_input)
+        return false;
+    const char *end = scan_value(text, 0);
+    return end != NULL && *skip_ws(end) == '\0';
+}
+
 TP_API tp_schema *
 tp_schema_new(const char *json_schema, tp_error *err)
 {
@@ -997,7 +1135,7 @@ tp_schema_new(const char *json_schema, tp_error *err)
     }
     json_t *doc = json_loads(json_schema, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (doc == NULL) {
-        if (json_error_code(&jerr) == json_error_out_of_memory)
+        if (parse_nomem(&jerr, json_schema))
             tp__error_set(err, TP_ENOMEM, "out of memory");
         else
             tp__error_set(err, TP_ESCHEMA, "(root): not a JSON document: %s (line %d, column %d)",
@@ -1103,7 +1241,7 @@ tp_schema_validate(const tp_schema *schema, const char *value, tp_error *err)
         return tp__error_set(err, TP_EARG, "tp_schema_validate: NULL argument");
     json_t *v = json_loads(value, JSON_DECODE_ANY, &jerr);
     if (v == NULL) {
-        if (json_error_code(&jerr) == json_error_out_of_memory)
+        if (parse_nomem(&jerr, value))
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         return tp__error_set(err, TP_EBADREQUEST, "(root): not JSON: %s (line %d, column %d)",
                              jerr.text, jerr.line, jerr.column);

@@ -5,7 +5,8 @@
  * regex crate that pydantic-core uses, and a JavaScript client reads them as
  * ECMA-262. We run them with POSIX regcomp(REG_EXTENDED | REG_NOSUB), so each
  * pattern is translated once, at load: the common escapes become POSIX
- * bracket expressions, non-capturing and named groups become plain groups,
+ * bracket expressions (\w and \s with the Unicode classes of C.UTF-8, as in
+ * Python and Rust; \d stays [0-9]), non-capturing and named groups become plain groups,
  * lazy quantifiers become greedy ones (with REG_NOSUB only "is there a
  * match" is asked, which laziness does not change), and anything whose
  * meaning would change (lookaround, backreferences, word boundaries, inline
@@ -229,7 +230,7 @@ bracket_atom(struct tr *t, size_t *i, struct atom *a)
             return refuse(t, start, "trailing backslash");
         if (e == 'd' || e == 'w' || e == 's') {
             a->is_char = false;
-            a->cls = e == 'd' ? "0-9" : e == 'w' ? "A-Za-z0-9_" : "[:space:]";
+            a->cls = e == 'd' ? "0-9" : e == 'w' ? "[:alnum:]_" : "[:space:]";
             *i += 2;
             return 0;
         }
@@ -520,8 +521,8 @@ escape(struct tr *t, size_t *i)
     case '\0': return refuse(t, start, "trailing backslash");
     case 'd': puts_(&t->o, "[0-9]"); break;
     case 'D': puts_(&t->o, "[^0-9]"); break;
-    case 'w': puts_(&t->o, "[A-Za-z0-9_]"); break;
-    case 'W': puts_(&t->o, "[^A-Za-z0-9_]"); break;
+    case 'w': puts_(&t->o, "[[:alnum:]_]"); break;
+    case 'W': puts_(&t->o, "[^[:alnum:]_]"); break;
     case 's': puts_(&t->o, "[[:space:]]"); break;
     case 'S': puts_(&t->o, "[^[:space:]]"); break;
     case 'A': putc_(&t->o, '^'); break;

@@ -1,0 +1,890 @@
+/*
+ * Schemas: the data-driven cases of tests/cases/schema and schema-load
+ * (README.md there), then what they cannot show: member-wise validation
+ * against whole-value validation, the pattern dialect, messages, the
+ * allocator.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "core/schema.h"
+#include "core/schema_int.h"
+#include "support.h"
+#include "transports.h"
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static char *
+case_file(const char *dir, const char *name)
+{
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(len);
+    snprintf(p, len, "%s/%s", dir, name);
+    return p;
+}
+
+/* The case directories of a topic: those with a schema.json (the topic
+ * also holds README.md and generate.py). */
+static size_t
+case_dirs(const char *topic, char ***dirs)
+{
+    size_t n = tpt_case_dirs(topic, dirs), k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path = case_file((*dirs)[i], "schema.json");
+        FILE *f = fopen(path, "r");
+        free(path);
+        if (f != NULL) {
+            fclose(f);
+            (*dirs)[k++] = (*dirs)[i];
+        } else {
+            free((*dirs)[i]);
+        }
+    }
+    return k;
+}
+
+/* Loads dir/name if it exists, else NULL. */
+static json_t *
+load_optional(const char *dir, const char *name)
+{
+    char *path = case_file(dir, name);
+    json_t *v = NULL;
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        fclose(f);
+        v = tpt_load_json(path);
+    }
+    free(path);
+    return v;
+}
+
+static tp_schema *
+load_case_schema(const char *dir)
+{
+    char *path = case_file(dir, "schema.json");
+    char *text = tpt_read_file(path, NULL);
+    tp_error err = {0, ""};
+    cr_assert_not_null(text, "%s: cannot read", path);
+    tp_schema *s = tp_schema_new(text, &err);
+    cr_assert_not_null(s, "%s: %s", path, err.message);
+    cr_assert_eq(err.code, TP_OK);
+    free(text);
+    free(path);
+    return s;
+}
+
+static tp_schema *
+schema_from(const char *text)
+{
+    tp_error err = {0, ""};
+    tp_schema *s = tp_schema_new(text, &err);
+    cr_assert_not_null(s, "%s: %s", text, err.message);
+    return s;
+}
+
+/* A schema with one string property "s" holding `pattern`. */
+static tp_schema *
+pattern_schema(const char *pattern, tp_error *err)
+{
+    json_t *doc = json_pack("{s:s, s:{s:{s:s, s:s}}}", "type", "object", "properties", "s", "type",
+                            "string", "pattern", pattern);
+    char *text = json_dumps(doc, 0);
+    tp_schema *s = tp_schema_new(text, err);
+    free(text);
+    json_decref(doc);
+    return s;
+}
+
+static int
+matches(tp_schema *s, const char *str)
+{
+    json_t *v = json_pack("{s:s}", "s", str);
+    int rc = tp__schema_validate(s, v, NULL);
+    json_decref(v);
+    return rc == TP_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Data-driven cases                                                         */
+/* ------------------------------------------------------------------------ */
+
+Test(schema, cases_exist)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs);
+    size_t with_invalid = 0, with_defaults = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *inv = load_optional(dirs[i], "invalid.json");
+        json_t *def = load_optional(dirs[i], "defaults.json");
+        with_invalid += inv != NULL;
+        with_defaults += def != NULL;
+        json_decref(inv);
+        json_decref(def);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(n, 15, "only %zu schema cases", n);
+    cr_assert_geq(with_invalid, 15);
+    cr_assert_geq(with_defaults, 10);
+}
+
+Test(schema, cases_valid)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        tp_schema *s = load_case_schema(dirs[i]);
+        json_t *valid = load_optional(dirs[i], "valid.json");
+        size_t k;
+        json_t *v;
+        cr_assert_not_null(valid, "%s: no valid.json", dirs[i]);
+        json_array_foreach(valid, k, v)
+        {
+            tp_error err = {0, ""};
+            char *text = json_dumps(v, JSON_ENCODE_ANY);
+            cr_assert_eq(tp__schema_validate(s, v, &err), TP_OK, "%s: valid[%zu]: %s", dirs[i], k,
+                         err.message);
+            cr_assert_eq(tp_schema_validate(s, text, &err), TP_OK, "%s: valid[%zu] as text",
+                         dirs[i], k);
+            free(text);
+            total++;
+        }
+        json_decref(valid);
+        tp_schema_free(s);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(total, 40);
+}
+
+Test(schema, cases_invalid)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *invalid = load_optional(dirs[i], "invalid.json");
+        if (invalid == NULL)
+            continue;
+        tp_schema *s = load_case_schema(dirs[i]);
+        size_t k;
+        json_t *c;
+        json_array_foreach(invalid, k, c)
+        {
+            tp_error err = {0, ""};
+            json_t *v = json_object_get(c, "value");
+            const char *want = json_string_value(json_object_get(c, "error"));
+            cr_assert(v != NULL && want != NULL, "%s: invalid[%zu] needs value and error", dirs[i],
+                      k);
+            cr_assert_eq(tp__schema_validate(s, v, &err), TP_EINVALID, "%s: invalid[%zu] passed",
+                         dirs[i], k);
+            cr_assert_eq(err.code, TP_EINVALID);
+            cr_assert_str_eq(err.message, want, "%s: invalid[%zu]:\n got  %s\n want %s", dirs[i], k,
+                             err.message, want);
+            /* The public call gives the same answer from text. */
+            char *text = json_dumps(v, JSON_ENCODE_ANY);
+            tp_error err2 = {0, ""};
+            cr_assert_eq(tp_schema_validate(s, text, &err2), TP_EINVALID);
+            cr_assert_str_eq(err2.message, want);
+            free(text);
+            total++;
+        }
+        json_decref(invalid);
+        tp_schema_free(s);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(total, 100);
+}
+
+Test(schema, cases_defaults)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *defaults = load_optional(dirs[i], "defaults.json");
+        if (defaults == NULL)
+            continue;
+        tp_schema *s = load_case_schema(dirs[i]);
+        size_t k;
+        json_t *c;
+        json_array_foreach(defaults, k, c)
+        {
+            json_t *v = json_deep_copy(json_object_get(c, "value"));
+            json_t *want = json_object_get(c, "filled");
+            cr_assert(v != NULL && want != NULL, "%s: defaults[%zu]", dirs[i], k);
+            cr_assert_eq(tp__schema_fill_defaults(s, v), TP_OK);
+            char *got = json_dumps(v, JSON_SORT_KEYS), *exp = json_dumps(want, JSON_SORT_KEYS);
+            cr_assert(json_equal(v, want), "%s: defaults[%zu]:\n got  %s\n want %s", dirs[i], k,
+                      got, exp);
+            free(got);
+            free(exp);
+            /* Filling twice changes nothing more. */
+            cr_assert_eq(tp__schema_fill_defaults(s, v), TP_OK);
+            cr_assert(json_equal(v, want));
+            json_decref(v);
+            total++;
+        }
+        json_decref(defaults);
+        tp_schema_free(s);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(total, 15);
+}
+
+Test(schema, cases_load_errors)
+{
+    char **dirs;
+    size_t n = case_dirs("schema-load", &dirs);
+    for (size_t i = 0; i < n; i++) {
+        char *path = case_file(dirs[i], "schema.json");
+        char *text = tpt_read_file(path, NULL);
+        json_t *e = load_optional(dirs[i], "error.json");
+        const char *want = json_string_value(json_object_get(e, "error"));
+        tp_error err = {0, ""};
+        cr_assert(text != NULL && want != NULL, "%s: needs schema.json and error.json", dirs[i]);
+        tp_schema *s = tp_schema_new(text, &err);
+        cr_assert_null(s, "%s: loaded", dirs[i]);
+        cr_assert_eq(err.code, TP_ESCHEMA, "%s: code %d (%s)", dirs[i], err.code, err.message);
+        cr_assert_str_eq(err.message, want, "%s:\n got  %s\n want %s", dirs[i], err.message, want);
+        json_decref(e);
+        free(text);
+        free(path);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(n, 30);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Member-wise validation agrees with whole-value validation                 */
+/* ------------------------------------------------------------------------ */
+
+/* Adds every member value of an object to a pool of candidates. */
+static void
+collect_members(json_t *pool, json_t *obj)
+{
+    const char *key;
+    json_t *m;
+    if (!json_is_object(obj))
+        return;
+    json_object_foreach(obj, key, m)
+    {
+        json_t *list = json_object_get(pool, key);
+        if (list == NULL) {
+            list = json_array();
+            json_object_set_new(pool, key, list);
+        }
+        json_array_append(list, m);
+    }
+}
+
+Test(schema, member_agrees_with_whole)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs), compared = 0, invalid = 0;
+    for (size_t d = 0; d < n; d++) {
+        tp_schema *s = load_case_schema(dirs[d]);
+        json_t *valid = load_optional(dirs[d], "valid.json");
+        json_t *bad = load_optional(dirs[d], "invalid.json");
+        json_t *pool = json_object();
+        size_t i;
+        json_t *v;
+        /* Candidates for each key: its values in every instance, valid or not,
+         * plus a few of every type. */
+        json_array_foreach(valid, i, v) collect_members(pool, v);
+        json_array_foreach(bad, i, v) collect_members(pool, json_object_get(v, "value"));
+        json_t *extra = json_pack("[s, i, f, b, n, [], {}]", "zz", 3, 1.5, 1);
+        const char *key;
+        json_t *cands;
+        json_object_foreach(pool, key, cands)
+        {
+            json_array_extend(cands, extra);
+        }
+        json_object_set_new(pool, "undeclared_key", json_deep_copy(extra));
+
+        json_array_foreach(valid, i, v)
+        {
+            json_object_foreach(pool, key, cands)
+            {
+                /* k == size: the member removed. */
+                for (size_t k = 0; k <= json_array_size(cands); k++) {
+                    json_t *m = k < json_array_size(cands) ? json_array_get(cands, k) : NULL;
+                    json_t *changed = json_deep_copy(v);
+                    if (m != NULL)
+                        json_object_set(changed, key, m);
+                    else
+                        json_object_del(changed, key);
+                    tp_error whole = {0, ""}, member = {0, ""};
+                    int rw = tp__schema_validate(s, changed, &whole);
+                    int rm = tp__schema_validate_member(s, key, m, &member);
+                    char *t = json_dumps(changed, JSON_COMPACT);
+                    cr_assert_eq(rw, rm, "%s: %s, member %s: whole %d (%s), member %d (%s)",
+                                 dirs[d], t, key, rw, whole.message, rm, member.message);
+                    /* Only this member is bad, so both name it the same way. */
+                    if (rw != TP_OK) {
+                        cr_assert_str_eq(whole.message, member.message, "%s: %s", dirs[d], t);
+                        invalid++;
+                    }
+                    free(t);
+                    json_decref(changed);
+                    compared++;
+                }
+            }
+        }
+        json_decref(extra);
+        json_decref(pool);
+        json_decref(valid);
+        json_decref(bad);
+        tp_schema_free(s);
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(compared, 1000, "compared %zu", compared);
+    cr_assert_geq(invalid, 300, "only %zu invalid changes", invalid);
+}
+
+Test(schema, member_checks_required_and_undeclared)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"additionalProperties\":false,"
+                               "\"properties\":{\"a\":{\"type\":\"string\"},"
+                               "\"o\":{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"null\"}]}},"
+                               "\"required\":[\"a\",\"o\"]}");
+    tp_error err = {0, ""};
+    json_t *str = json_string("x"), *num = json_integer(1);
+    cr_assert_eq(tp__schema_validate_member(s, "a", str, &err), TP_OK);
+    cr_assert_eq(tp__schema_validate_member(s, "a", NULL, &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "a: required field is missing");
+    cr_assert_eq(tp__schema_validate_member(s, "a", json_null(), &err), TP_EINVALID);
+    cr_assert_eq(tp__schema_validate_member(s, "a", num, &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "a: expected string, got number");
+    /* Required Optional[int]: absent is null, and null is allowed. */
+    cr_assert_eq(tp__schema_validate_member(s, "o", NULL, &err), TP_OK);
+    cr_assert_eq(err.code, TP_OK);
+    cr_assert_eq(tp__schema_validate_member(s, "zz", num, &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "zz: unexpected field");
+    cr_assert_eq(tp__schema_validate_member(s, "zz", NULL, &err), TP_OK);
+    cr_assert_eq(tp__schema_validate_member(s, NULL, num, &err), TP_EARG);
+    json_decref(str);
+    json_decref(num);
+    tp_schema_free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Many properties: the sorted index                                          */
+/* ------------------------------------------------------------------------ */
+
+Test(schema, many_properties_use_the_index)
+{
+    json_t *props = json_object(), *value = json_object();
+    char name[16];
+    for (int i = 0; i < 60; i++) {
+        snprintf(name, sizeof name, "p%02d", (i * 37) % 60);
+        json_object_set_new(props, name, json_pack("{s:s}", "type", "integer"));
+        json_object_set_new(value, name, json_integer(i));
+    }
+    json_t *doc = json_pack("{s:s, s:o, s:b}", "type", "object", "properties", props,
+                            "additionalProperties", 0);
+    char *text = json_dumps(doc, 0);
+    tp_schema *s = schema_from(text);
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__schema_validate(s, value, &err), TP_OK, "%s", err.message);
+    for (int i = 0; i < 60; i++) {
+        snprintf(name, sizeof name, "p%02d", i);
+        json_t *str = json_string("x");
+        cr_assert_eq(tp__schema_validate_member(s, name, str, &err), TP_EINVALID, "%s", name);
+        char want[64];
+        snprintf(want, sizeof want, "%s: expected integer, got string", name);
+        cr_assert_str_eq(err.message, want);
+        json_decref(str);
+    }
+    json_object_set_new(value, "p60", json_integer(1));
+    cr_assert_eq(tp__schema_validate(s, value, &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "p60: unexpected field");
+    free(text);
+    json_decref(doc);
+    json_decref(value);
+    tp_schema_free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The pattern dialect                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void
+expect_translation(const char *src, const char *want)
+{
+    const char *why = NULL;
+    size_t at = 0, need = 0;
+    cr_assert_eq(tp__schema_regex_translate(src, NULL, 0, &need, &why, &at), 0, "%s: %s", src, why);
+    char *out = malloc(need);
+    size_t need2 = 0;
+    cr_assert_eq(tp__schema_regex_translate(src, out, need, &need2, &why, &at), 0);
+    cr_assert_eq(need, need2);
+    cr_assert_eq(strlen(out) + 1, need, "%s: measured %zu, wrote %zu", src, need, strlen(out));
+    cr_assert_str_eq(out, want, "%s", src);
+    free(out);
+}
+
+Test(schema, regex_translation)
+{
+    expect_translation("^abc$", "^abc$");
+    expect_translation("\\d\\D", "[0-9][^0-9]");
+    expect_translation("\\w\\W", "[[:alnum:]_][^[:alnum:]_]");
+    expect_translation("\\s\\S", "[[:space:]][^[:space:]]");
+    expect_translation("[\\d.]", "[0-9.]");
+    expect_translation("[\\w-]", "[[:alnum:]_-]");
+    expect_translation("[\\d-z]", "[0-9z-]"); /* after a class, '-' is a literal */
+    expect_translation("[^\\s,]", "[^[:space:],]");
+    expect_translation("[\\]a]", "[]a]");
+    expect_translation("[a\\-z]", "[az-]");
+    expect_translation("[\\^]", "\\^");
+    expect_translation("[\\^a]", "[a^]");
+    expect_translation("[\\^\\-]", "[-^]");
+    expect_translation("[^\\^]", "[^^]");
+    expect_translation("[\\[\\]]", "[][]");
+    expect_translation("[\\\\]", "[\\]");
+    expect_translation("[.*+]", "[.*+]");
+    expect_translation("[[:alpha:]_]", "[[:alpha:]_]");
+    expect_translation("(?:ab)+", "(ab)+");
+    expect_translation("(?P<x>a)(?<y>b)", "(a)(b)");
+    expect_translation("a*?b+?c??d{2,3}?", "a*b+c?d{2,3}");
+    expect_translation("a.b", "a[^\n]b");
+    expect_translation("\\.\\/\\-\\$", "\\./-\\$");
+    expect_translation("\\x41\\u00e9\\u{1F600}", "A\xc3\xa9\xf0\x9f\x98\x80");
+    expect_translation("\\t\\n", "\t\n");
+    expect_translation("\\Aab\\Z", "^ab$");
+    expect_translation("a{b", "a\\{b");
+    expect_translation("a{}", "a\\{\\}");
+    expect_translation("a}", "a}");
+    expect_translation("[\xc3\xa0-\xc3\xa2]", "[\xc3\xa0\xc3\xa1\xc3\xa2]");
+    expect_translation("[x-\xc2\x81]", "[x-\x7f\xc2\x80\xc2\x81]");
+}
+
+static void
+expect_refusal(const char *src, const char *why_part, size_t at_want)
+{
+    const char *why = NULL;
+    size_t at = 0, need = 0;
+    cr_assert_eq(tp__schema_regex_translate(src, NULL, 0, &need, &why, &at), -1, "%s", src);
+    cr_assert_not_null(strstr(why, why_part), "%s: %s", src, why);
+    cr_assert_eq(at, at_want, "%s: at %zu", src, at);
+}
+
+Test(schema, regex_refusals)
+{
+    expect_refusal("a(?=b)", "lookaround", 1);
+    expect_refusal("(?!a)", "lookaround", 0);
+    expect_refusal("(?<!a)b", "lookaround", 0);
+    expect_refusal("(a)\\1", "backreferences", 3);
+    expect_refusal("(?P<n>a)(?P=n)", "backreferences", 8);
+    expect_refusal("\\k<n>", "backreferences", 0);
+    expect_refusal("\\bx", "word boundaries", 0);
+    expect_refusal("x\\B", "word boundaries", 1);
+    expect_refusal("(?i)x", "inline flags", 0);
+    expect_refusal("(?#c)x", "comments", 0);
+    expect_refusal("\\p{L}", "Unicode property", 0);
+    expect_refusal("[\\P{L}]", "Unicode property", 1);
+    expect_refusal("[\\D]", "negated class", 1);
+    expect_refusal("[]a]", "escape it", 1);
+    expect_refusal("[a[b]]", "nested", 2);
+    expect_refusal("[a&&b]", "set operations", 2);
+    expect_refusal("[a--b]", "set operations", 1);
+    expect_refusal("[z-a]", "out of order", 1);
+    expect_refusal("a*+", "possessive", 2);
+    expect_refusal("a{,3}", "{0,n}", 1);
+    expect_refusal("abc\\", "trailing backslash", 3);
+    expect_refusal("\\q", "unknown escape", 0);
+    expect_refusal("\\x4", "bad \\x", 0);
+    expect_refusal("\\u{110000}", "bad \\x", 0);
+    expect_refusal("[abc", "unterminated", 0);
+    expect_refusal("[\\x00-\\u{10FFFF}]", "bad \\x", 1);
+    expect_refusal("[a-\\u{10FFFF}]", "1024", 1);
+}
+
+Test(schema, regex_behaviour)
+{
+    static const struct {
+        const char *pattern, *str;
+        int match;
+    } cases[] = {
+        {"\\d{3}", "ab123", 1}, /* unanchored, as in JSON Schema */
+        {"^\\d{3}$", "ab123", 0},
+        {"^\\d+$", "\xd9\xa3", 0},            /* \d is ASCII only */
+        {"^\\w+$", "\xc3\xa9t\xc3\xa9_1", 1}, /* \w is Unicode, as in Python and Rust */
+        {"^\\w+$", "a-b", 0},
+        {"^\\s$", "\t", 1},
+        {"^.$", "\xc3\xa9", 1}, /* '.' is one character, not one byte */
+        {"^.$", "\n", 0},
+        {"^..$", "\xf0\x9f\x98\x80x", 1},
+        {"^[^a]$", "\xc3\xa9", 1},
+        {"^[\xc3\xa0-\xc3\xbf]+$", "\xc3\xa9\xc3\xa0", 1},
+        {"^[\xc3\xa0-\xc3\xbf]+$", "e", 0},
+        {"^[\\[\\]]+$", "[]][", 1},
+        {"^[\\\\/]$", "\\", 1},
+        {"^[\\\\/]$", "/", 1},
+        {"^[a\\-z]+$", "-az", 1},
+        {"^[a\\-z]+$", "b", 0},
+        {"^(?:ab|cd)+$", "abcdab", 1},
+        {"^a.*?b$", "axxb", 1},
+        {"a{b", "xa{b", 1},
+        {"^\\$\\.\\*$", "$.*", 1},
+        {"^\\x41$", "A", 1},
+        /* Leading lookaheads: pydantic's Decimal pattern, a password rule. */
+        {"^(?!^[-+.]*$)[+-]?0*\\d*\\.?\\d*$", "-1.5", 1},
+        {"^(?!^[-+.]*$)[+-]?0*\\d*\\.?\\d*$", "+.", 0},
+        {"^(?!^[-+.]*$)[+-]?0*\\d*\\.?\\d*$", "", 0},
+        {"^(?=.*\\d)(?=.*[a-z]).{6,}$", "abc123", 1},
+        {"^(?=.*\\d)(?=.*[a-z]).{6,}$", "abcdef", 0},
+        {"^(?=.*\\d)(?=.*[a-z]).{6,}$", "123456", 0},
+        {"^(?=.*\\d)(?=.*[a-z]).{6,}$", "a1", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tp_error err = {0, ""};
+        tp_schema *s = pattern_schema(cases[i].pattern, &err);
+        cr_assert_not_null(s, "%s: %s", cases[i].pattern, err.message);
+        cr_assert_eq(matches(s, cases[i].str), cases[i].match, "%s on \"%s\"", cases[i].pattern,
+                     cases[i].str);
+        tp_schema_free(s);
+    }
+}
+
+Test(schema, regex_compile_error_is_a_load_error)
+{
+    tp_error err = {0, ""};
+    cr_assert_null(pattern_schema("(ab", &err));
+    cr_assert_eq(err.code, TP_ESCHEMA);
+    cr_assert(strncmp(err.message, "properties.s.pattern: invalid regular expression: ", 50) == 0,
+              "%s", err.message);
+    cr_assert_null(pattern_schema("^(?=a", &err));
+    cr_assert_eq(err.code, TP_ESCHEMA);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lengths, messages, edges                                                  */
+/* ------------------------------------------------------------------------ */
+
+Test(schema, lengths_count_code_points)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\","
+                               "\"minLength\":2,\"maxLength\":2}}}");
+    const char *ok[] = {"ab", "\xc3\xa9\xc3\xa9", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80",
+                        "e\xcc\x81" /* e + combining accent: two code points */};
+    const char *bad[] = {"a", "abc", "\xc3\xa9", "\xf0\x9f\x98\x80",
+                         "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        json_t *v = json_pack("{s:s}", "s", ok[i]);
+        cr_assert_eq(tp__schema_validate(s, v, NULL), TP_OK, "%s", ok[i]);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *v = json_pack("{s:s}", "s", bad[i]);
+        cr_assert_eq(tp__schema_validate(s, v, NULL), TP_EINVALID, "%s", bad[i]);
+        json_decref(v);
+    }
+    tp_schema_free(s);
+}
+
+/* Checks that s is valid UTF-8. */
+static int
+utf8_valid(const char *s)
+{
+    json_t *v = json_string(s);
+    int ok = v != NULL;
+    json_decref(v);
+    return ok;
+}
+
+Test(schema, long_messages_are_cut_safely)
+{
+    /* A deep path with long keys and a long non-ASCII value. */
+    json_t *leaf = json_pack("{s:s}", "type", "integer");
+    json_t *doc = leaf, *value = json_string("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                             "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+    for (int i = 0; i < 12; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "k%d_\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9_a_rather_long_key", i);
+        doc = json_pack("{s:s, s:{s:o}}", "type", "object", "properties", key, doc);
+        value = json_pack("{s:o}", key, value);
+    }
+    char *text = json_dumps(doc, 0);
+    tp_schema *s = schema_from(text);
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__schema_validate(s, value, &err), TP_EINVALID);
+    cr_assert_lt(strlen(err.message), sizeof err.message);
+    cr_assert(utf8_valid(err.message), "not UTF-8: %s", err.message);
+    cr_assert(strncmp(err.message, "...", 3) == 0, "%s", err.message);
+    /* The tail of the path, the innermost key, is what is shown. */
+    cr_assert_not_null(strstr(err.message, "k0_\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9_a_rather_long_key: "
+                                           "expected integer, got string"),
+                       "%s", err.message);
+    free(text);
+    json_decref(doc);
+    json_decref(value);
+    tp_schema_free(s);
+}
+
+Test(schema, long_enum_lists_are_cut)
+{
+    json_t *vals = json_array();
+    for (int i = 0; i < 100; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "value-\xc3\xa9-%d", i);
+        json_array_append_new(vals, json_string(v));
+    }
+    json_t *doc =
+        json_pack("{s:s, s:{s:{s:o}}}", "type", "object", "properties", "e", "enum", vals);
+    char *text = json_dumps(doc, 0);
+    tp_schema *s = schema_from(text);
+    json_t *v = json_pack("{s:s}", "e", "nope");
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__schema_validate(s, v, &err), TP_EINVALID);
+    cr_assert(strncmp(err.message, "e: \"nope\" is not one of \"value-\xc3\xa9-0\", ", 30) == 0,
+              "%s", err.message);
+    cr_assert_not_null(strstr(err.message, ", ..."), "%s", err.message);
+    cr_assert(utf8_valid(err.message));
+    free(text);
+    json_decref(doc);
+    json_decref(v);
+    tp_schema_free(s);
+}
+
+Test(schema, numbers_in_messages)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{"
+                               "\"r\":{\"type\":\"number\",\"maximum\":0.1},"
+                               "\"i\":{\"type\":\"integer\",\"minimum\":2.0}}}");
+    tp_error err = {0, ""};
+    cr_assert_eq(tp_schema_validate(s, "{\"r\": 0.30000000000000004}", &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "r: 0.30000000000000004 is greater than the maximum 0.1");
+    cr_assert_eq(tp_schema_validate(s, "{\"r\": 1e300}", &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "r: 1e+300 is greater than the maximum 0.1");
+    cr_assert_eq(tp_schema_validate(s, "{\"i\": 1}", &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "i: 1 is less than the minimum 2.0");
+    cr_assert_eq(tp_schema_validate(s, "{\"i\": 1.0}", &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "i: 1.0 is less than the minimum 2.0");
+    cr_assert_eq(tp_schema_validate(s, "{\"i\": 2.0, \"r\": -1}", &err), TP_OK);
+    tp_schema_free(s);
+}
+
+Test(schema, public_calls_and_arguments)
+{
+    tp_error err = {0, ""};
+    tp_schema *s = schema_from("{\"title\":\"Doc\",\"type\":\"object\"}");
+    cr_assert_str_eq(tp_schema_title(s), "Doc");
+    cr_assert_eq(tp_schema_validate(s, "{}", &err), TP_OK);
+    cr_assert_eq(tp_schema_validate(s, "{\"a\":", &err), TP_EBADREQUEST);
+    cr_assert(strncmp(err.message, "(root): not JSON: ", 18) == 0, "%s", err.message);
+    cr_assert_eq(tp_schema_validate(s, NULL, &err), TP_EARG);
+    cr_assert_eq(tp_schema_validate(NULL, "{}", &err), TP_EARG);
+    cr_assert_eq(tp_schema_validate(s, "[1]", NULL), TP_EINVALID);
+    cr_assert_eq(tp__schema_validate(s, NULL, &err), TP_EARG);
+    cr_assert_eq(tp__schema_fill_defaults(s, NULL), TP_OK);
+    tp_schema_free(s);
+
+    s = schema_from("{\"type\":\"object\"}");
+    cr_assert_str_eq(tp_schema_title(s), "");
+    tp_schema_free(s);
+    cr_assert_str_eq(tp_schema_title(NULL), "");
+    tp_schema_free(NULL);
+
+    cr_assert_null(tp_schema_new(NULL, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert_null(tp_schema_new("{\"title\": ", &err));
+    cr_assert_eq(err.code, TP_ESCHEMA);
+    cr_assert(strncmp(err.message, "(root): not a JSON document: ", 29) == 0, "%s", err.message);
+    cr_assert_null(tp_schema_new("{\"type\":\"object\",\"type\":\"object\"}", &err));
+    cr_assert_eq(err.code, TP_ESCHEMA);
+    cr_assert_not_null(strstr(err.message, "duplicate"), "%s", err.message);
+    cr_assert_null(tp_schema_new("{\"type\":\"object\",\"x\":1}", NULL));
+}
+
+Test(schema, root_title_through_ref)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs);
+    for (size_t i = 0; i < n; i++) {
+        if (strstr(dirs[i], "/recursive") == NULL)
+            continue;
+        tp_schema *s = load_case_schema(dirs[i]);
+        cr_assert_str_eq(tp_schema_title(s), "TreeNode");
+        tp_schema_free(s);
+    }
+    tpt_free_dirs(dirs, n);
+}
+
+Test(schema, refcount)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"title\":\"T\"}");
+    cr_assert_eq(tp__schema_ref(s), s);
+    tp_schema_free(s);
+    /* Still alive: one reference left. */
+    cr_assert_str_eq(tp_schema_title(s), "T");
+    cr_assert_eq(tp_schema_validate(s, "{}", NULL), TP_OK);
+    tp_schema_free(s);
+}
+
+Test(schema, null_members_are_absent)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{"
+                               "\"a\":{\"type\":\"string\",\"default\":\"d\"},"
+                               "\"b\":{\"type\":\"integer\",\"default\":null},"
+                               "\"l\":{\"type\":\"array\",\"items\":{\"type\":\"null\"}}},"
+                               "\"required\":[\"a\"]}");
+    tp_error err = {0, ""};
+    cr_assert_eq(tp_schema_validate(s, "{\"a\":null}", &err), TP_EINVALID);
+    cr_assert_str_eq(err.message, "a: required field is missing");
+    cr_assert_eq(tp_schema_validate(s, "{\"a\":\"x\",\"b\":null,\"l\":[null,null]}", &err), TP_OK);
+    /* A null default is no default; a null member gets the default. */
+    json_t *v = json_pack("{s:n}", "a");
+    cr_assert_eq(tp__schema_fill_defaults(s, v), TP_OK);
+    cr_assert_str_eq(json_string_value(json_object_get(v, "a")), "d");
+    cr_assert_null(json_object_get(v, "b"));
+    json_decref(v);
+    tp_schema_free(s);
+}
+
+Test(schema, defaults_are_copies)
+{
+    tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{"
+                               "\"o\":{\"type\":\"object\",\"default\":{\"k\":[1]}}}}");
+    json_t *a = json_object(), *b = json_object();
+    cr_assert_eq(tp__schema_fill_defaults(s, a), TP_OK);
+    json_array_append_new(json_object_get(json_object_get(a, "o"), "k"), json_integer(2));
+    cr_assert_eq(tp__schema_fill_defaults(s, b), TP_OK);
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(b, "o"), "k")), 1);
+    json_t *notobj = json_string("x");
+    cr_assert_eq(tp__schema_fill_defaults(s, notobj), TP_OK);
+    cr_assert_str_eq(json_string_value(notobj), "x");
+    json_decref(notobj);
+    json_decref(a);
+    json_decref(b);
+    tp_schema_free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The allocator                                                             */
+/* ------------------------------------------------------------------------ */
+
+static char *
+nested_schema_text(void)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs);
+    char *text = NULL;
+    for (size_t i = 0; i < n && text == NULL; i++) {
+        if (strstr(dirs[i], "/nested") != NULL) {
+            char *path = case_file(dirs[i], "schema.json");
+            text = tpt_read_file(path, NULL);
+            free(path);
+        }
+    }
+    tpt_free_dirs(dirs, n);
+    cr_assert_not_null(text);
+    return text;
+}
+
+static void
+chaos_load(const char *text, bool ok_empty)
+{
+    tpt_alloc_install();
+    for (long n = 1;; n++) {
+        tp_error err = {0, ""};
+        tpt_fail_after(n);
+        tp_schema *s = tp_schema_new(text, &err);
+        tpt_fail_disarm();
+        if (s != NULL) {
+            /* A schema loaded after failures works like any other. */
+            cr_assert_eq(tp_schema_validate(s, "{}", NULL) == TP_OK, ok_empty);
+            tp_schema_free(s);
+            cr_assert_gt(n, 5, "succeeded with allocation %ld failing", n);
+            break;
+        }
+        cr_assert_eq(err.code, TP_ENOMEM, "allocation %ld: %d %s", n, err.code, err.message);
+        cr_assert_lt(n, 100000);
+    }
+    tp_set_allocator(NULL);
+}
+
+Test(schema, chaos_load_nested)
+{
+    char *text = nested_schema_text();
+    chaos_load(text, false);
+    free(text);
+}
+
+Test(schema, chaos_load_every_case)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs);
+    for (size_t i = 0; i < n; i++) {
+        char *path = case_file(dirs[i], "schema.json");
+        char *text = tpt_read_file(path, NULL);
+        tp_schema *plain = load_case_schema(dirs[i]);
+        bool ok_empty = tp_schema_validate(plain, "{}", NULL) == TP_OK;
+        tp_schema_free(plain);
+        chaos_load(text, ok_empty);
+        free(text);
+        free(path);
+    }
+    tpt_free_dirs(dirs, n);
+}
+
+Test(schema, chaos_fill_defaults)
+{
+    char *text = nested_schema_text();
+    tp_schema *s = schema_from(text);
+    json_t *want =
+        json_pack("{s:{s:s, s:{s:s, s:s}}, s:[{s:s, s:i, s:i}]}", "customer", "name", "A",
+                  "address", "street", "s", "city", "c", "lines", "sku", "x", "qty", 1, "price", 2);
+    tpt_alloc_install();
+    for (long n = 1;; n++) {
+        json_t *v = json_deep_copy(want);
+        tpt_fail_after(n);
+        int rc = tp__schema_fill_defaults(s, v);
+        tpt_fail_disarm();
+        json_decref(v);
+        if (rc == TP_OK)
+            break;
+        cr_assert_eq(rc, TP_ENOMEM);
+    }
+    tp_set_allocator(NULL);
+    json_decref(want);
+    tp_schema_free(s);
+    free(text);
+}
+
+Test(schema, validation_does_not_allocate)
+{
+    char **dirs;
+    size_t n = case_dirs("schema", &dirs), checked = 0;
+    tpt_alloc_install();
+    for (size_t i = 0; i < n; i++) {
+        tp_schema *s = load_case_schema(dirs[i]);
+        json_t *valid = load_optional(dirs[i], "valid.json");
+        size_t k;
+        json_t *v;
+        tpt_fail_after(1); /* every allocation fails from here */
+        json_array_foreach(valid, k, v)
+        {
+            tp_error err = {0, ""};
+            cr_assert_eq(tp__schema_validate(s, v, &err), TP_OK, "%s: %s", dirs[i], err.message);
+            const char *key;
+            json_t *m;
+            json_object_foreach(v, key, m)
+            {
+                cr_assert_eq(tp__schema_validate_member(s, key, m, &err), TP_OK);
+            }
+            checked++;
+        }
+        cr_assert_eq(tpt_alloc_count(), 0, "%s: validation allocated", dirs[i]);
+        tpt_fail_disarm();
+        json_decref(valid);
+        tp_schema_free(s);
+    }
+    tp_set_allocator(NULL);
+    tpt_free_dirs(dirs, n);
+    cr_assert_geq(checked, 40);
+}
