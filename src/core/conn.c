@@ -565,7 +565,8 @@ handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
         snprintf(where, sizeof where, "[%zu]", index);
     if (!json_is_object(msg)) {
         char m[96];
-        snprintf(m, sizeof m, "%s: expected a message object", batched ? where : "(root)");
+        snprintf(m, sizeof m, "%s: expected a message object%s", batched ? where : "(root)",
+                 batched ? "" : " or a batch array");
         send_error(c, 0, 0, TP_EBADREQUEST, m);
         return;
     }
@@ -610,7 +611,7 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
         return TP_ECLOSED;
     }
     json_error_t jerr;
-    json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
         char m[256];
         snprintf(m, sizeof m, "message: not JSON: %s (column %d)", jerr.text, jerr.column);

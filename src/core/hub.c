@@ -315,8 +315,8 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
              tp_error *err)
 {
     char assigned[24];
-    if (schema == NULL) {
-        tp__error_set(err, TP_EARG, "schema: missing");
+    if (s == NULL || schema == NULL) {
+        tp__error_set(err, TP_EARG, s ? "schema: missing" : "session: missing");
         return NULL;
     }
     if (id == NULL) {
@@ -365,10 +365,12 @@ tp_session_host_as(tp_session *s, const char *id, const tp_schema *schema, const
     return host_private(s, id, schema, value, err);
 }
 
+/* A session's private model; NULL for a NULL session (tp_hub_tenant out of
+ * memory) as for an unknown id. */
 static tp__model *
 private_model(tp_session *s, const char *id)
 {
-    return id ? tp__map_get(&s->models, id) : NULL;
+    return s && id ? tp__map_get(&s->models, id) : NULL;
 }
 
 TP_API int
@@ -376,8 +378,9 @@ tp_session_set(tp_session *s, const char *id, const char *value, tp_error *err)
 {
     tp__model *m = private_model(s, id);
     if (m == NULL)
-        return tp__error_set(err, TP_ENOTFOUND, "id: no private model \"%s\" in tenant \"%s\"",
-                             id ? id : "", s->tenant);
+        return tp__error_set(err, s ? TP_ENOTFOUND : TP_EARG,
+                             "id: no private model \"%s\" in tenant \"%s\"", id ? id : "",
+                             s ? s->tenant : "");
     tp_error local;
     json_t *v = tp__parse_value(m->schema, value, err ? err : &local);
     if (v == NULL)

@@ -40,7 +40,7 @@ lww_map_merge(void *user, const json_t *current, const json_t *patch, const tp_o
 {
     (void)user;
     (void)origin;
-    json_t *v = json_is_object(current) ? json_copy((json_t *)current) : json_object();
+    json_t *v = json_is_object(current) ? tp__json_shallow_copy(current) : json_object();
     const char *key;
     json_t *pv;
     if (v == NULL || !json_is_object(patch))
@@ -132,7 +132,11 @@ lww_change(tp__model *m, const json_t *patch, tp__change *ch, tp_error *err)
                 return tp__error_set(err, TP_ENOMEM, "out of memory");
             continue;
         }
-        json_t *nv = tp_merge_patch_apply(was, pv);
+        /* Object members inside arrays keep their nulls through RFC 7396
+         * (arrays are replaced whole); a stored value never has any. */
+        json_t *applied = tp_merge_patch_apply(was, pv);
+        json_t *nv = applied ? tp__json_strip_nulls(applied) : NULL;
+        json_decref(applied);
         if (nv == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         if (was != NULL && json_equal(was, nv)) {

@@ -343,7 +343,7 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     /* Values below the root are shared, never changed in place; the root is
      * changed in place when nobody else holds it (a merge callback may). */
     if (m->value->refcount > 1) {
-        json_t *copy = json_copy(m->value);
+        json_t *copy = tp__json_shallow_copy(m->value);
         if (copy == NULL)
             goto nomem;
         json_decref(m->value);

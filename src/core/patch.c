@@ -29,10 +29,10 @@ share(const json_t *v)
     return json_incref((json_t *)v);
 }
 
-/* shallow_copy returns a new object holding new references to every member
- * of obj, in obj's order, or NULL. */
-static json_t *
-shallow_copy(const json_t *obj)
+/* tp__json_shallow_copy returns a new object holding new references to every
+ * member of obj, in obj's order, or NULL. */
+json_t *
+tp__json_shallow_copy(const json_t *obj)
 {
     json_t *copy = json_object();
     if (copy == NULL)
@@ -91,7 +91,7 @@ apply(const json_t *target, const json_t *patch)
             /* A null member deletes; deleting an absent member is a no-op. */
             if (old == NULL)
                 continue;
-            if (result == NULL && (result = shallow_copy(base)) == NULL)
+            if (result == NULL && (result = tp__json_shallow_copy(base)) == NULL)
                 return NULL;
             json_object_deln(result, key, len);
             continue;
@@ -113,7 +113,7 @@ apply(const json_t *target, const json_t *patch)
             continue;
         }
         if (result == NULL) {
-            result = base != NULL ? shallow_copy(base) : json_object();
+            result = base != NULL ? tp__json_shallow_copy(base) : json_object();
             if (result == NULL) {
                 json_decref(merged);
                 return NULL;
@@ -254,7 +254,7 @@ strip(json_t *v)
             size_t len = json_object_iter_key_len(it);
             json_t *m = json_object_iter_value(it);
             if (json_is_null(m)) {
-                if (result == NULL && (result = shallow_copy(v)) == NULL)
+                if (result == NULL && (result = tp__json_shallow_copy(v)) == NULL)
                     return NULL;
                 json_object_deln(result, key, len);
                 continue;
@@ -266,7 +266,7 @@ strip(json_t *v)
                 json_decref(s);
                 continue;
             }
-            if (result == NULL && (result = shallow_copy(v)) == NULL) {
+            if (result == NULL && (result = tp__json_shallow_copy(v)) == NULL) {
                 json_decref(s);
                 return NULL;
             }

@@ -40,4 +40,9 @@ int tp__json_has_null_member(const json_t *v);
  * ENOMEM (or when v is NULL). Linear in the size of v. */
 json_t *tp__json_strip_nulls(json_t *v);
 
+/* tp__json_shallow_copy returns a new object holding new references to every
+ * member of obj, in order, or NULL when out of memory. (json_copy ignores
+ * failed inserts and may return a partial object.) */
+json_t *tp__json_shallow_copy(const json_t *obj);
+
 #endif /* TP_CORE_PATCH_H */

@@ -140,3 +140,77 @@ tpt_alloc_count(void)
 {
     return count;
 }
+
+/* ---- Protocol helpers ---- */
+
+json_t *
+tpt_drain(tp_conn *c)
+{
+    json_t *out = json_array();
+    const char *frame;
+    size_t len;
+    while ((frame = tp_conn_next_frame(c, &len)) != NULL) {
+        json_error_t jerr;
+        json_t *v = json_loadb(frame, len, 0, &jerr);
+        cr_assert_not_null(v, "frame is not JSON: %s: %.*s", jerr.text, (int)len, frame);
+        if (json_is_array(v)) {
+            cr_assert_leq(len, 64 * 1024, "a batch frame of %zu bytes", len);
+            json_array_extend(out, v);
+        } else {
+            json_array_append(out, v);
+        }
+        json_decref(v);
+    }
+    return out;
+}
+
+size_t
+tpt_drain_all(tp_hub *hub)
+{
+    size_t n = 0;
+    tp_conn *c;
+    while ((c = tp_hub_next_ready(hub)) != NULL) {
+        const char *frame;
+        size_t len;
+        while ((frame = tp_conn_next_frame(c, &len)) != NULL)
+            n++;
+    }
+    return n;
+}
+
+int
+tpt_feed(tp_conn *c, const char *text)
+{
+    return tp_conn_feed(c, text, strlen(text));
+}
+
+json_t *
+tpt_find(json_t *msgs, const char *type)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "type")), type) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+size_t
+tpt_count(json_t *msgs, const char *type)
+{
+    size_t i, n = 0;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        n += strcmp(json_string_value(json_object_get(m, "type")), type) == 0;
+    }
+    return n;
+}
+
+int64_t
+tpt_clock(void *user)
+{
+    return *(int64_t *)user;
+}

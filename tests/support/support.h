@@ -3,6 +3,7 @@
 #define TP_TESTS_SUPPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -29,5 +30,31 @@ void tpt_alloc_install(void);
 void tpt_fail_after(long n);
 void tpt_fail_disarm(void);
 long tpt_alloc_count(void);
+
+/* ---- Protocol helpers (hub and connection tests) ---- */
+struct tp_conn;
+struct tp_hub;
+
+/*
+ * tpt_drain takes every frame from a connection's outbox and returns the
+ * messages in order (batches flattened) as a new JSON array. It asserts that
+ * every frame is valid JSON and that a batch frame is at most 64 KiB.
+ */
+json_t *tpt_drain(struct tp_conn *c);
+
+/* tpt_drain_all drains every ready connection of a hub (as a transport
+ * would at the end of a loop iteration) and returns how many messages. */
+size_t tpt_drain_all(struct tp_hub *hub);
+
+/* tpt_feed feeds a message text to a connection; returns tp_conn_feed's code. */
+int tpt_feed(struct tp_conn *c, const char *text);
+
+/* tpt_find returns the first message of `type` in msgs (borrowed) or NULL;
+ * tpt_count counts them. */
+json_t *tpt_find(json_t *msgs, const char *type);
+size_t tpt_count(json_t *msgs, const char *type);
+
+/* A fake clock: tpt_clock is a tp_clock_fn reading *(int64_t *)user. */
+int64_t tpt_clock(void *user);
 
 #endif

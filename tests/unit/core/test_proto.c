@@ -1,0 +1,528 @@
+/*
+ * PROTOCOL.md through the connection handle, without sockets: every error
+ * code, batches both ways, ping, resume, exactly-once writes, limits, and
+ * rev continuity.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "support.h"
+#include "transports.h"
+
+#define DOC                                                                                        \
+    "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{"                                      \
+    "\"title\":{\"type\":\"string\",\"maxLength\":20},"                                            \
+    "\"body\":{\"type\":\"string\",\"default\":\"\"},"                                             \
+    "\"n\":{\"type\":\"integer\",\"minimum\":0}},"                                                 \
+    "\"required\":[\"title\"]}"
+
+static tp_hub *hub;
+static tp_schema *doc;
+static int64_t now = 1700000000000;
+static tp_conn *a, *a2, *b;
+
+static void
+open_all(void)
+{
+    a = tp_conn_open(hub, "alice", 0, NULL);
+    a2 = tp_conn_open(hub, "alice", 0, NULL);
+    b = tp_conn_open(hub, "bob", 0, NULL);
+    tpt_drain_all(hub);
+}
+
+static void
+setup_with(tp_limits limits)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.limits = limits;
+    hub = tp_hub_new(&cfg, NULL);
+    doc = tp_schema_new(DOC, NULL);
+    cr_assert_not_null(doc);
+    tp_error err;
+    cr_assert_not_null(tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"a\"}", &err));
+    cr_assert_not_null(tp_session_host_as(tp_hub_tenant(hub, "bob"), "n", doc, "{\"title\":\"b\"}", &err));
+    cr_assert_not_null(tp_hub_share_as(hub, "ro", doc, "{\"title\":\"ro\"}", NULL, &err));
+    cr_assert_not_null(tp_hub_share_as(hub, "rw", doc, "{\"title\":\"rw\"}", NULL, &err));
+    tp_hub_subscribe(hub, "alice", "ro", TP_READ);
+    tp_hub_subscribe(hub, "alice", "rw", TP_WRITE);
+    tp_hub_subscribe(hub, "bob", "rw", TP_WRITE);
+    open_all();
+}
+
+static void
+setup(void)
+{
+    tp_limits l = {0};
+    setup_with(l);
+}
+
+static void
+teardown(void)
+{
+    tp_conn_close(a);
+    tp_conn_close(a2);
+    tp_conn_close(b);
+    tp_hub_free(hub);
+    tp_schema_free(doc);
+}
+
+TestSuite(proto, .init = setup, .fini = teardown);
+
+/* Feeds text to c and returns the single message c got back. */
+static json_t *
+reply(tp_conn *c, const char *text)
+{
+    tpt_feed(c, text);
+    json_t *m = tpt_drain(c);
+    cr_assert_eq(json_array_size(m), 1, "one reply to %s, got %zu", text, json_array_size(m));
+    json_t *r = json_incref(json_array_get(m, 0));
+    json_decref(m);
+    return r;
+}
+
+static const char *
+str(const json_t *msg, const char *key)
+{
+    const char *s = json_string_value(json_object_get(msg, key));
+    return s ? s : "";
+}
+
+static void
+assert_error(tp_conn *c, const char *text, const char *code, const char *field)
+{
+    json_t *r = reply(c, text);
+    cr_assert_str_eq(str(r, "type"), "error", "for %s", text);
+    cr_assert_str_eq(str(r, "code"), code, "for %s: %s", text, str(r, "message"));
+    cr_assert(strstr(str(r, "message"), field) != NULL, "message \"%s\" names \"%s\"",
+              str(r, "message"), field);
+    json_decref(r);
+}
+
+/* Nothing changed anywhere: every model at rev 1, nobody else got anything. */
+static void
+assert_untouched(void)
+{
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 1);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "bob"), "n"), 1);
+    cr_assert_eq(tp_hub_shared_rev(hub, "ro"), 1);
+    cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 1);
+    cr_assert_eq(tpt_drain_all(hub), 0, "no other connection got a message");
+}
+
+Test(proto, bad_request)
+{
+    assert_error(a, "{\"type\":", "bad_request", "not JSON");
+    assert_error(a, "42", "bad_request", "(root)");
+    assert_error(a, "{\"ref\":1}", "bad_request", "type");
+    assert_error(a, "{\"type\":\"fly\",\"ref\":3}", "bad_request", "fly");
+    assert_error(a, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"n\",\"patch\":{}}",
+                 "bad_request", "ref");
+    assert_error(a, "{\"type\":\"write\",\"ref\":\"1\",\"scope\":\"private\",\"id\":\"n\",\"patch\":{}}",
+                 "bad_request", "ref");
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"public\",\"id\":\"n\",\"patch\":{}}",
+                 "bad_request", "scope");
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":7,\"patch\":{}}",
+                 "bad_request", "id");
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":[1]}",
+                 "bad_request", "patch");
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{},\"ts\":5}",
+                 "bad_request", "ts");
+    assert_error(a, "{\"type\":\"ping\"}", "bad_request", "ref");
+    assert_error(a, "{\"type\":\"resume\",\"models\":{}}", "bad_request", "models");
+    assert_error(a, "{\"type\":\"resume\",\"models\":[{\"scope\":\"private\",\"id\":\"n\"}]}",
+                 "bad_request", "models[0].rev");
+    assert_error(a, "{\"type\":\"ping\",\"ref\":1,\"client\":\"\"}", "bad_request", "client");
+    assert_error(a, "{\"type\":\"write\",\"type\":\"write\"}", "bad_request", "not JSON");
+    /* The ref of a refused message is echoed when it has one. */
+    json_t *r = reply(a, "{\"type\":\"fly\",\"ref\":3}");
+    cr_assert_eq(json_integer_value(json_object_get(r, "ref")), 3);
+    json_decref(r);
+    assert_untouched();
+}
+
+Test(proto, not_found_and_forbidden)
+{
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"zz\",\"patch\":{}}",
+                 "not_found", "id");
+    /* Another tenant's private model and an unsubscribed shared one look
+     * exactly like models that do not exist. */
+    tp_session_host_as(tp_hub_tenant(hub, "bob"), "only-bob", doc, "{\"title\":\"b\"}", NULL);
+    tpt_drain_all(hub);
+    json_t *r1 = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"only-bob\",\"patch\":{}}");
+    json_t *r2 = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"nothing\",\"patch\":{}}");
+    cr_assert_str_eq(str(r1, "code"), "not_found");
+    cr_assert_str_eq(str(r2, "code"), "not_found");
+    json_decref(r1);
+    json_decref(r2);
+    assert_error(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{\"body\":\"x\"}}",
+                 "not_found", "id");
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{\"body\":\"x\"}}",
+                 "forbidden", "id");
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "bob"), "only-bob"), 1);
+    assert_untouched();
+}
+
+Test(proto, invalid_names_the_field_and_changes_nothing)
+{
+    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":-1}}",
+                 "invalid", "n: -1 is less than the minimum 0");
+    assert_error(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"title\":null}}",
+                 "invalid", "title");
+    assert_error(a, "{\"type\":\"write\",\"ref\":3,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"body\":5}}",
+                 "invalid", "body: expected string");
+    /* One bad member refuses the whole write, good members included. */
+    assert_error(a, "{\"type\":\"write\",\"ref\":4,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"body\":\"ok\",\"n\":\"x\"}}",
+                 "invalid", "n:");
+    char *v = tp_hub_get_shared(hub, "rw");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"rw\",\"body\":\"\"}"), "%s", v);
+    free(v);
+    assert_untouched();
+}
+
+Test(proto, too_large_closes_with_1009)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_message_bytes = 100;
+    setup_with(l);
+    char big[200];
+    memset(big, ' ', sizeof big);
+    memcpy(big, "{\"type\":\"ping\",\"ref\":1}", 23);
+    cr_assert_eq(tp_conn_feed(a, big, sizeof big), TP_ECLOSED);
+    cr_assert_eq(tp_conn_close_code(a), 1009);
+    json_t *m = tpt_drain(a);
+    cr_assert_str_eq(str(tpt_find(m, "error"), "code"), "too_large");
+    json_decref(m);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":1}"), TP_ECLOSED, "closed for good");
+    assert_untouched();
+}
+
+Test(proto, rate_limited_is_not_recorded)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 2;
+    setup_with(l);
+    tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k1\"}");
+    json_decref(tpt_drain(a));
+    const char *w1 = "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":1}}";
+    const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":2}}";
+    const char *w3 = "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":3}}";
+    json_t *r = reply(a, w1);
+    cr_assert_str_eq(str(r, "type"), "ack");
+    json_decref(r);
+    r = reply(a, w2);
+    cr_assert_str_eq(str(r, "type"), "ack");
+    json_decref(r);
+    assert_error(a, w3, "rate_limited", "ref");
+    /* Half a second later a token is back: the same ref is applied now. */
+    now += 500;
+    r = reply(a, w3);
+    cr_assert_str_eq(str(r, "type"), "ack", "%s", str(r, "message"));
+    cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 4);
+    json_decref(r);
+}
+
+Test(proto, ping_and_batches)
+{
+    json_t *r = reply(a, "{\"type\":\"ping\",\"ref\":42}");
+    cr_assert_str_eq(str(r, "type"), "pong");
+    cr_assert_eq(json_integer_value(json_object_get(r, "ref")), 42);
+    json_decref(r);
+    /* A batch is handled in order; each message is answered on its own and
+     * the answers leave in one frame. */
+    tpt_feed(a, "[{\"type\":\"ping\",\"ref\":1},"
+                "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":5}},"
+                "7,"
+                "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":6}}]");
+    size_t len;
+    const char *frame = tp_conn_next_frame(a, &len);
+    cr_assert_not_null(frame);
+    cr_assert_eq(frame[0], '[', "the answers are batched into one frame");
+    json_t *m = json_loadb(frame, len, 0, NULL);
+    cr_assert_eq(json_array_size(m), 4);
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "pong");
+    cr_assert_str_eq(str(json_array_get(m, 1), "type"), "ack");
+    cr_assert_str_eq(str(json_array_get(m, 2), "type"), "error");
+    cr_assert(strstr(str(json_array_get(m, 2), "message"), "[2]") != NULL);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 3), "rev")), 3);
+    json_decref(m);
+    cr_assert_null(tp_conn_next_frame(a, &len));
+    /* The other connection gets both patches, in order. */
+    m = tpt_drain(a2);
+    cr_assert_eq(tpt_count(m, "patch"), 2);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 1), "from")), 2);
+    json_decref(m);
+}
+
+Test(proto, batch_frames_stay_under_64k)
+{
+    /* 200 writes of ~1 KB: the other connection's patches need several frames. */
+    char body[1100];
+    memset(body, 'x', 1000);
+    body[1000] = '\0';
+    for (int i = 0; i < 200; i++) {
+        char w[1200];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"body\":\"%s%d\"}}",
+                 i + 1, body, i);
+        tpt_feed(a, w);
+    }
+    json_decref(tpt_drain(a));
+    size_t len, frames = 0, msgs = 0;
+    const char *f;
+    int64_t expect_from = 1;
+    while ((f = tp_conn_next_frame(a2, &len)) != NULL) {
+        cr_assert_leq(len, 65536);
+        json_t *v = json_loadb(f, len, 0, NULL);
+        cr_assert(json_is_array(v));
+        size_t i;
+        json_t *p;
+        json_array_foreach(v, i, p)
+        {
+            cr_assert_eq(json_integer_value(json_object_get(p, "from")), expect_from);
+            expect_from++;
+        }
+        msgs += json_array_size(v);
+        frames++;
+        json_decref(v);
+    }
+    cr_assert_eq(msgs, 200);
+    cr_assert_gt(frames, 2);
+}
+
+Test(proto, outbox_over_the_limit_closes_with_1013)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_outbox_bytes = 4096;
+    setup_with(l);
+    for (int i = 0; i < 100; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 i + 1, i);
+        tpt_feed(a, w);
+        json_decref(tpt_drain(a)); /* a keeps up; b never reads */
+    }
+    cr_assert_eq(tp_conn_close_code(b), 1013);
+    cr_assert_eq(tp_conn_outbox_bytes(b), 0, "what it held is dropped");
+    cr_assert_eq(tp_conn_close_code(a), 0, "the writer is unaffected");
+    cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 101);
+}
+
+Test(proto, write_that_changes_nothing_is_acked_without_patch)
+{
+    json_t *r = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"title\":\"a\"}}");
+    cr_assert_str_eq(str(r, "type"), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 1);
+    cr_assert_null(json_object_get(r, "from"));
+    json_decref(r);
+    r = reply(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"zz\":null}}");
+    cr_assert_str_eq(str(r, "type"), "ack", "shared: no patch, just the ack");
+    json_decref(r);
+    assert_untouched();
+}
+
+static json_t *
+resume(const char *query)
+{
+    tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_t *m = tpt_drain(c);
+    cr_assert_eq(json_array_size(m), 1, "only hello before the resume");
+    json_decref(m);
+    tpt_feed(c, query);
+    m = tpt_drain(c);
+    tp_conn_close(c);
+    return m;
+}
+
+Test(proto, resume_sends_missed_patches_snapshots_and_removed)
+{
+    for (int i = 0; i < 3; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 i + 1, i);
+        tpt_feed(b, w);
+    }
+    tpt_drain_all(hub);
+    json_t *m = resume("{\"type\":\"resume\",\"models\":["
+                       "{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":2},"
+                       "{\"scope\":\"private\",\"id\":\"n\",\"rev\":1},"
+                       "{\"scope\":\"private\",\"id\":\"gone\",\"rev\":4}]}");
+    /* rw: the two patches since rev 2; n: up to date; gone: removed; ro:
+     * not listed, so a snapshot; then synced. */
+    cr_assert_eq(json_array_size(m), 5, "%zu messages", json_array_size(m));
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "patch");
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 0), "from")), 2);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 1), "rev")), 4);
+    cr_assert_str_eq(str(json_array_get(m, 2), "type"), "removed");
+    cr_assert_str_eq(str(json_array_get(m, 2), "id"), "gone");
+    cr_assert_str_eq(str(json_array_get(m, 3), "type"), "snapshot");
+    cr_assert_str_eq(str(json_array_get(m, 3), "id"), "ro");
+    cr_assert_str_eq(str(json_array_get(m, 4), "type"), "synced");
+    json_decref(m);
+}
+
+Test(proto, resume_falls_back_to_snapshot)
+{
+    teardown();
+    tp_limits l = {0};
+    l.history_patches = 4;
+    setup_with(l);
+    for (int i = 0; i < 10; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 i + 1, i);
+        tpt_feed(b, w);
+    }
+    tpt_drain_all(hub);
+    /* rev 3 is older than the 4 patches kept: a snapshot. */
+    json_t *m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":3}]}");
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 0), "rev")), 11);
+    json_decref(m);
+    /* rev 7 is kept: the 4 patches. */
+    m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":7}]}");
+    cr_assert_eq(tpt_count(m, "patch"), 4);
+    json_decref(m);
+    /* A rev from the future (a server that lost state): a snapshot. */
+    m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":99}]}");
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
+    json_decref(m);
+    /* The access changed after the client's rev: a snapshot with the new access. */
+    tp_hub_subscribe(hub, "alice", "rw", TP_READ);
+    tpt_drain_all(hub);
+    m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":11}]}");
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
+    cr_assert_str_eq(str(json_array_get(m, 0), "access"), "read");
+    json_decref(m);
+}
+
+Test(proto, first_message_not_resume_counts_as_empty_resume)
+{
+    tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    tpt_feed(c, "{\"type\":\"ping\",\"ref\":9}");
+    json_t *m = tpt_drain(c);
+    cr_assert_eq(tpt_count(m, "snapshot"), 3);
+    cr_assert_str_eq(str(json_array_get(m, 3), "type"), "synced");
+    cr_assert_str_eq(str(json_array_get(m, 4), "type"), "pong");
+    json_decref(m);
+    tp_conn_close(c);
+}
+
+Test(proto, exactly_once_across_reconnects)
+{
+    tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"phone-1\"}");
+    json_decref(tpt_drain(a));
+    const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":1}}";
+    tpt_feed(a, w);
+    json_t *first = tpt_drain(a);
+    json_t *ack1 = json_incref(tpt_find(first, "ack"));
+    json_decref(first);
+    tpt_drain_all(hub);
+    /* The connection drops; a new one names the same client and resends. */
+    tp_conn_close(a);
+    a = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(a));
+    tpt_feed(a, "{\"type\":\"resume\",\"client\":\"phone-1\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":2}]}");
+    json_decref(tpt_drain(a));
+    json_t *again = reply(a, w);
+    cr_assert(json_equal(again, ack1), "the original outcome, again");
+    cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 2, "never applied twice");
+    json_decref(again);
+    json_decref(ack1);
+    /* Refused outcomes are remembered too. */
+    const char *bad = "{\"type\":\"write\",\"ref\":6,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":-5}}";
+    json_t *e1 = reply(a, bad);
+    json_t *e2 = reply(a, bad);
+    cr_assert_str_eq(str(e1, "code"), "invalid");
+    cr_assert(json_equal(e1, e2));
+    json_decref(e1);
+    json_decref(e2);
+    /* A different tenant's client with the same id is another client. */
+    tpt_feed(b, "{\"type\":\"ping\",\"ref\":0,\"client\":\"phone-1\"}");
+    json_decref(tpt_drain(b));
+    tpt_feed(b, "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":7}}");
+    json_t *mb = tpt_drain(b);
+    json_t *r = tpt_find(mb, "ack");
+    cr_assert_not_null(r, "bob's ref 5 is his own: applied");
+    cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 3);
+    json_decref(mb);
+    /* Renaming a connection's client is refused. */
+    json_decref(tpt_drain(a)); /* bob's patch */
+    assert_error(a, "{\"type\":\"ping\",\"ref\":1,\"client\":\"other\"}", "bad_request", "client");
+}
+
+Test(proto, duplicate_once_the_outcome_is_forgotten)
+{
+    tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}");
+    json_decref(tpt_drain(a));
+    for (int i = 1; i <= 300; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":%d}}",
+                 i, i);
+        tpt_feed(a, w);
+    }
+    tpt_drain_all(hub);
+    int64_t rev = tp_session_rev(tp_hub_tenant(hub, "alice"), "n");
+    cr_assert_eq(rev, 301);
+    /* The last 256 outcomes are remembered: ref 100 is not. */
+    assert_error(a, "{\"type\":\"write\",\"ref\":10,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}",
+                 "duplicate", "ref");
+    json_t *r = reply(a, "{\"type\":\"write\",\"ref\":290,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}");
+    cr_assert_str_eq(str(r, "type"), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 291);
+    json_decref(r);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 301);
+}
+
+/* Revs continue by one per published change for every recipient. */
+Test(proto, rev_continuity_under_mixed_writes)
+{
+    int64_t seen_a = 1, seen_b = 1;
+    unsigned seed = 7;
+    for (int i = 0; i < 500; i++) {
+        seed = seed * 1103515245u + 12345u;
+        char w[200];
+        tp_conn *writer = (seed >> 16) & 1 ? a : b;
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%u}}",
+                 i + 1, (seed >> 8) % 5);
+        tpt_feed(writer, w);
+        if ((seed >> 20) % 7 == 0) {
+            char h[64];
+            snprintf(h, sizeof h, "{\"title\":\"h%d\"}", i);
+            tp_hub_set_shared(hub, "rw", h, NULL);
+        }
+        if ((seed >> 24) % 5 == 0)
+            tp_hub_sync(hub);
+        tp_conn *cs[2] = {a, b};
+        int64_t *seen[2] = {&seen_a, &seen_b};
+        for (int k = 0; k < 2; k++) {
+            json_t *m = tpt_drain(cs[k]);
+            size_t j;
+            json_t *p;
+            json_array_foreach(m, j, p)
+            {
+                if (strcmp(str(p, "type"), "patch") != 0)
+                    continue;
+                cr_assert_eq(json_integer_value(json_object_get(p, "from")), *seen[k]);
+                cr_assert_eq(json_integer_value(json_object_get(p, "rev")), *seen[k] + 1);
+                *seen[k] += 1;
+            }
+            json_decref(m);
+        }
+    }
+    tp_hub_sync(hub);
+    tpt_drain_all(hub);
+    cr_assert_eq(seen_a, seen_b);
+    cr_assert_geq(tp_hub_shared_rev(hub, "rw"), seen_a);
+}
