@@ -207,23 +207,23 @@ typedef int64_t (*tp_clock_fn)(void *user);
  * tp_limits bounds what a client controls. A zero field takes its default.
  */
 typedef struct tp_limits {
-    size_t max_message_bytes;     /* default 1 MiB: larger gets too_large and 1009 */
-    size_t max_outbox_bytes;      /* default 8 MiB: past it the connection is closed with 1013 */
-    unsigned writes_per_second;   /* default 1000 per connection (burst of one second) */
-    unsigned history_patches;     /* default 256 patches kept per model for resume */
-    size_t history_bytes;         /* default 256 KiB of patches kept per model */
-    unsigned client_records;      /* default 1024 exactly-once client ids per tenant */
-    unsigned max_skew_ms;         /* default 60000: lww-map ts clamped to now + skew */
+    size_t max_message_bytes;   /* default 1 MiB: larger gets too_large and 1009 */
+    size_t max_outbox_bytes;    /* default 8 MiB: past it the connection is closed with 1013 */
+    unsigned writes_per_second; /* default 1000 per connection (burst of one second) */
+    unsigned history_patches;   /* default 256 patches kept per model for resume */
+    size_t history_bytes;       /* default 256 KiB of patches kept per model */
+    unsigned client_records;    /* default 1024 exactly-once client ids per tenant */
+    unsigned max_skew_ms;       /* default 60000: lww-map ts clamped to now + skew */
 } tp_limits;
 
 /** tp_hub_config configures a hub. Zero-initialise it, then set what you need. */
 typedef struct tp_hub_config {
-    tp_key_fn key;      /* NULL: the path parameter "tenant" */
+    tp_key_fn key; /* NULL: the path parameter "tenant" */
     void *key_user;
-    tp_clock_fn clock;  /* NULL: the real clock (CLOCK_REALTIME) */
+    tp_clock_fn clock; /* NULL: the real clock (CLOCK_REALTIME) */
     void *clock_user;
     tp_limits limits;
-    unsigned tick_ms;   /* announced in `hello`: the autosync period (0: none) */
+    unsigned tick_ms; /* announced in `hello`: the autosync period (0: none) */
 } tp_hub_config;
 
 /* Life cycle */

@@ -134,10 +134,9 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
 
-    json_t *hello = json_pack("{s:s,s:i,s:s,s:s,s:I,s:I}", "type", "hello", "protocol", 1,
-                              "tenant", s->tenant, "conn", c->id, "tick_ms",
-                              (json_int_t)hub->tick_ms, "max_message_bytes",
-                              (json_int_t)hub->limits.max_message_bytes);
+    json_t *hello = json_pack("{s:s,s:i,s:s,s:s,s:I,s:I}", "type", "hello", "protocol", 1, "tenant",
+                              s->tenant, "conn", c->id, "tick_ms", (json_int_t)hub->tick_ms,
+                              "max_message_bytes", (json_int_t)hub->limits.max_message_bytes);
     tp__buf *b = encode_json(hello);
     tp__conn_send(c, b);
     tp__buf_unref(b);
@@ -190,7 +189,8 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
     if (jid == NULL)
         return 0;
     if (!json_is_string(jid) || json_string_length(jid) == 0 ||
-        json_string_length(jid) > TP__CLIENT_ID_MAX || strlen(json_string_value(jid)) != json_string_length(jid))
+        json_string_length(jid) > TP__CLIENT_ID_MAX ||
+        strlen(json_string_value(jid)) != json_string_length(jid))
         return tp__error_set(err, TP_EBADREQUEST, "client: expected a string of 1 to %d characters",
                              TP__CLIENT_ID_MAX);
     const char *id = json_string_value(jid);
@@ -347,8 +347,9 @@ parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
     const json_t *count = json_object_get(jts, "count");
     if (!json_is_object(jts) || !json_is_integer(wall) || !json_is_integer(count) ||
         json_integer_value(wall) < 0 || json_integer_value(count) < 0)
-        return tp__error_set(err, TP_EBADREQUEST,
-                             "ts: expected {\"wall\": milliseconds, \"count\": integer}, both >= 0");
+        return tp__error_set(
+            err, TP_EBADREQUEST,
+            "ts: expected {\"wall\": milliseconds, \"count\": integer}, both >= 0");
     st->wall = json_integer_value(wall);
     st->count = json_integer_value(count);
     return 0;
@@ -433,7 +434,8 @@ handle_write(tp_conn *c, const json_t *msg)
          * (refused with rate_limited or internal), so it is new. */
     }
     if (!take_token(c)) {
-        send_error(c, 1, ref, TP_ERATELIMITED, "ref: writes per second over the limit, resend later");
+        send_error(c, 1, ref, TP_ERATELIMITED,
+                   "ref: writes per second over the limit, resend later");
         return;
     }
     int code = TP_OK;
@@ -469,8 +471,8 @@ check_resume(const json_t *models, tp_error *err)
         if (!json_is_string(json_object_get(e, "id")))
             return tp__error_set(err, TP_EBADREQUEST, "models[%zu].id: expected a string", i);
         if (!json_is_integer(rev) || json_integer_value(rev) < 0)
-            return tp__error_set(err, TP_EBADREQUEST,
-                                 "models[%zu].rev: expected an integer >= 0", i);
+            return tp__error_set(err, TP_EBADREQUEST, "models[%zu].rev: expected an integer >= 0",
+                                 i);
     }
     return 0;
 }
@@ -512,7 +514,8 @@ handle_resume(tp_conn *c, const json_t *msg)
 {
     tp_error err = {0, ""};
     const json_t *models = json_object_get(msg, "models");
-    if (check_resume(models, &err) != 0 || set_client(c, json_object_get(msg, "client"), &err) != 0) {
+    if (check_resume(models, &err) != 0 ||
+        set_client(c, json_object_get(msg, "client"), &err) != 0) {
         send_error(c, 0, 0, err.code, err.message);
         if (c->state != TP__CONN_AWAIT_RESUME)
             return;

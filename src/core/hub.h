@@ -58,13 +58,13 @@ typedef struct tp__sub tp__sub;
 
 typedef struct tp__model {
     tp_hub *hub;
-    int shared;       /* scope: 1 shared, 0 private */
-    char *id;         /* the private id or the sid */
+    int shared;        /* scope: 1 shared, 0 private */
+    char *id;          /* the private id or the sid */
     tp_session *owner; /* private models: the session */
     tp_schema *schema;
     json_t *value; /* a root object without null members; below the root, immutable */
     int64_t rev;
-    json_t *pending; /* a host value waiting for the next sync, or NULL */
+    json_t *pending;  /* a host value waiting for the next sync, or NULL */
     size_t dirty_idx; /* index in hub->dirty while pending != NULL */
 
     /* `"scope":"...","id":"..."`, encoded once for every message of the model. */
@@ -115,8 +115,8 @@ struct tp_session {
     char *tenant;
     tp__map models; /* private id -> tp__model * */
     uint64_t next_id;
-    tp__map subs;   /* sid -> tp__sub * */
-    tp__vec conns;  /* tp_conn *, each knowing its index here */
+    tp__map subs;    /* sid -> tp__sub * */
+    tp__vec conns;   /* tp_conn *, each knowing its index here */
     tp__map clients; /* client id -> tp__client * */
     uint64_t client_uses;
 };
@@ -204,9 +204,9 @@ typedef struct tp__change {
         const char *key; /* borrowed from the patch, or from `hold` */
         json_t *value;   /* new reference, or NULL for a deletion */
         int same;
-    } *members;
-    json_t *hold;    /* a reference keeping borrowed keys alive (a custom merge's result) */
-    int stamped;     /* lww-map: record `stamp` on every member when committed */
+    } * members;
+    json_t *hold; /* a reference keeping borrowed keys alive (a custom merge's result) */
+    int stamped;  /* lww-map: record `stamp` on every member when committed */
     tp__stamp stamp;
 } tp__change;
 
@@ -223,8 +223,7 @@ int tp__change_add(tp__change *ch, const char *key, json_t *value, int same);
  * Returns the number of members changed (0: nothing to publish), or a
  * negative code with err filled (TP_EINVALID, TP_ENOMEM).
  */
-int tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
-                     tp_error *err);
+int tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err);
 
 /* ---- merge.c ---- */
 /* tp__merge_compute turns a write's merge patch into a change of the model. */

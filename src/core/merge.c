@@ -183,7 +183,8 @@ custom_change(tp__model *m, const json_t *patch, tp_conn *origin, tp__change *ch
         if (merr.code == TP_ENOMEM)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         return tp__error_set(err, TP_EREJECTED, "%s",
-                             merr.message[0] ? merr.message : "the merge strategy refused the write");
+                             merr.message[0] ? merr.message
+                                             : "the merge strategy refused the write");
     }
     if (!json_is_object(res)) {
         json_decref(res);

@@ -308,8 +308,8 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     for (size_t i = 0; i < ch->n; i++) {
         if (ch->members[i].same)
             continue;
-        int rc = tp__schema_validate_member(m->schema, ch->members[i].key, ch->members[i].value,
-                                            err);
+        int rc =
+            tp__schema_validate_member(m->schema, ch->members[i].key, ch->members[i].value, err);
         if (rc != TP_OK)
             return rc;
         changed++;

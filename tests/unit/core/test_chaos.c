@@ -24,10 +24,12 @@ static int64_t now = 1700000000000;
 
 static const char *writes[] = {
     "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"body\":\"x\"}}",
-    "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"lww\",\"patch\":{\"n\":2,\"items\":[{}]}}",
+    "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"lww\",\"patch\":{\"n\":2,"
+    "\"items\":[{}]}}",
     "{\"type\":\"write\",\"ref\":3,\"scope\":\"shared\",\"id\":\"map\",\"patch\":{\"n\":3},"
     "\"ts\":{\"wall\":1700000000001,\"count\":0}}",
-    "[{\"type\":\"ping\",\"ref\":4},{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"map\","
+    "[{\"type\":\"ping\",\"ref\":4},{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":"
+    "\"map\","
     "\"patch\":{\"body\":null,\"title\":\"t\"}}]",
     "{\"type\":\"write\",\"ref\":6,\"scope\":\"shared\",\"id\":\"lww\",\"patch\":{\"n\":\"bad\"}}",
     "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"lww\",\"patch\":{\"n\":2}}",
@@ -48,7 +50,8 @@ script(void)
     tp_schema *doc = tp_schema_new(DOC, NULL);
     ok &= doc != NULL;
     if (doc != NULL) {
-        ok &= tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"a\"}", NULL) != NULL;
+        ok &= tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"a\"}",
+                                 NULL) != NULL;
         ok &= tp_hub_share_as(hub, "lww", doc, "{\"title\":\"l\"}", NULL, NULL) != NULL;
         ok &= tp_hub_share_as(hub, "map", doc, "{\"title\":\"m\"}", &tp_lww_map_crdt, NULL) != NULL;
     }

@@ -12,7 +12,7 @@
 #define DOCUMENT                                                                                   \
     "{\"title\":\"Document\",\"type\":\"object\",\"properties\":{"                                 \
     "\"title\":{\"title\":\"Title\",\"type\":\"string\"},"                                         \
-    "\"body\":{\"default\":\"\",\"title\":\"Body\",\"type\":\"string\"}},"                          \
+    "\"body\":{\"default\":\"\",\"title\":\"Body\",\"type\":\"string\"}},"                         \
     "\"required\":[\"title\"]}"
 
 static tp_hub *hub;
@@ -62,8 +62,10 @@ assert_jv(const json_t *got, const char *want)
 Test(hub, private_models_are_isolated_per_tenant)
 {
     tp_error err;
-    const char *a = tp_session_host(tp_hub_tenant(hub, "alice"), doc, "{\"title\":\"Alice notes\"}", &err);
-    const char *b = tp_session_host(tp_hub_tenant(hub, "bob"), doc, "{\"title\":\"Bob notes\"}", &err);
+    const char *a =
+        tp_session_host(tp_hub_tenant(hub, "alice"), doc, "{\"title\":\"Alice notes\"}", &err);
+    const char *b =
+        tp_session_host(tp_hub_tenant(hub, "bob"), doc, "{\"title\":\"Bob notes\"}", &err);
     cr_assert_not_null(a, "%s", err.message);
     cr_assert_not_null(b, "%s", err.message);
     /* Private ids overlap between tenants: each has its own id space. */
@@ -214,7 +216,8 @@ Test(hub, the_guides_roadmap)
     /* Read-only: a write is forbidden and changes nothing. */
     char w[256];
     snprintf(w, sizeof w,
-             "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"%s\",\"ref\":7,\"patch\":{\"body\":\"x\"}}",
+             "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"%s\",\"ref\":7,\"patch\":{\"body\":"
+             "\"x\"}}",
              sid);
     tpt_feed(alice, w);
     ma = tpt_drain(alice);
@@ -263,11 +266,13 @@ Test(hub, the_guides_roadmap)
     cr_assert_not_null(tpt_find(mb, "removed"));
     json_decref(mb);
     snprintf(w, sizeof w,
-             "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"%s\",\"ref\":8,\"patch\":{\"body\":\"y\"}}",
+             "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"%s\",\"ref\":8,\"patch\":{\"body\":"
+             "\"y\"}}",
              sid);
     tpt_feed(bob, w);
     mb = tpt_drain(bob);
-    cr_assert_str_eq(json_string_value(json_object_get(tpt_find(mb, "error"), "code")), "not_found");
+    cr_assert_str_eq(json_string_value(json_object_get(tpt_find(mb, "error"), "code")),
+                     "not_found");
     json_decref(mb);
     cr_assert_eq(tp_hub_unsubscribe(hub, "bob", sid), TP_ENOTFOUND);
     tp_conn_close(alice);
@@ -286,7 +291,8 @@ Test(hub, pending_host_change_is_published_before_a_client_write)
     char *v = tp_hub_get_shared(hub, sid);
     assert_json(v, "{\"title\":\"R2\",\"body\":\"\"}");
     free(v);
-    tpt_feed(a, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"r\",\"ref\":1,\"patch\":{\"body\":\"b\"}}");
+    tpt_feed(a, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"r\",\"ref\":1,\"patch\":{"
+                "\"body\":\"b\"}}");
     json_t *m = tpt_drain(a);
     cr_assert_eq(json_array_size(m), 3, "host patch, the write's patch, the ack");
     json_t *p1 = json_array_get(m, 0), *p2 = json_array_get(m, 1);

@@ -194,7 +194,8 @@ Test(merge, lww_map_clamps_clocks_ahead_and_stamps_writes_without_ts)
                 "\"patch\":{\"a\":1},\"ts\":{\"wall\":1700086400000,\"count\":0}}");
     /* Two minutes later a write without ts is stamped on arrival and wins. */
     now += 120000;
-    tpt_feed(c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":2,\"patch\":{\"a\":2}}");
+    tpt_feed(
+        c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":2,\"patch\":{\"a\":2}}");
     char *v = tp_hub_get_shared(hub, "m");
     cr_assert(tpt_json_text_eq(v, "{\"a\":2}"), "%s", v);
     free(v);
@@ -246,19 +247,22 @@ Test(merge, custom_strategy_merges_refuses_and_sees_the_origin)
     tp_hub_subscribe(hub, "alice", "m", TP_WRITE);
     tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
     json_decref(tpt_drain(c));
-    tpt_feed(c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":1,\"patch\":{\"a\":5}}");
+    tpt_feed(
+        c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":1,\"patch\":{\"a\":5}}");
     json_t *m = tpt_drain(c);
     json_t *p = tpt_find(m, "patch");
     cr_assert_eq(json_integer_value(json_object_get(json_object_get(p, "patch"), "a")), 6,
                  "the writer gets the merged result, not what it wrote");
     json_decref(m);
-    tpt_feed(c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":2,\"patch\":{\"c\":1}}");
+    tpt_feed(
+        c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":2,\"patch\":{\"c\":1}}");
     m = tpt_drain(c);
     json_t *e = tpt_find(m, "error");
     cr_assert_str_eq(str(e, "code"), "rejected");
     cr_assert_str_eq(str(e, "message"), "c: alice may not write c");
     json_decref(m);
-    tpt_feed(c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":3,\"patch\":{\"d\":1}}");
+    tpt_feed(
+        c, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":3,\"patch\":{\"d\":1}}");
     m = tpt_drain(c);
     cr_assert_str_eq(str(tpt_find(m, "error"), "code"), "internal");
     json_decref(m);

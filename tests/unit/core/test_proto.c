@@ -42,8 +42,10 @@ setup_with(tp_limits limits)
     doc = tp_schema_new(DOC, NULL);
     cr_assert_not_null(doc);
     tp_error err;
-    cr_assert_not_null(tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"a\"}", &err));
-    cr_assert_not_null(tp_session_host_as(tp_hub_tenant(hub, "bob"), "n", doc, "{\"title\":\"b\"}", &err));
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"a\"}", &err));
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "bob"), "n", doc, "{\"title\":\"b\"}", &err));
     cr_assert_not_null(tp_hub_share_as(hub, "ro", doc, "{\"title\":\"ro\"}", NULL, &err));
     cr_assert_not_null(tp_hub_share_as(hub, "rw", doc, "{\"title\":\"rw\"}", NULL, &err));
     tp_hub_subscribe(hub, "alice", "ro", TP_READ);
@@ -120,16 +122,20 @@ Test(proto, bad_request)
     assert_error(a, "{\"type\":\"fly\",\"ref\":3}", "bad_request", "fly");
     assert_error(a, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"n\",\"patch\":{}}",
                  "bad_request", "ref");
-    assert_error(a, "{\"type\":\"write\",\"ref\":\"1\",\"scope\":\"private\",\"id\":\"n\",\"patch\":{}}",
-                 "bad_request", "ref");
+    assert_error(
+        a, "{\"type\":\"write\",\"ref\":\"1\",\"scope\":\"private\",\"id\":\"n\",\"patch\":{}}",
+        "bad_request", "ref");
     assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"public\",\"id\":\"n\",\"patch\":{}}",
                  "bad_request", "scope");
     assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":7,\"patch\":{}}",
                  "bad_request", "id");
-    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":[1]}",
+    assert_error(a,
+                 "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":[1]}",
                  "bad_request", "patch");
-    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{},\"ts\":5}",
-                 "bad_request", "ts");
+    assert_error(
+        a,
+        "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{},\"ts\":5}",
+        "bad_request", "ts");
     assert_error(a, "{\"type\":\"ping\"}", "bad_request", "ref");
     assert_error(a, "{\"type\":\"resume\",\"models\":{}}", "bad_request", "models");
     assert_error(a, "{\"type\":\"resume\",\"models\":[{\"scope\":\"private\",\"id\":\"n\"}]}",
@@ -145,21 +151,28 @@ Test(proto, bad_request)
 
 Test(proto, not_found_and_forbidden)
 {
-    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"zz\",\"patch\":{}}",
+    assert_error(a,
+                 "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"zz\",\"patch\":{}}",
                  "not_found", "id");
     /* Another tenant's private model and an unsubscribed shared one look
      * exactly like models that do not exist. */
     tp_session_host_as(tp_hub_tenant(hub, "bob"), "only-bob", doc, "{\"title\":\"b\"}", NULL);
     tpt_drain_all(hub);
-    json_t *r1 = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"only-bob\",\"patch\":{}}");
-    json_t *r2 = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"nothing\",\"patch\":{}}");
+    json_t *r1 = reply(
+        a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"only-bob\",\"patch\":{}}");
+    json_t *r2 = reply(
+        a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"nothing\",\"patch\":{}}");
     cr_assert_str_eq(str(r1, "code"), "not_found");
     cr_assert_str_eq(str(r2, "code"), "not_found");
     json_decref(r1);
     json_decref(r2);
-    assert_error(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{\"body\":\"x\"}}",
+    assert_error(b,
+                 "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{"
+                 "\"body\":\"x\"}}",
                  "not_found", "id");
-    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{\"body\":\"x\"}}",
+    assert_error(a,
+                 "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"ro\",\"patch\":{"
+                 "\"body\":\"x\"}}",
                  "forbidden", "id");
     cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "bob"), "only-bob"), 1);
     assert_untouched();
@@ -167,14 +180,21 @@ Test(proto, not_found_and_forbidden)
 
 Test(proto, invalid_names_the_field_and_changes_nothing)
 {
-    assert_error(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":-1}}",
-                 "invalid", "n: -1 is less than the minimum 0");
-    assert_error(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"title\":null}}",
+    assert_error(
+        a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":-1}}",
+        "invalid", "n: -1 is less than the minimum 0");
+    assert_error(a,
+                 "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{"
+                 "\"title\":null}}",
                  "invalid", "title");
-    assert_error(a, "{\"type\":\"write\",\"ref\":3,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"body\":5}}",
-                 "invalid", "body: expected string");
+    assert_error(
+        a,
+        "{\"type\":\"write\",\"ref\":3,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"body\":5}}",
+        "invalid", "body: expected string");
     /* One bad member refuses the whole write, good members included. */
-    assert_error(a, "{\"type\":\"write\",\"ref\":4,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"body\":\"ok\",\"n\":\"x\"}}",
+    assert_error(a,
+                 "{\"type\":\"write\",\"ref\":4,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"body\":\"ok\",\"n\":\"x\"}}",
                  "invalid", "n:");
     char *v = tp_hub_get_shared(hub, "rw");
     cr_assert(tpt_json_text_eq(v, "{\"title\":\"rw\",\"body\":\"\"}"), "%s", v);
@@ -208,9 +228,12 @@ Test(proto, rate_limited_is_not_recorded)
     setup_with(l);
     tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k1\"}");
     json_decref(tpt_drain(a));
-    const char *w1 = "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":1}}";
-    const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":2}}";
-    const char *w3 = "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":3}}";
+    const char *w1 =
+        "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":1}}";
+    const char *w2 =
+        "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":2}}";
+    const char *w3 =
+        "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":3}}";
     json_t *r = reply(a, w1);
     cr_assert_str_eq(str(r, "type"), "ack");
     json_decref(r);
@@ -234,10 +257,12 @@ Test(proto, ping_and_batches)
     json_decref(r);
     /* A batch is handled in order; each message is answered on its own and
      * the answers leave in one frame. */
-    tpt_feed(a, "[{\"type\":\"ping\",\"ref\":1},"
-                "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":5}},"
-                "7,"
-                "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":6}}]");
+    tpt_feed(
+        a,
+        "[{\"type\":\"ping\",\"ref\":1},"
+        "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":5}},"
+        "7,"
+        "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":6}}]");
     size_t len;
     const char *frame = tp_conn_next_frame(a, &len);
     cr_assert_not_null(frame);
@@ -267,7 +292,8 @@ Test(proto, batch_frames_stay_under_64k)
     for (int i = 0; i < 200; i++) {
         char w[1200];
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"body\":\"%s%d\"}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{"
+                 "\"body\":\"%s%d\"}}",
                  i + 1, body, i);
         tpt_feed(a, w);
     }
@@ -303,7 +329,8 @@ Test(proto, outbox_over_the_limit_closes_with_1013)
     for (int i = 0; i < 100; i++) {
         char w[160];
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"n\":%d}}",
                  i + 1, i);
         tpt_feed(a, w);
         json_decref(tpt_drain(a)); /* a keeps up; b never reads */
@@ -316,12 +343,14 @@ Test(proto, outbox_over_the_limit_closes_with_1013)
 
 Test(proto, write_that_changes_nothing_is_acked_without_patch)
 {
-    json_t *r = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"title\":\"a\"}}");
+    json_t *r = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\","
+                         "\"patch\":{\"title\":\"a\"}}");
     cr_assert_str_eq(str(r, "type"), "ack");
     cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 1);
     cr_assert_null(json_object_get(r, "from"));
     json_decref(r);
-    r = reply(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"zz\":null}}");
+    r = reply(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"zz\":null}}");
     cr_assert_str_eq(str(r, "type"), "ack", "shared: no patch, just the ack");
     json_decref(r);
     assert_untouched();
@@ -345,7 +374,8 @@ Test(proto, resume_sends_missed_patches_snapshots_and_removed)
     for (int i = 0; i < 3; i++) {
         char w[160];
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"n\":%d}}",
                  i + 1, i);
         tpt_feed(b, w);
     }
@@ -377,13 +407,15 @@ Test(proto, resume_falls_back_to_snapshot)
     for (int i = 0; i < 10; i++) {
         char w[160];
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%d}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"n\":%d}}",
                  i + 1, i);
         tpt_feed(b, w);
     }
     tpt_drain_all(hub);
     /* rev 3 is older than the 4 patches kept: a snapshot. */
-    json_t *m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":3}]}");
+    json_t *m =
+        resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":3}]}");
     cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
     cr_assert_eq(json_integer_value(json_object_get(json_array_get(m, 0), "rev")), 11);
     json_decref(m);
@@ -392,13 +424,15 @@ Test(proto, resume_falls_back_to_snapshot)
     cr_assert_eq(tpt_count(m, "patch"), 4);
     json_decref(m);
     /* A rev from the future (a server that lost state): a snapshot. */
-    m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":99}]}");
+    m = resume(
+        "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":99}]}");
     cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
     json_decref(m);
     /* The access changed after the client's rev: a snapshot with the new access. */
     tp_hub_subscribe(hub, "alice", "rw", TP_READ);
     tpt_drain_all(hub);
-    m = resume("{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":11}]}");
+    m = resume(
+        "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":11}]}");
     cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot");
     cr_assert_str_eq(str(json_array_get(m, 0), "access"), "read");
     json_decref(m);
@@ -421,7 +455,8 @@ Test(proto, exactly_once_across_reconnects)
 {
     tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"phone-1\"}");
     json_decref(tpt_drain(a));
-    const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":1}}";
+    const char *w =
+        "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":1}}";
     tpt_feed(a, w);
     json_t *first = tpt_drain(a);
     json_t *ack1 = json_incref(tpt_find(first, "ack"));
@@ -431,7 +466,8 @@ Test(proto, exactly_once_across_reconnects)
     tp_conn_close(a);
     a = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
     json_decref(tpt_drain(a));
-    tpt_feed(a, "{\"type\":\"resume\",\"client\":\"phone-1\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":2}]}");
+    tpt_feed(a, "{\"type\":\"resume\",\"client\":\"phone-1\",\"models\":[{\"scope\":\"shared\","
+                "\"id\":\"rw\",\"rev\":2}]}");
     json_decref(tpt_drain(a));
     json_t *again = reply(a, w);
     cr_assert(json_equal(again, ack1), "the original outcome, again");
@@ -439,7 +475,8 @@ Test(proto, exactly_once_across_reconnects)
     json_decref(again);
     json_decref(ack1);
     /* Refused outcomes are remembered too. */
-    const char *bad = "{\"type\":\"write\",\"ref\":6,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":-5}}";
+    const char *bad =
+        "{\"type\":\"write\",\"ref\":6,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":-5}}";
     json_t *e1 = reply(a, bad);
     json_t *e2 = reply(a, bad);
     cr_assert_str_eq(str(e1, "code"), "invalid");
@@ -449,7 +486,8 @@ Test(proto, exactly_once_across_reconnects)
     /* A different tenant's client with the same id is another client. */
     tpt_feed(b, "{\"type\":\"ping\",\"ref\":0,\"client\":\"phone-1\"}");
     json_decref(tpt_drain(b));
-    tpt_feed(b, "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":7}}");
+    tpt_feed(
+        b, "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":7}}");
     json_t *mb = tpt_drain(b);
     json_t *r = tpt_find(mb, "ack");
     cr_assert_not_null(r, "bob's ref 5 is his own: applied");
@@ -467,7 +505,8 @@ Test(proto, duplicate_once_the_outcome_is_forgotten)
     for (int i = 1; i <= 300; i++) {
         char w[160];
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":%d}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":{"
+                 "\"n\":%d}}",
                  i, i);
         tpt_feed(a, w);
     }
@@ -475,9 +514,12 @@ Test(proto, duplicate_once_the_outcome_is_forgotten)
     int64_t rev = tp_session_rev(tp_hub_tenant(hub, "alice"), "n");
     cr_assert_eq(rev, 301);
     /* The last 256 outcomes are remembered: ref 100 is not. */
-    assert_error(a, "{\"type\":\"write\",\"ref\":10,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}",
-                 "duplicate", "ref");
-    json_t *r = reply(a, "{\"type\":\"write\",\"ref\":290,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}");
+    assert_error(
+        a, "{\"type\":\"write\",\"ref\":10,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}",
+        "duplicate", "ref");
+    json_t *r = reply(
+        a,
+        "{\"type\":\"write\",\"ref\":290,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"n\":0}}");
     cr_assert_str_eq(str(r, "type"), "ack");
     cr_assert_eq(json_integer_value(json_object_get(r, "rev")), 291);
     json_decref(r);
@@ -494,7 +536,8 @@ Test(proto, rev_continuity_under_mixed_writes)
         char w[200];
         tp_conn *writer = (seed >> 16) & 1 ? a : b;
         snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{\"n\":%u}}",
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
+                 "\"n\":%u}}",
                  i + 1, (seed >> 8) % 5);
         tpt_feed(writer, w);
         if ((seed >> 20) % 7 == 0) {
