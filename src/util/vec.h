@@ -10,6 +10,11 @@ typedef struct tp__vec {
     size_t cap;
 } tp__vec;
 
+/* An empty vector, for initialisers. */
+// clang-format off
+#define TP__VEC_INIT {NULL, 0, 0}
+// clang-format on
+
 /* tp__vec_reserve makes room for n more items; returns 0 or -1 (out of memory). */
 int tp__vec_reserve(tp__vec *v, size_t n);
 /* tp__vec_push appends; returns 0 or -1 (out of memory, v unchanged). */
