@@ -603,6 +603,26 @@ kw_addl(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg
 }
 
 static int
+kw_property_names(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    if (!json_is_object(v) && !json_is_boolean(v))
+        return BAD(at, "must be a schema, not %s", json_type_name(v));
+    return compile_sub(c, v, at, &n->names);
+}
+
+static int
+kw_content_schema(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    struct schema_node *ignored;
+    (void)n;
+    /* An annotation (2020-12): compiled so that it is checked like any
+     * schema, never applied. pydantic writes it for Json[...] fields. */
+    if (!json_is_object(v) && !json_is_boolean(v))
+        return BAD(at, "must be a schema, not %s", json_type_name(v));
+    return compile_sub(c, v, at, &ignored);
+}
+
+static int
 kw_properties(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     const char *name;
@@ -723,6 +743,7 @@ static const struct {
     {"pattern", kw_pattern},
     {"prefixItems", kw_prefix_items},
     {"properties", kw_properties},
+    {"propertyNames", kw_property_names},
     {"required", kw_required},
     {"type", kw_type},
     {"uniqueItems", kw_unique},
@@ -732,6 +753,7 @@ static const struct {
     {"$schema", kw_string},
     {"contentEncoding", kw_string},
     {"contentMediaType", kw_string},
+    {"contentSchema", kw_content_schema},
     {"deprecated", kw_boolean},
     {"description", kw_string},
     {"examples", kw_examples},

@@ -482,20 +482,29 @@ fail_type(tp_error *err, const struct schema_seg *at, unsigned mask, const json_
     return FAIL(at, "expected %s, got %s", want, type_name(v));
 }
 
-static int
-check_string(const struct schema_node *n, const json_t *v, const struct schema_seg *at,
-             tp_error *err)
+/* Shows a string for a message: `"x"`, or `field name "x"` for a key. */
+static void
+show_str(char *buf, size_t cap, const char *label, const char *s, size_t len)
 {
-    const char *s = json_string_value(v);
-    size_t len = json_string_length(v);
-    char shown[VALUE_SHOWN * 2];
+    struct sbuf b = {buf, cap, 0, 0, 0, false, false};
+    buf[0] = '\0';
+    sb_str(&b, label);
+    fmt_string(&b, s, len, VALUE_SHOWN);
+}
+
+/* The string keywords, for a value (label "") or a member name. */
+static int
+check_str(const struct schema_node *n, const char *s, size_t len, const char *label,
+          const struct schema_seg *at, tp_error *err)
+{
+    char shown[VALUE_SHOWN * 2 + 16];
     if (n->min_len > 0 || n->max_len != SIZE_MAX) {
         size_t stop = n->max_len != SIZE_MAX ? n->max_len : n->min_len;
         size_t cps = code_points(s, len, stop);
         if (cps < n->min_len || cps > n->max_len) {
             if (err == NULL)
                 return -1;
-            fmt_value(shown, sizeof shown, v, VALUE_SHOWN);
+            show_str(shown, sizeof shown, label, s, len);
             if (cps < n->min_len)
                 return FAIL(at, "%s is shorter than the minimum length %zu", shown, n->min_len);
             return FAIL(at, "%s is longer than the maximum length %zu", shown, n->max_len);
@@ -514,20 +523,100 @@ check_string(const struct schema_node *n, const json_t *v, const struct schema_s
             if (err == NULL)
                 return -1;
             char pshown[VALUE_SHOWN * 2];
-            struct sbuf pb = {pshown, sizeof pshown, 0, 0, 0, false, false};
-            pshown[0] = '\0';
-            fmt_value(shown, sizeof shown, v, VALUE_SHOWN);
-            fmt_string(&pb, n->pattern, strlen(n->pattern), VALUE_SHOWN);
+            show_str(shown, sizeof shown, label, s, len);
+            show_str(pshown, sizeof pshown, "", n->pattern, strlen(n->pattern));
             return FAIL(at, "%s does not match the pattern %s", shown, pshown);
         }
     }
     if (n->format != TP__SF_NONE && !tp__schema_format_ok(n->format, s, len)) {
         if (err == NULL)
             return -1;
-        fmt_value(shown, sizeof shown, v, VALUE_SHOWN);
+        show_str(shown, sizeof shown, label, s, len);
         return FAIL(at, "%s is not a valid %s", shown, tp__schema_format_name(n->format));
     }
     return 0;
+}
+
+static int
+check_string(const struct schema_node *n, const json_t *v, const struct schema_seg *at,
+             tp_error *err)
+{
+    return check_str(n, json_string_value(v), json_string_length(v), "", at, err);
+}
+
+static bool
+key_is(const json_t *v, const char *key, size_t len)
+{
+    return json_is_string(v) && json_string_length(v) == len &&
+           memcmp(json_string_value(v), key, len) == 0;
+}
+
+/*
+ * propertyNames: a member name checked as a string against n, without
+ * making a JSON string of it. Only what applies to strings can apply.
+ */
+static int
+check_key(const struct schema_node *n, const char *key, const struct schema_seg *at, tp_error *err)
+{
+    size_t len = strlen(key), k;
+    char shown[VALUE_SHOWN * 2 + 16], list[160];
+    const json_t *e;
+    bool found = false;
+    if (n->never || !(n->types & TP__ST_STR)) {
+        if (err == NULL)
+            return -1;
+        show_str(shown, sizeof shown, "", key, len);
+        return FAIL(at, "field name %s is not allowed", shown);
+    }
+    if (n->konst != NULL && !key_is(n->konst, key, len)) {
+        if (err == NULL)
+            return -1;
+        show_str(shown, sizeof shown, "", key, len);
+        fmt_value(list, sizeof list, n->konst, VALUE_SHOWN);
+        return FAIL(at, "expected field name %s, got %s", list, shown);
+    }
+    if (n->enums != NULL) {
+        json_array_foreach(n->enums, k, e) found = found || key_is(e, key, len);
+        if (!found) {
+            if (err == NULL)
+                return -1;
+            show_str(shown, sizeof shown, "field name ", key, len);
+            fmt_list(list, sizeof list, n->enums, NULL, json_array_size(n->enums));
+            return FAIL(at, "%s is not one of %s", shown, list);
+        }
+    }
+    if (n->ref != NULL && check_key(n->ref, key, at, err) != 0)
+        return -1;
+    for (size_t i = 0; i < n->n_all_of; i++)
+        if (check_key(n->all_of[i], key, at, err) != 0)
+            return -1;
+    if (n->n_any_of > 0) {
+        size_t i;
+        for (i = 0; i < n->n_any_of; i++)
+            if (check_key(n->any_of[i], key, at, NULL) == 0)
+                break;
+        if (i == n->n_any_of) {
+            /* As explain(): the first branch that takes strings says why. */
+            for (i = 0; err != NULL && i < n->n_any_of; i++)
+                if ((n->any_of[i]->eff & TP__ST_STR) && check_key(n->any_of[i], key, at, err) != 0)
+                    return -1;
+            show_str(shown, sizeof shown, "", key, len);
+            return FAIL(at, "field name %s is not allowed", shown);
+        }
+    }
+    if (n->n_one_of > 0) {
+        size_t count = 0;
+        for (size_t i = 0; i < n->n_one_of; i++)
+            count += check_key(n->one_of[i], key, at, NULL) == 0;
+        if (count != 1) {
+            if (err == NULL)
+                return -1;
+            show_str(shown, sizeof shown, "field name ", key, len);
+            return FAIL(at, "%s matches %s alternative of oneOf, expected exactly one", shown,
+                        count == 0 ? "no" : "more than one");
+        }
+    }
+    return check_str(n, key, len, "field name ", at, err);
 }
 
 static int
@@ -623,7 +712,8 @@ check_object(const struct schema_node *n, const json_t *v, const struct schema_s
         if (!n->extra_absent_ok && absent(json_object_get(v, n->req_extra[i])))
             return FAIL(&seg, "required field is missing");
     }
-    if (!n->addl_false && n->addl == NULL && n->min_props == 0 && n->max_props == SIZE_MAX)
+    if (!n->addl_false && n->addl == NULL && n->names == NULL && n->min_props == 0 &&
+        n->max_props == SIZE_MAX)
         return 0;
     size_t count = 0;
     const char *key;
@@ -634,6 +724,8 @@ check_object(const struct schema_node *n, const json_t *v, const struct schema_s
         if (json_is_null(m))
             continue;
         count++;
+        if (n->names != NULL && check_key(n->names, key, &seg, err) != 0)
+            return -1;
         if (n->n_props > 0 && tp__schema_find_prop(n, key) != NULL)
             continue;
         if (n->addl_false)
@@ -788,6 +880,8 @@ tp__schema_check_member(const struct schema_node *n, const char *key, const json
                     return FAIL(&seg, "required field is missing");
         return 0;
     }
+    if (n->names != NULL && check_key(n->names, key, &seg, err) != 0)
+        return -1;
     if (p != NULL)
         return tp__schema_check(p->node, v, &seg, err);
     if (n->addl_false)

@@ -113,7 +113,8 @@ struct schema_node {
     const char **req_extra;      /* required names without a declared property */
     size_t n_req_extra;
     bool extra_absent_ok;
-    struct schema_node *addl; /* additionalProperties schema, or NULL */
+    struct schema_node *names; /* propertyNames, or NULL */
+    struct schema_node *addl;  /* additionalProperties schema, or NULL */
     bool addl_false;
     size_t min_props, max_props;
 

@@ -15,7 +15,7 @@ import os
 import uuid
 from typing import Any, Dict, List, Literal, Optional, Set, Tuple, Union
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, SecretStr, conint, conlist, constr
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field, Json, SecretStr, conint, conlist, constr
 from pydantic import v1
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -191,6 +191,13 @@ class Unicode(BaseModel):
     accents: str = Field(default="é", pattern=r"^[à-ÿ]+$")
 
 
+# dict-keys: constrained dict keys (propertyNames), a Json field (contentSchema).
+class Keys(BaseModel):
+    by_status: Dict[Status, int] = {}
+    long_keys: Dict[constr(min_length=2), bool] = {}
+    raw: Optional[Json[List[int]]] = None
+
+
 # v1-definitions: the pydantic 1 form (definitions, #/definitions/ refs).
 class V1Color(str, enum.Enum):
     red = "red"
@@ -226,6 +233,7 @@ V2 = {
     "mixed": Mixed,
     "patterns": Patterns,
     "unicode": Unicode,
+    "dict-keys": Keys,
 }
 
 
