@@ -422,7 +422,7 @@ TP_API size_t tp_conn_outbox_bytes(const tp_conn *c);
 
 /**
  * tp_conn_close_code returns 0 while the connection may stay open, else the
- * WebSocket close code it must be closed with (1008, 1009, 1013), after the
+ * WebSocket close code it must be closed with (1009, 1011, 1013), after the
  * frames still in the outbox.
  */
 TP_API int tp_conn_close_code(const tp_conn *c);

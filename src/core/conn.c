@@ -54,11 +54,16 @@ send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *messag
     tp__buf_unref(b);
 }
 
+/* Room enough for any ack of a model: it is allocated before the write is
+ * applied, so that nothing can fail once the model has changed. */
+#define ACK_ROOM(m) (128 + (m)->addr_len)
+
+/* Fills a buffer of ACK_ROOM bytes with an ack (no allocation). */
 static tp__buf *
-msg_ack(json_int_t ref, const tp__model *m, int64_t from)
+msg_ack(tp__buf *room, json_int_t ref, const tp__model *m, int64_t from)
 {
-    tp__sb sb;
-    tp__sb_init(&sb, 64 + m->addr_len);
+    tp__sb sb = {room, 0};
+    room->len = 0;
     tp__sb_puts(&sb, "{\"type\":\"ack\",\"ref\":");
     tp__sb_int(&sb, ref);
     tp__sb_append(&sb, ",", 1);
@@ -182,6 +187,16 @@ tp_conn_tenant(const tp_conn *c)
 
 /* ---- Exactly once: client records ---- */
 
+/* The characters (code points) of a UTF-8 string: jansson has checked it. */
+static size_t
+utf8_chars(const char *s, size_t n)
+{
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++)
+        chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return chars;
+}
+
 /* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
 static int
 set_client(tp_conn *c, const json_t *jid, tp_error *err)
@@ -189,7 +204,8 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
     if (jid == NULL)
         return 0;
     if (!json_is_string(jid) || json_string_length(jid) == 0 ||
-        json_string_length(jid) > TP__CLIENT_ID_MAX ||
+        json_string_length(jid) > 4 * TP__CLIENT_ID_MAX ||
+        utf8_chars(json_string_value(jid), json_string_length(jid)) > TP__CLIENT_ID_MAX ||
         strlen(json_string_value(jid)) != json_string_length(jid))
         return tp__error_set(err, TP_EBADREQUEST, "client: expected a string of 1 to %d characters",
                              TP__CLIENT_ID_MAX);
@@ -390,6 +406,11 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
         else
             tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
     }
+    tp__buf *ack = tp__buf_new(ACK_ROOM(m));
+    if (ack == NULL) {
+        *code = TP_EINTERNAL;
+        return msg_error(1, ref, TP_EINTERNAL, "out of memory");
+    }
     tp__change ch = {0};
     int64_t from = m->rev;
     int rc = tp__merge_compute(m, patch, &stamp, c, &ch, &err);
@@ -397,6 +418,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
         rc = tp__model_commit(m, &ch, c, shared ? NULL : c, &err);
     tp__change_free(&ch);
     if (rc < 0) {
+        tp__buf_unref(ack);
         *code = rc == TP_ENOMEM ? TP_EINTERNAL : rc;
         return msg_error(1, ref, *code, err.message);
     }
@@ -404,7 +426,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     /* PROTOCOL.md: a private write's ack carries `from` when it changed the
      * model; a shared writer already got the patch; a write that changed
      * nothing is acked with the current rev and no `from`. */
-    return msg_ack(ref, m, rc > 0 && !shared ? from : -1);
+    return msg_ack(ack, ref, m, rc > 0 && !shared ? from : -1);
 }
 
 static void
@@ -440,11 +462,13 @@ handle_write(tp_conn *c, const json_t *msg)
     }
     int code = TP_OK;
     tp__buf *out = apply_write(c, msg, ref, &code);
-    tp__conn_send(c, out);
-    /* rate_limited and internal outcomes are not recorded: the ref may be
+    /* Recorded before it is sent (sending may close the connection), and
+     * recording cannot fail: an applied write always has its ack recorded.
+     * rate_limited and internal outcomes are not recorded: the ref may be
      * sent again. */
     if (cl != NULL && code != TP_ERATELIMITED && code != TP_EINTERNAL)
         outcome_record(cl, ref, out);
+    tp__conn_send(c, out);
     tp__buf_unref(out);
 }
 
@@ -566,6 +590,13 @@ handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
     char where[32] = "";
     if (batched)
         snprintf(where, sizeof where, "[%zu]", index);
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    int is_resume = type != NULL && strcmp(type, "resume") == 0;
+    /* PROTOCOL.md: with resume=1, a first message that is not `resume`
+     * (whatever it is, even a refused one) counts as an empty resume and is
+     * then handled as usual. */
+    if (c->state == TP__CONN_AWAIT_RESUME && !is_resume)
+        handle_resume(c, NULL);
     if (!json_is_object(msg)) {
         char m[96];
         snprintf(m, sizeof m, "%s: expected a message object%s", batched ? where : "(root)",
@@ -576,16 +607,10 @@ handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
     const json_t *jref = json_object_get(msg, "ref");
     int has_ref = json_is_integer(jref);
     json_int_t ref = has_ref ? json_integer_value(jref) : 0;
-    const char *type = json_string_value(json_object_get(msg, "type"));
     if (type == NULL) {
         send_error(c, has_ref, ref, TP_EBADREQUEST, "type: required, a string");
         return;
     }
-    int is_resume = strcmp(type, "resume") == 0;
-    /* PROTOCOL.md: with resume=1, a first message that is not `resume`
-     * counts as an empty resume and is then handled as usual. */
-    if (c->state == TP__CONN_AWAIT_RESUME && !is_resume)
-        handle_resume(c, NULL);
     if (strcmp(type, "write") == 0)
         handle_write(c, msg);
     else if (is_resume)
@@ -616,6 +641,8 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
+        if (c->state == TP__CONN_AWAIT_RESUME)
+            handle_resume(c, NULL); /* a first message that is not `resume` */
         char m[256];
         snprintf(m, sizeof m, "message: not JSON: %s (column %d)", jerr.text, jerr.column);
         send_error(c, 0, 0, TP_EBADREQUEST, m);

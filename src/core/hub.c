@@ -68,8 +68,8 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
 static void
 session_free(tp_session *s)
 {
-    /* Connections are the transport's to close; a hub freed under live
-     * connections detaches them so that tp_conn_close still works. */
+    /* A hub freed under live connections frees them too: the transport
+     * must not use them (nor call tp_conn_close) afterwards. */
     while (s->conns.len > 0)
         tp_conn_close(s->conns.items[s->conns.len - 1]);
     tp__vec_free(&s->conns);
@@ -134,7 +134,7 @@ valid_key(const char *key)
 }
 
 json_t *
-tp__parse_value(const tp_schema *schema, const char *text, tp_error *err)
+tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text, tp_error *err)
 {
     if (text == NULL) {
         tp__error_set(err, TP_EARG, "value: missing");
@@ -158,7 +158,8 @@ tp__parse_value(const tp_schema *schema, const char *text, tp_error *err)
         tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
     }
-    if (tp__schema_validate(schema, v, err) != TP_OK) {
+    if (tp__schema_validate(schema, v, err) != TP_OK ||
+        tp__check_size(hub, tp__value_bytes(v), err) != TP_OK) {
         json_decref(v);
         return NULL;
     }
@@ -230,7 +231,7 @@ tp__publish_pending(tp__model *m)
     /* Published, or refused by a custom merge or the schema: either way the
      * host's value has had its turn. */
     dirty_remove(m);
-    return rc < 0 ? rc : 1;
+    return rc;
 }
 
 TP_API int
@@ -243,6 +244,8 @@ tp_hub_sync(tp_hub *hub)
     for (size_t i = hub->dirty.len; i-- > 0;) {
         if (i >= hub->dirty.len)
             continue;
+        /* > 0: members changed and a patch went out; 0: the pending value
+         * equalled the current one; < 0: refused or out of memory. */
         int rc = tp__publish_pending(hub->dirty.items[i]);
         if (rc > 0)
             published++;
@@ -332,7 +335,7 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
                       s->tenant);
         return NULL;
     }
-    json_t *v = tp__parse_value(schema, value, err);
+    json_t *v = tp__parse_value(s->hub, schema, value, err);
     if (v == NULL)
         return NULL;
     tp__model *m = tp__model_new(s->hub, 0, id, schema, v);
@@ -382,7 +385,7 @@ tp_session_set(tp_session *s, const char *id, const char *value, tp_error *err)
                              "id: no private model \"%s\" in tenant \"%s\"", id ? id : "",
                              s ? s->tenant : "");
     tp_error local;
-    json_t *v = tp__parse_value(m->schema, value, err ? err : &local);
+    json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
     if (v == NULL)
         return err ? err->code : local.code;
     return set_pending(m, v, err);
@@ -450,7 +453,7 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
         tp__error_set(err, TP_EEXIST, "sid: \"%s\" is already shared", sid);
         return NULL;
     }
-    json_t *v = tp__parse_value(schema, value, err);
+    json_t *v = tp__parse_value(hub, schema, value, err);
     if (v == NULL)
         return NULL;
     tp__model *m = tp__model_new(hub, 1, sid, schema, v);
@@ -460,8 +463,18 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
         tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
     }
-    if (merge != NULL)
+    if (merge != NULL) {
+        /* The struct is copied, its name too (storage finds custom
+         * strategies by name); the user pointer stays the caller's. */
         m->merge = *merge;
+        m->merge.name = m->merge_name = tp__strdup(merge->name ? merge->name : "");
+        if (m->merge_name == NULL) {
+            tp__map_del(&hub->shared, m->id);
+            tp__model_free(m);
+            tp__error_set(err, TP_ENOMEM, "out of memory");
+            return NULL;
+        }
+    }
     /* The built-in strategies are recognised by their merge function: the
      * hub, not the callback, keeps lww-map's per-field stamps. */
     if (m->merge.merge == tp_lww_map_crdt.merge)
@@ -576,7 +589,7 @@ tp_hub_set_shared(tp_hub *hub, const char *sid, const char *value, tp_error *err
     if (m == NULL)
         return tp__error_set(err, TP_ENOTFOUND, "sid: no shared model \"%s\"", sid ? sid : "");
     tp_error local;
-    json_t *v = tp__parse_value(m->schema, value, err ? err : &local);
+    json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
     if (v == NULL)
         return err ? err->code : local.code;
     return set_pending(m, v, err);

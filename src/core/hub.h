@@ -29,6 +29,7 @@
 #define TP__KEY_MAX 256           /* tenant keys, model ids, sids */
 #define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
 #define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
+#define TP__ENVELOPE 1024         /* room for a snapshot's envelope around its value */
 
 typedef enum { TP__LWW, TP__LWW_MAP, TP__CUSTOM } tp__merge_kind;
 
@@ -63,6 +64,7 @@ typedef struct tp__model {
     tp_session *owner; /* private models: the session */
     tp_schema *schema;
     json_t *value; /* a root object without null members; below the root, immutable */
+    size_t bytes;  /* the encoded size of value (an upper bound), kept for the size limit */
     int64_t rev;
     json_t *pending;  /* a host value waiting for the next sync, or NULL */
     size_t dirty_idx; /* index in hub->dirty while pending != NULL */
@@ -72,7 +74,8 @@ typedef struct tp__model {
     size_t addr_len;
 
     /* Shared models: the merge strategy and the subscriptions. */
-    tp_merge merge;
+    tp_merge merge; /* merge.name points at merge_name */
+    char *merge_name;
     tp__merge_kind kind;
     tp__map stamps; /* lww-map: field -> tp__stamp_entry *, tombstones included */
     tp__vec subs;   /* tp__sub *, each knowing its index here */
@@ -99,10 +102,10 @@ struct tp__sub {
 
 /* What one client id's writes came to, for exactly-once delivery. */
 typedef struct tp__client {
-    char id[TP__CLIENT_ID_MAX + 1];
-    int64_t highest; /* the highest ref processed with a recorded outcome */
-    uint64_t used;   /* the session's use counter when last used: the oldest is evicted */
-    unsigned conns;  /* live connections named with this id: never evicted while > 0 */
+    char id[4 * TP__CLIENT_ID_MAX + 1]; /* 64 characters of UTF-8 */
+    int64_t highest;                    /* the highest ref processed with a recorded outcome */
+    uint64_t used;  /* the session's use counter when last used: the oldest is evicted */
+    unsigned conns; /* live connections named with this id: never evicted while > 0 */
     unsigned start, len;
     struct {
         int64_t ref;
@@ -171,16 +174,23 @@ struct tp_hub {
 
 /* ---- hub.c ---- */
 int64_t tp__hub_now(tp_hub *hub);
-/* tp__publish_pending publishes a model's pending host value, if any. */
+/* tp__publish_pending publishes a model's pending host value, if any: returns
+ * the members changed (0: none, or nothing pending) or a negative code. */
 int tp__publish_pending(tp__model *m);
 tp__sub *tp__session_sub(tp_session *s, const char *sid);
 /* tp__parse_value parses a host value: an object, nulls stripped, defaults filled, valid. */
-json_t *tp__parse_value(const tp_schema *schema, const char *text, tp_error *err);
+json_t *tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text,
+                        tp_error *err);
 
 /* ---- model.c ---- */
 tp__model *tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema,
                          json_t *value);
 void tp__model_free(tp__model *m);
+/* tp__value_bytes returns the encoded size of a value. */
+size_t tp__value_bytes(const json_t *v);
+/* tp__check_size refuses (TP_EINVALID) a value whose snapshot would pass
+ * max_message_bytes. */
+int tp__check_size(const tp_hub *hub, size_t bytes, tp_error *err);
 /* tp__model_snapshot returns the encoded snapshot for an access (borrowed). */
 tp__buf *tp__model_snapshot(tp__model *m, tp_access access);
 /* tp__model_history_push keeps a published patch for resume (takes a reference). */

@@ -71,6 +71,7 @@ tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema, 
     }
     m->schema = tp__schema_ref(schema);
     m->value = json_incref(value);
+    m->bytes = tp__value_bytes(value);
     return m;
 }
 
@@ -89,6 +90,7 @@ tp__model_free(tp__model *m)
     json_decref(m->value);
     json_decref(m->pending);
     tp_schema_free(m->schema);
+    tp__free(m->merge_name);
     tp__free(m->addr);
     tp__free(m->id);
     tp__free(m);
@@ -239,37 +241,50 @@ tp__change_add(tp__change *ch, const char *key, json_t *value, int same)
     return 0;
 }
 
-/* Records the lww-map stamp of every member of a change. Stamps that exist
- * are overwritten in place; the map is reserved first so no put can fail. */
+/*
+ * lww-map stamps are recorded in two steps so that a change either lands
+ * whole or not at all: stage_stamps makes every allocation (new entries, map
+ * room), install_stamps then cannot fail.
+ */
 static int
-record_stamps(tp__model *m, const tp__change *ch)
+stage_stamps(tp__model *m, const tp__change *ch, tp__stamp_entry ***made)
 {
+    *made = NULL;
     if (!ch->stamped)
         return 0;
     size_t fresh = 0;
     for (size_t i = 0; i < ch->n; i++)
         fresh += tp__map_get(&m->stamps, ch->members[i].key) == NULL;
-    if (tp__map_reserve(&m->stamps, fresh) != 0)
-        return TP_ENOMEM;
-    tp__stamp_entry **made = NULL;
-    if (fresh > 0 && (made = tp__calloc(fresh, sizeof *made)) == NULL)
+    if (fresh == 0)
+        return 0;
+    if (tp__map_reserve(&m->stamps, fresh) != 0 ||
+        (*made = tp__calloc(fresh, sizeof **made)) == NULL)
         return TP_ENOMEM;
     size_t k = 0;
     for (size_t i = 0; i < ch->n; i++) {
         if (tp__map_get(&m->stamps, ch->members[i].key) != NULL)
             continue;
         size_t len = strlen(ch->members[i].key);
-        made[k] = tp__malloc(sizeof(tp__stamp_entry) + len + 1);
-        if (made[k] == NULL) {
+        tp__stamp_entry *e = tp__malloc(sizeof(tp__stamp_entry) + len + 1);
+        if (e == NULL) {
             for (size_t j = 0; j < k; j++)
-                tp__free(made[j]);
-            tp__free(made);
+                tp__free((*made)[j]);
+            tp__free(*made);
+            *made = NULL;
             return TP_ENOMEM;
         }
-        memcpy(made[k]->field, ch->members[i].key, len + 1);
-        k++;
+        memcpy(e->field, ch->members[i].key, len + 1);
+        (*made)[k++] = e;
     }
-    k = 0;
+    return 0;
+}
+
+static void
+install_stamps(tp__model *m, const tp__change *ch, tp__stamp_entry **made)
+{
+    if (!ch->stamped)
+        return;
+    size_t k = 0;
     for (size_t i = 0; i < ch->n; i++) {
         tp__stamp_entry *e = tp__map_get(&m->stamps, ch->members[i].key);
         if (e == NULL) {
@@ -279,7 +294,34 @@ record_stamps(tp__model *m, const tp__change *ch)
         e->st = ch->stamp;
     }
     tp__free(made);
-    return 0;
+}
+
+/* The bytes a member takes in the encoded value (an upper bound: keys are
+ * counted unescaped, plus quotes, colon and comma). */
+static size_t
+member_bytes(const char *key, const json_t *v)
+{
+    return v == NULL ? 0 : strlen(key) + 4 + json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+size_t
+tp__value_bytes(const json_t *v)
+{
+    return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+int
+tp__check_size(const tp_hub *hub, size_t bytes, tp_error *err)
+{
+    /* PROTOCOL.md: a single message (a snapshot) is at most the
+     * max_message_bytes announced in hello; keep room for its envelope. */
+    size_t limit = hub->limits.max_message_bytes;
+    size_t room = limit > 2 * TP__ENVELOPE ? limit - TP__ENVELOPE : limit / 2;
+    if (bytes > room)
+        return tp__error_set(err, TP_EINVALID,
+                             "(root): the value would take %zu bytes, over the limit of %zu", bytes,
+                             room);
+    return TP_OK;
 }
 
 static tp__buf *
@@ -305,26 +347,32 @@ int
 tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err)
 {
     size_t changed = 0;
+    size_t bytes = m->bytes;
     for (size_t i = 0; i < ch->n; i++) {
-        if (ch->members[i].same)
+        struct tp__member *mb = &ch->members[i];
+        if (mb->same)
             continue;
-        int rc =
-            tp__schema_validate_member(m->schema, ch->members[i].key, ch->members[i].value, err);
+        int rc = tp__schema_validate_member(m->schema, mb->key, mb->value, err);
         if (rc != TP_OK)
             return rc;
+        bytes = bytes - member_bytes(mb->key, json_object_get(m->value, mb->key)) +
+                member_bytes(mb->key, mb->value);
         changed++;
     }
-    if (changed == 0) {
-        int rc = record_stamps(m, ch);
-        if (rc != 0)
-            return tp__error_set(err, rc, "out of memory");
-        return 0;
-    }
+    int rc = changed > 0 ? tp__check_size(m->hub, bytes, err) : TP_OK;
+    if (rc != TP_OK)
+        return rc;
 
     /* Stage everything that can fail before the model changes. */
+    tp__stamp_entry **made = NULL;
+    if (stage_stamps(m, ch, &made) != 0)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    if (changed == 0) {
+        install_stamps(m, ch, made);
+        return 0;
+    }
     json_t *patch = json_object();
-    json_t **old = tp__calloc(ch->n, sizeof *old);
-    int rc = patch != NULL && old != NULL ? 0 : TP_ENOMEM;
+    rc = patch != NULL ? 0 : TP_ENOMEM;
     for (size_t i = 0; rc == 0 && i < ch->n; i++) {
         struct tp__member *mb = &ch->members[i];
         if (mb->same)
@@ -336,10 +384,8 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     }
     tp__buf *msg = rc == 0 ? encode_patch(m, m->rev, patch, origin ? origin->id : "host") : NULL;
     json_decref(patch);
-    if (msg == NULL) {
-        tp__free(old);
-        return tp__error_set(err, TP_ENOMEM, "out of memory");
-    }
+    if (msg == NULL)
+        goto nomem;
     /* Values below the root are shared, never changed in place; the root is
      * changed in place when nobody else holds it (a merge callback may). */
     if (m->value->refcount > 1) {
@@ -349,33 +395,39 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
         json_decref(m->value);
         m->value = copy;
     }
-    size_t applied;
-    for (applied = 0; applied < ch->n; applied++) {
-        struct tp__member *mb = &ch->members[applied];
-        if (mb->same)
+    /* Members new to the object are the only ones whose insertion may
+     * allocate: they go first, and a failure removes those added, which
+     * cannot fail. Replacing and deleting members cannot fail either. */
+    size_t added;
+    for (added = 0; added < ch->n; added++) {
+        struct tp__member *mb = &ch->members[added];
+        if (mb->same || mb->value == NULL || json_object_get(m->value, mb->key) != NULL)
             continue;
-        old[applied] = json_incref(json_object_get(m->value, mb->key));
-        int set = mb->value ? json_object_set(m->value, mb->key, mb->value)
-                            : json_object_del(m->value, mb->key);
-        if (mb->value && set != 0)
+        if (json_object_set(m->value, mb->key, mb->value) != 0)
             break;
+        mb->same = -1; /* marks "inserted" until the pass below */
     }
-    if (applied < ch->n || record_stamps(m, ch) != 0) {
-        /* Roll back: restoring a member that existed reuses its slot and
-         * removing one does not allocate, so this cannot fail. */
-        for (size_t i = applied < ch->n ? applied + 1 : applied; i-- > 0;) {
-            if (ch->members[i].same)
-                continue;
-            if (old[i] != NULL)
-                json_object_set(m->value, ch->members[i].key, old[i]);
-            else
+    if (added < ch->n) {
+        for (size_t i = 0; i < added; i++)
+            if (ch->members[i].same == -1) {
                 json_object_del(m->value, ch->members[i].key);
-        }
+                ch->members[i].same = 0;
+            }
         goto nomem;
     }
-    for (size_t i = 0; i < ch->n; i++)
-        json_decref(old[i]);
-    tp__free(old);
+    for (size_t i = 0; i < ch->n; i++) {
+        struct tp__member *mb = &ch->members[i];
+        if (mb->same == -1)
+            mb->same = 0;
+        else if (mb->same)
+            continue;
+        else if (mb->value != NULL)
+            json_object_set(m->value, mb->key, mb->value); /* an existing member */
+        else
+            json_object_del(m->value, mb->key);
+    }
+    install_stamps(m, ch, made);
+    m->bytes = bytes;
 
     int64_t from = m->rev++;
     tp__model_history_push(m, from, m->rev, msg);
@@ -384,9 +436,14 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     return (int)changed;
 
 nomem:
-    for (size_t i = 0; i < ch->n; i++)
-        json_decref(old[i]);
-    tp__free(old);
+    if (made != NULL) {
+        /* Staged entries not installed: free them (count them by the map). */
+        size_t k = 0;
+        for (size_t i = 0; i < ch->n; i++)
+            if (tp__map_get(&m->stamps, ch->members[i].key) == NULL)
+                tp__free(made[k++]);
+        tp__free(made);
+    }
     tp__buf_unref(msg);
     return tp__error_set(err, TP_ENOMEM, "out of memory");
 }

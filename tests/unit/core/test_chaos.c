@@ -113,3 +113,63 @@ Test(chaos, every_allocation_may_fail)
     cr_assert_lt(n, 100000);
     tp_set_allocator(NULL);
 }
+
+/* A write that adds and deletes members, with every allocation in turn
+ * failing: it lands whole, or not at all, and a resend after the failure
+ * is applied exactly once. */
+Test(chaos, a_write_lands_whole_or_not_at_all)
+{
+    const char *schema_text = "{\"title\":\"Any\",\"type\":\"object\"}";
+    const char *w = "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"m\","
+                    "\"patch\":{\"a\":null,\"b\":1,\"c\":2,\"d\":3,\"e\":4,\"f\":5,\"k1\":9}}";
+    const char *before = "{\"a\":1,\"k1\":1,\"k2\":1,\"k3\":1}";
+    const char *after = "{\"k1\":9,\"k2\":1,\"k3\":1,\"b\":1,\"c\":2,\"d\":3,\"e\":4,\"f\":5}";
+    tpt_alloc_install();
+    long n;
+    for (n = 1; n < 10000; n++) {
+        tpt_fail_disarm();
+        tp_hub_config cfg = {0};
+        cfg.clock = tpt_clock;
+        cfg.clock_user = &now;
+        tp_hub *hub = tp_hub_new(&cfg, NULL);
+        tp_schema *any = tp_schema_new(schema_text, NULL);
+        tp_session *s = tp_hub_tenant(hub, "t");
+        cr_assert_not_null(tp_session_host_as(s, "m", any, before, NULL));
+        tp_conn *c = tp_conn_open(hub, "t", 0, NULL);
+        tpt_feed(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}");
+        tpt_drain_all(hub);
+
+        tpt_fail_after(n);
+        tpt_feed(c, w);
+        tpt_fail_disarm();
+        int failed = tpt_alloc_count() >= n;
+        char *v = tp_session_get(s, "m");
+        int64_t rev = tp_session_rev(s, "m");
+        if (rev == 1)
+            cr_assert(tpt_json_text_eq(v, before), "N=%ld: not applied, yet %s", n, v);
+        else
+            cr_assert(rev == 2 && tpt_json_text_eq(v, after), "N=%ld: rev %ld %s", n, (long)rev, v);
+        free(v);
+        /* The client resends (on a new connection if this one closed). */
+        if (tp_conn_close_code(c) != 0) {
+            tp_conn_close(c);
+            c = tp_conn_open(hub, "t", 0, NULL);
+            tpt_feed(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}");
+        }
+        tpt_drain_all(hub);
+        tpt_feed(c, w);
+        json_t *m = tpt_drain(c);
+        json_t *ack = tpt_find(m, "ack");
+        cr_assert_not_null(ack, "N=%ld: the resend is acked", n);
+        cr_assert_eq(json_integer_value(json_object_get(ack, "rev")), 2);
+        cr_assert_eq(tp_session_rev(s, "m"), 2, "N=%ld: applied exactly once", n);
+        json_decref(m);
+        tp_conn_close(c);
+        tp_hub_free(hub);
+        tp_schema_free(any);
+        if (!failed)
+            break;
+    }
+    cr_assert_gt(n, 10);
+    tp_set_allocator(NULL);
+}

@@ -569,3 +569,68 @@ Test(proto, rev_continuity_under_mixed_writes)
     cr_assert_eq(seen_a, seen_b);
     cr_assert_geq(tp_hub_shared_rev(hub, "rw"), seen_a);
 }
+
+Test(proto, resume_wait_ends_with_any_first_frame)
+{
+    const char *firsts[] = {"not json", "42", "{\"ref\":1}", "[{\"type\":\"ping\",\"ref\":1}]"};
+    for (size_t i = 0; i < sizeof firsts / sizeof *firsts; i++) {
+        tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+        json_decref(tpt_drain(c));
+        tpt_feed(c, firsts[i]);
+        json_t *m = tpt_drain(c);
+        cr_assert_eq(tpt_count(m, "snapshot"), 3, "after %s", firsts[i]);
+        cr_assert_eq(tpt_count(m, "synced"), 1);
+        cr_assert_eq(tpt_count(m, "error") + tpt_count(m, "pong"), 1);
+        json_decref(m);
+        tp_conn_close(c);
+    }
+}
+
+Test(proto, client_ids_count_characters)
+{
+    char id[64 * 2 + 1] = "";
+    for (int i = 0; i < 64; i++)
+        strcat(id, "\xc3\xa9"); /* é: 64 characters, 128 bytes */
+    char ping[300];
+    snprintf(ping, sizeof ping, "{\"type\":\"ping\",\"ref\":1,\"client\":\"%s\"}", id);
+    json_t *r = reply(a, ping);
+    cr_assert_str_eq(str(r, "type"), "pong");
+    json_decref(r);
+    snprintf(ping, sizeof ping, "{\"type\":\"ping\",\"ref\":1,\"client\":\"%sx\"}", id);
+    assert_error(a2, ping, "bad_request", "client");
+}
+
+Test(proto, models_stay_within_the_message_limit)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_message_bytes = 4096;
+    setup_with(l);
+    tp_error err;
+    char big[6000];
+    memset(big, 'x', sizeof big);
+    memcpy(big, "{\"title\":\"t\",\"body\":\"", 21);
+    memcpy(big + sizeof big - 3, "\"}", 3);
+    cr_assert_null(tp_hub_share(hub, doc, big, NULL, &err));
+    cr_assert_eq(err.code, TP_EINVALID);
+    cr_assert(strstr(err.message, "bytes") != NULL, "%s", err.message);
+    /* Writes that would grow the model past the limit are refused. */
+    char w[4000];
+    char chunk[3501];
+    memset(chunk, 'y', sizeof chunk - 1);
+    chunk[sizeof chunk - 1] = '\0';
+    snprintf(w, sizeof w,
+             "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"body\":"
+             "\"%.2000s\"}}",
+             chunk);
+    json_t *r = reply(a, w);
+    cr_assert_str_eq(str(r, "type"), "ack", "a 2000-byte body fits: %s", str(r, "message"));
+    json_decref(r);
+    json_decref(tpt_drain(a2));
+    snprintf(w, sizeof w,
+             "{\"type\":\"write\",\"ref\":2,\"scope\":\"private\",\"id\":\"n\",\"patch\":{\"body\":"
+             "\"%s\"}}",
+             chunk);
+    assert_error(a, w, "invalid", "bytes, over the limit");
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 2);
+}
