@@ -15,7 +15,7 @@ deps:
 	@./scripts/install-deps.sh
 
 build: deps
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTP_BUILD_BENCH=ON $(CMAKE_FLAGS) >/dev/null
 	cmake --build build -j $(JOBS)
 
 build-asan: deps

@@ -139,10 +139,20 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
 
-    json_t *hello = json_pack("{s:s,s:i,s:s,s:s,s:I,s:I}", "type", "hello", "protocol", 1, "tenant",
-                              s->tenant, "conn", c->id, "tick_ms", (json_int_t)hub->tick_ms,
-                              "max_message_bytes", (json_int_t)hub->limits.max_message_bytes);
-    tp__buf *b = encode_json(hello);
+    /* Built from pieces encoded once (the tenant's JSON string), since
+     * thousands of clients may reconnect at once. */
+    tp__sb sb;
+    tp__sb_init(&sb, 128 + strlen(s->tenant_json));
+    tp__sb_puts(&sb, "{\"type\":\"hello\",\"protocol\":1,\"tenant\":");
+    tp__sb_puts(&sb, s->tenant_json);
+    tp__sb_puts(&sb, ",\"conn\":\"");
+    tp__sb_puts(&sb, c->id);
+    tp__sb_puts(&sb, "\",\"tick_ms\":");
+    tp__sb_int(&sb, hub->tick_ms);
+    tp__sb_puts(&sb, ",\"max_message_bytes\":");
+    tp__sb_int(&sb, (int64_t)hub->limits.max_message_bytes);
+    tp__sb_puts(&sb, "}");
+    tp__buf *b = tp__sb_finish(&sb);
     tp__conn_send(c, b);
     tp__buf_unref(b);
     /* PROTOCOL.md: without resume=1, snapshots right after hello, then synced. */

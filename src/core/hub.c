@@ -87,6 +87,7 @@ session_free(tp_session *s)
         tp__free(cl);
     }
     tp__map_free(&s->clients);
+    tp__free(s->tenant_json);
     tp__free(s->tenant);
     tp__free(s);
 }
@@ -275,10 +276,15 @@ tp_hub_tenant(tp_hub *hub, const char *tenant)
     s->hub = hub;
     s->next_id = 1;
     s->tenant = tp__strdup(tenant);
+    json_t *jt = json_string(tenant);
+    s->tenant_json = jt ? json_dumps(jt, JSON_ENCODE_ANY) : NULL;
+    json_decref(jt);
     tp__map_init(&s->models, hub->seed ^ 0x1);
     tp__map_init(&s->subs, hub->seed ^ 0x2);
     tp__map_init(&s->clients, hub->seed ^ 0x3);
-    if (s->tenant == NULL || tp__map_put(&hub->tenants, s->tenant, s) != 0) {
+    if (s->tenant == NULL || s->tenant_json == NULL ||
+        tp__map_put(&hub->tenants, s->tenant, s) != 0) {
+        tp__free(s->tenant_json);
         tp__free(s->tenant);
         tp__free(s);
         return NULL;

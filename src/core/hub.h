@@ -116,7 +116,8 @@ typedef struct tp__client {
 struct tp_session {
     tp_hub *hub;
     char *tenant;
-    tp__map models; /* private id -> tp__model * */
+    char *tenant_json; /* the tenant key as a JSON string, for `hello` */
+    tp__map models;    /* private id -> tp__model * */
     uint64_t next_id;
     tp__map subs;    /* sid -> tp__sub * */
     tp__vec conns;   /* tp_conn *, each knowing its index here */

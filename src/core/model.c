@@ -301,13 +301,13 @@ install_stamps(tp__model *m, const tp__change *ch, tp__stamp_entry **made)
 static size_t
 member_bytes(const char *key, const json_t *v)
 {
-    return v == NULL ? 0 : strlen(key) + 4 + json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    return v == NULL ? 0 : strlen(key) + 4 + tp__json_size(v);
 }
 
 size_t
 tp__value_bytes(const json_t *v)
 {
-    return json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    return tp__json_size(v);
 }
 
 int

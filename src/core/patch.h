@@ -45,4 +45,9 @@ json_t *tp__json_strip_nulls(json_t *v);
  * failed inserts and may return a partial object.) */
 json_t *tp__json_shallow_copy(const json_t *obj);
 
+/* tp__json_size returns the size of v as the library encodes it (compact),
+ * exactly for everything but reals, which count as their longest form. It
+ * walks v once and allocates nothing (json.c). */
+size_t tp__json_size(const json_t *v);
+
 #endif /* TP_CORE_PATCH_H */

@@ -1,5 +1,7 @@
 #include "util/vec.h"
 
+#include <stdint.h>
+
 #include "util/alloc.h"
 
 int
@@ -7,6 +9,8 @@ tp__vec_reserve(tp__vec *v, size_t n)
 {
     if (v->cap - v->len >= n)
         return 0;
+    if (n > SIZE_MAX / 2 / sizeof *v->items - v->len)
+        return -1; /* the doubling below would overflow */
     size_t cap = v->cap ? v->cap * 2 : 4;
     while (cap - v->len < n)
         cap *= 2;
