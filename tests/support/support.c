@@ -96,49 +96,90 @@ tpt_json_text_eq(const char *a, const char *b)
     return eq;
 }
 
-static long fail_at = -1;
-static long count;
+tpt_alloc_stats tpt_alloc;
+static long fail_at;  /* 0: disarmed */
+static int fail_once; /* tpt_fail_only: just the fail_at-th */
+
+static int
+should_fail(void)
+{
+    tpt_alloc.calls++;
+    if (fail_at <= 0)
+        return 0;
+    long n = ++tpt_alloc.attempts;
+    int fail = fail_once ? n == fail_at : n >= fail_at;
+    tpt_alloc.tripped |= fail;
+    return fail;
+}
 
 static void *
 chaos_malloc(size_t size)
 {
-    if (fail_at > 0 && ++count >= fail_at)
+    if (should_fail())
         return NULL;
-    return malloc(size);
+    void *p = malloc(size);
+    if (p != NULL) {
+        tpt_alloc.live++;
+        tpt_alloc.mallocs++;
+    }
+    return p;
 }
 
 static void *
 chaos_realloc(void *ptr, size_t size)
 {
-    if (fail_at > 0 && ++count >= fail_at)
+    if (should_fail())
         return NULL;
-    return realloc(ptr, size);
+    void *p = realloc(ptr, size);
+    if (p != NULL) {
+        tpt_alloc.reallocs++;
+        tpt_alloc.live += ptr == NULL;
+    }
+    return p;
+}
+
+static void
+chaos_free(void *ptr)
+{
+    tpt_alloc.live -= ptr != NULL;
+    free(ptr);
 }
 
 void
 tpt_alloc_install(void)
 {
-    static const tp_allocator chaos = {chaos_malloc, chaos_realloc, free};
+    static const tp_allocator chaos = {chaos_malloc, chaos_realloc, chaos_free};
     tp_set_allocator(&chaos);
+    memset(&tpt_alloc, 0, sizeof tpt_alloc);
+    fail_at = 0;
 }
 
 void
 tpt_fail_after(long n)
 {
-    count = 0;
+    tpt_alloc.attempts = 0;
+    tpt_alloc.tripped = 0;
+    fail_once = 0;
     fail_at = n;
+}
+
+void
+tpt_fail_only(long n)
+{
+    tpt_fail_after(n);
+    fail_once = 1;
 }
 
 void
 tpt_fail_disarm(void)
 {
-    fail_at = -1;
+    fail_at = 0;
 }
 
 long
 tpt_alloc_count(void)
 {
-    return count;
+    return tpt_alloc.attempts;
 }
 
 /* ---- Protocol helpers ---- */

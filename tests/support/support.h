@@ -22,13 +22,29 @@ void tpt_free_dirs(char **dirs, size_t n);
 int tpt_json_text_eq(const char *a, const char *b);
 
 /*
- * The failing allocator: once armed with tpt_fail_after(n), the n-th
- * allocation from then on (counting from 1) and every one after it fails,
- * until tpt_fail_disarm(). tpt_alloc_count() counts allocations since arming.
+ * The counting, failing allocator, for every test that watches memory.
+ * tpt_alloc_install() installs it (library and jansson) and zeroes the
+ * counters. Armed with tpt_fail_after(n), the n-th allocation from then on
+ * (counting from 1) and every one after it fails; with tpt_fail_only(n),
+ * the n-th alone; tpt_fail_disarm() ends either. `live` counts blocks not
+ * yet freed, so a test can assert that nothing leaked in every build.
  */
+typedef struct tpt_alloc_stats {
+    long live;     /* blocks allocated and not yet freed */
+    long calls;    /* malloc and realloc calls, failed ones included */
+    long mallocs;  /* successful malloc calls */
+    long reallocs; /* successful realloc calls */
+    long attempts; /* malloc and realloc calls since arming */
+    int tripped;   /* an armed failure has happened since arming */
+} tpt_alloc_stats;
+
+extern tpt_alloc_stats tpt_alloc;
+
 void tpt_alloc_install(void);
 void tpt_fail_after(long n);
+void tpt_fail_only(long n);
 void tpt_fail_disarm(void);
+/* tpt_alloc_count returns the allocation calls since arming. */
 long tpt_alloc_count(void);
 
 /* ---- Protocol helpers (hub and connection tests) ---- */

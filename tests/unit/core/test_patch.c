@@ -31,69 +31,18 @@
 /* ------------------------------------------------------------------------ */
 
 /*
- * Every test of this suite runs with this allocator in force. It counts the
- * blocks the library (jansson included) has allocated and not yet freed, so
- * a test that drops everything it made can check that nothing leaked: ASan
- * reports leaks in Criterion's workers without failing the test, so this
- * count is what makes a leak fail. It can also fail one allocation, the
- * fail_at-th (counting from 1 while armed): the support library's failing
- * allocator fails allocation n and every one after it, which hides code
- * that carries on after a failed allocation (as json_copy does).
+ * Every test of this suite runs with the support library's counting, failing
+ * allocator (tests/support): tpt_alloc.live counts the blocks the library
+ * (jansson included) has allocated and not yet freed, so a test that drops
+ * everything it made can check that nothing leaked in every build. Besides
+ * failing allocation n and all after it, it can fail allocation n alone
+ * (tpt_fail_only), which catches code that carries on after a failed
+ * allocation (as json_copy does).
  */
-static long live;
-static long fail_at, alloc_count;
-static int tripped;
-
-static int
-must_fail(void)
-{
-    if (fail_at > 0 && ++alloc_count == fail_at) {
-        tripped = 1;
-        return 1;
-    }
-    return 0;
-}
-
-static void *
-counting_malloc(size_t size)
-{
-    if (must_fail())
-        return NULL;
-    void *p = malloc(size);
-    live += p != NULL;
-    return p;
-}
-
-static void *
-counting_realloc(void *ptr, size_t size)
-{
-    if (must_fail())
-        return NULL;
-    void *p = realloc(ptr, size);
-    live += p != NULL && ptr == NULL;
-    return p;
-}
-
-static void
-counting_free(void *ptr)
-{
-    live -= ptr != NULL;
-    free(ptr);
-}
-
-static const tp_allocator counting = {counting_malloc, counting_realloc, counting_free};
-
-static void
-suite_init(void)
-{
-    tp_set_allocator(&counting);
-    live = 0;
-}
-
-TestSuite(patch, .init = suite_init);
+TestSuite(patch, .init = tpt_alloc_install);
 
 /* expect_no_leak ends a test that has dropped everything it made. */
-#define expect_no_leak() cr_expect_eq(live, 0, "%ld blocks leaked", live)
+#define expect_no_leak() cr_expect_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live)
 
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
@@ -176,7 +125,7 @@ same(const json_t *a, const json_t *b)
 static void
 run_case(const char *dir)
 {
-    long live0 = live;
+    long live0 = tpt_alloc.live;
     char path[1200];
     snprintf(path, sizeof path, "%s/input.json", dir);
     json_t *input = tpt_load_json(path);
@@ -223,7 +172,7 @@ run_case(const char *dir)
     json_decref(patch_copy);
     json_decref(expected);
     json_decref(input);
-    cr_expect_eq(live, live0, "%s: %ld blocks leaked", dir, live - live0);
+    cr_expect_eq(tpt_alloc.live, live0, "%s: %ld blocks leaked", dir, tpt_alloc.live - live0);
 }
 
 Test(patch, cases)
@@ -768,7 +717,7 @@ Test(patch, properties)
     unsigned object_pairs = 0, nonempty_diffs = 0;
 
     for (uint64_t i = 0; i < iters; i++) {
-        long live0 = live;
+        long live0 = tpt_alloc.live;
         json_t *a = gen_target(&r);
         json_t *b = below(&r, 4) == 0 ? gen(&r, 4, 0) : mutate(&r, a, 4);
         json_t *q = below(&r, 8) == 0 ? gen(&r, 4, 1) : gen_object(&r, 4, 1);
@@ -838,8 +787,9 @@ Test(patch, properties)
         json_decref(a0);
         json_decref(b0);
         json_decref(q0);
-        cr_assert_eq(live, live0, "seed 0x%016" PRIx64 " pair %" PRIu64 ": %ld blocks leaked", seed,
-                     i, live - live0);
+        cr_assert_eq(tpt_alloc.live, live0,
+                     "seed 0x%016" PRIx64 " pair %" PRIu64 ": %ld blocks leaked", seed, i,
+                     tpt_alloc.live - live0);
     }
     /* The generator must exercise the interesting paths, or this proves
      * little. */
@@ -881,7 +831,6 @@ chaos(json_t *(*call)(json_t *x, json_t *y), json_t *x, json_t *y, const json_t 
     size_t refs = refsum(x) + refsum(y);
     long n, failed = 0;
 
-    tpt_alloc_install();
     for (n = 1; n < 100000; n++) {
         tpt_fail_after(n);
         json_t *r = call(x, y);
@@ -898,27 +847,24 @@ chaos(json_t *(*call)(json_t *x, json_t *y), json_t *x, json_t *y, const json_t 
     cr_assert_lt(n, 100000, "never succeeded");
     failed = n - 1;
 
-    tp_set_allocator(&counting);
-    long live0 = live;
+    long live0 = tpt_alloc.live;
     for (n = 1; n < 100000; n++) {
-        fail_at = n;
-        alloc_count = 0;
-        tripped = 0;
+        tpt_fail_only(n);
         json_t *r = call(x, y);
-        fail_at = 0;
+        tpt_fail_disarm();
         cr_assert(same(x, x0) && same(y, y0), "allocation %ld alone failing changed an input", n);
-        if (tripped) {
+        if (tpt_alloc.tripped) {
             cr_assert_null(r, "allocation %ld failed, yet the call returned %s", n, show(r));
             cr_assert_eq(refsum(x) + refsum(y), refs,
                          "allocation %ld alone failing leaked references", n);
-            cr_assert_eq(live, live0, "allocation %ld alone failing leaked %ld blocks", n,
-                         live - live0);
+            cr_assert_eq(tpt_alloc.live, live0, "allocation %ld alone failing leaked %ld blocks", n,
+                         tpt_alloc.live - live0);
             continue;
         }
         cr_assert_not_null(r, "NULL although no allocation failed");
         cr_expect(json_equal(r, want), "gave %s, expected %s", show(r), show(want));
         json_decref(r);
-        cr_expect_eq(live, live0, "%ld blocks leaked on success", live - live0);
+        cr_expect_eq(tpt_alloc.live, live0, "%ld blocks leaked on success", tpt_alloc.live - live0);
         break;
     }
     cr_expect_eq(n - 1, failed, "the two failing allocators saw %ld and %ld allocations", failed,

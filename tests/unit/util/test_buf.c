@@ -1,9 +1,5 @@
 /*
  * Reference-counted buffers and the builder (src/util/buf.h).
- *
- * These tests install their own allocator, which counts live blocks and can
- * fail the n-th allocation, so that "no leak" is checked in every build, not
- * only under LeakSanitizer.
  */
 #include <inttypes.h>
 #include <stdint.h>
@@ -13,75 +9,14 @@
 
 #include <criterion/criterion.h>
 
+#include "support.h"
 #include "transports.h"
 #include "util/buf.h"
 
-/* ---- A counting, failing allocator ---- */
-
-static long live;     /* blocks allocated and not yet freed */
-static long allocs;   /* malloc calls, and realloc calls that moved or grew */
-static long reallocs; /* realloc calls */
-static long fail_at;  /* 0: never; else the allocation number that fails, and all after */
-static long attempts; /* allocation attempts since arming */
-
-static int
-should_fail(void)
-{
-    return fail_at > 0 && ++attempts >= fail_at;
-}
-
-static void *
-t_malloc(size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = malloc(n);
-    if (p != NULL) {
-        live++;
-        allocs++;
-    }
-    return p;
-}
-
-static void *
-t_realloc(void *ptr, size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, n);
-    if (p != NULL) {
-        reallocs++;
-        if (ptr == NULL)
-            live++;
-    }
-    return p;
-}
-
-static void
-t_free(void *ptr)
-{
-    if (ptr != NULL)
-        live--;
-    free(ptr);
-}
-
-static void
-install(void)
-{
-    static const tp_allocator a = {t_malloc, t_realloc, t_free};
-    tp_set_allocator(&a);
-    live = allocs = reallocs = attempts = 0;
-    fail_at = 0;
-}
-
-static void
-fail_after(long n)
-{
-    attempts = 0;
-    fail_at = n;
-}
-
-TestSuite(buf, .init = install);
+/* Every test runs with the support library's counting, failing allocator
+ * (tests/support): tpt_alloc.live counts blocks not yet freed, so a leak
+ * fails the test in every build. */
+TestSuite(buf, .init = tpt_alloc_install);
 
 /* ---- Buffers ---- */
 
@@ -95,13 +30,13 @@ Test(buf, new_is_empty_terminated_with_one_reference)
     cr_assert_eq(b->data[0], '\0');
     memset(b->data, 'x', b->cap + 1); /* cap bytes plus the terminator are ours */
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 
     b = tp__buf_new(0);
     cr_assert_not_null(b);
     cr_assert_eq(b->data[0], '\0');
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, copy_keeps_bytes_and_terminates)
@@ -120,41 +55,41 @@ Test(buf, copy_keeps_bytes_and_terminates)
     cr_assert_eq(b->len, 0);
     cr_assert_str_eq(b->data, "");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, refcount_frees_on_the_last_unref_only)
 {
     tp__buf *b = tp__buf_copy("shared", 6);
-    cr_assert_eq(live, 1);
+    cr_assert_eq(tpt_alloc.live, 1);
     cr_assert_eq(tp__buf_ref(b), b);
     cr_assert_eq(tp__buf_ref(b), b);
     cr_assert_eq(b->refs, 3);
     tp__buf_unref(b);
     tp__buf_unref(b);
-    cr_assert_eq(live, 1, "freed while a reference was held");
+    cr_assert_eq(tpt_alloc.live, 1, "freed while a reference was held");
     cr_assert_eq(b->refs, 1);
     cr_assert_str_eq(b->data, "shared");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0, "the last unref must free");
+    cr_assert_eq(tpt_alloc.live, 0, "the last unref must free");
     tp__buf_unref(NULL); /* allowed */
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, new_refuses_sizes_that_overflow)
 {
-    fail_after(1); /* a bug that allocated would get NULL, not crash */
+    tpt_fail_after(1); /* a bug that allocated would get NULL, not crash */
     cr_assert_null(tp__buf_new(SIZE_MAX));
     cr_assert_null(tp__buf_new(SIZE_MAX - sizeof(tp__buf)));
-    cr_assert_eq(attempts, 0, "an impossible size must not reach the allocator");
+    cr_assert_eq(tpt_alloc.attempts, 0, "an impossible size must not reach the allocator");
 }
 
 Test(buf, out_of_memory_returns_null)
 {
-    fail_after(1);
+    tpt_fail_after(1);
     cr_assert_null(tp__buf_new(16));
     cr_assert_null(tp__buf_copy("abc", 3));
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 /* ---- The builder ---- */
@@ -201,7 +136,7 @@ Test(buf, sb_appends_and_grows)
     cr_assert_eq(b->refs, 1);
     cr_assert_null(sb.buf, "finish hands the buffer over");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
     free(want);
 }
 
@@ -214,9 +149,10 @@ Test(buf, sb_growth_is_geometric)
     cr_assert_eq(sb.buf->len, 1000000);
     /* 64 bytes doubled up to a million is 14 reallocations; one per append
      * would be a million. */
-    cr_assert_leq(reallocs, 20, "%ld reallocations for a million one-byte appends", reallocs);
+    cr_assert_leq(tpt_alloc.reallocs, 20, "%ld reallocations for a million one-byte appends",
+                  tpt_alloc.reallocs);
     tp__sb_free(&sb);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_init_zero_gives_a_usable_default)
@@ -230,7 +166,7 @@ Test(buf, sb_init_zero_gives_a_usable_default)
     tp__buf *b = tp__sb_finish(&sb);
     cr_assert_str_eq(b->data, "hello");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 static void
@@ -265,7 +201,7 @@ Test(buf, sb_int_extremes)
     expect_int(INT64_MIN + 1, "-9223372036854775807");
     expect_int(INT64_MAX - 1, "9223372036854775806");
     expect_int((int64_t)INT32_MIN, "-2147483648");
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_int_matches_printf)
@@ -288,15 +224,15 @@ Test(buf, sb_int_matches_printf)
 Test(buf, sb_failed_init_propagates_to_finish)
 {
     tp__sb sb;
-    fail_after(1);
+    tpt_fail_after(1);
     tp__sb_init(&sb, 16);
     cr_assert_eq(sb.failed, 1);
     tp__sb_puts(&sb, "ignored");
     tp__sb_int(&sb, 12345);
-    fail_at = 0; /* memory is back, but the builder stays failed */
+    tpt_fail_disarm(); /* memory is back, but the builder stays failed */
     tp__sb_append(&sb, "still ignored", 13);
     cr_assert_null(tp__sb_finish(&sb));
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_failed_growth_propagates_to_finish_without_leaking)
@@ -304,17 +240,17 @@ Test(buf, sb_failed_growth_propagates_to_finish_without_leaking)
     tp__sb sb;
     tp__sb_init(&sb, 8);
     tp__sb_puts(&sb, "1234");
-    fail_after(1);
+    tpt_fail_after(1);
     tp__sb_puts(&sb, "this does not fit in eight bytes");
     cr_assert_eq(sb.failed, 1);
-    fail_at = 0;
+    tpt_fail_disarm();
     tp__sb_puts(&sb, "x"); /* would fit, but the builder has failed */
     cr_assert_eq(sb.failed, 1);
     cr_assert_null(tp__sb_finish(&sb), "a builder that lost bytes must not hand out a buffer");
-    cr_assert_eq(live, 0, "finish must free the buffer of a failed builder");
+    cr_assert_eq(tpt_alloc.live, 0, "finish must free the buffer of a failed builder");
     cr_assert_null(sb.buf);
     tp__sb_free(&sb); /* after finish: harmless */
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_fails_the_nth_allocation_for_every_n)
@@ -327,19 +263,19 @@ Test(buf, sb_fails_the_nth_allocation_for_every_n)
     int completed = 0;
     for (long n = 1; n <= 12; n++) {
         tp__sb sb;
-        fail_after(n);
+        tpt_fail_after(n);
         tp__sb_init(&sb, 1);
         for (size_t off = 0; off < sizeof want; off += 50)
             tp__sb_append(&sb, want + off, 50);
         tp__buf *b = tp__sb_finish(&sb);
-        fail_at = 0;
+        tpt_fail_disarm();
         if (b != NULL) {
             cr_assert_eq(b->len, sizeof want);
             cr_assert_eq(memcmp(b->data, want, sizeof want), 0);
             tp__buf_unref(b);
             completed++;
         }
-        cr_assert_eq(live, 0, "leak when allocation %ld failed", n);
+        cr_assert_eq(tpt_alloc.live, 0, "leak when allocation %ld failed", n);
     }
     cr_assert_gt(completed, 0, "enough allocations must let it finish");
     cr_assert_lt(completed, 12, "the early failures must be seen");
@@ -355,13 +291,13 @@ Test(buf, sb_append_refuses_lengths_that_overflow)
     tp__sb_append(&sb, "x", SIZE_MAX - 2);
     cr_assert_eq(sb.failed, 1);
     cr_assert_null(tp__sb_finish(&sb));
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 
     tp__sb_init(&sb, 0);
     tp__sb_append(&sb, "x", SIZE_MAX);
     cr_assert_eq(sb.failed, 1);
     cr_assert_null(tp__sb_finish(&sb));
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_reset_reuses_the_buffer)
@@ -371,7 +307,7 @@ Test(buf, sb_reset_reuses_the_buffer)
     tp__sb_puts(&sb, "a long enough text to make the builder grow once or twice");
     tp__buf *kept = sb.buf;
     size_t cap = kept->cap;
-    long before = allocs + reallocs;
+    long before = tpt_alloc.mallocs + tpt_alloc.reallocs;
     tp__sb_reset(&sb);
     cr_assert_eq(sb.buf, kept, "reset keeps the buffer");
     cr_assert_eq(sb.buf->cap, cap);
@@ -379,24 +315,25 @@ Test(buf, sb_reset_reuses_the_buffer)
     cr_assert_str_eq(sb.buf->data, "");
     cr_assert_eq(sb.failed, 0);
     tp__sb_puts(&sb, "short");
-    cr_assert_eq(allocs + reallocs, before, "reuse within the capacity must not allocate");
+    cr_assert_eq(tpt_alloc.mallocs + tpt_alloc.reallocs, before,
+                 "reuse within the capacity must not allocate");
     cr_assert_str_eq(sb.buf->data, "short");
-    cr_assert_eq(live, 1);
+    cr_assert_eq(tpt_alloc.live, 1);
     tp__sb_free(&sb);
     cr_assert_null(sb.buf);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
     tp__sb_free(&sb); /* twice is harmless */
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_reset_recovers_a_failed_builder)
 {
     tp__sb sb;
     tp__sb_init(&sb, 8);
-    fail_after(1);
+    tpt_fail_after(1);
     tp__sb_puts(&sb, "more than eight bytes");
     cr_assert_eq(sb.failed, 1);
-    fail_at = 0;
+    tpt_fail_disarm();
     tp__sb_reset(&sb);
     cr_assert_eq(sb.failed, 0);
     tp__sb_puts(&sb, "more than eight bytes");
@@ -404,7 +341,7 @@ Test(buf, sb_reset_recovers_a_failed_builder)
     cr_assert_not_null(b);
     cr_assert_str_eq(b->data, "more than eight bytes");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }
 
 Test(buf, sb_reset_after_finish_or_failed_init_starts_over)
@@ -424,15 +361,15 @@ Test(buf, sb_reset_after_finish_or_failed_init_starts_over)
     tp__buf_unref(first);
     tp__buf_unref(second);
 
-    fail_after(1);
+    tpt_fail_after(1);
     tp__sb_init(&sb, 0);
     cr_assert_eq(sb.failed, 1);
-    fail_at = 0;
+    tpt_fail_disarm();
     tp__sb_reset(&sb);
     cr_assert_eq(sb.failed, 0);
     tp__sb_puts(&sb, "ok");
     tp__buf *b = tp__sb_finish(&sb);
     cr_assert_str_eq(b->data, "ok");
     tp__buf_unref(b);
-    cr_assert_eq(live, 0);
+    cr_assert_eq(tpt_alloc.live, 0);
 }

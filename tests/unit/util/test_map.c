@@ -12,74 +12,14 @@
 
 #include <criterion/criterion.h>
 
+#include "support.h"
 #include "transports.h"
 #include "util/map.h"
 
-/*
- * A counting, failing allocator, installed for every test of this file:
- * `live` counts blocks not yet freed, so a leak fails the test in every
- * build (LeakSanitizer's reports from Criterion's worker processes do not
- * fail the run). fail_after(n) fails the n-th allocation from then on and
- * every one after it, until disarm().
- */
-static long live, attempts, fail_at;
-
-static int
-should_fail(void)
-{
-    return fail_at > 0 && ++attempts >= fail_at;
-}
-
-static void *
-t_malloc(size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = malloc(n);
-    live += p != NULL;
-    return p;
-}
-
-static void *
-t_realloc(void *ptr, size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, n);
-    live += p != NULL && ptr == NULL;
-    return p;
-}
-
-static void
-t_free(void *ptr)
-{
-    live -= ptr != NULL;
-    free(ptr);
-}
-
-static void
-install(void)
-{
-    static const tp_allocator a = {t_malloc, t_realloc, t_free};
-    tp_set_allocator(&a);
-    live = attempts = fail_at = 0;
-}
-
-static void
-fail_after(long n)
-{
-    attempts = 0;
-    fail_at = n;
-}
-
-static void
-disarm(void)
-{
-    fail_at = 0;
-}
-
-/* A probing bug tends to loop forever: make it a failure instead. */
-TestSuite(map, .init = install, .timeout = 20);
+/* Every test runs with the support library's counting, failing allocator
+ * (tests/support): tpt_alloc.live counts blocks not yet freed, so a leak
+ * fails the test in every build. */
+TestSuite(map, .init = tpt_alloc_install, .timeout = 20);
 
 /* ---- Helpers ---- */
 
@@ -230,7 +170,7 @@ Test(map, lookup_compares_strings_not_pointers)
     cr_assert_eq(tp__map_get(&m, probe), val(9));
     cr_assert_eq(tp__map_del(&m, probe), val(9));
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, replace_keeps_len_and_takes_the_new_key_pointer)
@@ -285,7 +225,7 @@ Test(map, getn_matches_exactly_n_bytes)
     char buf[8] = {'a', 'l', 'p', 'h', 'a', 'b', 'e', 't'};
     cr_assert_eq(tp__map_getn(&m, buf, sizeof buf), val(2));
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, iteration_visits_every_key_exactly_once)
@@ -313,7 +253,7 @@ Test(map, iteration_visits_every_key_exactly_once)
     cr_assert_eq(tp__map_next(&m, &it, NULL, NULL), 0);
     cr_assert_eq(tp__map_next(&m, &it, NULL, NULL), 0);
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, load_stays_at_most_three_quarters)
@@ -330,7 +270,7 @@ Test(map, load_stays_at_most_three_quarters)
     }
     check_probe_runs(&m);
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, seeds_differ)
@@ -352,7 +292,7 @@ Test(map, same_keys_any_seed)
         }
         check_model(&m, ref, 300);
         tp__map_free(&m);
-        cr_assert_eq(live, 0, "%ld blocks leaked", live);
+        cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
     }
 }
 
@@ -430,7 +370,7 @@ Test(map, reserve_makes_the_next_puts_infallible)
         for (size_t i = 0; i < 5; i++)
             cr_assert_eq(tp__map_put(&m, keys[i], val(i + 1)), 0);
         cr_assert_eq(tp__map_reserve(&m, n), 0);
-        fail_after(1); /* every allocation from here on fails */
+        tpt_fail_after(1); /* every allocation from here on fails */
         for (size_t i = 5; i < 5 + n; i++)
             cr_assert_eq(tp__map_put(&m, keys[i], val(i + 1)), 0, "put %zu of %zu reserved failed",
                          i - 4, n);
@@ -443,12 +383,12 @@ Test(map, reserve_makes_the_next_puts_infallible)
         /* Reserving room the map already has does not allocate. */
         cr_assert_eq(tp__map_reserve(&m, 0), 0);
         cr_assert_eq(tp__map_reserve(&m, 1), 0);
-        disarm();
+        tpt_fail_disarm();
         for (size_t i = 0; i < 5 + n; i++)
             cr_assert_eq(tp__map_get(&m, keys[i]), i % 2 == 0 ? NULL : val(i + 2));
         check_probe_runs(&m);
         tp__map_free(&m);
-        cr_assert_eq(live, 0, "%ld blocks leaked", live);
+        cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
     }
 }
 
@@ -462,9 +402,9 @@ Test(map, failed_put_leaves_the_map_unchanged)
     for (size_t i = 0; i < 500; i++) {
         tp__map_slot *slots = m.slots;
         size_t cap = m.cap;
-        fail_after(1);
+        tpt_fail_after(1);
         int rc = tp__map_put(&m, keys[i], val(i + 1));
-        disarm();
+        tpt_fail_disarm();
         if (rc == 0) {
             /* No allocation was needed: the key went into the table. */
             cr_assert_eq(m.slots, slots);
@@ -488,29 +428,29 @@ Test(map, failed_put_leaves_the_map_unchanged)
 
     /* A failed reserve leaves the map as it was too. */
     size_t cap = m.cap;
-    fail_after(1);
+    tpt_fail_after(1);
     cr_assert_eq(tp__map_reserve(&m, 10000), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(m.cap, cap);
     check_model(&m, ref, 500);
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, first_put_fails_cleanly_on_an_empty_map)
 {
     tp__map m;
     tp__map_init(&m, 0);
-    fail_after(1);
+    tpt_fail_after(1);
     cr_assert_eq(tp__map_put(&m, "k", val(1)), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(m.len, 0);
     cr_assert_eq(m.cap, 0);
     cr_assert_null(tp__map_get(&m, "k"));
     cr_assert_eq(tp__map_put(&m, "k", val(1)), 0);
     cr_assert_eq(tp__map_get(&m, "k"), val(1));
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(map, reserve_refuses_sizes_that_overflow)
@@ -518,10 +458,10 @@ Test(map, reserve_refuses_sizes_that_overflow)
     tp__map m;
     tp__map_init(&m, 0);
     cr_assert_eq(tp__map_put(&m, "k", val(1)), 0);
-    fail_after(1); /* a bug that tried to allocate would fail here, not crash */
+    tpt_fail_after(1); /* a bug that tried to allocate would fail here, not crash */
     cr_assert_eq(tp__map_reserve(&m, SIZE_MAX - 1), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(tp__map_get(&m, "k"), val(1));
     tp__map_free(&m);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }

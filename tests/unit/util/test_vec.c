@@ -9,74 +9,14 @@
 
 #include <criterion/criterion.h>
 
+#include "support.h"
 #include "transports.h"
 #include "util/vec.h"
 
-/*
- * A counting, failing allocator, installed for every test of this file:
- * `live` counts blocks not yet freed, so a leak fails the test in every
- * build (LeakSanitizer's reports from Criterion's worker processes do not
- * fail the run). `calls` counts allocation calls. fail_after(n) fails the n-th allocation from then
- * on and every one after it, until disarm().
- */
-static long live, attempts, fail_at, calls;
-
-static int
-should_fail(void)
-{
-    calls++;
-    return fail_at > 0 && ++attempts >= fail_at;
-}
-
-static void *
-t_malloc(size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = malloc(n);
-    live += p != NULL;
-    return p;
-}
-
-static void *
-t_realloc(void *ptr, size_t n)
-{
-    if (should_fail())
-        return NULL;
-    void *p = realloc(ptr, n);
-    live += p != NULL && ptr == NULL;
-    return p;
-}
-
-static void
-t_free(void *ptr)
-{
-    live -= ptr != NULL;
-    free(ptr);
-}
-
-static void
-install(void)
-{
-    static const tp_allocator a = {t_malloc, t_realloc, t_free};
-    tp_set_allocator(&a);
-    live = attempts = fail_at = calls = 0;
-}
-
-static void
-fail_after(long n)
-{
-    attempts = 0;
-    fail_at = n;
-}
-
-static void
-disarm(void)
-{
-    fail_at = 0;
-}
-
-TestSuite(vec, .init = install);
+/* Every test runs with the support library's counting, failing allocator
+ * (tests/support): tpt_alloc.live counts blocks not yet freed, so a leak
+ * fails the test in every build. */
+TestSuite(vec, .init = tpt_alloc_install);
 
 static void *
 val(uintptr_t v)
@@ -92,7 +32,7 @@ Test(vec, init_is_empty)
     cr_assert_eq(v.cap, 0);
     tp__vec_free(&v); /* freeing an empty vec is fine */
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, push_appends_in_order)
@@ -115,7 +55,7 @@ Test(vec, push_appends_in_order)
     cr_assert_eq(tp__vec_push(&v, val(5)), 0, "a freed vec is empty and usable");
     cr_assert_eq(v.items[0], val(5));
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, growth_is_geometric)
@@ -123,10 +63,10 @@ Test(vec, growth_is_geometric)
     tp__vec v = TP__VEC_INIT;
     for (uintptr_t i = 0; i < 100000; i++)
         cr_assert_eq(tp__vec_push(&v, val(i)), 0);
-    long n = calls;
+    long n = tpt_alloc.calls;
     cr_assert_leq(n, 20, "%ld allocations for 100000 pushes", n);
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, reserve_makes_pushes_infallible)
@@ -138,16 +78,16 @@ Test(vec, reserve_makes_pushes_infallible)
                 cr_assert_eq(tp__vec_push(&v, val(i)), 0);
             cr_assert_eq(tp__vec_reserve(&v, n), 0);
             cr_assert_geq(v.cap - v.len, n);
-            fail_after(1);
+            tpt_fail_after(1);
             for (size_t i = 0; i < n; i++)
                 cr_assert_eq(tp__vec_push(&v, val(first + i)), 0,
                              "push %zu of %zu reserved (after %zu) failed", i + 1, n, first);
             cr_assert_eq(tp__vec_reserve(&v, 0), 0, "reserving nothing never allocates");
-            disarm();
+            tpt_fail_disarm();
             for (size_t i = 0; i < first + n; i++)
                 cr_assert_eq(v.items[i], val(i));
             tp__vec_free(&v);
-            cr_assert_eq(live, 0, "%ld blocks leaked", live);
+            cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
         }
     }
 }
@@ -163,15 +103,15 @@ Test(vec, reserve_is_for_n_more_not_n_in_total)
     for (uintptr_t i = 0; i < 10; i++)
         cr_assert_eq(v.items[i], val(i), "reserve must keep the items");
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, failed_push_leaves_the_vec_unchanged)
 {
     tp__vec v = TP__VEC_INIT;
-    fail_after(1);
+    tpt_fail_after(1);
     cr_assert_eq(tp__vec_push(&v, val(1)), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(v.len, 0);
     cr_assert_eq(v.cap, 0);
     cr_assert_null(v.items);
@@ -180,9 +120,9 @@ Test(vec, failed_push_leaves_the_vec_unchanged)
     for (uintptr_t i = 0; i < 300; i++) {
         void **items = v.items;
         size_t cap = v.cap;
-        fail_after(1);
+        tpt_fail_after(1);
         int rc = tp__vec_push(&v, val(i));
-        disarm();
+        tpt_fail_disarm();
         if (rc != 0) {
             cr_assert_eq(rc, -1);
             failures++;
@@ -198,28 +138,28 @@ Test(vec, failed_push_leaves_the_vec_unchanged)
     for (uintptr_t k = 0; k < 300; k++)
         cr_assert_eq(v.items[k], val(k));
 
-    fail_after(1);
+    tpt_fail_after(1);
     size_t cap = v.cap;
     cr_assert_eq(tp__vec_reserve(&v, 100000), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(v.cap, cap);
     cr_assert_eq(v.len, 300);
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, reserve_refuses_sizes_that_overflow)
 {
     tp__vec v = TP__VEC_INIT;
     tp__vec_push(&v, val(1));
-    fail_after(1);
+    tpt_fail_after(1);
     /* n * sizeof(void *) overflows size_t: refused, nothing allocated. */
     cr_assert_eq(tp__vec_reserve(&v, SIZE_MAX / 4), -1);
-    disarm();
+    tpt_fail_disarm();
     cr_assert_eq(v.len, 1);
     cr_assert_eq(v.items[0], val(1));
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 Test(vec, swap_remove_moves_the_last_item)
@@ -250,7 +190,7 @@ Test(vec, swap_remove_moves_the_last_item)
     cr_assert_eq(tp__vec_push(&v, val(9)), 0);
     cr_assert_eq(v.items[0], val(9));
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
 
 /* Items that know their index, as connections and subscriptions do. */
@@ -307,5 +247,5 @@ Test(vec, randomized_index_bookkeeping)
         }
     }
     tp__vec_free(&v);
-    cr_assert_eq(live, 0, "%ld blocks leaked", live);
+    cr_assert_eq(tpt_alloc.live, 0, "%ld blocks leaked", tpt_alloc.live);
 }
