@@ -180,6 +180,21 @@ dirty_remove(tp__model *m)
 }
 
 /* Makes v the model's pending host value (takes the reference). */
+static int set_pending(tp__model *m, json_t *v, tp_error *err);
+
+/* tp_session_set and tp_hub_set_shared: the value is checked now and
+ * becomes the model's pending value, published on the next sync. */
+static int
+host_set(tp__model *m, const char *value, tp_error *err)
+{
+    tp_error local;
+    json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
+    if (v == NULL)
+        return err ? err->code : local.code;
+    return set_pending(m, v, err);
+}
+
+/* Makes v the model's pending host value (takes the reference). */
 static int
 set_pending(tp__model *m, json_t *v, tp_error *err)
 {
@@ -390,11 +405,7 @@ tp_session_set(tp_session *s, const char *id, const char *value, tp_error *err)
         return tp__error_set(err, s ? TP_ENOTFOUND : TP_EARG,
                              "id: no private model \"%s\" in tenant \"%s\"", id ? id : "",
                              s ? s->tenant : "");
-    tp_error local;
-    json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
-    if (v == NULL)
-        return err ? err->code : local.code;
-    return set_pending(m, v, err);
+    return host_set(m, value, err);
 }
 
 TP_API char *
@@ -594,11 +605,7 @@ tp_hub_set_shared(tp_hub *hub, const char *sid, const char *value, tp_error *err
     tp__model *m = shared_model(hub, sid);
     if (m == NULL)
         return tp__error_set(err, TP_ENOTFOUND, "sid: no shared model \"%s\"", sid ? sid : "");
-    tp_error local;
-    json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
-    if (v == NULL)
-        return err ? err->code : local.code;
-    return set_pending(m, v, err);
+    return host_set(m, value, err);
 }
 
 TP_API char *

@@ -85,6 +85,21 @@ reply(tp_conn *c, const char *text)
     return r;
 }
 
+/* Sends n writes of shared model rw from c, each setting n to a new value. */
+static void
+write_rw(tp_conn *c, int n)
+{
+    static int next = 1;
+    for (int i = 0; i < n; i++, next++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\","
+                 "\"patch\":{\"n\":%d}}",
+                 next, next);
+        cr_assert_eq(tpt_feed(c, w), TP_OK);
+    }
+}
+
 static const char *
 str(const json_t *msg, const char *key)
 {
@@ -327,12 +342,7 @@ Test(proto, outbox_over_the_limit_closes_with_1013)
     l.max_outbox_bytes = 4096;
     setup_with(l);
     for (int i = 0; i < 100; i++) {
-        char w[160];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
-                 "\"n\":%d}}",
-                 i + 1, i);
-        tpt_feed(a, w);
+        write_rw(a, 1);
         json_decref(tpt_drain(a)); /* a keeps up; b never reads */
     }
     cr_assert_eq(tp_conn_close_code(b), 1013);
@@ -371,14 +381,7 @@ resume(const char *query)
 
 Test(proto, resume_sends_missed_patches_snapshots_and_removed)
 {
-    for (int i = 0; i < 3; i++) {
-        char w[160];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
-                 "\"n\":%d}}",
-                 i + 1, i);
-        tpt_feed(b, w);
-    }
+    write_rw(b, 3);
     tpt_drain_all(hub);
     json_t *m = resume("{\"type\":\"resume\",\"models\":["
                        "{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":2},"
@@ -404,14 +407,7 @@ Test(proto, resume_falls_back_to_snapshot)
     tp_limits l = {0};
     l.history_patches = 4;
     setup_with(l);
-    for (int i = 0; i < 10; i++) {
-        char w[160];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":{"
-                 "\"n\":%d}}",
-                 i + 1, i);
-        tpt_feed(b, w);
-    }
+    write_rw(b, 10);
     tpt_drain_all(hub);
     /* rev 3 is older than the 4 patches kept: a snapshot. */
     json_t *m =
