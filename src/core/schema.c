@@ -49,21 +49,6 @@ nomem(struct ctx *c)
 /* Fills c->err with "<path>: <reason>" and returns TP_ESCHEMA. */
 #define BAD(at, ...) ((void)tp__schema_fail(c->err, TP_ESCHEMA, (at), __VA_ARGS__), TP_ESCHEMA)
 
-static const char *
-json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER:
-    case JSON_REAL: return "number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "boolean";
-    default: return "null";
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Nodes                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -215,21 +200,21 @@ static int
 kw_string(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     (void)n;
-    return json_is_string(v) ? 0 : BAD(at, "must be a string, not %s", json_type_name(v));
+    return json_is_string(v) ? 0 : BAD(at, "must be a string, not %s", tp__schema_type_name(v));
 }
 
 static int
 kw_boolean(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     (void)n;
-    return json_is_boolean(v) ? 0 : BAD(at, "must be a boolean, not %s", json_type_name(v));
+    return json_is_boolean(v) ? 0 : BAD(at, "must be a boolean, not %s", tp__schema_type_name(v));
 }
 
 static int
 kw_examples(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     (void)n;
-    return json_is_array(v) ? 0 : BAD(at, "must be an array, not %s", json_type_name(v));
+    return json_is_array(v) ? 0 : BAD(at, "must be an array, not %s", tp__schema_type_name(v));
 }
 
 static int
@@ -281,7 +266,7 @@ kw_type(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg
             struct schema_seg seg = {at, NULL, NULL, i};
             unsigned bit;
             if (!json_is_string(t))
-                return BAD(&seg, "must be a string, not %s", json_type_name(t));
+                return BAD(&seg, "must be a string, not %s", tp__schema_type_name(t));
             if ((bit = type_bit(json_string_value(t))) == 0)
                 return BAD(&seg, "unknown type \"%.60s\"", json_string_value(t));
             mask |= bit;
@@ -345,7 +330,7 @@ COUNT_KEYWORD(kw_max_props, max_props)
     static int fn(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)    \
     {                                                                                              \
         if (!json_is_number(v))                                                                    \
-            return BAD(at, "must be a number, not %s", json_type_name(v));                         \
+            return BAD(at, "must be a number, not %s", tp__schema_type_name(v));                   \
         n->field = v;                                                                              \
         return 0;                                                                                  \
     }
@@ -367,7 +352,7 @@ static int
 kw_unique(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     if (!json_is_boolean(v))
-        return BAD(at, "must be a boolean, not %s", json_type_name(v));
+        return BAD(at, "must be a boolean, not %s", tp__schema_type_name(v));
     n->unique = json_is_true(v);
     return 0;
 }
@@ -376,7 +361,7 @@ static int
 kw_format(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     if (!json_is_string(v))
-        return BAD(at, "must be a string, not %s", json_type_name(v));
+        return BAD(at, "must be a string, not %s", tp__schema_type_name(v));
     /* date-time, date, time and uuid are checked; other formats annotate. */
     n->format = tp__schema_format_of(json_string_value(v));
     return 0;
@@ -440,7 +425,7 @@ kw_pattern(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_
 {
     tp_schema *s = c->s;
     if (!json_is_string(v))
-        return BAD(at, "must be a string, not %s", json_type_name(v));
+        return BAD(at, "must be a string, not %s", tp__schema_type_name(v));
     const char *src = json_string_value(v);
     size_t len = strlen(src);
     if (len != json_string_length(v))
@@ -496,7 +481,7 @@ kw_ref(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg 
     json_t *target;
     int rc;
     if (!json_is_string(v))
-        return BAD(at, "must be a string, not %s", json_type_name(v));
+        return BAD(at, "must be a string, not %s", tp__schema_type_name(v));
     if ((rc = resolve(c, json_string_value(v), at, &target)) != 0)
         return rc;
     /* The target's own path, so that its errors read the same from any $ref. */
@@ -511,7 +496,7 @@ kw_defs(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg
     json_t *sub;
     (void)n;
     if (!json_is_object(v))
-        return BAD(at, "must be an object, not %s", json_type_name(v));
+        return BAD(at, "must be an object, not %s", tp__schema_type_name(v));
     /* Every definition is compiled, used or not: none is left unchecked. */
     json_object_foreach(v, name, sub)
     {
@@ -586,7 +571,7 @@ kw_items(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_se
         return 0;
     }
     if (!json_is_object(v))
-        return BAD(at, "must be a schema or an array of schemas, not %s", json_type_name(v));
+        return BAD(at, "must be a schema or an array of schemas, not %s", tp__schema_type_name(v));
     return compile_sub(c, v, at, &n->items);
 }
 
@@ -598,7 +583,7 @@ kw_addl(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg
         return 0;
     }
     if (!json_is_object(v))
-        return BAD(at, "must be a boolean or a schema, not %s", json_type_name(v));
+        return BAD(at, "must be a boolean or a schema, not %s", tp__schema_type_name(v));
     return compile_sub(c, v, at, &n->addl);
 }
 
@@ -606,7 +591,7 @@ static int
 kw_property_names(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
     if (!json_is_object(v) && !json_is_boolean(v))
-        return BAD(at, "must be a schema, not %s", json_type_name(v));
+        return BAD(at, "must be a schema, not %s", tp__schema_type_name(v));
     return compile_sub(c, v, at, &n->names);
 }
 
@@ -618,7 +603,7 @@ kw_content_schema(struct ctx *c, struct schema_node *n, json_t *v, const struct 
     /* An annotation (2020-12): compiled so that it is checked like any
      * schema, never applied. pydantic writes it for Json[...] fields. */
     if (!json_is_object(v) && !json_is_boolean(v))
-        return BAD(at, "must be a schema, not %s", json_type_name(v));
+        return BAD(at, "must be a schema, not %s", tp__schema_type_name(v));
     return compile_sub(c, v, at, &ignored);
 }
 
@@ -628,7 +613,7 @@ kw_properties(struct ctx *c, struct schema_node *n, json_t *v, const struct sche
     const char *name;
     json_t *sub;
     if (!json_is_object(v))
-        return BAD(at, "must be an object, not %s", json_type_name(v));
+        return BAD(at, "must be an object, not %s", tp__schema_type_name(v));
     if ((n->props = tp__calloc(json_object_size(v), sizeof *n->props)) == NULL)
         return nomem(c);
     json_object_foreach(v, name, sub)
@@ -650,12 +635,12 @@ kw_required(struct ctx *c, struct schema_node *n, json_t *v, const struct schema
     json_t *name;
     (void)n;
     if (!json_is_array(v))
-        return BAD(at, "must be an array of strings, not %s", json_type_name(v));
+        return BAD(at, "must be an array of strings, not %s", tp__schema_type_name(v));
     json_array_foreach(v, i, name)
     {
         struct schema_seg seg = {at, NULL, NULL, i};
         if (!json_is_string(name))
-            return BAD(&seg, "must be a string, not %s", json_type_name(name));
+            return BAD(&seg, "must be a string, not %s", tp__schema_type_name(name));
     }
     /* Applied once every property is known: see finish_node. */
     return 0;
@@ -667,17 +652,17 @@ kw_discriminator(struct ctx *c, struct schema_node *n, json_t *v, const struct s
     const char *key;
     json_t *sub, *mapping = NULL;
     if (!json_is_object(v))
-        return BAD(at, "must be an object, not %s", json_type_name(v));
+        return BAD(at, "must be an object, not %s", tp__schema_type_name(v));
     json_object_foreach(v, key, sub)
     {
         struct schema_seg seg = {at, key, NULL, 0};
         if (strcmp(key, "propertyName") == 0) {
             if (!json_is_string(sub))
-                return BAD(&seg, "must be a string, not %s", json_type_name(sub));
+                return BAD(&seg, "must be a string, not %s", tp__schema_type_name(sub));
             n->discr = json_string_value(sub);
         } else if (strcmp(key, "mapping") == 0) {
             if (!json_is_object(sub))
-                return BAD(&seg, "must be an object, not %s", json_type_name(sub));
+                return BAD(&seg, "must be an object, not %s", tp__schema_type_name(sub));
             mapping = sub;
         } else {
             return BAD(&seg, "unsupported keyword");
@@ -696,7 +681,7 @@ kw_discriminator(struct ctx *c, struct schema_node *n, json_t *v, const struct s
         json_t *target;
         int rc;
         if (!json_is_string(sub))
-            return BAD(&seg, "must be a string, not %s", json_type_name(sub));
+            return BAD(&seg, "must be a string, not %s", tp__schema_type_name(sub));
         if ((rc = resolve(c, json_string_value(sub), &seg, &target)) != 0)
             return rc;
         struct schema_seg ptr = {NULL, NULL, json_string_value(sub), 0};
@@ -816,7 +801,8 @@ compile_node(struct ctx *c, struct schema_node *n, json_t *sch, const struct sch
         return 0;
     }
     if (!json_is_object(sch))
-        return BAD(at, "expected a schema (an object or a boolean), got %s", json_type_name(sch));
+        return BAD(at, "expected a schema (an object or a boolean), got %s",
+                   tp__schema_type_name(sch));
     n->src = sch;
     json_object_foreach(sch, key, v)
     {
@@ -1176,7 +1162,7 @@ tp_schema_new(const char *json_schema, tp_error *err)
     struct ctx ctx = {s, err, NULL, 0, 0}, *c = &ctx;
     int rc;
     if (!json_is_object(doc)) {
-        rc = BAD(NULL, "the root schema must be an object, not %s", json_type_name(doc));
+        rc = BAD(NULL, "the root schema must be an object, not %s", tp__schema_type_name(doc));
     } else {
         /* The root is registered like any $ref target: "#" names it. */
         rc = get_or_compile(c, doc, NULL, &s->root);

@@ -275,8 +275,8 @@ fmt_types(char *buf, size_t cap, unsigned mask)
 }
 
 /* The name of a value's JSON type: every number is a "number". */
-static const char *
-type_name(const json_t *v)
+const char *
+tp__schema_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "object";
@@ -479,7 +479,7 @@ fail_type(tp_error *err, const struct schema_seg *at, unsigned mask, const json_
     if (err == NULL)
         return -1;
     fmt_types(want, sizeof want, mask);
-    return FAIL(at, "expected %s, got %s", want, type_name(v));
+    return FAIL(at, "expected %s, got %s", want, tp__schema_type_name(v));
 }
 
 /* Shows a string for a message: `"x"`, or `field name "x"` for a key. */

@@ -212,4 +212,8 @@ const char *tp__schema_format_name(enum tp__sformat f);
 /* tp__schema_format_ok checks a string of len bytes against a format. */
 bool tp__schema_format_ok(enum tp__sformat f, const char *s, size_t len);
 
+/* tp__schema_type_name names a value's JSON type as messages do: every
+ * number is a "number" (schema_check.c). */
+const char *tp__schema_type_name(const json_t *v);
+
 #endif /* TP_CORE_SCHEMA_INT_H */
