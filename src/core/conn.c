@@ -115,7 +115,7 @@ send_literal(tp_conn *c, const char *text)
 TP_API tp_conn *
 tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
 {
-    tp_session *s = tp_hub_tenant(hub, tenant);
+    tp_session *s = tp__hub_session(hub, tenant, 0);
     if (s == NULL) {
         size_t n = tenant ? strnlen(tenant, TP__KEY_MAX + 1) : 0;
         if (n == 0 || n > TP__KEY_MAX)
@@ -127,6 +127,7 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     tp_conn *c = tp__calloc(1, sizeof *c);
     if (c == NULL || tp__vec_push(&s->conns, c) != 0) {
         tp__free(c);
+        tp__session_release(s);
         tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
     }
@@ -181,6 +182,8 @@ tp_conn_close(tp_conn *c)
     tp__buf_unref(c->taken);
     tp__sb_free(&c->frame);
     tp__free(c);
+    if (!s->hub->freeing)
+        tp__session_release(s);
 }
 
 TP_API const char *

@@ -97,6 +97,7 @@ tp_hub_free(tp_hub *hub)
 {
     if (hub == NULL)
         return;
+    hub->freeing = 1;
     void *v;
     for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);)
         session_free(v);
@@ -277,18 +278,21 @@ dump_value(const tp__model *m)
 
 /* ---- Sessions and private models ---- */
 
-TP_API tp_session *
-tp_hub_tenant(tp_hub *hub, const char *tenant)
+tp_session *
+tp__hub_session(tp_hub *hub, const char *tenant, int pin)
 {
     if (!valid_key(tenant))
         return NULL;
     tp_session *s = tp__map_get(&hub->tenants, tenant);
-    if (s != NULL)
+    if (s != NULL) {
+        s->pinned |= pin;
         return s;
+    }
     s = tp__calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
     s->hub = hub;
+    s->pinned = pin;
     s->next_id = 1;
     s->tenant = tp__strdup(tenant);
     json_t *jt = json_string(tenant);
@@ -305,6 +309,26 @@ tp_hub_tenant(tp_hub *hub, const char *tenant)
         return NULL;
     }
     return s;
+}
+
+TP_API tp_session *
+tp_hub_tenant(tp_hub *hub, const char *tenant)
+{
+    /* The host holds on to what this returns: the session lives as long as
+     * the hub. */
+    return tp__hub_session(hub, tenant, 1);
+}
+
+void
+tp__session_release(tp_session *s)
+{
+    /* A session that only connections made (the key function let a client
+     * name any tenant) goes with its last connection when it holds
+     * nothing, so clients cannot grow the hub by naming new tenants. */
+    if (s->pinned || s->conns.len > 0 || s->models.len > 0 || s->subs.len > 0)
+        return;
+    tp__map_del(&s->hub->tenants, s->tenant);
+    session_free(s);
 }
 
 TP_API const char *
@@ -527,7 +551,7 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
         return TP_ENOTFOUND;
     if (!valid_key(tenant))
         return TP_EARG;
-    tp_session *s = tp_hub_tenant(hub, tenant);
+    tp_session *s = tp__hub_session(hub, tenant, 0);
     if (s == NULL)
         return TP_ENOMEM;
     tp__sub *sub = tp__session_sub(s, m->id);
@@ -545,6 +569,7 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
     if (sub == NULL || tp__vec_reserve(&m->subs, 1) != 0 ||
         tp__map_put(&s->subs, m->id, sub) != 0) {
         tp__free(sub);
+        tp__session_release(s);
         return TP_ENOMEM;
     }
     sub->session = s;
@@ -572,6 +597,7 @@ sub_remove(tp__sub *sub, int notify)
         moved->idx = sub->idx;
     tp__map_del(&s->subs, m->id);
     tp__free(sub);
+    tp__session_release(s);
 }
 
 TP_API int

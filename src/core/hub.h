@@ -30,6 +30,7 @@
 #define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
 #define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
 #define TP__ENVELOPE 1024         /* room for a snapshot's envelope around its value */
+#define TP__MAX_STAMPS 4096       /* lww-map fields per model, tombstones included */
 
 typedef enum { TP__LWW, TP__LWW_MAP, TP__CUSTOM } tp__merge_kind;
 
@@ -123,6 +124,7 @@ struct tp_session {
     tp__vec conns;   /* tp_conn *, each knowing its index here */
     tp__map clients; /* client id -> tp__client * */
     uint64_t client_uses;
+    int pinned; /* handed to the host by tp_hub_tenant: lives as long as the hub */
 };
 
 enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };
@@ -171,9 +173,14 @@ struct tp_hub {
 
     int64_t hlc_wall, hlc_count; /* the hybrid logical clock of lww-map stamps */
     uint64_t mark_gen;           /* the last mark handed out to a resume */
+    int freeing;                 /* tp_hub_free is running: sessions go all at once */
 };
 
 /* ---- hub.c ---- */
+/* tp__hub_session finds or makes a tenant's session; pin: the host keeps it. */
+tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
+/* tp__session_release frees an unpinned session that holds nothing. */
+void tp__session_release(tp_session *s);
 int64_t tp__hub_now(tp_hub *hub);
 /* tp__publish_pending publishes a model's pending host value, if any: returns
  * the members changed (0: none, or nothing pending) or a negative code. */

@@ -155,6 +155,7 @@ lww_map_change(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp__ch
 {
     const char *key;
     json_t *pv;
+    size_t fresh = 0;
     ch->stamped = 1;
     ch->stamp = *stamp;
     json_object_foreach((json_t *)patch, key, pv)
@@ -162,6 +163,12 @@ lww_map_change(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp__ch
         const tp__stamp_entry *cur = tp__map_get(&m->stamps, key);
         if (cur != NULL && tp__stamp_cmp(stamp, &cur->st) <= 0)
             continue; /* an equal or later write already holds the field */
+        /* Stamps outlive their fields (tombstones): bound them, or a client
+         * could grow a model without end by deleting fields it invents. */
+        if (cur == NULL && m->stamps.len + ++fresh > TP__MAX_STAMPS)
+            return tp__error_set(err, TP_EINVALID,
+                                 "%s: the model has too many fields, deleted ones included (%d)",
+                                 key, TP__MAX_STAMPS);
         json_t *was = json_object_get(m->value, key);
         json_t *nv = NULL;
         if (!json_is_null(pv) && (nv = tp__json_strip_nulls(pv)) == NULL)

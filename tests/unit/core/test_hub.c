@@ -368,3 +368,31 @@ Test(hub, custom_key_function_and_requests)
     cr_assert_null(tp_request_query(req, "nope"));
     tp_request_free(req);
 }
+
+#include "core/hub.h"
+
+/* Clients cannot grow the hub by naming tenants: a session that only a
+ * connection made goes with its last connection when it holds nothing. */
+Test(hub, sessions_made_by_connections_alone_are_released)
+{
+    size_t before = hub->tenants.len;
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ghost-%d", i);
+        tp_conn *c = tp_conn_open(hub, name, 0, NULL);
+        cr_assert_not_null(c);
+        tpt_feed(c, "{\"type\":\"ping\",\"ref\":1,\"client\":\"k\"}");
+        tp_conn_close(c);
+    }
+    cr_assert_eq(hub->tenants.len, before);
+    /* A session the host asked for, or one with a subscription, stays. */
+    tp_session *kept = tp_hub_tenant(hub, "host-made");
+    tp_conn_close(tp_conn_open(hub, "host-made", 0, NULL));
+    cr_assert_eq(tp_hub_tenant(hub, "host-made"), kept);
+    const char *sid = tp_hub_share(hub, doc, "{\"title\":\"s\"}", NULL, NULL);
+    tp_hub_subscribe(hub, "sub-only", sid, TP_READ);
+    tp_conn_close(tp_conn_open(hub, "sub-only", 0, NULL));
+    cr_assert_eq(hub->tenants.len, before + 2);
+    tp_hub_unsubscribe(hub, "sub-only", sid);
+    cr_assert_eq(hub->tenants.len, before + 1, "released with its last subscription");
+}

@@ -300,3 +300,36 @@ Test(merge, builtins_called_directly)
     json_decref(want_lww);
     json_decref(want_map);
 }
+
+Test(merge, lww_map_tombstones_are_bounded)
+{
+    tp_schema *any = tp_schema_new("{\"title\":\"Any\",\"type\":\"object\"}", NULL);
+    tp_hub *hub = new_hub();
+    tp_hub_share_as(hub, "m", any, "{}", &tp_lww_map_crdt, NULL);
+    tp_hub_subscribe(hub, "t", "m", TP_WRITE);
+    tp_conn *c = tp_conn_open(hub, "t", 0, NULL);
+    json_decref(tpt_drain(c));
+    /* Invented fields, deleted at once: each leaves a tombstone. */
+    int refused = 0;
+    for (int i = 0; i < 4200; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"m\",\"ref\":%d,"
+                 "\"patch\":{\"f%d\":null}}",
+                 i + 1, i);
+        tpt_feed(c, w);
+        json_t *m = tpt_drain(c);
+        json_t *e = tpt_find(m, "error");
+        if (e != NULL) {
+            cr_assert_str_eq(str(e, "code"), "invalid");
+            cr_assert(strstr(str(e, "message"), "too many fields") != NULL);
+            refused++;
+        }
+        json_decref(m);
+        now += 1; /* new stamps, never a tie */
+    }
+    cr_assert_eq(refused, 4200 - 4096);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+    tp_schema_free(any);
+}
