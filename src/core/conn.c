@@ -534,7 +534,8 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark)
     int64_t rev = json_integer_value(json_object_get(e, "rev"));
     /* The client may not know its access when it changed at or after its
      * rev: a snapshot tells it. */
-    int access_known = !shared || rev > tp__session_sub(c->session, m->id)->access_rev;
+    int access_known =
+        (!shared || rev > tp__session_sub(c->session, m->id)->access_rev) && rev > m->reborn;
     if (rev == m->rev && access_known)
         return;
     long i = access_known ? tp__model_history_find(m, rev) : -1;
@@ -553,7 +554,8 @@ handle_resume(tp_conn *c, const json_t *msg)
     const json_t *models = json_object_get(msg, "models");
     if (check_resume(models, &err) != 0 ||
         set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        send_error(c, 0, 0, err.code, err.message);
+        const json_t *jref = json_object_get(msg, "ref");
+        send_error(c, json_is_integer(jref), json_integer_value(jref), err.code, err.message);
         if (c->state != TP__CONN_AWAIT_RESUME)
             return;
         models = NULL; /* PROTOCOL.md: then handled as an empty resume */

@@ -61,8 +61,46 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
     hub->seed = tp__seed(hub);
     tp__map_init(&hub->tenants, hub->seed);
     tp__map_init(&hub->shared, hub->seed ^ 0x9e3779b97f4a7c15ULL);
+    tp__map_init(&hub->gone_sids, hub->seed ^ 0x6);
     tp__error_clear(err);
     return hub;
+}
+
+/*
+ * Ids that named a model or a subscription once. When one names a new model
+ * or subscription, a client away since may still hold revs of the old one
+ * and list them in a resume: those get a snapshot (tp__model.reborn,
+ * tp__sub.access_rev). Keys and values are the same owned copy.
+ */
+static int
+remember_gone(tp__map *gone, const char *id)
+{
+    if (tp__map_get(gone, id) != NULL)
+        return TP_OK;
+    char *copy = tp__strdup(id);
+    if (copy == NULL || tp__map_put(gone, copy, copy) != 0) {
+        tp__free(copy);
+        return TP_ENOMEM;
+    }
+    return TP_OK;
+}
+
+/* Forgets a gone id; returns 1 when it was there. */
+static int
+take_gone(tp__map *gone, const char *id)
+{
+    char *copy = tp__map_del(gone, id);
+    tp__free(copy);
+    return copy != NULL;
+}
+
+static void
+gone_free(tp__map *gone)
+{
+    void *v;
+    for (size_t it = 0; tp__map_next(gone, &it, NULL, &v);)
+        tp__free(v);
+    tp__map_free(gone);
 }
 
 static void
@@ -87,6 +125,8 @@ session_free(tp_session *s)
         tp__free(cl);
     }
     tp__map_free(&s->clients);
+    gone_free(&s->gone);
+    gone_free(&s->gone_ids);
     tp__free(s->tenant_json);
     tp__free(s->tenant);
     tp__free(s);
@@ -105,6 +145,7 @@ tp_hub_free(tp_hub *hub)
     for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);)
         tp__model_free(v);
     tp__map_free(&hub->shared);
+    gone_free(&hub->gone_sids);
     tp__vec_free(&hub->dirty);
     tp__vec_free(&hub->ready);
     tp__free(hub);
@@ -301,6 +342,8 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
     tp__map_init(&s->models, hub->seed ^ 0x1);
     tp__map_init(&s->subs, hub->seed ^ 0x2);
     tp__map_init(&s->clients, hub->seed ^ 0x3);
+    tp__map_init(&s->gone, hub->seed ^ 0x4);
+    tp__map_init(&s->gone_ids, hub->seed ^ 0x5);
     if (s->tenant == NULL || s->tenant_json == NULL ||
         tp__map_put(&hub->tenants, s->tenant, s) != 0) {
         tp__free(s->tenant_json);
@@ -325,7 +368,8 @@ tp__session_release(tp_session *s)
     /* A session that only connections made (the key function let a client
      * name any tenant) goes with its last connection when it holds
      * nothing, so clients cannot grow the hub by naming new tenants. */
-    if (s->pinned || s->conns.len > 0 || s->models.len > 0 || s->subs.len > 0)
+    if (s->pinned || s->conns.len > 0 || s->models.len > 0 || s->subs.len > 0 || s->gone.len > 0 ||
+        s->gone_ids.len > 0)
         return;
     tp__map_del(&s->hub->tenants, s->tenant);
     session_free(s);
@@ -391,6 +435,7 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
         return NULL;
     }
     m->owner = s;
+    m->reborn = take_gone(&s->gone_ids, m->id);
     announce(s, m, TP_WRITE);
     tp__error_clear(err);
     return m->id;
@@ -452,6 +497,8 @@ tp_session_delete(tp_session *s, const char *id)
     tp__model *m = private_model(s, id);
     if (m == NULL)
         return TP_ENOTFOUND;
+    if (remember_gone(&s->gone_ids, m->id) != TP_OK)
+        return TP_ENOMEM;
     tp__buf *msg = tp__msg_removed(m);
     tell(s, msg);
     tp__buf_unref(msg);
@@ -524,6 +571,7 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
         m->kind = TP__LWW;
     else
         m->kind = TP__CUSTOM;
+    m->reborn = take_gone(&hub->gone_sids, m->id);
     tp__error_clear(err);
     return m->id;
 }
@@ -575,18 +623,26 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
     sub->session = s;
     sub->model = m;
     sub->access = access;
-    sub->access_rev = m->rev;
+    /* A first subscription: any rev a client lists came from it, with this
+     * access. Subscribed again after an unsubscription: a client away since
+     * may hold the old subscription's revs and access. */
+    sub->access_rev = take_gone(&s->gone, m->id) ? m->rev : 0;
     sub->idx = m->subs.len;
     tp__vec_push(&m->subs, sub); /* reserved */
     announce(s, m, access);
     return TP_OK;
 }
 
+/* Removes a subscription. `gone` is a copy of the sid (or NULL) that the
+ * session keeps, so that subscribing again knows a client may hold the old
+ * subscription's revs (tp__sub.access_rev). */
 static void
-sub_remove(tp__sub *sub, int notify)
+sub_remove(tp__sub *sub, int notify, char *gone)
 {
     tp__model *m = sub->model;
     tp_session *s = sub->session;
+    if (gone != NULL)
+        tp__map_put(&s->gone, gone, gone); /* reserved by the caller */
     if (notify) {
         tp__buf *msg = tp__msg_removed(m);
         tell(s, msg);
@@ -607,7 +663,12 @@ tp_hub_unsubscribe(tp_hub *hub, const char *tenant, const char *sid)
     tp__sub *sub = s && sid ? tp__session_sub(s, sid) : NULL;
     if (sub == NULL)
         return TP_ENOTFOUND;
-    sub_remove(sub, 1);
+    char *gone = tp__strdup(sid);
+    if (gone == NULL || tp__map_reserve(&s->gone, 1) != 0) {
+        tp__free(gone);
+        return TP_ENOMEM;
+    }
+    sub_remove(sub, 1, gone);
     return TP_OK;
 }
 
@@ -617,8 +678,17 @@ tp_hub_unshare(tp_hub *hub, const char *sid)
     tp__model *m = shared_model(hub, sid);
     if (m == NULL)
         return TP_ENOTFOUND;
-    while (m->subs.len > 0)
-        sub_remove(m->subs.items[m->subs.len - 1], 1);
+    if (remember_gone(&hub->gone_sids, m->id) != TP_OK)
+        return TP_ENOMEM;
+    while (m->subs.len > 0) {
+        tp__sub *sub = m->subs.items[m->subs.len - 1];
+        char *gone = tp__strdup(m->id);
+        if (gone != NULL && tp__map_reserve(&sub->session->gone, 1) != 0) {
+            tp__free(gone);
+            gone = NULL; /* out of memory: the sid is in hub->gone_sids all the same */
+        }
+        sub_remove(sub, 1, gone);
+    }
     dirty_remove(m);
     tp__map_del(&hub->shared, m->id);
     tp__model_free(m);

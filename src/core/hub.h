@@ -67,6 +67,9 @@ typedef struct tp__model {
     json_t *value; /* a root object without null members; below the root, immutable */
     size_t bytes;  /* the encoded size of value (an upper bound), kept for the size limit */
     int64_t rev;
+    /* 1 when the id named an earlier model (deleted, unshared): a client
+     * may list the old model's revs in a resume; rev 1 gets a snapshot. */
+    int64_t reborn;
     json_t *pending;  /* a host value waiting for the next sync, or NULL */
     size_t dirty_idx; /* index in hub->dirty while pending != NULL */
 
@@ -97,8 +100,12 @@ struct tp__sub {
     tp_session *session;
     tp__model *model;
     tp_access access;
-    int64_t access_rev; /* the model's rev when access last changed: resume sends a snapshot */
-    size_t idx;         /* index in model->subs */
+    /* The model's rev when the tenant's access last changed, or when it
+     * subscribed again after an unsubscription (0: never): a client that
+     * resumes from a rev at or below it may hold a stale access, and gets a
+     * snapshot. */
+    int64_t access_rev;
+    size_t idx; /* index in model->subs */
 };
 
 /* What one client id's writes came to, for exactly-once delivery. */
@@ -120,9 +127,11 @@ struct tp_session {
     char *tenant_json; /* the tenant key as a JSON string, for `hello` */
     tp__map models;    /* private id -> tp__model * */
     uint64_t next_id;
-    tp__map subs;    /* sid -> tp__sub * */
-    tp__vec conns;   /* tp_conn *, each knowing its index here */
-    tp__map clients; /* client id -> tp__client * */
+    tp__map subs;     /* sid -> tp__sub * */
+    tp__map gone;     /* sids this tenant was unsubscribed from (hub.c, remember_gone) */
+    tp__map gone_ids; /* private ids of deleted models */
+    tp__vec conns;    /* tp_conn *, each knowing its index here */
+    tp__map clients;  /* client id -> tp__client * */
     uint64_t client_uses;
     int pinned; /* handed to the host by tp_hub_tenant: lives as long as the hub */
 };
@@ -162,8 +171,9 @@ struct tp_hub {
     tp_limits limits;
     unsigned tick_ms;
 
-    tp__map tenants; /* tenant -> tp_session * */
-    tp__map shared;  /* sid -> tp__model * */
+    tp__map tenants;   /* tenant -> tp_session * */
+    tp__map shared;    /* sid -> tp__model * */
+    tp__map gone_sids; /* sids of unshared models (hub.c, remember_gone) */
     uint64_t next_sid;
     uint64_t next_conn;
     uint64_t seed;

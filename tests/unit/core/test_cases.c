@@ -7,10 +7,6 @@
  * server sends with the case's expectations, exactly. The JavaScript
  * client's tests read the same files, so the two cannot drift.
  *
- * tests/cases/proto-pending/ holds cases that show a disagreement between
- * the server and PROTOCOL.md: they run, are reported, and do not fail the
- * suite (a pending case that passes asks to be moved to proto/).
- *
  * TP_CASE=<substring> runs only the cases whose directory contains it.
  */
 #include <criterion/criterion.h>
@@ -1112,12 +1108,9 @@ is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/*
- * Runs every case of a topic. must_pass 0 is for the pending cases: their
- * failures are reported, not counted.
- */
+/* Runs every case of a topic; each failure is printed, and any fails the test. */
 static void
-run_topic(const char *topic, int must_pass)
+run_topic(const char *topic)
 {
     char **dirs;
     size_t n = tpt_case_dirs(topic, &dirs);
@@ -1128,32 +1121,23 @@ run_topic(const char *topic, int must_pass)
             continue;
         ran++;
         char *failure = run_case(topic, dirs[i]);
-        if (failure != NULL && must_pass) {
+        if (failure != NULL) {
             fprintf(stderr, "FAIL %s\n\n", failure);
             failed++;
-        } else if (failure != NULL) {
-            fprintf(stderr, "pending (a known disagreement, not counted): %s\n\n", failure);
-        } else if (!must_pass) {
-            fprintf(stderr, "pending case %s now passes: move it to tests/cases/proto/\n", dirs[i]);
         }
         free(failure);
     }
     tpt_free_dirs(dirs, n);
-    cr_assert(only != NULL || !must_pass || ran > 0, "no %s cases found", topic);
+    cr_assert(only != NULL || ran > 0, "no %s cases found", topic);
     cr_assert_eq(failed, 0, "%zu of %zu %s cases failed (see above)", failed, ran, topic);
 }
 
 Test(cases, proto)
 {
-    run_topic("proto", 1);
+    run_topic("proto");
 }
 
 Test(cases, merge)
 {
-    run_topic("merge", 1);
-}
-
-Test(cases, proto_pending)
-{
-    run_topic("proto-pending", 0);
+    run_topic("merge");
 }

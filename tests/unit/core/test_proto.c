@@ -630,3 +630,36 @@ Test(proto, models_stay_within_the_message_limit)
     assert_error(a, w, "invalid", "bytes, over the limit");
     cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 2);
 }
+
+/* A client away while a model was deleted and another hosted under the
+ * same id, or while its tenant was unsubscribed and subscribed again, may
+ * list the old revs: it gets a snapshot, never patches of the new model. */
+Test(proto, resume_after_an_id_or_subscription_was_reused)
+{
+    tp_session *s = tp_hub_tenant(hub, "alice");
+    cr_assert_eq(tp_session_delete(s, "n"), TP_OK);
+    cr_assert_not_null(tp_session_host_as(s, "n", doc, "{\"title\":\"again\"}", NULL));
+    cr_assert_eq(tp_hub_unsubscribe(hub, "alice", "rw"), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "rw", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_unshare(hub, "ro"), TP_OK);
+    cr_assert_not_null(tp_hub_share_as(hub, "ro", doc, "{\"title\":\"ro2\"}", NULL, NULL));
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "ro", TP_READ), TP_OK);
+    tpt_drain_all(hub);
+    json_t *m = resume("{\"type\":\"resume\",\"models\":["
+                       "{\"scope\":\"private\",\"id\":\"n\",\"rev\":1},"
+                       "{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":1},"
+                       "{\"scope\":\"shared\",\"id\":\"ro\",\"rev\":1}]}");
+    cr_assert_eq(tpt_count(m, "snapshot"), 3, "every listed model: a snapshot");
+    cr_assert_str_eq(str(json_object_get(json_array_get(m, 0), "value"), "title"), "again");
+    json_decref(m);
+    /* A first subscription is not an access change: nothing to send. */
+    tp_hub_subscribe(hub, "carol", "rw", TP_WRITE);
+    tp_conn *c = tp_conn_open(hub, "carol", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    tpt_feed(c,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":1}]}");
+    m = tpt_drain(c);
+    cr_assert_eq(json_array_size(m), 1, "just synced");
+    json_decref(m);
+    tp_conn_close(c);
+}
