@@ -49,7 +49,11 @@ msg_error(int has_ref, json_int_t ref, int code, const char *message)
 static void
 send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *message)
 {
-    tp__buf *b = msg_error(has_ref, ref, code, message);
+    /* Messages built here quote what the client sent, cut to fit. */
+    char repaired[256];
+    snprintf(repaired, sizeof repaired, "%s", message);
+    tp__utf8_repair(repaired);
+    tp__buf *b = msg_error(has_ref, ref, code, repaired);
     tp__conn_send(c, b);
     tp__buf_unref(b);
 }
@@ -374,11 +378,14 @@ parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
 {
     const json_t *wall = json_object_get(jts, "wall");
     const json_t *count = json_object_get(jts, "count");
+    /* The count is bounded so that the hub's clock, which counts on from
+     * every ts it accepts, can never overflow. */
     if (!json_is_object(jts) || !json_is_integer(wall) || !json_is_integer(count) ||
-        json_integer_value(wall) < 0 || json_integer_value(count) < 0)
-        return tp__error_set(
-            err, TP_EBADREQUEST,
-            "ts: expected {\"wall\": milliseconds, \"count\": integer}, both >= 0");
+        json_integer_value(wall) < 0 || json_integer_value(count) < 0 ||
+        json_integer_value(count) > TP__TS_COUNT_MAX)
+        return tp__error_set(err, TP_EBADREQUEST,
+                             "ts: expected {\"wall\": milliseconds >= 0, \"count\": 0 to %d}",
+                             TP__TS_COUNT_MAX);
     st->wall = json_integer_value(wall);
     st->count = json_integer_value(count);
     return 0;

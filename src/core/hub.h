@@ -25,12 +25,13 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define TP__FRAME_MAX (64 * 1024) /* PROTOCOL.md: a batch frame is at most 64 KiB */
-#define TP__KEY_MAX 256           /* tenant keys, model ids, sids */
-#define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
-#define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
-#define TP__ENVELOPE 1024         /* room for a snapshot's envelope around its value */
-#define TP__MAX_STAMPS 4096       /* lww-map fields per model, tombstones included */
+#define TP__FRAME_MAX (64 * 1024)   /* PROTOCOL.md: a batch frame is at most 64 KiB */
+#define TP__KEY_MAX 256             /* tenant keys, model ids, sids */
+#define TP__CLIENT_ID_MAX 64        /* PROTOCOL.md: client ids */
+#define TP__OUTCOMES 256            /* PROTOCOL.md: outcomes remembered per client id */
+#define TP__ENVELOPE 1024           /* room for a snapshot's envelope around its value */
+#define TP__MAX_STAMPS 4096         /* lww-map fields per model, tombstones included */
+#define TP__TS_COUNT_MAX 2147483647 /* the largest `count` of a client's ts */
 
 typedef enum { TP__LWW, TP__LWW_MAP, TP__CUSTOM } tp__merge_kind;
 

@@ -14,6 +14,10 @@
  * can write `return tp__error_set(err, TP_EINVALID, "...", ...)`. */
 int tp__error_set(tp_error *err, int code, const char *fmt, ...) TP__PRINTF(3, 4);
 
+/* tp__utf8_repair replaces every byte of s that does not belong to a valid
+ * UTF-8 sequence (a sequence cut short by truncation included) with '?'. */
+void tp__utf8_repair(char *s);
+
 /* tp__error_clear sets err (when not NULL) to TP_OK with an empty message. */
 void tp__error_clear(tp_error *err);
 

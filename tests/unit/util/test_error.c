@@ -39,3 +39,21 @@ Test(error, long_messages_are_truncated_not_overflowed)
     tp__error_set(&err, TP_EINVALID, "%s", big);
     cr_assert_eq(strlen(err.message), sizeof err.message - 1);
 }
+
+Test(error, messages_stay_utf8_when_cut)
+{
+    tp_error err;
+    char id[400] = "";
+    for (int i = 0; i < 150; i++)
+        strcat(id, "\xc3\xa9"); /* é */
+    /* %.5s cuts é in half; the 256-byte message cuts the rest. */
+    tp__error_set(&err, TP_ENOTFOUND, "id: \"%.5s\" or %s", id, id);
+    for (const unsigned char *p = (const unsigned char *)err.message; *p; p++)
+        cr_assert(*p < 0x80 || *p == 0xc3 || *p == 0xa9 || *p == '?', "byte %02x", *p);
+    cr_assert(strstr(err.message, "\xc3\xa9\xc3\xa9?\"") != NULL, "%s", err.message);
+    size_t n = strlen(err.message);
+    cr_assert(err.message[n - 1] == '?' || (unsigned char)err.message[n - 1] == 0xa9);
+    char bad[] = "a\xed\xa0\x80 b\xf5 c\xc0\xaf d\xe2\x82";
+    tp__utf8_repair(bad);
+    cr_assert_str_eq(bad, "a??? b? c?? d??");
+}
