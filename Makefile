@@ -2,12 +2,14 @@
 #   make test   installs what is missing, builds, runs every test (plain, then
 #               under AddressSanitizer and UndefinedBehaviorSanitizer)
 #   make bench  builds and runs the benchmarks (figures, not pass/fail)
+#   make fuzz   builds the libFuzzer targets with clang in build-fuzz/ and runs each for
+#               FUZZ_SECONDS (tests/fuzz/README.md); not part of make test
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan test test-plain test-asan bench install clean format
+.PHONY: all deps build build-asan test test-plain test-asan bench fuzz install clean format
 
 all: build
 
@@ -36,6 +38,27 @@ test: test-plain test-asan
 
 bench: build
 	./build/bench/core_bench
+
+# Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
+# not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;
+# the committed corpus is only read.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch
+FUZZ_FLAGS ?=
+
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz: clang is missing (apt-get install clang libclang-rt-14-dev)"; exit 1; }
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DTP_SANITIZE=ON -DTP_FUZZ=ON -DTP_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	    case $$t in fuzz_conn) len=8192;; *) len=4096;; esac; \
+	    mkdir -p build-fuzz/corpus/$$t build-fuzz/artifacts/$$t; \
+	    echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	    ./build-fuzz/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	        -max_len=$$len -dict=tests/fuzz/$$t.dict -artifact_prefix=build-fuzz/artifacts/$$t/ \
+	        -print_final_stats=1 $(FUZZ_FLAGS) build-fuzz/corpus/$$t tests/fuzz/corpus/$$t || rc=1; \
+	done; exit $$rc
 
 install: build
 	cmake --install build --prefix $(PREFIX)
