@@ -288,7 +288,11 @@ TP_API char *tp_session_get(tp_session *s, const char *id);
 /** tp_session_rev returns a private model's rev (published changes), or a negative code. */
 TP_API int64_t tp_session_rev(tp_session *s, const char *id);
 
-/** tp_session_delete removes a private model; the tenant's connections get `removed`. */
+/**
+ * tp_session_delete removes a private model; the tenant's connections get
+ * `removed`. The id may be hosted again later (a client resuming with the old
+ * model's revs then gets a snapshot). Returns TP_OK, TP_ENOTFOUND or TP_ENOMEM.
+ */
 TP_API int tp_session_delete(tp_session *s, const char *id);
 
 /* Shared models */
@@ -344,10 +348,16 @@ TP_API const char *tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema
  */
 TP_API int tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access access);
 
-/** tp_hub_unsubscribe ends a subscription; the tenant's connections get `removed`. */
+/**
+ * tp_hub_unsubscribe ends a subscription; the tenant's connections get
+ * `removed`. Returns TP_OK, TP_ENOTFOUND or TP_ENOMEM.
+ */
 TP_API int tp_hub_unsubscribe(tp_hub *hub, const char *tenant, const char *sid);
 
-/** tp_hub_unshare removes a shared model; every subscriber's connections get `removed`. */
+/**
+ * tp_hub_unshare removes a shared model; every subscriber's connections get
+ * `removed`. Returns TP_OK, TP_ENOTFOUND or TP_ENOMEM.
+ */
 TP_API int tp_hub_unshare(tp_hub *hub, const char *sid);
 
 /**
@@ -364,8 +374,10 @@ TP_API int64_t tp_hub_shared_rev(tp_hub *hub, const char *sid);
 
 /**
  * tp_hub_sync publishes every pending host-side change. Only models with a
- * pending change are visited. Returns the number of models published, or a
- * negative code.
+ * pending change are visited. Returns the number of models that published a
+ * patch (a pending value equal to the current one publishes none). A pending
+ * value that a custom merge strategy refuses is dropped; one that cannot be
+ * published for lack of memory stays pending for the next sync.
  */
 TP_API int tp_hub_sync(tp_hub *hub);
 
