@@ -16,18 +16,6 @@ struct tp__route {
     size_t n;
 };
 
-static int
-hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 long
 tp__percent_decode(const char *src, size_t n, char *dst, int plus_space)
 {
@@ -35,9 +23,9 @@ tp__percent_decode(const char *src, size_t n, char *dst, int plus_space)
     for (size_t i = 0; i < n; i++) {
         char ch = src[i];
         if (ch == '%') {
-            if (i + 2 >= n || hex(src[i + 1]) < 0 || hex(src[i + 2]) < 0)
+            if (i + 2 >= n || tp__hex_digit(src[i + 1]) < 0 || tp__hex_digit(src[i + 2]) < 0)
                 return -1;
-            ch = (char)(hex(src[i + 1]) * 16 + hex(src[i + 2]));
+            ch = (char)(tp__hex_digit(src[i + 1]) * 16 + tp__hex_digit(src[i + 2]));
             if (ch == '\0')
                 return -1; /* a NUL would cut the C string short */
             i += 2;

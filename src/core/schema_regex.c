@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core/schema_int.h"
+#include "util/error.h"
 
 /*
  * The output. Translation runs twice: once with no buffer to measure (need
@@ -116,18 +117,6 @@ utf8_decode(const char *s, uint32_t *cp)
     return n;
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Parses the code point escapes \xHH, \uHHHH, \x{H...} and \u{H...}; s
  * points after the backslash. Returns the bytes consumed, or 0.
@@ -138,17 +127,17 @@ parse_hex_escape(const char *s, uint32_t *cp)
     size_t i = 1, digits;
     uint32_t v = 0;
     if (s[1] == '{') {
-        for (i = 2; hexval(s[i]) >= 0 && i < 10; i++)
-            v = v * 16 + (uint32_t)hexval(s[i]);
+        for (i = 2; tp__hex_digit(s[i]) >= 0 && i < 10; i++)
+            v = v * 16 + (uint32_t)tp__hex_digit(s[i]);
         if (i == 2 || s[i] != '}')
             return 0;
         i++;
     } else {
         digits = s[0] == 'x' ? 2 : 4;
         for (; i <= digits; i++) {
-            if (hexval(s[i]) < 0)
+            if (tp__hex_digit(s[i]) < 0)
                 return 0;
-            v = v * 16 + (uint32_t)hexval(s[i]);
+            v = v * 16 + (uint32_t)tp__hex_digit(s[i]);
         }
     }
     if (v == 0 || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
@@ -736,7 +725,7 @@ uuid_ok(const char *s, size_t len)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (s[i] != '-')
                 return false;
-        } else if (hexval(s[i]) < 0) {
+        } else if (tp__hex_digit(s[i]) < 0) {
             return false;
         }
     }

@@ -37,6 +37,18 @@ utf8_seq(const unsigned char *s)
     return n;
 }
 
+int
+tp__hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 void
 tp__utf8_repair(char *s)
 {
