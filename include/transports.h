@@ -216,6 +216,17 @@ typedef struct tp_limits {
     unsigned max_skew_ms;       /* default 60000: lww-map ts clamped to now + skew */
 } tp_limits;
 
+/* Logging */
+
+enum { TP_LOG_ERROR = 0, TP_LOG_WARN = 1, TP_LOG_INFO = 2, TP_LOG_DEBUG = 3 };
+
+/**
+ * tp_log_fn receives one log line: an event, without a trailing newline, such
+ * as `write refused tenant=alice conn=c3 ref=7 code=invalid: title: ...`.
+ * Ownership: line is borrowed for the call. Thread: the loop thread.
+ */
+typedef void (*tp_log_fn)(int level, const char *line, void *user);
+
 /** tp_hub_config configures a hub. Zero-initialise it, then set what you need. */
 typedef struct tp_hub_config {
     tp_key_fn key; /* NULL: the path parameter "tenant" */
@@ -224,6 +235,9 @@ typedef struct tp_hub_config {
     void *clock_user;
     tp_limits limits;
     unsigned tick_ms; /* announced in `hello`: the autosync period (0: none) */
+    tp_log_fn log;    /* NULL: nothing is logged (the hub and its server log here) */
+    void *log_user;
+    int log_level; /* lines above this level are not formatted; zero-initialised: errors only */
 } tp_hub_config;
 
 /* Life cycle */
@@ -443,6 +457,24 @@ TP_API int tp_conn_close_code(const tp_conn *c);
 TP_API void tp_conn_set_user(tp_conn *c, void *user);
 TP_API void *tp_conn_user(const tp_conn *c);
 
+/* Statistics */
+
+/** tp_hub_stats counts what the hub holds and did, for metrics. */
+typedef struct tp_hub_stats {
+    uint64_t tenants;        /* sessions alive */
+    uint64_t models_private; /* private models, all tenants */
+    uint64_t models_shared;
+    uint64_t connections;    /* tp_conn attached */
+    uint64_t writes_accepted;
+    uint64_t writes_refused[10]; /* by protocol code: index -TP_EBADREQUEST ... -TP_EINTERNAL */
+    uint64_t deliveries;         /* messages put in outboxes (a batch counts each message) */
+    uint64_t outbox_bytes;       /* bytes waiting in all outboxes now */
+    uint64_t syncs;              /* tp_hub_sync calls that published something */
+} tp_hub_stats;
+
+/** tp_hub_get_stats fills *out. Thread: the loop thread. */
+TP_API void tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out);
+
 /**
  * tp_hub_next_ready returns a connection whose outbox went from empty to
  * non-empty since it was last returned, or NULL. A transport calls it at the
@@ -450,6 +482,77 @@ TP_API void *tp_conn_user(const tp_conn *c);
  * are visited.
  */
 TP_API tp_conn *tp_hub_next_ready(tp_hub *hub);
+
+/* ------------------------------------------------------------------------ */
+/* The WebSocket server                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The built-in server speaks PROTOCOL.md over WebSocket (libwebsockets) for
+ * one hub, and answers GET /healthz and GET /metrics on the same listener.
+ * It runs one event loop on the thread that calls tp_server_run; every hub
+ * call belongs to that thread while it runs (use tp_server_post from others).
+ */
+
+typedef struct tp_server tp_server;
+
+/** tp_server_config configures a server. Zero-initialise it; a zero field takes its default. */
+typedef struct tp_server_config {
+    const char *listen;     /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
+    const char *route;      /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
+    unsigned autosync_ms;   /* 0: host changes publish only when tp_hub_sync is called */
+    unsigned flush_ms;      /* 0: frames leave at the end of each loop iteration; else a patch may
+                               wait up to this long so that more leave in one write */
+    unsigned max_connections;            /* default 10000 for the server (503 past it) */
+    unsigned max_connections_per_tenant; /* default 256 (503 past it) */
+    unsigned handshake_timeout_ms;       /* default 10000: the HTTP request must be complete */
+    unsigned ping_interval_ms; /* default 30000: a ping to a connection silent this long */
+    unsigned ping_timeout_ms;  /* default 10000: no answer this long after the ping: dropped */
+    const char *const *origins; /* NULL-terminated allowed Origin values; NULL: any origin */
+} tp_server_config;
+
+/**
+ * tp_server_new binds the listener (so a port of 0 is known at once) for a hub.
+ * The hub must outlive the server.
+ * Ownership: copies config; returns new (tp_server_free).
+ * Errors: NULL with TP_EARG (bad listen address or route, message names the
+ * field), TP_EINTERNAL (the address cannot be bound: the message says why).
+ */
+TP_API tp_server *tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err);
+
+/** tp_server_port returns the bound TCP port. */
+TP_API int tp_server_port(const tp_server *server);
+
+/**
+ * tp_server_run runs the event loop until tp_server_stop; then every
+ * connection gets what is pending, a close with 1001, and run returns TP_OK.
+ * Thread: the thread that calls it becomes the hub's loop thread.
+ */
+TP_API int tp_server_run(tp_server *server);
+
+/**
+ * tp_server_stop asks the loop to stop. Thread: any thread, and safe in a
+ * signal handler (it only writes one byte to a pipe).
+ */
+TP_API void tp_server_stop(tp_server *server);
+
+/** tp_server_free closes the listener and every connection. NULL is allowed. Not while running. */
+TP_API void tp_server_free(tp_server *server);
+
+/**
+ * tp_server_post runs fn(arg) on the loop thread, soon, in the order of the
+ * posts. Returns TP_OK (fn runs exactly once: in the loop, or at
+ * tp_server_free if the loop never gets to it) or TP_ENOMEM (fn never runs).
+ * Thread: any thread.
+ */
+TP_API int tp_server_post(tp_server *server, void (*fn)(void *arg), void *arg);
+
+/**
+ * tp_server_metrics returns the server's and the hub's metrics in the
+ * Prometheus text format (what GET /metrics serves).
+ * Ownership: returns new (tp_free). Thread: the loop thread.
+ */
+TP_API char *tp_server_metrics(tp_server *server);
 
 #ifdef __cplusplus
 }
