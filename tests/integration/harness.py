@@ -188,6 +188,9 @@ class Daemon:
 
     def cleanup(self):
         self.kill()
+        if os.environ.get("TP_KEEP_LOGS"):
+            print("transportsd log kept: %s" % self.log_path)
+            return
         self._dir.cleanup()
 
     def __enter__(self):
@@ -200,7 +203,7 @@ class Daemon:
         finally:
             self.kill()
             self.check_log()
-            self._dir.cleanup()
+            self.cleanup()
 
     # -- observation ------------------------------------------------------
 
@@ -277,6 +280,76 @@ class DaemonTestCase(unittest.TestCase):
 
     def run_async(self, coro, timeout=None):
         return asyncio.run(asyncio.wait_for(coro, timeout or 12 * TIMEOUT))
+
+
+class SharedDaemonTestCase(DaemonTestCase):
+    """One daemon for the whole class (CONFIG, or DEMO = True). Each test must close the
+    connections it opens; every test checks that the daemon is still alive at its end."""
+
+    CONFIG = None
+    DEMO = False
+    DAEMON_ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        require_daemon()
+        cls.daemon = Daemon(config=cls.CONFIG, demo=cls.DEMO, args=cls.DAEMON_ARGS)
+        try:
+            cls.daemon.start()
+        except BaseException:
+            cls.daemon.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.daemon.stop()
+        finally:
+            cls.daemon.cleanup()
+
+    def tearDown(self):
+        if not self.daemon.running():
+            self.fail("transportsd died during the test (exit %s)\n--- log ---\n%s"
+                      % (self.daemon.proc.returncode, self.daemon.log()))
+        self.daemon.check_log()
+
+
+# -- the common setup: the worked session of docs/protocol.md --------------
+
+DOC_SCHEMA = {
+    "title": "Doc",
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 20},
+        "body": {"type": "string", "default": ""},
+        "n": {"type": "integer", "minimum": 0},
+    },
+    "required": ["title"],
+}
+
+
+def doc_config(limits=None, **extra):
+    """Schema Doc; alice and bob with a private `notes`; `roadmap` (lww) subscribed by
+    alice (write) and bob (read); `board` (lww-map) written by alice and bob; carol sees
+    nothing."""
+    cfg = {
+        "autosync_ms": 50,
+        "schemas": {"Doc": DOC_SCHEMA},
+        "tenants": {
+            "alice": {"models": {"notes": {"schema": "Doc", "value": {"title": "Alice notes"}}}},
+            "bob": {"models": {"notes": {"schema": "Doc", "value": {"title": "Bob notes"}}}},
+        },
+        "shared": {
+            "roadmap": {"schema": "Doc", "merge": "lww", "value": {"title": "Roadmap"},
+                        "subscribers": {"alice": "write", "bob": "read"}},
+            "board": {"schema": "Doc", "merge": "lww-map", "value": {"title": "Board"},
+                      "subscribers": {"alice": "write", "bob": "write"}},
+        },
+    }
+    if limits:
+        cfg["limits"] = dict(limits)
+    cfg.update(extra)
+    return cfg
 
 
 # -- a small asyncio client -------------------------------------------------
@@ -412,6 +485,13 @@ class Client:
     async def close(self, code=1000):
         await self.ws.close(code)
 
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        if self.ws.transport is not None and not self.ws.transport.is_closing():
+            self.abort()
+
     def abort(self):
         """Drops the TCP connection without a close handshake."""
         self.ws.transport.abort()
@@ -535,3 +615,16 @@ def raw_read_frames(sock, data=b"", timeout=None):
         if not chunk:
             return frames, None
         buf += chunk
+
+
+async def close_all(clients, timeout=None):
+    """Closes every client gracefully (close handshake), aborting those that hang."""
+    for c in clients:
+        try:
+            await asyncio.wait_for(c.ws.close(), timeout or TIMEOUT)
+        except Exception:
+            c.abort()
+
+
+def model_key(m):
+    return (m["scope"], m["id"])
