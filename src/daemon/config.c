@@ -1,0 +1,902 @@
+/*
+ * The daemon's configuration file: every key is checked for its type and
+ * range, unknown keys are refused (a typo must not silently change
+ * behaviour), and every refusal names the file, the JSON path and the
+ * reason, so that the one line transportsd prints is enough to fix it.
+ */
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/route.h"
+#include "util/error.h"
+
+/* Tenant keys, model ids and sids: the hub takes 1 to 256 bytes (transports.h). */
+#define KEY_MAX 256
+
+/* Where the check is: the JSON path grows and shrinks as it descends. */
+typedef struct ctx {
+    const char *source;
+    tp__derror *err;
+    char path[600];
+    size_t len;
+} ctx;
+
+/* ---- Messages ---- */
+
+const char *
+tp__config_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "real number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+    default:
+        return "null";
+    }
+}
+
+/*
+ * quote writes s between double quotes, escaping quotes, backslashes and
+ * control characters and cutting it at about 60 bytes: a message quotes what
+ * the user wrote, which may be long or hold anything.
+ */
+static void
+quote(const char *s, char *out, size_t size)
+{
+    size_t o = 0;
+    const size_t limit = 60;
+    out[o++] = '"';
+    size_t i = 0;
+    for (; s[i] != '\0' && i < limit && o + 8 < size; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            o += (size_t)snprintf(out + o, size - o, "\\u%04x", ch);
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    out[o] = '\0';
+    if (s[i] != '\0' && o + 5 < size) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    /* A cut in the middle of a UTF-8 sequence must not make the line invalid. */
+    tp__utf8_repair(out);
+}
+
+static void
+join(char *out, size_t size, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n >= size)
+        n = size - 1 - *len; /* cut: the start of a message says the most */
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[*len] = '\0';
+}
+
+void
+tp__derror_set(tp__derror *err, const char *source, const char *path, const char *reason)
+{
+    /* Joined by hand rather than with snprintf: every part may be long, and
+     * the compiler rightly warns about cutting one inside a format. */
+    size_t len = 0;
+    err->message[0] = '\0';
+    join(err->message, sizeof err->message, &len, source);
+    join(err->message, sizeof err->message, &len, ": ");
+    if (path != NULL && path[0] != '\0') {
+        join(err->message, sizeof err->message, &len, path);
+        join(err->message, sizeof err->message, &len, ": ");
+    }
+    join(err->message, sizeof err->message, &len, reason);
+    tp__utf8_repair(err->message);
+}
+
+static int
+fail(ctx *c, const char *fmt, ...) TP__PRINTF(2, 3);
+
+static int
+fail(ctx *c, const char *fmt, ...)
+{
+    char reason[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    tp__derror_set(c->err, c->source, c->path, reason);
+    return -1;
+}
+
+/* ---- The JSON path ---- */
+
+static int
+plain_key(const char *key)
+{
+    if (key[0] == '\0')
+        return 0;
+    for (const char *p = key; *p != '\0'; p++) {
+        char ch = *p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static void
+path_append(ctx *c, const char *text)
+{
+    size_t n = strlen(text);
+    if (c->len + n >= sizeof c->path)
+        n = sizeof c->path - 1 - c->len; /* a very deep or long path is cut */
+    memcpy(c->path + c->len, text, n);
+    c->len += n;
+    c->path[c->len] = '\0';
+}
+
+/*
+ * push appends a key to the path and returns the length to pop back to.
+ * Plain keys read as `tenants.alice`; others (with a dot, a space, or empty)
+ * as `tenants["acme.com"]`, so a path is never ambiguous.
+ */
+static size_t
+push(ctx *c, const char *key)
+{
+    size_t was = c->len;
+    if (plain_key(key)) {
+        if (c->len > 0)
+            path_append(c, ".");
+        path_append(c, key);
+    } else {
+        char q[128];
+        quote(key, q, sizeof q);
+        path_append(c, "[");
+        path_append(c, q);
+        path_append(c, "]");
+    }
+    return was;
+}
+
+static size_t
+push_index(ctx *c, size_t i)
+{
+    size_t was = c->len;
+    char text[32];
+    snprintf(text, sizeof text, "[%zu]", i);
+    path_append(c, text);
+    return was;
+}
+
+static void
+pop(ctx *c, size_t len)
+{
+    c->len = len;
+    c->path[len] = '\0';
+}
+
+void
+tp__config_path_append(char *path, size_t size, const char *key)
+{
+    /* The same spelling as the checks use, for daemon.c's messages. */
+    ctx c = {"", NULL, "", 0};
+    size_t n = strnlen(path, sizeof c.path - 1);
+    memcpy(c.path, path, n);
+    c.path[n] = '\0';
+    c.len = n;
+    push(&c, key);
+    n = c.len < size ? c.len : size - 1;
+    memcpy(path, c.path, n);
+    path[n] = '\0';
+}
+
+/* ---- Checks on one value (the path already names it) ---- */
+
+static int
+want_object(ctx *c, const json_t *v)
+{
+    if (!json_is_object(v))
+        return fail(c, "expected an object, got %s", tp__config_type_name(v));
+    return 0;
+}
+
+/* only refuses every key of obj that is not in allowed (NULL-terminated). */
+static int
+only(ctx *c, const json_t *obj, const char *const *allowed)
+{
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        int known = 0;
+        for (size_t i = 0; allowed[i] != NULL && !known; i++)
+            known = strcmp(key, allowed[i]) == 0;
+        if (!known) {
+            push(c, key);
+            return fail(c, "unknown key");
+        }
+    }
+    return 0;
+}
+
+static int
+want_string(ctx *c, const json_t *v)
+{
+    if (!json_is_string(v))
+        return fail(c, "expected a string, got %s", tp__config_type_name(v));
+    if (json_string_length(v) != strlen(json_string_value(v)))
+        return fail(c, "the string holds a NUL character");
+    return 0;
+}
+
+/* want_key checks a tenant key, model id or sid, which the hub bounds. */
+static int
+want_key(ctx *c, const char *key, const char *what)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > KEY_MAX)
+        return fail(c, "%s must be 1 to %d bytes long", what, KEY_MAX);
+    return 0;
+}
+
+static int
+want_integer(ctx *c, const json_t *v, json_int_t min, json_int_t max, json_int_t *out)
+{
+    if (!json_is_integer(v))
+        return fail(c, "expected an integer, got %s", tp__config_type_name(v));
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max)
+        return fail(c, "%" JSON_INTEGER_FORMAT " is out of range (%" JSON_INTEGER_FORMAT
+                       " to %" JSON_INTEGER_FORMAT ")",
+                    n, min, max);
+    *out = n;
+    return 0;
+}
+
+/*
+ * member_uint reads an optional integer member into *out (left alone when
+ * the member is absent).
+ */
+static int
+member_uint(ctx *c, const json_t *obj, const char *key, json_int_t min, json_int_t max,
+            unsigned *out)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (v == NULL)
+        return 0;
+    size_t was = push(c, key);
+    json_int_t n;
+    if (want_integer(c, v, min, max, &n) != 0)
+        return -1;
+    *out = (unsigned)n;
+    pop(c, was);
+    return 0;
+}
+
+static char *
+dup_string(ctx *c, const char *s)
+{
+    char *d = strdup(s);
+    if (d == NULL)
+        fail(c, "out of memory");
+    return d;
+}
+
+/* ---- listen ---- */
+
+static int
+host_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '-' || ch == '_';
+}
+
+int
+tp__config_check_listen(const char *listen, char *why, size_t why_size)
+{
+    char q[128];
+    quote(listen, q, sizeof q);
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || colon == listen) {
+        snprintf(why, why_size, "expected HOST:PORT, got %s", q);
+        return -1;
+    }
+    size_t host_len = (size_t)(colon - listen);
+    if (listen[0] == '[') {
+        /* A bracketed IPv6 address: hex digits, colons and dots inside. */
+        if (host_len < 3 || listen[host_len - 1] != ']') {
+            snprintf(why, why_size, "expected HOST:PORT, got %s", q);
+            return -1;
+        }
+        for (size_t i = 1; i + 1 < host_len; i++) {
+            char ch = listen[i];
+            if (!(tp__hex_digit(ch) >= 0 || ch == ':' || ch == '.')) {
+                snprintf(why, why_size, "bad IPv6 address in %s", q);
+                return -1;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < host_len; i++) {
+            if (!host_char(listen[i])) {
+                snprintf(why, why_size, "bad host name in %s", q);
+                return -1;
+            }
+        }
+    }
+    const char *port = colon + 1;
+    size_t digits = strlen(port);
+    if (digits == 0 || digits > 5 || strspn(port, "0123456789") != digits) {
+        snprintf(why, why_size, "expected HOST:PORT with a numeric port, got %s", q);
+        return -1;
+    }
+    long n = 0;
+    for (size_t i = 0; i < digits; i++)
+        n = n * 10 + (port[i] - '0');
+    if (n > 65535) {
+        snprintf(why, why_size, "port %ld is out of range (0 to 65535)", n);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_listen(ctx *c, const json_t *v, char **out)
+{
+    if (want_string(c, v) != 0)
+        return -1;
+    char why[256];
+    if (tp__config_check_listen(json_string_value(v), why, sizeof why) != 0)
+        return fail(c, "%s", why);
+    *out = dup_string(c, json_string_value(v));
+    return *out ? 0 : -1;
+}
+
+/* ---- route and auth ---- */
+
+static int
+check_route(ctx *c, const json_t *v, char **out)
+{
+    if (want_string(c, v) != 0)
+        return -1;
+    const char *route = json_string_value(v);
+    tp_error err = {0, ""};
+    tp__route *r = tp__route_new(route, &err);
+    if (r == NULL) {
+        /* The library's message already starts with "route: ". */
+        const char *m = err.message;
+        if (strncmp(m, "route: ", 7) == 0)
+            m += 7;
+        return fail(c, "%s", m);
+    }
+    tp__route_free(r);
+    /*
+     * With auth.mode "path" (the only mode for now) the tenant is the
+     * route's {tenant} parameter: a route without it would refuse every
+     * connection, which is a configuration mistake to report now.
+     */
+    const char *p = strstr(route, "/{tenant}");
+    if (p == NULL || (p[9] != '\0' && p[9] != '/')) {
+        char q[128];
+        quote(route, q, sizeof q);
+        return fail(c, "%s has no {tenant} segment, which auth.mode \"path\" needs", q);
+    }
+    *out = dup_string(c, route);
+    return *out ? 0 : -1;
+}
+
+static int
+check_auth(ctx *c, const json_t *auth)
+{
+    static const char *const keys[] = {"mode", NULL};
+    if (want_object(c, auth) != 0 || only(c, auth, keys) != 0)
+        return -1;
+    const json_t *mode = json_object_get(auth, "mode");
+    if (mode == NULL)
+        return 0;
+    size_t was = push(c, "mode");
+    if (want_string(c, mode) != 0)
+        return -1;
+    const char *m = json_string_value(mode);
+    if (strcmp(m, "jwt") == 0)
+        return fail(c, "jwt is not available yet (use \"path\")");
+    if (strcmp(m, "path") != 0) {
+        char q[128];
+        quote(m, q, sizeof q);
+        return fail(c, "expected \"path\" or \"jwt\", got %s", q);
+    }
+    pop(c, was);
+    return 0;
+}
+
+/* ---- storage ---- */
+
+static int
+check_storage(ctx *c, const json_t *storage)
+{
+    static const char *const keys[] = {"memory", "sqlite", NULL};
+    if (want_object(c, storage) != 0 || only(c, storage, keys) != 0)
+        return -1;
+    if (json_object_size(storage) != 1)
+        return fail(c, "expected one of {\"memory\": true} or {\"sqlite\": PATH}");
+    const json_t *memory = json_object_get(storage, "memory");
+    const json_t *sqlite = json_object_get(storage, "sqlite");
+    if (memory != NULL) {
+        push(c, "memory");
+        if (!json_is_true(memory))
+            return fail(c, "expected true, got %s",
+                        json_is_false(memory) ? "false" : tp__config_type_name(memory));
+        return 0;
+    }
+    push(c, "sqlite");
+    if (want_string(c, sqlite) != 0)
+        return -1;
+    /* The SQLite store is another issue's work: refuse rather than pretend
+     * to be durable while keeping everything in memory. */
+    return fail(c, "SQLite storage is not available yet");
+}
+
+/* ---- admin_token_env and origins ---- */
+
+static int
+check_env_name(ctx *c, const json_t *v, char **out)
+{
+    if (want_string(c, v) != 0)
+        return -1;
+    const char *s = json_string_value(v);
+    int ok = s[0] != '\0' && !(s[0] >= '0' && s[0] <= '9');
+    for (const char *p = s; *p != '\0' && ok; p++)
+        ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+             *p == '_';
+    if (!ok) {
+        char q[128];
+        quote(s, q, sizeof q);
+        return fail(c, "%s is not an environment variable name", q);
+    }
+    *out = dup_string(c, s);
+    return *out ? 0 : -1;
+}
+
+static int
+check_origins(ctx *c, const json_t *v, char ***out)
+{
+    if (!json_is_array(v))
+        return fail(c, "expected an array of strings, got %s", tp__config_type_name(v));
+    size_t n = json_array_size(v);
+    if (n == 0)
+        return fail(c, "empty: leave origins out to allow any origin");
+    char **list = calloc(n + 1, sizeof *list);
+    if (list == NULL)
+        return fail(c, "out of memory");
+    *out = list; /* freed by the caller on failure too */
+    for (size_t i = 0; i < n; i++) {
+        const json_t *o = json_array_get(v, i);
+        size_t was = push_index(c, i);
+        if (want_string(c, o) != 0)
+            return -1;
+        const char *s = json_string_value(o);
+        if (s[0] == '\0')
+            return fail(c, "an origin cannot be empty");
+        for (const char *p = s; *p != '\0'; p++)
+            if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+                return fail(c, "an origin holds no spaces or control characters");
+        if ((list[i] = dup_string(c, s)) == NULL)
+            return -1;
+        pop(c, was);
+    }
+    return 0;
+}
+
+/* ---- limits ---- */
+
+#define GIB ((json_int_t)1 << 30)
+#define TIB ((json_int_t)1 << 40)
+
+/* Where each limit goes and what it may be. Zero is never a valid value:
+ * leaving a key out is how the default is asked for. */
+enum { HUB_SIZE, HUB_UINT, SERVER_UINT };
+static const struct limit {
+    const char *name;
+    int kind;
+    size_t offset;
+    json_int_t max;
+} limits[] = {
+    {"max_message_bytes", HUB_SIZE, offsetof(tp_limits, max_message_bytes), GIB},
+    {"max_outbox_bytes", HUB_SIZE, offsetof(tp_limits, max_outbox_bytes), TIB},
+    {"writes_per_second", HUB_UINT, offsetof(tp_limits, writes_per_second), 1000000},
+    {"history_patches", HUB_UINT, offsetof(tp_limits, history_patches), 1000000},
+    {"history_bytes", HUB_SIZE, offsetof(tp_limits, history_bytes), TIB},
+    {"client_records", HUB_UINT, offsetof(tp_limits, client_records), 1000000},
+    {"max_skew_ms", HUB_UINT, offsetof(tp_limits, max_skew_ms), 86400000},
+    {"max_connections", SERVER_UINT, offsetof(tp_server_config, max_connections), 1000000},
+    {"max_connections_per_tenant", SERVER_UINT,
+     offsetof(tp_server_config, max_connections_per_tenant), 1000000},
+    {"handshake_timeout_ms", SERVER_UINT, offsetof(tp_server_config, handshake_timeout_ms),
+     3600000},
+    {"ping_interval_ms", SERVER_UINT, offsetof(tp_server_config, ping_interval_ms), 86400000},
+    {"ping_timeout_ms", SERVER_UINT, offsetof(tp_server_config, ping_timeout_ms), 3600000},
+};
+
+static int
+check_limits(ctx *c, const json_t *obj, tp__config *cfg)
+{
+    if (want_object(c, obj) != 0)
+        return -1;
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, key, v)
+    {
+        const struct limit *l = NULL;
+        for (size_t i = 0; i < sizeof limits / sizeof limits[0] && l == NULL; i++)
+            if (strcmp(limits[i].name, key) == 0)
+                l = &limits[i];
+        size_t was = push(c, key);
+        if (l == NULL)
+            return fail(c, "unknown key");
+        json_int_t n;
+        if (want_integer(c, v, 1, l->max, &n) != 0)
+            return -1;
+        if (l->kind == HUB_SIZE)
+            *(size_t *)((char *)&cfg->hub.limits + l->offset) = (size_t)n;
+        else if (l->kind == HUB_UINT)
+            *(unsigned *)((char *)&cfg->hub.limits + l->offset) = (unsigned)n;
+        else
+            *(unsigned *)((char *)&cfg->server + l->offset) = (unsigned)n;
+        pop(c, was);
+    }
+    return 0;
+}
+
+/* ---- schemas, tenants, shared ---- */
+
+static int
+check_schemas(ctx *c, const json_t *schemas)
+{
+    if (schemas == NULL)
+        return fail(c, "required: an object of {name: JSON Schema}");
+    if (want_object(c, schemas) != 0)
+        return -1;
+    const char *name;
+    const json_t *s;
+    json_object_foreach((json_t *)schemas, name, s)
+    {
+        size_t was = push(c, name);
+        if (name[0] == '\0')
+            return fail(c, "a schema name cannot be empty");
+        /* Loading it is daemon.c's job, with the library's messages. */
+        if (!json_is_object(s))
+            return fail(c, "expected a JSON Schema object, got %s", tp__config_type_name(s));
+        pop(c, was);
+    }
+    return 0;
+}
+
+/* model_schema checks a model's "schema": a name in the "schemas" section. */
+static int
+model_schema(ctx *c, const json_t *model, const json_t *schemas)
+{
+    const json_t *name = json_object_get(model, "schema");
+    if (name == NULL)
+        return fail(c, "\"schema\" is required");
+    size_t was = push(c, "schema");
+    if (want_string(c, name) != 0)
+        return -1;
+    if (json_object_get(schemas, json_string_value(name)) == NULL) {
+        char q[128];
+        quote(json_string_value(name), q, sizeof q);
+        return fail(c, "no schema %s in schemas", q);
+    }
+    pop(c, was);
+    return 0;
+}
+
+static int
+check_tenants(ctx *c, const json_t *tenants, const json_t *schemas)
+{
+    static const char *const tenant_keys[] = {"models", NULL};
+    static const char *const model_keys[] = {"schema", "value", NULL};
+    if (want_object(c, tenants) != 0)
+        return -1;
+    const char *tenant;
+    const json_t *t;
+    json_object_foreach((json_t *)tenants, tenant, t)
+    {
+        size_t at_tenant = push(c, tenant);
+        if (want_key(c, tenant, "a tenant key") != 0 || want_object(c, t) != 0 ||
+            only(c, t, tenant_keys) != 0)
+            return -1;
+        const json_t *models = json_object_get(t, "models");
+        if (models != NULL) {
+            push(c, "models");
+            if (want_object(c, models) != 0)
+                return -1;
+            const char *id;
+            const json_t *m;
+            json_object_foreach((json_t *)models, id, m)
+            {
+                size_t at_model = push(c, id);
+                if (want_key(c, id, "a model id") != 0 || want_object(c, m) != 0 ||
+                    only(c, m, model_keys) != 0 || model_schema(c, m, schemas) != 0)
+                    return -1;
+                pop(c, at_model);
+            }
+        }
+        pop(c, at_tenant);
+    }
+    return 0;
+}
+
+static int
+check_subscribers(ctx *c, const json_t *subs)
+{
+    if (want_object(c, subs) != 0)
+        return -1;
+    const char *tenant;
+    const json_t *access;
+    json_object_foreach((json_t *)subs, tenant, access)
+    {
+        size_t was = push(c, tenant);
+        if (want_key(c, tenant, "a tenant key") != 0)
+            return -1;
+        const char *a = json_string_value(access);
+        if (a == NULL)
+            return fail(c, "expected \"read\" or \"write\", got %s",
+                        tp__config_type_name(access));
+        if (strcmp(a, "read") != 0 && strcmp(a, "write") != 0) {
+            char q[128];
+            quote(a, q, sizeof q);
+            return fail(c, "expected \"read\" or \"write\", got %s", q);
+        }
+        pop(c, was);
+    }
+    return 0;
+}
+
+static int
+check_shared(ctx *c, const json_t *shared, const json_t *schemas)
+{
+    static const char *const keys[] = {"schema", "merge", "value", "subscribers", NULL};
+    if (want_object(c, shared) != 0)
+        return -1;
+    const char *sid;
+    const json_t *m;
+    json_object_foreach((json_t *)shared, sid, m)
+    {
+        size_t at_model = push(c, sid);
+        if (want_key(c, sid, "a shared model id") != 0 || want_object(c, m) != 0 ||
+            only(c, m, keys) != 0 || model_schema(c, m, schemas) != 0)
+            return -1;
+        const json_t *merge = json_object_get(m, "merge");
+        if (merge != NULL) {
+            size_t was = push(c, "merge");
+            if (want_string(c, merge) != 0)
+                return -1;
+            const char *name = json_string_value(merge);
+            if (strcmp(name, "lww") != 0 && strcmp(name, "lww-map") != 0) {
+                char q[128];
+                quote(name, q, sizeof q);
+                return fail(c, "unknown merge strategy %s (expected \"lww\" or \"lww-map\")", q);
+            }
+            pop(c, was);
+        }
+        const json_t *subs = json_object_get(m, "subscribers");
+        if (subs != NULL) {
+            size_t was = push(c, "subscribers");
+            if (check_subscribers(c, subs) != 0)
+                return -1;
+            pop(c, was);
+        }
+        pop(c, at_model);
+    }
+    return 0;
+}
+
+/* ---- The document ---- */
+
+static int
+check_root(ctx *c, const json_t *root, tp__config *cfg)
+{
+    static const char *const keys[] = {
+        "listen",  "route",  "autosync_ms", "flush_ms", "storage", "auth",   "admin_token_env",
+        "origins", "limits", "schemas",     "tenants",  "shared",  NULL,
+    };
+    if (!json_is_object(root))
+        return fail(c, "expected a JSON object, got %s", tp__config_type_name(root));
+    if (only(c, root, keys) != 0)
+        return -1;
+
+    cfg->hub.tick_ms = TP__DAEMON_AUTOSYNC_MS;
+    if (member_uint(c, root, "autosync_ms", 0, 3600000, &cfg->hub.tick_ms) != 0 ||
+        member_uint(c, root, "flush_ms", 0, 60000, &cfg->server.flush_ms) != 0)
+        return -1;
+    /* The tick the server runs is the tick hello announces. */
+    cfg->server.autosync_ms = cfg->hub.tick_ms;
+
+    const json_t *v;
+    size_t was;
+    if ((v = json_object_get(root, "listen")) != NULL) {
+        was = push(c, "listen");
+        if (check_listen(c, v, &cfg->listen) != 0)
+            return -1;
+        pop(c, was);
+    } else if ((cfg->listen = dup_string(c, TP__DAEMON_LISTEN)) == NULL) {
+        return -1;
+    }
+    /* auth before route: the mode decides what the route must hold. */
+    if ((v = json_object_get(root, "auth")) != NULL) {
+        was = push(c, "auth");
+        if (check_auth(c, v) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "route")) != NULL) {
+        was = push(c, "route");
+        if (check_route(c, v, &cfg->route) != 0)
+            return -1;
+        pop(c, was);
+    } else if ((cfg->route = dup_string(c, TP__DAEMON_ROUTE)) == NULL) {
+        return -1;
+    }
+    if ((v = json_object_get(root, "storage")) != NULL) {
+        was = push(c, "storage");
+        if (check_storage(c, v) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "admin_token_env")) != NULL) {
+        was = push(c, "admin_token_env");
+        if (check_env_name(c, v, &cfg->admin_token_env) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "origins")) != NULL) {
+        was = push(c, "origins");
+        if (check_origins(c, v, &cfg->origins) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "limits")) != NULL) {
+        was = push(c, "limits");
+        if (check_limits(c, v, cfg) != 0)
+            return -1;
+        pop(c, was);
+    }
+
+    const json_t *schemas = json_object_get(root, "schemas");
+    was = push(c, "schemas");
+    if (check_schemas(c, schemas) != 0)
+        return -1;
+    pop(c, was);
+    if ((v = json_object_get(root, "tenants")) != NULL) {
+        was = push(c, "tenants");
+        if (check_tenants(c, v, schemas) != 0)
+            return -1;
+        pop(c, was);
+        cfg->tenants = json_incref((json_t *)v);
+    }
+    if ((v = json_object_get(root, "shared")) != NULL) {
+        was = push(c, "shared");
+        if (check_shared(c, v, schemas) != 0)
+            return -1;
+        pop(c, was);
+        cfg->shared = json_incref((json_t *)v);
+    }
+    cfg->schemas = json_incref((json_t *)schemas);
+
+    cfg->server.listen = cfg->listen;
+    cfg->server.route = cfg->route;
+    cfg->server.origins = (const char *const *)cfg->origins;
+    return 0;
+}
+
+int
+tp__config_parse(tp__config *cfg, const json_t *root, const char *source, tp__derror *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    ctx c = {source, err, "", 0};
+    if (check_root(&c, root, cfg) != 0) {
+        tp__config_clear(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+parsed(tp__config *cfg, json_t *root, const json_error_t *jerr, const char *source,
+       tp__derror *err)
+{
+    if (root == NULL) {
+        snprintf(err->message, sizeof err->message, "%s:%d:%d: %s", source, jerr->line,
+                 jerr->column, jerr->text);
+        tp__utf8_repair(err->message);
+        return -1;
+    }
+    int rc = tp__config_parse(cfg, root, source, err);
+    json_decref(root);
+    return rc;
+}
+
+int
+tp__config_load_text(tp__config *cfg, const char *text, const char *source, tp__derror *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    json_error_t jerr;
+    json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    return parsed(cfg, root, &jerr, source, err);
+}
+
+int
+tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    /* Opened here rather than by json_load_file so that a missing file gets
+     * the system's reason, not a parse error at line -1. */
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err->message, sizeof err->message, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+    int read_error = ferror(f);
+    fclose(f);
+    if (root == NULL && read_error) {
+        snprintf(err->message, sizeof err->message, "%s: cannot read: %s", path, strerror(errno));
+        return -1;
+    }
+    return parsed(cfg, root, &jerr, path, err);
+}
+
+int
+tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err)
+{
+    char why[256];
+    if (tp__config_check_listen(listen, why, sizeof why) != 0) {
+        snprintf(err->message, sizeof err->message, "--listen: %s", why);
+        tp__utf8_repair(err->message);
+        return -1;
+    }
+    char *copy = strdup(listen);
+    if (copy == NULL) {
+        snprintf(err->message, sizeof err->message, "--listen: out of memory");
+        return -1;
+    }
+    free(cfg->listen);
+    cfg->listen = copy;
+    cfg->server.listen = copy;
+    return 0;
+}
+
+void
+tp__config_clear(tp__config *cfg)
+{
+    free(cfg->listen);
+    free(cfg->route);
+    for (size_t i = 0; cfg->origins != NULL && cfg->origins[i] != NULL; i++)
+        free(cfg->origins[i]);
+    free(cfg->origins);
+    free(cfg->admin_token_env);
+    json_decref(cfg->schemas);
+    json_decref(cfg->tenants);
+    json_decref(cfg->shared);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,96 @@
+/*
+ * The daemon's configuration file (DESIGN.md, "The daemon"; docs/daemon.md
+ * lists every key). Reading it is two steps: this module checks the whole
+ * document (types, ranges, unknown keys, references between its parts) and
+ * keeps the plain settings; daemon.c then builds the hub from it. Nothing
+ * here touches a socket or a hub, so every refusal can be tested as a string.
+ */
+#ifndef TP_DAEMON_CONFIG_H
+#define TP_DAEMON_CONFIG_H
+
+#include <jansson.h>
+
+#include "transports.h"
+
+/*
+ * tp__derror is an error as the user sees it, without the program's name:
+ * "<source>: <JSON path>: <reason>", where source is the file name as given
+ * (or "--demo", "--listen"). It is larger than tp_error because it carries a
+ * file name and a path in front of a library message.
+ */
+typedef struct tp__derror {
+    char message[1024];
+} tp__derror;
+
+/* tp__derror_set fills err with "<source>: <path>: <reason>" (no path: "<source>: <reason>"). */
+void tp__derror_set(tp__derror *err, const char *source, const char *path, const char *reason);
+
+/* The defaults DESIGN.md shows in its example config. */
+#define TP__DAEMON_LISTEN "127.0.0.1:8080"
+#define TP__DAEMON_ROUTE "/ws/{tenant}"
+#define TP__DAEMON_AUTOSYNC_MS 50
+
+/*
+ * tp__config holds a checked configuration. `server` is ready for
+ * tp_server_new (its strings point into this struct) and `hub` for
+ * tp_hub_new, except for the log fields, which the caller sets. The three
+ * model sections stay JSON (references into the parsed document): they are
+ * checked, and daemon.c walks them to build the hub.
+ */
+typedef struct tp__config {
+    tp_server_config server;
+    tp_hub_config hub;
+    char *listen;
+    char *route;
+    char **origins;        /* NULL-terminated, or NULL: any origin */
+    char *admin_token_env; /* checked but not used yet: there is no admin API */
+    json_t *schemas;       /* {name: JSON Schema}, never NULL once parsed */
+    json_t *tenants;       /* {tenant: {"models": {...}}}, or NULL */
+    json_t *shared;        /* {sid: {...}}, or NULL */
+} tp__config;
+
+/*
+ * tp__config_parse checks a parsed document and fills cfg (zeroed first).
+ * source names the document in messages. Returns 0, or -1 with err filled
+ * and cfg left empty (nothing to clear).
+ * Ownership: borrows root; cfg takes its own references.
+ */
+int tp__config_parse(tp__config *cfg, const json_t *root, const char *source, tp__derror *err);
+
+/*
+ * tp__config_load_text parses JSON text and checks it; parse errors carry
+ * line and column ("<source>:3:14: ..."). Duplicate keys are refused.
+ */
+int tp__config_load_text(tp__config *cfg, const char *text, const char *source,
+                         tp__derror *err);
+
+/* tp__config_load_file reads a file and checks it; source is the path as given. */
+int tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err);
+
+/*
+ * tp__config_set_listen replaces the listen address (the --listen flag),
+ * checked as the config's own is. Returns 0, or -1 with err ("--listen: ...").
+ */
+int tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err);
+
+/* tp__config_clear frees what cfg holds and zeroes it. A zeroed cfg is fine. */
+void tp__config_clear(tp__config *cfg);
+
+/*
+ * tp__config_check_listen checks a "HOST:PORT" address: HOST a name, an IPv4
+ * address or a bracketed IPv6 one, PORT 0 to 65535. Returns 0, or -1 with
+ * the reason in why.
+ */
+int tp__config_check_listen(const char *listen, char *why, size_t why_size);
+
+/*
+ * tp__config_path_append appends a key to a JSON path held in path (size
+ * bytes), spelled as every message spells paths: `tenants.alice`, or
+ * `tenants["acme.com"]` for a key that is not plain.
+ */
+void tp__config_path_append(char *path, size_t size, const char *key);
+
+/* tp__config_type_name names a JSON value's type for messages ("string", ...). */
+const char *tp__config_type_name(const json_t *v);
+
+#endif /* TP_DAEMON_CONFIG_H */

@@ -1,0 +1,272 @@
+/*
+ * Building transportsd's hub from a checked configuration: schemas first
+ * (every model names one), then each tenant's private models, then the
+ * shared models and their subscriptions, in the order the file lists them.
+ * Any refusal from the library becomes a message with the JSON path of what
+ * it refused, and everything built so far is freed.
+ */
+#include "daemon/daemon.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/map.h"
+
+const char tp__daemon_demo_config[] =
+    "{\n"
+    "  \"listen\": \"127.0.0.1:8080\",\n"
+    "  \"route\": \"/ws/{tenant}\",\n"
+    "  \"autosync_ms\": 50,\n"
+    "  \"storage\": {\"memory\": true},\n"
+    "  \"auth\": {\"mode\": \"path\"},\n"
+    "  \"schemas\": {\n"
+    "    \"Document\": {\n"
+    "      \"title\": \"Document\",\n"
+    "      \"type\": \"object\",\n"
+    "      \"properties\": {\n"
+    "        \"title\": {\"title\": \"Title\", \"type\": \"string\"},\n"
+    "        \"body\": {\"default\": \"\", \"title\": \"Body\", \"type\": \"string\"}\n"
+    "      },\n"
+    "      \"required\": [\"title\"]\n"
+    "    }\n"
+    "  },\n"
+    "  \"tenants\": {\n"
+    "    \"alice\": {\"models\": {\"notes\": {\"schema\": \"Document\", "
+    "\"value\": {\"title\": \"Alice notes\"}}}},\n"
+    "    \"bob\": {\"models\": {\"notes\": {\"schema\": \"Document\", "
+    "\"value\": {\"title\": \"Bob notes\"}}}}\n"
+    "  },\n"
+    "  \"shared\": {\n"
+    "    \"roadmap\": {\n"
+    "      \"schema\": \"Document\",\n"
+    "      \"merge\": \"lww-map\",\n"
+    "      \"value\": {\"title\": \"Roadmap\"},\n"
+    "      \"subscribers\": {\"alice\": \"write\", \"bob\": \"read\"}\n"
+    "    }\n"
+    "  },\n"
+    "  \"limits\": {\"max_message_bytes\": 1048576, \"max_outbox_bytes\": 8388608,\n"
+    "             \"writes_per_second\": 1000, \"max_connections_per_tenant\": 256}\n"
+    "}\n";
+
+/* What a build is doing, for messages. */
+typedef struct build {
+    tp__daemon *d;
+    const char *source;
+    tp__derror *err;
+    tp__map schemas; /* name (borrowed from cfg.schemas) -> tp_schema */
+} build;
+
+static int
+fail(build *b, const char *path, const char *reason)
+{
+    tp__derror_set(b->err, b->source, path, reason);
+    return -1;
+}
+
+/* path_of spells a path of up to four keys, as the checks spell them. */
+static const char *
+path_of(char *out, size_t size, const char *k1, const char *k2, const char *k3, const char *k4)
+{
+    out[0] = '\0';
+    const char *keys[] = {k1, k2, k3, k4};
+    for (size_t i = 0; i < 4 && keys[i] != NULL; i++)
+        tp__config_path_append(out, size, keys[i]);
+    return out;
+}
+
+static int
+load_schemas(build *b)
+{
+    tp__daemon *d = b->d;
+    size_t n = json_object_size(d->cfg.schemas);
+    d->schemas = calloc(n > 0 ? n : 1, sizeof *d->schemas);
+    if (d->schemas == NULL || tp__map_reserve(&b->schemas, n) != 0)
+        return fail(b, "schemas", "out of memory");
+    const char *name;
+    json_t *v;
+    char path[600];
+    json_object_foreach(d->cfg.schemas, name, v)
+    {
+        tp_error err = {0, ""};
+        char *text = json_dumps(v, JSON_COMPACT);
+        tp_schema *s = text ? tp_schema_new(text, &err) : NULL;
+        free(text);
+        path_of(path, sizeof path, "schemas", name, NULL, NULL);
+        if (s == NULL)
+            return fail(b, path, text ? err.message : "out of memory");
+        d->schemas[d->n_schemas++] = s;
+        tp__map_put(&b->schemas, name, s); /* reserved */
+    }
+    return 0;
+}
+
+/* value_text is a model's "value" as JSON text; a model without one starts
+ * as {} (its schema's defaults are filled in when it is hosted). */
+static char *
+value_text(const json_t *model)
+{
+    const json_t *v = json_object_get(model, "value");
+    if (v == NULL)
+        return strdup("{}");
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+}
+
+static const tp_schema *
+schema_of(build *b, const json_t *model)
+{
+    /* config.c checked that the name is in "schemas". */
+    return tp__map_get(&b->schemas, json_string_value(json_object_get(model, "schema")));
+}
+
+static int
+host_tenants(build *b)
+{
+    const char *tenant;
+    json_t *t;
+    char path[600];
+    json_object_foreach(b->d->cfg.tenants, tenant, t)
+    {
+        /* A tenant listed without models still gets its session: it is part
+         * of the initial state, as the file says. */
+        tp_session *s = tp_hub_tenant(b->d->hub, tenant);
+        if (s == NULL)
+            return fail(b, path_of(path, sizeof path, "tenants", tenant, NULL, NULL),
+                        "out of memory");
+        const char *id;
+        json_t *m;
+        json_object_foreach(json_object_get(t, "models"), id, m)
+        {
+            path_of(path, sizeof path, "tenants", tenant, "models", id);
+            char *text = value_text(m);
+            if (text == NULL)
+                return fail(b, path, "out of memory");
+            tp_error err = {0, ""};
+            const char *got = tp_session_host_as(s, id, schema_of(b, m), text, &err);
+            free(text);
+            if (got == NULL) {
+                tp__config_path_append(path, sizeof path, "value");
+                return fail(b, path, err.message);
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+share_models(build *b)
+{
+    const char *sid;
+    json_t *m;
+    char path[600];
+    json_object_foreach(b->d->cfg.shared, sid, m)
+    {
+        const char *merge_name = json_string_value(json_object_get(m, "merge"));
+        const tp_merge *merge = &tp_last_write_wins;
+        if (merge_name != NULL && strcmp(merge_name, "lww-map") == 0)
+            merge = &tp_lww_map_crdt;
+        path_of(path, sizeof path, "shared", sid, NULL, NULL);
+        char *text = value_text(m);
+        if (text == NULL)
+            return fail(b, path, "out of memory");
+        tp_error err = {0, ""};
+        const char *got = tp_hub_share_as(b->d->hub, sid, schema_of(b, m), text, merge, &err);
+        free(text);
+        if (got == NULL) {
+            tp__config_path_append(path, sizeof path, "value");
+            return fail(b, path, err.message);
+        }
+        const char *tenant;
+        json_t *access;
+        json_object_foreach(json_object_get(m, "subscribers"), tenant, access)
+        {
+            tp_access a = strcmp(json_string_value(access), "write") == 0 ? TP_WRITE : TP_READ;
+            int rc = tp_hub_subscribe(b->d->hub, tenant, sid, a);
+            if (rc != TP_OK)
+                return fail(b, path_of(path, sizeof path, "shared", sid, "subscribers", tenant),
+                            tp_strerror(rc));
+        }
+    }
+    return 0;
+}
+
+tp__daemon *
+tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *source,
+                 tp__derror *err)
+{
+    tp__daemon *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        tp__config_clear(cfg);
+        snprintf(err->message, sizeof err->message, "%s: out of memory", source);
+        return NULL;
+    }
+    /* The daemon owns the config from here on, whatever happens. */
+    d->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg);
+
+    if (opt != NULL && opt->listen != NULL &&
+        tp__config_set_listen(&d->cfg, opt->listen, err) != 0) {
+        tp__daemon_free(d);
+        return NULL;
+    }
+    if (opt != NULL) {
+        d->cfg.hub.log = opt->log;
+        d->cfg.hub.log_user = opt->log_user;
+        d->cfg.hub.log_level = opt->log_level;
+    }
+
+    build b = {d, source, err, {0}};
+    tp__map_init(&b.schemas, tp__seed(d));
+    tp_error herr = {0, ""};
+    d->hub = tp_hub_new(&d->cfg.hub, &herr);
+    int rc = d->hub == NULL ? fail(&b, "hub", herr.message) : load_schemas(&b);
+    if (rc == 0)
+        rc = host_tenants(&b);
+    if (rc == 0)
+        rc = share_models(&b);
+    tp__map_free(&b.schemas);
+    if (rc != 0) {
+        tp__daemon_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+tp__daemon *
+tp__daemon_from_text(const char *text, const char *source, const tp__daemon_options *opt,
+                     tp__derror *err)
+{
+    tp__config cfg;
+    if (tp__config_load_text(&cfg, text, source, err) != 0)
+        return NULL;
+    return tp__daemon_build(&cfg, opt, source, err);
+}
+
+tp__daemon *
+tp__daemon_load(const char *path, const tp__daemon_options *opt, tp__derror *err)
+{
+    tp__config cfg;
+    if (tp__config_load_file(&cfg, path, err) != 0)
+        return NULL;
+    return tp__daemon_build(&cfg, opt, path, err);
+}
+
+tp__daemon *
+tp__daemon_demo(const tp__daemon_options *opt, tp__derror *err)
+{
+    return tp__daemon_from_text(tp__daemon_demo_config, "--demo", opt, err);
+}
+
+void
+tp__daemon_free(tp__daemon *d)
+{
+    if (d == NULL)
+        return;
+    /* The hub holds its own reference to every schema it uses. */
+    tp_hub_free(d->hub);
+    for (size_t i = 0; i < d->n_schemas; i++)
+        tp_schema_free(d->schemas[i]);
+    free(d->schemas);
+    tp__config_clear(&d->cfg);
+    free(d);
+}

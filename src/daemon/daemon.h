@@ -1,0 +1,120 @@
+/*
+ * transportsd's state before it serves: a hub built whole from a checked
+ * configuration (schemas loaded, private models hosted, shared models
+ * shared, tenants subscribed), and the server's configuration. Building
+ * either succeeds entirely or leaves nothing behind, so the daemon never
+ * starts half-configured. Binding the listener is main.c's job, after this.
+ */
+#ifndef TP_DAEMON_DAEMON_H
+#define TP_DAEMON_DAEMON_H
+
+#include <stdio.h>
+#include <time.h>
+
+#include "daemon/config.h"
+#include "transports.h"
+
+/* What the command line adds to a configuration. */
+typedef struct tp__daemon_options {
+    const char *listen; /* --listen: replaces the config's listen, or NULL */
+    tp_log_fn log;      /* installed in the hub (which hands it to its server) */
+    void *log_user;
+    int log_level; /* TP_LOG_ERROR ... TP_LOG_DEBUG */
+} tp__daemon_options;
+
+typedef struct tp__daemon {
+    tp__config cfg; /* cfg.server is what tp_server_new gets */
+    tp_hub *hub;
+    tp_schema **schemas; /* loaded in the order of cfg.schemas */
+    size_t n_schemas;
+} tp__daemon;
+
+/* ---- Life cycle ---- */
+
+/*
+ * tp__daemon_build builds the hub from a checked configuration, which the
+ * daemon takes over (cfg is zeroed; on failure it is cleared too). Returns
+ * the daemon, or NULL with err ("<source>: <path>: <reason>").
+ */
+tp__daemon *tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *source,
+                             tp__derror *err);
+
+/* tp__daemon_load reads, checks and builds a config file. */
+tp__daemon *tp__daemon_load(const char *path, const tp__daemon_options *opt, tp__derror *err);
+
+/* tp__daemon_from_text does the same from JSON text named source. */
+tp__daemon *tp__daemon_from_text(const char *text, const char *source,
+                                 const tp__daemon_options *opt, tp__derror *err);
+
+/* tp__daemon_demo builds the guide's demo (tp__daemon_demo_config, named "--demo"). */
+tp__daemon *tp__daemon_demo(const tp__daemon_options *opt, tp__derror *err);
+
+/* tp__daemon_free frees the hub, the schemas and the config. NULL is allowed. */
+void tp__daemon_free(tp__daemon *d);
+
+/*
+ * tp__daemon_demo_config is the demo's configuration: the guide's setup
+ * (alice and bob with private notes, a shared roadmap that alice writes and
+ * bob reads, merged with lww-map), kept in memory. examples/demo.json holds
+ * the same document.
+ */
+extern const char tp__daemon_demo_config[];
+
+/* ---- Logging ---- */
+
+/* tp__log_level_parse maps "error", "warn", "info", "debug" to TP_LOG_*, or -1. */
+int tp__log_level_parse(const char *name);
+
+/* tp__log_level_name is the word a log line carries for a level. */
+const char *tp__log_level_name(int level);
+
+/*
+ * tp__log_format writes one log line, without a newline:
+ * "2026-11-26T13:45:00.123Z info <line>" (UTC, milliseconds). Returns the
+ * length it would have (as snprintf).
+ */
+int tp__log_format(char *out, size_t size, const struct timespec *when, int level,
+                   const char *line);
+
+/*
+ * tp__log_stderr is the daemon's tp_log_fn: user is a FILE * (NULL:
+ * stderr). Each line is written in one call and flushed, so lines from a
+ * crash or a kill are not lost and never interleave.
+ */
+void tp__log_stderr(int level, const char *line, void *user);
+
+/* tp__log writes a line of the daemon's own through the same sink, when
+ * level is at most the options' level. */
+void tp__log(const tp__daemon_options *opt, int level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- The command line ---- */
+
+enum {
+    TP__ARGS_RUN = 0,     /* run the daemon */
+    TP__ARGS_HELP = 1,    /* print the usage on stdout, exit 0 */
+    TP__ARGS_VERSION = 2, /* print the version on stdout, exit 0 */
+    TP__ARGS_ERROR = -1   /* message on stderr with a usage hint, exit 2 */
+};
+
+typedef struct tp__args {
+    const char *config; /* --config FILE */
+    int demo;           /* --demo */
+    const char *listen; /* --listen ADDR */
+    int log_level;      /* --log-level, TP_LOG_INFO by default */
+} tp__args;
+
+/*
+ * tp__args_parse reads argv. On TP__ARGS_ERROR, why holds one line such as
+ * "unknown option --foo" (without the program's name).
+ * Ownership: the strings in args borrow argv.
+ */
+int tp__args_parse(int argc, char *const *argv, tp__args *args, char *why, size_t why_size);
+
+/* tp__usage is the text --help prints. */
+extern const char tp__usage[];
+
+#endif /* TP_DAEMON_DAEMON_H */

@@ -1,0 +1,124 @@
+/*
+ * transportsd: a transports server set up by a JSON config file
+ * (docs/daemon.md). Everything is built and checked before the listener is
+ * bound, so a bad config never serves anything; then the server runs until
+ * SIGINT or SIGTERM.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/daemon.h"
+
+/*
+ * The server the signal handlers stop. A handler can reach nothing else, so
+ * this is the one piece of global state: set before the handlers are
+ * installed, cleared after they are removed. tp_server_stop only writes a
+ * byte to a pipe, which is safe in a handler.
+ */
+static tp_server *volatile running;
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+    stop_signal = sig;
+    if (running != NULL)
+        tp_server_stop(running);
+}
+
+static int
+handle_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    /* Restart interrupted system calls: the loop must not see EINTR as an
+     * error; the pipe write wakes it up. */
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* listen_host is the host part of "HOST:PORT" (checked by the config). */
+static void
+listen_host(const char *listen, char *out, size_t size)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon != NULL ? (size_t)(colon - listen) : strlen(listen);
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, listen, n);
+    out[n] = '\0';
+}
+
+int
+main(int argc, char **argv)
+{
+    tp__args args;
+    char why[256];
+    switch (tp__args_parse(argc, argv, &args, why, sizeof why)) {
+    case TP__ARGS_HELP:
+        fputs(tp__usage, stdout);
+        return 0;
+    case TP__ARGS_VERSION:
+        printf("transportsd %s\n", tp_version());
+        return 0;
+    case TP__ARGS_ERROR:
+        fprintf(stderr, "transportsd: %s (see transportsd --help)\n", why);
+        return 2;
+    default:
+        break;
+    }
+
+    tp__daemon_options opt = {args.listen, tp__log_stderr, NULL, args.log_level};
+    tp__derror derr;
+    tp__daemon *d =
+        args.demo ? tp__daemon_demo(&opt, &derr) : tp__daemon_load(args.config, &opt, &derr);
+    if (d == NULL) {
+        fprintf(stderr, "transportsd: %s\n", derr.message);
+        return 2;
+    }
+
+    /* A peer that goes away mid-write must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+
+    tp_error err = {0, ""};
+    tp_server *server = tp_server_new(d->hub, &d->cfg.server, &err);
+    if (server == NULL) {
+        /* A bad address is the config's fault (2); a taken one is not (1). */
+        fprintf(stderr, "transportsd: %s: %s\n", args.demo ? "--demo" : args.config, err.message);
+        tp__daemon_free(d);
+        return err.code == TP_EARG ? 2 : 1;
+    }
+    char host[300];
+    listen_host(d->cfg.listen, host, sizeof host);
+    tp__log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+
+    running = server;
+    if (handle_signals(on_signal) != 0) {
+        fprintf(stderr, "transportsd: cannot install signal handlers\n");
+        running = NULL;
+        tp_server_free(server);
+        tp__daemon_free(d);
+        return 1;
+    }
+    int rc = tp_server_run(server);
+    handle_signals(SIG_DFL);
+    running = NULL;
+
+    if (stop_signal != 0)
+        tp__log(&opt, TP_LOG_INFO, "stopped signal=%s",
+                stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
+    else
+        tp__log(&opt, TP_LOG_INFO, "stopped");
+    tp_server_free(server);
+    tp__daemon_free(d);
+    if (rc != TP_OK) {
+        fprintf(stderr, "transportsd: the server stopped: %s\n", tp_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
