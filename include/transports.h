@@ -430,7 +430,9 @@ TP_API const char *tp_conn_tenant(const tp_conn *c);
 
 /**
  * tp_conn_feed handles the text of one received frame: a message or a batch.
- * Every refused message is answered with `error` in the outbox.
+ * Every refused message is answered with `error` in the outbox. A len over
+ * max_message_bytes is refused (too_large, then 1009) without reading text,
+ * so a transport may refuse a message it did not buffer by passing NULL.
  * Returns TP_OK, or TP_ECLOSED once the connection must be closed
  * (tp_conn_close_code says how).
  */

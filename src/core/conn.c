@@ -46,6 +46,21 @@ msg_error(int has_ref, json_int_t ref, int code, const char *message)
     return encode_json(msg);
 }
 
+/* Counts and logs a refused message (every `error` the hub answers with). */
+static void
+note_refused(tp_conn *c, int has_ref, json_int_t ref, int code, const char *message)
+{
+    if (code <= TP_EBADREQUEST && code >= TP_EINTERNAL)
+        c->hub->refused[-code]++;
+    if (tp__log_on(&c->hub->log, TP_LOG_INFO)) {
+        char refs[32] = "";
+        if (has_ref)
+            snprintf(refs, sizeof refs, " ref=%lld", (long long)ref);
+        tp__log(&c->hub->log, TP_LOG_INFO, "refused tenant=%s conn=%s%s code=%s: %s",
+                c->session->tenant, c->id, refs, tp_error_name(code), message);
+    }
+}
+
 static void
 send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *message)
 {
@@ -53,6 +68,7 @@ send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *messag
     char repaired[256];
     snprintf(repaired, sizeof repaired, "%s", message);
     tp__utf8_repair(repaired);
+    note_refused(c, has_ref, ref, code, repaired);
     tp__buf *b = msg_error(has_ref, ref, code, repaired);
     tp__conn_send(c, b);
     tp__buf_unref(b);
@@ -391,6 +407,14 @@ parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
     return 0;
 }
 
+/* The error answering a refused write, counted and logged. */
+static tp__buf *
+refuse_write(tp_conn *c, json_int_t ref, int code, const char *message)
+{
+    note_refused(c, 1, ref, code, message);
+    return msg_error(1, ref, code, message);
+}
+
 /* Applies a write; returns the ack or error to send (NULL: out of memory)
  * and sets *code to the outcome. */
 static tp__buf *
@@ -412,13 +436,13 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
                       m->id);
     if (err.code != 0) {
         *code = err.code;
-        return msg_error(1, ref, err.code, err.message);
+        return refuse_write(c, ref, err.code, err.message);
     }
     /* PROTOCOL.md: a pending host change of the model is published before
      * any other patch of it, so revs stay in order. */
     if (tp__publish_pending(m) == TP_ENOMEM) {
         *code = TP_EINTERNAL;
-        return msg_error(1, ref, TP_EINTERNAL, "out of memory");
+        return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
     }
     if (m->kind == TP__LWW_MAP) {
         if (jts != NULL)
@@ -429,7 +453,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     tp__buf *ack = tp__buf_new(ACK_ROOM(m));
     if (ack == NULL) {
         *code = TP_EINTERNAL;
-        return msg_error(1, ref, TP_EINTERNAL, "out of memory");
+        return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
     }
     tp__change ch = {0};
     int64_t from = m->rev;
@@ -440,9 +464,10 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     if (rc < 0) {
         tp__buf_unref(ack);
         *code = rc == TP_ENOMEM ? TP_EINTERNAL : rc;
-        return msg_error(1, ref, *code, err.message);
+        return refuse_write(c, ref, *code, err.message);
     }
     *code = TP_OK;
+    c->hub->writes_accepted++;
     /* PROTOCOL.md: a private write's ack carries `from` when it changed the
      * model; a shared writer already got the patch; a write that changed
      * nothing is acked with the current rev and no `from`. */

@@ -54,6 +54,7 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
         hub->clock_user = config->clock_user;
         hub->limits = config->limits;
         hub->tick_ms = config->tick_ms;
+        hub->log = (tp__logger){config->log, config->log_user, config->log_level};
     }
     if (hub->clock == NULL)
         hub->clock = tp__clock_wall_ms;
@@ -308,7 +309,31 @@ tp_hub_sync(tp_hub *hub)
         if (rc > 0)
             published++;
     }
+    if (published > 0)
+        hub->syncs++;
     return published;
+}
+
+TP_API void
+tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    /* What the hub holds is counted here, when asked (a metrics scrape),
+     * rather than kept up to date on every change. */
+    void *v;
+    for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);) {
+        const tp_session *s = v;
+        out->tenants++;
+        out->models_private += s->models.len;
+        out->connections += s->conns.len;
+        for (size_t i = 0; i < s->conns.len; i++)
+            out->outbox_bytes += ((const tp_conn *)s->conns.items[i])->out_bytes;
+    }
+    out->models_shared = hub->shared.len;
+    out->writes_accepted = hub->writes_accepted;
+    memcpy(out->writes_refused, hub->refused, sizeof out->writes_refused);
+    out->deliveries = hub->deliveries;
+    out->syncs = hub->syncs;
 }
 
 static char *

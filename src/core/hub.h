@@ -22,6 +22,7 @@
 
 #include "transports.h"
 #include "util/buf.h"
+#include "util/log.h"
 #include "util/map.h"
 #include "util/vec.h"
 
@@ -171,6 +172,9 @@ struct tp_hub {
     void *clock_user;
     tp_limits limits;
     unsigned tick_ms;
+    tp__logger log;
+    /* Counters of tp_hub_stats; what the hub holds is counted when asked. */
+    uint64_t writes_accepted, refused[10], deliveries, syncs;
 
     tp__map tenants;   /* tenant -> tp_session * */
     tp__map shared;    /* sid -> tp__model * */

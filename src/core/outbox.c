@@ -66,6 +66,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
         }
     }
     c->out[c->out_len++] = tp__buf_ref(msg);
+    c->hub->deliveries++;
     c->out_bytes += msg->len;
     if (c->out_bytes > c->hub->limits.max_outbox_bytes) {
         /* PROTOCOL.md, 1013: the connection fell too far behind. What it

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "core/hub.h"
+#include "core/route.h"
 #include "util/alloc.h"
 
 typedef struct pair {
@@ -22,6 +23,10 @@ typedef struct pairs {
 struct tp_request {
     char *path;
     pairs params, query, headers;
+    /* A transport's header lookup, asked for headers not set: the server
+     * reads only the headers the key function asks for. */
+    tp__header_fn lookup;
+    void *lookup_user;
 };
 
 static void
@@ -127,7 +132,26 @@ TP_API const char *
 tp_request_header(const tp_request *req, const char *name)
 {
     /* HTTP header names are case-insensitive (RFC 9110, 5.1). */
-    return pairs_get(&req->headers, name, 1);
+    const char *v = pairs_get(&req->headers, name, 1);
+    if (v != NULL || req->lookup == NULL || name == NULL)
+        return v;
+    char buf[4096];
+    if (req->lookup(req->lookup_user, name, buf, sizeof buf) != 0)
+        return NULL;
+    /* Kept, so the pointer lives as long as the request (and the next ask
+     * is answered here). The request is the transport's own: caching in it
+     * does not change what it says. */
+    tp_request *r = (tp_request *)req;
+    if (pairs_set(&r->headers, name, buf, 1) != TP_OK)
+        return NULL;
+    return pairs_get(&r->headers, name, 1);
+}
+
+void
+tp__request_set_lookup(tp_request *req, tp__header_fn fn, void *user)
+{
+    req->lookup = fn;
+    req->lookup_user = user;
 }
 
 TP_API int

@@ -41,4 +41,15 @@ int tp__query_parse(const char *query, tp_request *req);
  * for a bad escape or a decoded NUL. */
 long tp__percent_decode(const char *src, size_t n, char *dst, int plus_space);
 
+/*
+ * tp__header_fn looks a header up for a request: writes its value (NUL
+ * terminated, cut to n - 1 bytes) to buf and returns 0, or returns -1 when
+ * the header is absent.
+ */
+typedef int (*tp__header_fn)(void *user, const char *name, char *buf, size_t n);
+
+/* tp__request_set_lookup makes tp_request_header ask fn for headers that
+ * were not set. */
+void tp__request_set_lookup(tp_request *req, tp__header_fn fn, void *user);
+
 #endif /* TP_CORE_ROUTE_H */
