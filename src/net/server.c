@@ -1,2 +1,750 @@
-/* The WebSocket server on libwebsockets: being written (issue 3). */
-#include "transports.h"
+/*
+ * The WebSocket server: PROTOCOL.md over libwebsockets, for one hub.
+ *
+ * The loop (docs/internals/server.md): lws_service() handles whatever the
+ * poll returned (frames received and fed to the hub, timers, posts), then
+ * flush_ready() asks for a write on every connection whose outbox is no
+ * longer empty. On the next poll each of those connections gets one write
+ * holding all its frames, pre-framed (RFC 6455 header + payload, one
+ * LWS_WRITE_RAW), so load turns into batching instead of into send() calls.
+ */
+#define _GNU_SOURCE /* pipe2 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "net/net.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+#include "util/error.h"
+
+#define STOP_GRACE_NS (3 * 1000000000LL) /* connections get this long to take their 1001 */
+
+static void run_posts(tp_server *s);
+
+/* ------------------------------------------------------------------------ */
+/* Counting                                                                  */
+/* ------------------------------------------------------------------------ */
+
+const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
+                                                 1007, 1008, 1009, 1011, 1013, 0};
+
+void
+tp__count_close(tp_server *s, int code)
+{
+    int i = 0;
+    while (i < TP__CLOSE_CODES - 1 && tp__close_codes[i] != code)
+        i++;
+    s->closes[i]++; /* the last slot counts every other code */
+}
+
+static const char *
+close_reason(int code)
+{
+    switch (code) {
+    case 1001:
+        return "server shutting down";
+    case 1003:
+        return "binary frames are not accepted";
+    case 1009:
+        return "message too big";
+    case 1013:
+        return "too far behind: reconnect and resume";
+    default:
+        return "internal error";
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sending                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Makes room for `more` bytes of frames after `used` (past LWS_PRE). */
+static int
+sendbuf_reserve(tp_server *s, size_t used, size_t more)
+{
+    size_t need = LWS_PRE + used + more;
+    if (need <= s->sendcap)
+        return 0;
+    size_t cap = s->sendcap ? s->sendcap : LWS_PRE + TP__SEND_CHUNK + 1024;
+    while (cap < need)
+        cap *= 2;
+    unsigned char *b = tp__realloc(s->sendbuf, cap);
+    if (b == NULL)
+        return -1;
+    s->sendbuf = b;
+    s->sendcap = cap;
+    return 0;
+}
+
+/* Writes an unmasked FIN text frame header (RFC 6455, 5.2): returns its size. */
+static size_t
+frame_header(unsigned char *p, size_t n)
+{
+    p[0] = 0x81;
+    if (n < 126) {
+        p[1] = (unsigned char)n;
+        return 2;
+    }
+    if (n <= 0xffff) {
+        p[1] = 126;
+        p[2] = (unsigned char)(n >> 8);
+        p[3] = (unsigned char)n;
+        return 4;
+    }
+    p[1] = 127;
+    for (int i = 0; i < 8; i++)
+        p[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
+    return 10;
+}
+
+/*
+ * Sends what a connection has, pre-framed in one write of at most about
+ * TP__SEND_CHUNK bytes; asks to be called again when more is left. Once the
+ * outbox is empty and the connection must close, closes it (returns -1, and
+ * lws sends the close frame after what was written).
+ */
+static int
+flush_conn(tp_server *s, tp__ws *ws)
+{
+    if (ws->conn == NULL)
+        return 0;
+    size_t used = 0;
+    const char *f;
+    size_t n;
+    while (used < TP__SEND_CHUNK && (f = tp_conn_next_frame(ws->conn, &n)) != NULL) {
+        if (sendbuf_reserve(s, used, n + 10) != 0) {
+            ws->close_code = 1011;
+            break;
+        }
+        unsigned char *p = s->sendbuf + LWS_PRE + used;
+        size_t h = frame_header(p, n);
+        memcpy(p + h, f, n);
+        used += h + n;
+        s->frames_sent++;
+    }
+    if (used > 0) {
+        /* lws keeps whatever the socket does not take at once and sends it
+         * before the next writeable callback. */
+        if (lws_write(ws->wsi, s->sendbuf + LWS_PRE, used, LWS_WRITE_RAW) < (int)used) {
+            ws->close_code = 1006;
+            return -1;
+        }
+        s->send_calls++;
+        s->bytes_sent += used;
+    }
+    int code = ws->close_code ? ws->close_code : tp_conn_close_code(ws->conn);
+    if (tp_conn_outbox_bytes(ws->conn) > 0 && code != 1011 && code != 1013) {
+        lws_callback_on_writable(ws->wsi);
+        return 0;
+    }
+    if (code == 0)
+        return 0;
+    if (lws_partial_buffered(ws->wsi)) {
+        lws_callback_on_writable(ws->wsi); /* close once all is out */
+        return 0;
+    }
+    ws->close_code = code;
+    const char *why = close_reason(code);
+    lws_close_reason(ws->wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
+    return -1;
+}
+
+static void
+want_write(tp__ws *ws)
+{
+    if (ws->wsi != NULL)
+        lws_callback_on_writable(ws->wsi);
+}
+
+static void
+flush_timer(lws_sorted_usec_list_t *sul)
+{
+    tp_server *s = lws_container_of(sul, tp_server, sul_flush);
+    s->flush_armed = 0;
+    tp_conn *c;
+    while ((c = tp_hub_next_ready(s->hub)) != NULL)
+        want_write(tp_conn_user(c));
+}
+
+/*
+ * The end of a loop iteration: every connection with something to send is
+ * asked for a write (at once, or after flush_ms to gather more). Redis's
+ * beforeSleep(): the store commits here first, once there is a store.
+ */
+static void
+flush_ready(tp_server *s)
+{
+    if (s->flush_ms > 0) {
+        if (!s->flush_armed && s->hub->ready.len > 0) {
+            s->flush_armed = 1;
+            lws_sul_schedule(s->ctx, 0, &s->sul_flush, flush_timer,
+                             (lws_usec_t)s->flush_ms * LWS_US_PER_MS);
+        }
+        return;
+    }
+    tp_conn *c;
+    while ((c = tp_hub_next_ready(s->hub)) != NULL)
+        want_write(tp_conn_user(c));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receiving                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void
+feed_result(tp__ws *ws, int rc)
+{
+    if (rc == TP_ECLOSED && ws->close_code == 0)
+        ws->close_code = tp_conn_close_code(ws->conn);
+}
+
+static int
+receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
+{
+    if (ws->conn == NULL || ws->close_code != 0)
+        return 0; /* closing: what else arrives is dropped */
+    if (lws_frame_is_binary(ws->wsi)) {
+        /* PROTOCOL.md: a binary frame closes the connection with 1003. */
+        ws->close_code = 1003;
+        lws_close_reason(ws->wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                         (unsigned char *)"binary frames are not accepted", 30);
+        return -1;
+    }
+    size_t max = s->hub->limits.max_message_bytes;
+    size_t remaining = lws_remaining_packet_payload(ws->wsi);
+    int last = lws_is_final_fragment(ws->wsi) && remaining == 0;
+    size_t known = ws->rx_len + len + remaining;
+    if (known > max) {
+        /* Refused as soon as the frame header tells: the hub answers
+         * too_large and asks for 1009, and the rest is never buffered. */
+        feed_result(ws, tp_conn_feed(ws->conn, NULL, known));
+        ws->rx_len = 0;
+        want_write(ws);
+        return 0;
+    }
+    if (last && ws->rx_len == 0) {
+        feed_result(ws, tp_conn_feed(ws->conn, in, len)); /* the common case: no copy */
+        return 0;
+    }
+    if (ws->rx_len + len > ws->rx_cap) {
+        size_t cap = ws->rx_cap ? ws->rx_cap : 4096;
+        while (cap < ws->rx_len + len)
+            cap *= 2;
+        char *rx = tp__realloc(ws->rx, cap);
+        if (rx == NULL) {
+            ws->close_code = 1011;
+            want_write(ws);
+            return 0;
+        }
+        ws->rx = rx;
+        ws->rx_cap = cap;
+    }
+    memcpy(ws->rx + ws->rx_len, in, len);
+    ws->rx_len += len;
+    if (last) {
+        feed_result(ws, tp_conn_feed(ws->conn, ws->rx, ws->rx_len));
+        ws->rx_len = 0;
+        if (ws->rx_cap > 65536) { /* a large message does not keep its buffer */
+            tp__free(ws->rx);
+            ws->rx = NULL;
+            ws->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                               */
+/* ------------------------------------------------------------------------ */
+
+static int
+established(tp_server *s, struct lws *wsi, tp__ws *ws)
+{
+    memset(ws, 0, sizeof *ws);
+    ws->wsi = wsi;
+    if (s->pending_wsi != wsi || s->pending_tenant == NULL)
+        return -1; /* not a handshake tp__http_confirm_upgrade let through */
+    char *tenant = s->pending_tenant;
+    int flags = s->pending_flags;
+    s->pending_tenant = NULL;
+    s->pending_wsi = NULL;
+    tp_error err;
+    ws->conn = tp_conn_open(s->hub, tenant, flags, &err);
+    lws_get_peer_simple(wsi, ws->peer, sizeof ws->peer);
+    if (ws->conn == NULL) {
+        tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s", tenant, ws->peer,
+                err.message);
+        tp__free(tenant);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, NULL, 0);
+        return -1;
+    }
+    tp__free(tenant);
+    tp_conn_set_user(ws->conn, ws);
+    s->nconns++;
+    s->opened++;
+    tp__log(s->log, TP_LOG_INFO, "connect tenant=%s conn=%s peer=%s%s", tp_conn_tenant(ws->conn),
+            tp_conn_id(ws->conn), ws->peer, flags & TP_CONN_RESUME ? " resume=1" : "");
+    return 0;
+}
+
+static void
+closed(tp_server *s, tp__ws *ws)
+{
+    tp__free(ws->rx);
+    ws->rx = NULL;
+    ws->rx_len = ws->rx_cap = 0;
+    if (ws->conn == NULL)
+        return;
+    /* Without a close frame from us or the peer (a dropped TCP
+     * connection, or one lws closed for breaking RFC 6455): 1006. */
+    int code = ws->close_code ? ws->close_code : 1006;
+    tp__count_close(s, code);
+    tp__log(s->log, TP_LOG_INFO, "disconnect tenant=%s conn=%s code=%d%s",
+            tp_conn_tenant(ws->conn), tp_conn_id(ws->conn), code,
+            ws->peer_closed ? " by=peer" : "");
+    tp_conn_close(ws->conn);
+    ws->conn = NULL;
+    s->nconns--;
+}
+
+static void
+peer_close(tp__ws *ws, const unsigned char *in, size_t len)
+{
+    ws->peer_closed = 1;
+    if (ws->close_code == 0)
+        ws->close_code = len >= 2 ? (in[0] << 8 | in[1]) : 1005;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Waking the loop: posts and stop                                           */
+/* ------------------------------------------------------------------------ */
+
+static void
+wake(tp_server *s)
+{
+    /* One byte; a full pipe already wakes the loop, so EAGAIN is fine. */
+    ssize_t r = write(s->wake[1], "w", 1);
+    (void)r;
+}
+
+static void
+drain_wake(tp_server *s)
+{
+    char buf[256];
+    while (read(s->wake[0], buf, sizeof buf) > 0)
+        ;
+    run_posts(s);
+}
+
+static void
+run_posts(tp_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    tp__post *p = s->posts;
+    s->posts = s->posts_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (p != NULL) {
+        tp__post *next = p->next;
+        p->fn(p->arg);
+        tp__free(p);
+        p = next;
+    }
+}
+
+TP_API int
+tp_server_post(tp_server *s, void (*fn)(void *arg), void *arg)
+{
+    if (s == NULL || fn == NULL)
+        return TP_EARG;
+    tp__post *p = tp__malloc(sizeof *p);
+    if (p == NULL)
+        return TP_ENOMEM;
+    p->fn = fn;
+    p->arg = arg;
+    p->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->posts_tail != NULL)
+        s->posts_tail->next = p;
+    else
+        s->posts = p;
+    s->posts_tail = p;
+    pthread_mutex_unlock(&s->mu);
+    wake(s);
+    return TP_OK;
+}
+
+TP_API void
+tp_server_stop(tp_server *s)
+{
+    /* Signal-safe: an atomic store and a write(2). */
+    atomic_store(&s->stop_asked, 1);
+    wake(s);
+}
+
+static void
+sync_tick(lws_sorted_usec_list_t *sul)
+{
+    tp_server *s = lws_container_of(sul, tp_server, sul_sync);
+    int64_t t0 = tp__clock_mono_ns();
+    tp_hub_sync(s->hub);
+    double secs = (double)(tp__clock_mono_ns() - t0) / 1e9;
+    static const double bounds[TP__TICK_BUCKETS] = {
+        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1};
+    int b = 0;
+    while (b < TP__TICK_BUCKETS && secs > bounds[b])
+        b++;
+    s->tick_buckets[b]++;
+    s->tick_count++;
+    s->tick_sum += secs;
+    lws_sul_schedule(s->ctx, 0, &s->sul_sync, sync_tick, (lws_usec_t)s->autosync_ms * LWS_US_PER_MS);
+}
+
+static void
+stop_timer(lws_sorted_usec_list_t *sul)
+{
+    (void)sul; /* only wakes the loop to look at the deadline */
+}
+
+/* Every connection gets what it has pending, then a close with 1001. */
+static void
+begin_stop(tp_server *s)
+{
+    s->stopping = 1;
+    s->stop_deadline_ns = tp__clock_mono_ns() + STOP_GRACE_NS;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->hub->tenants, &it, NULL, &v);) {
+        tp_session *ss = v;
+        for (size_t i = 0; i < ss->conns.len; i++) {
+            tp__ws *ws = tp_conn_user(ss->conns.items[i]);
+            if (ws != NULL && ws->close_code == 0) {
+                ws->close_code = 1001;
+                want_write(ws);
+            }
+        }
+    }
+    tp__log(s->log, TP_LOG_INFO, "stopping connections=%u", s->nconns);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The lws callback                                                          */
+/* ------------------------------------------------------------------------ */
+
+static int
+callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    tp_server *s = lws_context_user(lws_get_context(wsi));
+    tp__ws *ws = user;
+    switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return tp__http_confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_HTTP:
+        return tp__http_serve(s, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return s->pending_wsi == wsi ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED:
+        return established(s, wsi, ws);
+    case LWS_CALLBACK_RECEIVE:
+        return receive(s, ws, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return flush_conn(s, ws);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        peer_close(ws, in, len);
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        closed(s, ws);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (s->pending_wsi == wsi) {
+            tp__free(s->pending_tenant);
+            s->pending_tenant = NULL;
+            s->pending_wsi = NULL;
+        }
+        return 0;
+    case LWS_CALLBACK_RAW_RX_FILE:
+        drain_wake(s);
+        return 0;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (wsi == s->wake_wsi)
+            s->wake_wsi = NULL;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Splits "host:port" or "[v6]:port". */
+static int
+parse_listen(const char *listen, char **host, int *port, tp_error *err)
+{
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || colon == listen || colon[1] == '\0')
+        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not host:port", listen);
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || p < 0 || p > 65535)
+        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" has a bad port", listen);
+    const char *h = listen;
+    size_t n = (size_t)(colon - listen);
+    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    *host = tp__malloc(n + 1);
+    if (*host == NULL)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    memcpy(*host, h, n);
+    (*host)[n] = '\0';
+    *port = (int)p;
+    return TP_OK;
+}
+
+/* Tries the address first, so that a bind failure is reported with its reason. */
+static int
+probe_bind(const char *host, int port, tp_error *err)
+{
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof sa);
+    socklen_t sl;
+    int family;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        family = v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        sl = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        family = v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        sl = sizeof *v6;
+    } else {
+        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not an IP address", host);
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return tp__error_set(err, TP_EINTERNAL, "listen: socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&sa, sl);
+    int e = errno;
+    close(fd);
+    if (rc != 0)
+        return tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: %s", host, port, strerror(e));
+    return TP_OK;
+}
+
+static unsigned
+or_default(unsigned v, unsigned d)
+{
+    return v ? v : d;
+}
+
+static unsigned
+ms_to_s(unsigned ms)
+{
+    unsigned s = (ms + 999) / 1000;
+    return s ? s : 1;
+}
+
+/* lws's own log lines are for debugging lws itself. */
+static void
+lws_logger(int level, const char *line)
+{
+    (void)level;
+    fputs(line, stderr);
+}
+
+static int
+copy_origins(tp_server *s, const char *const *origins)
+{
+    if (origins == NULL)
+        return 0;
+    size_t n = 0;
+    while (origins[n] != NULL)
+        n++;
+    s->origins = tp__calloc(n + 1, sizeof *s->origins);
+    if (s->origins == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((s->origins[i] = tp__strdup(origins[i])) == NULL)
+            return -1;
+    return 0;
+}
+
+TP_API tp_server *
+tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
+{
+    tp_server_config def = {0};
+    if (config == NULL)
+        config = &def;
+    if (hub == NULL) {
+        tp__error_set(err, TP_EARG, "hub: required");
+        return NULL;
+    }
+    tp_server *s = tp__calloc(1, sizeof *s);
+    if (s == NULL) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->hub = hub;
+    s->log = &hub->log;
+    s->wake[0] = s->wake[1] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->stop_asked, 0);
+    s->autosync_ms = config->autosync_ms;
+    s->flush_ms = config->flush_ms;
+    s->max_connections = or_default(config->max_connections, 10000);
+    s->max_per_tenant = or_default(config->max_connections_per_tenant, 256);
+    s->handshake_timeout_ms = or_default(config->handshake_timeout_ms, 10000);
+    s->ping_interval_ms = or_default(config->ping_interval_ms, 30000);
+    s->ping_timeout_ms = or_default(config->ping_timeout_ms, 10000);
+    if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port,
+                     err) != TP_OK)
+        goto fail;
+    if ((s->route = tp__route_new(config->route ? config->route : "/ws/{tenant}", err)) == NULL) {
+        if (err != NULL && err->code == TP_EARG) {
+            char m[sizeof err->message];
+            snprintf(m, sizeof m, "%s", err->message);
+            tp__error_set(err, TP_EARG, "route: %s", m);
+        }
+        goto fail;
+    }
+    if (copy_origins(s, config->origins) != 0) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (probe_bind(s->host, s->port, err) != TP_OK)
+        goto fail;
+    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        tp__error_set(err, TP_EINTERNAL, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+
+    s->protocols[0] = (struct lws_protocols){
+        .name = TP__SUBPROTOCOL,
+        .callback = callback,
+        .per_session_data_size = sizeof(tp__ws),
+        .rx_buffer_size = 65536,
+    };
+    s->protocols[1] = (struct lws_protocols){.name = "transports-wake", .callback = callback};
+    /* Server pings (lws's validity policy): a ping after ping_interval of
+     * silence, and the connection dropped without an answer ping_timeout
+     * later. lws counts in whole seconds. */
+    s->retry.secs_since_valid_ping = (uint16_t)ms_to_s(s->ping_interval_ms);
+    s->retry.secs_since_valid_hangup =
+        (uint16_t)(ms_to_s(s->ping_interval_ms) + ms_to_s(s->ping_timeout_ms));
+
+    lws_set_log_level(hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL
+                          ? LLL_ERR | LLL_WARN
+                          : 0,
+                      lws_logger);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = s->port;
+    info.iface = s->host;
+    info.protocols = s->protocols;
+    info.user = s;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 *
+                                                         (strchr(s->host, ':') == NULL);
+    info.timeout_secs = ms_to_s(s->handshake_timeout_ms);
+    info.timeout_secs_ah_idle = ms_to_s(s->handshake_timeout_ms);
+    info.max_http_header_data = 8192;
+    info.retry_and_idle_policy = &s->retry;
+    info.vhost_name = "default";
+    s->ctx = lws_create_context(&info);
+    if (s->ctx == NULL) {
+        tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: the server could not start", s->host,
+                      s->port);
+        goto fail;
+    }
+    s->vh = lws_get_vhost_by_name(s->ctx, "default");
+    if (s->vh != NULL)
+        s->port = lws_get_vhost_listen_port(s->vh);
+    lws_sock_file_fd_type fd;
+    fd.filefd = s->wake[0];
+    s->wake_wsi = s->vh ? lws_adopt_descriptor_vhost(s->vh, LWS_ADOPT_RAW_FILE_DESC, fd,
+                                                     "transports-wake", NULL)
+                        : NULL;
+    if (s->wake_wsi == NULL) {
+        tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not start");
+        goto fail;
+    }
+    tp__error_clear(err);
+    return s;
+fail:
+    tp_server_free(s);
+    return NULL;
+}
+
+TP_API int
+tp_server_port(const tp_server *s)
+{
+    return s->port;
+}
+
+TP_API int
+tp_server_run(tp_server *s)
+{
+    s->running = 1;
+    if (s->autosync_ms > 0)
+        lws_sul_schedule(s->ctx, 0, &s->sul_sync, sync_tick,
+                         (lws_usec_t)s->autosync_ms * LWS_US_PER_MS);
+    lws_sorted_usec_list_t sul_stop;
+    memset(&sul_stop, 0, sizeof sul_stop);
+    for (;;) {
+        if (atomic_load(&s->stop_asked) && !s->stopping) {
+            begin_stop(s);
+            lws_sul_schedule(s->ctx, 0, &sul_stop, stop_timer, STOP_GRACE_NS / 1000);
+        }
+        if (s->stopping && (s->nconns == 0 || tp__clock_mono_ns() > s->stop_deadline_ns))
+            break;
+        flush_ready(s);
+        if (lws_service(s->ctx, 0) < 0)
+            break;
+    }
+    lws_sul_cancel(&sul_stop);
+    lws_sul_cancel(&s->sul_sync);
+    lws_sul_cancel(&s->sul_flush);
+    s->flush_armed = 0;
+    s->running = 0;
+    tp__log(s->log, TP_LOG_INFO, "stopped");
+    return TP_OK;
+}
+
+TP_API void
+tp_server_free(tp_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->ctx != NULL) {
+        lws_sul_cancel(&s->sul_sync);
+        lws_sul_cancel(&s->sul_flush);
+        lws_context_destroy(s->ctx); /* closes every connection: closed() runs for each */
+    }
+    run_posts(s); /* tp_server_post's promise: fn runs exactly once */
+    if (s->wake[0] >= 0)
+        close(s->wake[0]);
+    if (s->wake[1] >= 0)
+        close(s->wake[1]);
+    pthread_mutex_destroy(&s->mu);
+    tp__free(s->pending_tenant);
+    if (s->origins != NULL)
+        for (size_t i = 0; s->origins[i] != NULL; i++)
+            tp__free(s->origins[i]);
+    tp__free(s->origins);
+    tp__route_free(s->route);
+    tp__free(s->host);
+    tp__free(s->sendbuf);
+    tp__free(s);
+}

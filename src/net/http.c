@@ -1,0 +1,386 @@
+/*
+ * HTTP on the server's listener: the WebSocket handshake's checks (each
+ * refusal with the status PROTOCOL.md names, before any upgrade), and the
+ * plain endpoints GET /healthz and GET /metrics.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "net/net.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+
+static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 426, 503, 0};
+
+void
+tp__count_refused(tp_server *s, int status)
+{
+    int i = 0;
+    while (i < TP__STATUSES - 1 && statuses[i] != status)
+        i++;
+    s->refused[i]++;
+}
+
+static const char *
+status_text(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 426:
+        return "Upgrade Required";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+int
+tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra,
+                 const char *body, size_t len)
+{
+    char head[512];
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n%s\r\n",
+                     status, status_text(status), type, len, extra ? extra : "");
+    if (h < 0 || (size_t)h >= sizeof head)
+        return -1;
+    unsigned char *buf = tp__malloc(LWS_PRE + (size_t)h + len);
+    if (buf == NULL)
+        return -1;
+    memcpy(buf + LWS_PRE, head, (size_t)h);
+    memcpy(buf + LWS_PRE + h, body, len);
+    /* One write for the whole response: lws keeps what the socket does
+     * not take at once and sends it before it closes. */
+    int w = lws_write(wsi, buf + LWS_PRE, (size_t)h + len, LWS_WRITE_HTTP_FINAL);
+    tp__free(buf);
+    return w < 0 ? -1 : 0;
+}
+
+/* A refused handshake: the status, a one-line reason, logged and counted. */
+static int
+refuse(tp_server *s, struct lws *wsi, int status, const char *extra, const char *why,
+       const char *path)
+{
+    tp__count_refused(s, status);
+    char peer[64] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status, path, peer,
+            why);
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s\n", why);
+    if (tp__http_respond(wsi, status, "text/plain; charset=utf-8", extra, body,
+                         n < 0 ? 0 : (size_t)n) != 0)
+        return -1;
+    return 1; /* lws: a response was written, finish the transaction */
+}
+
+/* The value of a header lws knows by token, or NULL when absent or too long. */
+static const char *
+header(struct lws *wsi, enum lws_token_indexes t, char *buf, int n)
+{
+    if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, buf, n, t) < 0)
+        return NULL;
+    return buf;
+}
+
+/* tp_request_header's lookup: any header, by name (case-insensitive). */
+static int
+lookup_header(void *user, const char *name, char *buf, size_t n)
+{
+    struct lws *wsi = user;
+    char lname[128];
+    size_t len = strlen(name);
+    if (len == 0 || len + 2 > sizeof lname)
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        lname[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32 : name[i]);
+    lname[len] = ':';
+    lname[len + 1] = '\0';
+    for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+        const unsigned char *tn = lws_token_to_string((enum lws_token_indexes)t);
+        if (tn != NULL && strcmp((const char *)tn, lname) == 0)
+            return header(wsi, (enum lws_token_indexes)t, buf, (int)n) ? 0 : -1;
+    }
+    if (lws_hdr_custom_length(wsi, lname, (int)len + 1) < 0)
+        return -1;
+    return lws_hdr_custom_copy(wsi, buf, (int)n, lname, (int)len + 1) < 0 ? -1 : 0;
+}
+
+/* Sec-WebSocket-Protocol: a comma-separated list of tokens (RFC 6455, 4.1). */
+static int
+offers_ours(const char *list)
+{
+    const char *p = list;
+    const size_t ours = strlen(TP__SUBPROTOCOL);
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        if ((size_t)(p - start) == ours && strncmp(start, TP__SUBPROTOCOL, ours) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int
+origin_allowed(const tp_server *s, const char *origin)
+{
+    /* Origin guards browsers; other clients send none and may forge it. */
+    if (s->origins == NULL || origin == NULL)
+        return 1;
+    for (size_t i = 0; s->origins[i] != NULL; i++)
+        if (strcasecmp(s->origins[i], origin) == 0)
+            return 1;
+    return 0;
+}
+
+/* Every query parameter lws split out ("name=value", decoded by lws). */
+static int
+set_query(struct lws *wsi, tp_request *req)
+{
+    char frag[1024];
+    for (int i = 0;; i++) {
+        int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            return 0; /* no more fragments */
+        char *eq = strchr(frag, '=');
+        const char *value = "";
+        if (eq != NULL) {
+            *eq = '\0';
+            value = eq + 1;
+        }
+        /* When a name repeats, the first value wins (as tp__query_parse). */
+        if (tp_request_query(req, frag) == NULL && tp_request_set_query(req, frag, value) != 0)
+            return -1;
+    }
+}
+
+int
+tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
+{
+    char path[1024], buf[1024];
+    if (header(wsi, WSI_TOKEN_GET_URI, path, sizeof path) == NULL)
+        return refuse(s, wsi, 400, NULL, "a WebSocket handshake is a GET", "-");
+    if (s->stopping)
+        return refuse(s, wsi, 503, NULL, "the server is shutting down", path);
+    /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13 only. */
+    const char *version = header(wsi, WSI_TOKEN_VERSION, buf, sizeof buf);
+    if (version == NULL || strcmp(version, "13") != 0)
+        return refuse(s, wsi, version ? 426 : 400, "Sec-WebSocket-Version: 13\r\n",
+                      "Sec-WebSocket-Version: 13 is required", path);
+    char key[64];
+    const char *k = header(wsi, WSI_TOKEN_KEY, buf, sizeof buf);
+    if (k == NULL || strlen(k) != 24 || lws_b64_decode_string(k, key, sizeof key) != 16)
+        return refuse(s, wsi, 400, NULL, "Sec-WebSocket-Key: 16 bytes in base64 are required",
+                      path);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0)
+        return refuse(s, wsi, 400, NULL, "Host: required", path);
+    const char *offered = header(wsi, WSI_TOKEN_PROTOCOL, buf, sizeof buf);
+    if (offered != NULL && !offers_ours(offered))
+        return refuse(s, wsi, 400, NULL, "Sec-WebSocket-Protocol: transports.v1 is not offered",
+                      path);
+    const char *origin = header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
+    if (!origin_allowed(s, origin))
+        return refuse(s, wsi, 403, NULL, "Origin: not allowed", path);
+
+    tp_request *req = tp_request_new(path);
+    if (req == NULL)
+        return refuse(s, wsi, 503, NULL, "out of memory", path);
+    int rc = tp__route_match(s->route, path, req);
+    if (rc == TP_OK && set_query(wsi, req) != 0)
+        rc = TP_ENOMEM;
+    if (rc != TP_OK) {
+        tp_request_free(req);
+        return rc == TP_ENOTFOUND ? refuse(s, wsi, 404, NULL, "no route matches the path", path)
+                                  : refuse(s, wsi, 503, NULL, "out of memory", path);
+    }
+    if (s->nconns >= s->max_connections) {
+        tp_request_free(req);
+        return refuse(s, wsi, 503, NULL, "the server's connection limit is reached", path);
+    }
+    tp__request_set_lookup(req, lookup_header, wsi);
+    const char *tenant = tp_hub_key(s->hub, req);
+    if (tenant == NULL) {
+        tp_request_free(req);
+        return refuse(s, wsi, 403, NULL, "the key function refused the connection", path);
+    }
+    const tp_session *session = tp__map_get(&s->hub->tenants, tenant);
+    if (session != NULL && session->conns.len >= s->max_per_tenant) {
+        tp_request_free(req);
+        return refuse(s, wsi, 503, NULL, "the tenant's connection limit is reached", path);
+    }
+    const char *resume = tp_request_query(req, "resume");
+    tp__free(s->pending_tenant);
+    s->pending_tenant = tp__strdup(tenant);
+    s->pending_flags = resume != NULL && strcmp(resume, "1") == 0 ? TP_CONN_RESUME : 0;
+    tp_request_free(req);
+    if (s->pending_tenant == NULL)
+        return refuse(s, wsi, 503, NULL, "out of memory", path);
+    /* lws goes on with the upgrade at once: established() picks this up. */
+    s->pending_wsi = wsi;
+    return 0;
+}
+
+/* ---- /metrics ---- */
+
+static void
+metric(tp__sb *sb, const char *name, const char *type, const char *help)
+{
+    tp__sb_puts(sb, "# HELP ");
+    tp__sb_puts(sb, name);
+    tp__sb_puts(sb, " ");
+    tp__sb_puts(sb, help);
+    tp__sb_puts(sb, "\n# TYPE ");
+    tp__sb_puts(sb, name);
+    tp__sb_puts(sb, " ");
+    tp__sb_puts(sb, type);
+    tp__sb_puts(sb, "\n");
+}
+
+static void
+sample(tp__sb *sb, const char *name, const char *labels, uint64_t v)
+{
+    tp__sb_puts(sb, name);
+    if (labels != NULL && *labels != '\0') {
+        tp__sb_puts(sb, "{");
+        tp__sb_puts(sb, labels);
+        tp__sb_puts(sb, "}");
+    }
+    tp__sb_puts(sb, " ");
+    tp__sb_int(sb, (int64_t)v);
+    tp__sb_puts(sb, "\n");
+}
+
+static void
+gauge(tp__sb *sb, const char *name, const char *help, uint64_t v)
+{
+    metric(sb, name, "gauge", help);
+    sample(sb, name, NULL, v);
+}
+
+static void
+counter(tp__sb *sb, const char *name, const char *help, uint64_t v)
+{
+    metric(sb, name, "counter", help);
+    sample(sb, name, NULL, v);
+}
+
+TP_API char *
+tp_server_metrics(tp_server *s)
+{
+    tp_hub_stats st;
+    tp_hub_get_stats(s->hub, &st);
+    tp__sb sb;
+    tp__sb_init(&sb, 4096);
+    char labels[64];
+    gauge(&sb, "transports_connections", "WebSocket connections open.", s->nconns);
+    counter(&sb, "transports_connections_opened_total", "WebSocket connections accepted.",
+            s->opened);
+    gauge(&sb, "transports_tenants", "Tenant sessions alive.", st.tenants);
+    metric(&sb, "transports_models", "gauge", "Models held, by scope.");
+    sample(&sb, "transports_models", "scope=\"private\"", st.models_private);
+    sample(&sb, "transports_models", "scope=\"shared\"", st.models_shared);
+    counter(&sb, "transports_writes_accepted_total", "Writes applied.", st.writes_accepted);
+    metric(&sb, "transports_refused_total", "counter",
+           "Messages refused with an error, by PROTOCOL.md code.");
+    for (int code = TP_EBADREQUEST; code >= TP_EINTERNAL; code--) {
+        snprintf(labels, sizeof labels, "code=\"%s\"", tp_error_name(code));
+        sample(&sb, "transports_refused_total", labels, st.writes_refused[-code]);
+    }
+    counter(&sb, "transports_deliveries_total", "Messages put in outboxes.", st.deliveries);
+    gauge(&sb, "transports_outbox_bytes", "Bytes waiting in all outboxes.", st.outbox_bytes);
+    counter(&sb, "transports_frames_sent_total", "WebSocket frames sent.", s->frames_sent);
+    counter(&sb, "transports_writes_to_sockets_total",
+            "Socket writes (each carries every frame a connection had).", s->send_calls);
+    counter(&sb, "transports_bytes_sent_total", "Bytes of frames sent.", s->bytes_sent);
+    metric(&sb, "transports_closes_total", "counter", "Connections closed, by close code.");
+    for (int i = 0; i < TP__CLOSE_CODES; i++) {
+        if (tp__close_codes[i] != 0)
+            snprintf(labels, sizeof labels, "code=\"%d\"", tp__close_codes[i]);
+        else
+            snprintf(labels, sizeof labels, "code=\"other\"");
+        sample(&sb, "transports_closes_total", labels, s->closes[i]);
+    }
+    metric(&sb, "transports_handshakes_refused_total", "counter",
+           "WebSocket handshakes refused, by HTTP status.");
+    for (int i = 0; i < TP__STATUSES; i++) {
+        if (statuses[i] != 0)
+            snprintf(labels, sizeof labels, "status=\"%d\"", statuses[i]);
+        else
+            snprintf(labels, sizeof labels, "status=\"other\"");
+        sample(&sb, "transports_handshakes_refused_total", labels, s->refused[i]);
+    }
+    counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
+    metric(&sb, "transports_sync_tick_seconds", "histogram", "Duration of autosync ticks.");
+    static const char *const bounds[TP__TICK_BUCKETS] = {
+        "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
+        "0.001", "0.0025",  "0.005", "0.01",   "0.025",   "0.1"};
+    uint64_t cum = 0;
+    for (int i = 0; i < TP__TICK_BUCKETS; i++) {
+        cum += s->tick_buckets[i];
+        snprintf(labels, sizeof labels, "le=\"%s\"", bounds[i]);
+        sample(&sb, "transports_sync_tick_seconds_bucket", labels, cum);
+    }
+    sample(&sb, "transports_sync_tick_seconds_bucket", "le=\"+Inf\"", s->tick_count);
+    char sum[64];
+    snprintf(sum, sizeof sum, "transports_sync_tick_seconds_sum %.9f\n", s->tick_sum);
+    tp__sb_puts(&sb, sum);
+    sample(&sb, "transports_sync_tick_seconds_count", NULL, s->tick_count);
+    tp__buf *b = tp__sb_finish(&sb);
+    if (b == NULL)
+        return NULL;
+    char *out = tp__malloc(b->len + 1);
+    if (out != NULL) {
+        memcpy(out, b->data, b->len);
+        out[b->len] = '\0';
+    }
+    tp__buf_unref(b);
+    return out;
+}
+
+/* ---- Plain HTTP ---- */
+
+int
+tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
+{
+    int get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    int rc;
+    if (!get) {
+        static const char msg[] = "only GET is served here\n";
+        rc = tp__http_respond(wsi, 405, "text/plain; charset=utf-8", "Allow: GET\r\n", msg,
+                              sizeof msg - 1);
+    } else if (strcmp(uri, "/healthz") == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}\n";
+        rc = tp__http_respond(wsi, 200, "application/json", NULL, ok, sizeof ok - 1);
+    } else if (strcmp(uri, "/metrics") == 0) {
+        char *m = tp_server_metrics(s);
+        if (m == NULL)
+            return -1;
+        rc = tp__http_respond(wsi, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, m,
+                              strlen(m));
+        tp__free(m);
+    } else {
+        static const char msg[] = "not found\n";
+        rc = tp__http_respond(wsi, 404, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
+    }
+    if (rc != 0)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}

@@ -1,0 +1,114 @@
+/*
+ * The net layer's internal structures, shared by its files:
+ *   server.c   life cycle, the loop (service, then flush), post and stop,
+ *              WebSocket connections: receive, send pre-framed, close
+ *   http.c     the handshake checks and refusals, /healthz and /metrics
+ *
+ * One loop, one thread: everything here but tp_server_post and
+ * tp_server_stop runs on the thread in tp_server_run (docs/internals/server.md).
+ */
+#ifndef TP_NET_NET_H
+#define TP_NET_NET_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "core/hub.h"
+#include "core/route.h"
+#include "transports.h"
+#include "util/log.h"
+
+#define TP__SUBPROTOCOL "transports.v1"
+#define TP__SEND_CHUNK (256 * 1024) /* bytes of frames built per write */
+
+/* The close codes and HTTP statuses counted in /metrics. */
+#define TP__CLOSE_CODES 12
+#define TP__STATUSES 8
+#define TP__TICK_BUCKETS 12
+
+typedef struct tp__post {
+    void (*fn)(void *arg);
+    void *arg;
+    struct tp__post *next;
+} tp__post;
+
+/* A WebSocket connection's state: lws's per-session user space. */
+typedef struct tp__ws {
+    struct lws *wsi;
+    tp_conn *conn;
+    char *rx; /* a message being received across fragments or reads */
+    size_t rx_len, rx_cap;
+    int skipping;   /* the message being received is over the limit: dropped */
+    int close_code; /* the code this connection closes (or was closed) with */
+    int peer_closed;
+    int ready;      /* has frames waiting for the flush */
+    char peer[64];
+    /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
+} tp__ws;
+
+struct tp_server {
+    tp_hub *hub;
+    tp__logger *log;
+    char *host;
+    int port;
+    tp__route *route;
+    unsigned autosync_ms, flush_ms;
+    unsigned max_connections, max_per_tenant;
+    unsigned handshake_timeout_ms, ping_interval_ms, ping_timeout_ms;
+    char **origins; /* NULL-terminated, or NULL: any */
+
+    struct lws_context *ctx;
+    struct lws_vhost *vh;
+    struct lws_protocols protocols[3];
+    lws_retry_bo_t retry;
+
+    /* tp_server_post and tp_server_stop wake the loop through this pipe. */
+    int wake[2];
+    struct lws *wake_wsi;
+    pthread_mutex_t mu;
+    tp__post *posts, *posts_tail;
+    atomic_int stop_asked;
+    int running, stopping;
+    int64_t stop_deadline_ns;
+
+    /* The handshake just accepted, picked up when it is established. */
+    struct lws *pending_wsi;
+    char *pending_tenant;
+    int pending_flags;
+
+    unsigned nconns;
+    lws_sorted_usec_list_t sul_sync;
+    lws_sorted_usec_list_t sul_flush;
+    int flush_armed;
+
+    unsigned char *sendbuf; /* LWS_PRE + TP__SEND_CHUNK + room for one large frame */
+    size_t sendcap;
+
+    /* Metrics of the transport (the hub counts its own). */
+    uint64_t opened, frames_sent, bytes_sent, send_calls;
+    uint64_t closes[TP__CLOSE_CODES];
+    uint64_t refused[TP__STATUSES];
+    uint64_t tick_buckets[TP__TICK_BUCKETS + 1], tick_count;
+    double tick_sum;
+};
+
+/* ---- http.c ---- */
+/* tp__http_confirm_upgrade checks a WebSocket handshake: 0 lets it proceed
+ * (the tenant is left in server->pending_*), 1 when it was refused with an
+ * HTTP status. */
+int tp__http_confirm_upgrade(tp_server *s, struct lws *wsi);
+/* tp__http_serve answers a plain HTTP request; returns lws's verdict. */
+int tp__http_serve(tp_server *s, struct lws *wsi, const char *uri);
+/* tp__http_respond writes a whole response and closes the transaction
+ * (extra: more header lines, each ending in \r\n, or NULL). */
+int tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra,
+                     const char *body, size_t len);
+/* The close codes counted one by one; the 0 at the end stands for any other. */
+extern const int tp__close_codes[TP__CLOSE_CODES];
+void tp__count_close(tp_server *s, int code);
+void tp__count_refused(tp_server *s, int status);
+
+#endif /* TP_NET_NET_H */
