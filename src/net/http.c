@@ -12,7 +12,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 426, 503, 0};
+static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 503, 0};
 
 void
 tp__count_refused(tp_server *s, int status)
@@ -39,8 +39,6 @@ status_text(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
-    case 426:
-        return "Upgrade Required";
     case 503:
         return "Service Unavailable";
     default:
@@ -180,10 +178,12 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         return refuse(s, wsi, 400, NULL, "a WebSocket handshake is a GET", "-");
     if (s->stopping)
         return refuse(s, wsi, 503, NULL, "the server is shutting down", path);
-    /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13 only. */
+    /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13
+     * only, and a refusal names it. (RFC 6455 suggests 426 for another
+     * version; PROTOCOL.md's table has 400 for every bad handshake.) */
     const char *version = header(wsi, WSI_TOKEN_VERSION, buf, sizeof buf);
     if (version == NULL || strcmp(version, "13") != 0)
-        return refuse(s, wsi, version ? 426 : 400, "Sec-WebSocket-Version: 13\r\n",
+        return refuse(s, wsi, 400, "Sec-WebSocket-Version: 13\r\n",
                       "Sec-WebSocket-Version: 13 is required", path);
     char key[64];
     const char *k = header(wsi, WSI_TOKEN_KEY, buf, sizeof buf);

@@ -26,7 +26,7 @@
 
 /* The close codes and HTTP statuses counted in /metrics. */
 #define TP__CLOSE_CODES 12
-#define TP__STATUSES 8
+#define TP__STATUSES 7
 #define TP__TICK_BUCKETS 12
 
 typedef struct tp__post {
