@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -488,4 +489,69 @@ Test(server, healthz_metrics_and_refusals)
                        m);
     tp_free(m);
     ws_close(ws);
+}
+
+Test(server, pings_a_silent_peer_and_drops_it_when_it_does_not_answer)
+{
+    tp_error err;
+    tp_server_config sc = {0};
+    sc.listen = "127.0.0.1:0";
+    sc.ping_interval_ms = 1000;
+    sc.ping_timeout_ms = 1000;
+    server = tp_server_new(hub, &sc, &err);
+    cr_assert_not_null(server, "%s", err.message);
+    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
+    loop_started = 1;
+    int fd = ws_open("/ws/alice");
+    json_decref(ws_until(fd, "synced"));
+    /* Silence: the server pings (RFC 6455, 5.5.2), then, unanswered, drops us. */
+    int64_t t0 = (int64_t)time(NULL);
+    char *p;
+    size_t n;
+    int op = ws_recv(fd, &p, &n);
+    cr_assert_eq(op, 9, "a ping, got opcode %d", op);
+    free(p);
+    for (;;) {
+        op = ws_recv(fd, &p, &n);
+        if (op < 0)
+            break; /* TCP closed */
+        free(p);
+        cr_assert(op == 9 || op == 8, "only pings and a close, got opcode %d", op);
+    }
+    cr_assert_leq((int64_t)time(NULL) - t0, 8, "dropped within the ping timeout");
+    ws_close(fd);
+}
+
+Test(server, keeps_a_peer_that_answers_pings)
+{
+    tp_error err;
+    tp_server_config sc = {0};
+    sc.listen = "127.0.0.1:0";
+    sc.ping_interval_ms = 1000;
+    sc.ping_timeout_ms = 1000;
+    server = tp_server_new(hub, &sc, &err);
+    cr_assert_not_null(server, "%s", err.message);
+    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
+    loop_started = 1;
+    int fd = ws_open("/ws/alice");
+    json_decref(ws_until(fd, "synced"));
+    /* Three pings answered (RFC 6455, 5.5.3: a pong echoes the ping's
+     * payload): the connection outlives three ping timeouts. */
+    for (int i = 0; i < 3; i++) {
+        char *p;
+        size_t n;
+        int op = ws_recv(fd, &p, &n);
+        cr_assert_eq(op, 9, "a ping, got opcode %d", op);
+        cr_assert_lt(n, 126);
+        unsigned char pong[2 + 4 + 125] = {0x8a, (unsigned char)(0x80 | n), 1, 2, 3, 4};
+        for (size_t k = 0; k < n; k++)
+            pong[6 + k] = (unsigned char)p[k] ^ pong[2 + k % 4];
+        send_all(fd, pong, 6 + n);
+        free(p);
+    }
+    ws_send(fd, "{\"type\":\"ping\",\"ref\":5}");
+    json_t *pong = ws_until(fd, "pong");
+    cr_assert_eq(json_integer_value(json_object_get(pong, "ref")), 5);
+    json_decref(pong);
+    ws_close(fd);
 }
