@@ -279,7 +279,9 @@ class DaemonTestCase(unittest.TestCase):
             d.cleanup()
 
     def run_async(self, coro, timeout=None):
-        return asyncio.run(asyncio.wait_for(coro, timeout or 12 * TIMEOUT))
+        """Runs coro with a deadline; connections it left open are then dropped, so
+        that a failed test cannot leave the daemon waiting on a dead client."""
+        return run_async(coro, timeout)
 
 
 class SharedDaemonTestCase(DaemonTestCase):
@@ -363,10 +365,27 @@ class Closed(Exception):
         self.reason = reason
 
 
+_open_clients = []
+
+
+def run_async(coro, timeout=None):
+    """asyncio.run(coro) with a deadline; clients left open are aborted at the end."""
+    async def main():
+        try:
+            return await asyncio.wait_for(coro, timeout or 12 * TIMEOUT)
+        finally:
+            while _open_clients:
+                c = _open_clients.pop()
+                if c.ws.transport is not None and not c.ws.transport.is_closing():
+                    c.abort()
+    return asyncio.run(main())
+
+
 class Client:
     """A WebSocket client that sees messages, not frames: batches are flattened."""
 
     def __init__(self, ws):
+        _open_clients.append(self)
         self.ws = ws
         self.queue = []      # messages received, not yet taken
         self.frames = 0      # frames received
