@@ -7,7 +7,7 @@
 
 #include "daemon/daemon.h"
 
-const char tp__usage[] =
+const char tp__daemon_usage[] =
     "usage: transportsd --config FILE [--listen HOST:PORT] [--log-level LEVEL]\n"
     "       transportsd --demo [--listen HOST:PORT] [--log-level LEVEL]\n"
     "\n"
@@ -32,8 +32,8 @@ const char tp__usage[] =
  * argument. Returns it, or NULL with why filled.
  */
 static const char *
-value(int argc, char *const *argv, int *i, const char *name, const char *inline_value,
-      char *why, size_t why_size)
+value(int argc, char *const *argv, int *i, const char *name, const char *inline_value, char *why,
+      size_t why_size)
 {
     if (inline_value != NULL)
         return inline_value;
@@ -45,7 +45,8 @@ value(int argc, char *const *argv, int *i, const char *name, const char *inline_
 }
 
 int
-tp__args_parse(int argc, char *const *argv, tp__args *args, char *why, size_t why_size)
+tp__daemon_args_parse(int argc, char *const *argv, tp__daemon_args *args, char *why,
+                      size_t why_size)
 {
     memset(args, 0, sizeof *args);
     args->log_level = TP_LOG_INFO;
@@ -64,68 +65,68 @@ tp__args_parse(int argc, char *const *argv, tp__args *args, char *why, size_t wh
             inline_value = eq + 1;
 
         if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
-            return TP__ARGS_HELP;
+            return TP__DAEMON_ARGS_HELP;
         } else if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0) {
-            return TP__ARGS_VERSION;
+            return TP__DAEMON_ARGS_VERSION;
         } else if (strcmp(name, "--demo") == 0) {
             if (inline_value != NULL) {
                 snprintf(why, why_size, "--demo takes no value");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             if (args->demo) {
                 snprintf(why, why_size, "--demo given twice");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             args->demo = 1;
         } else if (strcmp(name, "--config") == 0) {
             if (args->config != NULL) {
                 snprintf(why, why_size, "--config given twice");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             if ((args->config = value(argc, argv, &i, name, inline_value, why, why_size)) == NULL)
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             if (args->config[0] == '\0') {
                 snprintf(why, why_size, "--config needs a file name");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
         } else if (strcmp(name, "--listen") == 0) {
             if (args->listen != NULL) {
                 snprintf(why, why_size, "--listen given twice");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             if ((args->listen = value(argc, argv, &i, name, inline_value, why, why_size)) == NULL)
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
         } else if (strcmp(name, "--log-level") == 0) {
             const char *v = value(argc, argv, &i, name, inline_value, why, why_size);
             if (v == NULL)
-                return TP__ARGS_ERROR;
-            int level = tp__log_level_parse(v);
+                return TP__DAEMON_ARGS_ERROR;
+            int level = tp__daemon_log_level_parse(v);
             if (level < 0) {
                 snprintf(why, why_size,
                          "--log-level: expected error, warn, info or debug, got \"%.40s\"", v);
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             if (log_level_seen) {
                 snprintf(why, why_size, "--log-level given twice");
-                return TP__ARGS_ERROR;
+                return TP__DAEMON_ARGS_ERROR;
             }
             log_level_seen = 1;
             args->log_level = level;
         } else if (arg[0] == '-') {
             snprintf(why, why_size, "unknown option %.60s", arg);
-            return TP__ARGS_ERROR;
+            return TP__DAEMON_ARGS_ERROR;
         } else {
             snprintf(why, why_size, "unexpected argument \"%.60s\"", arg);
-            return TP__ARGS_ERROR;
+            return TP__DAEMON_ARGS_ERROR;
         }
     }
     if (args->config != NULL && args->demo) {
         snprintf(why, why_size, "give either --config FILE or --demo, not both");
-        return TP__ARGS_ERROR;
+        return TP__DAEMON_ARGS_ERROR;
     }
     if (args->config == NULL && !args->demo) {
         snprintf(why, why_size, "give --config FILE or --demo");
-        return TP__ARGS_ERROR;
+        return TP__DAEMON_ARGS_ERROR;
     }
-    return TP__ARGS_RUN;
+    return TP__DAEMON_ARGS_RUN;
 }

@@ -32,22 +32,15 @@ const char *
 tp__config_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-        return "integer";
-    case JSON_REAL:
-        return "real number";
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "real number";
     case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
+    case JSON_FALSE: return "boolean";
     case JSON_NULL:
-    default:
-        return "null";
+    default: return "null";
     }
 }
 
@@ -113,8 +106,7 @@ tp__derror_set(tp__derror *err, const char *source, const char *path, const char
     tp__utf8_repair(err->message);
 }
 
-static int
-fail(ctx *c, const char *fmt, ...) TP__PRINTF(2, 3);
+static int fail(ctx *c, const char *fmt, ...) TP__PRINTF(2, 3);
 
 static int
 fail(ctx *c, const char *fmt, ...)
@@ -266,8 +258,9 @@ want_integer(ctx *c, const json_t *v, json_int_t min, json_int_t max, json_int_t
         return fail(c, "expected an integer, got %s", tp__config_type_name(v));
     json_int_t n = json_integer_value(v);
     if (n < min || n > max)
-        return fail(c, "%" JSON_INTEGER_FORMAT " is out of range (%" JSON_INTEGER_FORMAT
-                       " to %" JSON_INTEGER_FORMAT ")",
+        return fail(c,
+                    "%" JSON_INTEGER_FORMAT " is out of range (%" JSON_INTEGER_FORMAT
+                    " to %" JSON_INTEGER_FORMAT ")",
                     n, min, max);
     *out = n;
     return 0;
@@ -659,8 +652,7 @@ check_subscribers(ctx *c, const json_t *subs)
             return -1;
         const char *a = json_string_value(access);
         if (a == NULL)
-            return fail(c, "expected \"read\" or \"write\", got %s",
-                        tp__config_type_name(access));
+            return fail(c, "expected \"read\" or \"write\", got %s", tp__config_type_name(access));
         if (strcmp(a, "read") != 0 && strcmp(a, "write") != 0) {
             char q[128];
             quote(a, q, sizeof q);
@@ -716,7 +708,7 @@ static int
 check_root(ctx *c, const json_t *root, tp__config *cfg)
 {
     static const char *const keys[] = {
-        "listen",  "route",  "autosync_ms", "flush_ms", "storage", "auth",   "admin_token_env",
+        "listen",  "route",  "autosync_ms", "flush_ms", "storage", "auth", "admin_token_env",
         "origins", "limits", "schemas",     "tenants",  "shared",  NULL,
     };
     if (!json_is_object(root))
@@ -821,8 +813,7 @@ tp__config_parse(tp__config *cfg, const json_t *root, const char *source, tp__de
 }
 
 static int
-parsed(tp__config *cfg, json_t *root, const json_error_t *jerr, const char *source,
-       tp__derror *err)
+parsed(tp__config *cfg, json_t *root, const json_error_t *jerr, const char *source, tp__derror *err)
 {
     if (root == NULL) {
         snprintf(err->message, sizeof err->message, "%s:%d:%d: %s", source, jerr->line,

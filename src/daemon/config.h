@@ -61,8 +61,7 @@ int tp__config_parse(tp__config *cfg, const json_t *root, const char *source, tp
  * tp__config_load_text parses JSON text and checks it; parse errors carry
  * line and column ("<source>:3:14: ..."). Duplicate keys are refused.
  */
-int tp__config_load_text(tp__config *cfg, const char *text, const char *source,
-                         tp__derror *err);
+int tp__config_load_text(tp__config *cfg, const char *text, const char *source, tp__derror *err);
 
 /* tp__config_load_file reads a file and checks it; source is the path as given. */
 int tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err);

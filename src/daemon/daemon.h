@@ -62,30 +62,30 @@ extern const char tp__daemon_demo_config[];
 
 /* ---- Logging ---- */
 
-/* tp__log_level_parse maps "error", "warn", "info", "debug" to TP_LOG_*, or -1. */
-int tp__log_level_parse(const char *name);
+/* tp__daemon_log_level_parse maps "error", "warn", "info", "debug" to TP_LOG_*, or -1. */
+int tp__daemon_log_level_parse(const char *name);
 
-/* tp__log_level_name is the word a log line carries for a level. */
-const char *tp__log_level_name(int level);
+/* tp__daemon_log_level_name is the word a log line carries for a level. */
+const char *tp__daemon_log_level_name(int level);
 
 /*
- * tp__log_format writes one log line, without a newline:
+ * tp__daemon_log_format writes one log line, without a newline:
  * "2026-11-26T13:45:00.123Z info <line>" (UTC, milliseconds). Returns the
  * length it would have (as snprintf).
  */
-int tp__log_format(char *out, size_t size, const struct timespec *when, int level,
-                   const char *line);
+int tp__daemon_log_format(char *out, size_t size, const struct timespec *when, int level,
+                          const char *line);
 
 /*
- * tp__log_stderr is the daemon's tp_log_fn: user is a FILE * (NULL:
+ * tp__daemon_log_stderr is the daemon's tp_log_fn: user is a FILE * (NULL:
  * stderr). Each line is written in one call and flushed, so lines from a
  * crash or a kill are not lost and never interleave.
  */
-void tp__log_stderr(int level, const char *line, void *user);
+void tp__daemon_log_stderr(int level, const char *line, void *user);
 
-/* tp__log writes a line of the daemon's own through the same sink, when
+/* tp__daemon_log writes a line of the daemon's own through the same sink, when
  * level is at most the options' level. */
-void tp__log(const tp__daemon_options *opt, int level, const char *fmt, ...)
+void tp__daemon_log(const tp__daemon_options *opt, int level, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
@@ -94,27 +94,28 @@ void tp__log(const tp__daemon_options *opt, int level, const char *fmt, ...)
 /* ---- The command line ---- */
 
 enum {
-    TP__ARGS_RUN = 0,     /* run the daemon */
-    TP__ARGS_HELP = 1,    /* print the usage on stdout, exit 0 */
-    TP__ARGS_VERSION = 2, /* print the version on stdout, exit 0 */
-    TP__ARGS_ERROR = -1   /* message on stderr with a usage hint, exit 2 */
+    TP__DAEMON_ARGS_RUN = 0,     /* run the daemon */
+    TP__DAEMON_ARGS_HELP = 1,    /* print the usage on stdout, exit 0 */
+    TP__DAEMON_ARGS_VERSION = 2, /* print the version on stdout, exit 0 */
+    TP__DAEMON_ARGS_ERROR = -1   /* message on stderr with a usage hint, exit 2 */
 };
 
-typedef struct tp__args {
+typedef struct tp__daemon_args {
     const char *config; /* --config FILE */
     int demo;           /* --demo */
     const char *listen; /* --listen ADDR */
     int log_level;      /* --log-level, TP_LOG_INFO by default */
-} tp__args;
+} tp__daemon_args;
 
 /*
- * tp__args_parse reads argv. On TP__ARGS_ERROR, why holds one line such as
+ * tp__daemon_args_parse reads argv. On TP__DAEMON_ARGS_ERROR, why holds one line such as
  * "unknown option --foo" (without the program's name).
  * Ownership: the strings in args borrow argv.
  */
-int tp__args_parse(int argc, char *const *argv, tp__args *args, char *why, size_t why_size);
+int tp__daemon_args_parse(int argc, char *const *argv, tp__daemon_args *args, char *why,
+                          size_t why_size);
 
-/* tp__usage is the text --help prints. */
-extern const char tp__usage[];
+/* tp__daemon_usage is the text --help prints. */
+extern const char tp__daemon_usage[];
 
 #endif /* TP_DAEMON_DAEMON_H */

@@ -15,7 +15,7 @@
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 int
-tp__log_level_parse(const char *name)
+tp__daemon_log_level_parse(const char *name)
 {
     for (int i = 0; i < 4; i++)
         if (strcmp(name, level_names[i]) == 0)
@@ -24,7 +24,7 @@ tp__log_level_parse(const char *name)
 }
 
 const char *
-tp__log_level_name(int level)
+tp__daemon_log_level_name(int level)
 {
     if (level < TP_LOG_ERROR)
         level = TP_LOG_ERROR;
@@ -34,7 +34,8 @@ tp__log_level_name(int level)
 }
 
 int
-tp__log_format(char *out, size_t size, const struct timespec *when, int level, const char *line)
+tp__daemon_log_format(char *out, size_t size, const struct timespec *when, int level,
+                      const char *line)
 {
     struct tm tm;
     time_t secs = when->tv_sec;
@@ -42,17 +43,17 @@ tp__log_format(char *out, size_t size, const struct timespec *when, int level, c
     if (gmtime_r(&secs, &tm) != NULL)
         strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     return snprintf(out, size, "%s.%03ldZ %s %s", stamp, (long)(when->tv_nsec / 1000000),
-                    tp__log_level_name(level), line);
+                    tp__daemon_log_level_name(level), line);
 }
 
 void
-tp__log_stderr(int level, const char *line, void *user)
+tp__daemon_log_stderr(int level, const char *line, void *user)
 {
     FILE *f = user != NULL ? user : stderr;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     char small[1024];
-    int n = tp__log_format(small, sizeof small, &now, level, line);
+    int n = tp__daemon_log_format(small, sizeof small, &now, level, line);
     if (n < 0)
         return;
     char *text = small;
@@ -64,7 +65,7 @@ tp__log_stderr(int level, const char *line, void *user)
             text = small;
             n = (int)sizeof small - 2;
         } else {
-            tp__log_format(text, (size_t)n + 1, &now, level, line);
+            tp__daemon_log_format(text, (size_t)n + 1, &now, level, line);
         }
     }
     text[n] = '\n';
@@ -75,7 +76,7 @@ tp__log_stderr(int level, const char *line, void *user)
 }
 
 void
-tp__log(const tp__daemon_options *opt, int level, const char *fmt, ...)
+tp__daemon_log(const tp__daemon_options *opt, int level, const char *fmt, ...)
 {
     if (opt->log == NULL || level > opt->log_level)
         return;

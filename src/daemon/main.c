@@ -57,23 +57,31 @@ listen_host(const char *listen, char *out, size_t size)
 int
 main(int argc, char **argv)
 {
-    tp__args args;
+    tp__daemon_args args;
     char why[256];
-    switch (tp__args_parse(argc, argv, &args, why, sizeof why)) {
-    case TP__ARGS_HELP:
-        fputs(tp__usage, stdout);
-        return 0;
-    case TP__ARGS_VERSION:
-        printf("transportsd %s\n", tp_version());
-        return 0;
-    case TP__ARGS_ERROR:
+    switch (tp__daemon_args_parse(argc, argv, &args, why, sizeof why)) {
+    case TP__DAEMON_ARGS_HELP: fputs(tp__daemon_usage, stdout); return 0;
+    case TP__DAEMON_ARGS_VERSION: printf("transportsd %s\n", tp_version()); return 0;
+    case TP__DAEMON_ARGS_ERROR:
         fprintf(stderr, "transportsd: %s (see transportsd --help)\n", why);
         return 2;
-    default:
-        break;
+    default: break;
     }
 
-    tp__daemon_options opt = {args.listen, tp__log_stderr, NULL, args.log_level};
+    /* A peer that goes away mid-write must not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
+    /*
+     * The handlers go in first, long before "listening" is logged: whoever
+     * waits for that line may signal at once, and a signal must then stop
+     * the daemon cleanly, not kill it. One that comes before the server
+     * exists is remembered and honoured below.
+     */
+    if (handle_signals(on_signal) != 0) {
+        fprintf(stderr, "transportsd: cannot install signal handlers\n");
+        return 1;
+    }
+
+    tp__daemon_options opt = {args.listen, tp__daemon_log_stderr, NULL, args.log_level};
     tp__derror derr;
     tp__daemon *d =
         args.demo ? tp__daemon_demo(&opt, &derr) : tp__daemon_load(args.config, &opt, &derr);
@@ -81,9 +89,6 @@ main(int argc, char **argv)
         fprintf(stderr, "transportsd: %s\n", derr.message);
         return 2;
     }
-
-    /* A peer that goes away mid-write must not kill the process. */
-    signal(SIGPIPE, SIG_IGN);
 
     tp_error err = {0, ""};
     tp_server *server = tp_server_new(d->hub, &d->cfg.server, &err);
@@ -93,27 +98,21 @@ main(int argc, char **argv)
         tp__daemon_free(d);
         return err.code == TP_EARG ? 2 : 1;
     }
+    running = server;
     char host[300];
     listen_host(d->cfg.listen, host, sizeof host);
-    tp__log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+    tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
 
-    running = server;
-    if (handle_signals(on_signal) != 0) {
-        fprintf(stderr, "transportsd: cannot install signal handlers\n");
-        running = NULL;
-        tp_server_free(server);
-        tp__daemon_free(d);
-        return 1;
-    }
-    int rc = tp_server_run(server);
+    int rc = TP_OK;
+    if (stop_signal == 0)
+        rc = tp_server_run(server);
     handle_signals(SIG_DFL);
     running = NULL;
 
-    if (stop_signal != 0)
-        tp__log(&opt, TP_LOG_INFO, "stopped signal=%s",
-                stop_signal == SIGINT ? "SIGINT" : "SIGTERM");
-    else
-        tp__log(&opt, TP_LOG_INFO, "stopped");
+    tp__daemon_log(&opt, TP_LOG_INFO, "exit status=%d signal=%s", rc == TP_OK ? 0 : 1,
+                   stop_signal == SIGINT    ? "SIGINT"
+                   : stop_signal == SIGTERM ? "SIGTERM"
+                                            : "none");
     tp_server_free(server);
     tp__daemon_free(d);
     if (rc != TP_OK) {

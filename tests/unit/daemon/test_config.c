@@ -65,8 +65,7 @@ Test(config, schemas_are_required)
     refused("{\"schemas\": []}", "demo.json: schemas: expected an object, got array");
     refused("{\"schemas\": {\"Doc\": \"x\"}}",
             "demo.json: schemas.Doc: expected a JSON Schema object, got string");
-    refused("{\"schemas\": {\"\": {}}}",
-            "demo.json: schemas[\"\"]: a schema name cannot be empty");
+    refused("{\"schemas\": {\"\": {}}}", "demo.json: schemas[\"\"]: a schema name cannot be empty");
 }
 
 Test(config, unknown_keys_are_refused_everywhere)
@@ -87,9 +86,10 @@ Test(config, unknown_keys_are_refused_everywhere)
 
 Test(config, paths_quote_keys_that_are_not_plain)
 {
-    refused(WITH_DOC(",\"tenants\":{\"acme.com\":{\"models\":{\"my notes\":{\"schema\":\"Doc\"}}}}"),
-            "demo.json: tenants[\"acme.com\"].models[\"my notes\"].schema: no schema \"Doc\" in "
-            "schemas");
+    refused(
+        WITH_DOC(",\"tenants\":{\"acme.com\":{\"models\":{\"my notes\":{\"schema\":\"Doc\"}}}}"),
+        "demo.json: tenants[\"acme.com\"].models[\"my notes\"].schema: no schema \"Doc\" in "
+        "schemas");
 }
 
 /* ---- listen, route, auth ---- */
@@ -187,7 +187,8 @@ Test(config, origins_are_a_list_of_strings)
     refused(WITH_DOC(",\"origins\":[\"\"]"), "demo.json: origins[0]: an origin cannot be empty");
     refused(WITH_DOC(",\"origins\":[\"https://a.example x\"]"),
             "demo.json: origins[0]: an origin holds no spaces or control characters");
-    tp__daemon *d = built(WITH_DOC(",\"origins\":[\"https://a.example\",\"http://localhost:3000\"]"));
+    tp__daemon *d =
+        built(WITH_DOC(",\"origins\":[\"https://a.example\",\"http://localhost:3000\"]"));
     const char *const *o = d->cfg.server.origins;
     cr_assert_not_null(o);
     cr_assert_str_eq(o[0], "https://a.example");
@@ -287,8 +288,9 @@ Test(config, every_limit_lands_where_it_belongs)
 
 Test(config, schema_load_errors_come_from_the_library)
 {
-    refused("{\"schemas\":{\"Doc\":{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"int\"}}}}}",
-            "demo.json: schemas.Doc: properties.n.type: unknown type \"int\"");
+    refused(
+        "{\"schemas\":{\"Doc\":{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"int\"}}}}}",
+        "demo.json: schemas.Doc: properties.n.type: unknown type \"int\"");
 }
 
 Test(config, models_name_a_known_schema)
@@ -342,8 +344,8 @@ Test(config, tenants_and_models_are_objects_with_bounded_keys)
     long_key[257] = '\0';
     char text[1024], want[1024];
     snprintf(text, sizeof text, WITH_DOC(",\"tenants\":{\"%s\":{}}"), long_key);
-    snprintf(want, sizeof want,
-             "demo.json: tenants.%s: a tenant key must be 1 to 256 bytes long", long_key);
+    snprintf(want, sizeof want, "demo.json: tenants.%s: a tenant key must be 1 to 256 bytes long",
+             long_key);
     refused(text, want);
     long_key[256] = '\0'; /* 256 bytes is allowed */
     snprintf(text, sizeof text, WITH_DOC(",\"tenants\":{\"%s\":{}}"), long_key);
