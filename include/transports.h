@@ -502,7 +502,8 @@ typedef struct tp_server tp_server;
 typedef struct tp_server_config {
     const char *listen;     /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
     const char *route;      /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
-    unsigned autosync_ms;   /* 0: host changes publish only when tp_hub_sync is called */
+    unsigned autosync_ms;   /* 0: host changes publish only when tp_hub_sync is called; also
+                               the hub's tick_ms (in `hello`) when that is 0 */
     unsigned flush_ms;      /* 0: frames leave at the end of each loop iteration; else a patch may
                                wait up to this long so that more leave in one write */
     unsigned max_connections;            /* default 10000 for the server (503 past it) */

@@ -603,6 +603,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop_asked, 0);
     s->autosync_ms = config->autosync_ms;
+    if (hub->tick_ms == 0)
+        hub->tick_ms = s->autosync_ms; /* what `hello` announces */
     s->flush_ms = config->flush_ms;
     s->max_connections = or_default(config->max_connections, 10000);
     s->max_per_tenant = or_default(config->max_connections_per_tenant, 256);
