@@ -1,4 +1,6 @@
 # transports: the two commands of the README, and the build steps behind them.
+#   make run    installs what is missing, builds, starts `transportsd --demo` on
+#               127.0.0.1:8080 (the guide's alice, bob and shared roadmap; Ctrl-C stops it)
 #   make test   installs what is missing, builds, runs every test (plain, then
 #               under AddressSanitizer and UndefinedBehaviorSanitizer)
 #   make bench  builds and runs the benchmarks (figures, not pass/fail)
@@ -9,7 +11,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan test test-plain test-asan bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan bench fuzz install clean format
 
 all: build
 
@@ -24,6 +26,9 @@ build-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTP_SANITIZE=ON -DTP_BUILD_BENCH=OFF \
 	    $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-asan -j $(JOBS)
+
+run: build
+	./build/transportsd --demo
 
 test-plain: build
 	ctest --test-dir build --output-on-failure -j $(JOBS)
