@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/resource.h>
+
 #include "daemon/daemon.h"
 
 /*
@@ -70,6 +72,13 @@ main(int argc, char **argv)
 
     /* A peer that goes away mid-write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    /* One descriptor per connection: the soft limit (often 1024) would
+     * refuse connections long before max_connections; the hard one is ours. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     /*
      * The handlers go in first, long before "listening" is logged: whoever
      * waits for that line may signal at once, and a signal must then stop
