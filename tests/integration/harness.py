@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal as _signal
 import socket
 import struct
@@ -36,6 +37,7 @@ SANITIZE = os.environ.get("TP_SANITIZE", "0").lower() in ("1", "on", "true", "ye
 BUILD_DIR = os.environ.get("TP_BUILD_DIR", "")
 
 SUBPROTOCOL = "transports.v1"
+MAX_BATCH_BYTES = 65536
 
 # A failure deadline for one step (a message, a start, a stop). Generous: the
 # ASan build is several times slower than the plain one, valgrind far more.
@@ -95,8 +97,7 @@ class Daemon:
         self.proc = None
         self.port = None
         self.exit_code = None
-        self._dir = tempfile.TemporaryDirectory(prefix="tp-int-")
-        self.dir = self._dir.name
+        self.dir = tempfile.mkdtemp(prefix="tp-int-")
         self.log_path = os.path.join(self.dir, "transportsd.log")
         self.config_path = None
 
@@ -191,7 +192,7 @@ class Daemon:
         if os.environ.get("TP_KEEP_LOGS"):
             print("transportsd log kept: %s" % self.log_path)
             return
-        self._dir.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -427,6 +428,10 @@ class Client:
         if isinstance(v, dict):
             self.queue.append(v)
         elif isinstance(v, list) and v and all(isinstance(m, dict) for m in v):
+            # PROTOCOL.md: a frame that batches several messages is at most 64 KiB.
+            if len(v) > 1 and len(data.encode("utf-8")) > MAX_BATCH_BYTES:
+                raise AssertionError("a batch frame of %d messages takes %d bytes, over "
+                                     "64 KiB" % (len(v), len(data.encode("utf-8"))))
             self.queue.extend(v)
         else:
             raise AssertionError("a frame must be a JSON object or a non-empty array of "

@@ -12,12 +12,13 @@ import asyncio
 import random
 import unittest
 
-from harness import (DaemonTestCase, DOC_SCHEMA, TIMEOUT, close_all, merge_patch,
+from harness import (DaemonTestCase, DOC_SCHEMA, TIMEOUT, close_all, connect, merge_patch,
                      open_client)
 
 TENANTS = ["t%d" % i for i in range(10)]
 PER_TENANT = 20           # 200 connections
 WRITES = 6                # per connection
+CHAOS = 20                # connections that write and drop, and half handshakes
 READ_ONLY = "t9"          # subscribed to `counter` with read access only
 
 
@@ -136,7 +137,23 @@ class Concurrency(DaemonTestCase):
                                                   ("shared", "counter")})
                     conns.append(Conn(t, c, hello, snaps))
             self.assertEqual(len({c.conn for c in conns}), len(conns), "conn ids are unique")
+            # Chaos besides: connections that write and drop without reading, and TCP
+            # connections that drop in the middle of a handshake.
+            chaos = [await connect(d, TENANTS[i % len(TENANTS)]) for i in range(CHAOS)]
             expected = {}
+
+            async def chaos_writer(i, c):
+                await c.send([{"type": "write", "scope": "shared", "id": "board", "ref": 1,
+                               "patch": {"f%d" % (i % 12): "chaos%d" % i}},
+                              {"type": "write", "scope": "private", "id": "notes", "ref": 2,
+                               "patch": {"body": "chaos%d" % i}}])
+                c.abort()
+
+            async def half_handshake(i):
+                r, w = await asyncio.open_connection("127.0.0.1", d.port)
+                w.write(b"GET /ws/t%d HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" % i)
+                await w.drain()
+                w.transport.abort()
 
             async def writer(c):
                 ws = plan(rng, c.tenant)
@@ -155,7 +172,9 @@ class Concurrency(DaemonTestCase):
                 while len(c.answers) < WRITES:
                     c.apply(await c.client.recv(4 * TIMEOUT))
 
-            await asyncio.gather(*(writer(c) for c in conns))
+            await asyncio.gather(*(writer(c) for c in conns),
+                                 *(chaos_writer(i, c) for i, c in enumerate(chaos)),
+                                 *(half_handshake(i) for i in range(CHAOS)))
             await asyncio.gather(*(reader(c) for c in conns))
             # Every write is answered, so every patch is in every outbox: a ping barrier
             # per connection brings the rest in.

@@ -191,6 +191,65 @@ class EchoRules(SharedDaemonTestCase):
                 await close_all([a1, a2])
         self.run_async(run())
 
+    def test_server_batches_are_at_most_64_kib(self):
+        async def run():
+            a1, h1, s1 = await open_client(self.daemon, "alice")
+            a2, _, _ = await open_client(self.daemon, "alice")
+            try:
+                a2.keep_raw = True
+                rev = s1[("private", "notes")]["rev"]
+                # 100 patches of 2 KB reach a2 in one loop iteration: 200 KB to batch.
+                await a1.send([write(i, "private", "notes", {"body": "%04d" % i + "x" * 2000})
+                               for i in range(1, 101)])
+                acks = await a1.recv_n(100)
+                self.assertEqual(acks[-1]["rev"], rev + 100)
+                # Client checks every batch's size. Patches may be coalesced, but the
+                # revs stay continuous.
+                patches, held = [], rev
+                while held < rev + 100:
+                    p = await a2.recv()
+                    self.assertEqual((p["type"], p["from"]), ("patch", held), p)
+                    held = p["rev"]
+                    patches.append(p)
+                self.assertEqual(held, rev + 100)
+                if len(patches) == 100:
+                    self.assertGreater(len(a2.raw_frames), 3)
+                    self.assertLess(len(a2.raw_frames), 100, "the patches were batched")
+            finally:
+                await close_all([a1, a2])
+        self.run_async(run())
+
+    def test_hello_announces_the_config(self):
+        async def run():
+            a, h, _ = await open_client(self.daemon, "alice")
+            self.assertEqual(h["tick_ms"], 50)
+            self.assertEqual(h["max_message_bytes"], 1048576)
+            self.assertEqual(h["protocol"], 1)
+            await close_all([a])
+        self.run_async(run())
+
+    def test_a_large_snapshot_is_one_message(self):
+        # A single message may exceed the 64 KiB batch bound (up to max_message_bytes):
+        # a 300 KB model's snapshot arrives whole, never in a batch over 64 KiB (Client
+        # checks the bound on every frame).
+        async def run():
+            a, _, s = await open_client(self.daemon, "bob")
+            try:
+                big = "y" * 300000
+                await a.send(write(1, "private", "notes", {"body": big}))
+                ack = await a.recv()
+                self.assertEqual(ack["type"], "ack")
+                f, _, sf = await open_client(self.daemon, "bob")
+                self.assertEqual(sf[("private", "notes")]["value"]["body"], big)
+                self.assertEqual(sf[("private", "notes")]["rev"], ack["rev"])
+                await f.send(write(2, "private", "notes", {"body": ""}))
+                self.assertEqual((await f.recv())["type"], "ack")
+                self.assertEqual((await a.recv())["patch"], {"body": ""})
+                await close_all([f])
+            finally:
+                await close_all([a])
+        self.run_async(run())
+
     def test_ping_pong(self):
         async def run():
             a, _, _ = await open_client(self.daemon, "alice")
@@ -447,6 +506,27 @@ class Limits(DaemonTestCase):
                 await close_all([a1, a2])
         self.run_async(run())
 
+    def test_model_size_bounded_by_max_message_bytes(self):
+        # No model may outgrow max_message_bytes less 1 KiB: such a write is invalid.
+        d = self.start_daemon(doc_config(limits={"max_message_bytes": 4096}))
+
+        async def run():
+            a, _, s = await open_client(d, "alice")
+            try:
+                await a.send(write(1, "private", "notes", {"body": "z" * 3500}))
+                e = await a.recv()
+                self.assertEqual((e["type"], e["ref"], e["code"]), ("error", 1, "invalid"))
+                self.assertTrue(e["message"].startswith("(root)"), e)
+                await a.send(write(2, "shared", "board", {"body": "z" * 3500}))
+                e = await a.recv()
+                self.assertEqual((e["type"], e["ref"], e["code"]), ("error", 2, "invalid"))
+                await a.send(write(3, "private", "notes", {"body": "z" * 2000}))
+                self.assertEqual((await a.recv())["type"], "ack")
+                self.assertEqual(await a.barrier(), [])
+            finally:
+                await close_all([a])
+        self.run_async(run())
+
     def test_rate_limited_is_not_recorded(self):
         d = self.start_daemon(doc_config(limits={"writes_per_second": 3}))
 
@@ -480,7 +560,8 @@ class Limits(DaemonTestCase):
         self.run_async(run())
 
     def test_slow_reader_closed_with_1013(self):
-        d = self.start_daemon(doc_config(limits={"max_outbox_bytes": 65536}))
+        d = self.start_daemon(doc_config(limits={"max_outbox_bytes": 65536,
+                                                 "writes_per_second": 100000}))
 
         async def run():
             # A raw socket with a small receive buffer that never reads.
@@ -489,23 +570,71 @@ class Limits(DaemonTestCase):
             w, _, s = await open_client(d, "alice")
             try:
                 rev = s[("private", "notes")]["rev"]
-                big = "x" * 100000
-                # Each write changes the body: ~100 KB per patch to the silent reader. The
-                # kernel buffers take a few MB; 20 MB surely passes the 64 KiB outbox.
-                n = 200
-                for i in range(n):
-                    await w.send(write(i + 1, "private", "notes",
-                                       {"body": big if i % 2 == 0 else big + "y"}))
-                    m = await w.recv()
-                    self.assertEqual((m["type"], m["ref"]), ("ack", i + 1), m)
-                self.assertEqual(m["rev"], rev + n)
+                # Each write changes the body: ~16 KB per patch to the silent reader (each
+                # patch below the 64 KiB outbox limit). The kernel buffers take a few MB;
+                # 1200 patches (19 MB) surely pass the limit.
+                big = "x" * 16000
+                n, per_frame = 1200, 20
+                for i in range(0, n, per_frame):
+                    await w.send([write(j + 1, "private", "notes",
+                                        {"body": big if j % 2 == 0 else big + "y"})
+                                  for j in range(i, i + per_frame)])
+                    acks = await w.recv_n(per_frame)
+                    self.assertEqual([(m["type"], m["ref"]) for m in acks],
+                                     [("ack", j + 1) for j in range(i, i + per_frame)])
+                self.assertEqual(acks[-1]["rev"], rev + n)
                 frames, code = await asyncio.get_running_loop().run_in_executor(
                     None, raw_read_frames, sock, rest)
                 self.assertEqual(code, 1013, "close frames: %r"
                                  % [f for f in frames if f[0] == 8])
+                # What it got before the drop is whole frames of messages, in order.
+                got = []
+                for op, payload in frames[:-1]:
+                    self.assertEqual(op, 1)
+                    v = json.loads(payload)
+                    got += v if isinstance(v, list) else [v]
+                self.assertEqual(got[0]["type"], "hello")
+                held = rev
+                for m in got:
+                    if m["type"] == "patch":
+                        self.assertEqual(m["from"], held)
+                        held = m["rev"]
+                self.assertLess(held, rev + n, "the slow reader must have missed patches")
+                # It reconnects and resumes: the history cannot hold 20 MB, so a snapshot.
+                r = await connect(d, "alice", query="resume=1")
+                self.assertEqual((await r.recv())["type"], "hello")
+                await r.send({"type": "resume", "models": [
+                    {"scope": "private", "id": "notes", "rev": held}]})
+                _, answer = await r.wait_type("synced")
+                notes = [m for m in answer if m.get("id") == "notes"]
+                if notes and notes[0]["type"] == "snapshot":
+                    self.assertEqual(notes[0]["rev"], rev + n)
+                else:
+                    self.assertEqual(notes[-1]["rev"], rev + n, answer)
+                await close_all([r])
             finally:
                 sock.close()
                 await close_all([w])
+        self.run_async(run())
+
+    def test_a_model_larger_than_the_outbox_limit_reaches_a_prompt_reader(self):
+        # 1013 is for a connection that "fell too far behind (the bytes the server holds
+        # for it, not yet taken by the socket, passed the limit)". A fresh connection that
+        # reads promptly has fallen behind nothing, even when one snapshot is larger than
+        # max_outbox_bytes: the socket takes it.
+        cfg = doc_config(limits={"max_outbox_bytes": 65536})
+        cfg["tenants"]["alice"]["models"]["notes"]["value"]["body"] = "x" * 100000
+        d = self.start_daemon(cfg)
+
+        async def run():
+            c = await connect(d, "alice")
+            try:
+                hello, snaps = await c.open()
+                self.assertEqual(len(snaps[("private", "notes")]["value"]["body"]), 100000)
+            except Exception as e:
+                self.fail("a prompt reader was refused its 100 KB snapshot with "
+                          "max_outbox_bytes 65536: %r" % e)
+            await close_all([c])
         self.run_async(run())
 
     def test_connections_per_tenant_503(self):
@@ -616,6 +745,36 @@ class Handshake(SharedDaemonTestCase):
         self.run_async(run())
 
 
+class Logs(DaemonTestCase):
+    """One stderr line per event, with tenant and conn: connect, disconnect with its close
+    code, refused handshake, refused write."""
+
+    def test_events_are_logged(self):
+        d = self.start_daemon(doc_config())
+
+        async def run():
+            a, h, _ = await open_client(d, "alice")
+            conn = h["conn"]
+            d.wait_log(r"connect tenant=alice conn=%s\b" % conn)
+            await a.send(write(1, "shared", "roadmap", {"n": -1}))
+            self.assertEqual((await a.recv())["code"], "invalid")
+            d.wait_log(r"tenant=alice conn=%s ref=1 code=invalid" % conn)
+            with self.assertRaises(websockets.InvalidStatusCode):
+                await Client.connect(d.url("/zz/alice"))
+            d.wait_log(r"refused status=404 path=/zz/alice")
+            await a.ws.send(b"binary")
+            self.assertEqual(await a.wait_closed(), 1003)
+            d.wait_log(r"disconnect tenant=alice conn=%s code=1003" % conn)
+            # A client cannot forge log lines: control characters are replaced.
+            b, hb, _ = await open_client(d, "bob")
+            await b.send({"type": "fly\n2026-01-01T00:00:00.000Z info forged", "ref": 9})
+            self.assertEqual((await b.recv())["code"], "bad_request")
+            d.wait_log(r"conn=%s ref=9 code=bad_request" % hb["conn"])
+            self.assertNotRegex(d.log(), r"\ninfo forged|\n2026-01-01T00:00:00.000Z")
+            await close_all([b])
+        self.run_async(run())
+
+
 class Shutdown(DaemonTestCase):
 
     def test_sigterm_closes_every_connection_with_1001(self):
@@ -631,6 +790,17 @@ class Shutdown(DaemonTestCase):
             d.send_signal(signal.SIGTERM)
             codes = [await c.wait_closed() for c in clients]
             self.assertEqual(codes, [1001] * len(clients))
+        self.run_async(run())
+        self.assertEqual(d.wait(), 0, d.log())
+        d.check_log()
+
+    def test_sigint_stops_gracefully_too(self):
+        d = self.start_daemon(doc_config())
+
+        async def run():
+            a, _, _ = await open_client(d, "alice")
+            d.send_signal(signal.SIGINT)
+            self.assertEqual(await a.wait_closed(), 1001)
         self.run_async(run())
         self.assertEqual(d.wait(), 0, d.log())
         d.check_log()

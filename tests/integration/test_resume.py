@@ -106,6 +106,62 @@ class Resume(DaemonTestCase):
                 await close_all([a2, b])
         self.run_async(run())
 
+    def test_unacked_shared_write_resent_after_a_drop(self):
+        d = self.start_daemon(doc_config())
+
+        async def run():
+            a, ha, sa = await open_client(d, "alice")
+            b, _, _ = await open_client(d, "bob")
+            await a.send({"type": "ping", "ref": 0, "client": "resume-tab-2"})
+            self.assertEqual(await a.recv(), {"type": "pong", "ref": 0})
+            rev = sa[("shared", "board")]["rev"]
+            await a.send(write(10, "shared", "board", {"body": "once"}))
+            seen = await b.recv()   # applied: bob got the patch
+            self.assertEqual((seen["type"], seen["origin"], seen["rev"]),
+                             ("patch", ha["conn"], rev + 1))
+            a.abort()
+            r = await connect(d, "alice", query="resume=1")
+            self.assertEqual((await r.recv())["type"], "hello")
+            await r.send({"type": "resume", "client": "resume-tab-2", "models": [
+                {"scope": k[0], "id": k[1], "rev": v["rev"]} for k, v in sa.items()]})
+            _, got = await r.wait_type("synced")
+            self.assertEqual(got, [seen])
+            await r.send(write(10, "shared", "board", {"body": "once"}))
+            self.assertEqual(await r.recv(), {"type": "ack", "ref": 10, "scope": "shared",
+                                              "id": "board", "rev": rev + 1})
+            self.assertEqual(await r.barrier(), [])
+            self.assertEqual(await b.barrier(), [], "applied once")
+            # The next ref is new.
+            await r.send(write(11, "shared", "board", {"body": "twice"}))
+            p, ack = await r.recv_n(2)
+            self.assertEqual((p["from"], p["rev"], ack["rev"]), (rev + 1, rev + 2, rev + 2))
+            await close_all([r, b])
+        self.run_async(run())
+
+    def test_snapshot_when_the_history_is_gone(self):
+        d = self.start_daemon(doc_config())
+
+        async def run():
+            a, _, sa = await open_client(d, "alice")
+            w, _, _ = await open_client(d, "alice")
+            held = sa[("private", "notes")]["rev"]
+            a.abort()
+            # 300 patches: more than the 256 kept per model for resume.
+            await w.send([write(i, "private", "notes", {"n": i}) for i in range(1, 301)])
+            acks = await w.recv_n(300)
+            self.assertEqual(acks[-1]["rev"], held + 300)
+            r = await connect(d, "alice", query="resume=1")
+            self.assertEqual((await r.recv())["type"], "hello")
+            await r.send({"type": "resume", "models": [
+                {"scope": k[0], "id": k[1], "rev": v["rev"]} for k, v in sa.items()]})
+            _, got = await r.wait_type("synced")
+            self.assertEqual(len(got), 1, got)
+            self.assertEqual((got[0]["type"], got[0]["id"], got[0]["rev"]),
+                             ("snapshot", "notes", held + 300))
+            self.assertEqual(got[0]["value"]["n"], 300)
+            await close_all([r, w])
+        self.run_async(run())
+
     def test_resume_snapshots_unlisted_models(self):
         d = self.start_daemon(doc_config())
 
