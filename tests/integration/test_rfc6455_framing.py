@@ -186,6 +186,13 @@ class MessageLimit(Case):
         _, before = c.expect_close(1009)
         self.assertNoPong(before)
 
+    def test_declared_length_over_the_limit_fails_early(self):
+        # The header already says the frame is too big: after its first payload bytes the
+        # server knows, and fails without waiting for the other 2^40.
+        c = self.conn()
+        c.send(rawws.encode_frame(OP_TEXT, b"{" * 16, declared_length=1 << 40))
+        c.expect_close(1009)
+
 
 class Ping(Case):
     """RFC 6455 5.5.2, 5.5.3: a ping is answered by a pong with the same payload; an
