@@ -8,6 +8,7 @@ which the daemon's config cannot name; tests/cases/proto covers it in the core) 
 import asyncio
 import json
 import signal
+import time
 import unittest
 
 import websockets
@@ -121,6 +122,55 @@ class EchoRules(SharedDaemonTestCase):
                 self.assertEqual(await a.barrier(), [])
             finally:
                 await close_all([a, b])
+        self.run_async(run())
+
+    def test_lww_map_clamps_a_future_ts_and_server_stamps_win_after_it(self):
+        async def run():
+            a, ha, sa = await open_client(self.daemon, "alice")
+            b, hb, _ = await open_client(self.daemon, "bob")
+            try:
+                now = int(time.time() * 1000)
+                # A day ahead: clamped to the server's clock plus the skew (60 s).
+                await a.send(write(1, "shared", "board", {"clock1": "future"},
+                                   ts={"wall": now + 86400000, "count": 0}))
+                p, ack = await a.recv_n(2)
+                self.assertEqual((p["patch"], ack["type"]), ({"clock1": "future"}, "ack"))
+                self.assertEqual(await b.recv(), p)
+                # The server's clock moved past it: bob's unstamped write wins.
+                await b.send(write(2, "shared", "board", {"clock1": "later"}))
+                p2, ack2 = await b.recv_n(2)
+                self.assertEqual((p2["type"], p2["patch"], p2["from"]),
+                                 ("patch", {"clock1": "later"}, p["rev"]), p2)
+                self.assertEqual(ack2["rev"], p2["rev"])
+                self.assertEqual(await a.recv(), p2)
+                # A ts of "now" is behind the server's stamp (past the clamped future one):
+                # it loses, so no patch, and the ack names the current rev.
+                await a.send(write(3, "shared", "board", {"clock1": "stale"},
+                                   ts={"wall": now, "count": 5}))
+                self.assertEqual(await a.recv(), {"type": "ack", "ref": 3, "scope": "shared",
+                                                  "id": "board", "rev": p2["rev"]})
+                self.assertEqual(await b.barrier(), [])
+            finally:
+                await close_all([a, b])
+        self.run_async(run())
+
+    def test_lww_map_same_stamp_loses(self):
+        async def run():
+            a, _, _ = await open_client(self.daemon, "alice")
+            try:
+                ts = {"wall": int(time.time() * 1000) + 10000, "count": 0}
+                await a.send(write(1, "shared", "board", {"tie1": "first"}, ts=ts))
+                p, ack = await a.recv_n(2)
+                self.assertEqual(p["patch"], {"tie1": "first"})
+                await a.send(write(2, "shared", "board", {"tie1": "second"}, ts=ts))
+                self.assertEqual(await a.recv(), {"type": "ack", "ref": 2, "scope": "shared",
+                                                  "id": "board", "rev": p["rev"]})
+                await a.send(write(3, "shared", "board", {"tie1": "third"},
+                                   ts={"wall": ts["wall"], "count": 1}))
+                p3, _ = await a.recv_n(2)
+                self.assertEqual((p3["patch"], p3["from"]), ({"tie1": "third"}, p["rev"]))
+            finally:
+                await close_all([a])
         self.run_async(run())
 
     def test_write_that_changes_nothing_publishes_nothing(self):
@@ -666,6 +716,25 @@ class Limits(DaemonTestCase):
                 await close_all([a1, a2])
         self.run_async(run())
 
+    def test_connections_per_tenant_under_a_connect_storm(self):
+        d = self.start_daemon(doc_config(limits={"max_connections_per_tenant": 10}))
+
+        async def one():
+            try:
+                c = await connect(d, "alice")
+                await c.open()
+                return c
+            except websockets.InvalidStatusCode as e:
+                return e.status_code
+
+        async def run():
+            got = await asyncio.gather(*(one() for _ in range(40)))
+            clients = [c for c in got if isinstance(c, Client)]
+            self.assertEqual(len(clients), 10, got)
+            self.assertEqual(sorted(c for c in got if not isinstance(c, Client)), [503] * 30)
+            await close_all(clients)
+        self.run_async(run())
+
     def test_origin_not_allowed_403(self):
         d = self.start_daemon(doc_config(origins=["http://good.example"]))
 
@@ -719,6 +788,16 @@ class Handshake(SharedDaemonTestCase):
                         await Client.connect(self.daemon.url(path))
                     self.assertEqual(cm.exception.status_code, 404)
         self.run_async(run())
+
+    def test_bad_tenant_keys_are_refused_at_the_handshake(self):
+        # PROTOCOL.md: refusals happen at the handshake (HTTP, before any upgrade), never
+        # after it. A key the hub cannot take (over 256 bytes, not UTF-8, a NUL) must not
+        # be upgraded and then dropped (1011 would tell the client to reconnect).
+        for path in ("/ws/" + "a" * 300, "/ws/%ff", "/ws/x%00y"):
+            with self.subTest(path=path[:20]):
+                sock, status, _, rest = raw_handshake(self.daemon.port, path)
+                sock.close()
+                self.assertIn(status, (400, 403, 404), "status %s, then %r" % (status, rest))
 
     def test_not_a_websocket_handshake_400(self):
         sock, status, _, _ = raw_handshake(self.daemon.port, "/ws/alice",
