@@ -84,6 +84,8 @@ class EchoRules(SharedDaemonTestCase):
                 self.assertEqual(sb[("shared", "roadmap")]["access"], "read")
                 self.assertEqual(s1[("shared", "roadmap")]["access"], "write")
                 rev = s1[("shared", "roadmap")]["rev"]
+                for x in (a1, a2, b):
+                    x.keep_raw = True
                 await a1.send(write(7, "shared", "roadmap", {"body": "Q1: ship"}))
                 expected = {"type": "patch", "scope": "shared", "id": "roadmap", "from": rev,
                             "rev": rev + 1, "patch": {"body": "Q1: ship"},
@@ -93,6 +95,14 @@ class EchoRules(SharedDaemonTestCase):
                                              "id": "roadmap", "rev": rev + 1}])
                 self.assertEqual(await a2.recv(), expected)
                 self.assertEqual(await b.recv(), expected)
+                # The bytes of a patch are identical for every recipient.
+                def unbatch(text):
+                    text = text.strip()
+                    return text[1:-1] if text.startswith("[") else text
+                self.assertEqual(len(a2.raw_frames), 1)
+                patch_text = unbatch(a2.raw_frames[0])
+                self.assertEqual(unbatch(b.raw_frames[0]), patch_text)
+                self.assertIn(patch_text, "".join(a1.raw_frames))
                 for x in (a1, a2, b, c):
                     self.assertEqual(await x.barrier(), [])
             finally:

@@ -144,6 +144,36 @@ class Metrics(SharedDaemonTestCase):
                              value(s0, "transports_handshakes_refused_total",
                                    status=status) + 1, status)
 
+    async def poll(self, name, want, **labels):
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while True:
+            s, _ = self.metrics()
+            if value(s, name, **labels) == want:
+                return s
+            self.assertLess(asyncio.get_running_loop().time(), deadline,
+                            "%s%r stayed %s, expected %s" % (name, labels,
+                                                              value(s, name, **labels), want))
+            await asyncio.sleep(0.02)
+
+    def test_sessions_made_by_connections_are_freed(self):
+        # Tenants that only connections created (no models) go with their last
+        # connection: a client cannot grow the server by spraying tenant names.
+        s0, _ = self.metrics()
+        tenants0 = value(s0, "transports_tenants")
+
+        async def run():
+            clients = []
+            for i in range(20):
+                c, h, snaps = await open_client(self.daemon, "spray%d" % i)
+                self.assertEqual(snaps, {})
+                clients.append(c)
+            s1, _ = self.metrics()
+            self.assertEqual(value(s1, "transports_tenants"), tenants0 + 20)
+            await close_all(clients)
+            await self.poll("transports_tenants", tenants0)
+            await self.poll("transports_outbox_bytes", 0)
+        self.run_async(run())
+
     def test_sync_tick_histogram_is_consistent(self):
         s, _ = self.metrics()
         buckets = sorted(((float(ls.split('"')[1]), v) for (n, ls), v in s.items()
