@@ -162,6 +162,38 @@ class Resume(DaemonTestCase):
             await close_all([r, w])
         self.run_async(run())
 
+    def test_resume_answers_revs_it_cannot_continue(self):
+        # A rev the model never had (ahead, or 0) gets a snapshot; a model that is not
+        # there (or not visible) gets `removed`.
+        d = self.start_daemon(doc_config())
+
+        async def run():
+            for listed, answer in (
+                    ({"scope": "private", "id": "notes", "rev": 999}, "snapshot"),
+                    ({"scope": "private", "id": "notes", "rev": 0}, "snapshot"),
+                    ({"scope": "shared", "id": "roadmap", "rev": 5}, "snapshot"),
+                    ({"scope": "private", "id": "ghost", "rev": 3}, "removed"),
+                    ({"scope": "shared", "id": "notes", "rev": 1}, "removed")):
+                r = await connect(d, "alice", query="resume=1")
+                self.assertEqual((await r.recv())["type"], "hello")
+                await r.send({"type": "resume", "models": [listed]})
+                _, got = await r.wait_type("synced")
+                mine = [m for m in got if (m["scope"], m["id"]) == (listed["scope"],
+                                                                    listed["id"])]
+                self.assertEqual([m["type"] for m in mine], [answer], (listed, got))
+                if answer == "snapshot":
+                    self.assertEqual(mine[0]["rev"], 1)
+                else:
+                    self.assertEqual(mine[0], {"type": "removed", "scope": listed["scope"],
+                                               "id": listed["id"]})
+                # The visible models not listed come as snapshots.
+                others = {(m["scope"], m["id"]) for m in got if m not in mine}
+                self.assertEqual(others, {("private", "notes"), ("shared", "roadmap"),
+                                          ("shared", "board")} - {(listed["scope"],
+                                                                   listed["id"])})
+                await close_all([r])
+        self.run_async(run())
+
     def test_resume_snapshots_unlisted_models(self):
         d = self.start_daemon(doc_config())
 
