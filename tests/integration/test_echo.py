@@ -14,8 +14,8 @@ import unittest
 import websockets
 
 from harness import (Client, DaemonTestCase, SharedDaemonTestCase, SUBPROTOCOL, TIMEOUT,
-                     close_all, connect, doc_config, model_key, open_client, raw_frame,
-                     raw_handshake, raw_read_frames)
+                     close_all, connect, doc_config, open_client, raw_handshake,
+                     raw_read_frames)
 
 
 def write(ref, scope, id, patch, **kw):

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import (DaemonTestCase, TRANSPORTSD, close_all, connect, doc_config,
+from harness import (DaemonTestCase, TRANSPORTSD, connect, doc_config,
                      open_client, require_daemon)
 
 VALGRIND = ["valgrind", "--error-exitcode=99", "--leak-check=full",
