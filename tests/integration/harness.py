@@ -15,7 +15,9 @@ Deadlines are failure deadlines only; they scale with TP_SANITIZE and with a wra
 """
 
 import asyncio
+import atexit
 import base64
+import ctypes
 import json
 import os
 import re
@@ -68,6 +70,27 @@ def sanitizer_env(env=None):
 
 class DaemonError(AssertionError):
     pass
+
+
+_running = []
+
+
+def _kill_running():
+    for d in list(_running):
+        d.kill()
+
+
+atexit.register(_kill_running)
+
+
+def _die_with_parent():
+    """In the child: SIGKILL when the test process dies (a ctest timeout, a crash), so
+    that no daemon outlives its test."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, _signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 class Daemon:
@@ -123,7 +146,9 @@ class Daemon:
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=self._log_file,
-                                     cwd=self.dir, env=sanitizer_env(self.env))
+                                     cwd=self.dir, env=sanitizer_env(self.env),
+                                     preexec_fn=_die_with_parent)
+        _running.append(self)
         deadline = time.monotonic() + self.start_timeout
         delay = 0.002
         while True:
@@ -160,6 +185,8 @@ class Daemon:
             self.kill()
             raise DaemonError("transportsd did not exit within %.0f s\n--- log ---\n%s"
                               % (timeout or self.stop_timeout, self.log()))
+        if self in _running:
+            _running.remove(self)
         self._close_log()
         return self.exit_code
 
@@ -180,6 +207,8 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self in _running:
+            _running.remove(self)
         self._close_log()
 
     def _close_log(self):
