@@ -137,9 +137,8 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
 {
     tp_session *s = tp__hub_session(hub, tenant, 0);
     if (s == NULL) {
-        size_t n = tenant ? strnlen(tenant, TP__KEY_MAX + 1) : 0;
-        if (n == 0 || n > TP__KEY_MAX)
-            tp__error_set(err, TP_EARG, "tenant: must be 1 to %d bytes", TP__KEY_MAX);
+        if (!tp__valid_key(tenant))
+            tp__error_set(err, TP_EARG, "tenant: must be 1 to %d bytes of UTF-8", TP__KEY_MAX);
         else
             tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
@@ -159,6 +158,7 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
+    c->syncing = 1;
 
     /* Built from pieces encoded once (the tenant's JSON string), since
      * thousands of clients may reconnect at once. */
@@ -181,6 +181,7 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
         send_snapshots(c, 0);
         send_literal(c, "{\"type\":\"synced\"}");
     }
+    c->syncing = 0;
     tp__error_clear(err);
     return c;
 }
@@ -595,6 +596,9 @@ handle_resume(tp_conn *c, const json_t *msg)
     uint64_t mark = ++c->hub->mark_gen;
     size_t i;
     const json_t *e;
+    /* The first resume is the initial sync; a later one (after a rev gap)
+     * counts against the outbox limit like anything else. */
+    c->syncing = c->state == TP__CONN_AWAIT_RESUME;
     json_array_foreach(models, i, e) resume_one(c, e, mark);
     /* PROTOCOL.md: after the listed models, snapshots of the visible models
      * the client did not list, then synced. A resume later on a live
@@ -604,6 +608,7 @@ handle_resume(tp_conn *c, const json_t *msg)
         send_snapshots(c, mark);
         send_literal(c, "{\"type\":\"synced\"}");
     }
+    c->syncing = 0;
 }
 
 /* ---- Messages ---- */

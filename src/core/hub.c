@@ -171,10 +171,17 @@ tp_hub_key(tp_hub *hub, const tp_request *req)
 static int
 valid_key(const char *key)
 {
+    return tp__valid_key(key);
+}
+
+int
+tp__valid_key(const char *key)
+{
     if (key == NULL)
         return 0;
+    /* Keys travel in JSON (hello, snapshots): UTF-8 only. */
     size_t n = strnlen(key, TP__KEY_MAX + 1);
-    return n > 0 && n <= TP__KEY_MAX;
+    return n > 0 && n <= TP__KEY_MAX && tp__utf8_valid(key);
 }
 
 json_t *
@@ -442,7 +449,7 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
         while (tp__map_get(&s->models, assigned) != NULL);
         id = assigned;
     } else if (!valid_key(id)) {
-        tp__error_set(err, TP_EARG, "id: must be 1 to %d bytes", TP__KEY_MAX);
+        tp__error_set(err, TP_EARG, "id: must be 1 to %d bytes of UTF-8", TP__KEY_MAX);
         return NULL;
     } else if (tp__map_get(&s->models, id) != NULL) {
         tp__error_set(err, TP_EEXIST, "id: \"%s\" is already hosted in tenant \"%s\"", id,
@@ -560,7 +567,7 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
         while (tp__map_get(&hub->shared, assigned) != NULL);
         sid = assigned;
     } else if (!valid_key(sid)) {
-        tp__error_set(err, TP_EARG, "sid: must be 1 to %d bytes", TP__KEY_MAX);
+        tp__error_set(err, TP_EARG, "sid: must be 1 to %d bytes of UTF-8", TP__KEY_MAX);
         return NULL;
     } else if (tp__map_get(&hub->shared, sid) != NULL) {
         tp__error_set(err, TP_EEXIST, "sid: \"%s\" is already shared", sid);

@@ -155,6 +155,12 @@ struct tp_conn {
     tp__buf **out;
     size_t out_head, out_len, out_cap;
     size_t out_bytes;
+    /* Bytes of the initial sync (hello, snapshots, the first resume's
+     * answers) still in the outbox: the client asked for them and the
+     * socket has not had a chance to take them yet, so they do not count
+     * against max_outbox_bytes (nor does the message at the head). */
+    size_t out_exempt;
+    int syncing;
     int ready;        /* in hub->ready */
     size_t ready_idx; /* index in hub->ready */
     tp__buf *taken;   /* the buffer last returned by tp_conn_next_frame */
@@ -192,6 +198,9 @@ struct tp_hub {
 };
 
 /* ---- hub.c ---- */
+/* tp__valid_key says whether a tenant key, id or sid is usable: 1 to
+ * TP__KEY_MAX bytes of UTF-8. */
+int tp__valid_key(const char *key);
 /* tp__hub_session finds or makes a tenant's session; pin: the host keeps it. */
 tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
 /* tp__session_release frees an unpinned session that holds nothing. */

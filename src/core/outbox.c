@@ -33,6 +33,16 @@ tp__conn_outbox_clear(tp_conn *c)
         tp__buf_unref(c->out[i]);
     c->out_head = c->out_len = 0;
     c->out_bytes = 0;
+    c->out_exempt = 0;
+}
+
+/* Takes a message's bytes off the outbox's counts (the exempt ones first:
+ * they are at the front). */
+static void
+taken(tp_conn *c, size_t len)
+{
+    c->out_bytes -= len;
+    c->out_exempt -= len < c->out_exempt ? len : c->out_exempt;
 }
 
 void
@@ -68,7 +78,15 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
     c->out[c->out_len++] = tp__buf_ref(msg);
     c->hub->deliveries++;
     c->out_bytes += msg->len;
-    if (c->out_bytes > c->hub->limits.max_outbox_bytes) {
+    if (c->syncing)
+        c->out_exempt += msg->len;
+    /* The message at the head does not count either (when it is not
+     * already exempt): the socket has not had a chance at it, and a single
+     * message may be as large as max_message_bytes. */
+    size_t behind = c->out_bytes - c->out_exempt;
+    if (c->out_exempt == 0)
+        behind -= c->out[c->out_head]->len;
+    if (behind > c->hub->limits.max_outbox_bytes) {
         /* PROTOCOL.md, 1013: the connection fell too far behind. What it
          * holds is dropped; the client reconnects and resumes. */
         tp__conn_outbox_clear(c);
@@ -136,7 +154,7 @@ tp_conn_next_frame(tp_conn *c, size_t *len)
         /* One message alone: its shared bytes go out as they are. */
         c->taken = first;
         c->out_head++;
-        c->out_bytes -= first->len;
+        taken(c, first->len);
         *len = first->len;
         return first->data;
     }
@@ -155,7 +173,7 @@ tp_conn_next_frame(tp_conn *c, size_t *len)
         total += b->len + (n > 0);
         n++;
         c->out_head++;
-        c->out_bytes -= b->len;
+        taken(c, b->len);
         tp__buf_unref(b);
     }
     tp__sb_append(&c->frame, "]", 1);

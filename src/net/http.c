@@ -221,6 +221,10 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         tp_request_free(req);
         return refuse(s, wsi, 403, NULL, "the key function refused the connection", path);
     }
+    if (!tp__valid_key(tenant)) {
+        tp_request_free(req);
+        return refuse(s, wsi, 400, NULL, "tenant: must be 1 to 256 bytes of UTF-8", path);
+    }
     const tp_session *session = tp__map_get(&s->hub->tenants, tenant);
     if (session != NULL && session->conns.len >= s->max_per_tenant) {
         tp_request_free(req);

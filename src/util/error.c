@@ -49,6 +49,19 @@ tp__hex_digit(char c)
     return -1;
 }
 
+int
+tp__utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        size_t n = utf8_seq(p);
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
 void
 tp__utf8_repair(char *s)
 {

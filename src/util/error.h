@@ -18,6 +18,9 @@ int tp__error_set(tp_error *err, int code, const char *fmt, ...) TP__PRINTF(3, 4
  * UTF-8 sequence (a sequence cut short by truncation included) with '?'. */
 void tp__utf8_repair(char *s);
 
+/* tp__utf8_valid says whether a NUL-terminated string is all valid UTF-8. */
+int tp__utf8_valid(const char *s);
+
 /* tp__hex_digit returns the value of a hexadecimal digit, or -1. */
 int tp__hex_digit(char c);
 

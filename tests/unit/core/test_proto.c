@@ -351,6 +351,92 @@ Test(proto, outbox_over_the_limit_closes_with_1013)
     cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 101);
 }
 
+/* A value of n bytes for the model's body: {"title":"t","body":"xxx..."}. */
+static char *
+big_value(size_t n)
+{
+    char *v = malloc(n + 64);
+    int h = snprintf(v, 64, "{\"title\":\"t\",\"body\":\"");
+    memset(v + h, 'x', n);
+    snprintf(v + h + n, 8, "\"}");
+    return v;
+}
+
+Test(proto, the_initial_sync_does_not_count_against_the_outbox_limit)
+{
+    /* Snapshots a client asked for by connecting are not "falling behind":
+     * a tenant whose models outweigh the outbox limit can still connect. */
+    teardown();
+    tp_limits l = {0};
+    l.max_outbox_bytes = 4096;
+    setup_with(l);
+    tp_session *alice = tp_hub_tenant(hub, "alice");
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "big%d", i);
+        char *v = big_value(3000);
+        cr_assert_not_null(tp_session_host_as(alice, id, doc, v, NULL));
+        free(v);
+    }
+    tpt_drain_all(hub);
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    cr_assert_gt(tp_conn_outbox_bytes(c), 12000);
+    cr_assert_eq(tp_conn_close_code(c), 0);
+    /* A patch on top, while the snapshots are still waiting, is within
+     * the limit: it alone counts. */
+    write_rw(b, 1);
+    cr_assert_eq(tp_conn_close_code(c), 0);
+    json_t *m = tpt_drain(c);
+    cr_assert_eq(tpt_count(m, "snapshot"), 7);
+    cr_assert_eq(tpt_count(m, "patch"), 1);
+    json_decref(m);
+    /* The same with resume=1: the first resume's answers are the sync. */
+    tp_conn *r = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    cr_assert_eq(tpt_feed(r, "{\"type\":\"resume\",\"models\":[]}"), TP_OK);
+    cr_assert_eq(tp_conn_close_code(r), 0);
+    m = tpt_drain(r);
+    cr_assert_eq(tpt_count(m, "snapshot"), 7);
+    json_decref(m);
+    /* A later resume on a live connection counts like anything else. */
+    for (int i = 0; i < 3 && tp_conn_close_code(r) == 0; i++)
+        tpt_feed(r, "{\"type\":\"resume\",\"models\":[{\"scope\":\"private\",\"id\":\"big0\","
+                    "\"rev\":0},{\"scope\":\"private\",\"id\":\"big1\",\"rev\":0}]}");
+    cr_assert_eq(tp_conn_close_code(r), 1013);
+    tp_conn_close(c);
+    tp_conn_close(r);
+}
+
+Test(proto, one_message_over_the_outbox_limit_reaches_a_prompt_reader)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_outbox_bytes = 4096;
+    setup_with(l);
+    char *w = malloc(9000);
+    char *v = big_value(6000);
+    snprintf(w, 9000, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":%s}",
+             v);
+    cr_assert_eq(tpt_feed(a, w), TP_OK);
+    free(w);
+    free(v);
+    /* b's outbox was empty: the patch alone is not falling behind; nor is
+     * the writer, with the patch and its ack. */
+    cr_assert_eq(tp_conn_close_code(b), 0);
+    cr_assert_eq(tp_conn_close_code(a), 0);
+    json_t *m = tpt_drain(b);
+    cr_assert_eq(tpt_count(m, "patch"), 1);
+    json_decref(m);
+}
+
+Test(proto, a_tenant_key_must_be_utf8)
+{
+    tp_error err;
+    cr_assert_null(tp_conn_open(hub, "\xff", 0, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert_str_eq(err.message, "tenant: must be 1 to 256 bytes of UTF-8");
+    cr_assert_null(tp_hub_tenant(hub, "a\xc3"));
+}
+
 Test(proto, write_that_changes_nothing_is_acked_without_patch)
 {
     json_t *r = reply(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"n\","
