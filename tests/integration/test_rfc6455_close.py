@@ -6,15 +6,12 @@ reads EOF. A close with an invalid code or a 1-byte payload fails with 1002, an 
 reason with 1007. Nothing sent after a close is processed. PROTOCOL.md: shutdown sends 1001.
 """
 
-import json
 import signal
 import unittest
 
 import harness
 import rawws
 from rawws import OP_CLOSE, OP_PING, OP_TEXT
-
-DEMO = None
 
 # 7.4.1 and the IANA registry: codes a client may send. 3000-4999 are the applications'.
 VALID_CODES = (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999)
@@ -24,27 +21,15 @@ VALID_CODES = (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999,
 INVALID_CODES = (0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999)
 
 
-def setUpModule():
-    global DEMO
-    DEMO = harness.Daemon(demo=True).start()
-
-
-def tearDownModule():
-    if DEMO is not None:
-        try:
-            DEMO.stop()
-        finally:
-            DEMO.cleanup()
-
-
 def ping(ref):
     return rawws.dumps({"type": "ping", "ref": ref}).encode()
 
 
-class Close(unittest.TestCase):
+class Close(harness.SharedDaemonTestCase):
+    DEMO = True
 
     def conn(self, daemon=None):
-        c = rawws.opened((daemon or DEMO).port)
+        c = rawws.opened((daemon or self.daemon).port)
         self.addCleanup(c.close)
         return c
 

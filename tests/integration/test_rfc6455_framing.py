@@ -2,8 +2,9 @@
 
 Groups, after the Autobahn testsuite's: framing and lengths (1.x), WebSocket ping/pong (2.x),
 reserved bits (3.x), opcodes (4.x), fragmentation (5.x), masking (RFC 6455 5.1, 5.3). Every
-case runs on a fresh connection to /ws/alice of `transportsd --demo` that has read hello, the
-snapshots and synced; message limits use a second daemon with a small max_message_bytes.
+case runs on a fresh connection to /ws/alice of `transportsd --demo` (one daemon per group)
+that has read hello, the snapshots and synced; message limits use a daemon with a small
+max_message_bytes.
 """
 
 import json
@@ -12,9 +13,6 @@ import unittest
 import harness
 import rawws
 from rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
-
-DEMO = None
-SMALL = None
 
 # The limits daemon: one tenant, a small message limit. Models must fit in the limit less
 # 1 KiB (docs/api.md, Limits), so 4096 leaves room for alice's notes.
@@ -29,21 +27,6 @@ SMALL_CONFIG = {
 }
 
 
-def setUpModule():
-    global DEMO, SMALL
-    DEMO = harness.Daemon(demo=True).start()
-    SMALL = harness.Daemon(config=SMALL_CONFIG).start()
-
-
-def tearDownModule():
-    for d in (DEMO, SMALL):
-        if d is not None:
-            try:
-                d.stop()
-            finally:
-                d.cleanup()
-
-
 def ping(ref):
     return rawws.dumps({"type": "ping", "ref": ref}).encode()
 
@@ -55,12 +38,14 @@ def padded_ping(ref, n):
     return b + b" " * (n - len(b))
 
 
-class Case(unittest.TestCase):
-    daemon = "demo"
+class Case(harness.SharedDaemonTestCase):
+    """One daemon per group: a crash fails the test that caused it (the harness checks the
+    daemon after every test) and spares the other groups."""
+
+    DEMO = True
 
     def conn(self):
-        port = (DEMO if self.daemon == "demo" else SMALL).port
-        c = rawws.opened(port)
+        c = rawws.opened(self.daemon.port)
         self.addCleanup(c.close)
         return c
 
@@ -151,7 +136,8 @@ class Framing(Case):
 class MessageLimit(Case):
     """PROTOCOL.md, limits: a frame over max_message_bytes gets too_large and close 1009."""
 
-    daemon = "small"
+    DEMO = False
+    CONFIG = SMALL_CONFIG
 
     def test_hello_announces_limit(self):
         c = self.conn()

@@ -15,9 +15,6 @@ import harness
 import rawws
 from rawws import SUBPROTOCOL
 
-DEMO = None
-SLOW = None
-
 HANDSHAKE_TIMEOUT_MS = 1000
 SLOW_CONFIG = {
     "schemas": {"Document": {"title": "Document", "type": "object",
@@ -29,25 +26,11 @@ SLOW_CONFIG = {
 }
 
 
-def setUpModule():
-    global DEMO, SLOW
-    DEMO = harness.Daemon(demo=True).start()
-    SLOW = harness.Daemon(config=SLOW_CONFIG).start()
+class Case(harness.SharedDaemonTestCase):
+    DEMO = True
 
-
-def tearDownModule():
-    for d in (DEMO, SLOW):
-        if d is not None:
-            try:
-                d.stop()
-            finally:
-                d.cleanup()
-
-
-class Case(unittest.TestCase):
-
-    def client(self, daemon=None):
-        c = rawws.Client((daemon or DEMO).port)
+    def client(self):
+        c = rawws.Client(self.daemon.port)
         self.addCleanup(c.close)
         return c
 
@@ -195,6 +178,9 @@ class Limits(Case):
     """limits.handshake_timeout_ms bounds the whole HTTP request (slow-loris); a huge
     header is refused with a 4xx status."""
 
+    DEMO = False
+    CONFIG = SLOW_CONFIG
+
     def assertClosedAfterTimeout(self, t0, data, closed):
         elapsed = time.monotonic() - t0
         self.assertTrue(closed, "still open %.1f s after a %d ms handshake timeout"
@@ -207,14 +193,14 @@ class Limits(Case):
                              "the close: %r" % data[:200])
 
     def test_request_never_finished(self):
-        c = self.client(SLOW)
+        c = self.client()
         t0 = time.monotonic()
         c.send(b"GET /ws/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
         data, closed = read_to_eof(c, t0 + HANDSHAKE_TIMEOUT_MS / 1000.0 + rawws.DEADLINE)
         self.assertClosedAfterTimeout(t0, data, closed)
 
     def test_connect_and_send_nothing(self):
-        c = self.client(SLOW)
+        c = self.client()
         t0 = time.monotonic()
         data, closed = read_to_eof(c, t0 + HANDSHAKE_TIMEOUT_MS / 1000.0 + rawws.DEADLINE)
         self.assertClosedAfterTimeout(t0, data, closed)
@@ -222,7 +208,7 @@ class Limits(Case):
     def test_request_trickled(self):
         # A byte every 100 ms keeps the connection busy but the request never ends: the
         # timeout bounds the whole request, not the silence between bytes.
-        c = self.client(SLOW)
+        c = self.client()
         t0 = time.monotonic()
         until = t0 + HANDSHAKE_TIMEOUT_MS / 1000.0 + rawws.DEADLINE
         c.send(b"GET /ws/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -256,7 +242,7 @@ class Limits(Case):
 
     def test_completed_handshake_not_timed_out(self):
         # The handshake timeout ends with the upgrade: an open connection outlives it.
-        c = rawws.opened(SLOW.port)
+        c = rawws.opened(self.daemon.port)
         self.addCleanup(c.close)
         t0 = time.monotonic()
         # A ping every 200 ms across twice the timeout, each answered.

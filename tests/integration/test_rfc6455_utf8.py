@@ -13,8 +13,6 @@ import harness
 import rawws
 from rawws import OP_CONT, OP_TEXT
 
-DEMO = None
-
 HEAD = b'{"type":"ping","ref":1,"client":"'
 TAIL = b'"}'
 
@@ -65,23 +63,11 @@ VALID = [
 ]
 
 
-def setUpModule():
-    global DEMO
-    DEMO = harness.Daemon(demo=True).start()
-
-
-def tearDownModule():
-    if DEMO is not None:
-        try:
-            DEMO.stop()
-        finally:
-            DEMO.cleanup()
-
-
-class Utf8(unittest.TestCase):
+class Utf8(harness.SharedDaemonTestCase):
+    DEMO = True
 
     def conn(self):
-        c = rawws.opened(DEMO.port)
+        c = rawws.opened(self.daemon.port)
         self.addCleanup(c.close)
         return c
 
