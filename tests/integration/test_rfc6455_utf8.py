@@ -116,10 +116,19 @@ class Utf8(harness.SharedDaemonTestCase):
             ("ff alone", [HEAD, b"\xff"]),
         ]
         for name, chunks in cases:
-            with self.subTest(name):
+            frames = [rawws.encode_frame(OP_TEXT if i == 0 else OP_CONT, chunk, fin=False)
+                      for i, chunk in enumerate(chunks)]
+            # The server must not care how TCP cut the bytes: each frame in its own write,
+            # and all in one.
+            with self.subTest(name, writes="one per frame"):
                 c = self.conn()
-                for i, chunk in enumerate(chunks):
-                    c.send_frame(OP_TEXT if i == 0 else OP_CONT, chunk, fin=False)
+                for f in frames:
+                    c.send(f)
+                _, before = c.expect_close(1007)
+                self.assertNotAnswered(before)
+            with self.subTest(name, writes="one"):
+                c = self.conn()
+                c.send(b"".join(frames))
                 _, before = c.expect_close(1007)
                 self.assertNotAnswered(before)
 
