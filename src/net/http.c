@@ -361,6 +361,15 @@ tp_server_metrics(tp_server *s)
 
 /* ---- Plain HTTP ---- */
 
+static int
+route_matches(const tp_server *s, const char *path)
+{
+    tp_request *req = tp_request_new(path);
+    int hit = req != NULL && tp__route_match(s->route, path, req) == TP_OK;
+    tp_request_free(req);
+    return hit;
+}
+
 int
 tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
 {
@@ -380,6 +389,11 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         rc = tp__http_respond(wsi, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, m,
                               strlen(m));
         tp__free(m);
+    } else if (route_matches(s, uri)) {
+        /* The WebSocket route asked without an upgrade (PROTOCOL.md: 400). */
+        static const char msg[] = "a WebSocket handshake is required here\n";
+        tp__count_refused(s, 400);
+        rc = tp__http_respond(wsi, 400, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
     } else {
         static const char msg[] = "not found\n";
         rc = tp__http_respond(wsi, 404, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);

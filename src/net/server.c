@@ -116,6 +116,11 @@ flush_conn(tp_server *s, tp__ws *ws)
 {
     if (ws->conn == NULL)
         return 0;
+    /* lws has a close frame of its own to send (it failed the connection
+     * for breaking RFC 6455, or answers the peer's close): nothing more may
+     * follow it (RFC 6455, 5.5.1), frames received before included. */
+    if (lws_get_close_length(ws->wsi) > 0)
+        return 0;
     size_t used = 0;
     const char *f;
     size_t n;
@@ -247,9 +252,19 @@ receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
         ws->rx = rx;
         ws->rx_cap = cap;
     }
-    memcpy(ws->rx + ws->rx_len, in, len);
+    if (len > 0) /* an empty fragment adds nothing (and rx may be NULL) */
+        memcpy(ws->rx + ws->rx_len, in, len);
     ws->rx_len += len;
     if (last) {
+        /* lws checks UTF-8 fragment by fragment, but misses a sequence cut
+         * short by the end of the message when the last fragment is empty:
+         * RFC 6455, 8.1, the whole message must be UTF-8. */
+        if (!tp__utf8_valid_n(ws->rx, ws->rx_len)) {
+            ws->close_code = 1007;
+            lws_close_reason(ws->wsi, LWS_CLOSE_STATUS_INVALID_PAYLOAD,
+                             (unsigned char *)"invalid UTF-8", 13);
+            return -1;
+        }
         feed_result(ws, tp_conn_feed(ws->conn, ws->rx, ws->rx_len));
         ws->rx_len = 0;
         if (ws->rx_cap > 65536) { /* a large message does not keep its buffer */
@@ -315,12 +330,43 @@ closed(tp_server *s, tp__ws *ws)
     s->nconns--;
 }
 
-static void
+/* RFC 6455, 7.4: the codes a peer may send in a close frame (1012 to 1014
+ * were registered after the RFC and are allowed). */
+static int
+close_code_valid(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/*
+ * The peer's close frame: its payload is checked before lws echoes it (RFC
+ * 6455, 5.5.1 and 7.4): a payload of one byte or a code no peer may send
+ * fails the connection with 1002, a reason that is not UTF-8 with 1007.
+ * Returns nonzero to make lws close with our code instead of the echo.
+ */
+static int
 peer_close(tp__ws *ws, const unsigned char *in, size_t len)
 {
     ws->peer_closed = 1;
+    int code = len >= 2 ? (in[0] << 8 | in[1]) : 1005;
+    int fail = 0;
+    const char *why = NULL;
+    if (len == 1 || (len >= 2 && !close_code_valid(code))) {
+        fail = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+        why = "bad close code";
+    } else if (len > 2 && !tp__utf8_valid_n((const char *)in + 2, len - 2)) {
+        fail = LWS_CLOSE_STATUS_INVALID_PAYLOAD;
+        why = "close reason not UTF-8";
+    }
+    if (fail) {
+        ws->close_code = fail;
+        lws_close_reason(ws->wsi, (enum lws_close_status)fail, (unsigned char *)why, strlen(why));
+        return 1;
+    }
     if (ws->close_code == 0)
-        ws->close_code = len >= 2 ? (in[0] << 8 | in[1]) : 1005;
+        ws->close_code = code;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -456,8 +502,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return flush_conn(s, ws);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        peer_close(ws, in, len);
-        return 0;
+        return peer_close(ws, in, len);
     case LWS_CALLBACK_CLOSED:
         closed(s, ws);
         return 0;

@@ -1,12 +1,15 @@
 #include "util/error.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
-/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0 when it is not one. */
+/* The length of the valid UTF-8 sequence at s, of at most avail bytes
+ * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or
+ * 0 when it is not one. In a NUL-terminated string avail may be SIZE_MAX:
+ * the NUL fails the continuation checks. */
 static size_t
-utf8_seq(const unsigned char *s)
+utf8_seq(const unsigned char *s, size_t avail)
 {
     unsigned char c = s[0];
     if (c < 0x80)
@@ -29,7 +32,7 @@ utf8_seq(const unsigned char *s)
             hi = 0x8F;
     } else
         return 0;
-    if (s[1] < lo || s[1] > hi)
+    if (n > avail || s[1] < lo || s[1] > hi)
         return 0;
     for (size_t i = 2; i < n; i++)
         if (s[i] < 0x80 || s[i] > 0xBF)
@@ -50,11 +53,28 @@ tp__hex_digit(char c)
 }
 
 int
+tp__utf8_valid_n(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        if (*p < 0x80) { /* ASCII runs, the common case */
+            p++;
+            continue;
+        }
+        size_t n = utf8_seq(p, (size_t)(end - p));
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
+int
 tp__utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p != '\0') {
-        size_t n = utf8_seq(p);
+        size_t n = utf8_seq(p, SIZE_MAX);
         if (n == 0)
             return 0;
         p += n;
@@ -67,7 +87,7 @@ tp__utf8_repair(char *s)
 {
     unsigned char *p = (unsigned char *)s;
     while (*p != '\0') {
-        size_t n = utf8_seq(p);
+        size_t n = utf8_seq(p, SIZE_MAX);
         if (n == 0)
             *p++ = '?';
         else

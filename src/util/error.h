@@ -20,6 +20,8 @@ void tp__utf8_repair(char *s);
 
 /* tp__utf8_valid says whether a NUL-terminated string is all valid UTF-8. */
 int tp__utf8_valid(const char *s);
+/* tp__utf8_valid_n says whether len bytes at s are all valid UTF-8. */
+int tp__utf8_valid_n(const char *s, size_t len);
 
 /* tp__hex_digit returns the value of a hexadecimal digit, or -1. */
 int tp__hex_digit(char c);
