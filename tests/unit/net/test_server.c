@@ -555,3 +555,47 @@ Test(server, keeps_a_peer_that_answers_pings)
     json_decref(pong);
     ws_close(fd);
 }
+
+/* Reads one text frame and returns how many messages it holds. */
+static size_t
+frame_messages(int fd)
+{
+    char *p;
+    size_t n;
+    cr_assert_eq(ws_recv(fd, &p, &n), 1);
+    json_t *v = json_loads(p, 0, NULL);
+    cr_assert_not_null(v, "%s", p);
+    size_t k = json_is_array(v) ? json_array_size(v) : 1;
+    json_decref(v);
+    free(p);
+    return k;
+}
+
+Test(server, flush_ms_gathers_patches_into_one_write)
+{
+    tp_error err;
+    tp_server_config sc = {0};
+    sc.listen = "127.0.0.1:0";
+    sc.flush_ms = 2000;
+    server = tp_server_new(hub, &sc, &err);
+    cr_assert_not_null(server, "%s", err.message);
+    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
+    loop_started = 1;
+    int a = ws_open("/ws/alice"), b = ws_open("/ws/alice"), c = ws_open("/ws/alice");
+    json_decref(ws_until(a, "synced"));
+    json_decref(ws_until(b, "synced"));
+    json_decref(ws_until(c, "synced"));
+    /* Two writes from two connections, 50 ms apart, inside one flush
+     * window: b gets both patches in one frame (without flush_ms the first
+     * would leave at the end of its own loop iteration). */
+    ws_send(a, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"1\"},"
+               "\"ref\":1}");
+    struct timespec gap = {0, 50 * 1000000};
+    nanosleep(&gap, NULL);
+    ws_send(c, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"2\"},"
+               "\"ref\":1}");
+    cr_assert_eq(frame_messages(b), 2, "both patches in one frame");
+    ws_close(a);
+    ws_close(b);
+    ws_close(c);
+}
