@@ -318,8 +318,13 @@ closed(tp_server *s, tp__ws *ws)
     ws->rx_len = ws->rx_cap = 0;
     if (ws->conn == NULL)
         return;
-    /* Without a close frame from us or the peer (a dropped TCP
-     * connection, or one lws closed for breaking RFC 6455): 1006. */
+    /* A code lws sent when it failed the connection for breaking RFC 6455
+     * (1002, 1007), else, without a close frame from us or the peer (a
+     * dropped TCP connection): 1006. */
+    if (ws->close_code == 0 && lws_get_close_length(ws->wsi) >= 2) {
+        const unsigned char *p = lws_get_close_payload(ws->wsi);
+        ws->close_code = p[0] << 8 | p[1];
+    }
     int code = ws->close_code ? ws->close_code : 1006;
     tp__count_close(s, code);
     tp__log(s->log, TP_LOG_INFO, "disconnect tenant=%s conn=%s code=%d%s",
