@@ -46,7 +46,7 @@ test: test-plain test-asan
 
 # Not part of make test: fails with libwebsockets 4.1.6 (tests/integration/README.md).
 test-rfc-strict: build
-	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 /usr/bin/python3 -m unittest -v strict_rfc6455
+	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v strict_rfc6455
 
 bench: build
 	./build/bench/core_bench

@@ -322,8 +322,12 @@ closed(tp_server *s, tp__ws *ws)
      * (1002, 1007), else, without a close frame from us or the peer (a
      * dropped TCP connection): 1006. */
     if (ws->close_code == 0 && lws_get_close_length(ws->wsi) >= 2) {
+        /* lws keeps its close reason where it keeps ping payloads: a ping
+         * that came after the failure may have overwritten it. */
         const unsigned char *p = lws_get_close_payload(ws->wsi);
-        ws->close_code = p[0] << 8 | p[1];
+        int lws_code = p[0] << 8 | p[1];
+        if (lws_code >= 1000 && lws_code <= 4999)
+            ws->close_code = lws_code;
     }
     int code = ws->close_code ? ws->close_code : 1006;
     tp__count_close(s, code);
