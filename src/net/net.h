@@ -23,6 +23,7 @@
 
 #define TP__SUBPROTOCOL "transports.v1"
 #define TP__SEND_CHUNK (256 * 1024) /* bytes of frames built per write */
+#define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
 
 /* The close codes and HTTP statuses counted in /metrics. */
 #define TP__CLOSE_CODES 12

@@ -692,6 +692,9 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         .callback = callback,
         .per_session_data_size = sizeof(tp__ws),
         .rx_buffer_size = 65536,
+        /* One send() per write: lws would otherwise cut each write at
+         * rx_buffer_size and copy the rest aside for later. */
+        .tx_packet_size = TP__TX_MAX,
     };
     s->protocols[1] = (struct lws_protocols){.name = "transports-wake", .callback = callback};
     /* Server pings (lws's validity policy): a ping after ping_interval of
