@@ -19,5 +19,6 @@ check util 'jansson|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/
 check core 'sqlite3|libwebsockets|store/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
 check store 'libwebsockets|net/|client/|daemon/|cli/'
 check net 'client/|daemon/|cli/'
+check daemon 'client/|cli/'
 [ $fail -eq 0 ] && echo "check-layers: every layer includes only what it may"
 exit $fail
