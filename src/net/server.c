@@ -169,6 +169,23 @@ want_write(tp__ws *ws)
         lws_callback_on_writable(ws->wsi);
 }
 
+/*
+ * Writes a connection's frames at once, outside lws's writeable callback:
+ * the socket is almost always writable, and asking lws for POLLOUT first
+ * would cost a second poll() over every socket per iteration. When lws
+ * still holds bytes the socket did not take, or the connection must close,
+ * the writeable callback does it instead.
+ */
+static void
+write_now(tp_server *s, tp__ws *ws)
+{
+    if (ws == NULL || ws->wsi == NULL)
+        return;
+    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 ||
+        lws_partial_buffered(ws->wsi) || flush_conn(s, ws) < 0)
+        want_write(ws);
+}
+
 static void
 flush_timer(lws_sorted_usec_list_t *sul)
 {
@@ -176,7 +193,7 @@ flush_timer(lws_sorted_usec_list_t *sul)
     s->flush_armed = 0;
     tp_conn *c;
     while ((c = tp_hub_next_ready(s->hub)) != NULL)
-        want_write(tp_conn_user(c));
+        write_now(s, tp_conn_user(c));
 }
 
 /*
@@ -197,7 +214,7 @@ flush_ready(tp_server *s)
     }
     tp_conn *c;
     while ((c = tp_hub_next_ready(s->hub)) != NULL)
-        want_write(tp_conn_user(c));
+        write_now(s, tp_conn_user(c));
 }
 
 /* ------------------------------------------------------------------------ */

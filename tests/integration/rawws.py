@@ -478,6 +478,33 @@ class Client:
             raise AssertionError("expected pong ref %r, got %r" % (ref, m))
         return before
 
+    def expect_pongs(self, ref, payload, timeout=None):
+        """Waits for both the WebSocket pong carrying payload and {"type":"pong","ref":ref}, in
+        either order: when a ping and the fragment completing a message arrive in one read,
+        RFC 6455 does not order the pong against the answer to the message (5.5.2: "as soon
+        as is practical"); each must come, once. Other data messages must not be errors."""
+        until = self._until(timeout)
+        got_control = got_json = False
+        while not (got_control and got_json):
+            m = self.recv_message(until - time.monotonic())
+            if m.opcode == OP_CLOSE:
+                raise UnexpectedClose(m.close_code(), m.close_reason())
+            if m.opcode == OP_PONG:
+                if m.payload != payload or got_control:
+                    raise AssertionError("unexpected pong %r" % (m.payload,))
+                got_control = True
+                continue
+            if m.opcode != OP_TEXT:
+                continue
+            v = json.loads(m.payload)
+            for x in (v if isinstance(v, list) else [v]):
+                if x.get("type") == "error":
+                    raise AssertionError("unexpected error %r" % (x,))
+                if x == {"type": "pong", "ref": ref}:
+                    if got_json:
+                        raise AssertionError("pong ref %r twice" % (ref,))
+                    got_json = True
+
     def expect_control(self, opcode, timeout=None):
         """The next control frame, which must have this opcode; data messages before it are
         returned alongside (as Frames)."""

@@ -374,9 +374,8 @@ class Fragmentation(Case):
         c.send(rawws.encode_frame(OP_CONT, body[6:12], fin=False) +
                rawws.encode_frame(OP_PING, b"mid2") +
                rawws.encode_frame(OP_CONT, body[12:]))
-        pong, _ = c.expect_control(OP_PONG)
-        self.assertEqual(pong.payload, b"mid2")
-        c.expect_pong(5)
+        # The ping and the end of the message in one read: both answered, in either order.
+        c.expect_pongs(5, b"mid2")
 
     def test_pong_between_fragments(self):
         body = ping(6)
