@@ -48,8 +48,11 @@ test: test-plain test-asan
 test-rfc-strict: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v strict_rfc6455
 
+# A quick run: core_bench, then bench/run.sh --quick (W1 and W3 against transportsd, the floor
+# and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
 bench: build
-	./build/bench/core_bench
+	./build/bench/core_bench --quick
+	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;

@@ -1,0 +1,1173 @@
+/*
+ * loadgen: drives one workload against one server and prints one result row
+ * (bench/README.md). The run has phases:
+ *
+ *   connect   open every connection (a bounded number of handshakes in
+ *             flight, so the listen backlog never overflows) and wait for
+ *             `synced` on each (with --raw: for the 101);
+ *   warm-up   the writers write; nothing is counted;
+ *   measure   the writers write; deliveries, acks and latencies are counted
+ *             by the time they arrive, and the server's CPU time is read
+ *             from /proc at both ends of the window;
+ *   drain     the writers stop; every write must be acked and every
+ *             connection must reach the last rev, else the run fails.
+ *
+ * Verification runs all along: a patch whose `from` is not the rev its
+ * connection holds, an error, a close, or a raw message out of sequence is
+ * a problem, and any problem makes the exit status 1.
+ */
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include "loadgen.h"
+
+#define MAX_PROBLEMS 20
+#define HANDSHAKES_IN_FLIGHT 128
+#define READ_ROOM 65536
+#define DRAIN_NS (15 * 1000000000LL)
+
+enum { ST_CONNECTING, ST_UPGRADING, ST_OPEN, ST_READY, ST_CLOSED };
+enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_IDLE, PH_DONE };
+
+typedef struct conn {
+    int fd;
+    uint8_t state;
+    uint8_t writer;
+    uint8_t epout; /* EPOLLOUT is registered */
+    uint32_t field;
+    unsigned char *rbuf;
+    size_t rlen, rcap;
+    unsigned char *wbuf;
+    size_t wlen, wcap;
+    int64_t rev; /* the rev held of the workload's document; -1 before its snapshot */
+    int64_t seq; /* --raw: the last sequence number received */
+    int64_t next_ref;
+    uint32_t inflight; /* writes not yet acked */
+} conn;
+
+typedef struct lg {
+    /* options */
+    const char *system;
+    int raw;
+    lg_shape shape;
+    double rate; /* writes/s: W1 the writer's, W2 each connection's; 0 closed loop */
+    unsigned window;
+    unsigned lag; /* closed loop: writes sent but not yet delivered, on average */
+    double warmup_s, duration_s, idle_s;
+    int port;
+    int cpu;
+    long server_pid;
+    uint64_t seed;
+
+    int ep;
+    conn *conns;
+    size_t nconns, nopened, nready, nhandshaking;
+    size_t *writers;
+    size_t nwriters;
+    size_t nrecv; /* connections that receive each shared write */
+
+    int phase;
+    int64_t phase_end;
+    int64_t t_connect0, t_connected, t_measure0, t_measure1;
+    int64_t rate_t0;
+    uint64_t rate_sent, rr;
+
+    uint64_t sent, acks, deliveries;
+    uint64_t sent_w0, acks_w0, del_w0, acks_w, del_w;
+    lg_hist *hist;
+
+    long cpu_ticks0, cpu_ticks1;
+    long rss_before, rss_after;
+
+    char problems[MAX_PROBLEMS][192];
+    size_t nproblems;
+    int fatal; /* a problem that ends the run (a refused handshake) */
+} lg;
+
+/* ------------------------------------------------------------------------ */
+/* Small things                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void
+problem(lg *g, const char *fmt, ...)
+{
+    if (g->nproblems < MAX_PROBLEMS) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(g->problems[g->nproblems], sizeof g->problems[0], fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "loadgen: %s\n", g->problems[g->nproblems]);
+    }
+    g->nproblems++;
+}
+
+static uint64_t
+rnd(lg *g)
+{
+    /* xorshift64: masks and W4's field choice need speed, not quality. */
+    uint64_t x = g->seed;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    g->seed = x;
+    return x;
+}
+
+static void *
+xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (q == NULL) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(2);
+    }
+    return q;
+}
+
+static int
+parse_uint(const char *s, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v > 100000000UL)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int
+parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The server, from /proc                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* utime + stime of the whole process (every thread), in clock ticks. */
+static long
+server_ticks(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* The command name may hold spaces and parentheses: fields count from
+     * the last ')'. utime and stime are fields 14 and 15, the 12th and 13th
+     * after it. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return -1;
+    p++;
+    long v[13];
+    for (int i = 0; i < 13; i++) {
+        while (*p == ' ')
+            p++;
+        if (i < 2) { /* the state (a letter), then ppid */
+            while (*p != ' ' && *p != '\0')
+                p++;
+            v[i] = 0;
+            continue;
+        }
+        char *end;
+        v[i] = strtol(p, &end, 10);
+        if (end == p)
+            return -1;
+        p = end;
+    }
+    return v[11] + v[12];
+}
+
+static long
+server_rss_kb(long pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sending                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void
+ep_out(lg *g, conn *c, int on)
+{
+    if (c->epout == on || c->state == ST_CLOSED)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
+                             .data.u64 = (uint64_t)(c - g->conns)};
+    epoll_ctl(g->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->epout = (uint8_t)on;
+}
+
+static void
+close_conn(lg *g, conn *c)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    epoll_ctl(g->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    if (c->state != ST_READY && g->nhandshaking > 0)
+        g->nhandshaking--;
+    c->state = ST_CLOSED;
+}
+
+static void
+flush_out(lg *g, conn *c)
+{
+    size_t off = 0;
+    while (off < c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + off, c->wlen - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            problem(g, "conn %zu: send: %s", (size_t)(c - g->conns), strerror(errno));
+            close_conn(g, c);
+            return;
+        }
+        off += (size_t)n;
+    }
+    memmove(c->wbuf, c->wbuf + off, c->wlen - off);
+    c->wlen -= off;
+    ep_out(g, c, c->wlen > 0);
+}
+
+static void
+queue_frame(lg *g, conn *c, int op, const char *payload, size_t len)
+{
+    if (c->wlen + len + 14 > c->wcap) {
+        c->wcap = (c->wlen + len + 14) * 2;
+        c->wbuf = xrealloc(c->wbuf, c->wcap);
+    }
+    c->wlen += lg_ws_masked(c->wbuf + c->wlen, op, payload, len, (uint32_t)rnd(g));
+}
+
+static const char *
+field_name(lg *g, conn *c, char *buf, size_t cap)
+{
+    switch (g->shape.workload) {
+    case 2:
+        return c->field ? "b" : "a";
+    case 4:
+        snprintf(buf, cap, "f%u", (unsigned)(rnd(g) % g->shape.fields));
+        return buf;
+    default:
+        return "f";
+    }
+}
+
+/*
+ * One write, its send time in the value: each receiver computes its latency
+ * from the patch it gets. With --raw the same bytes go to the floor relay,
+ * which passes them on as they are; `ref` then doubles as the sequence number.
+ */
+static void
+send_write(lg *g, conn *c)
+{
+    char msg[160], fb[16];
+    const char *field = field_name(g, c, fb, sizeof fb);
+    int64_t ref = ++c->next_ref;
+    int n = snprintf(msg, sizeof msg,
+                     "{\"type\":\"write\",\"scope\":\"%s\",\"id\":\"doc\",\"ref\":%" PRId64
+                     ",\"patch\":{\"%s\":%" PRId64 "}}",
+                     g->shape.workload == 2 ? "private" : "shared", ref, field, now_ns());
+    queue_frame(g, c, 1, msg, (size_t)n);
+    c->inflight++;
+    g->sent++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receiving                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct rx {
+    lg *g;
+    conn *c;
+    int64_t now;
+} rx;
+
+static int
+counting(const lg *g)
+{
+    return g->phase == PH_MEASURE;
+}
+
+static void
+on_delivery(lg *g, int64_t ts, int64_t now)
+{
+    g->deliveries++;
+    if (counting(g)) {
+        g->del_w++;
+        if (ts > 0 && now >= ts)
+            lg_hist_record(g->hist, (uint64_t)(now - ts));
+    }
+}
+
+static void
+on_raw(rx *r, const lg_msg *m)
+{
+    lg *g = r->g;
+    conn *c = r->c;
+    if (m->type != LG_WRITE || m->ref < 0) {
+        problem(g, "conn %zu: a relayed frame that is not ours", (size_t)(c - g->conns));
+        return;
+    }
+    if (m->ref != c->seq + 1)
+        problem(g, "conn %zu: message %" PRId64 " after %" PRId64 " (lost or reordered)",
+                (size_t)(c - g->conns), m->ref, c->seq);
+    c->seq = m->ref;
+    on_delivery(g, m->ts, r->now);
+}
+
+static void
+on_msg(const lg_msg *m, void *user)
+{
+    rx *r = user;
+    lg *g = r->g;
+    conn *c = r->c;
+    size_t ci = (size_t)(c - g->conns);
+    if (g->raw) {
+        on_raw(r, m);
+        return;
+    }
+    switch (m->type) {
+    case LG_SNAPSHOT:
+        c->rev = m->rev;
+        break;
+    case LG_SYNCED:
+        if (c->state == ST_OPEN) {
+            c->state = ST_READY;
+            g->nready++;
+            g->nhandshaking--;
+            if (g->shape.workload != 3 && c->rev < 0)
+                problem(g, "conn %zu: synced without a snapshot of doc", ci);
+        }
+        break;
+    case LG_PATCH:
+        if (m->from != c->rev)
+            problem(g, "conn %zu: patch from=%" PRId64 " rev=%" PRId64 " but it holds rev %" PRId64
+                    " (%s)",
+                    ci, m->from, m->rev, c->rev, m->from > c->rev ? "lost" : "reordered");
+        c->rev = m->rev;
+        on_delivery(g, m->ts, r->now);
+        break;
+    case LG_ACK:
+        if (c->inflight == 0) {
+            problem(g, "conn %zu: ack ref=%" PRId64 " with no write in flight", ci, m->ref);
+            break;
+        }
+        c->inflight--;
+        g->acks++;
+        if (counting(g))
+            g->acks_w++;
+        if (m->from >= 0) {
+            /* A private write: not echoed, the ack carries from (PROTOCOL.md). */
+            if (m->from != c->rev)
+                problem(g, "conn %zu: ack from=%" PRId64 " but it holds rev %" PRId64, ci,
+                        m->from, c->rev);
+            c->rev = m->rev;
+        } else if (m->rev > c->rev) {
+            /* A shared write's patch reaches its writer before the ack. */
+            problem(g, "conn %zu: ack rev=%" PRId64 " before its patch (holds %" PRId64 ")", ci,
+                    m->rev, c->rev);
+        } else if (g->shape.workload == 2) {
+            problem(g, "conn %zu: ack ref=%" PRId64 " without from: the write changed nothing",
+                    ci, m->ref);
+        }
+        break;
+    case LG_ERROR:
+        if (m->ref >= 0 && c->inflight > 0)
+            c->inflight--;
+        problem(g, "conn %zu: error %.*s: %.*s", ci, (int)m->code_len, m->code ? m->code : "",
+                (int)m->message_len, m->message ? m->message : "");
+        break;
+    default:
+        break;
+    }
+}
+
+/* Frames in c->rbuf: each text frame is scanned; pings are answered. */
+static void
+frames(lg *g, conn *c, int64_t now)
+{
+    size_t off = 0;
+    rx r = {g, c, now};
+    while (c->state != ST_CLOSED) {
+        lg_frame f;
+        int rc = lg_ws_frame(c->rbuf + off, c->rlen - off, &f);
+        if (rc < 0) {
+            problem(g, "conn %zu: a malformed frame from the server", (size_t)(c - g->conns));
+            close_conn(g, c);
+            return;
+        }
+        if (rc == 0 || c->rlen - off - f.head < f.len)
+            break;
+        const char *payload = (const char *)c->rbuf + off + f.head;
+        size_t len = (size_t)f.len;
+        off += f.head + len;
+        switch (f.op) {
+        case 1:
+            if (!f.fin) {
+                problem(g, "conn %zu: a fragmented message (not expected here)",
+                        (size_t)(c - g->conns));
+                break;
+            }
+            if (lg_scan_frame(payload, len, on_msg, &r) != 0)
+                problem(g, "conn %zu: a frame that is not a message: %.*s",
+                        (size_t)(c - g->conns), (int)(len > 80 ? 80 : len), payload);
+            break;
+        case 8: {
+            int code = len >= 2 ? ((unsigned char)payload[0] << 8 | (unsigned char)payload[1])
+                                : 1005;
+            if (g->phase != PH_DONE)
+                problem(g, "conn %zu: closed by the server with %d %.*s",
+                        (size_t)(c - g->conns), code, (int)(len > 2 ? len - 2 : 0),
+                        len > 2 ? payload + 2 : "");
+            close_conn(g, c);
+            return;
+        }
+        case 9:
+            queue_frame(g, c, 10, payload, len); /* a pong with the ping's payload */
+            flush_out(g, c);
+            break;
+        default:
+            break;
+        }
+    }
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+}
+
+static void
+upgraded(lg *g, conn *c)
+{
+    int status;
+    long n = lg_ws_response((const char *)c->rbuf, c->rlen, &status);
+    if (n == 0)
+        return;
+    if (n < 0) {
+        problem(g, "conn %zu: handshake refused with HTTP %d", (size_t)(c - g->conns), status);
+        g->fatal = 1;
+        close_conn(g, c);
+        return;
+    }
+    memmove(c->rbuf, c->rbuf + n, c->rlen - (size_t)n);
+    c->rlen -= (size_t)n;
+    if (g->raw) {
+        c->state = ST_READY; /* the floor says nothing: the 101 is all */
+        g->nready++;
+        g->nhandshaking--;
+    } else {
+        c->state = ST_OPEN;
+    }
+}
+
+static void
+readable(lg *g, conn *c)
+{
+    for (int rounds = 0; rounds < 4 && c->state != ST_CLOSED; rounds++) {
+        if (c->rcap - c->rlen < READ_ROOM) {
+            c->rcap = c->rlen + READ_ROOM * 2;
+            c->rbuf = xrealloc(c->rbuf, c->rcap);
+        }
+        size_t avail = c->rcap - c->rlen;
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, avail, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            problem(g, "conn %zu: recv: %s", (size_t)(c - g->conns), strerror(errno));
+            close_conn(g, c);
+            return;
+        }
+        if (n == 0) {
+            if (g->phase != PH_DONE)
+                problem(g, "conn %zu: the server closed the TCP connection",
+                        (size_t)(c - g->conns));
+            close_conn(g, c);
+            return;
+        }
+        c->rlen += (size_t)n;
+        int64_t now = now_ns();
+        if (c->state == ST_UPGRADING)
+            upgraded(g, c);
+        if (c->state == ST_OPEN || c->state == ST_READY)
+            frames(g, c, now);
+        if ((size_t)n < avail)
+            return; /* most likely drained: let epoll say when there is more */
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connecting                                                                */
+/* ------------------------------------------------------------------------ */
+
+static void
+tenant_path(lg *g, size_t i, char *buf, size_t cap)
+{
+    if (g->raw) {
+        snprintf(buf, cap, "/");
+        return;
+    }
+    switch (g->shape.workload) {
+    case 1:
+        if (i == 0)
+            snprintf(buf, cap, "/ws/w");
+        else
+            snprintf(buf, cap, "/ws/s%zu", i - 1);
+        break;
+    case 2:
+        snprintf(buf, cap, "/ws/t%zu", i / 2);
+        break;
+    case 3:
+        snprintf(buf, cap, "/ws/i%zu", i);
+        break;
+    default:
+        if (i < g->shape.writers)
+            snprintf(buf, cap, "/ws/w%zu", i);
+        else
+            snprintf(buf, cap, "/ws/s%zu", i - g->shape.writers);
+        break;
+    }
+}
+
+static void
+open_conn(lg *g, size_t i)
+{
+    conn *c = &g->conns[i];
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        problem(g, "socket: %s", strerror(errno));
+        g->fatal = 1;
+        return;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
+        problem(g, "conn %zu: connect: %s", i, strerror(errno));
+        g->fatal = 1;
+        close(c->fd);
+        c->state = ST_CLOSED;
+        return;
+    }
+    c->state = ST_CONNECTING;
+    c->rev = -1;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u64 = i};
+    epoll_ctl(g->ep, EPOLL_CTL_ADD, c->fd, &ev);
+    c->epout = 1;
+    g->nopened++;
+    g->nhandshaking++;
+}
+
+static void
+writable(lg *g, conn *c)
+{
+    if (c->state == ST_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+            problem(g, "conn %zu: connect: %s", (size_t)(c - g->conns), strerror(err));
+            g->fatal = 1;
+            close_conn(g, c);
+            return;
+        }
+        char path[64], req[512];
+        tenant_path(g, (size_t)(c - g->conns), path, sizeof path);
+        size_t n = lg_ws_request(req, sizeof req, "127.0.0.1", g->port, path, !g->raw);
+        c->state = ST_UPGRADING;
+        if (c->wlen + n > c->wcap) {
+            c->wcap = c->wlen + n + 256;
+            c->wbuf = xrealloc(c->wbuf, c->wcap);
+        }
+        memcpy(c->wbuf + c->wlen, req, n);
+        c->wlen += n;
+    }
+    flush_out(g, c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The writers                                                               */
+/* ------------------------------------------------------------------------ */
+
+static int
+writing(const lg *g)
+{
+    return g->phase == PH_WARMUP || g->phase == PH_MEASURE;
+}
+
+/*
+ * Offered rate: writes are due at start + k / rate, spread over the writers
+ * in turn; a late loop catches up (that is what an offered rate means).
+ * Closed loop: each writer keeps up to `window` writes unacked, and all of
+ * them together stay within `lag` writes of what the receivers have got, so
+ * the run measures what the server delivers, not how far its outboxes grow.
+ */
+static void
+pump(lg *g, int64_t now)
+{
+    if (!writing(g) || g->nwriters == 0)
+        return;
+    if (g->rate > 0) {
+        double total = g->shape.workload == 2 ? g->rate * (double)g->nwriters : g->rate;
+        uint64_t due = (uint64_t)((double)(now - g->rate_t0) * total / 1e9);
+        while (g->rate_sent < due) {
+            conn *c = &g->conns[g->writers[g->rr++ % g->nwriters]];
+            g->rate_sent++;
+            if (c->state == ST_READY)
+                send_write(g, c);
+        }
+    } else {
+        for (size_t i = 0; i < g->nwriters; i++) {
+            conn *c = &g->conns[g->writers[i]];
+            while (c->state == ST_READY && (g->raw || c->inflight < g->window) &&
+                   g->sent < g->deliveries / g->nrecv + g->lag)
+                send_write(g, c);
+        }
+    }
+    for (size_t i = 0; i < g->nwriters; i++) {
+        conn *c = &g->conns[g->writers[i]];
+        if (c->wlen > 0 && !c->epout)
+            flush_out(g, c);
+    }
+}
+
+/* Drained: every write acked and every connection at the rev its model reached. */
+static int
+drained(lg *g)
+{
+    if (g->raw) {
+        for (size_t i = 1; i < g->nconns; i++)
+            if (g->conns[i].state == ST_READY && g->conns[i].seq != g->conns[0].next_ref)
+                return 0;
+        return 1;
+    }
+    for (size_t i = 0; i < g->nwriters; i++)
+        if (g->conns[g->writers[i]].inflight > 0)
+            return 0;
+    if (g->shape.workload == 2) {
+        for (size_t i = 0; i + 1 < g->nconns; i += 2)
+            if (g->conns[i].rev != g->conns[i + 1].rev)
+                return 0;
+        return 1;
+    }
+    int64_t last = -1;
+    for (size_t i = 0; i < g->nconns; i++)
+        if (g->conns[i].rev > last)
+            last = g->conns[i].rev;
+    for (size_t i = 0; i < g->nconns; i++)
+        if (g->conns[i].state == ST_READY && g->conns[i].rev != last)
+            return 0;
+    return 1;
+}
+
+static void
+report_undrained(lg *g)
+{
+    size_t bad = 0;
+    if (g->raw) {
+        for (size_t i = 1; i < g->nconns; i++)
+            if (g->conns[i].seq != g->conns[0].next_ref && bad++ < 3)
+                problem(g, "conn %zu: got %" PRId64 " of %" PRId64 " messages", i,
+                        g->conns[i].seq, g->conns[0].next_ref);
+    } else {
+        int64_t last = -1;
+        for (size_t i = 0; i < g->nconns; i++)
+            if (g->conns[i].rev > last)
+                last = g->conns[i].rev;
+        for (size_t i = 0; i < g->nconns; i++) {
+            conn *c = &g->conns[i];
+            int64_t want = g->shape.workload == 2 ? g->conns[i ^ 1].rev : last;
+            if ((c->rev != want || c->inflight > 0) && bad++ < 3)
+                problem(g, "conn %zu: holds rev %" PRId64 " of %" PRId64 ", %u writes unacked",
+                        i, c->rev, want, c->inflight);
+        }
+    }
+    problem(g, "%zu connections did not get everything within %lld s of the end", bad,
+            DRAIN_NS / 1000000000LL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The run                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void
+setup(lg *g)
+{
+    const lg_shape *s = &g->shape;
+    switch (s->workload) {
+    case 1:
+        g->nconns = 1 + s->subs;
+        g->nwriters = 1;
+        g->nrecv = g->raw ? s->subs : s->subs + 1;
+        break;
+    case 2:
+        g->nconns = 2 * (size_t)s->tenants;
+        g->nwriters = g->nconns;
+        g->nrecv = 1;
+        break;
+    case 3:
+        g->nconns = s->conns;
+        g->nwriters = 0;
+        g->nrecv = 1;
+        break;
+    default:
+        g->nconns = (size_t)s->writers + s->subs;
+        g->nwriters = s->writers;
+        g->nrecv = g->nconns;
+        break;
+    }
+    g->conns = calloc(g->nconns, sizeof *g->conns);
+    g->writers = calloc(g->nwriters ? g->nwriters : 1, sizeof *g->writers);
+    g->hist = calloc(1, sizeof *g->hist);
+    if (g->conns == NULL || g->writers == NULL || g->hist == NULL) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(2);
+    }
+    for (size_t i = 0; i < g->nconns; i++) {
+        g->conns[i].fd = -1;
+        g->conns[i].rev = -1;
+        g->conns[i].field = (uint32_t)(i & 1);
+    }
+    for (size_t i = 0; i < g->nwriters; i++) {
+        g->writers[i] = i; /* writers come first: W1's "w", W2's every one, W4's w0.. */
+        g->conns[i].writer = 1;
+    }
+}
+
+static void
+enter(lg *g, int phase, int64_t now, double seconds)
+{
+    g->phase = phase;
+    g->phase_end = now + (int64_t)(seconds * 1e9);
+}
+
+static void
+step(lg *g, int64_t now)
+{
+    switch (g->phase) {
+    case PH_CONNECT:
+        while (g->nopened < g->nconns && g->nhandshaking < HANDSHAKES_IN_FLIGHT && !g->fatal)
+            open_conn(g, g->nopened);
+        if (g->nready == g->nconns) {
+            g->t_connected = now;
+            if (g->shape.workload == 3) {
+                enter(g, PH_IDLE, now, g->idle_s);
+            } else {
+                enter(g, PH_WARMUP, now, g->warmup_s);
+                g->rate_t0 = now;
+            }
+        }
+        break;
+    case PH_WARMUP:
+        if (now >= g->phase_end) {
+            enter(g, PH_MEASURE, now, g->duration_s);
+            g->t_measure0 = now;
+            g->cpu_ticks0 = server_ticks(g->server_pid);
+        }
+        break;
+    case PH_MEASURE:
+        if (now >= g->phase_end) {
+            g->t_measure1 = now;
+            g->cpu_ticks1 = server_ticks(g->server_pid);
+            g->rss_after = server_rss_kb(g->server_pid);
+            g->phase = PH_DRAIN;
+            g->phase_end = now + DRAIN_NS;
+        }
+        break;
+    case PH_DRAIN:
+        if (drained(g)) {
+            g->phase = PH_DONE;
+        } else if (now >= g->phase_end) {
+            report_undrained(g);
+            g->phase = PH_DONE;
+        }
+        break;
+    case PH_IDLE:
+        if (now >= g->phase_end) {
+            g->rss_after = server_rss_kb(g->server_pid);
+            g->phase = PH_DONE;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+run(lg *g)
+{
+    struct epoll_event evs[512];
+    g->ep = epoll_create1(EPOLL_CLOEXEC);
+    g->rss_before = server_rss_kb(g->server_pid);
+    g->t_connect0 = now_ns();
+    int64_t deadline = g->t_connect0 + 120 * 1000000000LL; /* for connecting */
+    while (g->phase != PH_DONE) {
+        int64_t now = now_ns();
+        step(g, now);
+        if (g->fatal || (g->phase == PH_CONNECT && now > deadline)) {
+            if (!g->fatal)
+                problem(g, "only %zu of %zu connections synced within 120 s", g->nready,
+                        g->nconns);
+            break;
+        }
+        pump(g, now);
+        /* Wake at least every millisecond while writing (the offered rate's
+         * clock); the closed loop is driven by what arrives. */
+        int timeout = writing(g) || g->phase == PH_DRAIN ? 1 : 10;
+        if (g->phase == PH_CONNECT && g->nopened < g->nconns &&
+            g->nhandshaking < HANDSHAKES_IN_FLIGHT)
+            timeout = 0;
+        int n = epoll_wait(g->ep, evs, 512, timeout);
+        for (int i = 0; i < n; i++) {
+            conn *c = &g->conns[evs[i].data.u64];
+            if (c->state == ST_CLOSED)
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+                readable(g, c);
+            if (c->state != ST_CLOSED && (evs[i].events & EPOLLOUT))
+                writable(g, c);
+        }
+    }
+    g->phase = PH_DONE;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The result row                                                            */
+/* ------------------------------------------------------------------------ */
+
+static void
+json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void
+print_params(const lg *g)
+{
+    const lg_shape *s = &g->shape;
+    switch (s->workload) {
+    case 1:
+        printf("{\"subs\":%u,\"rate\":", s->subs);
+        if (g->rate > 0)
+            printf("%g}", g->rate);
+        else
+            printf("\"max\"}");
+        break;
+    case 2:
+        printf("{\"tenants\":%u,\"rate\":%g}", s->tenants, g->rate);
+        break;
+    case 3:
+        printf("{\"conns\":%u}", s->conns);
+        break;
+    default:
+        printf("{\"writers\":%u,\"subs\":%u,\"fields\":%u}", s->writers, s->subs, s->fields);
+        break;
+    }
+}
+
+static int
+finish(lg *g)
+{
+    double win = (double)(g->t_measure1 - g->t_measure0) / 1e9;
+    int w3 = g->shape.workload == 3;
+    long tck = sysconf(_SC_CLK_TCK);
+    double cpu_us = g->cpu_ticks0 >= 0 && g->cpu_ticks1 >= 0
+                        ? (double)(g->cpu_ticks1 - g->cpu_ticks0) * 1e6 / (double)tck
+                        : -1;
+    double dps = win > 0 ? (double)g->del_w / win : 0;
+    double wps = win > 0 ? (double)(g->raw ? 0 : g->acks_w) / win : 0;
+    if (g->raw && win > 0)
+        wps = (double)g->del_w / (double)g->nrecv / win;
+    int verified = g->nproblems == 0 && g->phase == PH_DONE;
+    if (!w3 && g->del_w == 0 && verified) {
+        problem(g, "nothing was delivered in the measured window");
+        verified = 0;
+    }
+    double conn_s = (double)(g->t_connected - g->t_connect0) / 1e9;
+
+    printf("{\"system\":");
+    json_str(g->system);
+    printf(",\"workload\":\"W%d\",\"params\":", g->shape.workload);
+    print_params(g);
+    if (w3) {
+        printf(",\"deliveries_per_s\":null,\"writes_per_s\":null,\"latency_us\":null,"
+               "\"server_cpu_us_per_delivery\":null");
+    } else {
+        printf(",\"deliveries_per_s\":%.0f,\"writes_per_s\":%.0f", dps, wps);
+        printf(",\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}",
+               (double)lg_hist_value(g->hist, 0.50) / 1e3,
+               (double)lg_hist_value(g->hist, 0.99) / 1e3, (double)g->hist->max / 1e3);
+        if (cpu_us >= 0 && g->del_w > 0)
+            printf(",\"server_cpu_us_per_delivery\":%.3f", cpu_us / (double)g->del_w);
+        else
+            printf(",\"server_cpu_us_per_delivery\":null");
+    }
+    printf(",\"server_rss_kb\":%ld", g->rss_after);
+    if (w3 && g->shape.conns > 0 && g->rss_after > 0 && g->rss_before > 0)
+        printf(",\"rss_per_conn_kb\":%.2f",
+               (double)(g->rss_after - g->rss_before) / (double)g->shape.conns);
+    else
+        printf(",\"rss_per_conn_kb\":null");
+    if (w3 && conn_s > 0)
+        printf(",\"conns_per_s\":%.0f", (double)g->nconns / conn_s);
+    else
+        printf(",\"conns_per_s\":null");
+    printf(",\"verified\":%s,\"problems\":[", verified ? "true" : "false");
+    for (size_t i = 0; i < g->nproblems && i < MAX_PROBLEMS; i++) {
+        if (i)
+            putchar(',');
+        json_str(g->problems[i]);
+    }
+    if (g->nproblems > MAX_PROBLEMS)
+        printf(",\"... %zu more\"", g->nproblems - MAX_PROBLEMS);
+    printf("]");
+    /* Beyond the schema: what a reader needs to judge the figures. */
+    if (!w3 && cpu_us >= 0 && win > 0)
+        printf(",\"server_cpu_pct\":%.1f", cpu_us / 1e4 / win);
+    printf(",\"window_s\":%.2f,\"deliveries\":%" PRIu64 ",\"latency_samples\":%" PRIu64
+           ",\"server_rss_before_kb\":%ld}\n",
+           win, g->del_w, g->hist->count, g->rss_before);
+    fflush(stdout);
+
+    fprintf(stderr,
+            "loadgen: %s W%d: %.0f deliveries/s, %.0f writes/s, p50 %.0f us, p99 %.0f us, "
+            "max %.0f us, server %.3f us CPU/delivery (%.0f%% busy), rss %ld kB, %s\n",
+            g->system, g->shape.workload, dps, wps, (double)lg_hist_value(g->hist, 0.5) / 1e3,
+            (double)lg_hist_value(g->hist, 0.99) / 1e3, (double)g->hist->max / 1e3,
+            g->del_w ? cpu_us / (double)g->del_w : 0, win > 0 ? cpu_us / 1e4 / win : 0,
+            g->rss_after, verified ? "verified" : "NOT VERIFIED");
+    return verified ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void
+usage(FILE *f)
+{
+    fputs("usage: loadgen --workload W1|W2|W3|W4 --port PORT --server-pid PID [options]\n"
+          "       loadgen --print-config W1|W2|W3|W4 [shape options]\n"
+          "       loadgen --report FILE...\n"
+          "       loadgen --free-port\n"
+          "shape:   --subs S (W1, W4)  --writers N (W4)  --tenants T (W2)  --conns N (W3)\n"
+          "         --fields F (W4, default 100)\n"
+          "load:    --rate R (writes/s; W1: the writer's, W2: each connection's; 0 or\n"
+          "         omitted: closed loop)  --window K (unacked writes per writer, default 16)\n"
+          "         --lag L (closed loop: writes ahead of the receivers, default 64)\n"
+          "timing:  --warmup S (default 1)  --duration S (default 5)  --idle S (W3, default 1)\n"
+          "other:   --raw (the floor relay: W1 only)  --system NAME  --cpu N (default 1)\n",
+          f);
+}
+
+static int
+workload_arg(const char *s)
+{
+    if ((s[0] == 'W' || s[0] == 'w') && s[1] >= '1' && s[1] <= '4' && s[2] == '\0')
+        return s[1] - '0';
+    return 0;
+}
+
+static int
+free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        perror("loadgen: free port");
+        return 1;
+    }
+    printf("%d\n", ntohs(a.sin_port));
+    close(fd);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    lg g;
+    memset(&g, 0, sizeof g);
+    g.system = NULL;
+    g.window = 16;
+    g.lag = 64;
+    g.warmup_s = 1;
+    g.duration_s = 5;
+    g.idle_s = 1;
+    g.cpu = 1;
+    g.server_pid = -1;
+    g.seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)now_ns();
+    g.shape.fields = 100;
+    int print_config = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned u = 0;
+        int bad = 0;
+        if (strcmp(a, "--report") == 0)
+            return lg_report(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
+        if (strcmp(a, "--free-port") == 0)
+            return free_port();
+        if (strcmp(a, "--raw") == 0) {
+            g.raw = 1;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (v == NULL) {
+            fprintf(stderr, "loadgen: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--workload") == 0 || strcmp(a, "--print-config") == 0) {
+            g.shape.workload = workload_arg(v);
+            bad = g.shape.workload == 0;
+            print_config = strcmp(a, "--print-config") == 0;
+        } else if (strcmp(a, "--port") == 0) {
+            bad = parse_uint(v, &u) || u > 65535;
+            g.port = (int)u;
+        } else if (strcmp(a, "--server-pid") == 0) {
+            bad = parse_uint(v, &u);
+            g.server_pid = (long)u;
+        } else if (strcmp(a, "--cpu") == 0) {
+            bad = parse_uint(v, &u);
+            g.cpu = (int)u;
+        } else if (strcmp(a, "--subs") == 0) {
+            bad = parse_uint(v, &g.shape.subs);
+        } else if (strcmp(a, "--writers") == 0) {
+            bad = parse_uint(v, &g.shape.writers);
+        } else if (strcmp(a, "--tenants") == 0) {
+            bad = parse_uint(v, &g.shape.tenants);
+        } else if (strcmp(a, "--conns") == 0) {
+            bad = parse_uint(v, &g.shape.conns);
+        } else if (strcmp(a, "--fields") == 0) {
+            bad = parse_uint(v, &g.shape.fields) || g.shape.fields == 0;
+        } else if (strcmp(a, "--window") == 0) {
+            bad = parse_uint(v, &g.window) || g.window == 0;
+        } else if (strcmp(a, "--lag") == 0) {
+            bad = parse_uint(v, &g.lag) || g.lag == 0;
+        } else if (strcmp(a, "--rate") == 0) {
+            bad = parse_double(v, &g.rate);
+        } else if (strcmp(a, "--warmup") == 0) {
+            bad = parse_double(v, &g.warmup_s);
+        } else if (strcmp(a, "--duration") == 0) {
+            bad = parse_double(v, &g.duration_s) || g.duration_s <= 0;
+        } else if (strcmp(a, "--idle") == 0) {
+            bad = parse_double(v, &g.idle_s);
+        } else if (strcmp(a, "--system") == 0) {
+            g.system = v;
+        } else {
+            fprintf(stderr, "loadgen: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "loadgen: %s: bad value %s\n", a, v);
+            return 2;
+        }
+    }
+    if (g.shape.workload == 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (g.shape.workload == 4 && g.shape.writers == 0)
+        g.shape.writers = 50;
+    if (g.shape.workload == 2 && g.rate == 0)
+        g.rate = 5;
+    if (print_config)
+        return lg_print_config(&g.shape) == 0 ? 0 : 2;
+    if (g.port == 0 || g.server_pid <= 0) {
+        fprintf(stderr, "loadgen: --port and --server-pid are required\n");
+        return 2;
+    }
+    if (g.raw && g.shape.workload != 1) {
+        fprintf(stderr, "loadgen: --raw is for W1 only (the floor relays frames, no more)\n");
+        return 2;
+    }
+    if (g.system == NULL)
+        g.system = g.raw ? "floor" : "transports";
+
+    /* One descriptor per connection: the soft limit up to the hard one. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(g.cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0)
+        fprintf(stderr, "loadgen: cannot pin to CPU %d: %s\n", g.cpu, strerror(errno));
+
+    setup(&g);
+    run(&g);
+    return finish(&g);
+}

@@ -1,0 +1,202 @@
+/*
+ * The table of a run: every result row (ours, the floor's, the peers'),
+ * with each row's key figure divided by the floor's and by transports' for
+ * the same workload and params, measured in the same run. The key figure is
+ * the server's CPU time per delivery (W1, W2, W4) or RSS per connection (W3).
+ *
+ * Rows are read with jansson: the report runs once, after the measuring.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "loadgen.h"
+
+static int
+add_rows(json_t *rows, const char *file)
+{
+    json_error_t err;
+    json_t *all = json_load_file(file, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &err);
+    if (all != NULL && json_is_array(all)) {
+        json_array_extend(rows, all);
+        json_decref(all);
+        return 0;
+    }
+    json_decref(all);
+    /* JSON lines: one object per line, other lines (a peer's chatter) skipped. */
+    FILE *f = fopen(file, "r");
+    if (f == NULL) {
+        fprintf(stderr, "loadgen: %s: cannot open\n", file);
+        return -1;
+    }
+    char line[65536];
+    while (fgets(line, sizeof line, f) != NULL) {
+        json_t *row = json_loads(line, 0, &err);
+        if (json_is_object(row))
+            json_array_append(rows, row);
+        json_decref(row);
+    }
+    fclose(f);
+    return 0;
+}
+
+static double
+num(const json_t *row, const char *key)
+{
+    const json_t *v = json_object_get(row, key);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+static double
+key_figure(const json_t *row)
+{
+    const char *w = json_string_value(json_object_get(row, "workload"));
+    if (w != NULL && strcmp(w, "W3") == 0)
+        return num(row, "rss_per_conn_kb");
+    return num(row, "server_cpu_us_per_delivery");
+}
+
+/* A param of a row, with the peers' spelling of closed loop ("closed") read as ours ("max"). */
+static const json_t *
+param(const json_t *row, const char *key, json_t *closed)
+{
+    const json_t *v = json_object_get(json_object_get(row, "params"), key);
+    const char *s = json_string_value(v);
+    if (s != NULL && strcmp(s, "closed") == 0)
+        return closed;
+    return v;
+}
+
+/*
+ * Rows compare when their workload and the params that shape it are equal;
+ * other params (a peer's duration, window) do not keep rows apart.
+ */
+static int
+same_case(const json_t *a, const json_t *b)
+{
+    static const char *const keys[] = {"subs", "rate", "tenants", "conns", "writers", "fields"};
+    if (!json_equal(json_object_get(a, "workload"), json_object_get(b, "workload")))
+        return 0;
+    json_t *closed = json_string("max");
+    int same = 1;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && same; i++) {
+        const json_t *x = param(a, keys[i], closed), *y = param(b, keys[i], closed);
+        if (x == NULL || y == NULL)
+            same = x == y;
+        else if (json_is_number(x) && json_is_number(y))
+            same = json_number_value(x) == json_number_value(y);
+        else
+            same = json_equal(x, y);
+    }
+    json_decref(closed);
+    return same;
+}
+
+static const json_t *
+find(const json_t *rows, const char *system, const json_t *like)
+{
+    size_t i;
+    const json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        const char *s = json_string_value(json_object_get(r, "system"));
+        if (s != NULL && strcmp(s, system) == 0 && same_case(r, like))
+            return r;
+    }
+    return NULL;
+}
+
+static void
+params_text(const json_t *params, char *buf, size_t cap)
+{
+    size_t used = 0;
+    const char *k;
+    json_t *v;
+    buf[0] = '\0';
+    json_object_foreach((json_t *)params, k, v)
+    {
+        if (strcmp(k, "duration_s") == 0 || strcmp(k, "window") == 0 || strcmp(k, "warmup_s") == 0)
+            continue; /* how a peer ran, not which case */
+        char val[32];
+        if (json_is_string(v))
+            snprintf(val, sizeof val, "%s", json_string_value(v));
+        else if (json_is_number(v))
+            snprintf(val, sizeof val, "%g", json_number_value(v));
+        else
+            snprintf(val, sizeof val, "?");
+        int n = snprintf(buf + used, cap - used, "%s%s=%s", used ? " " : "", k, val);
+        if (n < 0 || (size_t)n >= cap - used)
+            break;
+        used += (size_t)n;
+    }
+}
+
+static void
+cell(double v, const char *fmt, int width)
+{
+    if (v < 0)
+        printf(" %*s", width, "-");
+    else
+        printf(fmt, width, v);
+}
+
+static void
+ratio(double a, const json_t *other)
+{
+    double b = other ? key_figure(other) : -1;
+    if (a < 0 || b <= 0)
+        printf(" %7s", "-");
+    else
+        printf(" %6.2fx", a / b);
+}
+
+int
+lg_report(int nfiles, char **files)
+{
+    json_t *rows = json_array();
+    for (int i = 0; i < nfiles; i++)
+        if (add_rows(rows, files[i]) != 0) {
+            json_decref(rows);
+            return -1;
+        }
+    printf("%-11s %-3s %-24s %10s %9s %8s %8s %8s %9s %5s %8s %8s %8s %8s %7s %s\n", "system",
+           "wl", "params", "deliv/s", "writes/s", "p50 us", "p99 us", "max us", "cpu us/d", "srv%",
+           "xfloor", "xtransp", "rss kB", "kB/conn", "conn/s", "ok");
+    size_t i;
+    const json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        char params[64];
+        params_text(json_object_get(r, "params"), params, sizeof params);
+        const json_t *lat = json_object_get(r, "latency_us");
+        const char *sys = json_string_value(json_object_get(r, "system"));
+        const char *w = json_string_value(json_object_get(r, "workload"));
+        printf("%-11s %-3s %-24s", sys ? sys : "?", w ? w : "?", params);
+        cell(num(r, "deliveries_per_s"), " %*.0f", 10);
+        cell(num(r, "writes_per_s"), " %*.0f", 9);
+        cell(num(lat, "p50"), " %*.0f", 8);
+        cell(num(lat, "p99"), " %*.0f", 8);
+        cell(num(lat, "max"), " %*.0f", 8);
+        cell(num(r, "server_cpu_us_per_delivery"), " %*.3f", 9);
+        cell(num(r, "server_cpu_pct"), " %*.0f", 5);
+        double k = key_figure(r);
+        ratio(k, find(rows, "floor", r));
+        ratio(k, find(rows, "transports", r));
+        cell(num(r, "server_rss_kb"), " %*.0f", 8);
+        cell(num(r, "rss_per_conn_kb"), " %*.2f", 8);
+        cell(num(r, "conns_per_s"), " %*.0f", 7);
+        const json_t *problems = json_object_get(r, "problems");
+        printf(" %s", json_is_true(json_object_get(r, "verified")) ? "yes" : "NO");
+        if (json_array_size(problems) > 0)
+            printf(" (%s%s)", json_string_value(json_array_get(problems, 0)),
+                   json_array_size(problems) > 1 ? ", ..." : "");
+        printf("\n");
+    }
+    printf("xfloor, xtransp: the row's server CPU us per delivery (W3: kB of RSS per connection)\n"
+           "divided by the floor's and by transports' for the same workload and params.\n"
+           "srv%%: the server's CPU use in the window (under 100: the load, or loadgen, was the\n"
+           "limit, not the server).\n");
+    json_decref(rows);
+    return 0;
+}
