@@ -4,8 +4,8 @@
 //
 //   node client.js peer=ws|y-websocket|hocuspocus workload=W1|W2|W3 port=N server_pid=P [key=value ...]
 //
-// W1: subs=100 rate=200 (writes/s; 0 = closed loop) window=16 (closed loop: writes in flight)
-//     procs=1 (subscriber processes) duration=3 warmup=1 drain=5 conc=200 max_backlog=2000000
+// W1: subs=100 rate=200 (writes/s; max or 0: closed loop) lag=64 (closed loop: writes ahead of
+//     what the average subscriber has observed) procs=1 (subscriber processes) duration=3 warmup=1 drain=5 conc=200 max_backlog=2000000
 // W2: tenants=200 rate=5 (writes/s per connection) duration=3 warmup=1 drain=5 conc=200
 // W3: conns=2000 conc=200 settle=1
 //
@@ -120,6 +120,7 @@ async function subProcess () {
   const hist = new Hist()
   let deliveries = 0; let reorders = 0; let wrong = 0
   let notify = false
+  let obs = 0; let obsSent = -1 // observations of any write, for the closed loop
   const sessions = []
   for (let i = 0; i < count; i++) {
     const s = new Session(PEER, args.room, false)
@@ -128,7 +129,7 @@ async function subProcess () {
   }
   const sendLo = () => {
     notify = false
-    if (lo !== loSent) { loSent = lo; process.send({ t: 'lo', lo }) }
+    if (lo !== loSent || obs !== obsSent) { loSent = lo; obsSent = obs; process.send({ t: 'lo', lo, obs }) }
   }
   const makeHandler = (s) => (entries) => {
     const now = nowNs()
@@ -138,6 +139,7 @@ async function subProcess () {
       if (!(e.seq >= 0)) { wrong++; continue }
       if (e.seq <= s.last) { reorders++; continue }
       s.last = e.seq
+      obs++
       if (e.m) { deliveries++; s.mcount++; hist.add((now - e.ns) / 1000) }
       seen[e.seq & (RING - 1)]++
       while (seen[(lo + 1) & (RING - 1)] === count) { seen[(lo + 1) & (RING - 1)] = 0; lo++ }
@@ -163,21 +165,20 @@ async function subProcess () {
 
 // ---- W1 fan-out ---------------------------------------------------------------------------
 async function w1 () {
-  const S = num('subs', 100); const rate = num('rate', 200); const window = num('window', 16)
+  const S = num('subs', 100); const lag = num('lag', 64)
+  const rate = ['max', 'closed'].includes(args.rate) ? 0 : num('rate', 200)
   const procs = Math.max(1, Math.min(num('procs', 1), S)); const duration = num('duration', 3)
   const warmup = num('warmup', 1); const drain = num('drain', 5); const conc = num('conc', 200)
   const maxBacklog = num('max_backlog', 2000000)
   const pid = num('server_pid', 0)
-  const params = { subs: S, rate: rate || 'closed', duration_s: duration }
-  if (!rate) params.window = window
-  if (procs > 1) params.procs = procs
+  const params = { subs: S, rate: rate || 'max' } // as bench/loadgen prints them: rows are matched on params
   const problems = []
   const room = 'w1-' + RUN
 
   // subscribers, in procs processes
   const kids = []
-  const los = []
-  let loMin = -1
+  const los = []; const obss = []
+  let loMin = -1; let obsSum = 0
   let onLo = () => {}
   const results = []
   let readyCount = 0; let subsOk = 0; const failures = []
@@ -186,15 +187,16 @@ async function w1 () {
       const count = Math.floor(S / procs) + (k < S % procs ? 1 : 0)
       const kid = fork(__filename, ['--sub', 'peer=' + PEER, 'port=' + PORT, 'room=' + room, 'count=' + count,
         'conc=' + Math.max(1, Math.floor(conc / procs))], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
-      los.push(-1)
+      los.push(-1); obss.push(0)
       kid.on('message', (m) => {
         if (m.t === 'ready') {
           subsOk += m.ok; failures.push(...m.failures)
           if (++readyCount === procs) resolve()
         } else if (m.t === 'lo') {
-          los[k] = m.lo
+          los[k] = m.lo; obsSum += m.obs - obss[k]; obss[k] = m.obs
           let mn = Infinity; for (const x of los) if (x < mn) mn = x
-          if (mn !== loMin) { loMin = mn; onLo() }
+          loMin = mn
+          onLo()
         } else if (m.t === 'result') results.push(m)
       })
       kid.on('exit', (code) => { if (code) problems.push('subscriber process ' + k + ' exited with ' + code) })
@@ -241,12 +243,15 @@ async function w1 () {
       const done = phaseEnd(); tick(); await done
     }
   } else {
-    // closed loop: at most `window` writes not yet observed by every subscriber
+    // closed loop, as bench/loadgen does it: the writer stays within `lag` writes of what the
+    // average subscriber has observed, so the run measures what the server delivers rather than
+    // how far its buffers grow (there is no ack to bound in flight writes by, as loadgen's
+    // --window does, in these protocols)
     let until = 0
     const pump = () => {
       if (!running) return
       if (nowNs() >= until) { running = false; stopAt(); return }
-      while (seq - 1 - loMin < window) send()
+      while (seq < obsSum / Math.max(1, alive) + lag) send()
     }
     onLo = pump
     var runPhase = async (p, seconds) => { // eslint-disable-line no-var, no-redeclare
@@ -298,7 +303,7 @@ async function w1 () {
   if (wrong || undec) problems.push((wrong + undec) + ' updates not understood')
   if (skipped) problems.push(skipped + ' writes not sent: more than ' + maxBacklog + ' deliveries in flight (offered rate not sustained)')
   const clientBusy = (kidCpu + (cc1 - cc0)) / 1e6 / win
-  log(`W1 subs=${S} rate=${rate || 'closed'}: ${writes} writes in ${((tSendEnd - t0) / 1e9).toFixed(2)} s, window ${win.toFixed(2)} s, ${deliveries} deliveries, client CPU ${(clientBusy * 100).toFixed(0)} % of one core`)
+  log(`W1 subs=${S} rate=${rate || 'max'}${rate ? '' : ' lag=' + lag} procs=${procs}: ${writes} writes in ${((tSendEnd - t0) / 1e9).toFixed(2)} s, window ${win.toFixed(2)} s, ${deliveries} deliveries, client CPU ${(clientBusy * 100).toFixed(0)} % of one core`)
   if (clientBusy > 0.9) problems.push(`note: the load client used ${(clientBusy * 100).toFixed(0)} % of its core; throughput and latency may be client-bound`)
   const cpu = c1 - c0
   return {
@@ -322,7 +327,7 @@ async function w2 () {
   const T = num('tenants', 200); const rate = num('rate', 5); const duration = num('duration', 3)
   const warmup = num('warmup', 1); const drain = num('drain', 5); const conc = num('conc', 200)
   const pid = num('server_pid', 0)
-  const params = { tenants: T, rate_per_conn: rate, duration_s: duration }
+  const params = { tenants: T, rate } // as bench/loadgen prints them
   const problems = []
   const hist = new Hist()
   const conns = []

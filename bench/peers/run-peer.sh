@@ -7,7 +7,7 @@
 # A value may be a comma-separated list: every combination is one point, and every point gets a
 # fresh server (pinned to CPU 0) and a fresh load client (pinned to CPU 1). Without keys a
 # workload runs the points:
-#   W1  subs=100,1000 rate=200,2000,0      (rate=0: closed loop; add subs=5000 by hand)
+#   W1  subs=100,1000 rate=200,2000,max    (rate=max: closed loop; add subs=5000 by hand)
 #   W2  tenants=200,2000
 #   W3  conns=2000,10000
 # Other keys are passed to client.js (duration=, warmup=, window=, procs=, conc=, ...).
@@ -77,7 +77,7 @@ start_server() {
 # the points: the cartesian product of the comma lists
 defaults() {
   case $1 in
-    W1) echo "subs=100,1000 rate=200,2000,0" ;;
+    W1) echo "subs=100,1000 rate=200,2000,max" ;;
     W2) echo "tenants=200,2000" ;;
     W3) echo "conns=2000,10000" ;;
   esac
