@@ -10,13 +10,15 @@
 #   W1  subs=100,1000 rate=200,2000,max    (rate=max: closed loop; add subs=5000 by hand)
 #   W2  tenants=200,2000
 #   W3  conns=2000,10000
-# Other keys are passed to client.js (duration=, warmup=, window=, procs=, conc=, ...).
+# Other keys are passed to client.js (duration=, warmup=, lag=, procs=, conc=, ...).
+# Workload `check` prints no rows: it checks the load client's protocol against the peer's own
+# client (WebsocketProvider, HocuspocusProvider) with check-providers.js.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
-usage() { echo "usage: $0 ws|y-websocket|hocuspocus W1|W2|W3|all [key=value[,value...] ...]" >&2; exit 2; }
+usage() { echo "usage: $0 ws|y-websocket|hocuspocus W1|W2|W3|all|check [key=value[,value...] ...]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 peer=$1 workload=$2
 shift 2
@@ -29,6 +31,7 @@ esac
 case $workload in
   W1|W2|W3) workloads=$workload ;;
   all) workloads="W1 W2 W3" ;;
+  check) workloads=check ;;
   *) usage ;;
 esac
 
@@ -93,6 +96,13 @@ expand() { # expand "k=a,b" "j=c" ... -> one line per combination
 }
 
 status=0
+if [ "$workloads" = check ]; then
+  if [ "$peer" = ws ]; then echo "run-peer: ws has no client of its own to check against" >&2; exit 0; fi
+  start_server || exit 1
+  node check-providers.js "peer=$peer" "port=$port" || status=1
+  stop_server
+  exit $status
+fi
 for wl in $workloads; do
   given=" $* "
   kv=()

@@ -8,8 +8,8 @@
 //               step 1, Yjs updates as messageSync/messageYjsUpdate.
 //   hocuspocus  the same framed with the document name, after Hocuspocus' Auth (token) message,
 //               as HocuspocusProvider does.
-// A writer holds a real Y.Doc and writes with ymap.set(field, value); the update the Y.Doc
-// emits is what goes on the wire. An observer decodes each received update with
+// A writer holds a real Y.Doc, applies every update it receives to it, and writes with
+// ymap.set(field, value); the update the Y.Doc emits is what goes on the wire. An observer decodes each received update with
 // Y.decodeUpdate and reads the map items' keys and values out of it. Every subscriber of a
 // fan-out receives the same bytes, so decoded results are memoised by the exact bytes
 // (a small cache keyed by the whole message): each subscriber still receives, frames and
@@ -132,6 +132,11 @@ class Session {
     if (type === 0 || type === 4) { // sync (4: Hocuspocus' SyncReply)
       const st = decoding.readVarUint(d)
       if (st === 2) { // update: the fan-out path
+        if (this.doc) { // a writer keeps its Y.Doc current, as a provider does
+          const u = decoding.readVarUint8Array(d)
+          Y.applyUpdate(this.doc, u, 'remote')
+          return memoised(buf, () => updateValues(u))
+        }
         return memoised(buf, () => updateValues(decoding.readVarUint8Array(d)))
       }
       if (st === 0) { // server's step 1: answer with our state (what the providers do)
