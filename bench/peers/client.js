@@ -127,8 +127,10 @@ async function subProcess () {
     s.last = -1; s.mcount = 0
     sessions.push(s)
   }
+  process.on('disconnect', () => process.exit(0)) // the coordinator is gone
   const sendLo = () => {
     notify = false
+    if (!process.connected) return
     if (lo !== loSent || obs !== obsSent) { loSent = lo; obsSent = obs; process.send({ t: 'lo', lo, obs }) }
   }
   const makeHandler = (s) => (entries) => {
