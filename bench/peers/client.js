@@ -5,8 +5,9 @@
 //   node client.js peer=ws|y-websocket|hocuspocus workload=W1|W2|W3 port=N server_pid=P [key=value ...]
 //
 // W1: subs=100 rate=200 (writes/s; max or 0: closed loop) lag=64 (closed loop: writes ahead of
-//     what the average subscriber has observed) procs=1 (subscriber processes) duration=3 warmup=1 drain=5 conc=200 max_backlog=2000000
-// W2: tenants=200 rate=5 (writes/s per connection) duration=3 warmup=1 drain=5 conc=200
+//     what the average subscriber has observed) procs=1 (subscriber processes) duration=3 warmup=1
+//     drain=15 conc=200 max_backlog=2000000
+// W2: tenants=200 rate=5 (writes/s per connection) duration=3 warmup=1 drain=15 conc=200
 // W3: conns=2000 conc=200 settle=1
 //
 // Latency: the writer puts process.hrtime.bigint() (CLOCK_MONOTONIC, shared by every process
@@ -101,14 +102,19 @@ function summariseFailures (failures) {
   return Array.from(by, ([f, n]) => n + ' connection(s) failed: ' + f)
 }
 
-// value: "<seq>:<send ns>:<w|m>" (w: warm-up, m: measured)
+// value: "<seq>:<send ns>"
 function parseEntry (e) {
   if (e.seq === undefined) {
     const p = String(e[1]).split(':')
-    e.seq = Number(p[0]); e.ns = Number(p[1]); e.m = p[2] === 'm'
+    e.seq = Number(p[0]); e.ns = Number(p[1])
   }
   return e
 }
+
+// The measured window, as bench/loadgen has it: [t0, t1) on the monotonic clock, fixed in
+// advance (warm-up, then `duration` seconds). Deliveries arriving in it are counted and their
+// latencies recorded, whichever write they belong to; the server's CPU is read at t0 and t1.
+// Then writing stops and the drain waits for every write to reach every observer.
 
 // ---- W1 subscriber process ----------------------------------------------------------------
 async function subProcess () {
@@ -118,13 +124,14 @@ async function subProcess () {
   let lo = -1 // every subscriber here observed every seq <= lo
   let loSent = -2
   const hist = new Hist()
-  let deliveries = 0; let reorders = 0; let wrong = 0
+  let delW = 0; let reorders = 0; let wrong = 0
   let notify = false
   let obs = 0; let obsSent = -1 // observations of any write, for the closed loop
+  let t0 = Infinity; let t1 = Infinity
   const sessions = []
   for (let i = 0; i < count; i++) {
     const s = new Session(PEER, args.room, false)
-    s.last = -1; s.mcount = 0
+    s.last = -1; s.count = 0
     sessions.push(s)
   }
   process.on('disconnect', () => process.exit(0)) // the coordinator is gone
@@ -140,24 +147,27 @@ async function subProcess () {
       const e = parseEntry(e0)
       if (!(e.seq >= 0)) { wrong++; continue }
       if (e.seq <= s.last) { reorders++; continue }
-      s.last = e.seq
+      s.last = e.seq; s.count++
       obs++
-      if (e.m) { deliveries++; s.mcount++; hist.add((now - e.ns) / 1000) }
+      if (now >= t0 && now < t1) { delW++; hist.add((now - e.ns) / 1000) }
       seen[e.seq & (RING - 1)]++
       while (seen[(lo + 1) & (RING - 1)] === count) { seen[(lo + 1) & (RING - 1)] = 0; lo++ }
     }
     if (!notify) { notify = true; setImmediate(sendLo) }
   }
-  let cpu0 = 0
+  let cpu0 = 0; let cpu1 = 0
   process.on('message', (m) => {
-    if (m.t === 'measure') cpu0 = cpuUs()
+    if (m.t === 'window') {
+      t0 = m.t0; t1 = m.t1
+      setTimeout(() => { cpu0 = cpuUs() }, Math.max(0, (t0 - nowNs()) / 1e6))
+      setTimeout(() => { cpu1 = cpuUs() }, Math.max(0, (t1 - nowNs()) / 1e6))
+      process.send({ t: 'window-ok' })
+    }
     if (m.t === 'finish') {
-      const expected = m.m1 - m.m0
-      let missing = 0; let subsMissing = 0
-      for (const s of sessions) {
-        if (s.mcount < expected) { missing += expected - s.mcount; subsMissing++ }
-      }
-      process.send({ t: 'result', hist: hist.toJSON(), deliveries, missing, subsMissing, reorders, wrong, undecodable: undecodable(), cpu: cpuUs() - cpu0 })
+      if (!cpu1) cpu1 = cpuUs() // the finish came before this process's t1 timer
+      let missing = 0; let short = 0
+      for (const s of sessions) if (s.count < m.writes) { missing += m.writes - s.count; short++ }
+      process.send({ t: 'result', hist: hist.toJSON(), delW, missing, short, reorders, wrong, undecodable: undecodable(), cpu: cpu1 - cpu0 })
     }
     if (m.t === 'exit') process.exit(0)
   })
@@ -165,12 +175,53 @@ async function subProcess () {
   process.send({ t: 'ready', ok: r.ok, failures: r.failures, seconds: r.seconds })
 }
 
+// what happens at t0 and t1 on the coordinator's side
+function windowProbe (pid, t0, t1) {
+  const w = { c0: null, c1: null, cc0: 0, cc1: 0, rss: null, started: false, ended: false }
+  w.ready = new Promise((resolve) => {
+    setTimeout(() => { w.c0 = serverCpuUs(pid); w.cc0 = cpuUs(); w.started = true }, Math.max(0, (t0 - nowNs()) / 1e6))
+    setTimeout(() => {
+      w.c1 = serverCpuUs(pid); w.cc1 = cpuUs(); w.rss = serverRssKb(pid); w.ended = true; resolve()
+    }, Math.max(0, (t1 - nowNs()) / 1e6))
+  })
+  return w
+}
+
+function row (workload, params, f) {
+  const win = f.win
+  const cpu = f.cpuUs
+  const clientPct = f.clientCpuUs / 1e4 / win
+  if (clientPct > 90) f.problems.push(`note: the load client used ${clientPct.toFixed(0)} % of its core; throughput and latency may be client-bound`)
+  const verified = f.ok && f.delW > 0
+  if (f.ok && f.delW === 0) f.problems.push('nothing was delivered in the measured window')
+  return {
+    system: PEER,
+    workload,
+    params,
+    deliveries_per_s: Math.round(f.delW / win),
+    writes_per_s: Math.round(f.writesW / win),
+    latency_us: f.hist.summary(),
+    server_cpu_us_per_delivery: f.delW ? round(cpu / f.delW, 3) : null,
+    server_rss_kb: f.rss,
+    rss_per_conn_kb: null,
+    conns_per_s: null,
+    verified,
+    problems: f.problems,
+    // beyond the schema, as bench/loadgen adds them
+    server_cpu_pct: round(cpu / 1e4 / win, 1),
+    window_s: round(win, 2),
+    deliveries: f.delW,
+    latency_samples: f.hist.n,
+    client_cpu_pct: round(clientPct, 1)
+  }
+}
+
 // ---- W1 fan-out ---------------------------------------------------------------------------
 async function w1 () {
   const S = num('subs', 100); const lag = num('lag', 64)
   const rate = ['max', 'closed'].includes(args.rate) ? 0 : num('rate', 200)
   const procs = Math.max(1, Math.min(num('procs', 1), S)); const duration = num('duration', 3)
-  const warmup = num('warmup', 1); const drain = num('drain', 5); const conc = num('conc', 200)
+  const warmup = num('warmup', 1); const drain = num('drain', 15); const conc = num('conc', 200)
   const maxBacklog = num('max_backlog', 2000000)
   const pid = num('server_pid', 0)
   const params = { subs: S, rate: rate || 'max' } // as bench/loadgen prints them: rows are matched on params
@@ -184,6 +235,7 @@ async function w1 () {
   let onLo = () => {}
   const results = []
   let readyCount = 0; let subsOk = 0; const failures = []
+  let winOk = 0
   await new Promise((resolve) => {
     for (let k = 0; k < procs; k++) {
       const count = Math.floor(S / procs) + (k < S % procs ? 1 : 0)
@@ -199,7 +251,8 @@ async function w1 () {
           let mn = Infinity; for (const x of los) if (x < mn) mn = x
           loMin = mn
           onLo()
-        } else if (m.t === 'result') results.push(m)
+        } else if (m.t === 'window-ok') winOk++
+        else if (m.t === 'result') results.push(m)
       })
       kid.on('exit', (code) => { if (code) problems.push('subscriber process ' + k + ' exited with ' + code) })
       kids.push(kid)
@@ -207,6 +260,7 @@ async function w1 () {
   })
   log('W1', S, 'subscribers synced:', subsOk, 'failed:', failures.length)
   problems.push(...summariseFailures(failures))
+  const alive = Math.max(1, subsOk)
 
   // the writer
   const writer = new Session(PEER, room, true)
@@ -214,120 +268,91 @@ async function w1 () {
   if (!w.ok) throw new Error('writer could not connect: ' + w.failures[0])
   const wc = writer.conn
 
-  let seq = 0; let phase = 'w'; let skipped = 0
+  // the window, fixed in advance and known to every subscriber process before writing starts
+  const tStart = nowNs() + 20e6
+  const t0 = tStart + warmup * 1e9; const t1 = t0 + duration * 1e9
+  for (const k of kids) k.send({ t: 'window', t0, t1 })
+  while (winOk < procs) await sleep(1)
+  const probe = windowProbe(pid, t0, t1)
+  await sleep(Math.max(0, (tStart - nowNs()) / 1e6))
+
+  let seq = 0; let skipped = 0; let writesW = 0
   const send = () => {
-    wc.sendBinary(writer.write('f', seq + ':' + nowNs() + ':' + phase))
+    const now = nowNs()
+    wc.sendBinary(writer.write('f', seq + ':' + now))
+    if (now >= t0 && now < t1) writesW++
     seq++
   }
-  const expectedLo = () => seq - 1
-  const alive = subsOk // subscribers that can observe; a failed one would stall the watermark
-  if (alive < S) problems.push('closed loop / drain watermark would stall: only ' + alive + ' of ' + S + ' subscribers connected')
-
-  let stopAt = 0
-  let running = true
-  let timer = null
-  const phaseEnd = () => new Promise((resolve) => { stopAt = resolve })
-  if (rate) {
-    // open loop at `rate` writes/s, paced by a 1 ms timer from the phase start
-    let tStart = 0; let sentInPhase = 0; let phaseWrites = 0
-    const tick = () => {
-      if (!running) return
-      const due = Math.min(phaseWrites, Math.floor((nowNs() - tStart) / 1e9 * rate) + 1)
-      while (sentInPhase < due) {
-        if ((seq - 1 - loMin) * S > maxBacklog) { skipped += due - sentInPhase; sentInPhase = due; break }
-        send(); sentInPhase++
+  await new Promise((resolve) => {
+    if (rate) {
+      // offered rate: write k is due at tStart + k/rate; a late timer catches up
+      let due = 0
+      const tick = () => {
+        const now = nowNs()
+        if (now >= t1) return resolve()
+        const target = Math.floor((now - tStart) / 1e9 * rate) + 1
+        while (due < target) {
+          due++
+          if ((seq - 1 - loMin) * S > maxBacklog) { skipped++; continue }
+          send()
+        }
+        setTimeout(tick, 1)
       }
-      if (sentInPhase >= phaseWrites) { running = false; stopAt(); return }
-      timer = setTimeout(tick, 1)
+      tick()
+    } else {
+      // closed loop, as bench/loadgen does it: the writer stays within `lag` writes of what the
+      // average subscriber has observed, so the run measures what the server delivers rather
+      // than how far its buffers grow (these protocols have no ack to bound writes in flight by,
+      // as loadgen's --window does for ours)
+      const pump = () => {
+        if (nowNs() >= t1) { onLo = () => {}; clearInterval(guard); return resolve() }
+        while (seq < obsSum / alive + lag) send()
+      }
+      const guard = setInterval(pump, 20) // ends the phase even if nothing comes back
+      onLo = pump
+      pump()
     }
-    var runPhase = async (p, seconds) => { // eslint-disable-line no-var
-      phase = p; tStart = nowNs(); sentInPhase = 0; phaseWrites = Math.round(seconds * rate); running = true
-      const done = phaseEnd(); tick(); await done
-    }
-  } else {
-    // closed loop, as bench/loadgen does it: the writer stays within `lag` writes of what the
-    // average subscriber has observed, so the run measures what the server delivers rather than
-    // how far its buffers grow (there is no ack to bound in flight writes by, as loadgen's
-    // --window does, in these protocols)
-    let until = 0
-    const pump = () => {
-      if (!running) return
-      if (nowNs() >= until) { running = false; stopAt(); return }
-      while (seq < obsSum / Math.max(1, alive) + lag) send()
-    }
-    onLo = pump
-    var runPhase = async (p, seconds) => { // eslint-disable-line no-var, no-redeclare
-      phase = p; until = nowNs() + seconds * 1e9; running = true
-      const done = phaseEnd()
-      const guard = setInterval(pump, 50) // ends the phase even if nothing comes back
-      pump(); await done; clearInterval(guard)
-    }
-  }
-
-  if (warmup > 0) await runPhase('w', warmup)
-  // measured phase
-  const m0 = seq
-  for (const k of kids) k.send({ t: 'measure' })
-  const c0 = serverCpuUs(pid); const cc0 = cpuUs(); const t0 = nowNs()
-  await runPhase('m', duration)
-  const tSendEnd = nowNs()
-  const m1 = seq
-  // drain: wait for every subscriber to observe every measured write
-  let drained = loMin >= m1 - 1
-  let t1 = nowNs(); let c1 = serverCpuUs(pid)
-  if (!drained) {
+  })
+  await probe.ready
+  // drain: every subscriber observes every write
+  const writes = seq
+  if (loMin < writes - 1) {
     await new Promise((resolve) => {
       const dl = setTimeout(resolve, drain * 1000)
-      onLo = () => { if (loMin >= m1 - 1) { t1 = nowNs(); c1 = serverCpuUs(pid); drained = true; clearTimeout(dl); resolve() } }
+      onLo = () => { if (loMin >= writes - 1) { clearTimeout(dl); resolve() } }
     })
-    if (!drained) { t1 = nowNs(); c1 = serverCpuUs(pid) }
   }
-  const cc1 = cpuUs()
-  const rss = serverRssKb(pid)
-  clearTimeout(timer)
-  // collect
+  const drained = loMin >= writes - 1
   await new Promise((resolve) => {
     const iv = setInterval(() => { if (results.length === procs) { clearInterval(iv); resolve() } }, 10)
-    for (const k of kids) k.send({ t: 'finish', m0, m1 })
+    for (const k of kids) k.send({ t: 'finish', writes })
   })
   for (const k of kids) k.send({ t: 'exit' })
   wc.close()
   const hist = new Hist()
-  let deliveries = 0; let missing = 0; let subsMissing = 0; let reorders = 0; let wrong = 0; let undec = 0; let kidCpu = 0
+  let delW = 0; let missing = 0; let short = 0; let reorders = 0; let wrong = 0; let undec = 0; let kidCpu = 0
   for (const r of results) {
-    hist.merge(r.hist); deliveries += r.deliveries; missing += r.missing; subsMissing += r.subsMissing
+    hist.merge(r.hist); delW += r.delW; missing += r.missing; short += r.short
     reorders += r.reorders; wrong += r.wrong; undec += r.undecodable; kidCpu += r.cpu
   }
-  const win = (t1 - t0) / 1e9
-  const writes = m1 - m0
-  if (missing) problems.push(missing + ' deliveries missing (' + subsMissing + ' of ' + S + ' subscribers short' + (drained ? '' : ', not drained within ' + drain + ' s') + ')')
+  if (missing) problems.push(missing + ' deliveries missing (' + short + ' of ' + S + ' subscribers short' + (drained ? '' : ', not drained within ' + drain + ' s') + ')')
   if (reorders) problems.push(reorders + ' deliveries out of order or duplicated')
   if (wrong || undec) problems.push((wrong + undec) + ' updates not understood')
   if (skipped) problems.push(skipped + ' writes not sent: more than ' + maxBacklog + ' deliveries in flight (offered rate not sustained)')
-  const clientBusy = (kidCpu + (cc1 - cc0)) / 1e6 / win
-  log(`W1 subs=${S} rate=${rate || 'max'}${rate ? '' : ' lag=' + lag} procs=${procs}: ${writes} writes in ${((tSendEnd - t0) / 1e9).toFixed(2)} s, window ${win.toFixed(2)} s, ${deliveries} deliveries, client CPU ${(clientBusy * 100).toFixed(0)} % of one core`)
-  if (clientBusy > 0.9) problems.push(`note: the load client used ${(clientBusy * 100).toFixed(0)} % of its core; throughput and latency may be client-bound`)
-  const cpu = c1 - c0
-  return {
-    system: PEER,
-    workload: 'W1',
-    params,
-    deliveries_per_s: round(deliveries / win),
-    writes_per_s: round(writes / ((tSendEnd - t0) / 1e9)),
-    latency_us: hist.summary(),
-    server_cpu_us_per_delivery: deliveries ? round(cpu / deliveries, 3) : null,
-    server_rss_kb: rss,
-    rss_per_conn_kb: null,
-    conns_per_s: null,
-    verified: missing === 0 && reorders === 0 && wrong + undec === 0 && failures.length === 0 && skipped === 0,
-    problems
-  }
+  const win = (t1 - t0) / 1e9
+  const r = row('W1', params, {
+    win, delW, writesW, hist, cpuUs: probe.c1 - probe.c0, rss: probe.rss, problems,
+    clientCpuUs: kidCpu + probe.cc1 - probe.cc0,
+    ok: missing === 0 && reorders === 0 && wrong + undec === 0 && failures.length === 0 && skipped === 0
+  })
+  log(`W1 subs=${S} rate=${rate || 'max'}${rate ? '' : ' lag=' + lag} procs=${procs}: ${writes} writes, ${delW} deliveries in ${win.toFixed(2)} s, server ${r.server_cpu_pct} %, client ${r.client_cpu_pct} % of a core` + (drained ? '' : ', NOT drained'))
+  return r
 }
 
 // ---- W2 tenants ---------------------------------------------------------------------------
 async function w2 () {
   const T = num('tenants', 200); const rate = num('rate', 5); const duration = num('duration', 3)
-  const warmup = num('warmup', 1); const drain = num('drain', 5); const conc = num('conc', 200)
+  const warmup = num('warmup', 1); const drain = num('drain', 15); const conc = num('conc', 200)
   const pid = num('server_pid', 0)
   const params = { tenants: T, rate } // as bench/loadgen prints them
   const problems = []
@@ -336,11 +361,12 @@ async function w2 () {
   for (let i = 0; i < T; i++) {
     const a = new Session(PEER, 't' + i + '-' + RUN, true); const b = new Session(PEER, 't' + i + '-' + RUN, true)
     a.field = 'a'; b.field = 'b'; a.partner = b; b.partner = a
-    for (const s of [a, b]) { s.seq = 0; s.msent = 0; s.last = -1; s.mseen = 0 }
+    for (const s of [a, b]) { s.seq = 0; s.last = -1; s.seen = 0 }
     conns.push(a, b)
   }
-  let deliveries = 0; let reorders = 0; let wrong = 0
-  let sentM = 0; let seenM = 0
+  let t0 = Infinity; let t1 = Infinity
+  let delW = 0; let reorders = 0; let wrong = 0
+  let sentAll = 0; let seenAll = 0
   let onSeen = () => {}
   const makeHandler = (s) => (entries) => {
     const now = nowNs()
@@ -349,82 +375,63 @@ async function w2 () {
       const e = parseEntry(e0)
       if (!(e.seq >= 0)) { wrong++; continue }
       if (e.seq <= s.last) { reorders++; continue }
-      s.last = e.seq
-      if (e.m) { deliveries++; s.mseen++; seenM++; hist.add((now - e.ns) / 1000) }
+      s.last = e.seq; s.seen++; seenAll++
+      if (now >= t0 && now < t1) { delW++; hist.add((now - e.ns) / 1000) }
     }
-    if (seenM === sentM) onSeen()
+    if (seenAll === sentAll) onSeen()
   }
   const r = await connectAll(conns, conc, makeHandler)
   log('W2', T, 'tenants,', r.ok, 'connections synced,', r.failures.length, 'failed')
   problems.push(...summariseFailures(r.failures))
 
-  // each connection writes every 1/rate s, phases spread evenly over the period
+  // each connection writes every 1/rate s, the phases spread evenly over the period
   const period = 1e9 / rate
   const n = conns.length
-  const phaseOf = (i) => (i / n) * period
-  let phase = 'w'
-  const write = (s) => {
-    if (!s.conn.open) return
-    s.conn.sendBinary(s.write(s.field, s.seq + ':' + nowNs() + ':' + phase))
-    s.seq++
-    if (phase === 'm') { s.msent++; sentM++ }
-  }
   const tStart = nowNs()
+  t0 = tStart + warmup * 1e9; t1 = t0 + duration * 1e9
+  const probe = windowProbe(pid, t0, t1)
+  let writesW = 0
   let next = 0; let cycle = 0
-  let t0 = 0; let c0 = 0; let cc0 = 0
-  const end = (warmup + duration) * 1e9
   await new Promise((resolve) => {
     const tick = () => {
-      const e = nowNs() - tStart
-      while (cycle * period + phaseOf(next) <= Math.min(e, end)) {
-        const due = cycle * period + phaseOf(next)
-        const p = due < warmup * 1e9 ? 'w' : 'm'
-        if (p === 'm' && phase === 'w') { t0 = nowNs(); c0 = serverCpuUs(pid); cc0 = cpuUs() }
-        phase = p
-        write(conns[next])
+      const now = nowNs()
+      const e = Math.min(now, t1) - tStart
+      while (cycle * period + (next / n) * period <= e) {
+        const s = conns[next]
+        if (s.conn.open) {
+          s.conn.sendBinary(s.write(s.field, s.seq + ':' + nowNs()))
+          s.seq++; sentAll++
+          if (now >= t0 && now < t1) writesW++
+        }
         if (++next === n) { next = 0; cycle++ }
       }
-      if (e >= end) return resolve()
+      if (now >= t1) return resolve()
       setTimeout(tick, 1)
     }
     tick()
   })
-  const tSendEnd = nowNs()
-  let t1 = nowNs(); let c1 = serverCpuUs(pid)
-  let drained = seenM === sentM
-  if (!drained) {
+  await probe.ready
+  if (seenAll !== sentAll) {
     await new Promise((resolve) => {
       const dl = setTimeout(resolve, drain * 1000)
-      onSeen = () => { t1 = nowNs(); c1 = serverCpuUs(pid); drained = true; clearTimeout(dl); resolve() }
+      onSeen = () => { clearTimeout(dl); resolve() }
     })
-    if (!drained) { t1 = nowNs(); c1 = serverCpuUs(pid) }
   }
-  const cc1 = cpuUs()
-  const rss = serverRssKb(pid)
+  const drained = seenAll === sentAll
   let missing = 0; let short = 0
-  for (const s of conns) { const d = s.partner.msent - s.mseen; if (d > 0) { missing += d; short++ } }
+  for (const s of conns) { const d = s.partner.seq - s.seen; if (d > 0) { missing += d; short++ } }
   for (const s of conns) if (s.conn) s.conn.close()
-  const win = (t1 - t0) / 1e9
   if (missing) problems.push(missing + ' deliveries missing (' + short + ' of ' + n + ' connections short' + (drained ? '' : ', not drained within ' + drain + ' s') + ')')
   if (reorders) problems.push(reorders + ' deliveries out of order or duplicated')
   if (wrong || undecodable()) problems.push((wrong + undecodable()) + ' updates not understood')
-  const clientBusy = (cc1 - cc0) / 1e6 / win
-  log(`W2 tenants=${T}: ${sentM} writes, window ${win.toFixed(2)} s, ${deliveries} deliveries, client CPU ${(clientBusy * 100).toFixed(0)} % of one core`)
-  if (clientBusy > 0.9) problems.push(`note: the load client used ${(clientBusy * 100).toFixed(0)} % of its core; latency may be client-bound`)
-  return {
-    system: PEER,
-    workload: 'W2',
-    params,
-    deliveries_per_s: round(deliveries / win),
-    writes_per_s: round(sentM / ((tSendEnd - t0) / 1e9)),
-    latency_us: hist.summary(),
-    server_cpu_us_per_delivery: deliveries ? round((c1 - c0) / deliveries, 3) : null,
-    server_rss_kb: rss,
-    rss_per_conn_kb: null,
-    conns_per_s: null,
-    verified: missing === 0 && reorders === 0 && wrong + undecodable() === 0 && r.failures.length === 0,
-    problems
-  }
+  const win = (t1 - t0) / 1e9
+  const out = row('W2', params, {
+    win, delW, writesW, hist, cpuUs: probe.c1 - probe.c0, rss: probe.rss, problems,
+    clientCpuUs: probe.cc1 - probe.cc0,
+    ok: missing === 0 && reorders === 0 && wrong + undecodable() === 0 && r.failures.length === 0
+  })
+  log(`W2 tenants=${T}: ${sentAll} writes, ${delW} deliveries in ${win.toFixed(2)} s, server ${out.server_cpu_pct} %, client ${out.client_cpu_pct} % of a core` + (drained ? '' : ', NOT drained'))
+  return out
 }
 
 // ---- W3 idle ------------------------------------------------------------------------------
@@ -442,7 +449,8 @@ async function w3 () {
   await sleep(settle * 1000)
   const rss1 = serverRssKb(pid)
   problems.push(...summariseFailures(r.failures))
-  log(`W3 conns=${N}: ${r.ok} synced in ${r.seconds.toFixed(2)} s; server RSS ${rss0} -> ${rss1} kB; server CPU ${((c1 - c0) / Math.max(1, r.ok)).toFixed(1)} us per connection set up`)
+  const cpuPerConn = (c1 - c0) / Math.max(1, r.ok)
+  log(`W3 conns=${N}: ${r.ok} synced in ${r.seconds.toFixed(2)} s; server RSS ${rss0} -> ${rss1} kB; server CPU ${cpuPerConn.toFixed(1)} us per connection set up`)
   for (const s of sessions) if (s.conn) s.conn.close()
   return {
     system: PEER,
@@ -450,13 +458,17 @@ async function w3 () {
     params,
     deliveries_per_s: null,
     writes_per_s: null,
-    latency_us: r.hist.summary(), // W3: connection set-up time, TCP connect to synced
+    latency_us: null,
     server_cpu_us_per_delivery: null,
     server_rss_kb: rss1,
     rss_per_conn_kb: r.ok ? round((rss1 - rss0) / r.ok, 2) : null,
-    conns_per_s: round(r.ok / r.seconds),
+    conns_per_s: Math.round(r.ok / r.seconds),
     verified: r.ok === N,
-    problems
+    problems,
+    // beyond the schema
+    server_rss_before_kb: rss0,
+    setup_us: r.hist.summary(), // TCP connect to synced, per connection
+    server_cpu_us_per_conn: round(cpuPerConn, 1)
   }
 }
 
