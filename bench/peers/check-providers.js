@@ -29,7 +29,7 @@ function provider (doc) {
 }
 
 function raw (writer, onEntries) {
-  const s = new Session(peer, room, writer)
+  const s = new Session(peer, room, writer, true)
   return new Promise((resolve) => {
     s.conn = new WSClient('127.0.0.1', port, s.path(), {
       onOpen (c) { for (const m of s.hello()) c.sendBinary(m) },

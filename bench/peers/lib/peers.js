@@ -8,8 +8,13 @@
 //               step 1, Yjs updates as messageSync/messageYjsUpdate.
 //   hocuspocus  the same framed with the document name, after Hocuspocus' Auth (token) message,
 //               as HocuspocusProvider does.
-// A writer holds a real Y.Doc, applies every update it receives to it, and writes with
-// ymap.set(field, value); the update the Y.Doc emits is what goes on the wire. An observer decodes each received update with
+// A writer holds a real Y.Doc and writes with ymap.set(field, value); the update the Y.Doc
+// emits is what goes on the wire. It applies the server's state at sync; with `apply` it also
+// applies every update it receives, as a provider does. The load client does not: in W1 and
+// W2 a writer is the only one to write its field, so its own items are all its next write
+// builds on, and applying every echo and every partner's update would spend the client's core
+// on work that is not the server's. check-providers.js writes a field another client wrote,
+// and applies. An observer decodes each received update with
 // Y.decodeUpdate and reads the map items' keys and values out of it. Every subscriber of a
 // fan-out receives the same bytes, so decoded results are memoised by the exact bytes
 // (a small cache keyed by the whole message): each subscriber still receives, frames and
@@ -63,13 +68,14 @@ function yMsg (name, fn) {
 
 // A connection's protocol state. room: the document (and URL path). writer: holds a Y.Doc.
 class Session {
-  constructor (peer, room, writer) {
+  constructor (peer, room, writer, apply = false) {
     this.peer = peer
     this.room = room
     this.synced = false
     this.error = null
     this.ref = 0
     this.name = peer === 'hocuspocus' ? room : null
+    this.apply = apply
     if (writer && peer !== 'ws') {
       this.doc = new Y.Doc()
       this.map = this.doc.getMap('m')
@@ -132,7 +138,7 @@ class Session {
     if (type === 0 || type === 4) { // sync (4: Hocuspocus' SyncReply)
       const st = decoding.readVarUint(d)
       if (st === 2) { // update: the fan-out path
-        if (this.doc) { // a writer keeps its Y.Doc current, as a provider does
+        if (this.doc && this.apply) { // a writer keeps its Y.Doc current, as a provider does
           const u = decoding.readVarUint8Array(d)
           Y.applyUpdate(this.doc, u, 'remote')
           return memoised(buf, () => updateValues(u))
