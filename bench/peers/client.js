@@ -177,11 +177,12 @@ async function subProcess () {
 
 // what happens at t0 and t1 on the coordinator's side
 function windowProbe (pid, t0, t1) {
-  const w = { c0: null, c1: null, cc0: 0, cc1: 0, rss: null, started: false, ended: false }
+  // a0, a1: when the samples were actually taken (a busy event loop runs timers late)
+  const w = { c0: null, c1: null, cc0: 0, cc1: 0, rss: null, started: false, ended: false, a0: 0, a1: 0 }
   w.ready = new Promise((resolve) => {
-    setTimeout(() => { w.c0 = serverCpuUs(pid); w.cc0 = cpuUs(); w.started = true }, Math.max(0, (t0 - nowNs()) / 1e6))
+    setTimeout(() => { w.c0 = serverCpuUs(pid); w.cc0 = cpuUs(); w.a0 = nowNs(); w.started = true }, Math.max(0, (t0 - nowNs()) / 1e6))
     setTimeout(() => {
-      w.c1 = serverCpuUs(pid); w.cc1 = cpuUs(); w.rss = serverRssKb(pid); w.ended = true; resolve()
+      w.c1 = serverCpuUs(pid); w.cc1 = cpuUs(); w.a1 = nowNs(); w.rss = serverRssKb(pid); w.ended = true; resolve()
     }, Math.max(0, (t1 - nowNs()) / 1e6))
   })
   return w
@@ -340,6 +341,8 @@ async function w1 () {
   if (wrong || undec) problems.push((wrong + undec) + ' updates not understood')
   if (skipped) problems.push(skipped + ' writes not sent: more than ' + maxBacklog + ' deliveries in flight (offered rate not sustained)')
   const win = (t1 - t0) / 1e9
+  const late = Math.max(probe.a0 - t0, probe.a1 - t1) / 1e9
+  if (late > 0.01 * win) problems.push(`note: the server's CPU was sampled up to ${(late * 1000).toFixed(0)} ms off the window's ends (a busy client)`)
   const r = row('W1', params, {
     win, delW, writesW, hist, cpuUs: probe.c1 - probe.c0, rss: probe.rss, problems,
     clientCpuUs: kidCpu + probe.cc1 - probe.cc0,
@@ -364,7 +367,7 @@ async function w2 () {
     for (const s of [a, b]) { s.seq = 0; s.last = -1; s.seen = 0 }
     conns.push(a, b)
   }
-  let t0 = Infinity; let t1 = Infinity
+  let probe = null // W2 runs in one process: the window is exactly when the server's CPU was sampled
   let delW = 0; let reorders = 0; let wrong = 0
   let sentAll = 0; let seenAll = 0
   let onSeen = () => {}
@@ -376,7 +379,7 @@ async function w2 () {
       if (!(e.seq >= 0)) { wrong++; continue }
       if (e.seq <= s.last) { reorders++; continue }
       s.last = e.seq; s.seen++; seenAll++
-      if (now >= t0 && now < t1) { delW++; hist.add((now - e.ns) / 1000) }
+      if (probe && probe.started && !probe.ended) { delW++; hist.add((now - e.ns) / 1000) }
     }
     if (seenAll === sentAll) onSeen()
   }
@@ -388,8 +391,8 @@ async function w2 () {
   const period = 1e9 / rate
   const n = conns.length
   const tStart = nowNs()
-  t0 = tStart + warmup * 1e9; t1 = t0 + duration * 1e9
-  const probe = windowProbe(pid, t0, t1)
+  const t0 = tStart + warmup * 1e9; const t1 = t0 + duration * 1e9
+  probe = windowProbe(pid, t0, t1)
   let writesW = 0
   let next = 0; let cycle = 0
   await new Promise((resolve) => {
@@ -401,7 +404,7 @@ async function w2 () {
         if (s.conn.open) {
           s.conn.sendBinary(s.write(s.field, s.seq + ':' + nowNs()))
           s.seq++; sentAll++
-          if (now >= t0 && now < t1) writesW++
+          if (probe.started && !probe.ended) writesW++
         }
         if (++next === n) { next = 0; cycle++ }
       }
@@ -424,7 +427,8 @@ async function w2 () {
   if (missing) problems.push(missing + ' deliveries missing (' + short + ' of ' + n + ' connections short' + (drained ? '' : ', not drained within ' + drain + ' s') + ')')
   if (reorders) problems.push(reorders + ' deliveries out of order or duplicated')
   if (wrong || undecodable()) problems.push((wrong + undecodable()) + ' updates not understood')
-  const win = (t1 - t0) / 1e9
+  const win = (probe.a1 - probe.a0) / 1e9
+  if (writesW / win < 0.95 * rate * n) problems.push(`note: the load client sent ${Math.round(writesW / win)} of the ${rate * n} writes/s offered; its core, not the server, set the pace`)
   const out = row('W2', params, {
     win, delW, writesW, hist, cpuUs: probe.c1 - probe.c0, rss: probe.rss, problems,
     clientCpuUs: probe.cc1 - probe.cc0,
