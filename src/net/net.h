@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #include "core/hub.h"
 #include "core/route.h"
@@ -45,6 +46,7 @@ typedef struct tp__ws {
     int skipping;   /* the message being received is over the limit: dropped */
     int close_code; /* the code this connection closes (or was closed) with */
     int peer_closed;
+    int close_sent; /* our close frame is out: nothing more is sent */
     int ready;      /* has frames waiting for the flush */
     char peer[64];
     /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
@@ -61,6 +63,12 @@ struct tp_server {
     unsigned handshake_timeout_ms, ping_interval_ms, ping_timeout_ms;
     char **origins; /* NULL-terminated, or NULL: any */
 
+    uv_loop_t loop;
+    int loop_ok;
+    uv_prepare_t prepare; /* before_sleep(): the end of each loop iteration */
+    uv_timer_t sync_w;    /* the autosync tick */
+    uv_timer_t flush_w;   /* the end of a flush_ms window */
+    uv_timer_t stop_w;    /* the end of the grace period at stop */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     struct lws_protocols protocols[3];
@@ -81,8 +89,6 @@ struct tp_server {
     int pending_flags;
 
     unsigned nconns;
-    lws_sorted_usec_list_t sul_sync;
-    lws_sorted_usec_list_t sul_flush;
     int flush_armed;
 
     unsigned char *sendbuf; /* LWS_PRE + TP__SEND_CHUNK + room for one large frame */

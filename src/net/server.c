@@ -1,12 +1,12 @@
 /*
  * The WebSocket server: PROTOCOL.md over libwebsockets, for one hub.
  *
- * The loop (docs/internals/server.md): lws_service() handles whatever the
- * poll returned (frames received and fed to the hub, timers, posts), then
- * flush_ready() asks for a write on every connection whose outbox is no
- * longer empty. On the next poll each of those connections gets one write
- * holding all its frames, pre-framed (RFC 6455 header + payload, one
- * LWS_WRITE_RAW), so load turns into batching instead of into send() calls.
+ * The loop (docs/internals/server.md): lws runs on a libuv loop (epoll) of
+ * ours. Each iteration serves what epoll returned (frames received and fed
+ * to the hub, timers, posts); then before_sleep() gives every connection
+ * whose outbox is no longer empty one write holding all its frames,
+ * pre-framed (RFC 6455 header + payload, one LWS_WRITE_RAW), so load turns
+ * into batching instead of into send() calls.
  */
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
@@ -106,21 +106,40 @@ frame_header(unsigned char *p, size_t n)
 }
 
 /*
- * Sends what a connection has, pre-framed in one write of at most about
- * TP__SEND_CHUNK bytes; asks to be called again when more is left. Once the
- * outbox is empty and the connection must close, closes it (returns -1, and
- * lws sends the close frame after what was written).
+ * Starts the closing handshake (RFC 6455, 7.1.2): our close frame, then
+ * lws waits for the peer's (peer_close() makes it close TCP then, without
+ * an echo) or gives up after 5 s. The frame is ours rather than lws's
+ * (lws_close_reason, then -1 from the writeable callback): on its libuv
+ * loop, lws 4.1.6 built with _DEBUG closes a second time right away from
+ * that path and drops the frame.
  */
 static int
-flush_conn(tp_server *s, tp__ws *ws)
+send_close(tp_server *s, tp__ws *ws, int code)
 {
-    if (ws->conn == NULL)
-        return 0;
-    /* lws has a close frame of its own to send (it failed the connection
-     * for breaking RFC 6455, or answers the peer's close): nothing more may
-     * follow it (RFC 6455, 5.5.1), frames received before included. */
-    if (lws_get_close_length(ws->wsi) > 0)
-        return 0;
+    const char *why = close_reason(code);
+    size_t n = strlen(why);
+    if (sendbuf_reserve(s, 0, 4 + n) != 0)
+        return -1;
+    unsigned char *p = s->sendbuf + LWS_PRE;
+    p[0] = 0x88; /* FIN, close */
+    p[1] = (unsigned char)(2 + n);
+    p[2] = (unsigned char)(code >> 8);
+    p[3] = (unsigned char)code;
+    memcpy(p + 4, why, n);
+    if (lws_write(ws->wsi, p, 4 + n, LWS_WRITE_RAW) < (int)(4 + n))
+        return -1;
+    ws->close_sent = 1;
+    lws_set_timeout(ws->wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
+    return 0;
+}
+
+/*
+ * Writes the connection's frames, pre-framed in one write of at most about
+ * TP__SEND_CHUNK bytes. Returns 0, or -1 when the socket failed.
+ */
+static int
+write_frames(tp_server *s, tp__ws *ws)
+{
     size_t used = 0;
     const char *f;
     size_t n;
@@ -135,16 +154,36 @@ flush_conn(tp_server *s, tp__ws *ws)
         used += h + n;
         s->frames_sent++;
     }
-    if (used > 0) {
-        /* lws keeps whatever the socket does not take at once and sends it
-         * before the next writeable callback. */
-        if (lws_write(ws->wsi, s->sendbuf + LWS_PRE, used, LWS_WRITE_RAW) < (int)used) {
-            ws->close_code = 1006;
-            return -1;
-        }
-        s->send_calls++;
-        s->bytes_sent += used;
+    if (used == 0)
+        return 0;
+    /* lws keeps whatever the socket does not take at once and sends it
+     * before the next writeable callback. */
+    if (lws_write(ws->wsi, s->sendbuf + LWS_PRE, used, LWS_WRITE_RAW) < (int)used) {
+        ws->close_code = 1006;
+        return -1;
     }
+    s->send_calls++;
+    s->bytes_sent += used;
+    return 0;
+}
+
+/*
+ * Sends what a connection has; asks to be called again when more is left.
+ * Once the outbox is empty and the connection must close, starts the
+ * closing handshake. Returns -1 when lws must drop the connection.
+ */
+static int
+flush_conn(tp_server *s, tp__ws *ws)
+{
+    if (ws->conn == NULL)
+        return 0;
+    /* lws has a close frame of its own to send (it failed the connection
+     * for breaking RFC 6455, or answers the peer's close), or ours is out:
+     * nothing more may follow it (RFC 6455, 5.5.1). */
+    if (lws_get_close_length(ws->wsi) > 0 || ws->close_sent)
+        return 0;
+    if (write_frames(s, ws) != 0)
+        return -1;
     int code = ws->close_code ? ws->close_code : tp_conn_close_code(ws->conn);
     if (tp_conn_outbox_bytes(ws->conn) > 0 && code != 1011 && code != 1013) {
         lws_callback_on_writable(ws->wsi);
@@ -157,9 +196,7 @@ flush_conn(tp_server *s, tp__ws *ws)
         return 0;
     }
     ws->close_code = code;
-    const char *why = close_reason(code);
-    lws_close_reason(ws->wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
-    return -1;
+    return send_close(s, ws, code);
 }
 
 static void
@@ -172,7 +209,7 @@ want_write(tp__ws *ws)
 /*
  * Writes a connection's frames at once, outside lws's writeable callback:
  * the socket is almost always writable, and asking lws for POLLOUT first
- * would cost a second poll() over every socket per iteration. When lws
+ * would cost an epoll round and lws's bookkeeping per connection. When lws
  * still holds bytes the socket did not take, or the connection must close,
  * the writeable callback does it instead.
  */
@@ -187,9 +224,9 @@ write_now(tp_server *s, tp__ws *ws)
 }
 
 static void
-flush_timer(lws_sorted_usec_list_t *sul)
+flush_timer(uv_timer_t *w)
 {
-    tp_server *s = lws_container_of(sul, tp_server, sul_flush);
+    tp_server *s = w->data;
     s->flush_armed = 0;
     tp_conn *c;
     while ((c = tp_hub_next_ready(s->hub)) != NULL)
@@ -207,8 +244,7 @@ flush_ready(tp_server *s)
     if (s->flush_ms > 0) {
         if (!s->flush_armed && s->hub->ready.len > 0) {
             s->flush_armed = 1;
-            lws_sul_schedule(s->ctx, 0, &s->sul_flush, flush_timer,
-                             (lws_usec_t)s->flush_ms * LWS_US_PER_MS);
+            uv_timer_start(&s->flush_w, flush_timer, s->flush_ms, 0);
         }
         return;
     }
@@ -229,7 +265,7 @@ feed_result(tp__ws *ws, int rc)
 }
 
 static int
-receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
+receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
 {
     if (ws->conn == NULL || ws->close_code != 0)
         return 0; /* closing: what else arrives is dropped */
@@ -291,6 +327,27 @@ receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
         }
     }
     return 0;
+}
+
+/*
+ * A received frame. When it makes the hub close the connection (1009), the
+ * hub's last frames (the too_large error) are written here and lws runs the
+ * closing handshake from this receive path, where it also stops parsing what
+ * else the peer sends (an oversized frame's rest).
+ */
+static int
+receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
+{
+    int was = ws->close_code;
+    int rc = receive_frame(s, ws, in, len);
+    if (rc != 0 || was != 0 || ws->close_code == 0)
+        return rc;
+    if (write_frames(s, ws) != 0)
+        return -1;
+    const char *why = close_reason(ws->close_code);
+    lws_close_reason(ws->wsi, (enum lws_close_status)ws->close_code, (unsigned char *)why,
+                     strlen(why));
+    return -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -374,6 +431,8 @@ close_code_valid(int code)
 static int
 peer_close(tp__ws *ws, const unsigned char *in, size_t len)
 {
+    if (ws->close_sent)
+        return 1; /* the answer to our close: lws closes TCP, no echo */
     ws->peer_closed = 1;
     int code = len >= 2 ? (in[0] << 8 | in[1]) : 1005;
     int fail = 0;
@@ -462,9 +521,9 @@ tp_server_stop(tp_server *s)
 }
 
 static void
-sync_tick(lws_sorted_usec_list_t *sul)
+sync_tick(uv_timer_t *w)
 {
-    tp_server *s = lws_container_of(sul, tp_server, sul_sync);
+    tp_server *s = w->data;
     int64_t t0 = tp__clock_mono_ns();
     tp_hub_sync(s->hub);
     double secs = (double)(tp__clock_mono_ns() - t0) / 1e9;
@@ -476,13 +535,12 @@ sync_tick(lws_sorted_usec_list_t *sul)
     s->tick_buckets[b]++;
     s->tick_count++;
     s->tick_sum += secs;
-    lws_sul_schedule(s->ctx, 0, &s->sul_sync, sync_tick, (lws_usec_t)s->autosync_ms * LWS_US_PER_MS);
 }
 
 static void
-stop_timer(lws_sorted_usec_list_t *sul)
+stop_timer(uv_timer_t *w)
 {
-    (void)sul; /* only wakes the loop to look at the deadline */
+    (void)w; /* only wakes the loop: before_sleep() looks at the deadline */
 }
 
 /* Every connection gets what it has pending, then a close with 1001. */
@@ -738,6 +796,23 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     info.max_http_header_data = 8192;
     info.retry_and_idle_policy = &s->retry;
     info.vhost_name = "default";
+    /* lws on a libuv loop of ours (epoll): lws's own loop polls every
+     * socket on every iteration, which made a write among thousands of
+     * quiet connections cost tens of microseconds. Ours, so that
+     * before_sleep() runs at the end of every iteration. */
+    if (uv_loop_init(&s->loop) != 0) {
+        tp__error_set(err, TP_EINTERNAL, "listen: no event loop");
+        goto fail;
+    }
+    s->loop_ok = 1;
+    uv_timer_init(&s->loop, &s->sync_w);
+    uv_timer_init(&s->loop, &s->flush_w);
+    uv_timer_init(&s->loop, &s->stop_w);
+    uv_prepare_init(&s->loop, &s->prepare);
+    s->sync_w.data = s->flush_w.data = s->stop_w.data = s->prepare.data = s;
+    void *loops[1] = {&s->loop};
+    info.foreign_loops = loops;
+    info.options |= LWS_SERVER_OPTION_LIBUV;
     s->ctx = lws_create_context(&info);
     if (s->ctx == NULL) {
         tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: the server could not start", s->host,
@@ -769,29 +844,38 @@ tp_server_port(const tp_server *s)
     return s->port;
 }
 
+/*
+ * The end of each loop iteration, before libuv blocks in epoll: stop when
+ * asked (and once everyone had their 1001), then write what is ready.
+ */
+static void
+before_sleep(uv_prepare_t *w)
+{
+    tp_server *s = w->data;
+    if (atomic_load(&s->stop_asked) && !s->stopping) {
+        begin_stop(s);
+        uv_timer_start(&s->stop_w, stop_timer, (uint64_t)(STOP_GRACE_NS / 1000000), 0);
+    }
+    if (s->stopping && (s->nconns == 0 || tp__clock_mono_ns() > s->stop_deadline_ns)) {
+        uv_stop(&s->loop);
+        return;
+    }
+    flush_ready(s);
+}
+
 TP_API int
 tp_server_run(tp_server *s)
 {
     s->running = 1;
+    /* Our timers are libuv's, independent of lws's own. */
     if (s->autosync_ms > 0)
-        lws_sul_schedule(s->ctx, 0, &s->sul_sync, sync_tick,
-                         (lws_usec_t)s->autosync_ms * LWS_US_PER_MS);
-    lws_sorted_usec_list_t sul_stop;
-    memset(&sul_stop, 0, sizeof sul_stop);
-    for (;;) {
-        if (atomic_load(&s->stop_asked) && !s->stopping) {
-            begin_stop(s);
-            lws_sul_schedule(s->ctx, 0, &sul_stop, stop_timer, STOP_GRACE_NS / 1000);
-        }
-        if (s->stopping && (s->nconns == 0 || tp__clock_mono_ns() > s->stop_deadline_ns))
-            break;
-        flush_ready(s);
-        if (lws_service(s->ctx, 0) < 0)
-            break;
-    }
-    lws_sul_cancel(&sul_stop);
-    lws_sul_cancel(&s->sul_sync);
-    lws_sul_cancel(&s->sul_flush);
+        uv_timer_start(&s->sync_w, sync_tick, s->autosync_ms, s->autosync_ms);
+    uv_prepare_start(&s->prepare, before_sleep);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_prepare_stop(&s->prepare);
+    uv_timer_stop(&s->sync_w);
+    uv_timer_stop(&s->flush_w);
+    uv_timer_stop(&s->stop_w);
     s->flush_armed = 0;
     s->running = 0;
     tp__log(s->log, TP_LOG_INFO, "stopped");
@@ -804,9 +888,22 @@ tp_server_free(tp_server *s)
     if (s == NULL)
         return;
     if (s->ctx != NULL) {
-        lws_sul_cancel(&s->sul_sync);
-        lws_sul_cancel(&s->sul_flush);
-        lws_context_destroy(s->ctx); /* closes every connection: closed() runs for each */
+        /* On a loop of ours, lws destroys in two calls: the first closes
+         * every connection (closed() runs for each) and lws's libuv handles,
+         * which close as the loop runs; the second frees the context. */
+        lws_context_destroy(s->ctx);
+        if (s->loop_ok)
+            uv_run(&s->loop, UV_RUN_DEFAULT);
+        lws_context_destroy(s->ctx);
+    }
+    if (s->loop_ok) {
+        /* libuv closes handles asynchronously: ours close in one last run. */
+        uv_close((uv_handle_t *)&s->sync_w, NULL);
+        uv_close((uv_handle_t *)&s->flush_w, NULL);
+        uv_close((uv_handle_t *)&s->stop_w, NULL);
+        uv_close((uv_handle_t *)&s->prepare, NULL);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
     }
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0)
