@@ -5,11 +5,12 @@
  *
  * It batches exactly as transportsd does (src/net/server.c, read, not
  * linked): a message is stored once, refcounted, and every recipient's queue
- * holds a reference; after each lws_service() iteration every connection
- * whose queue went from empty to not empty is asked for a write; its
- * writeable callback pre-frames everything queued (RFC 6455 header, FIN,
- * text, unmasked) into one buffer of at most 256 KiB and hands it to lws in
- * one LWS_WRITE_RAW write. So the ratio of transportsd to this relay is the
+ * holds a reference; lws runs on a libuv loop (epoll), and at the end of
+ * each iteration (a uv_prepare handle) every connection whose queue went
+ * from empty to not empty gets everything queued pre-framed (RFC 6455
+ * header, FIN, text, unmasked) into one buffer of at most 256 KiB, handed
+ * to lws in one LWS_WRITE_RAW write, at once (or from its writeable
+ * callback when lws still holds unsent bytes). So the ratio of transportsd to this relay is the
  * cost of everything transports adds to moving the bytes.
  *
  * usage: floor_relay [--port PORT]   (0, the default: any free port)
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include <libwebsockets.h>
+#include <uv.h>
 
 #define SEND_CHUNK (256 * 1024)
 
@@ -50,13 +52,27 @@ typedef struct relay {
     size_t sendcap;
 } relay;
 
-static volatile sig_atomic_t stop;
+static int flush_peer(relay *r, peer *p);
 
 static void
-on_signal(int sig)
+on_signal(uv_signal_t *h, int sig)
 {
     (void)sig;
-    stop = 1;
+    uv_stop(h->loop);
+}
+
+/* The end of a loop iteration: transportsd's before_sleep()/flush_ready(). */
+static void
+before_sleep(uv_prepare_t *h)
+{
+    relay *r = h->data;
+    for (size_t i = 0; i < r->nready; i++) {
+        peer *p = r->ready[i];
+        p->ready = 0;
+        if (lws_partial_buffered(p->wsi) || flush_peer(r, p) < 0)
+            lws_callback_on_writable(p->wsi);
+    }
+    r->nready = 0;
 }
 
 static void *
@@ -236,9 +252,16 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_signal_t sigint, sigterm;
+    uv_signal_init(&loop, &sigint);
+    uv_signal_init(&loop, &sigterm);
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_prepare_t prepare;
+    uv_prepare_init(&loop, &prepare);
     lws_set_log_level(LLL_ERR, NULL);
 
     relay r;
@@ -259,6 +282,9 @@ main(int argc, char **argv)
     info.user = &r;
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
     info.vhost_name = "default";
+    void *loops[1] = {&loop};
+    info.foreign_loops = loops;
+    info.options |= LWS_SERVER_OPTION_LIBUV;
     struct lws_context *ctx = lws_create_context(&info);
     if (ctx == NULL) {
         fprintf(stderr, "floor_relay: cannot listen on 127.0.0.1:%d\n", port);
@@ -268,18 +294,20 @@ main(int argc, char **argv)
     printf("listening addr=127.0.0.1:%d\n", vh ? lws_get_vhost_listen_port(vh) : port);
     fflush(stdout);
 
-    while (!stop) {
-        /* The end of an iteration: every connection with something queued
-         * is asked for one write (transportsd's flush_ready). */
-        for (size_t i = 0; i < r.nready; i++) {
-            r.ready[i]->ready = 0;
-            lws_callback_on_writable(r.ready[i]->wsi);
-        }
-        r.nready = 0;
-        if (lws_service(ctx, 0) < 0)
-            break;
-    }
+    prepare.data = &r;
+    uv_prepare_start(&prepare, before_sleep);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* lws on a foreign loop destroys in two calls around a run of it. */
     lws_context_destroy(ctx);
+    uv_prepare_stop(&prepare);
+    uv_signal_stop(&sigint);
+    uv_signal_stop(&sigterm);
+    uv_close((uv_handle_t *)&prepare, NULL);
+    uv_close((uv_handle_t *)&sigint, NULL);
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    lws_context_destroy(ctx);
+    uv_loop_close(&loop);
     free(r.peers);
     free(r.ready);
     free(r.sendbuf);
