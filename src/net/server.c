@@ -191,6 +191,8 @@ flush_conn(tp_server *s, tp__ws *ws)
     }
     if (code == 0)
         return 0;
+    if (code == 1006)
+        return -1; /* the socket failed: no close frame (1006 is never sent) */
     if (lws_partial_buffered(ws->wsi)) {
         lws_callback_on_writable(ws->wsi); /* close once all is out */
         return 0;
