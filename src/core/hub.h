@@ -284,6 +284,15 @@ void tp__conn_send(tp_conn *c, tp__buf *msg);
 void tp__conn_outbox_clear(tp_conn *c);
 /* tp__conn_unready takes a closing connection off the hub's ready list. */
 void tp__conn_unready(tp_conn *c);
+/*
+ * A transport that frames for itself (the built-in server) takes frames
+ * straight into its own write buffer: tp__conn_frame_plan says how many
+ * messages from the head the next frame holds (0: none) and its length;
+ * tp__conn_frame_take writes that frame (a message alone, or a batch
+ * `[m,m,...]`) to dst and takes the messages off the outbox.
+ */
+size_t tp__conn_frame_plan(const tp_conn *c, size_t *len);
+void tp__conn_frame_take(tp_conn *c, size_t n, char *dst);
 /* tp__fanout sends a message to every live connection that sees the model. */
 void tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except);
 

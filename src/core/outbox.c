@@ -139,52 +139,83 @@ tp__conn_unready(tp_conn *c)
     c->ready = 0;
 }
 
+size_t
+tp__conn_frame_plan(const tp_conn *c, size_t *len)
+{
+    size_t avail = c->out_len - c->out_head;
+    if (avail == 0)
+        return 0;
+    const tp__buf *first = c->out[c->out_head];
+    if (avail == 1 || first->len + 2 + 1 + c->out[c->out_head + 1]->len > TP__FRAME_MAX) {
+        *len = first->len; /* one message alone */
+        return 1;
+    }
+    /* A batch: a JSON array of messages, in order, of at most 64 KiB. */
+    size_t total = 2, n = 0;
+    for (size_t i = c->out_head; i < c->out_len; i++) {
+        size_t m = c->out[i]->len;
+        if (n > 0 && total + 1 + m > TP__FRAME_MAX)
+            break;
+        total += m + (n > 0);
+        n++;
+    }
+    *len = total;
+    return n;
+}
+
+void
+tp__conn_frame_take(tp_conn *c, size_t n, char *dst)
+{
+    if (n > 1)
+        *dst++ = '[';
+    for (size_t k = 0; k < n; k++) {
+        tp__buf *b = c->out[c->out_head++];
+        if (k > 0)
+            *dst++ = ',';
+        memcpy(dst, b->data, b->len);
+        dst += b->len;
+        taken(c, b->len);
+        tp__buf_unref(b);
+    }
+    if (n > 1)
+        *dst = ']';
+    if (c->out_head == c->out_len)
+        c->out_head = c->out_len = 0;
+}
+
 TP_API const char *
 tp_conn_next_frame(tp_conn *c, size_t *len)
 {
     tp__buf_unref(c->taken);
     c->taken = NULL;
-    if (c->out_head == c->out_len) {
+    size_t total;
+    size_t n = tp__conn_frame_plan(c, &total);
+    if (n == 0) {
         c->out_head = c->out_len = 0;
         return NULL;
     }
-    tp__buf *first = c->out[c->out_head];
-    size_t avail = c->out_len - c->out_head;
-    if (avail == 1 || first->len + 2 + 1 + c->out[c->out_head + 1]->len > TP__FRAME_MAX) {
+    if (n == 1) {
         /* One message alone: its shared bytes go out as they are. */
+        tp__buf *first = c->out[c->out_head++];
         c->taken = first;
-        c->out_head++;
         taken(c, first->len);
         *len = first->len;
         return first->data;
     }
-    /* A batch: a JSON array of messages, in order, of at most 64 KiB. */
+    /* Room for the whole batch, then the messages straight into it. */
     tp__sb_reset(&c->frame);
-    tp__sb_append(&c->frame, "[", 1);
-    size_t total = 2;
-    int n = 0;
-    while (c->out_head < c->out_len) {
-        tp__buf *b = c->out[c->out_head];
-        if (n > 0 && total + 1 + b->len > TP__FRAME_MAX)
-            break;
-        if (n > 0)
-            tp__sb_append(&c->frame, ",", 1);
-        tp__sb_append(&c->frame, b->data, b->len);
-        total += b->len + (n > 0);
-        n++;
-        c->out_head++;
-        taken(c, b->len);
-        tp__buf_unref(b);
-    }
-    tp__sb_append(&c->frame, "]", 1);
+    tp__sb_reserve(&c->frame, total);
     if (c->frame.failed) {
-        /* The messages are gone from the outbox: the connection must close. */
+        /* The connection must close: what it holds is dropped. */
         tp__conn_outbox_clear(c);
         c->close_code = 1011;
         c->state = TP__CONN_CLOSING;
         return NULL;
     }
-    *len = c->frame.buf->len;
+    tp__conn_frame_take(c, n, c->frame.buf->data);
+    c->frame.buf->len = total;
+    c->frame.buf->data[total] = '\0';
+    *len = total;
     return c->frame.buf->data;
 }
 

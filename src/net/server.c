@@ -140,18 +140,18 @@ send_close(tp_server *s, tp__ws *ws, int code)
 static int
 write_frames(tp_server *s, tp__ws *ws)
 {
-    size_t used = 0;
-    const char *f;
-    size_t n;
-    while (used < TP__SEND_CHUNK && (f = tp_conn_next_frame(ws->conn, &n)) != NULL) {
-        if (sendbuf_reserve(s, used, n + 10) != 0) {
+    size_t used = 0, n, len;
+    /* Each frame is built straight after its header in the write buffer:
+     * one copy of each message, none per connection kept in between. */
+    while (used < TP__SEND_CHUNK && (n = tp__conn_frame_plan(ws->conn, &len)) > 0) {
+        if (sendbuf_reserve(s, used, len + 10) != 0) {
             ws->close_code = 1011;
             break;
         }
         unsigned char *p = s->sendbuf + LWS_PRE + used;
-        size_t h = frame_header(p, n);
-        memcpy(p + h, f, n);
-        used += h + n;
+        size_t h = frame_header(p, len);
+        tp__conn_frame_take(ws->conn, n, (char *)p + h);
+        used += h + len;
         s->frames_sent++;
     }
     if (used == 0)

@@ -108,6 +108,24 @@ tp__sb_finish(tp__sb *sb)
 }
 
 void
+tp__sb_reserve(tp__sb *sb, size_t n)
+{
+    if (sb->failed || sb->buf->cap >= n)
+        return;
+    if (n > SIZE_MAX - sizeof *sb->buf - 1) {
+        sb->failed = 1;
+        return;
+    }
+    tp__buf *nb = tp__realloc(sb->buf, sizeof *sb->buf + n + 1);
+    if (nb == NULL) {
+        sb->failed = 1;
+        return;
+    }
+    nb->cap = n;
+    sb->buf = nb;
+}
+
+void
 tp__sb_reset(tp__sb *sb)
 {
     if (sb->buf == NULL) {

@@ -47,6 +47,8 @@ void tp__sb_puts(tp__sb *sb, const char *s);
 void tp__sb_int(tp__sb *sb, int64_t v);
 /* tp__sb_finish returns the built buffer (one reference), or NULL on failure. */
 tp__buf *tp__sb_finish(tp__sb *sb);
+/* tp__sb_reserve makes room for n bytes in all (sets failed when it cannot). */
+void tp__sb_reserve(tp__sb *sb, size_t n);
 /* tp__sb_reset empties the builder without freeing its buffer (for scratch use). */
 void tp__sb_reset(tp__sb *sb);
 void tp__sb_free(tp__sb *sb);
