@@ -516,7 +516,9 @@ typedef struct tp_server_config {
 
 /**
  * tp_server_new binds the listener (so a port of 0 is known at once) for a hub.
- * The hub must outlive the server.
+ * The hub must outlive the server, and carries only the server's connections
+ * while it runs (the server takes every connection tp_hub_next_ready returns
+ * for its own).
  * Ownership: copies config; returns new (tp_server_free).
  * Errors: NULL with TP_EARG (bad listen address or route, message names the
  * field), TP_EINTERNAL (the address cannot be bound: the message says why).

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "daemon/daemon.h"
+#include "util/log.h"
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -78,12 +79,15 @@ tp__daemon_log_stderr(int level, const char *line, void *user)
 void
 tp__daemon_log(const tp__daemon_options *opt, int level, const char *fmt, ...)
 {
-    if (opt->log == NULL || level > opt->log_level)
+    /* The library's logger: the same sink, level and scrubbing as the
+     * hub's and the server's lines. */
+    const tp__logger lg = {opt->log, opt->log_user, opt->log_level};
+    if (!tp__log_on(&lg, level))
         return;
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    opt->log(level, line, opt->log_user);
+    tp__log(&lg, level, "%s", line);
 }
