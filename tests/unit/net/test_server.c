@@ -76,18 +76,26 @@ run_loop(void *arg)
     return NULL;
 }
 
+/* Starts the server on a free port, its loop on a thread of its own
+ * (sc.listen is set here). */
 static void
-start(unsigned autosync_ms)
+start_with(tp_server_config sc)
 {
     tp_error err;
-    tp_server_config sc = {0};
     sc.listen = "127.0.0.1:0";
-    sc.autosync_ms = autosync_ms;
     server = tp_server_new(hub, &sc, &err);
     cr_assert_not_null(server, "%s", err.message);
     cr_assert_gt(tp_server_port(server), 0);
     cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
     loop_started = 1;
+}
+
+static void
+start(unsigned autosync_ms)
+{
+    tp_server_config sc = {0};
+    sc.autosync_ms = autosync_ms;
+    start_with(sc);
 }
 
 /* ---- A raw client: RFC 6455 from the client's side ---- */
@@ -493,15 +501,7 @@ Test(server, healthz_metrics_and_refusals)
 
 Test(server, pings_a_silent_peer_and_drops_it_when_it_does_not_answer)
 {
-    tp_error err;
-    tp_server_config sc = {0};
-    sc.listen = "127.0.0.1:0";
-    sc.ping_interval_ms = 1000;
-    sc.ping_timeout_ms = 1000;
-    server = tp_server_new(hub, &sc, &err);
-    cr_assert_not_null(server, "%s", err.message);
-    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
-    loop_started = 1;
+    start_with((tp_server_config){.ping_interval_ms = 1000, .ping_timeout_ms = 1000});
     int fd = ws_open("/ws/alice");
     json_decref(ws_until(fd, "synced"));
     /* Silence: the server pings (RFC 6455, 5.5.2), then, unanswered, drops us. */
@@ -524,15 +524,7 @@ Test(server, pings_a_silent_peer_and_drops_it_when_it_does_not_answer)
 
 Test(server, keeps_a_peer_that_answers_pings)
 {
-    tp_error err;
-    tp_server_config sc = {0};
-    sc.listen = "127.0.0.1:0";
-    sc.ping_interval_ms = 1000;
-    sc.ping_timeout_ms = 1000;
-    server = tp_server_new(hub, &sc, &err);
-    cr_assert_not_null(server, "%s", err.message);
-    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
-    loop_started = 1;
+    start_with((tp_server_config){.ping_interval_ms = 1000, .ping_timeout_ms = 1000});
     int fd = ws_open("/ws/alice");
     json_decref(ws_until(fd, "synced"));
     /* Three pings answered (RFC 6455, 5.5.3: a pong echoes the ping's
@@ -573,14 +565,7 @@ frame_messages(int fd)
 
 Test(server, flush_ms_gathers_patches_into_one_write)
 {
-    tp_error err;
-    tp_server_config sc = {0};
-    sc.listen = "127.0.0.1:0";
-    sc.flush_ms = 2000;
-    server = tp_server_new(hub, &sc, &err);
-    cr_assert_not_null(server, "%s", err.message);
-    cr_assert_eq(pthread_create(&loop, NULL, run_loop, NULL), 0);
-    loop_started = 1;
+    start_with((tp_server_config){.flush_ms = 2000});
     int a = ws_open("/ws/alice"), b = ws_open("/ws/alice"), c = ws_open("/ws/alice");
     json_decref(ws_until(a, "synced"));
     json_decref(ws_until(b, "synced"));
