@@ -227,6 +227,51 @@ enum { TP_LOG_ERROR = 0, TP_LOG_WARN = 1, TP_LOG_INFO = 2, TP_LOG_DEBUG = 3 };
  */
 typedef void (*tp_log_fn)(int level, const char *line, void *user);
 
+/* ------------------------------------------------------------------------ */
+/* Storage                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A store keeps a hub's state on disk (SQLite) or in memory, so that a hub
+ * made again on the same store (after a restart, a crash or a power cut)
+ * holds what the last one acknowledged. Every change a hub accepts is
+ * committed before any message that reveals it (its `ack`, its `patch`)
+ * leaves: all the changes of one loop iteration in one transaction.
+ */
+typedef struct tp_store tp_store;
+
+/** How much a commit waits for the disk (SQLite's `synchronous`, WAL mode). */
+typedef enum {
+    TP_SYNC_FULL = 0,   /* the default: an ack survives kill -9 and a power cut */
+    TP_SYNC_NORMAL = 1, /* an ack survives kill -9; a power cut may lose the last commits */
+    TP_SYNC_OFF = 2     /* no fsync: for tests and throwaway data */
+} tp_sync;
+
+typedef struct tp_store_options {
+    tp_sync synchronous;
+    unsigned busy_timeout_ms; /* default 5000: waiting for another process's lock */
+    const char *vfs;          /* an SQLite VFS name; NULL: the default one */
+} tp_store_options;
+
+/**
+ * tp_store_sqlite opens (or creates) an SQLite database file in WAL mode and
+ * brings its schema up to date. opts may be NULL (all defaults).
+ * Ownership: returns new (tp_store_free). Errors: NULL with TP_EINTERNAL (the
+ * message names the file and SQLite's reason), TP_EARG (a newer schema than
+ * this build knows), TP_ENOMEM.
+ */
+TP_API tp_store *tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err);
+/**
+ * tp_store_memory makes a store in memory: what a hub stores there outlives
+ * the hub (not the process), so a test or an embedding program can make a
+ * hub again on it. Returns new (tp_store_free), NULL when out of memory.
+ */
+TP_API tp_store *tp_store_memory(void);
+/** tp_store_free closes a store. NULL is allowed. Not while a hub uses it. */
+TP_API void tp_store_free(tp_store *store);
+
+typedef struct tp_merge tp_merge; /* a merge strategy (below) */
+
 /** tp_hub_config configures a hub. Zero-initialise it, then set what you need. */
 typedef struct tp_hub_config {
     tp_key_fn key; /* NULL: the path parameter "tenant" */
@@ -238,6 +283,15 @@ typedef struct tp_hub_config {
     tp_log_fn log;    /* NULL: nothing is logged (the hub and its server log here) */
     void *log_user;
     int log_level; /* lines above this level are not formatted; zero-initialised: errors only */
+    /* Storage: NULL keeps everything in this hub's memory only. With a store,
+     * tp_hub_new restores what the store holds, and every change is
+     * committed before a message that reveals it leaves. The store must
+     * outlive the hub and serve no other hub at the same time. */
+    tp_store *store;
+    /* NULL-terminated: the custom merge strategies the hub may find in the
+     * store, by name (lww and lww-map are built in). Each must live as long
+     * as the hub. */
+    const tp_merge *const *merges;
 } tp_hub_config;
 
 /* Life cycle */
@@ -248,7 +302,24 @@ typedef struct tp_hub_config {
  */
 TP_API tp_hub *tp_hub_new(const tp_hub_config *config, tp_error *err);
 
-/** tp_hub_free frees the hub, its sessions, models and connections. NULL is allowed. */
+/**
+ * tp_hub_restored returns 1 when tp_hub_new found a hub's state in the store
+ * (then the host's initial state, such as a config's models, is already
+ * there and must not be made again), 0 otherwise.
+ */
+TP_API int tp_hub_restored(const tp_hub *hub);
+/**
+ * tp_hub_commit stores every change not yet stored, in one transaction.
+ * Transports need not call it: tp_hub_next_ready and tp_conn_next_frame
+ * commit before they hand out a frame. Host code calls it to know that its
+ * own changes (a share, a subscription, a published value) are on disk.
+ * Returns TP_OK (also without a store), or TP_EINTERNAL with the store's
+ * reason: nothing of the transaction is stored, and frames are held until a
+ * commit succeeds.
+ */
+TP_API int tp_hub_commit(tp_hub *hub, tp_error *err);
+/** tp_hub_free frees the hub, its sessions, models and connections. NULL is allowed.
+ * With a store it commits what is not yet stored first. */
 TP_API void tp_hub_free(tp_hub *hub);
 
 /**
@@ -472,6 +543,8 @@ typedef struct tp_hub_stats {
     uint64_t deliveries;         /* messages put in outboxes (a batch counts each message) */
     uint64_t outbox_bytes;       /* bytes waiting in all outboxes now */
     uint64_t syncs;              /* tp_hub_sync calls that published something */
+    uint64_t commits;            /* store transactions committed */
+    uint64_t commit_failures;    /* store transactions that failed */
 } tp_hub_stats;
 
 /** tp_hub_get_stats fills *out. Thread: the loop thread. */

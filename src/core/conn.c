@@ -264,6 +264,7 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
                     oldest = o;
             }
             if (oldest != NULL) {
+                tp__journal_client_gone(oldest);
                 tp__map_del(&s->clients, oldest->id);
                 for (unsigned i = 0; i < oldest->len; i++)
                     tp__buf_unref(oldest->outcomes[(oldest->start + i) % TP__OUTCOMES].msg);
@@ -274,6 +275,7 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         if (cl == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         memcpy(cl->id, id, json_string_length(jid) + 1);
+        cl->session = s;
         cl->highest = INT64_MIN;
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
@@ -327,6 +329,8 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
     }
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = tp__buf_ref(msg);
+    cl->seq++;
+    tp__journal_client(cl);
 }
 
 /* ---- Writes ---- */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/hub.h"
+#include "core/journal.h"
 #include "core/patch.h"
 #include "core/schema.h"
 #include "util/alloc.h"
@@ -63,6 +64,27 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
     tp__map_init(&hub->tenants, hub->seed);
     tp__map_init(&hub->shared, hub->seed ^ 0x9e3779b97f4a7c15ULL);
     tp__map_init(&hub->gone_sids, hub->seed ^ 0x6);
+    tp_store *store = config ? config->store : NULL;
+    if (store != NULL && store->hub != NULL) {
+        tp__error_set(err, TP_EARG, "store: already used by another hub");
+        store = NULL;
+    } else {
+        hub->store = store;
+        if (store != NULL)
+            store->hub = hub;
+    }
+    if ((config && config->store && store == NULL) ||
+        tp__hub_restore(hub, config ? config->merges : NULL, err) != TP_OK) {
+        /* What was restored goes without being stored again. */
+        if (hub->store != NULL)
+            hub->store->hub = NULL;
+        hub->store = NULL;
+        tp_error keep = err ? *err : (tp_error){0, ""};
+        tp_hub_free(hub);
+        if (err != NULL)
+            *err = keep;
+        return NULL;
+    }
     tp__error_clear(err);
     return hub;
 }
@@ -138,6 +160,7 @@ tp_hub_free(tp_hub *hub)
 {
     if (hub == NULL)
         return;
+    tp__hub_persist_free(hub); /* commits what is not yet stored */
     hub->freeing = 1;
     void *v;
     for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);)
@@ -341,6 +364,8 @@ tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
     memcpy(out->writes_refused, hub->refused, sizeof out->writes_refused);
     out->deliveries = hub->deliveries;
     out->syncs = hub->syncs;
+    out->commits = hub->commits;
+    out->commit_failures = hub->commit_failures;
 }
 
 static char *
@@ -403,6 +428,7 @@ tp__session_release(tp_session *s)
     if (s->pinned || s->conns.len > 0 || s->models.len > 0 || s->subs.len > 0 || s->gone.len > 0 ||
         s->gone_ids.len > 0)
         return;
+    tp__journal_session_gone(s);
     tp__map_del(&s->hub->tenants, s->tenant);
     session_free(s);
 }
@@ -468,6 +494,8 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
     }
     m->owner = s;
     m->reborn = take_gone(&s->gone_ids, m->id);
+    tp__journal_model(m);
+    tp__journal_session(s); /* next_id, gone_ids */
     announce(s, m, TP_WRITE);
     tp__error_clear(err);
     return m->id;
@@ -535,6 +563,8 @@ tp_session_delete(tp_session *s, const char *id)
     tell(s, msg);
     tp__buf_unref(msg);
     dirty_remove(m);
+    tp__journal_model_gone(m);
+    tp__journal_session(s);
     tp__map_del(&s->models, m->id);
     tp__model_free(m);
     return TP_OK;
@@ -604,6 +634,8 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
     else
         m->kind = TP__CUSTOM;
     m->reborn = take_gone(&hub->gone_sids, m->id);
+    tp__journal_model(m);
+    tp__journal_meta(hub); /* next_sid, gone_sids */
     tp__error_clear(err);
     return m->id;
 }
@@ -639,6 +671,7 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
         if (sub->access != access) {
             sub->access = access;
             sub->access_rev = m->rev;
+            tp__journal_sub(s, m->id);
             tp__buf *msg = tp__msg_access(m, access);
             tell(s, msg);
             tp__buf_unref(msg);
@@ -661,6 +694,8 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
     sub->access_rev = take_gone(&s->gone, m->id) ? m->rev : 0;
     sub->idx = m->subs.len;
     tp__vec_push(&m->subs, sub); /* reserved */
+    tp__journal_sub(s, m->id);
+    tp__journal_session(s); /* new, or its gone list changed */
     announce(s, m, access);
     return TP_OK;
 }
@@ -683,6 +718,8 @@ sub_remove(tp__sub *sub, int notify, char *gone)
     tp__sub *moved = tp__vec_swap_remove(&m->subs, sub->idx);
     if (moved != NULL)
         moved->idx = sub->idx;
+    tp__journal_sub(s, m->id);
+    tp__journal_session(s);
     tp__map_del(&s->subs, m->id);
     tp__free(sub);
     tp__session_release(s);
@@ -722,6 +759,8 @@ tp_hub_unshare(tp_hub *hub, const char *sid)
         sub_remove(sub, 1, gone);
     }
     dirty_remove(m);
+    tp__journal_model_gone(m);
+    tp__journal_meta(hub);
     tp__map_del(&hub->shared, m->id);
     tp__model_free(m);
     return TP_OK;

@@ -96,6 +96,13 @@ typedef struct tp__model {
     /* Encoded snapshots for read [0] and write [1] access, valid at snap_rev. */
     tp__buf *snap[2];
     int64_t snap_rev[2];
+
+    /* Storage (persist.c): changed since the last commit (index in
+     * hub->jmodels), and what of the history the store holds. */
+    int jdirty;
+    size_t jidx;
+    int64_t hist_saved; /* the newest rev whose patch is stored */
+    int64_t hist_floor; /* stored patches below this rev were deleted */
 } tp__model;
 
 struct tp__sub {
@@ -113,10 +120,16 @@ struct tp__sub {
 /* What one client id's writes came to, for exactly-once delivery. */
 typedef struct tp__client {
     char id[4 * TP__CLIENT_ID_MAX + 1]; /* 64 characters of UTF-8 */
+    tp_session *session;
     int64_t highest;                    /* the highest ref processed with a recorded outcome */
     uint64_t used;  /* the session's use counter when last used: the oldest is evicted */
     unsigned conns; /* live connections named with this id: never evicted while > 0 */
     unsigned start, len;
+    /* Storage (persist.c): outcomes recorded ever (the newest one's number;
+     * outcome k of the ring has seq - len + 1 + k), what the store holds. */
+    uint64_t seq, seq_saved, seq_floor;
+    int jdirty;
+    size_t jidx; /* in hub->jclients */
     struct {
         int64_t ref;
         tp__buf *msg; /* the encoded ack or error, sent again on a resend */
@@ -136,6 +149,8 @@ struct tp_session {
     tp__map clients;  /* client id -> tp__client * */
     uint64_t client_uses;
     int pinned; /* handed to the host by tp_hub_tenant: lives as long as the hub */
+    int jdirty; /* storage: the tenant's record changed (index in hub->jsessions) */
+    size_t jidx;
 };
 
 enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };
@@ -193,6 +208,20 @@ struct tp_hub {
     tp__vec ready; /* tp_conn * with a non-empty outbox not yet handed out */
 
     int64_t hlc_wall, hlc_count; /* the hybrid logical clock of lww-map stamps */
+
+    /* Storage (persist.c): what changed since the last commit. */
+    tp_store *store;
+    tp__map schemas;     /* schema key -> tp_schema * (a reference) known to be stored */
+    tp__map merges;      /* name -> const tp_merge * (config.merges) */
+    tp__vec jmodels;     /* tp__model * with jdirty */
+    tp__vec jsessions;   /* tp_session * with jdirty */
+    tp__vec jclients;    /* tp__client * with jdirty */
+    tp__vec jsubs;       /* struct tp__jsub *: subscriptions to store again */
+    tp__vec jdels;       /* struct tp__jdel *: records to delete */
+    int jmeta;           /* the hub's record changed */
+    int restored;        /* tp_hub_restored */
+    int commit_failed;   /* the last commit failed: frames are held */
+    uint64_t commits, commit_failures;
     uint64_t mark_gen;           /* the last mark handed out to a resume */
     int freeing;                 /* tp_hub_free is running: sessions go all at once */
 };
@@ -213,6 +242,26 @@ tp__sub *tp__session_sub(tp_session *s, const char *sid);
 /* tp__parse_value parses a host value: an object, nulls stripped, defaults filled, valid. */
 json_t *tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text,
                         tp_error *err);
+
+/* ---- persist.c ---- */
+/* Each change of what a store keeps is noted here; nothing is written until
+ * tp__hub_commit. All are no-ops without a store. */
+void tp__journal_model(tp__model *m);
+void tp__journal_model_gone(tp__model *m); /* before the model is freed */
+void tp__journal_session(tp_session *s);
+void tp__journal_session_gone(tp_session *s); /* before the session is freed */
+void tp__journal_sub(tp_session *s, const char *sid);
+void tp__journal_client(tp__client *cl);
+void tp__journal_client_gone(tp__client *cl); /* before the record is freed */
+void tp__journal_meta(tp_hub *hub);
+/* tp__hub_commit stores what changed; returns TP_OK (also without a store)
+ * or TP_EINTERNAL: then frames stay held until a commit succeeds. */
+int tp__hub_commit(tp_hub *hub, tp_error *err);
+/* Whether frames may leave: nothing uncommitted. Commits when needed. */
+int tp__hub_flushable(tp_hub *hub);
+/* tp__hub_restore loads a store's state into a new hub (tp_hub_new). */
+int tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err);
+void tp__hub_persist_free(tp_hub *hub);
 
 /* ---- model.c ---- */
 tp__model *tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema,
@@ -282,6 +331,8 @@ void tp__stamps_free(tp__map *stamps);
 /* tp__conn_send queues a message for a connection (takes a new reference). */
 void tp__conn_send(tp_conn *c, tp__buf *msg);
 void tp__conn_outbox_clear(tp_conn *c);
+/* tp__conn_mark_ready puts a connection on the hub's ready list (once). */
+void tp__conn_mark_ready(tp_conn *c);
 /* tp__conn_unready takes a closing connection off the hub's ready list. */
 void tp__conn_unready(tp_conn *c);
 /*

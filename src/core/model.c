@@ -369,6 +369,8 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     if (changed == 0) {
         install_stamps(m, ch, made);
+        if (ch->stamped)
+            tp__journal_model(m); /* a field's stamp moved on */
         return 0;
     }
     json_t *patch = json_object();
@@ -431,6 +433,7 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
 
     int64_t from = m->rev++;
     tp__model_history_push(m, from, m->rev, msg);
+    tp__journal_model(m);
     tp__fanout(m, msg, except);
     tp__buf_unref(msg);
     return (int)changed;

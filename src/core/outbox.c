@@ -9,8 +9,8 @@
 #include "core/hub.h"
 #include "util/alloc.h"
 
-static void
-mark_ready(tp_conn *c)
+void
+tp__conn_mark_ready(tp_conn *c)
 {
     if (c->ready)
         return;
@@ -56,7 +56,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
         tp__conn_outbox_clear(c);
         c->close_code = 1011;
         c->state = TP__CONN_CLOSING;
-        mark_ready(c);
+        tp__conn_mark_ready(c);
         return;
     }
     if (c->out_len == c->out_cap) {
@@ -93,7 +93,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
         c->close_code = 1013;
         c->state = TP__CONN_CLOSING;
     }
-    mark_ready(c);
+    tp__conn_mark_ready(c);
 }
 
 void
@@ -121,7 +121,8 @@ tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
 TP_API tp_conn *
 tp_hub_next_ready(tp_hub *hub)
 {
-    if (hub->ready.len == 0)
+    /* Nothing leaves before the changes it may reveal are stored. */
+    if (hub->ready.len == 0 || !tp__hub_flushable(hub))
         return NULL;
     tp_conn *c = hub->ready.items[--hub->ready.len];
     c->ready = 0;
@@ -188,6 +189,11 @@ tp_conn_next_frame(tp_conn *c, size_t *len)
 {
     tp__buf_unref(c->taken);
     c->taken = NULL;
+    if (!tp__hub_flushable(c->hub)) {
+        /* Held until a commit succeeds: tp_hub_next_ready hands it out again. */
+        tp__conn_mark_ready(c);
+        return NULL;
+    }
     size_t total;
     size_t n = tp__conn_frame_plan(c, &total);
     if (n == 0) {

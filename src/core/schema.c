@@ -13,6 +13,7 @@
 #include <locale.h>
 #include <regex.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1205,6 +1206,36 @@ tp_schema_free(tp_schema *schema)
         freelocale(schema->loc);
     json_decref(schema->doc);
     tp__free(schema);
+}
+
+const json_t *
+tp__schema_doc(const tp_schema *schema)
+{
+    return schema->doc;
+}
+
+static int
+hash_chunk(const char *buffer, size_t size, void *data)
+{
+    uint64_t *h = data;
+    for (size_t i = 0; i < size; i++) {
+        *h ^= (unsigned char)buffer[i];
+        *h *= 0x100000001b3ULL;
+    }
+    return 0;
+}
+
+const char *
+tp__schema_key(const tp_schema *schema)
+{
+    tp_schema *s = (tp_schema *)schema; /* the key is a cache, not the meaning */
+    if (s->key[0] == '\0') {
+        uint64_t h = 0xcbf29ce484222325ULL;
+        if (json_dump_callback(s->doc, hash_chunk, &h, JSON_COMPACT | JSON_SORT_KEYS) != 0)
+            return NULL;
+        snprintf(s->key, sizeof s->key, "%016llx", (unsigned long long)h);
+    }
+    return s->key;
 }
 
 TP_API const char *

@@ -16,6 +16,14 @@
 /* tp__schema_ref adds a reference and returns the schema. */
 tp_schema *tp__schema_ref(const tp_schema *schema);
 
+/* tp__schema_doc returns the schema's JSON document (borrowed). */
+const json_t *tp__schema_doc(const tp_schema *schema);
+
+/* tp__schema_key names a schema by its content, for storage: 16 hex digits
+ * of a 64-bit FNV-1a hash of its compact encoding with sorted keys, computed
+ * once. NULL when out of memory. */
+const char *tp__schema_key(const tp_schema *schema);
+
 /*
  * tp__schema_validate checks a whole value. Returns TP_OK, or TP_EINVALID
  * with err->message naming the first bad field's path and the reason:

@@ -134,6 +134,7 @@ struct tp_schema {
     const char *title;
     locale_t loc; /* C.UTF-8 for patterns, made on first pattern; 0 if none */
     bool loc_tried;
+    char key[17]; /* tp__schema_key, "" until asked */
 };
 
 /*

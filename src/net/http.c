@@ -332,6 +332,10 @@ tp_server_metrics(tp_server *s)
         sample(&sb, "transports_handshakes_refused_total", labels, s->refused[i]);
     }
     counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
+    counter(&sb, "transports_store_commits_total", "Store transactions committed.", st.commits);
+    counter(&sb, "transports_store_commit_failures_total",
+            "Store transactions that failed (frames are held until one succeeds).",
+            st.commit_failures);
     metric(&sb, "transports_sync_tick_seconds", "histogram", "Duration of autosync ticks.");
     static const char *const bounds[TP__TICK_BUCKETS] = {
         "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",

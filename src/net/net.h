@@ -24,6 +24,7 @@
 
 #define TP__SUBPROTOCOL "transports.v1"
 #define TP__SEND_CHUNK (256 * 1024) /* bytes of frames built per write */
+#define TP__COMMIT_RETRY_MS 100      /* a failed store commit is tried again this often */
 #define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
 
 /* The close codes and HTTP statuses counted in /metrics. */

@@ -182,6 +182,10 @@ flush_conn(tp_server *s, tp__ws *ws)
      * nothing more may follow it (RFC 6455, 5.5.1). */
     if (lws_get_close_length(ws->wsi) > 0 || ws->close_sent)
         return 0;
+    if (!tp__hub_flushable(s->hub)) {
+        tp__conn_mark_ready(ws->conn); /* held: drain_ready tries again */
+        return 0;
+    }
     if (write_frames(s, ws) != 0)
         return -1;
     int code = ws->close_code ? ws->close_code : tp_conn_close_code(ws->conn);
@@ -225,14 +229,29 @@ write_now(tp_server *s, tp__ws *ws)
         want_write(ws);
 }
 
+static void flush_timer(uv_timer_t *w);
+
+/* Writes every ready connection. When the store's commit failed, frames are
+ * held (tp_hub_next_ready hands out nothing) and the commit is tried again
+ * after TP__COMMIT_RETRY_MS, on a timer, until it succeeds. */
+static void
+drain_ready(tp_server *s)
+{
+    tp_conn *c;
+    while ((c = tp_hub_next_ready(s->hub)) != NULL)
+        write_now(s, tp_conn_user(c));
+    if (s->hub->ready.len > 0 && !s->flush_armed) {
+        s->flush_armed = 1;
+        uv_timer_start(&s->flush_w, flush_timer, TP__COMMIT_RETRY_MS, 0);
+    }
+}
+
 static void
 flush_timer(uv_timer_t *w)
 {
     tp_server *s = w->data;
     s->flush_armed = 0;
-    tp_conn *c;
-    while ((c = tp_hub_next_ready(s->hub)) != NULL)
-        write_now(s, tp_conn_user(c));
+    drain_ready(s);
 }
 
 /*
@@ -250,9 +269,7 @@ flush_ready(tp_server *s)
         }
         return;
     }
-    tp_conn *c;
-    while ((c = tp_hub_next_ready(s->hub)) != NULL)
-        write_now(s, tp_conn_user(c));
+    drain_ready(s);
 }
 
 /* ------------------------------------------------------------------------ */
