@@ -1,0 +1,364 @@
+/*
+ * A hub on a store, freed and made again on the same store: everything the
+ * first one acknowledged is what the second one holds (issue 5). The memory
+ * backend stands in for SQLite here (tests/unit/store/test_store.c checks
+ * both backends keep records alike); its failure injection makes commits
+ * fail to show that frames are held and nothing is lost.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "core/hub.h"
+#include "store/store.h"
+#include "support.h"
+#include "transports.h"
+
+#define DOC                                                                                        \
+    "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{"                                      \
+    "\"title\":{\"type\":\"string\"},\"n\":{\"type\":\"integer\"}},\"required\":[\"title\"]}"
+#define MAP                                                                                        \
+    "{\"title\":\"Map\",\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}"
+
+static tp_store *store;
+static tp_schema *doc, *map;
+static int64_t now = 1700000000000;
+
+/* A custom strategy: keeps the greatest n ever written. */
+static json_t *
+max_merge(void *user, const json_t *current, const json_t *patch, const tp_origin *origin,
+          tp_error *err)
+{
+    (void)user, (void)origin, (void)err;
+    json_t *out = json_deep_copy(current);
+    json_int_t have = json_integer_value(json_object_get(current, "n"));
+    json_int_t want = json_integer_value(json_object_get(patch, "n"));
+    json_object_set_new(out, "n", json_integer(want > have ? want : have));
+    return out;
+}
+static const tp_merge keep_max = {"keep-max", max_merge, NULL};
+static const tp_merge *const merges[] = {&keep_max, NULL};
+
+static tp_hub *
+open_hub(void)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    cfg.merges = merges;
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    return hub;
+}
+
+static void
+setup(void)
+{
+    store = tp_store_memory();
+    cr_assert_not_null(store);
+    tp_error err;
+    doc = tp_schema_new(DOC, &err);
+    map = tp_schema_new(MAP, &err);
+    cr_assert(doc && map);
+}
+
+static void
+teardown(void)
+{
+    tp_schema_free(doc);
+    tp_schema_free(map);
+    tp_store_free(store);
+}
+
+TestSuite(restore, .init = setup, .fini = teardown);
+
+static json_t *
+reply(tp_conn *c, const char *text)
+{
+    cr_assert_eq(tpt_feed(c, text), TP_OK);
+    json_t *m = tpt_drain(c);
+    cr_assert_geq(json_array_size(m), 1);
+    json_t *last = json_incref(json_array_get(m, json_array_size(m) - 1));
+    json_decref(m);
+    return last;
+}
+
+/* Every model's value and rev, as one JSON text: what must survive. */
+static char *
+state(tp_hub *hub)
+{
+    json_t *o = json_object();
+    const char *sids[] = {"doc", "map", "max", NULL};
+    for (int i = 0; sids[i]; i++) {
+        char *v = tp_hub_get_shared(hub, sids[i]);
+        json_object_set_new(o, sids[i],
+                            json_pack("{s:o,s:I}", "value", v ? json_loads(v, 0, NULL) : json_null(),
+                                      "rev", (json_int_t)tp_hub_shared_rev(hub, sids[i])));
+        free(v);
+    }
+    const char *tenants[] = {"alice", "bob", NULL};
+    for (int i = 0; tenants[i]; i++)
+        for (int k = 1; k <= 3; k++) {
+            char id[8], key[32];
+            snprintf(id, sizeof id, "%d", k);
+            snprintf(key, sizeof key, "%s/%s", tenants[i], id);
+            tp_session *s = tp_hub_tenant(hub, tenants[i]);
+            char *v = tp_session_get(s, id);
+            json_object_set_new(o, key,
+                                json_pack("{s:o,s:I}", "value",
+                                          v ? json_loads(v, 0, NULL) : json_null(), "rev",
+                                          (json_int_t)tp_session_rev(s, id)));
+            free(v);
+        }
+    char *text = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* A scripted mix on every kind of model; returns bob's last ack. */
+static json_t *
+script(tp_hub *hub)
+{
+    tp_error err;
+    tp_session *alice = tp_hub_tenant(hub, "alice");
+    cr_assert_str_eq(tp_session_host(alice, doc, "{\"title\":\"a1\"}", &err), "1");
+    cr_assert_str_eq(tp_session_host(alice, doc, "{\"title\":\"a2\"}", &err), "2");
+    cr_assert_str_eq(tp_session_host(alice, doc, "{\"title\":\"a3\"}", &err), "3");
+    cr_assert_eq(tp_session_delete(alice, "2"), TP_OK);
+    cr_assert_not_null(tp_hub_share_as(hub, "doc", doc, "{\"title\":\"shared\"}", NULL, &err));
+    cr_assert_not_null(tp_hub_share_as(hub, "map", map, "{}", &tp_lww_map_crdt, &err));
+    cr_assert_not_null(tp_hub_share_as(hub, "max", doc, "{\"title\":\"m\",\"n\":1}", &keep_max,
+                                       &err));
+    cr_assert_not_null(tp_hub_share_as(hub, "tmp", doc, "{\"title\":\"t\"}", NULL, &err));
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "doc", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "map", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "max", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "map", TP_READ), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "tmp", TP_READ), TP_OK);
+    cr_assert_eq(tp_hub_unshare(hub, "tmp"), TP_OK);
+
+    tp_conn *b = tp_conn_open(hub, "bob", 0, &err);
+    json_decref(tpt_drain(b));
+    json_decref(reply(b, "{\"type\":\"ping\",\"ref\":0,\"client\":\"bob-phone\"}"));
+    json_t *last = NULL;
+    for (int i = 1; i <= 20; i++) {
+        char w[256];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"%s\",\"patch\":"
+                 "{\"%s\":%d}}",
+                 i, i % 3 == 0 ? "map" : i % 3 == 1 ? "doc" : "max",
+                 i % 3 == 0 ? (i % 2 ? "x" : "y") : i % 3 == 1 ? "title" : "n", i);
+        if (i % 3 == 1) /* doc's title is a string */
+            snprintf(w, sizeof w,
+                     "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"doc\","
+                     "\"patch\":{\"title\":\"t%d\"}}",
+                     i, i);
+        json_decref(last);
+        last = reply(b, w);
+        cr_assert_str_eq(json_string_value(json_object_get(last, "type")), "ack", "write %d", i);
+        now += 7;
+    }
+    /* A deletion in the lww-map: a tombstone. */
+    json_decref(last);
+    last = reply(b, "{\"type\":\"write\",\"ref\":21,\"scope\":\"shared\",\"id\":\"map\",\"patch\":"
+                    "{\"x\":null}}");
+    cr_assert_str_eq(json_string_value(json_object_get(last, "type")), "ack");
+    /* A refused write is remembered as refused. */
+    json_t *refused = reply(b, "{\"type\":\"write\",\"ref\":22,\"scope\":\"shared\",\"id\":\"doc\","
+                               "\"patch\":{\"title\":5}}");
+    cr_assert_str_eq(json_string_value(json_object_get(refused, "type")), "error");
+    json_decref(refused);
+    /* Host-side changes. */
+    cr_assert_eq(tp_session_set(alice, "3", "{\"title\":\"a3 v2\",\"n\":3}", &err), TP_OK);
+    cr_assert_eq(tp_hub_set_shared(hub, "doc", "{\"title\":\"host\"}", &err), TP_OK);
+    cr_assert_geq(tp_hub_sync(hub), 2);
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "doc", TP_READ), TP_OK, "an access change");
+    tpt_drain_all(hub);
+    tp_conn_close(b);
+    return last;
+}
+
+Test(restore, a_new_hub_on_the_store_holds_what_the_last_acknowledged)
+{
+    tp_hub *hub = open_hub();
+    cr_assert_eq(tp_hub_restored(hub), 0, "an empty store");
+    json_t *last = script(hub);
+    char *before = state(hub);
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    cr_assert_gt(st.commits, 0);
+    tp_hub_free(hub);
+
+    hub = open_hub();
+    cr_assert_eq(tp_hub_restored(hub), 1);
+    char *after = state(hub);
+    cr_assert_str_eq(after, before, "every model, value and rev");
+    free(after);
+    free(before);
+    cr_assert_eq(tp_hub_shared_rev(hub, "tmp"), TP_ENOTFOUND, "unshared stays unshared");
+    cr_assert_null(tp_session_get(tp_hub_tenant(hub, "alice"), "2"), "deleted stays deleted");
+    /* The next assigned ids go on from where they were. */
+    tp_error err;
+    cr_assert_str_eq(tp_session_host(tp_hub_tenant(hub, "alice"), doc, "{\"title\":\"a4\"}", &err),
+                     "4");
+    cr_assert_str_eq(tp_hub_share(hub, doc, "{\"title\":\"s\"}", NULL, &err), "s1");
+
+    /* Subscriptions and access: bob sees doc (read, changed), map, max. */
+    tp_conn *b = tp_conn_open(hub, "bob", 0, &err);
+    json_t *m = tpt_drain(b);
+    cr_assert_eq(tpt_count(m, "snapshot"), 3);
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        json_t *e = json_array_get(m, i);
+        const char *id = json_string_value(json_object_get(e, "id"));
+        if (id && strcmp(id, "doc") == 0)
+            cr_assert_str_eq(json_string_value(json_object_get(e, "access")), "read");
+    }
+    json_decref(m);
+
+    /* Exactly once: bob's phone resends its last write and gets the same ack. */
+    json_decref(reply(b, "{\"type\":\"ping\",\"ref\":0,\"client\":\"bob-phone\"}"));
+    json_t *again = reply(b, "{\"type\":\"write\",\"ref\":21,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"x\":null}}");
+    cr_assert(json_equal(again, last), "the stored outcome, not a second application");
+    json_decref(again);
+    json_decref(last);
+    again = reply(b, "{\"type\":\"write\",\"ref\":22,\"scope\":\"shared\",\"id\":\"doc\","
+                     "\"patch\":{\"title\":5}}");
+    cr_assert_str_eq(json_string_value(json_object_get(again, "code")), "invalid");
+    json_decref(again);
+
+    /* lww-map: x's tombstone keeps its stamp; a write stamped before it loses. */
+    json_t *r = reply(b, "{\"type\":\"write\",\"ref\":23,\"scope\":\"shared\",\"id\":\"map\","
+                         "\"patch\":{\"x\":99},\"ts\":{\"wall\":1,\"count\":0}}");
+    cr_assert_str_eq(json_string_value(json_object_get(r, "type")), "ack");
+    json_decref(r);
+    char *v = tp_hub_get_shared(hub, "map");
+    cr_assert_null(strstr(v, "\"x\""), "the old write lost to the stored tombstone: %s", v);
+    free(v);
+    /* The custom strategy is back, by name: a smaller n does not win. */
+    json_decref(reply(b, "{\"type\":\"write\",\"ref\":24,\"scope\":\"shared\",\"id\":\"max\","
+                         "\"patch\":{\"n\":0}}"));
+    v = tp_hub_get_shared(hub, "max");
+    cr_assert_not_null(strstr(v, "\"n\":20"), "%s", v);
+    free(v);
+    tp_conn_close(b);
+    tp_hub_free(hub);
+}
+
+Test(restore, resume_after_restart_gets_patches_not_snapshots)
+{
+    tp_hub *hub = open_hub();
+    json_decref(script(hub));
+    int64_t rev = tp_hub_shared_rev(hub, "map");
+    tp_hub_free(hub);
+
+    hub = open_hub();
+    tp_conn *c = tp_conn_open(hub, "bob", 0, NULL);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
+                         "\"patch\":{\"z\":1}}"));
+    tpt_drain_all(hub);
+    tp_conn_close(c);
+    c = tp_conn_open(hub, "bob", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    char q[256];
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"map\",\"rev\":%lld}]}",
+             (long long)(rev - 3));
+    tpt_feed(c, q);
+    json_t *m = tpt_drain(c);
+    /* map: the three stored patches before the restart and the new one. */
+    size_t patches = 0;
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        json_t *e = json_array_get(m, i);
+        const char *id = json_string_value(json_object_get(e, "id"));
+        if (id != NULL && strcmp(id, "map") == 0) {
+            cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "patch");
+            patches++;
+        }
+    }
+    cr_assert_eq(patches, 4);
+    json_decref(m);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
+
+Test(restore, a_failed_commit_holds_frames_and_loses_nothing)
+{
+    tp_hub *hub = open_hub();
+    tp_error err;
+    cr_assert_not_null(tp_hub_share_as(hub, "map", map, "{}", &tp_lww_map_crdt, &err));
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "map", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK, "%s", err.message);
+    tp_conn *b = tp_conn_open(hub, "bob", 0, &err);
+    json_decref(tpt_drain(b));
+
+    /* The next two commits fail. */
+    cr_assert_eq(tp__store_memory_fail(store, TP__STORE_OP_COMMIT, 0, 2), TP_OK);
+    tpt_feed(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
+                "\"patch\":{\"a\":1}}");
+    cr_assert_null(tp_hub_next_ready(hub), "held: the change is not stored");
+    cr_assert_null(tp_conn_next_frame(b, &(size_t){0}), "held here too");
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    cr_assert_eq(st.commit_failures, 2);
+    /* The store is back: the ack and patch go out. */
+    json_t *m = tpt_drain(b);
+    cr_assert_eq(tpt_count(m, "patch"), 1);
+    cr_assert_eq(tpt_count(m, "ack"), 1);
+    json_decref(m);
+    tp_conn_close(b);
+    tp_hub_free(hub);
+
+    hub = open_hub();
+    char *v = tp_hub_get_shared(hub, "map");
+    cr_assert_not_null(strstr(v, "\"a\":1"), "%s", v);
+    free(v);
+    tp_hub_free(hub);
+}
+
+Test(restore, a_missing_custom_merge_is_named)
+{
+    tp_hub *hub = open_hub();
+    tp_error err;
+    cr_assert_not_null(tp_hub_share_as(hub, "max", doc, "{\"title\":\"m\"}", &keep_max, &err));
+    tp_hub_free(hub);
+    tp_hub_config cfg = {0};
+    cfg.store = store;
+    cr_assert_null(tp_hub_new(&cfg, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert_not_null(strstr(err.message, "keep-max"), "%s", err.message);
+    cr_assert_null(store->hub, "the store is free again");
+}
+
+Test(restore, one_store_serves_one_hub)
+{
+    tp_hub *hub = open_hub();
+    tp_hub_config cfg = {0};
+    cfg.store = store;
+    tp_error err;
+    cr_assert_null(tp_hub_new(&cfg, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert_not_null(strstr(err.message, "store"));
+    tp_hub_free(hub);
+}
+
+Test(restore, deleted_and_released_records_leave_the_store)
+{
+    tp_hub *hub = open_hub();
+    tp_error err;
+    tp_session *alice = tp_hub_tenant(hub, "alice");
+    cr_assert_not_null(tp_session_host_as(alice, "x", doc, "{\"title\":\"x\"}", &err));
+    /* A tenant only a connection made, with a client record: released with it. */
+    tp_conn *c = tp_conn_open(hub, "passer-by", 0, &err);
+    json_decref(reply(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"p\"}"));
+    tpt_drain_all(hub);
+    tp_conn_close(c);
+    cr_assert_eq(tp_session_delete(alice, "x"), TP_OK);
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    cr_assert_eq(tp__store_memory_count(store, TP__REC_MODEL), 0);
+    cr_assert_eq(tp__store_memory_count(store, TP__REC_CLIENT), 0);
+    cr_assert_eq(tp__store_memory_count(store, TP__REC_HIST), 0);
+    tp_hub_free(hub);
+}
