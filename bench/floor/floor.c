@@ -1,7 +1,10 @@
 /*
  * floor_relay: the benchmark's floor (bench/README.md). A WebSocket relay on
  * libwebsockets with nothing of ours in it, no JSON, no hub: every text
- * message received is passed to every other connection as it is.
+ * message received is passed as it is to every other connection in the same
+ * room. A connection's room is the path of its upgrade request (`/t17`), so
+ * W1 puts everyone in one room, W2 one room per tenant's pair of
+ * connections, and W3 a room per idle connection.
  *
  * It batches exactly as transportsd does (src/net/server.c, read, not
  * linked): a message is stored once, refcounted, and every recipient's queue
@@ -10,22 +13,32 @@
  * from empty to not empty gets everything queued pre-framed (RFC 6455
  * header, FIN, text, unmasked) into one buffer of at most 256 KiB, handed
  * to lws in one LWS_WRITE_RAW write, at once (or from its writeable
- * callback when lws still holds unsent bytes). So the ratio of transportsd to this relay is the
- * cost of everything transports adds to moving the bytes.
+ * callback when lws still holds unsent bytes). lws is set up as transportsd
+ * sets it up where that changes what a connection costs: the same receive
+ * buffer (its size is most of lws's memory per idle connection), send size,
+ * header room, UTF-8 validation and ping policy. So the ratio of transportsd
+ * to this relay is the cost of everything transports adds to moving the
+ * bytes.
  *
  * usage: floor_relay [--port PORT]   (0, the default: any free port)
  * It prints `listening addr=127.0.0.1:PORT` on stdout once bound.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
+
 #include <libwebsockets.h>
 #include <uv.h>
 
+/* As src/net/net.h's TP__SEND_CHUNK and TP__TX_MAX. */
 #define SEND_CHUNK (256 * 1024)
+#define TX_MAX (4 * 1024 * 1024)
+#define PATH_MAX_LEN 256
 
 typedef struct msg {
     size_t refs;
@@ -33,9 +46,12 @@ typedef struct msg {
     unsigned char data[];
 } msg;
 
+typedef struct room room;
+
 typedef struct peer {
     struct lws *wsi;
-    size_t index;  /* in relay.peers */
+    room *room;
+    size_t index;  /* in room->members */
     msg **q;       /* messages waiting, oldest first from head */
     size_t head, len, cap;
     int ready;     /* listed in relay.ready */
@@ -43,9 +59,22 @@ typedef struct peer {
     size_t rxlen, rxcap;
 } peer;
 
+/*
+ * The connections that share a path. Rooms are made on a path's first
+ * connection and kept until the relay stops: a benchmark's paths are few and
+ * fixed, and a room costs 0.1 to 0.2 KB (the struct with its path, a members
+ * array, a slot in the table), which W3's figure for the floor includes.
+ */
+struct room {
+    peer **members;
+    size_t n, cap;
+    uint64_t hash;
+    char path[];
+};
+
 typedef struct relay {
-    peer **peers;
-    size_t npeers, peerscap;
+    room **rooms; /* open addressing, linear probing; a power of two */
+    size_t nrooms, roomscap;
     peer **ready;
     size_t nready, readycap;
     unsigned char *sendbuf;
@@ -92,6 +121,81 @@ grow(void *p, size_t *cap, size_t need, size_t each)
     return q;
 }
 
+static uint64_t
+fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static void
+rooms_resize(relay *r, size_t cap)
+{
+    room **slots = calloc(cap, sizeof *slots);
+    if (slots == NULL) {
+        fputs("floor_relay: out of memory\n", stderr);
+        exit(1);
+    }
+    for (size_t i = 0; i < r->roomscap; i++) {
+        room *rm = r->rooms[i];
+        if (rm == NULL)
+            continue;
+        size_t j = (size_t)rm->hash & (cap - 1);
+        while (slots[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        slots[j] = rm;
+    }
+    free(r->rooms);
+    r->rooms = slots;
+    r->roomscap = cap;
+}
+
+/* The room of a path, made on first use; NULL when out of memory. */
+static room *
+room_get(relay *r, const char *path, size_t n)
+{
+    if (2 * (r->nrooms + 1) > r->roomscap)
+        rooms_resize(r, r->roomscap ? 2 * r->roomscap : 64);
+    uint64_t h = fnv1a(path, n);
+    size_t j = (size_t)h & (r->roomscap - 1);
+    for (room *rm; (rm = r->rooms[j]) != NULL; j = (j + 1) & (r->roomscap - 1))
+        if (rm->hash == h && strncmp(rm->path, path, n) == 0 && rm->path[n] == '\0')
+            return rm;
+    room *rm = malloc(sizeof *rm + n + 1);
+    if (rm == NULL)
+        return NULL;
+    rm->members = NULL;
+    rm->n = rm->cap = 0;
+    rm->hash = h;
+    memcpy(rm->path, path, n);
+    rm->path[n] = '\0';
+    r->rooms[j] = rm;
+    r->nrooms++;
+    return rm;
+}
+
+static int
+room_join(room *rm, peer *p)
+{
+    if (rm->n == rm->cap) {
+        /* From 1, not grow()'s 16: W3 has a room per connection. */
+        size_t cap = rm->cap ? 2 * rm->cap : 1;
+        peer **m = realloc(rm->members, cap * sizeof *m);
+        if (m == NULL)
+            return -1;
+        rm->members = m;
+        rm->cap = cap;
+    }
+    p->room = rm;
+    p->index = rm->n;
+    rm->members[rm->n++] = p;
+    return 0;
+}
+
 static void
 unref(msg *m)
 {
@@ -125,9 +229,10 @@ broadcast(relay *r, peer *from, const void *data, size_t len)
     m->refs = 1; /* ours, until every push is done */
     m->len = len;
     memcpy(m->data, data, len);
-    for (size_t i = 0; i < r->npeers; i++)
-        if (r->peers[i] != from)
-            push(r, r->peers[i], m);
+    room *rm = from->room;
+    for (size_t i = 0; i < rm->n; i++)
+        if (rm->members[i] != from)
+            push(r, rm->members[i], m);
     unref(m);
 }
 
@@ -180,8 +285,9 @@ drop_peer(relay *r, peer *p)
 {
     if (p->wsi == NULL)
         return;
-    r->peers[p->index] = r->peers[--r->npeers];
-    r->peers[p->index]->index = p->index;
+    room *rm = p->room;
+    rm->members[p->index] = rm->members[--rm->n];
+    rm->members[p->index]->index = p->index;
     for (size_t i = 0; i < r->nready; i++)
         if (r->ready[i] == p) {
             r->ready[i] = r->ready[--r->nready];
@@ -202,13 +308,19 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     relay *r = lws_context_user(lws_get_context(wsi));
     peer *p = user;
     switch (reason) {
-    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_ESTABLISHED: {
+        /* The request's headers are still there: the path names the room. */
+        char path[PATH_MAX_LEN];
         memset(p, 0, sizeof *p);
+        int n = lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI);
+        if (n <= 0)
+            return -1;
+        room *rm = room_get(r, path, (size_t)n);
+        if (rm == NULL || room_join(rm, p) != 0)
+            return -1;
         p->wsi = wsi;
-        r->peers = grow(r->peers, &r->peerscap, r->npeers + 1, sizeof *r->peers);
-        p->index = r->npeers;
-        r->peers[r->npeers++] = p;
         return 0;
+    }
     case LWS_CALLBACK_RECEIVE: {
         int last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
         if (last && p->rxlen == 0) {
@@ -253,6 +365,12 @@ main(int argc, char **argv)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    /* As transportsd: one descriptor per connection, up to the hard limit. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     uv_signal_t sigint, sigterm;
@@ -266,21 +384,38 @@ main(int argc, char **argv)
 
     relay r;
     memset(&r, 0, sizeof r);
-    /* The first protocol is also the one a client offering none gets. */
+    /*
+     * The first protocol is also the one a client offering none gets. Its
+     * buffers are transportsd's (src/net/server.c): lws mallocs
+     * rx_buffer_size + LWS_PRE + 4 per connection, 2 KiB in all, and with
+     * tx_packet_size at 4 MiB every write is one send() rather than cut at
+     * rx_buffer_size. pt_serv_buf_size keeps its default there as here.
+     */
     struct lws_protocols protocols[] = {
         {.name = "floor",
          .callback = callback,
          .per_session_data_size = sizeof(peer),
-         .rx_buffer_size = 65536},
+         .rx_buffer_size = 2048 - LWS_PRE - 4 - 16,
+         .tx_packet_size = TX_MAX},
         {0},
     };
+    /* transportsd's defaults: a ping after 30 s of silence, hang up 10 s
+     * later (lws reschedules this timer as messages arrive, as there). */
+    lws_retry_bo_t retry;
+    memset(&retry, 0, sizeof retry);
+    retry.secs_since_valid_ping = 30;
+    retry.secs_since_valid_hangup = 40;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = port;
     info.iface = "127.0.0.1";
     info.protocols = protocols;
     info.user = &r;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.timeout_secs = 10;
+    info.timeout_secs_ah_idle = 10;
+    info.max_http_header_data = 8192;
+    info.retry_and_idle_policy = &retry;
     info.vhost_name = "default";
     void *loops[1] = {&loop};
     info.foreign_loops = loops;
@@ -308,7 +443,12 @@ main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     lws_context_destroy(ctx);
     uv_loop_close(&loop);
-    free(r.peers);
+    for (size_t i = 0; i < r.roomscap; i++)
+        if (r.rooms[i] != NULL) {
+            free(r.rooms[i]->members);
+            free(r.rooms[i]);
+        }
+    free(r.rooms);
     free(r.ready);
     free(r.sendbuf);
     return 0;
