@@ -556,11 +556,20 @@ readable(lg *g, conn *c)
 /* Connecting                                                                */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * With --raw the path is the floor's room: W1 one room for all, W2 a room per
+ * tenant's two connections, W3 a room per idle connection.
+ */
 static void
 tenant_path(lg *g, size_t i, char *buf, size_t cap)
 {
     if (g->raw) {
-        snprintf(buf, cap, "/");
+        if (g->shape.workload == 2)
+            snprintf(buf, cap, "/t%zu", i / 2);
+        else if (g->shape.workload == 3)
+            snprintf(buf, cap, "/i%zu", i);
+        else
+            snprintf(buf, cap, "/");
         return;
     }
     switch (g->shape.workload) {
@@ -705,13 +714,32 @@ pump(lg *g, int64_t now)
     }
 }
 
+/*
+ * --raw: the connection whose frames connection i receives (W1: the writer,
+ * W2: the other connection of its room), and whether i still lacks some of
+ * them. The floor sends no acks, so this is all there is to drain.
+ */
+static size_t
+raw_source(const lg *g, size_t i)
+{
+    return g->shape.workload == 2 ? i ^ 1 : 0;
+}
+
+static int
+raw_behind(const lg *g, size_t i)
+{
+    size_t src = raw_source(g, i);
+    return src != i && g->conns[i].state == ST_READY &&
+           g->conns[i].seq != g->conns[src].next_ref;
+}
+
 /* Drained: every write acked and every connection at the rev its model reached. */
 static int
 drained(lg *g)
 {
     if (g->raw) {
-        for (size_t i = 1; i < g->nconns; i++)
-            if (g->conns[i].state == ST_READY && g->conns[i].seq != g->conns[0].next_ref)
+        for (size_t i = 0; i < g->nconns; i++)
+            if (raw_behind(g, i))
                 return 0;
         return 1;
     }
@@ -739,10 +767,10 @@ report_undrained(lg *g)
 {
     size_t bad = 0;
     if (g->raw) {
-        for (size_t i = 1; i < g->nconns; i++)
-            if (g->conns[i].seq != g->conns[0].next_ref && bad++ < 3)
-                problem(g, "conn %zu: got %" PRId64 " of %" PRId64 " messages", i,
-                        g->conns[i].seq, g->conns[0].next_ref);
+        for (size_t i = 0; i < g->nconns; i++)
+            if (raw_behind(g, i) && bad++ < 3)
+                problem(g, "conn %zu: got %" PRId64 " of %" PRId64 " messages", i, g->conns[i].seq,
+                        g->conns[raw_source(g, i)].next_ref);
     } else {
         int64_t last = -1;
         for (size_t i = 0; i < g->nconns; i++)
@@ -1040,7 +1068,7 @@ usage(FILE *f)
           "         omitted: closed loop)  --window K (unacked writes per writer, default 16)\n"
           "         --lag L (closed loop: writes ahead of the slowest receiver, default 64)\n"
           "timing:  --warmup S (default 1)  --duration S (default 5)  --idle S (W3, default 1)\n"
-          "other:   --raw (the floor relay: W1 only)  --system NAME  --cpu N (default 1)\n",
+          "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n",
           f);
 }
 
@@ -1169,8 +1197,9 @@ main(int argc, char **argv)
         fprintf(stderr, "loadgen: --port and --server-pid are required\n");
         return 2;
     }
-    if (g.raw && g.shape.workload != 1) {
-        fprintf(stderr, "loadgen: --raw is for W1 only (the floor relays frames, no more)\n");
+    if (g.raw && g.shape.workload == 4) {
+        fprintf(stderr, "loadgen: --raw is for W1, W2 and W3 (the floor relays frames, no "
+                        "more)\n");
         return 2;
     }
     if (g.system == NULL)
