@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench/run.sh: the benchmark of issue 4, all of it (bench/README.md).
 #
-#   bench/run.sh            every workload, transportsd and the floor, then the Node peers
-#   bench/run.sh --quick    W1 at 100 and 1000 subscribers and W3 at 2000, a few seconds each
-#                           (what `make bench` runs after core_bench)
+#   bench/run.sh            every workload, transportsd and the floor (W1 to W3), then the
+#                           Node peers
+#   bench/run.sh --quick    W1 at 100 and 1000 subscribers, W2 at 2000 tenants and W3 at 2000
+#                           connections, a few seconds each (what `make bench` runs after
+#                           core_bench)
 #
 # Environment: BUILD_DIR (default ./build; built here when something is missing),
 # DURATION and WARMUP (seconds of each measured window and of its warm-up), PEERS=0 to skip
@@ -18,7 +20,7 @@ QUICK=0
 for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -128,12 +130,14 @@ peer_case() {
 
 if [ $QUICK = 1 ]; then
     W1_CASES="100:200 1000:max"
-    W2_TENANTS=
+    W2_TENANTS="2000"
+    PEER_W2_TENANTS= # the peers' quick set stays W1 and W3, as before
     W3_CONNS="2000"
     W4=0
 else
     W1_CASES="100:200 100:2000 100:max 1000:200 1000:2000 1000:max 5000:200 5000:2000 5000:max"
     W2_TENANTS="200 2000"
+    PEER_W2_TENANTS=$W2_TENANTS
     W3_CONNS="2000 10000"
     W4=1
 fi
@@ -149,9 +153,11 @@ for c in $W1_CASES; do
 done
 for t in $W2_TENANTS; do
     case_ transports W2 --tenants "$t" --rate 5
+    case_ floor W2 --tenants "$t" --rate 5
 done
 for n in $W3_CONNS; do
     case_ transports W3 --conns "$n"
+    case_ floor W3 --conns "$n"
 done
 if [ $W4 = 1 ]; then
     case_ transports W4 --writers 50 --subs 500 --fields 100
@@ -168,7 +174,7 @@ else
             peer_case "$peer" W1 "subs=${c%%:*}" "rate=${c##*:}" "duration=$DURATION" \
                 "warmup=$WARMUP"
         done
-        for t in $W2_TENANTS; do
+        for t in $PEER_W2_TENANTS; do
             peer_case "$peer" W2 "tenants=$t" rate=5 "duration=$DURATION" "warmup=$WARMUP"
         done
         for n in $W3_CONNS; do
