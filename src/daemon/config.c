@@ -424,28 +424,51 @@ check_auth(ctx *c, const json_t *auth)
 /* ---- storage ---- */
 
 static int
-check_storage(ctx *c, const json_t *storage)
+check_storage(ctx *c, const json_t *storage, tp__config *cfg)
 {
-    static const char *const keys[] = {"memory", "sqlite", NULL};
+    static const char *const keys[] = {"memory", "sqlite", "synchronous", NULL};
     if (want_object(c, storage) != 0 || only(c, storage, keys) != 0)
         return -1;
-    if (json_object_size(storage) != 1)
-        return fail(c, "expected one of {\"memory\": true} or {\"sqlite\": PATH}");
     const json_t *memory = json_object_get(storage, "memory");
     const json_t *sqlite = json_object_get(storage, "sqlite");
+    const json_t *sync = json_object_get(storage, "synchronous");
+    if ((memory == NULL) == (sqlite == NULL))
+        return fail(c, "expected one of {\"memory\": true} or {\"sqlite\": PATH}");
     if (memory != NULL) {
+        if (sync != NULL) {
+            push(c, "synchronous");
+            return fail(c, "only with \"sqlite\"");
+        }
         push(c, "memory");
         if (!json_is_true(memory))
             return fail(c, "expected true, got %s",
                         json_is_false(memory) ? "false" : tp__config_type_name(memory));
         return 0;
     }
-    push(c, "sqlite");
+    size_t was = push(c, "sqlite");
     if (want_string(c, sqlite) != 0)
         return -1;
-    /* The SQLite store is another issue's work: refuse rather than pretend
-     * to be durable while keeping everything in memory. */
-    return fail(c, "SQLite storage is not available yet");
+    if (json_string_length(sqlite) == 0)
+        return fail(c, "expected a file name, got \"\"");
+    if ((cfg->sqlite = dup_string(c, json_string_value(sqlite))) == NULL)
+        return -1;
+    pop(c, was);
+    cfg->synchronous = TP_SYNC_FULL;
+    if (sync != NULL) {
+        push(c, "synchronous");
+        if (want_string(c, sync) != 0)
+            return -1;
+        const char *v = json_string_value(sync);
+        if (strcmp(v, "full") == 0)
+            cfg->synchronous = TP_SYNC_FULL;
+        else if (strcmp(v, "normal") == 0)
+            cfg->synchronous = TP_SYNC_NORMAL;
+        else if (strcmp(v, "off") == 0)
+            cfg->synchronous = TP_SYNC_OFF;
+        else
+            return fail(c, "expected \"full\", \"normal\" or \"off\", got \"%.40s\"", v);
+    }
+    return 0;
 }
 
 /* ---- admin_token_env and origins ---- */
@@ -750,7 +773,7 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     }
     if ((v = json_object_get(root, "storage")) != NULL) {
         was = push(c, "storage");
-        if (check_storage(c, v) != 0)
+        if (check_storage(c, v, cfg) != 0)
             return -1;
         pop(c, was);
     }
@@ -886,6 +909,7 @@ tp__config_clear(tp__config *cfg)
         free(cfg->origins[i]);
     free(cfg->origins);
     free(cfg->admin_token_env);
+    free(cfg->sqlite);
     json_decref(cfg->schemas);
     json_decref(cfg->tenants);
     json_decref(cfg->shared);

@@ -18,7 +18,7 @@ const char tp__daemon_demo_config[] =
     "  \"listen\": \"127.0.0.1:8080\",\n"
     "  \"route\": \"/ws/{tenant}\",\n"
     "  \"autosync_ms\": 50,\n"
-    "  \"storage\": {\"memory\": true},\n"
+    "  \"storage\": {\"sqlite\": \"transports.db\"},\n"
     "  \"auth\": {\"mode\": \"path\"},\n"
     "  \"schemas\": {\n"
     "    \"Document\": {\n"
@@ -218,12 +218,30 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
     build b = {d, source, err, {0}};
     tp__map_init(&b.schemas, tp__seed(d));
     tp_error herr = {0, ""};
-    d->hub = tp_hub_new(&d->cfg.hub, &herr);
-    int rc = d->hub == NULL ? fail(&b, "hub", herr.message) : load_schemas(&b);
-    if (rc == 0)
+    int rc = 0;
+    if (d->cfg.sqlite != NULL) {
+        tp_store_options so = {0};
+        so.synchronous = d->cfg.synchronous;
+        d->store = tp_store_sqlite(d->cfg.sqlite, &so, &herr);
+        if (d->store == NULL)
+            rc = fail(&b, "storage.sqlite", herr.message);
+        d->cfg.hub.store = d->store;
+    }
+    if (rc == 0) {
+        d->hub = tp_hub_new(&d->cfg.hub, &herr);
+        rc = d->hub == NULL ? fail(&b, d->store ? "storage.sqlite" : "hub", herr.message)
+                            : load_schemas(&b);
+    }
+    /* The config's tenants and shared models are the initial state: a hub
+     * restored from storage already holds them, and what it holds wins. */
+    d->restored = rc == 0 && tp_hub_restored(d->hub);
+    if (rc == 0 && !d->restored)
         rc = host_tenants(&b);
-    if (rc == 0)
+    if (rc == 0 && !d->restored)
         rc = share_models(&b);
+    /* The initial state is stored whole before anything is served. */
+    if (rc == 0 && tp_hub_commit(d->hub, &herr) != TP_OK)
+        rc = fail(&b, "storage.sqlite", herr.message);
     tp__map_free(&b.schemas);
     if (rc != 0) {
         tp__daemon_free(d);
@@ -264,6 +282,7 @@ tp__daemon_free(tp__daemon *d)
         return;
     /* The hub holds its own reference to every schema it uses. */
     tp_hub_free(d->hub);
+    tp_store_free(d->store);
     for (size_t i = 0; i < d->n_schemas; i++)
         tp_schema_free(d->schemas[i]);
     free(d->schemas);

@@ -25,6 +25,8 @@ typedef struct tp__daemon_options {
 typedef struct tp__daemon {
     tp__config cfg; /* cfg.server is what tp_server_new gets */
     tp_hub *hub;
+    tp_store *store;     /* storage.sqlite's, or NULL (memory) */
+    int restored;        /* the hub came from storage: the config's state was not built */
     tp_schema **schemas; /* loaded in the order of cfg.schemas */
     size_t n_schemas;
 } tp__daemon;

@@ -110,6 +110,11 @@ main(int argc, char **argv)
     running = server;
     char host[300];
     listen_host(d->cfg.listen, host, sizeof host);
+    if (d->cfg.sqlite != NULL)
+        tp__daemon_log(&opt, TP_LOG_INFO, "storage sqlite=%s %s", d->cfg.sqlite,
+                       d->restored ? "restored" : "new (the config's state is stored)");
+    else
+        tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
 
     int rc = TP_OK;

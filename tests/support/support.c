@@ -1,6 +1,7 @@
 #include "support.h"
 
 #include <dirent.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,4 +255,41 @@ int64_t
 tpt_clock(void *user)
 {
     return *(int64_t *)user;
+}
+
+/* ---- A directory of the test's own ---- */
+
+static char temp_dir[4096];
+static char old_dir[4096];
+
+void
+tpt_chdir_temp(void)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(temp_dir, sizeof temp_dir, "%s/tp-test-XXXXXX", base && *base ? base : "/tmp");
+    cr_assert_not_null(getcwd(old_dir, sizeof old_dir));
+    cr_assert_not_null(mkdtemp(temp_dir), "mkdtemp %s", temp_dir);
+    cr_assert_eq(chdir(temp_dir), 0);
+}
+
+void
+tpt_chdir_back(void)
+{
+    if (temp_dir[0] == '\0')
+        return;
+    DIR *dir = opendir(temp_dir);
+    struct dirent *e;
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", temp_dir, e->d_name);
+        unlink(path);
+    }
+    if (dir != NULL)
+        closedir(dir);
+    if (chdir(old_dir) != 0)
+        cr_log_warn("cannot go back to %s", old_dir);
+    rmdir(temp_dir);
+    temp_dir[0] = '\0';
 }

@@ -70,6 +70,12 @@ int tpt_feed(struct tp_conn *c, const char *text);
 json_t *tpt_find(json_t *msgs, const char *type);
 size_t tpt_count(json_t *msgs, const char *type);
 
+/* tpt_chdir_temp makes a fresh directory under TMPDIR (or /tmp) and enters
+ * it, so that files a test makes (a daemon's database) are its own;
+ * tpt_chdir_back removes the directory with what is in it and goes back. */
+void tpt_chdir_temp(void);
+void tpt_chdir_back(void);
+
 /* A fake clock: tpt_clock is a tp_clock_fn reading *(int64_t *)user. */
 int64_t tpt_clock(void *user);
 

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/daemon.h"
 #include "support.h"
@@ -18,6 +19,9 @@
 
 /* A config with the schema Document and what the test adds after it. */
 #define WITH_DOC(rest) "{\"schemas\":{\"Document\":" DOC "}" rest "}"
+
+/* Every test in a directory of its own: a config may name a database file. */
+TestSuite(config, .init = tpt_chdir_temp, .fini = tpt_chdir_back);
 
 /* refused checks that text is refused, with exactly want as the message. */
 static void
@@ -146,10 +150,26 @@ Test(config, auth_mode_path_only_for_now)
 
 /* ---- storage, admin_token_env, origins ---- */
 
-Test(config, storage_is_memory_until_sqlite_lands)
+Test(config, storage_is_memory_or_sqlite)
 {
-    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"transports.db\"}"),
-            "demo.json: storage.sqlite: SQLite storage is not available yet");
+    tp__daemon *d = built(WITH_DOC(",\"storage\":{\"sqlite\":\"t.db\"}"));
+    cr_assert_str_eq(d->cfg.sqlite, "t.db");
+    cr_assert_eq(d->cfg.synchronous, TP_SYNC_FULL, "the safe level by default");
+    cr_assert_not_null(d->store);
+    tp__daemon_free(d);
+    cr_assert_eq(access("t.db", F_OK), 0, "the database file is made");
+    d = built(WITH_DOC(",\"storage\":{\"sqlite\":\"n.db\",\"synchronous\":\"normal\"}"));
+    cr_assert_eq(d->cfg.synchronous, TP_SYNC_NORMAL);
+    tp__daemon_free(d);
+    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"x.db\",\"synchronous\":\"always\"}"),
+            "demo.json: storage.synchronous: expected \"full\", \"normal\" or \"off\", got "
+            "\"always\"");
+    refused(WITH_DOC(",\"storage\":{\"memory\":true,\"synchronous\":\"off\"}"),
+            "demo.json: storage.synchronous: only with \"sqlite\"");
+    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"\"}"),
+            "demo.json: storage.sqlite: expected a file name, got \"\"");
+    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"no/such/dir/x.db\"}"),
+            "demo.json: storage.sqlite: sqlite: open \"no/such/dir/x.db\": unable to open database file");
     refused(WITH_DOC(",\"storage\":{\"sqlite\":1}"),
             "demo.json: storage.sqlite: expected a string, got integer");
     refused(WITH_DOC(",\"storage\":{\"memory\":false}"),

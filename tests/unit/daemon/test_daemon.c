@@ -18,6 +18,9 @@
 
 #define EXAMPLES_DIR TP_CASES_DIR "/../../examples"
 
+/* Every test in a directory of its own: the demo stores in transports.db. */
+TestSuite(daemon, .init = tpt_chdir_temp, .fini = tpt_chdir_back);
+
 static tp__daemon *
 built(const char *text, const tp__daemon_options *opt)
 {
@@ -199,19 +202,27 @@ static const char design_example[] =
     " \"limits\": {\"max_message_bytes\": 1048576, \"max_outbox_bytes\": 8388608,"
     "   \"writes_per_second\": 1000, \"max_connections_per_tenant\": 256}}";
 
-Test(daemon, the_designs_example_waits_for_sqlite)
+Test(daemon, the_designs_example_is_the_demo_and_stored)
 {
-    tp__derror err;
-    cr_assert_null(tp__daemon_from_text(design_example, "design.json", NULL, &err));
-    cr_assert_str_eq(err.message,
-                     "design.json: storage.sqlite: SQLite storage is not available yet");
+    tp__daemon *d = built(design_example, NULL);
+    cr_assert_str_eq(d->cfg.sqlite, "transports.db");
+    cr_assert_eq(d->restored, 0);
+    tp__daemon_free(d);
+
+    /* Built again on its database: restored, the config's state not made again. */
+    d = built(design_example, NULL);
+    cr_assert_eq(d->restored, 1);
+    assert_json(tp_session_get(tp_hub_tenant(d->hub, "bob"), "notes"),
+                "{\"title\":\"Bob notes\",\"body\":\"\"}");
+    cr_assert_eq(tp_hub_shared_rev(d->hub, "roadmap"), 1);
+    tp__daemon_free(d);
 
     /* With storage in memory instead, it is the demo's state. */
     json_t *cfg = json_loads(design_example, 0, NULL);
     json_object_set_new(cfg, "storage", json_pack("{s:b}", "memory", 1));
     char *text = json_dumps(cfg, 0);
     json_decref(cfg);
-    tp__daemon *d = built(text, NULL);
+    d = built(text, NULL);
     free(text);
     cr_assert_str_eq(d->cfg.admin_token_env, "TRANSPORTS_ADMIN_TOKEN");
     assert_json(tp_session_get(tp_hub_tenant(d->hub, "bob"), "notes"),
