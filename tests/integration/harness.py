@@ -123,6 +123,7 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="tp-int-")
         self.log_path = os.path.join(self.dir, "transportsd.log")
         self.config_path = None
+        self.log_start = 0
 
     # -- life cycle -------------------------------------------------------
 
@@ -143,7 +144,9 @@ class Daemon:
 
     def start(self):
         cmd = self.command()
-        self._log_file = open(self.log_path, "wb")
+        # The log continues across restarts; this start's lines begin at log_start.
+        self.log_start = len(self.log())
+        self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=self._log_file, stderr=self._log_file,
                                      cwd=self.dir, env=sanitizer_env(self.env),
@@ -152,7 +155,7 @@ class Daemon:
         deadline = time.monotonic() + self.start_timeout
         delay = 0.002
         while True:
-            m = LISTENING_RE.search(self.log())
+            m = LISTENING_RE.search(self.log(), self.log_start)
             if m:
                 self.port = int(m.group(1))
                 return self
@@ -202,6 +205,38 @@ class Daemon:
                               % (code, expect_code, self.log()))
         self.check_log()
         return code
+
+    def crash(self):
+        """SIGKILL: the daemon dies at once, with no flush and no cleanup. Fails if it had
+        already exited; returns the exit code (-SIGKILL). The log is still checked."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise DaemonError("crash: transportsd is not running (exit %s)\n--- log ---\n%s"
+                              % (self.proc and self.proc.returncode, self.log()))
+        self.proc.send_signal(_signal.SIGKILL)
+        code = self.wait()
+        if code != -_signal.SIGKILL:
+            raise DaemonError("transportsd exited with %d before the SIGKILL\n--- log ---\n%s"
+                              % (code, self.log()))
+        self.check_log()
+        return code
+
+    def restart(self, same_port=False):
+        """Starts the daemon again after a stop or a crash, with the same command in the
+        same directory, so the files it left there (a database) are what it finds. The log
+        continues in the same file (from log_start). same_port: listen on the port it had,
+        else on a free one (then .port and .url() change)."""
+        if self.running():
+            raise DaemonError("restart: transportsd is still running")
+        if same_port and self.port:
+            self.listen = "127.0.0.1:%d" % self.port
+        self.proc = None
+        self.port = None
+        self.exit_code = None
+        return self.start()
+
+    def path(self, name):
+        """A file in the daemon's directory (its working directory)."""
+        return os.path.join(self.dir, name)
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -578,6 +613,29 @@ def merge_patch(target, patch):
                 result[k] = merge_patch(result.get(k), v)
         return result
     return patch
+
+
+# -- SQLite files left by a daemon ---------------------------------------------
+
+def sqlite_integrity(db_path):
+    """`PRAGMA integrity_check` of the database a stopped (or killed) daemon left, its WAL
+    included: run on a copy of the file and its -wal (not -shm, which SQLite rebuilds), so
+    that opening it (which recovers and checkpoints the WAL) leaves the daemon's own files as
+    the daemon left them. Returns the rows joined by newlines: "ok" when the file is whole."""
+    import sqlite3
+    tmp = tempfile.mkdtemp(prefix="tp-sqlite-")
+    try:
+        copy = os.path.join(tmp, os.path.basename(db_path))
+        shutil.copyfile(db_path, copy)
+        if os.path.exists(db_path + "-wal"):
+            shutil.copyfile(db_path + "-wal", copy + "-wal")
+        con = sqlite3.connect(copy)
+        try:
+            return "\n".join(str(r[0]) for r in con.execute("PRAGMA integrity_check"))
+        finally:
+            con.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- raw sockets: a handshake and frames without a WebSocket library ----------
