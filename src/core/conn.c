@@ -197,6 +197,7 @@ tp_conn_close(tp_conn *c)
         moved->idx = c->idx;
     tp__conn_unready(c);
     tp__conn_outbox_clear(c);
+    tp__journal_conn_gone(c);
     if (c->client != NULL)
         c->client->conns--;
     tp__free(c->out);
@@ -317,6 +318,7 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
 {
     if (msg == NULL)
         return;
+    tp__journal_client(cl); /* before: the record to go back to */
     if (ref > cl->highest)
         cl->highest = ref;
     unsigned k;
@@ -330,7 +332,6 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = tp__buf_ref(msg);
     cl->seq++;
-    tp__journal_client(cl);
 }
 
 /* ---- Writes ---- */

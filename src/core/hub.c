@@ -271,6 +271,12 @@ host_set(tp__model *m, const char *value, tp_error *err)
 static int
 set_pending(tp__model *m, json_t *v, tp_error *err)
 {
+    return tp__set_pending(m, v, err);
+}
+
+int
+tp__set_pending(tp__model *m, json_t *v, tp_error *err)
+{
     if (m->pending == NULL) {
         if (tp__vec_push(&m->hub->dirty, m) != 0) {
             json_decref(v);
@@ -313,6 +319,8 @@ tp__publish_pending(tp__model *m)
     int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, &err);
     if (rc == 0)
         rc = tp__model_commit(m, &ch, NULL, NULL, &err);
+    if (rc > 0)
+        tp__journal_republish(m, m->pending);
     tp__change_free(&ch);
     json_decref(patch);
     if (rc == TP_ENOMEM)

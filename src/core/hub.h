@@ -98,9 +98,21 @@ typedef struct tp__model {
     int64_t snap_rev[2];
 
     /* Storage (persist.c): changed since the last commit (index in
-     * hub->jmodels), and what of the history the store holds. */
+     * hub->jmodels), the state at the last commit to go back to when a
+     * commit fails (base_*, stamp changes to undo, a host value published
+     * since, to publish again), and what of the history the store holds. */
     int jdirty;
     size_t jidx;
+    json_t *base_value;
+    int64_t base_rev;
+    size_t base_bytes;
+    json_t *republish;
+    struct tp__stamp_undo {
+        tp__stamp_entry *e;
+        tp__stamp old;
+        int fresh; /* the entry was made since the commit: undoing removes it */
+    } * sundo;
+    size_t sundo_len, sundo_cap;
     int64_t hist_saved; /* the newest rev whose patch is stored */
     int64_t hist_floor; /* stored patches below this rev were deleted */
 } tp__model;
@@ -128,6 +140,8 @@ typedef struct tp__client {
     /* Storage (persist.c): outcomes recorded ever (the newest one's number;
      * outcome k of the ring has seq - len + 1 + k), what the store holds. */
     uint64_t seq, seq_saved, seq_floor;
+    int64_t base_highest; /* at the last commit, to go back to */
+    uint64_t base_seq;
     int jdirty;
     size_t jidx; /* in hub->jclients */
     struct {
@@ -179,6 +193,10 @@ struct tp_conn {
     int ready;        /* in hub->ready */
     size_t ready_idx; /* index in hub->ready */
     tp__buf *taken;   /* the buffer last returned by tp_conn_next_frame */
+    /* Storage: the last `held` messages were queued since the last commit
+     * (in hub->jconns while jconn): when it fails they are reviewed. */
+    size_t held;
+    int jconn;
     tp__sb frame;     /* scratch for batch frames */
 
     /* Token bucket of writes per second. */
@@ -218,9 +236,12 @@ struct tp_hub {
     tp__vec jclients;    /* tp__client * with jdirty */
     tp__vec jsubs;       /* struct tp__jsub *: subscriptions to store again */
     tp__vec jdels;       /* struct tp__jdel *: records to delete */
+    tp__vec jconns;      /* tp_conn * with held messages */
     int jmeta;           /* the hub's record changed */
     int restored;        /* tp_hub_restored */
-    int commit_failed;   /* the last commit failed: frames are held */
+    int commit_failed;   /* the last commit failed (2: and the journal is incomplete) */
+    uint64_t jgen;       /* bumped by every note in the journal */
+    uint64_t failed_gen; /* jgen when the last commit failed */
     uint64_t commits, commit_failures;
     uint64_t mark_gen;           /* the last mark handed out to a resume */
     int freeing;                 /* tp_hub_free is running: sessions go all at once */
@@ -239,14 +260,28 @@ int64_t tp__hub_now(tp_hub *hub);
  * the members changed (0: none, or nothing pending) or a negative code. */
 int tp__publish_pending(tp__model *m);
 tp__sub *tp__session_sub(tp_session *s, const char *sid);
+/* tp__set_pending makes v a model's pending host value (takes the reference). */
+int tp__set_pending(tp__model *m, json_t *v, tp_error *err);
 /* tp__parse_value parses a host value: an object, nulls stripped, defaults filled, valid. */
 json_t *tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text,
                         tp_error *err);
 
 /* ---- persist.c ---- */
 /* Each change of what a store keeps is noted here; nothing is written until
- * tp__hub_commit. All are no-ops without a store. */
+ * tp__hub_commit. All are no-ops without a store. tp__journal_model and
+ * tp__journal_client come BEFORE the change: they keep the state to go back
+ * to when the commit fails. */
 void tp__journal_model(tp__model *m);
+/* A field stamp about to change (e: its entry; fresh: made by this change). */
+void tp__journal_stamp(tp__model *m, tp__stamp_entry *e, int fresh);
+/* A host value published (after tp__journal_model): published again if the
+ * commit fails. */
+void tp__journal_republish(tp__model *m, json_t *value);
+/* A message queued for a connection (outbox.c). */
+void tp__journal_conn(tp_conn *c);
+void tp__journal_conn_gone(tp_conn *c);
+/* Frees what a model keeps for storage (tp__model_free). */
+void tp__journal_model_free(tp__model *m);
 void tp__journal_model_gone(tp__model *m); /* before the model is freed */
 void tp__journal_session(tp_session *s);
 void tp__journal_session_gone(tp_session *s); /* before the session is freed */
@@ -257,8 +292,12 @@ void tp__journal_meta(tp_hub *hub);
 /* tp__hub_commit stores what changed; returns TP_OK (also without a store)
  * or TP_EINTERNAL: then frames stay held until a commit succeeds. */
 int tp__hub_commit(tp_hub *hub, tp_error *err);
-/* Whether frames may leave: nothing uncommitted. Commits when needed. */
+/* Commits what is noted, if anything, before frames leave: then they may
+ * (after a failed commit, changed to say so). Returns 1. */
 int tp__hub_flushable(tp_hub *hub);
+/* Whether something is noted and not yet stored (a failed commit's host
+ * changes): the transport tries tp_hub_commit again later. */
+int tp__hub_commit_pending(const tp_hub *hub);
 /* tp__hub_restore loads a store's state into a new hub (tp_hub_new). */
 int tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err);
 void tp__hub_persist_free(tp_hub *hub);

@@ -85,6 +85,7 @@ tp__model_free(tp__model *m)
     tp__free(m->hist);
     tp__buf_unref(m->snap[0]);
     tp__buf_unref(m->snap[1]);
+    tp__journal_model_free(m);
     tp__stamps_free(&m->stamps);
     tp__vec_free(&m->subs);
     json_decref(m->value);
@@ -287,10 +288,12 @@ install_stamps(tp__model *m, const tp__change *ch, tp__stamp_entry **made)
     size_t k = 0;
     for (size_t i = 0; i < ch->n; i++) {
         tp__stamp_entry *e = tp__map_get(&m->stamps, ch->members[i].key);
-        if (e == NULL) {
+        int fresh = e == NULL;
+        if (fresh) {
             e = made[k++];
             tp__map_put(&m->stamps, e->field, e); /* reserved: cannot fail */
         }
+        tp__journal_stamp(m, e, fresh);
         e->st = ch->stamp;
     }
     tp__free(made);
@@ -368,9 +371,9 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     if (stage_stamps(m, ch, &made) != 0)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     if (changed == 0) {
-        install_stamps(m, ch, made);
         if (ch->stamped)
-            tp__journal_model(m); /* a field's stamp moved on */
+            tp__journal_model(m); /* a field's stamp moves on */
+        install_stamps(m, ch, made);
         return 0;
     }
     json_t *patch = json_object();
@@ -388,6 +391,9 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     json_decref(patch);
     if (msg == NULL)
         goto nomem;
+    /* The state to go back to if the store cannot commit this (it holds a
+     * reference to the root, so the root is copied below, not changed). */
+    tp__journal_model(m);
     /* Values below the root are shared, never changed in place; the root is
      * changed in place when nobody else holds it (a merge callback may). */
     if (m->value->refcount > 1) {
@@ -433,7 +439,6 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
 
     int64_t from = m->rev++;
     tp__model_history_push(m, from, m->rev, msg);
-    tp__journal_model(m);
     tp__fanout(m, msg, except);
     tp__buf_unref(msg);
     return (int)changed;

@@ -34,6 +34,7 @@ tp__conn_outbox_clear(tp_conn *c)
     c->out_head = c->out_len = 0;
     c->out_bytes = 0;
     c->out_exempt = 0;
+    c->held = 0;
 }
 
 /* Takes a message's bytes off the outbox's counts (the exempt ones first:
@@ -77,6 +78,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
     }
     c->out[c->out_len++] = tp__buf_ref(msg);
     c->hub->deliveries++;
+    tp__journal_conn(c);
     c->out_bytes += msg->len;
     if (c->syncing)
         c->out_exempt += msg->len;

@@ -98,15 +98,103 @@ add_del(tp_hub *hub, tp__rec_kind kind, const char *k1, const char *k2)
 void
 tp__journal_model(tp__model *m)
 {
-    if (m->hub->store == NULL)
+    m->hub->jgen++;
+    if (m->hub->store == NULL || m->jdirty)
         return;
     mark(m->hub, &m->hub->jmodels, m, &m->jdirty, &m->jidx);
+    if (!m->jdirty)
+        return;
+    m->base_value = json_incref(m->value);
+    m->base_rev = m->rev;
+    m->base_bytes = m->bytes;
+    m->sundo_len = 0;
+}
+
+void
+tp__journal_stamp(tp__model *m, tp__stamp_entry *e, int fresh)
+{
+    m->hub->jgen++;
+    if (m->hub->store == NULL)
+        return;
+    if (m->sundo_len == m->sundo_cap) {
+        size_t cap = m->sundo_cap ? 2 * m->sundo_cap : 8;
+        struct tp__stamp_undo *u = tp__reallocarray(m->sundo, cap, sizeof *u);
+        if (u == NULL) {
+            /* The stamp could not be undone: never let a failed commit
+             * leave memory ahead of disk; store everything next time. */
+            journal_broken(m->hub);
+            return;
+        }
+        m->sundo = u;
+        m->sundo_cap = cap;
+    }
+    m->sundo[m->sundo_len++] = (struct tp__stamp_undo){e, e->st, fresh};
+}
+
+void
+tp__journal_republish(tp__model *m, json_t *value)
+{
+    m->hub->jgen++;
+    if (m->hub->store == NULL || value == NULL)
+        return;
+    json_decref(m->republish);
+    m->republish = json_incref(value);
+}
+
+void
+tp__journal_conn(tp_conn *c)
+{
+    tp_hub *hub = c->hub;
+    if (hub->store == NULL)
+        return;
+    if (!c->jconn) {
+        if (tp__vec_push(&hub->jconns, c) != 0) {
+            journal_broken(hub);
+            return;
+        }
+        c->jconn = 1;
+    }
+    c->held++;
+}
+
+void
+tp__journal_conn_gone(tp_conn *c)
+{
+    tp_hub *hub = c->hub;
+    if (!c->jconn)
+        return;
+    for (size_t i = 0; i < hub->jconns.len; i++)
+        if (hub->jconns.items[i] == c) {
+            tp__vec_swap_remove(&hub->jconns, i);
+            break;
+        }
+    c->jconn = 0;
+}
+
+/* Forgets the state a model would go back to (a commit is done). */
+static void
+base_drop(tp__model *m)
+{
+    json_decref(m->base_value);
+    m->base_value = NULL;
+    json_decref(m->republish);
+    m->republish = NULL;
+    m->sundo_len = 0;
+}
+
+void
+tp__journal_model_free(tp__model *m)
+{
+    base_drop(m);
+    tp__free(m->sundo);
+    m->sundo = NULL;
 }
 
 void
 tp__journal_model_gone(tp__model *m)
 {
     tp_hub *hub = m->hub;
+    hub->jgen++;
     if (hub->store == NULL)
         return;
     tp__model *moved = unmark(&hub->jmodels, &m->jdirty, m->jidx);
@@ -119,6 +207,7 @@ tp__journal_model_gone(tp__model *m)
 void
 tp__journal_session(tp_session *s)
 {
+    s->hub->jgen++;
     if (s->hub->store == NULL)
         return;
     mark(s->hub, &s->hub->jsessions, s, &s->jdirty, &s->jidx);
@@ -128,15 +217,19 @@ void
 tp__journal_client(tp__client *cl)
 {
     tp_hub *hub = cl->session->hub;
-    if (hub->store == NULL)
+    hub->jgen++;
+    if (hub->store == NULL || cl->jdirty)
         return;
     mark(hub, &hub->jclients, cl, &cl->jdirty, &cl->jidx);
+    cl->base_highest = cl->highest;
+    cl->base_seq = cl->seq;
 }
 
 void
 tp__journal_client_gone(tp__client *cl)
 {
     tp_hub *hub = cl->session->hub;
+    hub->jgen++;
     if (hub->store == NULL)
         return;
     tp__client *moved = unmark(&hub->jclients, &cl->jdirty, cl->jidx);
@@ -150,6 +243,7 @@ void
 tp__journal_session_gone(tp_session *s)
 {
     tp_hub *hub = s->hub;
+    hub->jgen++;
     if (hub->store == NULL || hub->freeing)
         return;
     tp_session *moved = unmark(&hub->jsessions, &s->jdirty, s->jidx);
@@ -172,6 +266,7 @@ void
 tp__journal_sub(tp_session *s, const char *sid)
 {
     tp_hub *hub = s->hub;
+    hub->jgen++;
     if (hub->store == NULL)
         return;
     struct tp__jsub *j = tp__calloc(1, sizeof *j);
@@ -192,6 +287,7 @@ tp__journal_sub(tp_session *s, const char *sid)
 void
 tp__journal_meta(tp_hub *hub)
 {
+    hub->jgen++;
     if (hub->store != NULL)
         hub->jmeta = 1;
 }
@@ -414,13 +510,27 @@ jdels_clear(tp_hub *hub)
     hub->jsubs.len = 0;
 }
 
+/* Messages queued so far may leave. */
+static void
+release_held(tp_hub *hub)
+{
+    for (size_t i = 0; i < hub->jconns.len; i++) {
+        tp_conn *c = hub->jconns.items[i];
+        c->held = 0;
+        c->jconn = 0;
+    }
+    hub->jconns.len = 0;
+}
+
 /* After a successful commit: what was written is what the store holds. */
 static void
 commit_done(tp_hub *hub)
 {
+    release_held(hub);
     for (size_t i = 0; i < hub->jmodels.len; i++) {
         tp__model *m = hub->jmodels.items[i];
         m->jdirty = 0;
+        base_drop(m);
         m->hist_saved = m->rev;
         m->hist_floor = m->hist_len > 0 ? m->hist[m->hist_start].rev : m->rev + 1;
         const char *key = tp__schema_key(m->schema);
@@ -444,6 +554,203 @@ commit_done(tp_hub *hub)
     hub->jclients.len = 0;
     jdels_clear(hub);
     hub->jmeta = 0;
+}
+
+/* ---- A failed commit: back to the last one ---- */
+
+static void
+model_rollback(tp__model *m)
+{
+    tp_hub *hub = m->hub;
+    if (m->base_value != NULL) {
+        json_decref(m->value);
+        m->value = m->base_value; /* the reference moves */
+        m->base_value = NULL;
+        m->bytes = m->base_bytes;
+    }
+    while (m->sundo_len > 0) {
+        struct tp__stamp_undo *u = &m->sundo[--m->sundo_len];
+        if (u->fresh) {
+            tp__map_del(&m->stamps, u->e->field);
+            tp__free(u->e);
+        } else {
+            u->e->st = u->old;
+        }
+    }
+    while (m->hist_len > 0 && m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap].rev >
+                                  m->base_rev) {
+        tp__hist *h = &m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap];
+        m->hist_bytes -= h->msg->len;
+        tp__buf_unref(h->msg);
+        m->hist_len--;
+    }
+    m->rev = m->base_rev;
+    for (int w = 0; w < 2; w++) {
+        tp__buf_unref(m->snap[w]);
+        m->snap[w] = NULL;
+    }
+    /* A host value published since goes out again with the next sync. */
+    if (m->republish != NULL && m->pending == NULL) {
+        tp_error err;
+        if (tp__set_pending(m, m->republish, &err) == TP_OK)
+            m->republish = NULL; /* the reference moved */
+    }
+    json_decref(m->republish);
+    m->republish = NULL;
+    /* A model the store already holds is now what it holds; one made since
+     * the last commit (by the host) stays to be stored, as it is now. */
+    if (m->hist_saved > 0) {
+        tp__model *moved = unmark(&hub->jmodels, &m->jdirty, m->jidx);
+        if (moved != NULL)
+            moved->jidx = m->jidx;
+    } else {
+        m->base_value = json_incref(m->value);
+    }
+}
+
+static void
+client_rollback(tp__client *cl)
+{
+    while (cl->seq > cl->base_seq && cl->len > 0) {
+        unsigned k = (cl->start + cl->len - 1) % TP__OUTCOMES;
+        tp__buf_unref(cl->outcomes[k].msg);
+        cl->outcomes[k].msg = NULL;
+        cl->len--;
+        cl->seq--;
+    }
+    cl->seq = cl->base_seq;
+    cl->highest = cl->base_highest;
+    cl->jdirty = 0;
+}
+
+static int
+has_outcome(const tp__client *cl, json_int_t ref)
+{
+    for (unsigned i = 0; cl != NULL && i < cl->len; i++)
+        if (cl->outcomes[(cl->start + i) % TP__OUTCOMES].ref == ref)
+            return 1;
+    return 0;
+}
+
+static tp__buf *
+encode_msg(json_t *msg)
+{
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    tp__buf *b = text ? tp__buf_copy(text, strlen(text)) : NULL;
+    free(text);
+    return b;
+}
+
+/*
+ * What a message queued since the commit becomes now that the commit
+ * failed: itself (a new reference), NULL to drop it, or a replacement. A
+ * patch past its model's rev is dropped; a snapshot past it is made again;
+ * an ack of a write that is no longer recorded becomes `error` internal;
+ * the rest (errors, pongs, acks sent again from earlier commits, messages
+ * about host changes) stays. *fail is set when a replacement cannot be made.
+ */
+static tp__buf *
+review(tp_conn *c, tp__buf *msg, const char *why, int *fail)
+{
+    static const char head[] = "{\"type\":\"";
+    if (msg->len < sizeof head || memcmp(msg->data, head, sizeof head - 1) != 0)
+        return tp__buf_ref(msg);
+    const char *type = msg->data + sizeof head - 1;
+    int patch = strncmp(type, "patch\"", 6) == 0, snap = strncmp(type, "snapshot\"", 9) == 0,
+        ack = strncmp(type, "ack\"", 4) == 0;
+    if (!patch && !snap && !ack)
+        return tp__buf_ref(msg);
+    json_t *o = json_loadb(msg->data, msg->len, 0, NULL);
+    if (o == NULL) {
+        *fail = 1;
+        return NULL;
+    }
+    tp__buf *out = NULL;
+    if (ack) {
+        json_int_t ref = json_integer_value(json_object_get(o, "ref"));
+        if (has_outcome(c->client, ref)) {
+            out = tp__buf_ref(msg);
+        } else {
+            char text[256];
+            snprintf(text, sizeof text, "the write was not stored (%s): not applied, send it again",
+                     why);
+            tp__utf8_repair(text);
+            c->hub->refused[-TP_EINTERNAL]++;
+            out = encode_msg(json_pack("{sssIssss}", "type", "error", "ref", ref, "code",
+                                       "internal", "message", text));
+            *fail |= out == NULL;
+        }
+        json_decref(o);
+        return out;
+    }
+    const char *scope = json_string_value(json_object_get(o, "scope"));
+    const char *id = json_string_value(json_object_get(o, "id"));
+    json_int_t rev = json_integer_value(json_object_get(o, "rev"));
+    tp__model *m = NULL;
+    if (scope != NULL && id != NULL)
+        m = strcmp(scope, "shared") == 0 ? tp__map_get(&c->hub->shared, id)
+                                          : tp__map_get(&c->session->models, id);
+    if (m == NULL || rev <= m->rev) {
+        out = tp__buf_ref(msg);
+    } else if (snap) {
+        const char *access = json_string_value(json_object_get(o, "access"));
+        tp_access a = access && strcmp(access, "read") == 0 ? TP_READ : TP_WRITE;
+        out = tp__buf_ref(tp__model_snapshot(m, a));
+        *fail |= out == NULL;
+    }
+    json_decref(o);
+    return out;
+}
+
+/* Rewrites the messages a connection got since the commit. */
+static void
+conn_review(tp_conn *c, const char *why)
+{
+    size_t from = c->out_len - c->held, kept = from;
+    int fail = 0;
+    for (size_t i = from; i < c->out_len; i++) {
+        tp__buf *was = c->out[i];
+        tp__buf *now = fail ? NULL : review(c, was, why, &fail);
+        c->out_bytes -= was->len;
+        tp__buf_unref(was);
+        if (now != NULL) {
+            c->out[kept++] = now;
+            c->out_bytes += now->len;
+        }
+    }
+    c->out_len = kept;
+    if (c->out_exempt > c->out_bytes)
+        c->out_exempt = c->out_bytes;
+    if (fail) {
+        /* Out of memory: better closed (it can resume) than told wrong. */
+        tp__conn_send(c, NULL);
+    }
+    if (c->out_head == c->out_len)
+        c->out_head = c->out_len = 0;
+}
+
+/*
+ * Puts memory back where the store is: every model changed since the last
+ * commit gets its value, rev, stamps and history back, each client record
+ * its outcomes, and the messages queued since are reviewed. What the host
+ * made or removed since (models, subscriptions, tenants) stays, noted, and
+ * is stored with the next commit that succeeds.
+ */
+static void
+rollback(tp_hub *hub, const char *why)
+{
+    for (size_t i = hub->jmodels.len; i-- > 0;)
+        model_rollback(hub->jmodels.items[i]);
+    for (size_t i = 0; i < hub->jclients.len; i++)
+        client_rollback(hub->jclients.items[i]);
+    hub->jclients.len = 0;
+    for (size_t i = 0; i < hub->jconns.len; i++) {
+        tp_conn *c = hub->jconns.items[i];
+        if (c->held > 0 && c->held <= c->out_len - c->out_head)
+            conn_review(c, why);
+    }
+    release_held(hub);
 }
 
 int
@@ -504,8 +811,11 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
         hub->commit_failures++;
         if (hub->commit_failed != 2)
             hub->commit_failed = 1;
-        tp__log(&hub->log, TP_LOG_ERROR, "store commit failed: %s",
+        tp__log(&hub->log, TP_LOG_ERROR, "store commit failed, changes since the last commit "
+                                         "undone: %s",
                 err ? err->message : "(no message)");
+        rollback(hub, err ? err->message : "storage failed");
+        hub->failed_gen = hub->jgen;
         return TP_EINTERNAL;
     }
     if (hub->commit_failed)
@@ -519,10 +829,29 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
 int
 tp__hub_flushable(tp_hub *hub)
 {
-    if (hub->store == NULL || (journal_empty(hub) && !hub->commit_failed))
+    if (hub->store == NULL)
         return 1;
+    if (journal_empty(hub) && !hub->commit_failed) {
+        release_held(hub); /* nothing they reveal is unstored */
+        return 1;
+    }
+    /* Committed, or undone and reviewed: either way what is queued now may
+     * leave. After a failure, what is left (the host's changes) is tried
+     * again when something new is noted, or by tp_hub_commit (the server
+     * calls it on a timer), not at every frame. */
+    if (hub->commit_failed && hub->jgen == hub->failed_gen) {
+        release_held(hub);
+        return 1;
+    }
     tp_error err;
-    return tp__hub_commit(hub, &err) == TP_OK;
+    tp__hub_commit(hub, &err);
+    return 1;
+}
+
+int
+tp__hub_commit_pending(const tp_hub *hub)
+{
+    return hub->store != NULL && (!journal_empty(hub) || hub->commit_failed);
 }
 
 TP_API int
@@ -555,6 +884,7 @@ tp__hub_persist_free(tp_hub *hub)
     tp__vec_free(&hub->jmodels);
     tp__vec_free(&hub->jsessions);
     tp__vec_free(&hub->jclients);
+    tp__vec_free(&hub->jconns);
     void *v;
     for (size_t it = 0; tp__map_next(&hub->schemas, &it, NULL, &v);)
         tp_schema_free(v);

@@ -182,10 +182,7 @@ flush_conn(tp_server *s, tp__ws *ws)
      * nothing more may follow it (RFC 6455, 5.5.1). */
     if (lws_get_close_length(ws->wsi) > 0 || ws->close_sent)
         return 0;
-    if (!tp__hub_flushable(s->hub)) {
-        tp__conn_mark_ready(ws->conn); /* held: drain_ready tries again */
-        return 0;
-    }
+    tp__hub_flushable(s->hub); /* commits what the frames may reveal */
     if (write_frames(s, ws) != 0)
         return -1;
     int code = ws->close_code ? ws->close_code : tp_conn_close_code(ws->conn);
@@ -231,16 +228,17 @@ write_now(tp_server *s, tp__ws *ws)
 
 static void flush_timer(uv_timer_t *w);
 
-/* Writes every ready connection. When the store's commit failed, frames are
- * held (tp_hub_next_ready hands out nothing) and the commit is tried again
- * after TP__COMMIT_RETRY_MS, on a timer, until it succeeds. */
+/* Writes every ready connection (tp_hub_next_ready commits first). When a
+ * commit failed, the changes of clients were undone and their writers told;
+ * what the host changed is left to store, tried again every
+ * TP__COMMIT_RETRY_MS until the store takes it. */
 static void
 drain_ready(tp_server *s)
 {
     tp_conn *c;
     while ((c = tp_hub_next_ready(s->hub)) != NULL)
         write_now(s, tp_conn_user(c));
-    if (s->hub->ready.len > 0 && !s->flush_armed) {
+    if (tp__hub_commit_pending(s->hub) && !s->flush_armed) {
         s->flush_armed = 1;
         uv_timer_start(&s->flush_w, flush_timer, TP__COMMIT_RETRY_MS, 0);
     }
@@ -251,6 +249,8 @@ flush_timer(uv_timer_t *w)
 {
     tp_server *s = w->data;
     s->flush_armed = 0;
+    if (tp__hub_commit_pending(s->hub))
+        tp_hub_commit(s->hub, NULL);
     drain_ready(s);
 }
 
