@@ -557,3 +557,11 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
     tp__error_clear(err);
     return &q->base;
 }
+
+struct sqlite3 *
+tp__store_sqlite_db(tp_store *s)
+{
+    if (s == NULL || s->ops != &sqlite_ops)
+        return NULL;
+    return ((sql_store *)s)->db;
+}
