@@ -292,6 +292,13 @@ typedef struct tp_hub_config {
      * store, by name (lww and lww-map are built in). Each must live as long
      * as the hub. */
     const tp_merge *const *merges;
+    /* With a store, a tenant with no connection is evicted from memory (its
+     * private models, subscriptions and client records; its record stays
+     * stored) once idle this long, and earlier, least recently used first,
+     * while what the hub holds is over the budget; it is loaded again when
+     * a connection or the host needs it. Shared models stay in memory. */
+    unsigned evict_idle_ms; /* default 60000 */
+    size_t memory_budget;   /* bytes, estimated; default 256 MiB */
 } tp_hub_config;
 
 /* Life cycle */
@@ -318,6 +325,12 @@ TP_API int tp_hub_restored(const tp_hub *hub);
  * commit succeeds.
  */
 TP_API int tp_hub_commit(tp_hub *hub, tp_error *err);
+/**
+ * tp_hub_evict evicts idle tenants (tp_hub_config.evict_idle_ms and
+ * memory_budget), after committing. The built-in server calls it every
+ * second. Returns how many tenants it evicted (0 without a store).
+ */
+TP_API int tp_hub_evict(tp_hub *hub);
 /** tp_hub_free frees the hub, its sessions, models and connections. NULL is allowed.
  * With a store it commits what is not yet stored first. */
 TP_API void tp_hub_free(tp_hub *hub);
@@ -545,6 +558,9 @@ typedef struct tp_hub_stats {
     uint64_t syncs;              /* tp_hub_sync calls that published something */
     uint64_t commits;            /* store transactions committed */
     uint64_t commit_failures;    /* store transactions that failed */
+    uint64_t evictions;          /* tenants evicted from memory */
+    uint64_t loads;              /* tenants loaded from the store */
+    uint64_t resident_bytes;     /* the estimate tp_hub_evict last made of what tenants hold */
 } tp_hub_stats;
 
 /** tp_hub_get_stats fills *out. Thread: the loop thread. */

@@ -204,6 +204,8 @@ tp_conn_close(tp_conn *c)
     tp__buf_unref(c->taken);
     tp__sb_free(&c->frame);
     tp__free(c);
+    if (s->conns.len == 0)
+        s->idle_since = tp__hub_now(s->hub);
     if (!s->hub->freeing)
         tp__session_release(s);
 }
@@ -451,6 +453,15 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
         return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
     }
     if (m->kind == TP__LWW_MAP) {
+        /* A stamp outlives the session (which may be evicted): it names the
+         * tenant with a copy the hub keeps. */
+        if (c->session->iname == NULL)
+            c->session->iname = tp__hub_intern(c->hub, c->session->tenant);
+        if (c->session->iname == NULL) {
+            *code = TP_EINTERNAL;
+            return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
+        }
+        stamp.tenant = c->session->iname;
         if (jts != NULL)
             tp__stamp_observe(c->hub, &stamp);
         else

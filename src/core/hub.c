@@ -56,7 +56,13 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
         hub->limits = config->limits;
         hub->tick_ms = config->tick_ms;
         hub->log = (tp__logger){config->log, config->log_user, config->log_level};
+        hub->evict_idle_ms = config->evict_idle_ms;
+        hub->memory_budget = config->memory_budget;
     }
+    if (hub->evict_idle_ms == 0)
+        hub->evict_idle_ms = 60000;
+    if (hub->memory_budget == 0)
+        hub->memory_budget = (size_t)256 << 20;
     if (hub->clock == NULL)
         hub->clock = tp__clock_wall_ms;
     limits_default(&hub->limits);
@@ -64,6 +70,7 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
     tp__map_init(&hub->tenants, hub->seed);
     tp__map_init(&hub->shared, hub->seed ^ 0x9e3779b97f4a7c15ULL);
     tp__map_init(&hub->gone_sids, hub->seed ^ 0x6);
+    tp__map_init(&hub->names, hub->seed ^ 0x9);
     tp_store *store = config ? config->store : NULL;
     if (store != NULL && store->hub != NULL) {
         tp__error_set(err, TP_EARG, "store: already used by another hub");
@@ -170,6 +177,7 @@ tp_hub_free(tp_hub *hub)
         tp__model_free(v);
     tp__map_free(&hub->shared);
     gone_free(&hub->gone_sids);
+    gone_free(&hub->names);
     tp__vec_free(&hub->dirty);
     tp__vec_free(&hub->ready);
     tp__free(hub);
@@ -374,6 +382,9 @@ tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
     out->syncs = hub->syncs;
     out->commits = hub->commits;
     out->commit_failures = hub->commit_failures;
+    out->evictions = hub->evictions;
+    out->loads = hub->loads;
+    out->resident_bytes = hub->resident_bytes;
 }
 
 static char *
@@ -384,6 +395,29 @@ dump_value(const tp__model *m)
 
 /* ---- Sessions and private models ---- */
 
+const char *
+tp__hub_intern(tp_hub *hub, const char *tenant)
+{
+    const char *name = tp__map_get(&hub->names, tenant);
+    if (name != NULL)
+        return name;
+    return remember_gone(&hub->names, tenant) == TP_OK ? tp__map_get(&hub->names, tenant) : NULL;
+}
+
+int
+tp__session_ready(tp_session *s)
+{
+    s->idle_since = tp__hub_now(s->hub);
+    if (s->loaded)
+        return TP_OK;
+    tp_error err;
+    int rc = tp__session_load(s, &err);
+    if (rc != TP_OK)
+        tp__log(&s->hub->log, TP_LOG_ERROR, "tenant %s cannot be loaded: %s", s->tenant,
+                err.message);
+    return rc;
+}
+
 tp_session *
 tp__hub_session(tp_hub *hub, const char *tenant, int pin)
 {
@@ -392,7 +426,7 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
     tp_session *s = tp__map_get(&hub->tenants, tenant);
     if (s != NULL) {
         s->pinned |= pin;
-        return s;
+        return tp__session_ready(s) == TP_OK ? s : NULL;
     }
     s = tp__calloc(1, sizeof *s);
     if (s == NULL)
@@ -414,6 +448,13 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
         tp__free(s->tenant_json);
         tp__free(s->tenant);
         tp__free(s);
+        return NULL;
+    }
+    /* With a store, what it holds of the tenant comes first. */
+    s->loaded = !hub->lazy;
+    if (tp__session_ready(s) != TP_OK) {
+        tp__map_del(&hub->tenants, s->tenant);
+        session_free(s);
         return NULL;
     }
     return s;
@@ -477,6 +518,11 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
         tp__error_set(err, TP_EARG, s ? "schema: missing" : "session: missing");
         return NULL;
     }
+    if (tp__session_ready(s) != TP_OK) {
+        tp__error_set(err, TP_EINTERNAL, "tenant \"%s\": its stored state cannot be loaded",
+                      s->tenant);
+        return NULL;
+    }
     if (id == NULL) {
         do
             snprintf(assigned, sizeof assigned, "%llu", (unsigned long long)s->next_id++);
@@ -531,7 +577,7 @@ tp_session_host_as(tp_session *s, const char *id, const tp_schema *schema, const
 static tp__model *
 private_model(tp_session *s, const char *id)
 {
-    return s && id ? tp__map_get(&s->models, id) : NULL;
+    return s && id && tp__session_ready(s) == TP_OK ? tp__map_get(&s->models, id) : NULL;
 }
 
 TP_API int

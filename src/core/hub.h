@@ -163,6 +163,9 @@ struct tp_session {
     tp__map clients;  /* client id -> tp__client * */
     uint64_t client_uses;
     int pinned; /* handed to the host by tp_hub_tenant: lives as long as the hub */
+    int loaded;       /* its models, subscriptions and clients are in memory */
+    const char *iname; /* the tenant key interned (tp__hub_intern), once it stamped */
+    int64_t idle_since; /* hub clock ms: the last use without a connection */
     int jdirty; /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
 };
@@ -239,6 +242,11 @@ struct tp_hub {
     tp__vec jconns;      /* tp_conn * with held messages */
     int jmeta;           /* the hub's record changed */
     int restored;        /* tp_hub_restored */
+    int lazy;            /* sessions are loaded from the store when first needed */
+    tp__map names;       /* interned tenant keys of lww-map stamps */
+    unsigned evict_idle_ms;
+    size_t memory_budget;
+    uint64_t evictions, loads, resident_bytes;
     int commit_failed;   /* the last commit failed (2: and the journal is incomplete) */
     uint64_t jgen;       /* bumped by every note in the journal */
     uint64_t failed_gen; /* jgen when the last commit failed */
@@ -298,6 +306,14 @@ int tp__hub_flushable(tp_hub *hub);
 /* Whether something is noted and not yet stored (a failed commit's host
  * changes): the transport tries tp_hub_commit again later. */
 int tp__hub_commit_pending(const tp_hub *hub);
+/* tp__session_ready loads an evicted session's contents back; returns
+ * TP_OK or a negative code. */
+int tp__session_ready(tp_session *s);
+/* tp__session_load fills a new session from the store (tp__hub_session). */
+int tp__session_load(tp_session *s, tp_error *err);
+/* tp__hub_intern returns a copy of a tenant key that lives as long as the
+ * hub (lww-map stamps name tenants that may be evicted), or NULL. */
+const char *tp__hub_intern(tp_hub *hub, const char *tenant);
 /* tp__hub_restore loads a store's state into a new hub (tp_hub_new). */
 int tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err);
 void tp__hub_persist_free(tp_hub *hub);

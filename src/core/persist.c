@@ -768,6 +768,8 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
                 tp__journal_model(v);
             for (size_t i = 0; tp__map_next(&hub->tenants, &i, NULL, &v);) {
                 tp_session *s = v;
+                if (!s->loaded)
+                    continue; /* what the store holds of it is all there is */
                 tp__journal_session(s);
                 void *w;
                 const char *k;
@@ -1016,13 +1018,9 @@ load_stamps(restore_ctx *c, const tp__rec *r, tp__model *m, const json_t *stamps
         const char *tenant;
         if (json_unpack(st, "[IIsI]", &wall, &count, &tenant, &conn) != 0)
             return bad(c, r, "model", "bad stamps");
-        const char *t = "";
-        if (tenant[0] != '\0') {
-            tp_session *s = tp__hub_session(c->hub, tenant, 0);
-            if (s == NULL)
-                return bad(c, r, "model", "a stamp names no usable tenant");
-            t = s->tenant;
-        }
+        const char *t = tenant[0] != '\0' ? tp__hub_intern(c->hub, tenant) : "";
+        if (t == NULL)
+            return tp__error_set(c->err, TP_ENOMEM, "out of memory");
         size_t len = strlen(field);
         tp__stamp_entry *e = tp__malloc(sizeof(tp__stamp_entry) + len + 1);
         if (e == NULL)
@@ -1152,9 +1150,11 @@ load_sub(const tp__rec *r, void *user)
     if (json_unpack(o, "{si sI}", "access", &access, "access_rev", &access_rev) != 0 ||
         (access != TP_READ && access != TP_WRITE))
         rc = bad(c, r, "subscription", "expected access and access_rev");
-    else if (m == NULL)
-        rc = bad(c, r, "subscription", "no such shared model");
-    else if ((s = tp__hub_session(c->hub, r->k1, 0)) == NULL)
+    else if (m == NULL) {
+        /* Unshared while the tenant was not in memory: gone now. */
+        if ((s = tp__map_get(&c->hub->tenants, r->k1)) != NULL)
+            tp__journal_sub(s, r->k2);
+    } else if ((s = tp__hub_session(c->hub, r->k1, 0)) == NULL)
         rc = bad(c, r, "subscription", "not a usable tenant key");
     else if ((sub = tp__calloc(1, sizeof *sub)) == NULL || tp__vec_reserve(&m->subs, 1) != 0 ||
              tp__map_put(&s->subs, m->id, sub) != 0) {
@@ -1255,21 +1255,186 @@ tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err)
     tp_store *st = hub->store;
     if (st == NULL)
         return TP_OK;
+    /* The hub's own records and the shared models now; each tenant when it
+     * is first needed (tp__session_load). */
     restore_ctx c = {hub, err, 0};
     static const struct {
         tp__rec_kind kind;
         tp__rec_fn fn;
-    } order[] = {{TP__REC_META, load_meta},   {TP__REC_TENANT, load_tenant},
-                 {TP__REC_MODEL, load_model}, {TP__REC_HIST, load_hist},
-                 {TP__REC_SUB, load_sub},     {TP__REC_CLIENT, load_client},
-                 {TP__REC_OUTCOME, load_outcome}};
+    } order[] = {{TP__REC_META, load_meta}, {TP__REC_MODEL, load_model}, {TP__REC_HIST, load_hist}};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
-        int rc = st->ops->scan(st, order[i].kind, NULL, NULL, order[i].fn, &c, err);
+        int rc = st->ops->scan(st, order[i].kind, i == 0 ? NULL : "", NULL, order[i].fn, &c, err);
         if (rc != TP_OK)
             return rc < 0 ? rc : TP_EINTERNAL;
     }
+    hub->lazy = 1;
     hub->restored = c.found;
     if (!c.found)
         hub->jmeta = 1; /* a new store: the first commit marks it as a hub's */
     return TP_OK;
+}
+
+/* ---- Tenants in and out of memory ---- */
+
+/* Frees what a session holds in memory (its stored records stay). */
+static void
+session_unload(tp_session *s)
+{
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+        tp__model_free(v);
+    tp__map_free(&s->models);
+    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
+        tp__sub *sub = v;
+        tp__sub *moved = tp__vec_swap_remove(&sub->model->subs, sub->idx);
+        if (moved != NULL)
+            moved->idx = sub->idx;
+        tp__free(sub);
+    }
+    tp__map_free(&s->subs);
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
+        tp__client *cl = v;
+        for (unsigned i = 0; i < cl->len; i++)
+            tp__buf_unref(cl->outcomes[(cl->start + i) % TP__OUTCOMES].msg);
+        tp__free(cl);
+    }
+    tp__map_free(&s->clients);
+    for (int k = 0; k < 2; k++) {
+        tp__map *gone = k ? &s->gone : &s->gone_ids;
+        for (size_t it = 0; tp__map_next(gone, &it, NULL, &v);)
+            tp__free(v);
+        tp__map_free(gone);
+    }
+    s->next_id = 1;
+    s->loaded = 0;
+}
+
+int
+tp__session_load(tp_session *s, tp_error *err)
+{
+    tp_hub *hub = s->hub;
+    s->loaded = 1; /* first: what the scans call finds this session */
+    if (hub->store == NULL || !hub->lazy)
+        return TP_OK;
+    restore_ctx c = {hub, err, 0};
+    static const struct {
+        tp__rec_kind kind;
+        tp__rec_fn fn;
+    } order[] = {{TP__REC_TENANT, load_tenant}, {TP__REC_MODEL, load_model},
+                 {TP__REC_HIST, load_hist},     {TP__REC_SUB, load_sub},
+                 {TP__REC_CLIENT, load_client}, {TP__REC_OUTCOME, load_outcome}};
+    tp_store *st = hub->store;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        int rc = st->ops->scan(st, order[i].kind, s->tenant, NULL, order[i].fn, &c, err);
+        if (rc != TP_OK) {
+            session_unload(s);
+            return rc < 0 ? rc : TP_EINTERNAL;
+        }
+    }
+    hub->loads++;
+    return TP_OK;
+}
+
+/* What a session holds, roughly (the budget is an estimate, not a count). */
+static size_t
+session_bytes(const tp_session *s)
+{
+    size_t n = sizeof *s + 2 * strlen(s->tenant) + 64;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+        const tp__model *m = v;
+        n += sizeof *m + 2 * strlen(m->id) + 64 + 3 * m->bytes + m->hist_bytes +
+             m->hist_cap * sizeof(tp__hist) + m->hist_len * 48;
+    }
+    n += s->subs.len * (sizeof(tp__sub) + 64);
+    n += s->clients.len * sizeof(tp__client);
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
+        for (unsigned i = 0; i < ((tp__client *)v)->len; i++)
+            n += ((tp__client *)v)->outcomes[i].msg ? 48 + 80 : 0;
+    return n;
+}
+
+/* Whether a session can leave memory now: no connection, nothing pending. */
+static int
+evictable(const tp_session *s)
+{
+    if (!s->loaded || s->conns.len > 0)
+        return 0;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+        if (((tp__model *)v)->pending != NULL)
+            return 0;
+    return 1;
+}
+
+typedef struct cand {
+    tp_session *s;
+    size_t bytes;
+} cand;
+
+static int
+cand_older(const void *a, const void *b)
+{
+    const tp_session *x = ((const cand *)a)->s, *y = ((const cand *)b)->s;
+    return x->idle_since < y->idle_since ? -1 : x->idle_since > y->idle_since;
+}
+
+static void
+evict(tp_session *s)
+{
+    tp_hub *hub = s->hub;
+    session_unload(s);
+    hub->evictions++;
+    if (!s->pinned) {
+        tp__map_del(&hub->tenants, s->tenant);
+        /* The maps of an unloaded session hold nothing: free the rest. */
+        tp__vec_free(&s->conns);
+        tp__free(s->tenant_json);
+        tp__free(s->tenant);
+        tp__free(s);
+    }
+}
+
+TP_API int
+tp_hub_evict(tp_hub *hub)
+{
+    if (hub->store == NULL || tp_hub_commit(hub, NULL) != TP_OK)
+        return 0;
+    int64_t now = tp__hub_now(hub);
+    size_t total = 0, n = 0, cap = 0;
+    cand *cands = NULL;
+    void *v;
+    for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);) {
+        tp_session *s = v;
+        if (!s->loaded)
+            continue;
+        size_t bytes = session_bytes(s);
+        total += bytes;
+        if (!evictable(s))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 64;
+            cand *nc = tp__reallocarray(cands, ncap, sizeof *nc);
+            if (nc == NULL)
+                break;
+            cands = nc;
+            cap = ncap;
+        }
+        cands[n++] = (cand){s, bytes};
+    }
+    if (n > 0)
+        qsort(cands, n, sizeof *cands, cand_older);
+    /* The idle ones, then the least recently used while over the budget. */
+    int evicted = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (now - cands[i].s->idle_since < (int64_t)hub->evict_idle_ms &&
+            total <= hub->memory_budget)
+            break;
+        total -= cands[i].bytes;
+        evict(cands[i].s);
+        evicted++;
+    }
+    tp__free(cands);
+    hub->resident_bytes = total;
+    return evicted;
 }

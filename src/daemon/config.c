@@ -426,7 +426,8 @@ check_auth(ctx *c, const json_t *auth)
 static int
 check_storage(ctx *c, const json_t *storage, tp__config *cfg)
 {
-    static const char *const keys[] = {"memory", "sqlite", "synchronous", NULL};
+    static const char *const keys[] = {"memory",        "sqlite",           "synchronous",
+                                       "evict_idle_ms", "memory_budget_mb", NULL};
     if (want_object(c, storage) != 0 || only(c, storage, keys) != 0)
         return -1;
     const json_t *memory = json_object_get(storage, "memory");
@@ -434,11 +435,14 @@ check_storage(ctx *c, const json_t *storage, tp__config *cfg)
     const json_t *sync = json_object_get(storage, "synchronous");
     if ((memory == NULL) == (sqlite == NULL))
         return fail(c, "expected one of {\"memory\": true} or {\"sqlite\": PATH}");
-    if (memory != NULL) {
-        if (sync != NULL) {
-            push(c, "synchronous");
+    static const char *const sqlite_only[] = {"synchronous", "evict_idle_ms", "memory_budget_mb",
+                                              NULL};
+    for (size_t i = 0; memory != NULL && sqlite_only[i] != NULL; i++)
+        if (json_object_get(storage, sqlite_only[i]) != NULL) {
+            push(c, sqlite_only[i]);
             return fail(c, "only with \"sqlite\"");
         }
+    if (memory != NULL) {
         push(c, "memory");
         if (!json_is_true(memory))
             return fail(c, "expected true, got %s",
@@ -467,6 +471,24 @@ check_storage(ctx *c, const json_t *storage, tp__config *cfg)
             cfg->synchronous = TP_SYNC_OFF;
         else
             return fail(c, "expected \"full\", \"normal\" or \"off\", got \"%.40s\"", v);
+        pop(c, was);
+    }
+    const json_t *idle = json_object_get(storage, "evict_idle_ms");
+    json_int_t n;
+    if (idle != NULL) {
+        push(c, "evict_idle_ms");
+        if (want_integer(c, idle, 1, 86400000, &n) != 0)
+            return -1;
+        cfg->hub.evict_idle_ms = (unsigned)n;
+        pop(c, was);
+    }
+    const json_t *budget = json_object_get(storage, "memory_budget_mb");
+    if (budget != NULL) {
+        push(c, "memory_budget_mb");
+        if (want_integer(c, budget, 1, 1048576, &n) != 0)
+            return -1;
+        cfg->hub.memory_budget = (size_t)n << 20;
+        pop(c, was);
     }
     return 0;
 }

@@ -334,8 +334,13 @@ tp_server_metrics(tp_server *s)
     counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
     counter(&sb, "transports_store_commits_total", "Store transactions committed.", st.commits);
     counter(&sb, "transports_store_commit_failures_total",
-            "Store transactions that failed (frames are held until one succeeds).",
+            "Store transactions that failed (what clients changed since was undone).",
             st.commit_failures);
+    counter(&sb, "transports_tenants_evicted_total", "Idle tenants evicted from memory.",
+            st.evictions);
+    counter(&sb, "transports_tenants_loaded_total", "Tenants loaded from the store.", st.loads);
+    gauge(&sb, "transports_resident_bytes",
+          "What tenants in memory hold, as the last eviction estimated it.", st.resident_bytes);
     metric(&sb, "transports_sync_tick_seconds", "histogram", "Duration of autosync ticks.");
     static const char *const bounds[TP__TICK_BUCKETS] = {
         "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",

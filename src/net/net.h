@@ -24,7 +24,8 @@
 
 #define TP__SUBPROTOCOL "transports.v1"
 #define TP__SEND_CHUNK (256 * 1024) /* bytes of frames built per write */
-#define TP__COMMIT_RETRY_MS 100      /* a failed store commit is tried again this often */
+#define TP__COMMIT_RETRY_MS 100 /* a failed store commit is tried again this often */
+#define TP__EVICT_MS 1000       /* idle tenants are evicted this often (with a store) */
 #define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
 
 /* The close codes and HTTP statuses counted in /metrics. */
@@ -70,6 +71,7 @@ struct tp_server {
     uv_timer_t sync_w;    /* the autosync tick */
     uv_timer_t flush_w;   /* the end of a flush_ms window */
     uv_timer_t stop_w;    /* the end of the grace period at stop */
+    uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     struct lws_protocols protocols[3];

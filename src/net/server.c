@@ -557,6 +557,15 @@ sync_tick(uv_timer_t *w)
 }
 
 static void
+evict_tick(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    int n = tp_hub_evict(s->hub);
+    if (n > 0)
+        tp__log(s->log, TP_LOG_DEBUG, "evicted tenants=%d", n);
+}
+
+static void
 stop_timer(uv_timer_t *w)
 {
     (void)w; /* only wakes the loop: before_sleep() looks at the deadline */
@@ -831,8 +840,9 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->sync_w);
     uv_timer_init(&s->loop, &s->flush_w);
     uv_timer_init(&s->loop, &s->stop_w);
+    uv_timer_init(&s->loop, &s->evict_w);
     uv_prepare_init(&s->loop, &s->prepare);
-    s->sync_w.data = s->flush_w.data = s->stop_w.data = s->prepare.data = s;
+    s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
     void *loops[1] = {&s->loop};
     info.foreign_loops = loops;
     info.options |= LWS_SERVER_OPTION_LIBUV;
@@ -893,12 +903,15 @@ tp_server_run(tp_server *s)
     /* Our timers are libuv's, independent of lws's own. */
     if (s->autosync_ms > 0)
         uv_timer_start(&s->sync_w, sync_tick, s->autosync_ms, s->autosync_ms);
+    if (s->hub->store != NULL)
+        uv_timer_start(&s->evict_w, evict_tick, TP__EVICT_MS, TP__EVICT_MS);
     uv_prepare_start(&s->prepare, before_sleep);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_prepare_stop(&s->prepare);
     uv_timer_stop(&s->sync_w);
     uv_timer_stop(&s->flush_w);
     uv_timer_stop(&s->stop_w);
+    uv_timer_stop(&s->evict_w);
     s->flush_armed = 0;
     s->running = 0;
     tp__log(s->log, TP_LOG_INFO, "stopped");
@@ -924,6 +937,7 @@ tp_server_free(tp_server *s)
         uv_close((uv_handle_t *)&s->sync_w, NULL);
         uv_close((uv_handle_t *)&s->flush_w, NULL);
         uv_close((uv_handle_t *)&s->stop_w, NULL);
+        uv_close((uv_handle_t *)&s->evict_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);

@@ -166,6 +166,17 @@ Test(config, storage_is_memory_or_sqlite)
             "\"always\"");
     refused(WITH_DOC(",\"storage\":{\"memory\":true,\"synchronous\":\"off\"}"),
             "demo.json: storage.synchronous: only with \"sqlite\"");
+    refused(WITH_DOC(",\"storage\":{\"memory\":true,\"evict_idle_ms\":5}"),
+            "demo.json: storage.evict_idle_ms: only with \"sqlite\"");
+    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"x.db\",\"evict_idle_ms\":0}"),
+            "demo.json: storage.evict_idle_ms: 0 is out of range (1 to 86400000)");
+    refused(WITH_DOC(",\"storage\":{\"sqlite\":\"x.db\",\"memory_budget_mb\":\"1G\"}"),
+            "demo.json: storage.memory_budget_mb: expected an integer, got string");
+    d = built(WITH_DOC(",\"storage\":{\"sqlite\":\"e.db\",\"evict_idle_ms\":500,"
+                       "\"memory_budget_mb\":64}"));
+    cr_assert_eq(d->cfg.hub.evict_idle_ms, 500);
+    cr_assert_eq(d->cfg.hub.memory_budget, (size_t)64 << 20);
+    tp__daemon_free(d);
     refused(WITH_DOC(",\"storage\":{\"sqlite\":\"\"}"),
             "demo.json: storage.sqlite: expected a file name, got \"\"");
     refused(WITH_DOC(",\"storage\":{\"sqlite\":\"no/such/dir/x.db\"}"),

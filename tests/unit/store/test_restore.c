@@ -473,3 +473,112 @@ Test(restore, deleted_and_released_records_leave_the_store)
     cr_assert_eq(tp__store_memory_count(store, TP__REC_HIST), 0);
     tp_hub_free(hub);
 }
+
+/* ---- Tenants leave memory and come back ---- */
+
+static tp_hub *
+open_hub_evicting(unsigned idle_ms, size_t budget)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    cfg.merges = merges;
+    cfg.evict_idle_ms = idle_ms;
+    cfg.memory_budget = budget;
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    return hub;
+}
+
+Test(restore, idle_tenants_are_evicted_and_loaded_again)
+{
+    tp_hub *hub = open_hub_evicting(1000, 0);
+    json_t *last = script(hub);
+    char *before = state(hub);
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    cr_assert_geq(st.models_private, 2);
+
+    cr_assert_eq(tp_hub_evict(hub), 0, "nobody has been idle long enough");
+    tp_conn *keep = tp_conn_open(hub, "carol", 0, NULL); /* connected: stays */
+    json_decref(tpt_drain(keep));
+    now += 1001;
+    cr_assert_eq(tp_hub_evict(hub), 2, "alice (pinned: emptied) and bob (freed)");
+    tp_hub_get_stats(hub, &st);
+    cr_assert_eq(st.models_private, 0);
+    cr_assert_eq(st.evictions, 2);
+    /* Every model reads the same: alice's come back when the host asks. */
+    char *after = state(hub);
+    cr_assert_str_eq(after, before);
+    free(after);
+    tp_hub_get_stats(hub, &st);
+    cr_assert_geq(st.loads, 2);
+
+    /* bob comes back on connecting: subscriptions, access, client record. */
+    now += 1001;
+    cr_assert_geq(tp_hub_evict(hub), 1);
+    tp_conn *b = tp_conn_open(hub, "bob", 0, NULL);
+    json_t *m = tpt_drain(b);
+    cr_assert_eq(tpt_count(m, "snapshot"), 3);
+    json_decref(m);
+    json_decref(reply(b, "{\"type\":\"ping\",\"ref\":0,\"client\":\"bob-phone\"}"));
+    json_t *again = reply(b, "{\"type\":\"write\",\"ref\":21,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"x\":null}}");
+    cr_assert(json_equal(again, last), "exactly once across an eviction");
+    json_decref(again);
+    json_decref(last);
+    /* lww-map stamps name bob after his session was freed: still sound. */
+    json_t *r = reply(b, "{\"type\":\"write\",\"ref\":30,\"scope\":\"shared\",\"id\":\"map\","
+                         "\"patch\":{\"y\":1},\"ts\":{\"wall\":1,\"count\":0}}");
+    cr_assert_str_eq(json_string_value(json_object_get(r, "type")), "ack");
+    json_decref(r);
+    tp_conn_close(b);
+    tp_conn_close(keep);
+    free(before);
+    tp_hub_free(hub);
+}
+
+Test(restore, over_the_budget_the_least_recently_used_go_first)
+{
+    tp_hub *hub = open_hub_evicting(3600 * 1000, 1);
+    tp_error err;
+    for (int i = 0; i < 5; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "t%d", i);
+        tp_session *s = tp_hub_tenant(hub, t);
+        cr_assert_not_null(tp_session_host_as(s, "doc", doc, "{\"title\":\"x\"}", &err));
+        now += 10;
+    }
+    tp_conn *c = tp_conn_open(hub, "t0", 0, NULL);
+    json_decref(tpt_drain(c));
+    cr_assert_eq(tp_hub_evict(hub), 4, "all but the connected one, idle or not");
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    cr_assert_eq(st.models_private, 1);
+    cr_assert_gt(st.resident_bytes, 0);
+    char *v = tp_session_get(tp_hub_tenant(hub, "t3"), "doc");
+    assert_json_text(v, "{\"title\":\"x\"}");
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
+
+Test(restore, unshared_while_evicted_is_gone_when_loaded)
+{
+    tp_hub *hub = open_hub_evicting(1, 0);
+    tp_error err;
+    cr_assert_not_null(tp_hub_share_as(hub, "doc", doc, "{\"title\":\"d\"}", NULL, &err));
+    cr_assert_eq(tp_hub_subscribe(hub, "dave", "doc", TP_READ), TP_OK);
+    now += 10;
+    cr_assert_eq(tp_hub_evict(hub), 1);
+    cr_assert_eq(tp_hub_unshare(hub, "doc"), TP_OK);
+    tp_conn *c = tp_conn_open(hub, "dave", 0, NULL);
+    json_t *m = tpt_drain(c);
+    cr_assert_eq(tpt_count(m, "snapshot"), 0);
+    json_decref(m);
+    tp_conn_close(c);
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    cr_assert_eq(tp__store_memory_count(store, TP__REC_SUB), 0, "its record went too");
+    tp_hub_free(hub);
+}
