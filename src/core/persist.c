@@ -673,7 +673,7 @@ review(tp_conn *c, tp__buf *msg, const char *why, int *fail)
             out = tp__buf_ref(msg);
         } else {
             char text[256];
-            snprintf(text, sizeof text, "the write was not stored (%s): not applied, send it again",
+            snprintf(text, sizeof text, "the write was not stored (%.180s): not applied, send it again",
                      why);
             tp__utf8_repair(text);
             c->hub->refused[-TP_EINTERNAL]++;
