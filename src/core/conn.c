@@ -139,6 +139,8 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     if (s == NULL) {
         if (!tp__valid_key(tenant))
             tp__error_set(err, TP_EARG, "tenant: must be 1 to %d bytes of UTF-8", TP__KEY_MAX);
+        else if (hub->store != NULL)
+            tp__error_set(err, TP_EINTERNAL, "tenant: cannot be loaded from the store");
         else
             tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
