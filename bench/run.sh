@@ -6,6 +6,9 @@
 #   bench/run.sh --quick    W1 at 100 and 1000 subscribers, W2 at 2000 tenants and W3 at 2000
 #                           connections, a few seconds each (what `make bench` runs after
 #                           core_bench)
+#   bench/run.sh --storage  the cost of durability (issue 5): W1 and W2 on transportsd in memory
+#                           and on SQLite with synchronous off, normal and full (rows
+#                           "transports+sqlite-LEVEL", their xtransp against memory)
 #
 # Environment: BUILD_DIR (default ./build; built here when something is missing),
 # DURATION and WARMUP (seconds of each measured window and of its warm-up), PEERS=0 to skip
@@ -17,10 +20,12 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 QUICK=0
+STORAGE=0
 for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    --storage) STORAGE=1 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -70,7 +75,12 @@ start_server() {
     if [ "$sys" = floor ]; then
         taskset -c 0 "$FLOOR" --port "$PORT" >"$TMP/server.log" 2>&1 &
     else
-        "$LG" --print-config "$@" >"$TMP/config.json" || return 1
+        local storage=()
+        if [ "${sys#transports+sqlite-}" != "$sys" ]; then
+            rm -f "$TMP/bench.db" "$TMP/bench.db-wal" "$TMP/bench.db-shm"
+            storage=(--storage "$TMP/bench.db" --sync "${sys#transports+sqlite-}")
+        fi
+        "$LG" --print-config "$@" "${storage[@]}" >"$TMP/config.json" || return 1
         taskset -c 0 "$TPD" --config "$TMP/config.json" --listen "127.0.0.1:$PORT" \
             --log-level warn 2>"$TMP/server.log" &
     fi
@@ -102,13 +112,13 @@ stop_server() {
 case_() {
     local sys=$1 wl=$2
     shift 2
-    local raw=
-    [ "$sys" = floor ] && raw=--raw
+    local sysopt=(--system "$sys")
+    [ "$sys" = floor ] && sysopt=(--raw)
     if ! start_server "$sys" "$wl" "$@"; then
         FAILED=1
         return
     fi
-    if ! "$LG" --workload "$wl" $raw --port "$PORT" --server-pid "$SERVER_PID" --cpu 1 \
+    if ! "$LG" --workload "$wl" "${sysopt[@]}" --port "$PORT" --server-pid "$SERVER_PID" --cpu 1 \
         --warmup "$WARMUP" --duration "$DURATION" "$@" >>"$ROWS"; then
         FAILED=1
         echo "run.sh: $sys $wl $*: FAILED (see its row's problems)" >&2
@@ -143,6 +153,16 @@ else
 fi
 
 echo "run.sh: ${DURATION}s windows after ${WARMUP}s of warm-up; server on CPU 0, loadgen on CPU 1" >&2
+if [ $STORAGE = 1 ]; then
+    # Durability's cost: the same runs in memory and on SQLite at each level.
+    W1_CASES= W2_TENANTS= W3_CONNS= W4=0 PEERS=0
+    for sys in transports transports+sqlite-off transports+sqlite-normal transports+sqlite-full; do
+        case_ "$sys" W1 --subs 1000 --rate 2000
+        case_ "$sys" W1 --subs 1000
+        case_ "$sys" W2 --tenants 200 --rate 5
+        case_ "$sys" W2 --tenants 2000 --rate 5
+    done
+fi
 for c in $W1_CASES; do
     subs=${c%%:*}
     rate=${c##*:}

@@ -24,6 +24,9 @@ lg_print_config(const lg_shape *s)
 {
     printf("{\"listen\": \"127.0.0.1:0\", \"route\": \"/ws/{tenant}\", \"auth\": {\"mode\": "
            "\"path\"},\n");
+    if (s->storage != NULL)
+        printf("\"storage\": {\"sqlite\": \"%s\", \"synchronous\": \"%s\"},\n", s->storage,
+               s->sync ? s->sync : "full");
     switch (s->workload) {
     case 1:
         printf("\"schemas\": {\"Doc\": {\"title\": \"Doc\", \"type\": \"object\", "

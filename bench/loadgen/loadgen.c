@@ -1064,6 +1064,7 @@ usage(FILE *f)
           "       loadgen --free-port\n"
           "shape:   --subs S (W1, W4)  --writers N (W4)  --tenants T (W2)  --conns N (W3)\n"
           "         --fields F (W4, default 100)\n"
+          "config:  --storage FILE --sync full|normal|off (--print-config: SQLite storage)\n"
           "load:    --rate R (writes/s; W1: the writer's, W2: each connection's; 0 or\n"
           "         omitted: closed loop)  --window K (unacked writes per writer, default 16)\n"
           "         --lag L (closed loop: writes ahead of the slowest receiver, default 64)\n"
@@ -1157,6 +1158,11 @@ main(int argc, char **argv)
             bad = parse_uint(v, &g.shape.tenants);
         } else if (strcmp(a, "--conns") == 0) {
             bad = parse_uint(v, &g.shape.conns);
+        } else if (strcmp(a, "--storage") == 0) {
+            g.shape.storage = v; /* --print-config only: the server's database file */
+        } else if (strcmp(a, "--sync") == 0) {
+            g.shape.sync = v;
+            bad = strcmp(v, "full") != 0 && strcmp(v, "normal") != 0 && strcmp(v, "off") != 0;
         } else if (strcmp(a, "--fields") == 0) {
             bad = parse_uint(v, &g.shape.fields) || g.shape.fields == 0;
         } else if (strcmp(a, "--window") == 0) {

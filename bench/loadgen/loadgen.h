@@ -91,6 +91,8 @@ int lg_scan_frame(const char *p, size_t n, lg_msg_fn fn, void *user);
 typedef struct lg_shape {
     int workload; /* 1..4 */
     unsigned subs, writers, tenants, conns, fields;
+    const char *storage; /* NULL: memory; else an SQLite file (--storage) */
+    const char *sync;    /* with storage: "full", "normal" or "off" */
 } lg_shape;
 
 /* lg_print_config prints transportsd's config for a workload on stdout. */
