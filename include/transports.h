@@ -242,9 +242,10 @@ typedef struct tp_store tp_store;
 
 /** How much a commit waits for the disk (SQLite's `synchronous`, WAL mode). */
 typedef enum {
-    TP_SYNC_FULL = 0,   /* the default: an ack survives kill -9 and a power cut */
-    TP_SYNC_NORMAL = 1, /* an ack survives kill -9; a power cut may lose the last commits */
-    TP_SYNC_OFF = 2     /* no fsync: for tests and throwaway data */
+    TP_SYNC_FULL = 0,   /* the default: an ack survives kill -9, an OS crash, a power cut */
+    TP_SYNC_NORMAL = 1, /* an ack survives kill -9; an OS crash or power cut may take back
+                           the last commits (the file stays consistent) */
+    TP_SYNC_OFF = 2     /* no fsync: survives kill -9 only; an OS crash may corrupt the file */
 } tp_sync;
 
 typedef struct tp_store_options {
