@@ -102,6 +102,14 @@ void
 tp__conn_send_snapshot(tp_conn *c, tp__model *m, tp_access access)
 {
     tp__conn_send(c, tp__model_snapshot(m, access));
+    /* A shared model's snapshot is kept for its many subscribers; a private
+     * one is seen by its tenant's few connections, and keeping it would
+     * cost every idle connection its size. */
+    if (!m->shared) {
+        int w = access == TP_WRITE;
+        tp__buf_unref(m->snap[w]);
+        m->snap[w] = NULL;
+    }
 }
 
 /* Every model the tenant can see, unless marked with `skip` (resume). */

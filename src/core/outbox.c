@@ -66,7 +66,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
             c->out_len -= c->out_head;
             c->out_head = 0;
         } else {
-            size_t cap = c->out_cap ? c->out_cap * 2 : 16;
+            size_t cap = c->out_cap ? c->out_cap * 2 : 4;
             tp__buf **out = tp__reallocarray(c->out, cap, sizeof *out);
             if (out == NULL) {
                 tp__conn_send(c, NULL);

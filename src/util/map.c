@@ -118,7 +118,9 @@ tp__map_reserve(tp__map *map, size_t n)
     /* Keep the load factor at or below 3/4. */
     if (n > SIZE_MAX / 8 / sizeof(tp__map_slot) - map->len)
         return -1; /* (len + n) * 4 would overflow, or the table could never be made */
-    size_t cap = map->cap ? map->cap : 8;
+    /* Small first: most maps (a tenant's models, its subscriptions) hold one
+     * or two keys, and every idle connection's tenant has some. */
+    size_t cap = map->cap ? map->cap : 2;
     while ((map->len + n) * 4 > cap * 3) {
         if (cap > SIZE_MAX / 2 / sizeof(tp__map_slot))
             return -1;
