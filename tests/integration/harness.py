@@ -224,7 +224,9 @@ class Daemon:
         """Starts the daemon again after a stop or a crash, with the same command in the
         same directory, so the files it left there (a database) are what it finds. The log
         continues in the same file (from log_start). same_port: listen on the port it had,
-        else on a free one (then .port and .url() change)."""
+        else on a free one (then .port and .url() change). Like start(), call it from the
+        thread that runs the test: the daemon is killed when the thread that started it
+        ends (PR_SET_PDEATHSIG), so never from an executor's thread."""
         if self.running():
             raise DaemonError("restart: transportsd is still running")
         if same_port and self.port:

@@ -27,7 +27,6 @@ stop loses nothing at any level. The config's state is only the initial state: c
 between two starts, what is stored wins.
 """
 
-import asyncio
 import json
 import time
 import unittest
