@@ -9,12 +9,15 @@
 #   make test-rfc-strict  builds and runs tests/integration/strict_rfc6455.py: RFC 6455 read
 #               strictly where libwebsockets 4.1.6 falls short, so expected to fail with
 #               Debian 12's lws (tests/integration/README.md); not part of make test
+#   make test-crash-stress  builds and runs tests/integration/test_crash.py with 200 SIGKILLs
+#               (make test runs it with 8; TP_CRASH_SEED=N repeats a run's kill moments);
+#               not part of make test
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress bench fuzz install clean format
 
 all: build
 
@@ -47,6 +50,11 @@ test: test-plain test-asan
 # Not part of make test: fails with libwebsockets 4.1.6 (tests/integration/README.md).
 test-rfc-strict: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v strict_rfc6455
+
+# Not part of make test: the crash test of issue 5 with 200 kills instead of 8 (about a minute).
+TP_CRASH_KILLS ?= 200
+test-crash-stress: build
+	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
 # A quick run: core_bench, then bench/run.sh --quick (W1 and W3 against transportsd, the floor
 # and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
