@@ -27,6 +27,8 @@ lg_print_config(const lg_shape *s)
     if (s->storage != NULL)
         printf("\"storage\": {\"sqlite\": \"%s\", \"synchronous\": \"%s\"},\n", s->storage,
                s->sync ? s->sync : "full");
+    else
+        printf("\"storage\": {\"memory\": true},\n");
     switch (s->workload) {
     case 1:
         printf("\"schemas\": {\"Doc\": {\"title\": \"Doc\", \"type\": \"object\", "

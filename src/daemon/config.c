@@ -798,6 +798,11 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
         if (check_storage(c, v, cfg) != 0)
             return -1;
         pop(c, was);
+    } else {
+        /* Durable unless asked otherwise: SQLite is the default store. */
+        if ((cfg->sqlite = dup_string(c, TP__DAEMON_SQLITE)) == NULL)
+            return -1;
+        cfg->synchronous = TP_SYNC_FULL;
     }
     if ((v = json_object_get(root, "admin_token_env")) != NULL) {
         was = push(c, "admin_token_env");

@@ -28,6 +28,7 @@ void tp__derror_set(tp__derror *err, const char *source, const char *path, const
 /* The defaults DESIGN.md shows in its example config. */
 #define TP__DAEMON_LISTEN "127.0.0.1:8080"
 #define TP__DAEMON_ROUTE "/ws/{tenant}"
+#define TP__DAEMON_SQLITE "transports.db" /* storage when the config names none */
 #define TP__DAEMON_AUTOSYNC_MS 50
 
 /*

@@ -233,12 +233,27 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
                             : load_schemas(&b);
     }
     /* The config's tenants and shared models are the initial state: a hub
-     * restored from storage already holds them, and what it holds wins. */
+     * restored from storage already holds them, and what it holds wins. They
+     * are built all the same, in a hub of their own that is thrown away, so
+     * that a mistake in them is reported on every start, not only the first. */
     d->restored = rc == 0 && tp_hub_restored(d->hub);
-    if (rc == 0 && !d->restored)
+    tp_hub *served = d->hub;
+    if (rc == 0 && d->restored) {
+        tp_hub_config scratch = d->cfg.hub;
+        scratch.store = NULL;
+        scratch.log = NULL;
+        d->hub = tp_hub_new(&scratch, &herr);
+        if (d->hub == NULL)
+            rc = fail(&b, "hub", herr.message);
+    }
+    if (rc == 0)
         rc = host_tenants(&b);
-    if (rc == 0 && !d->restored)
+    if (rc == 0)
         rc = share_models(&b);
+    if (d->hub != served) {
+        tp_hub_free(d->hub);
+        d->hub = served;
+    }
     /* The initial state is stored whole before anything is served. */
     if (rc == 0 && tp_hub_commit(d->hub, &herr) != TP_OK)
         rc = fail(&b, "storage.sqlite", herr.message);

@@ -217,6 +217,18 @@ Test(daemon, the_designs_example_is_the_demo_and_stored)
     cr_assert_eq(tp_hub_shared_rev(d->hub, "roadmap"), 1);
     tp__daemon_free(d);
 
+    /* Restored or not, a mistake in the config's initial state is reported. */
+    json_t *bad = json_loads(design_example, 0, NULL);
+    json_object_set_new(json_object_get(json_object_get(bad, "shared"), "roadmap"), "value",
+                        json_pack("{s:i}", "title", 5));
+    char *bad_text = json_dumps(bad, 0);
+    json_decref(bad);
+    tp__derror derr;
+    cr_assert_null(tp__daemon_from_text(bad_text, "test.json", NULL, &derr));
+    free(bad_text);
+    cr_assert_str_eq(derr.message,
+                     "test.json: shared.roadmap.value: title: expected string, got number");
+
     /* With storage in memory instead, it is the demo's state. */
     json_t *cfg = json_loads(design_example, 0, NULL);
     json_object_set_new(cfg, "storage", json_pack("{s:b}", "memory", 1));
