@@ -23,11 +23,13 @@ After the restart:
 - new writes continue the revs, and survive a second restart too.
 
 The same script runs with `synchronous` left out (`full`), `normal` and `off`: a graceful
-stop loses nothing at any level. The config's state is only the initial state: changed
+stop loses nothing at any level; and once more with every tenant evicted from memory (idle,
+`evict_idle_ms` 1) before the restart, and loaded back from the store, unchanged. The config's state is only the initial state: changed
 between two starts, what is stored wins.
 """
 
 import json
+import re
 import time
 import unittest
 
@@ -38,10 +40,11 @@ DB = "state.db"
 TENANTS = ("alice", "bob", "carol")
 
 
-def config(synchronous=None):
+def config(synchronous=None, **storage_options):
     storage = {"sqlite": DB}
     if synchronous is not None:
         storage["synchronous"] = synchronous
+    storage.update(storage_options)
     return {
         "autosync_ms": 50,
         "storage": storage,
@@ -143,8 +146,21 @@ class Restart(DaemonTestCase):
                                  "%s: %s's snapshot of %r differs in its bytes"
                                  % (when, t, key))
 
-    def script(self, d, synchronous):
-        """Runs the script, restarts, checks: see the module's docstring."""
+    def wait_evicted(self, d, n):
+        """Waits until the daemon has evicted n idle tenants since it started."""
+        start = d.log_start
+        while True:
+            start = d.wait_log(r"evicted tenants=\d+", start=start).end()
+            _, _, body = d.http_get("/metrics")
+            m = re.search(r"^transports_tenants_evicted_total (\d+)$", body, re.M)
+            self.assertIsNotNone(m, body)
+            if int(m.group(1)) >= n:
+                return
+
+    def script(self, d, synchronous, evict=False):
+        """Runs the script, restarts, checks: see the module's docstring. evict: the
+        tenants leave memory between the script and the restart (evict_idle_ms is 1), and
+        come back from the store."""
         outcomes = {}   # (client id, ref) -> (the write, its answer)
 
         async def before_restart():
@@ -220,6 +236,11 @@ class Restart(DaemonTestCase):
 
         early, future = self.run_async(before_restart())
         before = self.run_async(everything(d))
+        if evict:
+            # Every tenant is idle (no connection): evicted, then loaded again by the
+            # connections of everything(), they are what they were.
+            self.wait_evicted(d, 3)
+            self.assert_same(before, self.run_async(everything(d)), "after an eviction")
         # The script did reach every model.
         for t, (snaps, _) in before.items():
             for key, s in snaps.items():
@@ -328,6 +349,10 @@ class Restart(DaemonTestCase):
     def test_script_survives_a_restart_synchronous_off(self):
         d = self.start_fresh(config("off"))
         self.script(d, "off")
+
+    def test_script_survives_an_eviction_and_a_restart(self):
+        d = self.start_fresh(config(evict_idle_ms=1))
+        self.script(d, "full (default), tenants evicted", evict=True)
 
     def test_stored_state_wins_over_the_config(self):
         d = self.start_fresh(config())
