@@ -26,6 +26,10 @@ checkpoint's), one it shows missing is applied now (an ack after it). At the end
 writers stop, every write is acked exactly once, every model holds every write, every
 writer's replica equals a fresh snapshot, and a graceful stop and start changes nothing.
 
+The daemon is also killed while it starts (opening the database, storing the config's
+initial state or restoring it), three times in a row on one directory: the file stays
+whole, and the next start says `new` or `restored` and serves exactly the initial state.
+
 TP_CRASH_SEED picks the seed (printed; the kill moments and the writers' choices follow
 from it, the scheduling does not), TP_CRASH_KILLS the number of kills (8; `make
 test-crash-stress` runs 200).
@@ -34,13 +38,15 @@ test-crash-stress` runs 200).
 import asyncio
 import os
 import random
+import subprocess
 import sys
+import time
 import unittest
 
 import websockets
 
-from harness import (Client, Closed, DaemonTestCase, DOC_SCHEMA, SLOW, TIMEOUT, close_all,
-                     connect, merge_patch, sqlite_integrity)
+from harness import (Client, Closed, Daemon, DaemonTestCase, DOC_SCHEMA, SLOW, TIMEOUT, close_all,
+                     connect, merge_patch, sanitizer_env, sqlite_integrity)
 
 DB = "state.db"
 KILLS = int(os.environ.get("TP_CRASH_KILLS", "8"))
@@ -432,6 +438,40 @@ class Crash(DaemonTestCase):
                                sum(wr.sessions for wr in writers.values())),
               file=sys.stderr, flush=True)
         self.assertGreater(acks, KILLS, "the writers hardly wrote")
+
+    def test_sigkill_while_starting(self):
+        # Killed while it opens the database, stores the config's initial state (first
+        # start) or restores it (later ones): the file stays whole, and the start after
+        # says `new` or `restored` and serves exactly the initial state.
+        print("\ntest_crash: TP_CRASH_SEED=%d" % SEED, file=sys.stderr, flush=True)
+        rng = random.Random(SEED)
+        ref = self.start_daemon(config())
+        want = self.run_async(self.opening(ref))
+        said = {}
+        for attempt in range(12):
+            d = Daemon(config())
+            self.addCleanup(self._finish_daemon, d)
+            for kill in range(3):
+                with open(d.log_path, "ab") as log:
+                    p = subprocess.Popen(d.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=log, cwd=d.dir, env=sanitizer_env())
+                    try:
+                        time.sleep(rng.uniform(0.0, 0.02) * SLOW)
+                    finally:
+                        p.kill()
+                        p.wait()
+                if os.path.exists(d.path(DB)):
+                    check = sqlite_integrity(d.path(DB))
+                    self.assertEqual(check, "ok", "TP_CRASH_SEED=%d attempt %d kill %d"
+                                     % (SEED, attempt, kill))
+            d.start()
+            m = d.wait_log(r"storage sqlite=%s (new|restored)" % DB, start=d.log_start)
+            said[m.group(1)] = said.get(m.group(1), 0) + 1
+            self.assertEqual(self.run_async(self.opening(d)), want,
+                             "TP_CRASH_SEED=%d attempt %d (%s)" % (SEED, attempt, m.group(1)))
+            d.stop()
+        print("test_crash: the start after the kills said %r" % said, file=sys.stderr,
+              flush=True)
 
 
 if __name__ == "__main__":
