@@ -24,8 +24,8 @@ After the restart:
 
 The same script runs with `synchronous` left out (`full`), `normal` and `off`: a graceful
 stop loses nothing at any level; and once more with every tenant evicted from memory (idle,
-`evict_idle_ms` 1) before the restart, and loaded back from the store, unchanged. The config's state is only the initial state: changed
-between two starts, what is stored wins.
+`evict_idle_ms` 1) before the restart, and loaded back from the store, unchanged. The
+config's state is only the initial state: changed between two starts, what is stored wins.
 """
 
 import json
