@@ -22,6 +22,10 @@ After the restart:
   unstamped write still wins (the server's clock is past every stamp it stored);
 - new writes continue the revs, and survive a second restart too.
 
+With a history of 3 patches per model, `resume` from every rev a client may hold, for every
+model, is answered the same (the same patches, origins included, or a snapshot) before and
+after a restart.
+
 The same script runs with `synchronous` left out (`full`), `normal` and `off`: a graceful
 stop loses nothing at any level; and once more with every tenant evicted from memory (idle,
 `evict_idle_ms` 1) before the restart, and loaded back from the store, unchanged. The
@@ -34,7 +38,7 @@ import time
 import unittest
 
 from harness import (DaemonTestCase, DOC_SCHEMA, close_all, connect, merge_patch,
-                     sqlite_integrity)
+                     model_key, sqlite_integrity)
 
 DB = "state.db"
 TENANTS = ("alice", "bob", "carol")
@@ -353,6 +357,58 @@ class Restart(DaemonTestCase):
     def test_script_survives_an_eviction_and_a_restart(self):
         d = self.start_fresh(config(evict_idle_ms=1))
         self.script(d, "full (default), tenants evicted", evict=True)
+
+    def test_resume_answers_are_the_same_after_a_restart(self):
+        # A short history (3 patches per model): for every model and every rev a client
+        # may hold (0 to one past the current), `resume` is answered after the restart
+        # exactly as before it: the same patches (origins included), or a snapshot where
+        # the history no longer reaches.
+        cfg = config()
+        cfg["limits"] = {"history_patches": 3}
+        d = self.start_fresh(cfg)
+
+        async def writes():
+            a = await connect(d, "alice")
+            await a.open()
+            b = await connect(d, "bob")
+            await b.open()
+            ref = 0
+            for c, scope, id, n in ((a, "private", "notes", 5), (a, "private", "drafts", 2),
+                                    (a, "shared", "board", 2), (b, "shared", "board", 2),
+                                    (a, "shared", "roadmap", 1), (b, "private", "notes", 3)):
+                for i in range(n):
+                    ref += 1
+                    await c.send(write(ref, scope, id, {"n": ref}))
+                    await answer(c, ref)
+            await close_all([a, b])
+        self.run_async(writes())
+
+        async def answers():
+            out = {}
+            for t in TENANTS:
+                snaps, _ = await opening(d, t)
+                for key, s in sorted(snaps.items()):
+                    for rev in range(0, s["rev"] + 2):
+                        r = await connect(d, t, query="resume=1")
+                        self.assertEqual((await r.recv())["type"], "hello")
+                        await r.send({"type": "resume", "models": [
+                            {"scope": key[0], "id": key[1], "rev": rev}]})
+                        _, got = await r.wait_type("synced")
+                        await close_all([r])
+                        # The listed model's answer in order; the snapshots of the others
+                        # (their order is not the protocol's) by model.
+                        out[(t, key, rev)] = (
+                            [m for m in got if model_key(m) == key],
+                            sorted((m for m in got if model_key(m) != key), key=model_key))
+            return out
+
+        before = self.run_async(answers())
+        kinds = {m["type"] for mine, _ in before.values() for m in mine}
+        self.assertEqual(kinds, {"patch", "snapshot"})
+        self.restart(d)
+        after = self.run_async(answers())
+        for k in before:
+            self.assertEqual(after[k], before[k], "resume of %r" % (k,))
 
     def test_stored_state_wins_over_the_config(self):
         d = self.start_fresh(config())
