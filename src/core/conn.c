@@ -164,6 +164,14 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     c->session = s;
     c->idx = s->conns.len - 1;
     c->num = ++hub->next_conn;
+    if (hub->store != NULL && c->num > hub->conn_bound) {
+        /* Connection ids stay unique across restarts (PROTOCOL.md: `conn`
+         * is unique in the hub; old patches name theirs as origin): the
+         * store keeps a bound, raised a block at a time, and committed
+         * before the hello that names this id leaves. */
+        hub->conn_bound = c->num + 1023;
+        tp__journal_meta(hub);
+    }
     snprintf(c->id, sizeof c->id, "c%llu", (unsigned long long)c->num);
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);

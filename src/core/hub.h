@@ -223,6 +223,7 @@ struct tp_hub {
     tp__map gone_sids; /* sids of unshared models (hub.c, remember_gone) */
     uint64_t next_sid;
     uint64_t next_conn;
+    uint64_t conn_bound; /* with a store: connection numbers up to here may have been used */
     uint64_t seed;
 
     tp__vec dirty; /* tp__model * with a pending host value */

@@ -477,7 +477,8 @@ store_sub(commit_ctx *c, const struct tp__jsub *j)
 static int
 store_meta(commit_ctx *c)
 {
-    json_t *o = json_pack("{sIso}", "next_sid", (json_int_t)c->hub->next_sid, "gone_sids",
+    json_t *o = json_pack("{sIsIso}", "next_sid", (json_int_t)c->hub->next_sid, "conn_bound",
+                          (json_int_t)c->hub->conn_bound, "gone_sids",
                           gone_list(&c->hub->gone_sids));
     if (o == NULL)
         return tp__error_set(c->err, TP_ENOMEM, "out of memory");
@@ -949,13 +950,15 @@ load_meta(const tp__rec *r, void *user)
     int rc = TP_OK;
     if (strcmp(r->k1, "hub") == 0) {
         c->found = 1;
-        json_int_t next_sid = 0;
+        json_int_t next_sid = 0, conn_bound = 0;
         json_t *gone = NULL;
-        if (json_unpack(o, "{sI so}", "next_sid", &next_sid, "gone_sids", &gone) != 0 ||
+        if (json_unpack(o, "{sI s?I so}", "next_sid", &next_sid, "conn_bound", &conn_bound,
+                        "gone_sids", &gone) != 0 ||
             !json_is_array(gone))
             rc = bad(c, r, "meta", "expected next_sid and gone_sids");
         else {
             hub->next_sid = (uint64_t)next_sid;
+            hub->next_conn = hub->conn_bound = (uint64_t)conn_bound;
             rc = gone_load(&hub->gone_sids, gone);
             if (rc != TP_OK)
                 rc = bad(c, r, "meta", "bad gone_sids");

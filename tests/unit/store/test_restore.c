@@ -582,3 +582,20 @@ Test(restore, unshared_while_evicted_is_gone_when_loaded)
     cr_assert_eq(tp__store_memory_count(store, TP__REC_SUB), 0, "its record went too");
     tp_hub_free(hub);
 }
+
+Test(restore, connection_ids_are_never_used_twice)
+{
+    tp_hub *hub = open_hub();
+    tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+    json_decref(tpt_drain(c));
+    cr_assert_str_eq(tp_conn_id(c), "c1");
+    tp_conn_close(c);
+    tp_hub_free(hub);
+    hub = open_hub();
+    c = tp_conn_open(hub, "x", 0, NULL);
+    json_decref(tpt_drain(c));
+    cr_assert_str_neq(tp_conn_id(c), "c1", "an id from before the restart");
+    cr_assert_gt(atoi(tp_conn_id(c) + 1), 1);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
