@@ -157,11 +157,23 @@ tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg)
     const tp_limits *lim = &m->hub->limits;
     if (lim->history_patches == 0)
         return;
-    if (m->hist == NULL) {
-        m->hist = tp__calloc(lim->history_patches, sizeof *m->hist);
-        if (m->hist == NULL)
+    /* The ring grows by doubling up to history_patches: a model that
+     * changes rarely does not hold room for 256 patches. */
+    if (m->hist_len == m->hist_cap && m->hist_cap < lim->history_patches) {
+        unsigned cap = m->hist_cap ? 2 * m->hist_cap : 4;
+        if (cap > lim->history_patches)
+            cap = lim->history_patches;
+        tp__hist *h = tp__calloc(cap, sizeof *h);
+        if (h == NULL && m->hist_cap == 0)
             return; /* resume falls back to a snapshot */
-        m->hist_cap = lim->history_patches;
+        if (h != NULL) {
+            for (unsigned i = 0; i < m->hist_len; i++)
+                h[i] = m->hist[(m->hist_start + i) % m->hist_cap];
+            tp__free(m->hist);
+            m->hist = h;
+            m->hist_start = 0;
+            m->hist_cap = cap;
+        }
     }
     /* A gap in the revs would make resume hand out patches that do not
      * chain: start over when this patch does not follow the newest kept. */

@@ -520,6 +520,44 @@ Test(proto, resume_falls_back_to_snapshot)
     json_decref(m);
 }
 
+Test(proto, history_grows_to_its_limit_and_resumes_from_any_kept_rev)
+{
+    /* The ring starts small and doubles: 300 patches keep the last 256. */
+    for (int i = 0; i < 300; i++) {
+        write_rw(b, 1);
+        tpt_drain_all(hub);
+    }
+    int64_t rev = tp_hub_shared_rev(hub, "rw");
+    cr_assert_geq(rev, 301, "rev %lld", (long long)rev);
+    int64_t froms[] = {rev - 1, rev - 7, rev - 100, rev - 256};
+    for (size_t k = 0; k < sizeof froms / sizeof froms[0]; k++) {
+        char q[200];
+        snprintf(q, sizeof q,
+                 "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+                 (long long)froms[k]);
+        json_t *m = resume(q);
+        cr_assert_eq(tpt_count(m, "patch"), (size_t)(rev - froms[k]), "from %lld",
+                     (long long)froms[k]);
+        int64_t at = froms[k];
+        for (size_t i = 0; i < json_array_size(m); i++) {
+            json_t *e = json_array_get(m, i);
+            if (strcmp(str(e, "type"), "patch") != 0 || strcmp(str(e, "id"), "rw") != 0)
+                continue;
+            cr_assert_eq(json_integer_value(json_object_get(e, "from")), at);
+            at = json_integer_value(json_object_get(e, "rev"));
+        }
+        cr_assert_eq(at, rev);
+        json_decref(m);
+    }
+    char q[200];
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+             (long long)(rev - 257));
+    json_t *m = resume(q);
+    cr_assert_str_eq(str(json_array_get(m, 0), "type"), "snapshot", "older than what is kept");
+    json_decref(m);
+}
+
 Test(proto, first_message_not_resume_counts_as_empty_resume)
 {
     tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
