@@ -31,7 +31,11 @@
  * inside one, seeing its own writes). Every call returns TP_OK or a negative
  * code with err filled (TP_EINTERNAL: the message names the backend, the call
  * and the cause, such as "sqlite: commit: disk I/O error"); a failed commit
- * leaves nothing of the transaction stored. Thread: one thread at a time.
+ * leaves nothing of the transaction stored and ends it. A failed call inside
+ * a transaction dooms it: later writes and the commit fail until rollback
+ * (SQLite may have rolled back already). A write outside a transaction is a
+ * transaction of its own. src/store/store.h has the rest of what backends
+ * promise. Thread: one thread at a time.
  */
 #ifndef TP_CORE_JOURNAL_H
 #define TP_CORE_JOURNAL_H
