@@ -649,6 +649,152 @@ TP_API int tp_server_post(tp_server *server, void (*fn)(void *arg), void *arg);
  */
 TP_API char *tp_server_metrics(tp_server *server);
 
+/* ------------------------------------------------------------------------ */
+/* The client                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A client keeps a live replica of every model its tenant can see, over one
+ * WebSocket connection to a transports server (protocol.md). Writes are
+ * applied to the local view at once (optimistically), sent with increasing
+ * refs under a stable client id, confirmed by `ack` or rolled back on
+ * `error`. The local view of a model is its confirmed value (the server's,
+ * at `rev`) with the pending writes on top, in order. The client reconnects
+ * by itself with exponential backoff and jitter, resumes (`resume=1`, its
+ * revs and client id), and sends its unacknowledged writes again: the
+ * server applies each exactly once. A patch whose `from` is not the rev held
+ * makes it resume that model.
+ *
+ * Two ways to run it:
+ *   - tp_client_start: the client runs its own thread (libwebsockets), and
+ *     every callback runs on that thread.
+ *   - sans-IO: your code owns the socket. Call tp_client_opened when your
+ *     WebSocket is up, tp_client_feed with each text frame received,
+ *     send what tp_client_next_frame returns, and tp_client_closed when the
+ *     connection ends; tp_client_url says where to connect (with resume=1
+ *     once the client holds revs). Callbacks run inside tp_client_feed.
+ *
+ * Threads: every tp_client_* call is safe from any thread, and callbacks
+ * may call tp_client_* functions (the client's lock is recursive), except
+ * tp_client_free, which must not run in a callback nor concurrently with
+ * another call on the same client.
+ */
+typedef struct tp_client tp_client;
+
+typedef enum {
+    TP_CLIENT_IDLE = 0,       /* made, not started */
+    TP_CLIENT_CONNECTING = 1, /* a connection attempt is under way */
+    TP_CLIENT_SYNCING = 2,    /* connected, the initial snapshots (or resume answers) arriving */
+    TP_CLIENT_LIVE = 3,       /* `synced`: every replica is up to date */
+    TP_CLIENT_WAITING = 4,    /* disconnected; the next attempt comes after a backoff */
+    TP_CLIENT_REFUSED = 5,    /* the server refused the handshake (400, 401, 403, 404): no retry */
+    TP_CLIENT_STOPPED = 6     /* tp_client_stop */
+} tp_client_state;
+
+/*
+ * Callbacks. Each is optional. `value` is the model's local view after the
+ * event (borrowed: valid during the call). Ownership: everything borrowed.
+ */
+typedef struct tp_client_callbacks {
+    /* A whole value arrived (first sight, resync, or a rolled-back write). */
+    void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev,
+                     tp_access access, const json_t *value);
+    /* A change arrived: patch applied to the value at `from` gives `rev`. */
+    void (*patch)(void *user, const char *scope, const char *id, int64_t from, int64_t rev,
+                  const json_t *patch, const char *origin, const json_t *value);
+    void (*access)(void *user, const char *scope, const char *id, tp_access access);
+    void (*removed)(void *user, const char *scope, const char *id);
+    /* One of our writes is confirmed at rev. */
+    void (*ack)(void *user, int64_t ref, const char *scope, const char *id, int64_t rev);
+    /* An error from the server: for a write (ref > 0) it is already rolled
+     * back from the local view (value: the view after it). code: TP_E*. */
+    void (*error)(void *user, int64_t ref, const char *scope, const char *id, int code,
+                  const char *message, const json_t *value);
+    /* The connection's state changed; why: a reason for humans ("connection refused",
+     * "HTTP 403", "closed 1001"), or NULL. */
+    void (*state)(void *user, tp_client_state state, const char *why);
+    void *user;
+} tp_client_callbacks;
+
+typedef struct tp_client_options {
+    const char *token;           /* sent as Authorization: Bearer TOKEN, or NULL */
+    int token_in_query;          /* 1: as ?token=TOKEN instead (what browsers must do) */
+    const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
+    int tls_insecure;            /* wss: do not verify the server's certificate (tests only) */
+    const char *ca_file;         /* wss: trust this PEM bundle instead of the system's */
+    const char *client_id;       /* the stable id for exactly-once; NULL: a random one */
+    unsigned backoff_min_ms;     /* default 250: the first retry's delay */
+    unsigned backoff_max_ms;     /* default 30000: the delay doubles up to this, with jitter */
+    unsigned connect_timeout_ms; /* default 10000 */
+    unsigned ping_interval_ms;   /* default 20000: a `ping` when the connection is quiet */
+    int no_reconnect;            /* 1: no retry; when the connection ends the client is STOPPED */
+    tp_client_callbacks cb;
+    tp_log_fn log; /* the client's log lines (connects, retries), or NULL */
+    void *log_user;
+    int log_level;
+} tp_client_options;
+
+/**
+ * tp_client_new makes a client for a URL (ws:// or wss://, the server's
+ * route with the tenant, e.g. "ws://127.0.0.1:8080/ws/alice"). opts may be
+ * NULL. Nothing connects until tp_client_start (or the sans-IO calls).
+ * Ownership: copies url and opts (strings and headers too); returns new
+ * (tp_client_free). Errors: NULL with TP_EARG (a bad URL: the message says
+ * what), TP_ENOMEM.
+ */
+TP_API tp_client *tp_client_new(const char *url, const tp_client_options *opts, tp_error *err);
+/** tp_client_start starts the client's thread: it connects, and reconnects until stopped. */
+TP_API int tp_client_start(tp_client *c, tp_error *err);
+/** tp_client_stop closes the connection and ends the thread (waits for it). Pending writes stay. */
+TP_API void tp_client_stop(tp_client *c);
+/** tp_client_free stops the client and frees it. NULL is allowed. */
+TP_API void tp_client_free(tp_client *c);
+
+/**
+ * tp_client_write applies a merge patch (a JSON object text) to the local
+ * view of a model at once and sends it. Returns its ref (> 0), or a
+ * negative code: TP_ENOTFOUND (no such model in the view), TP_EFORBIDDEN
+ * (read-only), TP_EBADREQUEST (not a JSON object), TP_ENOMEM. A write made
+ * while disconnected is sent when the connection is back.
+ */
+TP_API int64_t tp_client_write(tp_client *c, const char *scope, const char *id, const char *patch,
+                               tp_error *err);
+/**
+ * tp_client_get returns a model's local view as JSON text, or NULL when the
+ * client holds no such model; rev and access are filled when not NULL (rev:
+ * the confirmed rev). Ownership: returns new (tp_free).
+ */
+TP_API char *tp_client_get(tp_client *c, const char *scope, const char *id, int64_t *rev,
+                           tp_access *access);
+/**
+ * tp_client_models lists the models held, as a JSON array of
+ * {"scope","id","rev","access"} (new, tp_free).
+ */
+TP_API char *tp_client_models(tp_client *c);
+TP_API tp_client_state tp_client_get_state(tp_client *c);
+/** tp_client_pending counts the writes sent or queued and not yet acknowledged. */
+TP_API size_t tp_client_pending(tp_client *c);
+/** tp_client_id returns the client id (borrowed, lives as long as the client). */
+TP_API const char *tp_client_id(tp_client *c);
+/**
+ * tp_client_wait blocks until the client is LIVE with no pending write
+ * (what=TP_CLIENT_WAIT_IDLE), or LIVE (TP_CLIENT_WAIT_SYNCED), or REFUSED or
+ * STOPPED, or timeout_ms passes. Returns TP_OK, TP_ECLOSED (refused or
+ * stopped) or TP_EINTERNAL (timed out). Not from a callback.
+ */
+enum { TP_CLIENT_WAIT_SYNCED = 1, TP_CLIENT_WAIT_IDLE = 2 };
+TP_API int tp_client_wait(tp_client *c, int what, unsigned timeout_ms);
+
+/* Sans-IO: your code carries the frames (see above). */
+/** tp_client_url returns the URL to connect to now (new, tp_free). */
+TP_API char *tp_client_url(tp_client *c);
+TP_API void tp_client_opened(tp_client *c);
+TP_API int tp_client_feed(tp_client *c, const char *text, size_t len);
+/** Returns the next frame to send (borrowed: valid until the next call), or NULL. */
+TP_API const char *tp_client_next_frame(tp_client *c, size_t *len);
+/** The connection ended; close_code: the WebSocket close code, or 1006, or an HTTP status. */
+TP_API void tp_client_closed(tp_client *c, int close_code);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,5 +20,7 @@ check core 'sqlite3|libwebsockets|store/|net/|client/|daemon/|cli/|sys/socket|ne
 check store 'libwebsockets|net/|client/|daemon/|cli/'
 check net 'client/|daemon/|cli/'
 check daemon 'client/|cli/'
+check client 'store/|net/|daemon/|cli/|sqlite3'
+check cli 'core/|store/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
 [ $fail -eq 0 ] && echo "check-layers: every layer includes only what it may"
 exit $fail
