@@ -57,6 +57,11 @@ struct tp_client {
  * wakes tp_client_wait. Called under mu. */
 void tp__client_set_state(tp_client *c, tp_client_state state, const char *why);
 
+/* tp__client_ping queues a `ping` (the transport calls it when the
+ * connection has been quiet for ping_interval_ms), and sends again the
+ * writes the server refused with rate_limited: time has passed. Takes mu. */
+void tp__client_ping(tp_client *c);
+
 /* The transport, in transport.c: start runs the thread; stop ends it and
  * waits. Both called under no lock by tp_client_start/stop. */
 int tp__client_transport_start(tp_client *c, tp_error *err);
