@@ -581,11 +581,13 @@ on_error(tp_client *c, const json_t *msg)
     int64_t ref = 0;
     pending *w = get_int(msg, "ref", &ref) == 0 && ref > 0 ? pending_find(c, ref) : NULL;
     if (w == NULL) {
-        /* An error about something else than a pending write (a refused
-         * resume, a ping): nothing to roll back. */
         tp__log(&c->log, TP_LOG_WARN, "client error from server ref=%lld code=%s: %s",
                 (long long)ref, name, message);
-        cb_error(c, ref, NULL, NULL, code, message, NULL);
+        /* A write's ref that is no longer pending was already reported (its
+         * model was removed); anything else (a refused resume, a ping) has
+         * nothing to roll back and is reported with ref 0. */
+        if (ref <= 0)
+            cb_error(c, 0, NULL, NULL, code, message, NULL);
         return TP_OK;
     }
     if (code == TP_ERATELIMITED) {
