@@ -720,6 +720,9 @@ tp__client_transport_start(tp_client *c, tp_error *err)
     pthread_mutex_lock(&c->mu);
     c->transport = t;
     c->wake = wake;
+    /* CONNECTING before tp_client_start returns: a tp_client_wait right
+     * after it must not see the STOPPED of an earlier tp_client_stop. */
+    tp__client_set_state(c, TP_CLIENT_CONNECTING, NULL);
     pthread_mutex_unlock(&c->mu);
     if (pthread_create(&t->thread, NULL, run, t) != 0) {
         pthread_mutex_lock(&c->mu);
