@@ -1103,3 +1103,96 @@ Test(client, states_and_wait)
     cr_assert_eq(tp_client_get_state(c), TP_CLIENT_STOPPED, "no_reconnect: stopped");
     tp_client_free(c);
 }
+
+/* ---- Out of memory ---- */
+
+/* Frames the hub sent to a peer, recorded while `recording` is set. */
+static char *recorded[256];
+static size_t recorded_len[256], nrecorded;
+
+static void
+record_all(peer *p)
+{
+    size_t len;
+    const char *f;
+    while ((f = tp_conn_next_frame(p->conn, &len)) != NULL) {
+        cr_assert_lt(nrecorded, 256);
+        recorded[nrecorded] = strndup(f, len);
+        recorded_len[nrecorded++] = len;
+        cr_assert_eq(tp_client_feed(p->cl, f, len), TP_OK);
+    }
+}
+
+/* Plays one client's life with the n-th allocation (and every later one)
+ * failing; returns whether an allocation failed. */
+static int
+life_failing_after(long n, size_t synced_at)
+{
+    tpt_alloc_install();
+    tpt_fail_after(n);
+    tp_client *c = tp_client_new("ws://h/ws/alice", NULL, NULL);
+    if (c != NULL) {
+        tp_client_opened(c);
+        for (size_t i = 0; i < nrecorded; i++) {
+            if (i == synced_at) {
+                tp_client_write(c, "private", "n", "{\"n\":1,\"body\":\"x\"}", NULL);
+                tp_client_write(c, "shared", "rw", "{\"n\":2}", NULL);
+                tp_client_write(c, "private", "n", "{\"n\":-1}", NULL);
+            }
+            tp_client_feed(c, recorded[i], recorded_len[i]);
+        }
+        tp_client_write(c, "shared", "map", "{\"a\":1}", NULL);
+        tp__client_ping(c);
+        while (tp_client_next_frame(c, NULL) != NULL)
+            ;
+        tp_free(tp_client_get(c, "private", "n", NULL, NULL));
+        tp_free(tp_client_models(c));
+        tp_free(tp_client_url(c));
+        tp_client_closed(c, 1006);
+        tp_client_opened(c);
+        while (tp_client_next_frame(c, NULL) != NULL)
+            ;
+    }
+    tpt_fail_disarm();
+    int tripped = tpt_alloc.tripped;
+    tp_client_free(c);
+    cr_assert_eq(tpt_alloc.live, 0, "after failing allocation %ld: %ld blocks leaked", n,
+                 tpt_alloc.live);
+    return tripped;
+}
+
+Test(client, out_of_memory_never_crashes_nor_leaks)
+{
+    peer *a = add_peer("alice", NULL, 0), *a2 = add_peer("alice", NULL, 0);
+    connect_peer(a);
+    connect_peer(a2);
+    pump();
+    nrecorded = 0;
+    tp_client_free(a->cl);
+    a->cl = tp_client_new("ws://h/ws/alice", NULL, NULL);
+    tp_conn_close(a->conn);
+    a->conn = NULL;
+    connect_peer(a);
+    while (step_out(a))
+        ;
+    record_all(a);
+    size_t synced_at = nrecorded;
+    cr_assert_gt(tp_client_write(a->cl, "private", "n", "{\"n\":1,\"body\":\"x\"}", NULL), 0);
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":2}", NULL), 0);
+    cr_assert_gt(tp_client_write(a->cl, "private", "n", "{\"n\":-1}", NULL), 0);
+    cr_assert_gt(tp_client_write(a2->cl, "private", "n", "{\"title\":\"t\"}", NULL), 0);
+    while (step_out(a))
+        ;
+    while (step_out(a2))
+        ;
+    record_all(a);
+    cr_assert_eq(tp_hub_unsubscribe(hub, "alice", "ro"), TP_OK);
+    record_all(a);
+    cr_assert_gt(nrecorded, synced_at);
+    long n = 1;
+    while (life_failing_after(n, synced_at))
+        n++;
+    cr_assert_gt(n, 50, "the whole life allocates: %ld", n);
+    for (size_t i = 0; i < nrecorded; i++)
+        free(recorded[i]);
+}
