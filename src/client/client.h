@@ -62,6 +62,81 @@ void tp__client_set_state(tp_client *c, tp_client_state state, const char *why);
  * writes the server refused with rate_limited: time has passed. Takes mu. */
 void tp__client_ping(tp_client *c);
 
+/* ---- The protocol's state, shared by client.c and replica.c ----
+ *
+ * client.c: life cycle, URL, the frames to send, the connection's events.
+ * replica.c: replicas, local views, pending writes, incoming messages.
+ *
+ * Invariants:
+ * - A replica's confirmed value is the server's value at its rev. Its view
+ *   is confirmed with the model's pending writes applied on top, in ref
+ *   order; it is computed lazily (dirty), because a burst of acks would
+ *   otherwise recompute it once per ack.
+ * - Every pending write is in the client's ref-ordered list and in its
+ *   replica's list. It leaves both on its ack, on its error (the rollback),
+ *   or when its model is removed.
+ * - While connected, every pending write has been queued once on this
+ *   connection (sent = 1), except those refused with rate_limited, which
+ *   wait for the next tp__client_ping or connection.
+ * - Every json_t held is shared with others (merge patches share subtrees):
+ *   never changed in place.
+ */
+typedef struct tp__pending tp__pending;
+
+typedef struct tp__replica {
+    char *key;   /* "p/<id>" or "s/<id>": the map's key */
+    char *scope; /* "private" or "shared" */
+    char *id;
+    char *schema;
+    json_t *confirmed; /* the server's value at rev */
+    int64_t rev;
+    tp_access access;
+    json_t *view;   /* confirmed + pending, valid unless dirty */
+    int dirty;      /* view must be recomputed */
+    int gap;        /* a resume for it is under way: its patches are ignored */
+    tp__vec writes; /* tp__pending *, in ref order */
+} tp__replica;
+
+struct tp__pending {
+    int64_t ref;
+    tp__replica *r;
+    json_t *patch;
+    char *msg; /* the encoded write, the same bytes for every resend */
+    size_t msg_len;
+    int sent; /* queued on the current connection */
+};
+
+typedef struct tp__proto {
+    tp__map replicas; /* key -> tp__replica * */
+    tp__vec writes;   /* tp__pending *, in ref order */
+    int64_t next_ref; /* the next write's ref: never reused */
+    int64_t pings;    /* pings use negative refs: -1, -2, ... never a write's */
+    int connected;    /* between tp_client_opened and tp_client_closed */
+    int broken;       /* a message could not be queued: the connection must end */
+    size_t max_message_bytes;
+    char *conn_id; /* the server's id of this connection, from hello */
+    /* Frames to send: encoded messages from out_head on. */
+    char **out;
+    size_t *out_lens;
+    size_t out_head, out_len, out_cap;
+    char *frame; /* the frame tp_client_next_frame last returned */
+} tp__proto;
+
+#define TP__PROTO(c) ((tp__proto *)(c)->proto)
+
+/* client.c: queue a message to send (steals msg; NULL counts as out of
+ * memory) or a pending write's text; both return TP_OK or TP_ENOMEM, and a
+ * failure while connected marks the connection broken. */
+int tp__client_queue_json(tp_client *c, json_t *msg);
+int tp__client_send_write(tp_client *c, tp__pending *w);
+
+/* replica.c */
+void tp__pending_free(tp__pending *w);
+void tp__replica_free(tp__replica *r);
+/* tp__client_on_message handles one message from the server; TP_OK, or
+ * TP_EBADREQUEST (protocol violation, logged) or TP_ENOMEM. */
+int tp__client_on_message(tp_client *c, const json_t *msg);
+
 /* The transport, in transport.c: start runs the thread; stop ends it and
  * waits. Both called under no lock by tp_client_start/stop. */
 int tp__client_transport_start(tp_client *c, tp_error *err);
