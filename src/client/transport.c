@@ -81,6 +81,8 @@ typedef struct transport {
 } transport;
 
 static void connection_ended(transport *t, int code, const char *why);
+static void check_deadlines(transport *t);
+static void rearm(transport *t);
 
 /* ------------------------------------------------------------------------ */
 /* Time and backoff                                                          */
@@ -112,12 +114,6 @@ backoff_ns(transport *t)
     return half + (int64_t)(next_random(t) % (uint64_t)(d - half + 1));
 }
 
-static void
-sul_fired(lws_sorted_usec_list_t *sul)
-{
-    (void)sul; /* it only made poll() return; the loop looks at the time */
-}
-
 /* The nearest deadline, or NEVER. */
 static int64_t
 next_deadline(const transport *t)
@@ -135,6 +131,18 @@ next_deadline(const transport *t)
     return d;
 }
 
+/* The timer: lws runs it before it polls, and a deadline met there can
+ * move others (a connection closed there schedules the next attempt). */
+static void
+sul_fired(lws_sorted_usec_list_t *sul)
+{
+    transport *t = lws_container_of(sul, transport, sul);
+    if (atomic_load(&t->stop))
+        return;
+    check_deadlines(t);
+    rearm(t);
+}
+
 static void
 arm(transport *t, int64_t deadline)
 {
@@ -144,6 +152,16 @@ arm(transport *t, int64_t deadline)
     }
     int64_t us = (deadline - tp__clock_mono_ns()) / 1000;
     lws_sul_schedule(t->ctx, 0, &t->sul, sul_fired, us > 1000 ? us : 1000);
+}
+
+/* Keeps the timer at the nearest deadline; called after anything that may
+ * move one, inside lws's callbacks too: a change made while lws runs its
+ * timers, before poll(), would otherwise wait for lws's next own timer. */
+static void
+rearm(transport *t)
+{
+    if (t->ctx != NULL && !atomic_load(&t->stop))
+        arm(t, next_deadline(t));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -494,6 +512,9 @@ status_reason(int status)
     }
 }
 
+static int event(transport *t, struct lws *wsi, enum lws_callback_reasons reason, void *in,
+                 size_t len);
+
 static int
 callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
@@ -502,6 +523,22 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     transport *t = ctx ? lws_context_user(ctx) : NULL;
     if (t == NULL)
         return 0;
+    int r = event(t, wsi, reason, in, len);
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY: rearm(t); break;
+    default: break;
+    }
+    return r;
+}
+
+static int
+event(transport *t, struct lws *wsi, enum lws_callback_reasons reason, void *in, size_t len)
+{
     tp_client *c = t->c;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
@@ -571,7 +608,8 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_WSI_DESTROY:
         /* A connection that ended without either callback above. */
         if (t->active && wsi == t->wsi)
-            connection_ended(t, t->close_code ? t->close_code : 1006, "the connection was lost");
+            connection_ended(t, t->close_code ? t->close_code : 1006,
+                             t->why ? t->why : "the connection was lost");
         return 0;
 
     default: return 0;

@@ -134,9 +134,12 @@ server_halt(void)
     server = NULL;
 }
 
+static void server_thaw(void);
+
 static void
 teardown(void)
 {
+    server_thaw(); /* a test that failed with the server's loop held */
     server_halt();
     tp_hub_free(hub);
     tp_schema_free(doc);
@@ -249,6 +252,29 @@ tc_count(tc *t, int *field)
     return n;
 }
 
+static void
+sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* TP_TEST_LOG=1 shows the clients' log lines. */
+static void
+log_line(int level, const char *line, void *user)
+{
+    (void)level, (void)user;
+    fprintf(stderr, "%lld %s\n", (long long)now_ms() % 100000, line);
+}
+
 /* A started client of `tenant` at `path` (NULL: /ws/TENANT); o may be NULL. */
 static tc *
 tc_start(const char *tenant, const char *path, tp_client_options *o)
@@ -264,6 +290,10 @@ tc_start(const char *tenant, const char *path, tp_client_options *o)
         opt.backoff_min_ms = 20;
     if (opt.backoff_max_ms == 0)
         opt.backoff_max_ms = 300;
+    if (getenv("TP_TEST_LOG") != NULL) {
+        opt.log = log_line;
+        opt.log_level = TP_LOG_DEBUG;
+    }
     opt.cb.error = on_error;
     opt.cb.state = on_state;
     opt.cb.user = t;
@@ -287,21 +317,6 @@ tc_free(tc *t)
     tp_client_free(t->c);
     pthread_mutex_destroy(&t->mu);
     free(t);
-}
-
-static void
-sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Polls a condition every 5 ms for at most WAIT_MS. */
@@ -667,5 +682,75 @@ Test(transport, stop_is_idempotent_and_a_stopped_client_starts_again)
     char *v = hub_get("private", "alice", "notes", &rev);
     cr_assert(tpt_json_text_eq(v, "{\"title\":\"Notes\",\"body\":\"offline\"}"), "%s", v);
     tp_free(v);
+    tc_free(t);
+}
+
+/* ---- A server that stops answering ---- */
+
+/* Holds the server's loop (posted to it) until released: the socket stays
+ * open and the kernel still accepts connections, but nothing answers. */
+static pthread_mutex_t freeze_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t freeze_cv = PTHREAD_COND_INITIALIZER;
+static int frozen;
+
+static void
+freeze(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&freeze_mu);
+    while (frozen)
+        pthread_cond_wait(&freeze_cv, &freeze_mu);
+    pthread_mutex_unlock(&freeze_mu);
+}
+
+static void
+server_freeze(void)
+{
+    pthread_mutex_lock(&freeze_mu);
+    frozen = 1;
+    pthread_mutex_unlock(&freeze_mu);
+    cr_assert_eq(tp_server_post(server, freeze, NULL), TP_OK);
+}
+
+static void
+server_thaw(void)
+{
+    pthread_mutex_lock(&freeze_mu);
+    frozen = 0;
+    pthread_cond_broadcast(&freeze_cv);
+    pthread_mutex_unlock(&freeze_mu);
+}
+
+Test(transport, pings_a_quiet_connection_and_drops_it_when_nothing_answers)
+{
+    server_start(0);
+    tp_client_options o = {0};
+    o.ping_interval_ms = 100;
+    tc *t = tc_start("alice", NULL, &o);
+    wait_ok(t, TP_CLIENT_WAIT_SYNCED);
+    /* Quiet for several intervals: the pings' pongs keep it up. */
+    sleep_ms(500);
+    cr_assert_eq(tp_client_get_state(t->c), TP_CLIENT_LIVE);
+    cr_assert_eq(tc_count(t, &t->waiting), 0);
+    server_freeze();
+    WAIT_FOR(tc_count(t, &t->waiting) >= 1, "dropped after two silent intervals");
+    pthread_mutex_lock(&t->mu);
+    cr_assert_str_eq(t->why, "closed 1006");
+    pthread_mutex_unlock(&t->mu);
+    server_thaw();
+    wait_ok(t, TP_CLIENT_WAIT_SYNCED);
+    tc_free(t);
+}
+
+Test(transport, an_attempt_that_gets_no_answer_times_out_and_retries)
+{
+    server_start(0);
+    server_freeze();
+    tp_client_options o = {0};
+    o.connect_timeout_ms = 200;
+    tc *t = tc_start("alice", NULL, &o);
+    WAIT_FOR(tc_count(t, &t->waiting) >= 2, "attempts timed out");
+    server_thaw();
+    wait_ok(t, TP_CLIENT_WAIT_SYNCED);
     tc_free(t);
 }
