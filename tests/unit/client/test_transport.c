@@ -34,6 +34,7 @@ static tp_schema *doc, *board;
 static tp_server *server;
 static pthread_t loop;
 static int port;
+static unsigned per_tenant; /* the server's max_connections_per_tenant (0: default) */
 
 /* ---- The server ---- */
 
@@ -97,6 +98,7 @@ setup(void)
     }
     atomic_init(&handshakes, 0);
     port = 0;
+    per_tenant = 0;
 }
 
 static void *
@@ -116,6 +118,7 @@ server_start(int at)
     snprintf(listen, sizeof listen, "127.0.0.1:%d", at);
     tp_server_config sc = {0};
     sc.listen = listen;
+    sc.max_connections_per_tenant = per_tenant;
     server = tp_server_new(hub, &sc, &err);
     cr_assert_not_null(server, "%s", err.message);
     port = tp_server_port(server);
@@ -489,11 +492,11 @@ Test(transport, a_write_the_schema_refuses_is_rolled_back_and_reported)
  * adding one key and setting "last" to its number, so that a write applied
  * twice would change "last" back and cost a rev: the model ends at rev
  * 1 + N exactly when each was applied once. The server is stopped and a new
- * one started on the same hub and port twice in the stream; writes made
- * while it is away wait in the client and go when it is back.
+ * one started on the same hub and port `restarts` times in the stream;
+ * writes made while it is away wait in the client and go when it is back.
  */
 static void
-restart_under_writes(int n)
+restart_under_writes(int n, int restarts)
 {
     server_start(0);
     int at = port;
@@ -509,14 +512,15 @@ restart_under_writes(int n)
         write_ok(a, "private", "notes", p);
         snprintf(p, sizeof p, "{\"b%d\":%d,\"last\":%d}", k, k, k);
         write_ok(b, "shared", "board", p);
-        if (k == n / 3 || k == 2 * n / 3) {
+        int gap = n / (restarts + 1);
+        if (k % gap == 0 && k / gap <= restarts) {
             /* Connected again since the last restart, with writes in
              * flight (some acked, some not) when the server goes. */
             wait_ok(a, TP_CLIENT_WAIT_SYNCED);
             wait_ok(b, TP_CLIENT_WAIT_SYNCED);
             server_halt();
         }
-        if (k == n / 3 + n / 10 || k == 2 * n / 3 + n / 10)
+        if (k % gap == gap / 3 && k > gap && server == NULL)
             server_start(at); /* meanwhile, writes waited in the clients */
         if (k % 10 == 0)
             sleep_ms(2);
@@ -524,9 +528,8 @@ restart_under_writes(int n)
     wait_ok(a, TP_CLIENT_WAIT_IDLE);
     wait_ok(b, TP_CLIENT_WAIT_IDLE);
     wait_ok(watcher, TP_CLIENT_WAIT_SYNCED);
-    cr_assert_geq(tc_count(a, &a->waiting), 2, "the client saw the server go, twice (%d, live %d)",
-                  tc_count(a, &a->waiting), tc_count(a, &a->live));
-    cr_assert_geq(tc_count(a, &a->live), 3, "and came back live each time");
+    cr_assert_geq(tc_count(a, &a->waiting), restarts, "the client saw the server go each time");
+    cr_assert_geq(tc_count(a, &a->live), 1 + restarts, "and came back live each time");
     cr_assert_eq(tc_count(a, &a->errors), 0);
     cr_assert_eq(tc_count(b, &b->errors), 0);
 
@@ -560,13 +563,13 @@ restart_under_writes(int n)
 
 Test(transport, the_server_restarted_under_writes_every_ack_kept_once)
 {
-    restart_under_writes(150);
+    restart_under_writes(150, 2);
 }
 
 /* The long-running one, that valgrind runs (tests/CMakeLists.txt). */
 Test(transport, long_running_restarts, .timeout = 600)
 {
-    restart_under_writes(600);
+    restart_under_writes(1500, 5);
 }
 
 /* ---- Refused handshakes ---- */
@@ -606,6 +609,23 @@ Test(transport, a_wrong_route_is_404_and_no_retry)
     tc *t = tc_start("alice", "/nowhere/alice", NULL);
     assert_refused_without_retry(t, 404);
     tc_free(t);
+}
+
+Test(transport, a_503_is_retried_until_there_is_room)
+{
+    per_tenant = 1;
+    server_start(0);
+    tc *first = tc_start("alice", NULL, NULL);
+    wait_ok(first, TP_CLIENT_WAIT_SYNCED);
+    tc *second = tc_start("alice", NULL, NULL);
+    WAIT_FOR(tc_count(second, &second->waiting) >= 2, "refused with 503, twice, and waiting");
+    pthread_mutex_lock(&second->mu);
+    cr_assert_str_eq(second->why, "HTTP 503");
+    pthread_mutex_unlock(&second->mu);
+    cr_assert_neq(tp_client_get_state(second->c), TP_CLIENT_REFUSED);
+    tc_free(first);
+    wait_ok(second, TP_CLIENT_WAIT_SYNCED);
+    tc_free(second);
 }
 
 /* ---- A server that is not there yet ---- */
