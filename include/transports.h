@@ -792,8 +792,14 @@ TP_API void tp_client_opened(tp_client *c);
 TP_API int tp_client_feed(tp_client *c, const char *text, size_t len);
 /** Returns the next frame to send (borrowed: valid until the next call), or NULL. */
 TP_API const char *tp_client_next_frame(tp_client *c, size_t *len);
-/** The connection ended; close_code: the WebSocket close code, or 1006, or an HTTP status. */
-TP_API void tp_client_closed(tp_client *c, int close_code);
+/**
+ * The connection ended. close_code: the WebSocket close code, 1006 when the
+ * connection broke or never started, or the HTTP status of a refused
+ * handshake. why: what happened, for people ("connection refused", "cannot
+ * resolve host x: Name or service not known"), or NULL; the state callback
+ * gets it.
+ */
+TP_API void tp_client_closed(tp_client *c, int close_code, const char *why);
 
 #ifdef __cplusplus
 }

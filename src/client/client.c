@@ -414,10 +414,12 @@ tp_client_stop(tp_client *c)
         return;
     pthread_mutex_lock(&c->mu);
     int running = c->transport != NULL;
+    P(c)->stopping = 1; /* the connection the transport closes now ends STOPPED, not WAITING */
     pthread_mutex_unlock(&c->mu);
     if (running)
         tp__client_transport_stop(c);
     pthread_mutex_lock(&c->mu);
+    P(c)->stopping = 0;
     if (P(c)->connected) {
         /* Sans-IO: the caller's connection is still up; frames for it are
          * dropped, pending writes stay for a later connection. */
@@ -733,7 +735,7 @@ tp_client_next_frame(tp_client *c, size_t *len)
 }
 
 TP_API void
-tp_client_closed(tp_client *c, int close_code)
+tp_client_closed(tp_client *c, int close_code, const char *reason)
 {
     if (c == NULL)
         return;
@@ -746,19 +748,21 @@ tp_client_closed(tp_client *c, int close_code)
      * original outcome (exactly once). */
     for (size_t i = 0; i < p->writes.len; i++)
         ((pending *)p->writes.items[i])->sent = 0;
-    char why[32];
+    char why[256];
     tp_client_state next;
-    if (close_code == 400 || close_code == 401 || close_code == 403 || close_code == 404) {
+    int http = close_code >= 100 && close_code < 600;
+    if (reason != NULL && reason[0] != '\0')
+        snprintf(why, sizeof why, "%s", reason);
+    else if (http)
         snprintf(why, sizeof why, "HTTP %d", close_code);
+    else
+        snprintf(why, sizeof why, "closed %d", close_code);
+    if (close_code == 400 || close_code == 401 || close_code == 403 || close_code == 404)
         next = TP_CLIENT_REFUSED;
-    } else {
-        if (close_code >= 100 && close_code < 600)
-            snprintf(why, sizeof why, "HTTP %d", close_code);
-        else
-            snprintf(why, sizeof why, "closed %d", close_code);
-        next = c->opt.no_reconnect || c->state == TP_CLIENT_STOPPED ? TP_CLIENT_STOPPED
-                                                                    : TP_CLIENT_WAITING;
-    }
+    else
+        next = c->opt.no_reconnect || p->stopping || c->state == TP_CLIENT_STOPPED
+                   ? TP_CLIENT_STOPPED
+                   : TP_CLIENT_WAITING;
     tp__client_set_state(c, next, why);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);

@@ -112,6 +112,7 @@ typedef struct tp__proto {
     int64_t next_ref; /* the next write's ref: never reused */
     int64_t pings;    /* pings use negative refs: -1, -2, ... never a write's */
     int connected;    /* between tp_client_opened and tp_client_closed */
+    int stopping;     /* tp_client_stop is under way: a connection that ends now is STOPPED */
     int broken;       /* a message could not be queued: the connection must end */
     size_t max_message_bytes;
     char *conn_id; /* the server's id of this connection, from hello */

@@ -22,10 +22,16 @@
  * writeable callback. The thread clears c->wake under c->mu before it
  * destroys the context, so no wake() can reach a destroyed context.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
 
@@ -184,6 +190,70 @@ url_path(tp_client *c)
     return path;
 }
 
+/* Whether host does not resolve; why says so. */
+static int
+resolve_fails(const char *host, int port, char *why, size_t size)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc == 0) {
+        freeaddrinfo(res);
+        return 0;
+    }
+    snprintf(why, size, "cannot resolve host %s: %s", host, gai_strerror(rc));
+    return 1;
+}
+
+/*
+ * lws reports a failed TCP connection as "Unable to connect", whatever the
+ * cause. Once that happened, one quick connection of our own (at most a
+ * second) finds out why: "connection refused", "no route to host"...
+ * Returns 1 with why filled, 0 when it cannot tell (the server answers
+ * now, or the probe itself failed).
+ */
+static int
+tcp_reason(const char *host, int port, char *why, size_t size)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_socktype = SOCK_STREAM;
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    if (getaddrinfo(host, service, &hints, &res) != 0)
+        return 0;
+    int err = 0;
+    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    res->ai_protocol);
+    if (fd >= 0) {
+        if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+            err = errno;
+            if (err == EINPROGRESS) {
+                struct pollfd p = {fd, POLLOUT, 0};
+                if (poll(&p, 1, 1000) == 1) {
+                    socklen_t l = sizeof err;
+                    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
+                        err = 0;
+                } else {
+                    err = ETIMEDOUT;
+                }
+            }
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (err == 0)
+        return 0;
+    snprintf(why, size, "%s", err == ECONNREFUSED ? "connection refused" : strerror(err));
+    /* strerror's words start with a capital: a reason reads as lower case. */
+    if (why[0] >= 'A' && why[0] <= 'Z')
+        why[0] = (char)(why[0] - 'A' + 'a');
+    return 1;
+}
+
 static void
 connect_now(transport *t)
 {
@@ -196,6 +266,15 @@ connect_now(transport *t)
     }
     tp__log(&c->log, TP_LOG_INFO, "connecting url=%s%s", c->url_text,
             t->failures ? " (retry)" : "");
+    /* lws says only "Unable to connect" when the name does not resolve:
+     * resolve it first, so that the reason is said. */
+    char why[200];
+    if (resolve_fails(c->url.host, c->url.port, why, sizeof why)) {
+        tp__free(path);
+        t->active = 1;
+        connection_ended(t, 1006, why);
+        return;
+    }
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof ci);
     ci.context = t->ctx;
@@ -256,7 +335,7 @@ connection_ended(transport *t, int code, const char *why)
     t->reached_live = 0;
 
     pthread_mutex_lock(&c->mu);
-    tp_client_closed(c, code);
+    tp_client_closed(c, code, why);
     tp_client_state state = c->state;
     pthread_mutex_unlock(&c->mu);
 
@@ -594,7 +673,8 @@ event(transport *t, struct lws *wsi, enum lws_callback_reasons reason, void *in,
             snprintf(msg, sizeof msg, "%s", t->why ? t->why : "closed");
         } else {
             code = 1006;
-            snprintf(msg, sizeof msg, "%.*s", (int)(len < 120 ? len : 120), text);
+            if (!tcp_reason(c->url.host, c->url.port, msg, sizeof msg))
+                snprintf(msg, sizeof msg, "%.*s", (int)(len < 120 ? len : 120), text);
         }
         connection_ended(t, code, msg);
         return 0;

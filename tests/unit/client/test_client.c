@@ -177,7 +177,7 @@ cut_peer(peer *p)
 {
     tp_conn_close(p->conn);
     p->conn = NULL;
-    tp_client_closed(p->cl, 1006);
+    tp_client_closed(p->cl, 1006, NULL);
 }
 
 /* Carries one frame from the client to the hub; returns 0 when none. */
@@ -1082,10 +1082,10 @@ Test(client, states_and_wait)
     cr_assert_eq(a->r.last_state, TP_CLIENT_LIVE);
     tp_conn_close(a->conn);
     a->conn = NULL;
-    tp_client_closed(a->cl, 403);
+    tp_client_closed(a->cl, 403, NULL);
     cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_REFUSED);
     cr_assert_eq(tp_client_wait(a->cl, TP_CLIENT_WAIT_IDLE, 1000), TP_ECLOSED);
-    tp_client_closed(a->cl, 503);
+    tp_client_closed(a->cl, 503, NULL);
     cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_WAITING, "503: try again later");
     connect_peer(a);
     pump();
@@ -1099,7 +1099,7 @@ Test(client, states_and_wait)
     o.no_reconnect = 1;
     tp_client *c = tp_client_new("ws://h/", &o, NULL);
     tp_client_opened(c);
-    tp_client_closed(c, 1001);
+    tp_client_closed(c, 1001, NULL);
     cr_assert_eq(tp_client_get_state(c), TP_CLIENT_STOPPED, "no_reconnect: stopped");
     tp_client_free(c);
 }
@@ -1148,7 +1148,7 @@ life_failing_after(long n, size_t synced_at)
         tp_free(tp_client_get(c, "private", "n", NULL, NULL));
         tp_free(tp_client_models(c));
         tp_free(tp_client_url(c));
-        tp_client_closed(c, 1006);
+        tp_client_closed(c, 1006, "test: cut");
         tp_client_opened(c);
         while (tp_client_next_frame(c, NULL) != NULL)
             ;
