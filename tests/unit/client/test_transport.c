@@ -17,6 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "support.h"
 #include "transports.h"
@@ -570,6 +575,191 @@ Test(transport, the_server_restarted_under_writes_every_ack_kept_once)
 Test(transport, long_running_restarts, .timeout = 600)
 {
     restart_under_writes(1500, 5);
+}
+
+/* ---- Connections cut by the test ---- */
+
+/*
+ * A TCP relay between the clients and the server, so that the test can cut
+ * connections the way a network does: both sockets reset (SO_LINGER 0),
+ * no close frame. It keeps listening: the clients reconnect through it.
+ */
+typedef struct relay {
+    int lfd, port;
+    pthread_t th;
+    atomic_int stop, cut, cuts;
+    int pair[32][2];
+    int n;
+} relay;
+
+static void
+reset_close(int fd)
+{
+    struct linger l = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close(fd);
+}
+
+static void *
+relay_run(void *arg)
+{
+    relay *r = arg;
+    char buf[65536];
+    while (!atomic_load(&r->stop)) {
+        if (atomic_exchange(&r->cut, 0)) {
+            for (int i = 0; i < r->n; i++) {
+                reset_close(r->pair[i][0]);
+                reset_close(r->pair[i][1]);
+            }
+            atomic_fetch_add(&r->cuts, r->n);
+            r->n = 0;
+        }
+        struct pollfd p[65];
+        p[0] = (struct pollfd){r->lfd, POLLIN, 0};
+        for (int i = 0; i < r->n; i++) {
+            p[1 + 2 * i] = (struct pollfd){r->pair[i][0], POLLIN, 0};
+            p[2 + 2 * i] = (struct pollfd){r->pair[i][1], POLLIN, 0};
+        }
+        if (poll(p, (nfds_t)(1 + 2 * r->n), 10) <= 0)
+            continue;
+        if ((p[0].revents & POLLIN) && r->n < 32) {
+            int cfd = accept(r->lfd, NULL, NULL);
+            int sfd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (cfd >= 0 && sfd >= 0 && connect(sfd, (struct sockaddr *)&a, sizeof a) == 0) {
+                r->pair[r->n][0] = cfd;
+                r->pair[r->n][1] = sfd;
+                r->n++;
+            } else {
+                if (cfd >= 0)
+                    close(cfd);
+                if (sfd >= 0)
+                    close(sfd);
+            }
+            continue; /* p[] no longer matches the pairs */
+        }
+        for (int i = r->n - 1; i >= 0; i--) {
+            for (int side = 0; side < 2; side++) {
+                if (!(p[1 + 2 * i + side].revents & (POLLIN | POLLHUP | POLLERR)))
+                    continue;
+                ssize_t got = read(r->pair[i][side], buf, sizeof buf);
+                ssize_t put = 0;
+                while (got > 0 && put < got) {
+                    ssize_t w = write(r->pair[i][!side], buf + put, (size_t)(got - put));
+                    if (w <= 0)
+                        break;
+                    put += w;
+                }
+                if (got <= 0 || put < got) {
+                    close(r->pair[i][0]);
+                    close(r->pair[i][1]);
+                    r->pair[i][0] = r->pair[r->n - 1][0];
+                    r->pair[i][1] = r->pair[r->n - 1][1];
+                    r->n--;
+                    break;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < r->n; i++) {
+        close(r->pair[i][0]);
+        close(r->pair[i][1]);
+    }
+    return NULL;
+}
+
+static relay *
+relay_start(void)
+{
+    relay *r = calloc(1, sizeof *r);
+    cr_assert_not_null(r);
+    r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(r->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(r->lfd, 16), 0);
+    cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&a, &len), 0);
+    r->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&r->th, NULL, relay_run, r), 0);
+    return r;
+}
+
+static void
+relay_free(relay *r)
+{
+    atomic_store(&r->stop, 1);
+    pthread_join(r->th, NULL);
+    close(r->lfd);
+    free(r);
+}
+
+/* A client through the relay. */
+static tc *
+tc_start_via(relay *r, const char *tenant)
+{
+    int server_port = port;
+    port = r->port;
+    tc *t = tc_start(tenant, NULL, NULL);
+    port = server_port;
+    return t;
+}
+
+Test(transport, connections_cut_under_writes_resume_and_apply_each_write_once)
+{
+    server_start(0);
+    relay *r = relay_start();
+    tc *a = tc_start_via(r, "alice");
+    tc *b = tc_start_via(r, "bob");
+    tc *watcher = tc_start("alice", NULL, NULL); /* direct: never cut */
+    wait_ok(a, TP_CLIENT_WAIT_SYNCED);
+    wait_ok(b, TP_CLIENT_WAIT_SYNCED);
+    wait_ok(watcher, TP_CLIENT_WAIT_SYNCED);
+    const int n = 300;
+    char p[96];
+    for (int k = 1; k <= n; k++) {
+        snprintf(p, sizeof p, "{\"c%d\":%d}", k, k);
+        write_ok(a, "private", "notes", p);
+        write_ok(b, "shared", "board", p);
+        if (k % 60 == 0) {
+            atomic_store(&r->cut, 1); /* writes in flight, some acked, some not */
+            WAIT_FOR(atomic_load(&r->cut) == 0, "the relay never cut");
+        }
+        if (k % 10 == 0)
+            sleep_ms(1);
+    }
+    wait_ok(a, TP_CLIENT_WAIT_IDLE);
+    wait_ok(b, TP_CLIENT_WAIT_IDLE);
+    cr_assert_geq(atomic_load(&r->cuts), 2, "connections were cut");
+    cr_assert_geq(tc_count(a, &a->live), 2, "alice's client came back after a cut");
+    cr_assert_eq(tc_count(a, &a->errors), 0);
+    cr_assert_eq(tc_count(b, &b->errors), 0);
+    const char *models[][2] = {{"private", "notes"}, {"shared", "board"}};
+    for (int m = 0; m < 2; m++) {
+        int64_t rev0;
+        char *v = hub_get(models[m][0], "alice", models[m][1], &rev0);
+        json_t *j = json_loads(v, 0, NULL);
+        for (int k = 1; k <= n; k++) {
+            char key[16];
+            snprintf(key, sizeof key, "c%d", k);
+            cr_assert_eq(json_integer_value(json_object_get(j, key)), k, "%s/%s: %s missing",
+                         models[m][0], models[m][1], key);
+        }
+        /* One rev per write: none applied twice. */
+        cr_assert_eq(rev0, 1 + n, "%s/%s: rev %lld", models[m][0], models[m][1],
+                     (long long)rev0);
+        json_decref(j);
+        tp_free(v);
+    }
+    assert_replica(a, "private", "notes");
+    assert_replica(watcher, "private", "notes");
+    assert_replica(b, "shared", "board");
+    assert_replica(watcher, "shared", "board");
+    tc_free(a);
+    tc_free(b);
+    tc_free(watcher);
+    relay_free(r);
 }
 
 /* ---- Refused handshakes ---- */
