@@ -9,7 +9,7 @@ packages=(
     libjansson-dev libsqlite3-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libssl-dev
     libcriterion-dev
     valgrind
-    python3-websockets
+    python3-websockets openssl
 )
 
 missing=()
