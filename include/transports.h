@@ -667,7 +667,9 @@ TP_API char *tp_server_metrics(tp_server *server);
  *
  * Two ways to run it:
  *   - tp_client_start: the client runs its own thread (libwebsockets), and
- *     every callback runs on that thread.
+ *     every callback runs on that thread (but the state callback that
+ *     tp_client_start and tp_client_stop cause, CONNECTING and STOPPED,
+ *     runs on the thread that calls them).
  *   - sans-IO: your code owns the socket. Call tp_client_opened when your
  *     WebSocket is up, tp_client_feed with each text frame received,
  *     send what tp_client_next_frame returns, and tp_client_closed when the
@@ -696,7 +698,9 @@ typedef enum {
  * event (borrowed: valid during the call). Ownership: everything borrowed.
  */
 typedef struct tp_client_callbacks {
-    /* A whole value arrived (first sight, resync, or a rolled-back write). */
+    /* The whole value of a model, when it arrives (first sight, resync) and
+     * whenever the local view changes otherwise than by a server patch (a
+     * write rolled back, an ack whose result differs from the view). */
     void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev,
                      tp_access access, const json_t *value);
     /* A change arrived: patch applied to the value at `from` gives `rev`. */
@@ -754,7 +758,8 @@ TP_API void tp_client_free(tp_client *c);
  * tp_client_write applies a merge patch (a JSON object text) to the local
  * view of a model at once and sends it. Returns its ref (> 0), or a
  * negative code: TP_ENOTFOUND (no such model in the view), TP_EFORBIDDEN
- * (read-only), TP_EBADREQUEST (not a JSON object), TP_ENOMEM. A write made
+ * (read-only), TP_EBADREQUEST (not a JSON object), TP_ETOOLARGE (over the
+ * server's max_message_bytes from `hello`), TP_ENOMEM. A write made
  * while disconnected is sent when the connection is back.
  */
 TP_API int64_t tp_client_write(tp_client *c, const char *scope, const char *id, const char *patch,
