@@ -394,10 +394,168 @@ def conn_seeds():
         write("fuzz_conn", name, "\n".join(lines) + "\n")
 
 
+# ---- fuzz_client: lines playing the server ("<" frames) and the application ----
+
+def client_seeds():
+    def m(**kw):
+        return compact(kw)
+
+    def srv(*msgs):
+        # One frame: a message alone, or several as a batch.
+        return "<" + (msgs[0] if len(msgs) == 1 else "[" + ",".join(msgs) + "]")
+
+    hello = m(type="hello", protocol=1, tenant="alice", conn="c1", tick_ms=50,
+              max_message_bytes=1048576)
+
+    def snap(scope, id, rev, value, access="write", schema="Document"):
+        return m(type="snapshot", scope=scope, id=id, schema=schema, rev=rev, access=access,
+                 value=value)
+
+    def patch(scope, id, frm, rev, p, origin="c2"):
+        return m(type="patch", scope=scope, id=id, **{"from": frm}, rev=rev, patch=p,
+                 origin=origin)
+
+    def ack(ref, scope, id, rev, frm=None):
+        if frm is None:
+            return m(type="ack", ref=ref, scope=scope, id=id, rev=rev)
+        return m(type="ack", ref=ref, scope=scope, id=id, rev=rev, **{"from": frm})
+
+    def err(code, ref=None, message="refused", **kw):
+        if ref is None:
+            return m(type="error", code=code, message=message, **kw)
+        return m(type="error", ref=ref, code=code, message=message, **kw)
+
+    synced = m(type="synced")
+    notes = {"title": "Alice notes", "body": ""}
+    roadmap = {"title": "Roadmap", "body": "", "tags": ["a"]}
+    # tp_client_models lists private models first, then shared ones, by id:
+    # w0 is notes, w1 board (read-only), w2 roadmap.
+    connect = ["o", srv(hello, snap("private", "notes", 1, notes),
+                        snap("shared", "roadmap", 1, roadmap),
+                        snap("shared", "board", 3, {"name": "B", "counts": {"a": 1}}, access="read",
+                             schema="Board"), synced), "d"]
+    seeds = {}
+    # protocol.md's walk-through: private writes acked with from, shared ones
+    # echoed as a patch before their ack, patches from others, batches.
+    seeds["honest"] = connect + [
+        'w0{"body":"hello"}',
+        "n",
+        srv(ack(1, "private", "notes", 2, 1)),
+        'w2{"body":"shared","tags":null}',
+        "d",
+        srv(patch("shared", "roadmap", 1, 2, {"body": "shared", "tags": None}, origin="c1"),
+            ack(2, "shared", "roadmap", 2)),
+        srv(patch("private", "notes", 2, 3, {"body": "hello, world", "n": {"a": [1, None]}})),
+        'w0{"n":{"b":2,"a":null}}',
+        'w0{"title":"T","n":null}',
+        "d",
+        srv(ack(3, "private", "notes", 4, 3), ack(4, "private", "notes", 5, 4)),
+        srv(patch("shared", "board", 3, 4, {"counts": {"b": 2}}, origin="host")),
+        "c",
+    ]
+    # Refusals: a write rolled back (invalid, forbidden by the server,
+    # internal, duplicate, unknown codes), rate_limited and the resend at
+    # the next tick, errors with no ref, a read-only model, bad patches.
+    seeds["refusals"] = connect + [
+        'w0{"views":"x"}', 'w0{"views":1}', 'w2{"body":"b"}', 'w0{"body":"c"}', "d",
+        srv(err("invalid", 1, "views: expected integer", scope="private", id="notes")),
+        srv(err("rate_limited", 2), err("rate_limited", 3)),
+        "p", "n",
+        srv(ack(2, "private", "notes", 2, 1), err("internal", 3)),
+        srv(err("duplicate", 4), err("no_such_code", 99), err("bad_request", message="resume")),
+        srv(err("forbidden", -1), err("rate_limited")),
+        'w1{"name":"read only"}', "w0[1]", "w0{", 'w0{"a":1,"a":2}', "w0", "w3{}",
+        "c",
+    ]
+    # A rev gap: a patch from a rev ahead of the one held is ignored and that
+    # model resumed; the answer (patches from the rev held, or a snapshot).
+    seeds["gap"] = connect + [
+        'w0{"body":"mine"}',
+        srv(patch("private", "notes", 2, 3, {"body": "missed"})),
+        srv(patch("private", "notes", 3, 4, {"body": "ignored"})),
+        "d",
+        srv(patch("private", "notes", 1, 2, {"title": "t2"}), patch("private", "notes", 2, 3,
+                                                                      {"body": "x"})),
+        srv(patch("private", "notes", 1, 2, {"title": "old"})),
+        srv(ack(1, "private", "notes", 9, 7)),
+        srv(snap("private", "notes", 9, {"title": "after gap"})),
+        srv(patch("shared", "nosuch", 1, 2, {"a": 1})),
+        "c",
+    ]
+    # Disconnects: writes made while away are sent after the resume, refs
+    # kept; the resume answer brings patches, a snapshot, a removed model, a
+    # new one, and replayed acks.
+    seeds["reconnect"] = connect + [
+        'w0{"body":"one"}', 'w2{"body":"two"}', "n",
+        "x1006 connection reset",
+        'w0{"body":"three"}',
+        "o", "d",
+        srv(m(type="hello", protocol=1, tenant="alice", conn="c4", tick_ms=50,
+              max_message_bytes=1048576)),
+        srv(patch("private", "notes", 1, 2, {"body": "one"}, origin="c1"),
+            snap("shared", "roadmap", 4, {"title": "Roadmap 2026"}, access="read"),
+            m(type="removed", scope="shared", id="board"),
+            snap("private", "ideas", 1, {"title": "Ideas"}), synced),
+        srv(ack(1, "private", "notes", 2, 1), err("forbidden", 2), ack(3, "private", "notes", 3, 2)),
+        "x1001", "x403", "o", "c", "S", srv(synced), "o", "c",
+    ]
+    # The application writes to models that come and go; removed with
+    # writes pending; access changes; big writes, batches, too_large.
+    seeds["models"] = connect + [
+        'w0{"body":"pending"}', 'w2{"body":"pending too"}',
+        srv(m(type="removed", scope="private", id="notes")),
+        srv(m(type="access", scope="shared", id="board", access="write")),
+        'w0{"name":"now writable"}',
+        srv(m(type="access", scope="shared", id="roadmap", access="read")),
+        'w1{"title":"read only now"}',
+        "d",
+        srv(ack(1, "private", "notes", 2, 1), ack(3, "shared", "board", 5)),
+        srv(snap("private", "notes", 7, {"title": "back"})),
+        "b03", "b19", "b09", "b0?", "d",
+        srv(m(type="hello", protocol=1, max_message_bytes=300)),
+        "b00", 'w0{"body":"' + "y" * 280 + '"}', 'w0{"body":"' + "y" * 200 + '"}',
+        srv(m(type="hello", max_message_bytes=0)), "b00",
+        "c",
+    ]
+    # A hostile server: not JSON, not objects, missing and mistyped fields,
+    # another protocol version, duplicate keys, an ack that moves rev
+    # backwards, values that are not objects, types unknown.
+    seeds["hostile"] = connect + [
+        'w0{"body":"a"}', 'w2{"body":"b"}', "d",
+        "<", "<{", "<42", "<[]", "<[1,null]", '<{"type":5}', '<{"ref":1}',
+        srv(m(type="hello", protocol=2)),
+        srv(m(type="hello", protocol="1")),
+        srv(m(type="snapshot", scope="private", id="x", rev=1, access="write", value=[1])),
+        srv(m(type="snapshot", scope="public", id="x", rev=1, access="write", value={})),
+        srv(m(type="snapshot", scope="private", id="", rev=1, access="admin", value={})),
+        srv(patch("private", "notes", 2, 2, {"a": 1})),
+        srv(patch("private", "notes", 1, 2, [1])),
+        srv(snap("private", "z", 1, {}), m(type="ack", ref=1), snap("private", "y", 1, {})),
+        srv(ack(1, "private", "notes", 1, 1)),
+        srv(m(type="error", ref=2, message="no code")),
+        '<{"type":"synced","type":"synced"}',
+        srv(m(type="fly", scope="shared", id="roadmap", ref=2), m(type="pong", ref=-1)),
+        srv(ack(2, "shared", "roadmap", 1.5)),
+        '<{"type":"snapshot","scope":"private","id":"big","rev":9223372036854775807,'
+        '"access":"write","value":{"n":1e308,"s":"\\ud83d\\ude00","u":"\\u00e9"}}',
+        srv(patch("private", "big", 9223372036854775806, 9223372036854775807, {"n": None})),
+        "<\udcff\udcfe{}",
+        "c",
+    ]
+    # The first line may give the URL (the client sends its token in the query).
+    seeds["url"] = ["Uwss://[::1]:8443/ws/alice?v=1"] + connect + ["x1006", "o", "c"]
+    seeds["url-bad"] = ["Uws://user@example.com/ws", "o", "c"]
+    seeds["empty"] = ["c"]
+    seeds["offline"] = ['w0{"a":1}', srv(hello), "n", "p", "x", "o", srv(hello, synced), "c"]
+    for name, lines in seeds.items():
+        write("fuzz_client", name, "\n".join(lines) + "\n")
+
+
 def main():
     patch_seeds()
     schema_seeds()
     conn_seeds()
+    client_seeds()
     return 0
 
 
