@@ -7,7 +7,8 @@
 # Run from the top of the tree after `make fuzz` (it uses build-fuzz/). The
 # seeds (seed-*) and fixed reproducers (regress-*) always stay; then come the
 # inputs that reach new edges, whole, and the inputs that reach edges a new
-# number of times, cut to a few KiB (fuzz_conn 2500 bytes, fuzz_schema 600).
+# number of times, cut to a few KiB (fuzz_conn 2500 bytes, fuzz_schema 600,
+# fuzz_client 1000).
 set -eu
 if [ $# -lt 2 ]; then
     echo "usage: $0 TARGET DIRECTORY..." >&2
@@ -20,6 +21,7 @@ corpus=tests/fuzz/corpus/$target
 case $target in
 fuzz_conn) cut=2500 ;;
 fuzz_schema) cut=600 ;;
+fuzz_client) cut=1000 ;;
 *) cut=4096 ;;
 esac
 tmp=$(mktemp -d)
