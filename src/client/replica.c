@@ -361,6 +361,8 @@ on_ack(tp_client *c, const json_t *msg)
     if (get_int(msg, "ref", &ref) != 0 || get_int(msg, "rev", &rev) != 0)
         return violation(c, "ref, rev: expected integers", "ack");
     int has_from = get_int(msg, "from", &from) == 0;
+    if (has_from && rev <= from)
+        return violation(c, "rev: must be above from", "ack"); /* as for a patch */
     pending *w = pending_find(c, ref);
     if (w == NULL) {
         /* Not ours any more (its model was removed), or answered twice. */

@@ -580,8 +580,12 @@ well_formed(const json_t *m)
     if (strcmp(type, "patch") == 0)
         return get_addr(m, &scope, &id) && get_int(m, "from", &a) && get_int(m, "rev", &b) &&
                b > a && json_is_object(json_object_get(m, "patch"));
-    if (strcmp(type, "ack") == 0)
-        return get_int(m, "ref", &a) && get_int(m, "rev", &b);
+    if (strcmp(type, "ack") == 0) {
+        json_int_t f = 0;
+        /* With from, rev must be above it, as in a patch. */
+        return get_int(m, "ref", &a) && get_int(m, "rev", &b) &&
+               (json_object_get(m, "from") == NULL || (get_int(m, "from", &f) && b > f));
+    }
     if (strcmp(type, "error") == 0)
         return str(m, "code") != NULL;
     if (strcmp(type, "access") == 0)
