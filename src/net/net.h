@@ -80,6 +80,7 @@ struct tp_server {
     /* tp_server_post and tp_server_stop wake the loop through this pipe. */
     int wake[2];
     struct lws *wake_wsi;
+    int wake_adopted; /* lws owns wake[0] (it closes it with its wsi): we must not */
     pthread_mutex_t mu;
     tp__post *posts, *posts_tail;
     atomic_int stop_asked;

@@ -864,6 +864,10 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not start");
         goto fail;
     }
+    /* lws closes an adopted descriptor when its wsi goes: closing it again
+     * here would close whatever fd took the number meanwhile (another
+     * thread's socket, a database file). */
+    s->wake_adopted = 1;
     tp__error_clear(err);
     return s;
 fail:
@@ -943,7 +947,7 @@ tp_server_free(tp_server *s)
         uv_loop_close(&s->loop);
     }
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
-    if (s->wake[0] >= 0)
+    if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);
     if (s->wake[1] >= 0)
         close(s->wake[1]);
