@@ -12,12 +12,14 @@
 #   make test-crash-stress  builds and runs tests/integration/test_crash.py with 200 SIGKILLs
 #               (make test runs it with 8; TP_CRASH_SEED=N repeats a run's kill moments);
 #               not part of make test
+#   make test-client-stress  the client's tests with the long stress (five in-process server
+#               restarts under 1500 writes a writer); not part of make test
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress bench fuzz install clean format
 
 all: build
 
@@ -53,6 +55,9 @@ test-rfc-strict: build
 
 # Not part of make test: the crash test of issue 5 with 200 kills instead of 8 (about a minute).
 TP_CRASH_KILLS ?= 200
+test-client-stress: build
+	./build/tests/client_stress_transport --jobs=1
+
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
