@@ -121,17 +121,27 @@ tp__client_send_write(tp_client *c, pending *w)
     return rc;
 }
 
-/* Queues every pending write not yet sent on this connection, in ref order. */
-static int
-send_unsent(tp_client *c)
+/*
+ * Queues pending writes not yet sent on this connection, in ref order, while
+ * fewer than TP__CLIENT_WINDOW are sent and unanswered: the server remembers
+ * the outcomes of a client id's last 256 writes (PROTOCOL.md), so a write
+ * sent again after a reconnect gets its outcome back instead of `duplicate`
+ * only if no more than that many were in flight.
+ */
+int
+tp__client_send_unsent(tp_client *c)
 {
     proto *p = P(c);
-    for (size_t i = 0; i < p->writes.len; i++) {
+    size_t inflight = 0;
+    for (size_t i = 0; i < p->writes.len; i++)
+        inflight += ((pending *)p->writes.items[i])->sent;
+    for (size_t i = 0; i < p->writes.len && inflight < TP__CLIENT_WINDOW; i++) {
         pending *w = p->writes.items[i];
         if (!w->sent) {
             int rc = tp__client_send_write(c, w);
             if (rc != TP_OK)
                 return rc;
+            inflight++;
         }
     }
     return TP_OK;
@@ -632,7 +642,7 @@ tp_client_opened(tp_client *c)
     for (size_t i = 0; i < p->writes.len; i++)
         ((pending *)p->writes.items[i])->sent = 0;
     if (rc == TP_OK)
-        send_unsent(c);
+        tp__client_send_unsent(c);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -777,7 +787,7 @@ tp__client_ping(tp_client *c)
         tp__client_queue_json(
             c, json_pack("{s:s,s:I}", "type", "ping", "ref", (json_int_t)(-++p->pings)));
         /* Writes refused with rate_limited go again now that time passed. */
-        send_unsent(c);
+        tp__client_send_unsent(c);
     }
     pthread_mutex_unlock(&c->mu);
 }

@@ -130,6 +130,11 @@ typedef struct tp__proto {
  * failure while connected marks the connection broken. */
 int tp__client_queue_json(tp_client *c, json_t *msg);
 int tp__client_send_write(tp_client *c, tp__pending *w);
+/* At most this many writes sent and unanswered on a connection: the
+ * outcomes the server remembers per client id (PROTOCOL.md: at least 256). */
+#define TP__CLIENT_WINDOW 256
+/* Sends pending writes not yet sent, in ref order, within the window. */
+int tp__client_send_unsent(tp_client *c);
 
 /* replica.c */
 void tp__pending_free(tp__pending *w);

@@ -392,6 +392,8 @@ on_ack(tp_client *c, const json_t *msg)
     }
     /* A shared write's patch arrived before its ack: confirmed holds it. */
     pending_detach(c, w);
+    if (P(c)->connected)
+        tp__client_send_unsent(c); /* room in the window for the next */
     tp__pending_free(w);
     if (c->opt.cb.ack != NULL)
         c->opt.cb.ack(c->opt.cb.user, ref, r->scope, r->id, rev);
@@ -453,6 +455,8 @@ on_error(tp_client *c, const json_t *msg)
     replica *r = w->r;
     json_t *old = json_incref(r->view);
     pending_detach(c, w);
+    if (P(c)->connected)
+        tp__client_send_unsent(c); /* room in the window for the next */
     tp__pending_free(w);
     tp__log(&c->log, TP_LOG_INFO, "client write refused ref=%lld scope=%s id=%s code=%s: %s",
             (long long)ref, r->scope, r->id, name, message);
@@ -606,9 +610,10 @@ tp_client_write(tp_client *c, const char *scope, const char *id, const char *pat
     tp__vec_push(&r->writes, w);
     p->next_ref++;
     /* When it cannot be queued it stays pending, and the connection,
-     * marked broken, is replaced by one that sends it. */
+     * marked broken, is replaced by one that sends it. Past the window it
+     * waits for answers to earlier writes. */
     if (p->connected)
-        tp__client_send_write(c, w);
+        tp__client_send_unsent(c);
     int64_t ref = w->ref;
     pthread_mutex_unlock(&c->mu);
     tp__error_clear(err);

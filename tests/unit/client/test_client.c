@@ -1196,3 +1196,64 @@ Test(client, out_of_memory_never_crashes_nor_leaks)
     for (size_t i = 0; i < nrecorded; i++)
         free(recorded[i]);
 }
+
+/* Counts the write messages in the frames the client has to send. */
+static int
+take_writes(tp_client *c)
+{
+    int n = 0;
+    size_t len;
+    const char *f;
+    while ((f = tp_client_next_frame(c, &len)) != NULL) {
+        json_t *j = json_loadb(f, len, 0, NULL);
+        cr_assert_not_null(j, "a frame that is not JSON");
+        json_t *one = json_is_array(j) ? NULL : j;
+        size_t k = json_is_array(j) ? json_array_size(j) : 1;
+        for (size_t i = 0; i < k; i++) {
+            json_t *m = one ? one : json_array_get(j, i);
+            n += strcmp(json_string_value(json_object_get(m, "type")), "write") == 0;
+        }
+        json_decref(j);
+    }
+    return n;
+}
+
+Test(client, at_most_256_writes_in_flight)
+{
+    /* PROTOCOL.md: the server remembers a client's last 256 outcomes. With
+     * more writes in flight, one sent again after a reconnect could get
+     * `duplicate` although it was applied: the rest wait for answers. */
+    tp_client *c = tp_client_new("ws://h/ws/alice", NULL, NULL);
+    cr_assert_not_null(c);
+    tp_free(tp_client_url(c));
+    tp_client_opened(c);
+    const char *sync = "[{\"type\":\"hello\",\"protocol\":1,\"tenant\":\"alice\",\"conn\":\"c1\","
+                       "\"tick_ms\":0,\"max_message_bytes\":1048576},"
+                       "{\"type\":\"snapshot\",\"scope\":\"private\",\"id\":\"n\",\"schema\":\"D\","
+                       "\"rev\":1,\"access\":\"write\",\"value\":{}},{\"type\":\"synced\"}]";
+    cr_assert_eq(tp_client_feed(c, sync, strlen(sync)), TP_OK);
+    take_writes(c); /* the first ping */
+    for (int i = 1; i <= 300; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "{\"k%d\":%d}", i, i);
+        cr_assert_gt(tp_client_write(c, "private", "n", p, NULL), 0);
+    }
+    cr_assert_eq(take_writes(c), TP__CLIENT_WINDOW, "the window");
+    cr_assert_eq(tp_client_pending(c), 300);
+    /* Ten answers make room for ten more. */
+    for (int ref = 1; ref <= 10; ref++) {
+        char ack[160];
+        snprintf(ack, sizeof ack,
+                 "{\"type\":\"ack\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"rev\":%d,"
+                 "\"from\":%d}",
+                 ref, ref + 1, ref);
+        cr_assert_eq(tp_client_feed(c, ack, strlen(ack)), TP_OK);
+    }
+    cr_assert_eq(take_writes(c), 10);
+    /* A new connection sends the window again, oldest first. */
+    tp_client_closed(c, 1006, NULL);
+    tp_free(tp_client_url(c));
+    tp_client_opened(c);
+    cr_assert_eq(take_writes(c), TP__CLIENT_WINDOW);
+    tp_client_free(c);
+}
