@@ -293,6 +293,21 @@ copy_str(char **dst, const char *src)
     return *dst == NULL ? -1 : 0;
 }
 
+/* Frees the client's copies of its URL and options. */
+static void
+free_copies(tp_client *c)
+{
+    tp__free(c->url_text);
+    tp__free(c->token);
+    tp__free(c->ca_file);
+    tp__free(c->client_id);
+    if (c->headers != NULL)
+        for (size_t i = 0; c->headers[i] != NULL; i++)
+            tp__free(c->headers[i]);
+    tp__free(c->headers);
+    tp__client_url_free(&c->url);
+}
+
 TP_API tp_client *
 tp_client_new(const char *url, const tp_client_options *opts, tp_error *err)
 {
@@ -385,15 +400,7 @@ tp_client_new(const char *url, const tp_client_options *opts, tp_error *err)
     }
     if (bad || locks == 0) {
         /* Freed by hand: tp_client_free would lock the mutex. */
-        tp__free(c->url_text);
-        tp__free(c->token);
-        tp__free(c->ca_file);
-        tp__free(c->client_id);
-        if (c->headers != NULL)
-            for (size_t i = 0; c->headers[i] != NULL; i++)
-                tp__free(c->headers[i]);
-        tp__free(c->headers);
-        tp__client_url_free(&c->url);
+        free_copies(c);
         tp__free(p);
         tp__free(c);
         tp__error_set(err, bad ? TP_ENOMEM : TP_EINTERNAL,
@@ -465,15 +472,7 @@ tp_client_free(tp_client *c)
     tp__free(p);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
-    tp__free(c->url_text);
-    tp__free(c->token);
-    tp__free(c->ca_file);
-    tp__free(c->client_id);
-    if (c->headers != NULL)
-        for (size_t i = 0; c->headers[i] != NULL; i++)
-            tp__free(c->headers[i]);
-    tp__free(c->headers);
-    tp__client_url_free(&c->url);
+    free_copies(c);
     tp__free(c);
 }
 

@@ -287,9 +287,7 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
             if (oldest != NULL) {
                 tp__journal_client_gone(oldest);
                 tp__map_del(&s->clients, oldest->id);
-                for (unsigned i = 0; i < oldest->len; i++)
-                    tp__buf_unref(oldest->outcomes[(oldest->start + i) % TP__OUTCOMES].msg);
-                tp__free(oldest);
+                tp__client_free(oldest);
             }
         }
         cl = tp__calloc(1, sizeof *cl);

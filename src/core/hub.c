@@ -133,30 +133,45 @@ gone_free(tp__map *gone)
     tp__map_free(gone);
 }
 
-static void
-session_free(tp_session *s)
+void
+tp__client_free(tp__client *cl)
+{
+    for (unsigned i = 0; i < cl->len; i++)
+        tp__buf_unref(cl->outcomes[(cl->start + i) % TP__OUTCOMES].msg);
+    tp__free(cl);
+}
+
+void
+tp__session_clear(tp_session *s)
+{
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+        tp__model_free(v);
+    tp__map_free(&s->models);
+    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
+        tp__sub *sub = v;
+        tp__sub *moved = tp__vec_swap_remove(&sub->model->subs, sub->idx);
+        if (moved != NULL)
+            moved->idx = sub->idx;
+        tp__free(sub);
+    }
+    tp__map_free(&s->subs);
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
+        tp__client_free(v);
+    tp__map_free(&s->clients);
+    gone_free(&s->gone);
+    gone_free(&s->gone_ids);
+}
+
+void
+tp__session_free(tp_session *s)
 {
     /* A hub freed under live connections frees them too: the transport
      * must not use them (nor call tp_conn_close) afterwards. */
     while (s->conns.len > 0)
         tp_conn_close(s->conns.items[s->conns.len - 1]);
     tp__vec_free(&s->conns);
-    void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
-        tp__model_free(v);
-    tp__map_free(&s->models);
-    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);)
-        tp__free(v);
-    tp__map_free(&s->subs);
-    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
-        tp__client *cl = v;
-        for (unsigned i = 0; i < cl->len; i++)
-            tp__buf_unref(cl->outcomes[(cl->start + i) % TP__OUTCOMES].msg);
-        tp__free(cl);
-    }
-    tp__map_free(&s->clients);
-    gone_free(&s->gone);
-    gone_free(&s->gone_ids);
+    tp__session_clear(s);
     tp__free(s->tenant_json);
     tp__free(s->tenant);
     tp__free(s);
@@ -171,7 +186,7 @@ tp_hub_free(tp_hub *hub)
     hub->freeing = 1;
     void *v;
     for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);)
-        session_free(v);
+        tp__session_free(v);
     tp__map_free(&hub->tenants);
     for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);)
         tp__model_free(v);
@@ -454,7 +469,7 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
     s->loaded = !hub->lazy;
     if (tp__session_ready(s) != TP_OK) {
         tp__map_del(&hub->tenants, s->tenant);
-        session_free(s);
+        tp__session_free(s);
         return NULL;
     }
     return s;
@@ -479,7 +494,7 @@ tp__session_release(tp_session *s)
         return;
     tp__journal_session_gone(s);
     tp__map_del(&s->hub->tenants, s->tenant);
-    session_free(s);
+    tp__session_free(s);
 }
 
 TP_API const char *

@@ -262,6 +262,13 @@ struct tp_hub {
 int tp__valid_key(const char *key);
 /* tp__hub_session finds or makes a tenant's session; pin: the host keeps it. */
 tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
+/* tp__session_clear frees what a session holds (models, subscriptions, taken
+ * off their shared models, client records, gone ids); tp__session_free
+ * closes its connections, clears it and frees it. */
+void tp__session_clear(tp_session *s);
+void tp__session_free(tp_session *s);
+/* tp__client_free frees a client record and its remembered outcomes. */
+void tp__client_free(tp__client *cl);
 /* tp__session_release frees an unpinned session that holds nothing. */
 void tp__session_release(tp_session *s);
 int64_t tp__hub_now(tp_hub *hub);

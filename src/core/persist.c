@@ -1283,31 +1283,7 @@ tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err)
 static void
 session_unload(tp_session *s)
 {
-    void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
-        tp__model_free(v);
-    tp__map_free(&s->models);
-    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
-        tp__sub *sub = v;
-        tp__sub *moved = tp__vec_swap_remove(&sub->model->subs, sub->idx);
-        if (moved != NULL)
-            moved->idx = sub->idx;
-        tp__free(sub);
-    }
-    tp__map_free(&s->subs);
-    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
-        tp__client *cl = v;
-        for (unsigned i = 0; i < cl->len; i++)
-            tp__buf_unref(cl->outcomes[(cl->start + i) % TP__OUTCOMES].msg);
-        tp__free(cl);
-    }
-    tp__map_free(&s->clients);
-    for (int k = 0; k < 2; k++) {
-        tp__map *gone = k ? &s->gone : &s->gone_ids;
-        for (size_t it = 0; tp__map_next(gone, &it, NULL, &v);)
-            tp__free(v);
-        tp__map_free(gone);
-    }
+    tp__session_clear(s);
     s->next_id = 1;
     s->loaded = 0;
 }
@@ -1390,11 +1366,7 @@ evict(tp_session *s)
     hub->evictions++;
     if (!s->pinned) {
         tp__map_del(&hub->tenants, s->tenant);
-        /* The maps of an unloaded session hold nothing: free the rest. */
-        tp__vec_free(&s->conns);
-        tp__free(s->tenant_json);
-        tp__free(s->tenant);
-        tp__free(s);
+        tp__session_free(s);
     }
 }
 
