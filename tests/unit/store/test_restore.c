@@ -599,3 +599,110 @@ Test(restore, connection_ids_are_never_used_twice)
     tp_conn_close(c);
     tp_hub_free(hub);
 }
+
+/* ---- A store that holds nonsense ---- */
+
+static void
+put_raw(tp__rec_kind kind, const char *k1, const char *k2, int64_t n, const char *body)
+{
+    tp__rec r = {kind, k1, k2, n, body, strlen(body)};
+    tp_error err;
+    cr_assert_eq(store->ops->put(store, &r, &err), TP_OK, "%s", err.message);
+}
+
+static int
+grab_body(const tp__rec *r, void *user)
+{
+    *(json_t **)user = json_loadb(r->body, r->body_len, 0, NULL);
+    return 0;
+}
+
+/* A hub stored once, with a shared model "doc" and alice's private "n". */
+static void
+good_store(void)
+{
+    tp_hub *hub = open_hub();
+    tp_error err;
+    cr_assert_not_null(tp_hub_share_as(hub, "doc", doc, "{\"title\":\"d\"}", NULL, &err));
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    tp_hub_free(hub);
+}
+
+Test(restore, corrupt_hub_records_refuse_the_hub_with_a_message)
+{
+    static const struct {
+        const char *k1, *k2, *body, *want;
+    } bad[] = {
+        {"", "doc", "{not json", "not JSON"},
+        {"", "doc", "{\"schema\":\"x\",\"rev\":1,\"reborn\":0,\"value\":[]}", "expected schema"},
+        {"", "doc", "{\"schema\":\"0000000000000000\",\"rev\":1,\"reborn\":0,\"value\":{}}",
+         "its schema is not stored"},
+        {"", "doc", "{\"schema\":\"x\",\"rev\":0,\"reborn\":0,\"value\":{}}", "expected schema"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tp_store_free(store);
+        store = tp_store_memory();
+        good_store();
+        put_raw(TP__REC_MODEL, bad[i].k1, bad[i].k2, 0, bad[i].body);
+        tp_hub_config cfg = {0};
+        cfg.store = store;
+        tp_error err;
+        cr_assert_null(tp_hub_new(&cfg, &err), "case %zu accepted", i);
+        cr_assert_not_null(strstr(err.message, bad[i].want), "case %zu: %s", i, err.message);
+        cr_assert_not_null(strstr(err.message, "\"doc\""), "names the record: %s", err.message);
+        cr_assert_null(store->hub, "the store is free again");
+    }
+    /* A schema record that is not a schema, and stamps of the wrong shape. */
+    tp_store_free(store);
+    store = tp_store_memory();
+    good_store();
+    put_raw(TP__REC_META, "schema:0000000000000001", "", 0, "[1,2]");
+    tp_error err;
+    tp_hub_config cfg = {0};
+    cfg.store = store;
+    cr_assert_null(tp_hub_new(&cfg, &err));
+    tp_store_free(store);
+    store = tp_store_memory();
+    tp_hub *hub = open_hub();
+    cr_assert_not_null(tp_hub_share_as(hub, "m", map, "{}", &tp_lww_map_crdt, &err));
+    tp_conn *c = tp_conn_open(hub, "w", 0, &err);
+    cr_assert_eq(tp_hub_subscribe(hub, "w", "m", TP_WRITE), TP_OK);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"m\","
+                         "\"patch\":{\"x\":1}}"));
+    tp_conn_close(c);
+    tp_hub_free(hub);
+    /* The stored record with its stamps of the wrong shape. */
+    json_t *body = NULL;
+    cr_assert_eq(store->ops->scan(store, TP__REC_MODEL, "", "m", grab_body, &body, &err), TP_OK);
+    cr_assert_not_null(body);
+    json_object_set_new(body, "stamps", json_pack("{s:[s]}", "x", "late"));
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    put_raw(TP__REC_MODEL, "", "m", 0, text);
+    free(text);
+    cfg.store = store;
+    cr_assert_null(tp_hub_new(&cfg, &err));
+    cr_assert_not_null(strstr(err.message, "bad stamps"), "%s", err.message);
+}
+
+/* A tenant's records are read when it is first needed: one that is
+ * corrupt refuses that tenant, not the hub nor the other tenants. */
+Test(restore, a_corrupt_tenant_is_refused_alone)
+{
+    good_store();
+    put_raw(TP__REC_OUTCOME, "alice", "phone", 1, "no ref here");
+    put_raw(TP__REC_CLIENT, "alice", "phone", 0, "{\"highest\":1,\"seq\":1}");
+    tp_hub *hub = open_hub();
+    tp_error err;
+    cr_assert_null(tp_conn_open(hub, "alice", 0, &err));
+    cr_assert_eq(err.code, TP_EINTERNAL);
+    cr_assert_not_null(strstr(err.message, "cannot be loaded"), "%s", err.message);
+    tp_conn *b = tp_conn_open(hub, "bob", 0, &err);
+    cr_assert_not_null(b, "%s", err.message);
+    tp_conn_close(b);
+    char *v = tp_hub_get_shared(hub, "doc");
+    assert_json_text(v, "{\"title\":\"d\"}");
+    tp_hub_free(hub);
+}
