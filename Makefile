@@ -71,7 +71,7 @@ bench: build
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;
 # the committed corpus is only read.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client
+FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client fuzz_jwt
 FUZZ_FLAGS ?=
 
 fuzz: deps
@@ -80,7 +80,7 @@ fuzz: deps
 	    -DTP_SANITIZE=ON -DTP_FUZZ=ON -DTP_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
 	@rc=0; for t in $(FUZZ_TARGETS); do \
-	    case $$t in fuzz_conn|fuzz_client) len=8192;; *) len=4096;; esac; \
+	    case $$t in fuzz_conn|fuzz_client) len=8192;; fuzz_jwt) len=9000;; *) len=4096;; esac; \
 	    mkdir -p build-fuzz/corpus/$$t build-fuzz/artifacts/$$t; \
 	    echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	    ./build-fuzz/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
