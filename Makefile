@@ -61,10 +61,11 @@ test-client-stress: build
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
-# A quick run: core_bench, then bench/run.sh --quick (W1 and W3 against transportsd, the floor
-# and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
+# A quick run: core_bench, auth_bench, then bench/run.sh --quick (W1 and W3 against transportsd,
+# the floor and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
 bench: build
 	./build/bench/core_bench --quick
+	./build/bench/auth_bench --quick
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
