@@ -288,22 +288,17 @@ verify_pkey(const tp__jwt_key *k, const unsigned char *input, size_t n, const un
         sig = der;
         sig_len = (size_t)der_len;
     }
+    /* A copy of the context the key set prepared; should OpenSSL refuse to
+     * copy one (a provider without dupctx), a fresh one is set up. */
     int rc = -1;
-    EVP_PKEY_CTX *pctx = NULL;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx != NULL && EVP_DigestVerifyInit(ctx, &pctx, k->md, NULL, k->pkey) > 0) {
-        int ready = 1;
-        /* PS*: MGF1 with the same hash and a salt of the hash's size
-         * (RFC 7518 3.5); RSA_PSS_SALTLEN_DIGEST accepts exactly that. */
-        if (k->alg->family == TP__JWT_PSS)
-            ready = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
-                    EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) > 0 &&
-                    EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, k->md) > 0;
-        else if (k->alg->family == TP__JWT_RSA)
-            ready = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) > 0;
-        if (ready)
-            rc = EVP_DigestVerify(ctx, sig, sig_len, input, n) == 1 ? 1 : 0;
+    int ready = ctx != NULL && EVP_MD_CTX_copy_ex(ctx, k->init);
+    if (ctx != NULL && !ready) {
+        ERR_clear_error();
+        ready = EVP_MD_CTX_reset(ctx) && tp__jwt_verify_init(k, ctx);
     }
+    if (ready)
+        rc = EVP_DigestVerify(ctx, sig, sig_len, input, n) == 1 ? 1 : 0;
     EVP_MD_CTX_free(ctx);
     OPENSSL_free(der);
     /* A signature that does not verify leaves errors on the thread's

@@ -41,6 +41,7 @@ typedef struct tp__jwt_key {
     EVP_MAC_CTX *mac; /* HMAC: initialised with the secret; duplicated per use */
     EVP_PKEY *pkey;   /* the other families: the public key */
     EVP_MD *md;       /* RSA, PSS, EC: the digest, fetched once */
+    EVP_MD_CTX *init; /* RSA, PSS, EC, EdDSA: set up to verify; copied per use */
     size_t sig_len;   /* the exact length of a signature, in bytes */
 } tp__jwt_key;
 
@@ -49,6 +50,14 @@ struct tp__jwt_keys {
     size_t n;
     size_t skipped; /* JWKS keys that are not signature keys */
 };
+
+/*
+ * tp__jwt_verify_init sets ctx up to verify with key k: EVP_DigestVerifyInit
+ * with the key's digest and, for RS* and PS*, the padding (PS*: MGF1 with
+ * the same hash and a salt of the hash's size, RFC 7518 3.5). Returns 1, or
+ * 0 when OpenSSL fails (its error queue is then cleared).
+ */
+int tp__jwt_verify_init(const tp__jwt_key *k, EVP_MD_CTX *ctx);
 
 /*
  * tp__b64url_decode decodes n characters of unpadded base64url (RFC 7515
