@@ -14,6 +14,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
@@ -259,6 +260,7 @@ keys_refused(const char *json, const char *want)
     }
     cr_assert_eq(err.code, TP_EINVALID, "%s", err.message);
     cr_assert_str_eq(err.message, want, "\ngot  %s\nwant %s", err.message, want);
+    cr_assert_eq(ERR_peek_error(), 0, "OpenSSL's error queue is not empty");
 }
 
 /* ---- Verifying ---- */
@@ -295,6 +297,9 @@ expect_at(const tp__jwt_keys *keys, const tp__jwt_rules *rules, const char *toke
     tp__jwt_result got = tp__jwt_verify(keys, rules, token, strlen(token), now, &c, &err);
     cr_assert_eq(got, want, "got %s (%s), want %s", tp__jwt_result_name(got), err.message,
                  tp__jwt_result_name(want));
+    /* Nothing is left on OpenSSL's error queue: the server's thread shares
+     * it with TLS, where SSL_get_error() reads it. */
+    cr_assert_eq(ERR_peek_error(), 0, "OpenSSL's error queue is not empty");
     if (want == TP__JWT_OK) {
         cr_assert_eq(err.code, TP_OK);
     } else {
