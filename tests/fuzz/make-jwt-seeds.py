@@ -133,6 +133,12 @@ write("J-ec", "J" + compact({"keys": [ec_jwk]}))
 write("J-oct", "J" + compact({"keys": [{"kty": "oct", "alg": "HS256", "k": b64url(SECRET)}]}))
 write("J-okp", "J" + compact({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(
     ED.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))}]}))
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA.public_key()))
+write("J-rsa", "J" + compact({"keys": [dict(rsa_jwk, alg="RS256", kid="r")]}))
+write("J-rsa-pss", "J" + compact({"keys": [dict(rsa_jwk, alg="PS256", kid="r"),
+                                          dict(ec_jwk, alg="ES256")]}))
 write("J-rsa-no-alg", "J" + compact({"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}))
 write("J-private", "J" + compact({"keys": [dict(ec_jwk, d="AAAA")]}))
 write("J-enc", "J" + compact({"keys": [dict(ec_jwk, use="enc"), ec_jwk]}))
