@@ -7,6 +7,7 @@
  * second signer, PyJWT, made the tokens of tests/cases/jwt/ (make.py).
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1470,6 +1471,68 @@ Test(jwt, tokens_signed_by_pyjwt)
     tp__jwt_keys_free(keys);
     json_decref(cases);
     cr_assert_eq(tpt_alloc.live, 0);
+}
+
+/* ---- Threads ---- */
+
+typedef struct race {
+    const tp__jwt_keys *keys;
+    char *tokens[4];
+    int ok; /* verifications that gave TP__JWT_OK and the right tenant */
+} race;
+
+static void *
+race_run(void *arg)
+{
+    race *r = arg;
+    tp__jwt_rules rules = rules_plain();
+    for (int i = 0; i < 50; i++)
+        for (int t = 0; t < 4; t++) {
+            tp__jwt_claims c;
+            tp_error err;
+            if (tp__jwt_verify(r->keys, &rules, r->tokens[t], strlen(r->tokens[t]), NOW, &c,
+                               &err) == TP__JWT_OK &&
+                strcmp(c.tenant, "alice") == 0)
+                r->ok++;
+        }
+    return NULL;
+}
+
+/* jwt.h says a key set may be shared by threads: four verify the same
+ * tokens at once, through the contexts every key prepared at load. */
+Test(jwt, threads_share_a_key_set)
+{
+    tp_set_allocator(NULL); /* the counting allocator is not thread-safe */
+    EVP_PKEY *rsa = keygen("RSA", NULL), *p = keygen("EC", "P-256"), *ed = keygen("ED25519", NULL);
+    write_pub("rs.pem", rsa);
+    write_pub("es.pem", p);
+    write_pub("ed.pem", ed);
+    tp__jwt_keys *keys = keys_from("[{\"alg\":\"HS256\",\"secret_env\":\"S32\"},"
+                                   "{\"alg\":\"PS256\",\"public_key_file\":\"rs.pem\"},"
+                                   "{\"alg\":\"ES256\",\"public_key_file\":\"es.pem\"},"
+                                   "{\"alg\":\"EdDSA\",\"public_key_file\":\"ed.pem\"}]");
+    race r[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        r[i].keys = keys;
+        r[i].ok = 0;
+        r[i].tokens[0] = sign_token("HS256", NULL, SECRET32, NULL, CLAIMS);
+        r[i].tokens[1] = sign_token("PS256", rsa, NULL, NULL, CLAIMS);
+        r[i].tokens[2] = sign_token("ES256", p, NULL, NULL, CLAIMS);
+        r[i].tokens[3] = sign_token("EdDSA", ed, NULL, NULL, CLAIMS);
+    }
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, race_run, &r[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_assert_eq(r[i].ok, 200, "thread %d: %d of 200 verified", i, r[i].ok);
+        for (int t = 0; t < 4; t++)
+            free(r[i].tokens[t]);
+    }
+    tp__jwt_keys_free(keys);
+    EVP_PKEY_free(rsa);
+    EVP_PKEY_free(p);
+    EVP_PKEY_free(ed);
 }
 
 /* ---- Out of memory ---- */
