@@ -61,17 +61,18 @@ test-client-stress: build
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
-# A quick run: core_bench, then bench/run.sh --quick (W1 and W3 against transportsd, the floor
-# and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
+# A quick run: core_bench, auth_bench, then bench/run.sh --quick (W1 and W3 against transportsd,
+# the floor and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
 bench: build
 	./build/bench/core_bench --quick
+	./build/bench/auth_bench --quick
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;
 # the committed corpus is only read.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client
+FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client fuzz_jwt
 FUZZ_FLAGS ?=
 
 fuzz: deps
@@ -80,7 +81,7 @@ fuzz: deps
 	    -DTP_SANITIZE=ON -DTP_FUZZ=ON -DTP_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
 	@rc=0; for t in $(FUZZ_TARGETS); do \
-	    case $$t in fuzz_conn|fuzz_client) len=8192;; *) len=4096;; esac; \
+	    case $$t in fuzz_conn|fuzz_client) len=8192;; fuzz_jwt) len=9000;; *) len=4096;; esac; \
 	    mkdir -p build-fuzz/corpus/$$t build-fuzz/artifacts/$$t; \
 	    echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	    ./build-fuzz/tests/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Each layer includes only its own headers and those of the layers above it
 # (DESIGN.md, "Layers"): util is libc only, core adds jansson, store adds
-# SQLite, net adds libwebsockets. A stray include fails this test.
+# SQLite, net adds libwebsockets; auth (JWT verification) uses util, jansson
+# and OpenSSL, and only net and daemon may use it. A stray include fails this
+# test.
 set -eu
 root=$1
 fail=0
@@ -15,12 +17,13 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'jansson|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
-check core 'sqlite3|libwebsockets|store/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
-check store 'libwebsockets|net/|client/|daemon/|cli/'
+check util 'jansson|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
+check core 'openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
+check store 'libwebsockets|auth/|net/|client/|daemon/|cli/'
+check auth 'sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
 check net 'client/|daemon/|cli/'
 check daemon 'client/|cli/'
-check client 'store/|net/|daemon/|cli/|sqlite3'
-check cli 'core/|store/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
+check client 'store/|auth/|net/|daemon/|cli/|sqlite3'
+check cli 'core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
 [ $fail -eq 0 ] && echo "check-layers: every layer includes only what it may"
 exit $fail
