@@ -118,12 +118,12 @@ send_snapshots(tp_conn *c, uint64_t skip)
 {
     tp_session *s = c->session;
     void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+    for (size_t it = 0; c->state != TP__CONN_CLOSING && tp__map_next(&s->models, &it, NULL, &v);) {
         tp__model *m = v;
         if (skip == 0 || m->mark != skip)
             tp__conn_send_snapshot(c, m, TP_WRITE);
     }
-    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
+    for (size_t it = 0; c->state != TP__CONN_CLOSING && tp__map_next(&s->subs, &it, NULL, &v);) {
         tp__sub *sub = v;
         if (skip == 0 || sub->model->mark != skip)
             tp__conn_send_snapshot(c, sub->model, sub->access);
@@ -553,12 +553,21 @@ handle_write(tp_conn *c, const json_t *msg)
 /* ---- Resume ---- */
 
 static int
-check_resume(const json_t *models, tp_error *err)
+check_resume(const tp_conn *c, const json_t *models, tp_error *err)
 {
     if (models == NULL)
         return 0;
     if (!json_is_array(models))
         return tp__error_set(err, TP_EBADREQUEST, "models: expected an array");
+    /* Each entry may cost a snapshot: a client lists each model it holds
+     * once, so more entries than the tenant can see (and a few it may have
+     * lost since) is refused before any work. */
+    size_t visible = c->session->models.len + c->session->subs.len;
+    if (json_array_size(models) > visible + TP__RESUME_EXTRA)
+        return tp__error_set(err, TP_EBADREQUEST,
+                             "models: %zu entries, more than the %zu models this tenant can see "
+                             "and %d more",
+                             json_array_size(models), visible, TP__RESUME_EXTRA);
     size_t i;
     const json_t *e;
     json_array_foreach(models, i, e)
@@ -579,15 +588,32 @@ check_resume(const json_t *models, tp_error *err)
     return 0;
 }
 
-/* Answers one listed model: missed patches, a snapshot, or removed. */
+/* Ids a resume listed that name no model it can see, per scope: answered
+ * with one `removed` each, however often listed. Keys borrowed from the
+ * message. */
+typedef struct resume_seen {
+    tp__map gone[2];
+} resume_seen;
+
+/* Answers one listed model: missed patches, a snapshot, or removed. A model
+ * listed again in the same resume (the mark says so) is answered once, by
+ * its first entry. */
 static void
-resume_one(tp_conn *c, const json_t *e, uint64_t mark)
+resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
 {
     tp_error err;
     int shared;
     tp_access access;
     tp__model *m = find_model(c, e, "", &shared, &access, &err);
     if (m == NULL) {
+        const char *id = json_string_value(json_object_get(e, "id"));
+        tp__map *gone = &seen->gone[json_string_value(json_object_get(e, "scope"))[0] == 's'];
+        if (tp__map_get(gone, id) != NULL)
+            return;
+        if (tp__map_put(gone, id, (void *)id) != 0) {
+            tp__conn_send(c, NULL); /* out of memory: closed, the client resumes */
+            return;
+        }
         json_t *msg = json_pack("{s:s,s:O,s:O}", "type", "removed", "scope",
                                 json_object_get(e, "scope"), "id", json_object_get(e, "id"));
         tp__buf *b = encode_json(msg);
@@ -595,6 +621,8 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark)
         tp__buf_unref(b);
         return;
     }
+    if (m->mark == mark)
+        return;
     m->mark = mark;
     int64_t rev = json_integer_value(json_object_get(e, "rev"));
     /* The client may not know its access when it changed at or after its
@@ -617,26 +645,49 @@ handle_resume(tp_conn *c, const json_t *msg)
 {
     tp_error err = {0, ""};
     const json_t *models = json_object_get(msg, "models");
-    if (check_resume(models, &err) != 0 ||
+    const json_t *jref = json_object_get(msg, "ref");
+    int first = c->state == TP__CONN_AWAIT_RESUME;
+    /* A later resume (after a rev gap) may cost a snapshot per model it
+     * lists: it takes a token from the writes' budget, so a client cannot
+     * make the hub encode snapshots in a loop. */
+    if (!first && msg != NULL && !take_token(c)) {
+        send_error(c, json_is_integer(jref), json_integer_value(jref), TP_ERATELIMITED,
+                   "resume: over the limit of writes per second, resend later");
+        return;
+    }
+    if (check_resume(c, models, &err) != 0 ||
         set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        const json_t *jref = json_object_get(msg, "ref");
         send_error(c, json_is_integer(jref), json_integer_value(jref), err.code, err.message);
-        if (c->state != TP__CONN_AWAIT_RESUME)
+        if (!first)
             return;
         models = NULL; /* PROTOCOL.md: then handled as an empty resume */
     }
     uint64_t mark = ++c->hub->mark_gen;
+    resume_seen seen;
+    tp__map_init(&seen.gone[0], c->hub->seed ^ 0xa);
+    tp__map_init(&seen.gone[1], c->hub->seed ^ 0xb);
     size_t i;
     const json_t *e;
     /* The first resume is the initial sync; a later one (after a rev gap)
-     * counts against the outbox limit like anything else. */
-    c->syncing = c->state == TP__CONN_AWAIT_RESUME;
-    json_array_foreach(models, i, e) resume_one(c, e, mark);
+     * counts against the outbox limit like anything else. Each visible
+     * model is answered at most once, so the first resume's answer is
+     * bounded by what a fresh connection gets (and a `removed` for at most
+     * TP__RESUME_EXTRA ids it no longer sees). */
+    c->syncing = first;
+    json_array_foreach(models, i, e)
+    {
+        if (c->state == TP__CONN_CLOSING)
+            break; /* closed (1013): encoding more would be for nobody */
+        resume_one(c, e, mark, &seen);
+    }
+    tp__map_free(&seen.gone[0]);
+    tp__map_free(&seen.gone[1]);
     /* PROTOCOL.md: after the listed models, snapshots of the visible models
      * the client did not list, then synced. A resume later on a live
      * connection (after a rev gap) answers just the models it lists. */
-    if (c->state == TP__CONN_AWAIT_RESUME) {
-        c->state = TP__CONN_LIVE;
+    if (first) {
+        if (c->state != TP__CONN_CLOSING)
+            c->state = TP__CONN_LIVE;
         send_snapshots(c, mark);
         send_literal(c, "{\"type\":\"synced\"}");
     }
