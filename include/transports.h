@@ -213,6 +213,7 @@ typedef struct tp_limits {
     unsigned history_patches;   /* default 256 patches kept per model for resume */
     size_t history_bytes;       /* default 256 KiB of patches kept per model */
     unsigned client_records;    /* default 1024 exactly-once client ids per tenant */
+    size_t client_record_bytes; /* default 1 MiB: their outcomes' bytes per tenant */
     unsigned max_skew_ms;       /* default 60000: lww-map ts clamped to now + skew */
 } tp_limits;
 

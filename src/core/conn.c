@@ -252,6 +252,62 @@ utf8_chars(const char *s, size_t n)
     return chars;
 }
 
+/* Forgets a client record (its stored records go with the next commit). */
+static void
+client_drop(tp_session *s, tp__client *cl)
+{
+    tp__journal_client_gone(cl);
+    tp__map_del(&s->clients, cl->id);
+    s->client_bytes -= cl->bytes;
+    tp__client_free(cl);
+}
+
+/* The least recently used record no live connection holds, but `keep`. */
+static tp__client *
+client_oldest(tp_session *s, const tp__client *keep)
+{
+    tp__client *oldest = NULL;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
+        tp__client *o = v;
+        if (o != keep && o->conns == 0 && (oldest == NULL || o->used < oldest->used))
+            oldest = o;
+    }
+    return oldest;
+}
+
+/* Takes a record's oldest outcome off its ring (its seq stays: the window
+ * then no longer covers every ref it recorded). */
+static void
+outcome_drop_oldest(tp_session *s, tp__client *cl)
+{
+    tp__buf *msg = cl->outcomes[cl->start].msg;
+    size_t cost = TP__OUTCOME_COST(msg->len);
+    cl->bytes -= cost;
+    s->client_bytes -= cost;
+    tp__buf_unref(msg);
+    cl->outcomes[cl->start].msg = NULL;
+    cl->start = (cl->start + 1) % TP__OUTCOMES;
+    cl->len--;
+}
+
+void
+tp__client_trim(tp_session *s, tp__client *keep)
+{
+    /* Issue 11: a tenant cycling client ids must not grow what the store
+     * keeps (and what loading the tenant reads back) without bound: the
+     * bytes are capped, not just the records. */
+    const size_t cap = s->hub->limits.client_record_bytes;
+    tp__client *o;
+    while (s->client_bytes > cap && (o = client_oldest(s, keep)) != NULL)
+        client_drop(s, o);
+    if (keep == NULL || s->client_bytes <= cap || keep->len <= 1)
+        return;
+    tp__journal_client(keep);
+    while (s->client_bytes > cap && keep->len > 1)
+        outcome_drop_oldest(s, keep);
+}
+
 /* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
 static int
 set_client(tp_conn *c, const json_t *jid, tp_error *err)
@@ -277,18 +333,9 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         /* Bounded per tenant: the least recently used record that no live
          * connection holds makes room. */
         if (s->clients.len >= s->hub->limits.client_records) {
-            tp__client *oldest = NULL;
-            void *v;
-            for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
-                tp__client *o = v;
-                if (o->conns == 0 && (oldest == NULL || o->used < oldest->used))
-                    oldest = o;
-            }
-            if (oldest != NULL) {
-                tp__journal_client_gone(oldest);
-                tp__map_del(&s->clients, oldest->id);
-                tp__client_free(oldest);
-            }
+            tp__client *oldest = client_oldest(s, NULL);
+            if (oldest != NULL)
+                client_drop(s, oldest);
         }
         cl = tp__calloc(1, sizeof *cl);
         if (cl == NULL)
@@ -296,10 +343,13 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         memcpy(cl->id, id, json_string_length(jid) + 1);
         cl->session = s;
         cl->highest = INT64_MIN;
+        cl->bytes = TP__CLIENT_COST(json_string_length(jid));
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         }
+        s->client_bytes += cl->bytes;
+        tp__client_trim(s, cl);
     }
     cl->conns++;
     cl->used = ++s->client_uses;
@@ -323,10 +373,10 @@ outcome_find(const tp__client *cl, json_int_t ref)
 static int
 outcome_window_covers(const tp__client *cl, json_int_t ref)
 {
-    if (cl->len < TP__OUTCOMES)
+    if (cl->len == cl->seq)
         return 1; /* every recorded outcome is still here */
     for (unsigned i = 0; i < cl->len; i++)
-        if (cl->outcomes[i].ref < ref)
+        if (cl->outcomes[(cl->start + i) % TP__OUTCOMES].ref < ref)
             return 1;
     return 0;
 }
@@ -339,17 +389,16 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
     tp__journal_client(cl); /* before: the record to go back to */
     if (ref > cl->highest)
         cl->highest = ref;
-    unsigned k;
-    if (cl->len == TP__OUTCOMES) {
-        k = cl->start;
-        tp__buf_unref(cl->outcomes[k].msg);
-        cl->start = (cl->start + 1) % TP__OUTCOMES;
-    } else {
-        k = (cl->start + cl->len++) % TP__OUTCOMES;
-    }
+    tp_session *s = cl->session;
+    if (cl->len == TP__OUTCOMES)
+        outcome_drop_oldest(s, cl);
+    unsigned k = (cl->start + cl->len++) % TP__OUTCOMES;
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = tp__buf_ref(msg);
     cl->seq++;
+    cl->bytes += TP__OUTCOME_COST(msg->len);
+    s->client_bytes += TP__OUTCOME_COST(msg->len);
+    tp__client_trim(s, cl);
 }
 
 /* ---- Writes ---- */

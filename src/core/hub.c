@@ -34,6 +34,8 @@ limits_default(tp_limits *l)
         l->history_bytes = 256 * 1024;
     if (l->client_records == 0)
         l->client_records = 1024;
+    if (l->client_record_bytes == 0)
+        l->client_record_bytes = 1024 * 1024;
     if (l->max_skew_ms == 0)
         l->max_skew_ms = 60000;
 }
@@ -159,6 +161,7 @@ tp__session_clear(tp_session *s)
     for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
         tp__client_free(v);
     tp__map_free(&s->clients);
+    s->client_bytes = 0;
     gone_free(&s->gone);
     gone_free(&s->gone_ids);
 }

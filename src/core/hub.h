@@ -26,10 +26,14 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define TP__FRAME_MAX (64 * 1024)   /* PROTOCOL.md: a batch frame is at most 64 KiB */
-#define TP__KEY_MAX 256             /* tenant keys, model ids, sids */
-#define TP__CLIENT_ID_MAX 64        /* PROTOCOL.md: client ids */
-#define TP__OUTCOMES 256            /* PROTOCOL.md: outcomes remembered per client id */
+#define TP__FRAME_MAX (64 * 1024) /* PROTOCOL.md: a batch frame is at most 64 KiB */
+#define TP__KEY_MAX 256           /* tenant keys, model ids, sids */
+#define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
+#define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
+/* What a client record and an outcome cost against client_record_bytes:
+ * about what the store keeps of them (the key, the ref, the message). */
+#define TP__CLIENT_COST(idlen) (64 + (idlen))
+#define TP__OUTCOME_COST(msglen) (16 + (msglen))
 #define TP__RESUME_EXTRA 256        /* ids a resume may list beyond the models it can see */
 #define TP__ENVELOPE 1024           /* room for a snapshot's envelope around its value */
 #define TP__MAX_STAMPS 4096         /* lww-map fields per model, tombstones included */
@@ -137,6 +141,7 @@ typedef struct tp__client {
     int64_t highest; /* the highest ref processed with a recorded outcome */
     uint64_t used;   /* the session's use counter when last used: the oldest is evicted */
     unsigned conns;  /* live connections named with this id: never evicted while > 0 */
+    size_t bytes;    /* what it costs against client_record_bytes (TP__CLIENT_COST...) */
     unsigned start, len;
     /* Storage (persist.c): outcomes recorded ever (the newest one's number;
      * outcome k of the ring has seq - len + 1 + k), what the store holds. */
@@ -163,11 +168,12 @@ struct tp_session {
     tp__vec conns;    /* tp_conn *, each knowing its index here */
     tp__map clients;  /* client id -> tp__client * */
     uint64_t client_uses;
-    int pinned;         /* handed to the host by tp_hub_tenant: lives as long as the hub */
-    int loaded;         /* its models, subscriptions and clients are in memory */
-    const char *iname;  /* the tenant key interned (tp__hub_intern), once it stamped */
-    int64_t idle_since; /* hub clock ms: the last use without a connection */
-    int jdirty;         /* storage: the tenant's record changed (index in hub->jsessions) */
+    size_t client_bytes; /* the sum of its client records' bytes */
+    int pinned;          /* handed to the host by tp_hub_tenant: lives as long as the hub */
+    int loaded;          /* its models, subscriptions and clients are in memory */
+    const char *iname;   /* the tenant key interned (tp__hub_intern), once it stamped */
+    int64_t idle_since;  /* hub clock ms: the last use without a connection */
+    int jdirty;          /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
 };
 
@@ -270,6 +276,11 @@ void tp__session_clear(tp_session *s);
 void tp__session_free(tp_session *s);
 /* tp__client_free frees a client record and its remembered outcomes. */
 void tp__client_free(tp__client *cl);
+/* tp__client_trim keeps a session's client records within client_record_bytes
+ * (conn.c): the least recently used records no live connection holds go
+ * first, then the oldest outcomes of `keep` (the record just written, never
+ * evicted: at least its newest outcome stays). */
+void tp__client_trim(tp_session *s, tp__client *keep);
 /* tp__session_release frees an unpinned session that holds nothing. */
 void tp__session_release(tp_session *s);
 int64_t tp__hub_now(tp_hub *hub);

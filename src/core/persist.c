@@ -614,6 +614,9 @@ client_rollback(tp__client *cl)
 {
     while (cl->seq > cl->base_seq && cl->len > 0) {
         unsigned k = (cl->start + cl->len - 1) % TP__OUTCOMES;
+        size_t cost = TP__OUTCOME_COST(cl->outcomes[k].msg->len);
+        cl->bytes -= cost;
+        cl->session->client_bytes -= cost;
         tp__buf_unref(cl->outcomes[k].msg);
         cl->outcomes[k].msg = NULL;
         cl->len--;
@@ -1194,14 +1197,17 @@ load_client(const tp__rec *r, void *user)
     else if ((cl = tp__calloc(1, sizeof *cl)) == NULL)
         rc = tp__error_set(c->err, TP_ENOMEM, "out of memory");
     else {
-        strcpy(cl->id, r->k2);
+        memcpy(cl->id, r->k2, strlen(r->k2) + 1);
         cl->session = s;
         cl->highest = highest;
         cl->seq = cl->seq_saved = (uint64_t)seq;
         cl->used = ++s->client_uses;
+        cl->bytes = TP__CLIENT_COST(strlen(cl->id));
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             rc = tp__error_set(c->err, TP_ENOMEM, "out of memory");
+        } else {
+            s->client_bytes += cl->bytes;
         }
     }
     json_decref(o);
@@ -1232,6 +1238,9 @@ load_outcome(const tp__rec *r, void *user)
     unsigned k;
     if (cl->len == TP__OUTCOMES) {
         k = cl->start;
+        size_t cost = TP__OUTCOME_COST(cl->outcomes[k].msg->len);
+        cl->bytes -= cost;
+        s->client_bytes -= cost;
         tp__buf_unref(cl->outcomes[k].msg);
         cl->start = (cl->start + 1) % TP__OUTCOMES;
     } else {
@@ -1239,6 +1248,8 @@ load_outcome(const tp__rec *r, void *user)
     }
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = msg;
+    cl->bytes += TP__OUTCOME_COST(msg->len);
+    s->client_bytes += TP__OUTCOME_COST(msg->len);
     return TP_OK;
 }
 
@@ -1310,6 +1321,9 @@ tp__session_load(tp_session *s, tp_error *err)
             return rc < 0 ? rc : TP_EINTERNAL;
         }
     }
+    /* A store written with a larger client_record_bytes (or before there
+     * was one) is brought within it: the least recently stored go. */
+    tp__client_trim(s, NULL);
     hub->loads++;
     return TP_OK;
 }
@@ -1326,10 +1340,7 @@ session_bytes(const tp_session *s)
              m->hist_cap * sizeof(tp__hist) + m->hist_len * 48;
     }
     n += s->subs.len * (sizeof(tp__sub) + 64);
-    n += s->clients.len * sizeof(tp__client);
-    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
-        for (unsigned i = 0; i < ((tp__client *)v)->len; i++)
-            n += ((tp__client *)v)->outcomes[i].msg ? 48 + 80 : 0;
+    n += s->clients.len * sizeof(tp__client) + 2 * s->client_bytes;
     return n;
 }
 

@@ -706,3 +706,130 @@ Test(restore, a_corrupt_tenant_is_refused_alone)
     assert_json_text(v, "{\"title\":\"d\"}");
     tp_hub_free(hub);
 }
+
+/* ---- Exactly-once records are bounded in bytes (issue 11) ---- */
+
+static int
+sum_body(const tp__rec *r, void *user)
+{
+    *(size_t *)user += r->body_len + 16;
+    return 0;
+}
+
+/* The bytes of a tenant's stored client records and outcomes. */
+static size_t
+stored_client_bytes(const char *tenant)
+{
+    size_t n = 0;
+    tp_error err;
+    cr_assert_eq(store->ops->scan(store, TP__REC_OUTCOME, tenant, NULL, sum_body, &n, &err), TP_OK);
+    cr_assert_eq(store->ops->scan(store, TP__REC_CLIENT, tenant, NULL, sum_body, &n, &err), TP_OK);
+    return n;
+}
+
+static tp_hub *
+open_hub_capped(size_t client_bytes)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    cfg.limits.client_record_bytes = client_bytes;
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    return hub;
+}
+
+/* n writes to alice's "n" from a connection named client, refs 1..n. */
+static void
+writes_as(tp_hub *hub, const char *client, int n)
+{
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    char w[200];
+    snprintf(w, sizeof w, "{\"type\":\"ping\",\"ref\":0,\"client\":\"%s\"}", client);
+    json_decref(reply(c, w));
+    for (int i = 1; i <= n; i++) {
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":"
+                 "{\"n\":%d}}",
+                 i, i);
+        json_t *a = reply(c, w);
+        cr_assert_str_eq(json_string_value(json_object_get(a, "type")), "ack");
+        json_decref(a);
+    }
+    tpt_drain_all(hub);
+    tp_conn_close(c);
+}
+
+Test(restore, a_tenant_cycling_client_ids_stays_within_its_bytes)
+{
+    /* 200 client ids with 50 writes each: about 0.9 MB of outcomes, kept
+     * to 64 KiB; every client id after the first few evicts the oldest. */
+    const size_t cap = 64 * 1024;
+    tp_hub *hub = open_hub_capped(cap);
+    tp_error err;
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    for (int k = 0; k < 200; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "cycling-client-%d", k);
+        writes_as(hub, id, 50);
+        now += 1000;
+    }
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    size_t stored = stored_client_bytes("alice");
+    cr_assert_leq(stored, cap, "stored %zu bytes of client records", stored);
+    cr_assert_gt(stored, cap / 2, "the cap is used, not emptied: %zu", stored);
+    tp_hub_free(hub);
+    /* Loaded again, the newest client still gets its outcomes back. */
+    hub = open_hub_capped(cap);
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"cycling-client-199\"}"));
+    json_t *a = reply(c, "{\"type\":\"write\",\"ref\":50,\"scope\":\"private\",\"id\":\"n\","
+                         "\"patch\":{\"n\":50}}");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "type")), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(a, "rev")), 200 * 50 + 1, "not applied again");
+    json_decref(a);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
+
+Test(restore, a_live_client_over_the_bytes_forgets_its_oldest_outcomes)
+{
+    /* One client held by a live connection cannot be evicted: its own
+     * oldest outcomes go, and a resend of one of them is `duplicate`,
+     * never applied twice. */
+    tp_hub *hub = open_hub_capped(2000);
+    tp_error err;
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"one\"}"));
+    for (int i = 1; i <= 100; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":"
+                 "{\"n\":%d}}",
+                 i, i);
+        json_decref(reply(c, w));
+    }
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    size_t stored = stored_client_bytes("alice");
+    cr_assert_leq(stored, 2000, "stored %zu", stored);
+    json_t *e = reply(c, "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\","
+                         "\"patch\":{\"n\":3}}");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "duplicate");
+    json_decref(e);
+    e = reply(c, "{\"type\":\"write\",\"ref\":100,\"scope\":\"private\",\"id\":\"n\","
+                 "\"patch\":{\"n\":100}}");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(e, "rev")), 101);
+    json_decref(e);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 101);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
