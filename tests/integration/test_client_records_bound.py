@@ -1,0 +1,85 @@
+"""Issue 11, exactly-once records as a disk bomb, against the real daemon: one tenant
+cycling client ids (a new id per connection, writes under each) keeps at most
+`client_record_bytes` of client records and outcomes in its SQLite file; the newest
+client's resend is still answered from memory after a restart; another tenant is
+answered meanwhile."""
+
+import sqlite3
+import time
+import unittest
+
+from harness import SLOW, DaemonTestCase, close_all, connect, doc_config, open_client
+
+DB = "state.db"
+CAP = 64 * 1024
+
+
+def stored_client_bytes(path, tenant):
+    """What the store keeps of a tenant's client records, counted as the hub counts it."""
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        n = 0
+        for table, per in (("outcomes", 16), ("clients", 64)):
+            row = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM %s "
+                             "WHERE k1 = ?" % table, (tenant,)).fetchone()
+            n += row[0] * per + row[1]
+        return n
+    finally:
+        db.close()
+
+
+def write(ref, n):
+    return {"type": "write", "scope": "private", "id": "notes", "ref": ref, "patch": {"n": n}}
+
+
+class ClientRecordsBound(DaemonTestCase):
+
+    def test_cycling_client_ids_stays_within_the_bytes(self):
+        cfg = doc_config({"client_record_bytes": CAP, "writes_per_second": 100000})
+        cfg["storage"] = {"sqlite": DB, "synchronous": "off"}
+        d = self.start_daemon(cfg)
+
+        async def run():
+            bob, _, _ = await open_client(d, "bob")
+            worst = 0.0
+            for k in range(80):
+                c, _, _ = await open_client(d, "alice")
+                await c.send({"type": "ping", "ref": 0, "client": "cycler-%d" % k})
+                await c.recv()
+                # 60 writes in one batch frame: about 6 KB of outcomes per client id.
+                await c.send_text("[" + ",".join(
+                    '{"type":"write","scope":"private","id":"notes","ref":%d,'
+                    '"patch":{"n":%d}}' % (i, k * 60 + i) for i in range(1, 61)) + "]")
+                acks = await c.recv_n(60)
+                self.assertTrue(all(a["type"] == "ack" for a in acks), acks[:2])
+                await close_all([c])
+                t = time.monotonic()
+                await bob.barrier()
+                worst = max(worst, time.monotonic() - t)
+            await close_all([bob])
+            # 80 ids x 60 outcomes would be ~500 KB: the store keeps the cap.
+            stored = stored_client_bytes(d.path(DB), "alice")
+            self.assertLessEqual(stored, CAP, "stored %d bytes" % stored)
+            self.assertGreater(stored, CAP // 2)
+            self.assertLess(worst, 1.0 * SLOW, "bob waited %.3f s" % worst)
+        self.run_async(run(), timeout=120 * SLOW)
+
+        # After a restart, the newest client's last write is answered from memory.
+        d.stop()
+        d.restart()
+
+        async def again():
+            c, _, snaps = await open_client(d, "alice")
+            rev = snaps[("private", "notes")]["rev"]
+            await c.send({"type": "ping", "ref": 0, "client": "cycler-79"})
+            await c.recv()
+            await c.send(write(60, 79 * 60 + 60))
+            ack = await c.recv()
+            self.assertEqual((ack["type"], ack["rev"]), ("ack", rev), "not applied again")
+            self.assertEqual(await c.barrier(), [])
+            await close_all([c])
+        self.run_async(again())
+
+
+if __name__ == "__main__":
+    unittest.main()
