@@ -392,6 +392,7 @@ on_ack(tp_client *c, const json_t *msg)
     }
     /* A shared write's patch arrived before its ack: confirmed holds it. */
     pending_detach(c, w);
+    P(c)->retry_streak = 0; /* the server takes writes again */
     if (P(c)->connected)
         tp__client_send_unsent(c); /* room in the window for the next */
     tp__pending_free(w);
@@ -443,11 +444,14 @@ on_error(tp_client *c, const json_t *msg)
     }
     if (code == TP_ERATELIMITED) {
         /* PROTOCOL.md: not recorded, resend it later with the same ref. It
-         * stays pending (and in the view) and is sent again by the next
-         * tp__client_ping or on the next connection. */
+         * stays pending (and in the view), held until tp__client_retry's
+         * delay has passed (or the next connection): acks that make room in
+         * the window do not send it. */
         tp__log(&c->log, TP_LOG_INFO, "client write rate limited ref=%lld: resent later",
                 (long long)ref);
         w->sent = 0;
+        w->held = 1;
+        P(c)->holding = 1;
         return TP_OK;
     }
     /* Every other refusal (internal included: the server failed, and the

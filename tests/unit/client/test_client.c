@@ -877,13 +877,92 @@ Test(client, rate_limited_writes_are_resent)
     cr_assert_eq(view_int(a, "shared", "rw", "n"), 8);
     for (int round = 0; round < 10 && tp_client_pending(a->cl) > 0; round++) {
         now += 2000;
-        tp__client_ping(a->cl);
+        tp__client_retry(a->cl, now); /* starts the delay */
+        tp__client_retry(a->cl, now + TP__RETRY_MAX_MS);
         pump();
     }
     cr_assert_eq(tp_client_pending(a->cl), 0);
     cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 9, "each write once");
     assert_equal_to_hub(a, 4);
     cr_assert_eq(view_int(a, "shared", "rw", "n"), 8);
+}
+
+static uint64_t
+rate_limited_count(void)
+{
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    return st.writes_refused[-TP_ERATELIMITED];
+}
+
+/* Issue 11: a write refused with rate_limited was sent again at once (with
+ * the next write, or when an ack made room), into the same empty bucket. It
+ * now waits a delay with backoff and jitter. */
+Test(client, rate_limited_writes_wait_with_backoff_and_jitter)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 3;
+    setup_with(l);
+    peer *a = add_peer("alice", NULL, 0);
+    connect_peer(a);
+    pump();
+    now += 5000;
+    for (int i = 1; i <= 8; i++) {
+        char patch[32];
+        snprintf(patch, sizeof patch, "{\"n\":%d}", i);
+        cr_assert_gt(tp_client_write(a->cl, "shared", "rw", patch, NULL), 0);
+    }
+    pump();
+    cr_assert_eq(rate_limited_count(), 5);
+    cr_assert_eq(tp_client_pending(a->cl), 5);
+    /* A new write goes alone: the held ones are not sent with it. */
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":9}", NULL), 0);
+    pump();
+    cr_assert_eq(rate_limited_count(), 6, "only the new write was sent");
+    /* The delay starts at the transport's next look: 50 to 100 ms. */
+    int64_t t0 = now;
+    int64_t at = tp__client_retry(a->cl, t0);
+    cr_assert(at >= t0 + TP__RETRY_MIN_MS / 2 && at <= t0 + TP__RETRY_MIN_MS, "at %lld",
+              (long long)(at - t0));
+    cr_assert_eq(tp__client_retry(a->cl, at - 1), at, "not before its time");
+    pump();
+    cr_assert_eq(rate_limited_count(), 6);
+    /* Due, into a still empty bucket (the hub's clock did not move): all 6
+     * refused again, and the next delay doubles: 100 to 200 ms. */
+    cr_assert_eq(tp__client_retry(a->cl, at), INT64_MAX, "released");
+    pump();
+    cr_assert_eq(rate_limited_count(), 12);
+    int64_t at2 = tp__client_retry(a->cl, at);
+    cr_assert(at2 >= at + TP__RETRY_MIN_MS && at2 <= at + 2 * TP__RETRY_MIN_MS, "at2 %lld",
+              (long long)(at2 - at));
+    /* Jitter: clients refused together do not come back together. */
+    int64_t first = -1;
+    int differ = 0;
+    for (int k = 0; k < 16; k++) {
+        tp_client *o = tp_client_new("ws://127.0.0.1:1/ws/bob", NULL, NULL);
+        cr_assert_not_null(o);
+        TP__PROTO(o)->holding = 1;
+        int64_t d = tp__client_retry(o, 0);
+        cr_assert(d >= TP__RETRY_MIN_MS / 2 && d <= TP__RETRY_MIN_MS, "%lld", (long long)d);
+        differ += first >= 0 && d != first;
+        first = first < 0 ? d : first;
+        tp_client_free(o);
+    }
+    cr_assert_gt(differ, 0, "16 clients, one delay");
+    /* Time passes on the hub too: the bucket refills, the writes go. */
+    now += 5000;
+    tp__client_retry(a->cl, at2);
+    pump();
+    for (int round = 0; round < 20 && tp_client_pending(a->cl) > 0; round++) {
+        now += 5000;
+        int64_t due = tp__client_retry(a->cl, now);
+        tp__client_retry(a->cl, due == INT64_MAX ? now : due);
+        pump();
+    }
+    cr_assert_eq(tp_client_pending(a->cl), 0);
+    cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 10, "each write once");
+    cr_assert_eq(view_int(a, "shared", "rw", "n"), 9);
 }
 
 /* ---- Frames ---- */
