@@ -301,6 +301,14 @@ typedef struct tp_hub_config {
      * a connection or the host needs it. Shared models stay in memory. */
     unsigned evict_idle_ms; /* default 60000 */
     size_t memory_budget;   /* bytes, estimated; default 256 MiB */
+    /* The secret behind connection ids: `hello`'s conn is a keyed
+     * permutation of the connection's number, so ids never repeat and tell
+     * nothing of how many connections there were. Pass 16 random bytes
+     * (getrandom; transportsd does). All zero: a key made from the clock and
+     * an address, which hides the count from a glance but is no secret.
+     * With a store, the key is stored with the hub's state on first use
+     * and the stored one is used from then on (ids stay unique). */
+    unsigned char conn_key[16];
 } tp_hub_config;
 
 /* Life cycle */

@@ -10,6 +10,7 @@
 #include "core/patch.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/prp.h"
 
 /* ---- Encoding the messages meant for one connection ---- */
 
@@ -172,7 +173,10 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
         hub->conn_bound = c->num + 1023;
         tp__journal_meta(hub);
     }
-    snprintf(c->id, sizeof c->id, "c%llu", (unsigned long long)c->num);
+    /* Issue 11: the id is a keyed permutation of the number, in 16 hex
+     * digits: unique as the number is, and telling nothing of it. */
+    c->idnum = tp__prp64(hub->conn_key, c->num);
+    snprintf(c->id, sizeof c->id, "c%016llx", (unsigned long long)c->idnum);
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
@@ -498,7 +502,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     tp_access access = TP_READ;
     const json_t *patch = json_object_get(msg, "patch");
     const json_t *jts = json_object_get(msg, "ts");
-    tp__stamp stamp = {0, 0, c->session->tenant, c->num};
+    tp__stamp stamp = {0, 0, c->session->tenant, c->idnum};
     tp__model *m = find_model(c, msg, "", &shared, &access, &err);
     if (m != NULL && !json_is_object(patch))
         tp__error_set(&err, TP_EBADREQUEST, "patch: expected an object");

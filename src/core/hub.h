@@ -182,7 +182,8 @@ enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };
 struct tp_conn {
     tp_hub *hub;
     tp_session *session;
-    uint64_t num;
+    uint64_t num;   /* the hub's count of connections (never reused) */
+    uint64_t idnum; /* what the id says: tp__prp64(hub->conn_key, num) */
     char id[24];
     size_t idx; /* in session->conns */
     int state;
@@ -230,7 +231,8 @@ struct tp_hub {
     tp__map gone_sids; /* sids of unshared models (hub.c, remember_gone) */
     uint64_t next_sid;
     uint64_t next_conn;
-    uint64_t conn_bound; /* with a store: connection numbers up to here may have been used */
+    uint64_t conn_bound;        /* with a store: connection numbers up to here may have been used */
+    unsigned char conn_key[16]; /* connection ids: tp__prp64 of the number under this key */
     uint64_t seed;
 
     tp__vec dirty; /* tp__model * with a pending host value */

@@ -477,9 +477,12 @@ store_sub(commit_ctx *c, const struct tp__jsub *j)
 static int
 store_meta(commit_ctx *c)
 {
-    json_t *o = json_pack("{sIsIso}", "next_sid", (json_int_t)c->hub->next_sid, "conn_bound",
+    char key[2 * sizeof c->hub->conn_key + 1];
+    for (size_t i = 0; i < sizeof c->hub->conn_key; i++)
+        snprintf(key + 2 * i, 3, "%02x", c->hub->conn_key[i]);
+    json_t *o = json_pack("{sIsIsoss}", "next_sid", (json_int_t)c->hub->next_sid, "conn_bound",
                           (json_int_t)c->hub->conn_bound, "gone_sids",
-                          gone_list(&c->hub->gone_sids));
+                          gone_list(&c->hub->gone_sids), "conn_key", key);
     if (o == NULL)
         return tp__error_set(c->err, TP_ENOMEM, "out of memory");
     return put_json(c, TP__REC_META, "hub", "", o);
@@ -942,6 +945,27 @@ gone_load(tp__map *gone, const json_t *list)
     return TP_OK;
 }
 
+/* The stored key of connection ids: 32 hex digits. */
+static int
+load_conn_key(tp_hub *hub, const char *hex)
+{
+    unsigned char key[sizeof hub->conn_key];
+    if (strlen(hex) != 2 * sizeof key)
+        return -1;
+    for (size_t i = 0; i < 2 * sizeof key; i++) {
+        char ch = hex[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0)
+            return -1;
+        if (i % 2 == 0)
+            key[i / 2] = (unsigned char)(v << 4);
+        else
+            key[i / 2] |= (unsigned char)v;
+    }
+    memcpy(hub->conn_key, key, sizeof key);
+    return 0;
+}
+
 static int
 load_meta(const tp__rec *r, void *user)
 {
@@ -955,13 +979,20 @@ load_meta(const tp__rec *r, void *user)
         c->found = 1;
         json_int_t next_sid = 0, conn_bound = 0;
         json_t *gone = NULL;
-        if (json_unpack(o, "{sI s?I so}", "next_sid", &next_sid, "conn_bound", &conn_bound,
-                        "gone_sids", &gone) != 0 ||
+        const char *key = NULL;
+        if (json_unpack(o, "{sI s?I so s?s}", "next_sid", &next_sid, "conn_bound", &conn_bound,
+                        "gone_sids", &gone, "conn_key", &key) != 0 ||
             !json_is_array(gone))
             rc = bad(c, r, "meta", "expected next_sid and gone_sids");
+        else if (key != NULL && load_conn_key(hub, key) != 0)
+            rc = bad(c, r, "meta", "conn_key: expected 32 hex digits");
         else {
             hub->next_sid = (uint64_t)next_sid;
             hub->next_conn = hub->conn_bound = (uint64_t)conn_bound;
+            /* A store from before connection ids were keyed: the key in
+             * use is stored with the next commit (before any id leaves). */
+            if (key == NULL)
+                hub->jmeta = 1;
             rc = gone_load(&hub->gone_sids, gone);
             if (rc != TP_OK)
                 rc = bad(c, r, "meta", "bad gone_sids");

@@ -12,6 +12,7 @@
 #include "store/store.h"
 #include "support.h"
 #include "transports.h"
+#include "util/prp.h"
 
 #define DOC                                                                                        \
     "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{"                                      \
@@ -583,19 +584,72 @@ Test(restore, unshared_while_evicted_is_gone_when_loaded)
     tp_hub_free(hub);
 }
 
+/* "c" and 16 lowercase hex digits. */
+static int
+is_conn_id(const char *id)
+{
+    if (strlen(id) != 17 || id[0] != 'c')
+        return 0;
+    for (int i = 1; i < 17; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
 Test(restore, connection_ids_are_never_used_twice)
 {
-    tp_hub *hub = open_hub();
-    tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
-    json_decref(tpt_drain(c));
-    cr_assert_str_eq(tp_conn_id(c), "c1");
-    tp_conn_close(c);
+    char ids[6][24];
+    for (int round = 0; round < 2; round++) {
+        tp_hub *hub = open_hub();
+        for (int k = 0; k < 3; k++) {
+            tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+            json_decref(tpt_drain(c));
+            snprintf(ids[3 * round + k], sizeof ids[0], "%s", tp_conn_id(c));
+            cr_assert(is_conn_id(tp_conn_id(c)), "%s", tp_conn_id(c));
+            tp_conn_close(c);
+        }
+        tp_hub_free(hub);
+    }
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(ids[i], ids[j], "an id used twice, across a restart too");
+}
+
+/* Issue 11: ids are a keyed permutation of the count (they tell nothing of
+ * it), and the key is stored with the hub: a hub made again on the store,
+ * even with another key in its config, goes on with the stored one. */
+Test(restore, connection_ids_follow_the_stored_key)
+{
+    unsigned char k1[16] = {1, 2, 3}, k2[16] = {9, 9, 9};
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    memcpy(cfg.conn_key, k1, sizeof k1);
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    char want[24];
+    uint64_t prev = 0;
+    for (uint64_t n = 1; n <= 3; n++) {
+        tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+        snprintf(want, sizeof want, "c%016llx", (unsigned long long)tp__prp64(k1, n));
+        cr_assert_str_eq(tp_conn_id(c), want);
+        uint64_t v = strtoull(tp_conn_id(c) + 1, NULL, 16);
+        cr_assert_neq(v, n, "the id is not the count");
+        if (n > 1)
+            cr_assert_neq(v, prev + 1, "nor a counter");
+        prev = v;
+        tp_conn_close(c);
+    }
     tp_hub_free(hub);
-    hub = open_hub();
-    c = tp_conn_open(hub, "x", 0, NULL);
-    json_decref(tpt_drain(c));
-    cr_assert_str_neq(tp_conn_id(c), "c1", "an id from before the restart");
-    cr_assert_gt(atoi(tp_conn_id(c) + 1), 1);
+    memcpy(cfg.conn_key, k2, sizeof k2);
+    hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+    /* The next block of numbers, under the stored key k1. */
+    snprintf(want, sizeof want, "c%016llx", (unsigned long long)tp__prp64(k1, 1024 + 1));
+    cr_assert_str_eq(tp_conn_id(c), want);
     tp_conn_close(c);
     tp_hub_free(hub);
 }
