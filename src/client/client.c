@@ -644,6 +644,7 @@ tp_client_opened(tp_client *c)
     for (size_t i = 0; i < p->writes.len; i++)
         ((pending *)p->writes.items[i])->sent = ((pending *)p->writes.items[i])->held = 0;
     p->holding = 0;
+    p->resume_held = 0; /* the first resume lists every model */
     p->retry_at = 0;
     if (rc == TP_OK)
         tp__client_send_unsent(c);
@@ -820,6 +821,9 @@ tp__client_retry(tp_client *c, int64_t now_ms)
             ((pending *)p->writes.items[i])->held = 0;
         p->holding = 0;
         p->retry_at = 0;
+        if (p->connected && p->resume_held)
+            tp__client_resync_gaps(c);
+        p->resume_held = 0;
         if (p->connected)
             tp__client_send_unsent(c);
     } else if (p->holding) {

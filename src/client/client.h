@@ -133,6 +133,7 @@ typedef struct tp__proto {
     /* rate_limited (tp__client_retry): writes are held; the delay ends at
      * retry_at (0: not started yet); refusals since the last ack. */
     int holding;
+    int resume_held; /* a resume after a rev gap was refused: asked again then */
     int64_t retry_at;
     unsigned retry_streak;
     uint64_t rng;
@@ -158,6 +159,8 @@ int tp__client_send_unsent(tp_client *c);
 
 /* replica.c */
 void tp__pending_free(tp__pending *w);
+/* Queues one `resume` of every replica waiting for one (a rev gap). */
+int tp__client_resync_gaps(tp_client *c);
 void tp__replica_free(tp__replica *r);
 /* tp__client_on_message handles one message from the server; TP_OK, or
  * TP_EBADREQUEST (protocol violation, logged) or TP_ENOMEM. */

@@ -137,6 +137,29 @@ resync(tp_client *c, replica *r)
                                               (json_int_t)r->rev));
 }
 
+int
+tp__client_resync_gaps(tp_client *c)
+{
+    /* One resume for every model waiting for one. */
+    json_t *models = json_array();
+    void *v;
+    for (size_t it = 0; models != NULL && tp__map_next(&P(c)->replicas, &it, NULL, &v);) {
+        replica *r = v;
+        if (r->gap &&
+            json_array_append_new(models, json_pack("{s:s,s:s,s:I}", "scope", r->scope, "id", r->id,
+                                                    "rev", (json_int_t)r->rev)) != 0) {
+            json_decref(models);
+            models = NULL;
+        }
+    }
+    if (models != NULL && json_array_size(models) == 0) {
+        json_decref(models);
+        return TP_OK;
+    }
+    return tp__client_queue_json(
+        c, models ? json_pack("{s:s,s:o}", "type", "resume", "models", models) : NULL);
+}
+
 /* ---- Callbacks (under c->mu) ---- */
 
 static void
@@ -432,6 +455,14 @@ on_error(tp_client *c, const json_t *msg)
     int code = code_of(name);
     int64_t ref = 0;
     pending *w = get_int(msg, "ref", &ref) == 0 && ref > 0 ? pending_find(c, ref) : NULL;
+    if (w == NULL && ref <= 0 && code == TP_ERATELIMITED) {
+        /* A resume after a rev gap takes a write token (protocol.md):
+         * asked again once tp__client_retry's delay has passed. */
+        tp__log(&c->log, TP_LOG_INFO, "client resume rate limited: asked again later");
+        P(c)->holding = 1;
+        P(c)->resume_held = 1;
+        return TP_OK;
+    }
     if (w == NULL) {
         tp__log(&c->log, TP_LOG_WARN, "client error from server ref=%lld code=%s: %s",
                 (long long)ref, name, message);

@@ -745,6 +745,58 @@ Test(client, rev_gap_resumes_that_model)
     cr_assert_eq(view_int(b, "shared", "rw", "n"), 4);
 }
 
+static uint64_t
+rate_limited_count(void)
+{
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    return st.writes_refused[-TP_ERATELIMITED];
+}
+
+/* Issue 11: a resume on a live connection takes a write token; refused
+ * with rate_limited, it is asked again after the retry delay, and the
+ * model leaves its gap. */
+Test(client, a_rate_limited_gap_resume_is_asked_again_later)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 2;
+    setup_with(l);
+    peer *a = add_peer("alice", NULL, 0), *b = add_peer("bob", NULL, 0);
+    connect_peer(a);
+    connect_peer(b);
+    pump();
+    /* b spends its tokens. */
+    cr_assert_gt(tp_client_write(b->cl, "private", "n", "{\"n\":1}", NULL), 0);
+    cr_assert_gt(tp_client_write(b->cl, "private", "n", "{\"n\":2}", NULL), 0);
+    pump();
+    cr_assert_eq(tp_client_pending(b->cl), 0);
+    int resumes = b->sent_resume;
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":1}", NULL), 0);
+    while (step_out(a))
+        ;
+    b->drop_next_in = 1;
+    cr_assert(step_in(b));
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":2}", NULL), 0);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 1, "the gap's resume");
+    cr_assert_eq(rate_limited_count(), 1, "refused: b has no token");
+    int64_t rev;
+    tp_free(tp_client_get(b->cl, "shared", "rw", &rev, NULL));
+    cr_assert_eq(rev, 1, "still at the gap");
+    int64_t at = tp__client_retry(b->cl, 1000);
+    cr_assert_lt(at, INT64_MAX);
+    tp__client_retry(b->cl, at - 1);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 1, "not before the delay");
+    now += 1000; /* b's bucket refills */
+    tp__client_retry(b->cl, at);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 2, "asked again");
+    assert_equal_to_hub(b, 3);
+    cr_assert_eq(view_int(b, "shared", "rw", "n"), 2);
+}
+
 Test(client, rev_gap_with_history_gone_gets_a_snapshot)
 {
     teardown();
@@ -885,14 +937,6 @@ Test(client, rate_limited_writes_are_resent)
     cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 9, "each write once");
     assert_equal_to_hub(a, 4);
     cr_assert_eq(view_int(a, "shared", "rw", "n"), 8);
-}
-
-static uint64_t
-rate_limited_count(void)
-{
-    tp_hub_stats st;
-    tp_hub_get_stats(hub, &st);
-    return st.writes_refused[-TP_ERATELIMITED];
 }
 
 /* Issue 11: a write refused with rate_limited was sent again at once (with
