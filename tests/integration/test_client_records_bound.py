@@ -25,12 +25,14 @@ def stored_client_bytes(path, tenant):
     """What the store keeps of a tenant's client records, counted as the hub counts it."""
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        n = 0
-        for table, per in (("outcomes", 16), ("clients", 64)):
-            row = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM %s "
-                             "WHERE k1 = ?" % table, (tenant,)).fetchone()
-            n += row[0] * per + row[1]
-        return n
+        # docs/api.md, client_record_bytes: 64 plus the id per record, 16 plus the
+        # message per outcome (an outcome's body is its ref, a space, the message).
+        outcomes = db.execute(
+            "SELECT coalesce(sum(16 + length(body) - instr(body, ' ')), 0) FROM outcomes "
+            "WHERE k1 = ?", (tenant,)).fetchone()[0]
+        clients = db.execute("SELECT coalesce(sum(64 + length(k2)), 0) FROM clients "
+                             "WHERE k1 = ?", (tenant,)).fetchone()[0]
+        return outcomes + clients
     finally:
         db.close()
 
