@@ -641,12 +641,24 @@ check_resume(const tp_conn *c, const json_t *models, tp_error *err)
     return 0;
 }
 
-/* Ids a resume listed that name no model it can see, per scope: answered
- * with one `removed` each, however often listed. Keys borrowed from the
- * message. */
+/* What one resume has answered so far. gone: ids it listed that name no
+ * model it can see, per scope, answered with one `removed` each however
+ * often listed (keys borrowed from the message). patch_room: the bytes of
+ * patches it may still send where a snapshot would be smaller. */
 typedef struct resume_seen {
     tp__map gone[2];
+    size_t patch_room;
 } resume_seen;
+
+/* The bytes of a model's kept patches from history index i on. */
+static size_t
+history_bytes_from(const tp__model *m, unsigned i)
+{
+    size_t n = 0;
+    for (unsigned k = i; k < m->hist_len; k++)
+        n += tp__model_history_at(m, k)->len;
+    return n;
+}
 
 /* Answers one listed model: missed patches, a snapshot, or removed. A model
  * listed again in the same resume (the mark says so) is answered once, by
@@ -685,10 +697,16 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
     if (rev == m->rev && access_known)
         return;
     long i = access_known ? tp__model_history_find(m, rev) : -1;
-    if (i < 0) {
+    /* Patches are the answer while they fit in what is left of the
+     * resume's room (max_outbox_bytes), or take no more than the snapshot:
+     * a resume's answer is at most every visible model's snapshot and that
+     * much of patches, however far behind the listed revs are. */
+    size_t bytes = i < 0 ? 0 : history_bytes_from(m, (unsigned)i);
+    if (i < 0 || (bytes > seen->patch_room && bytes > m->bytes + TP__ENVELOPE)) {
         tp__conn_send_snapshot(c, m, access);
         return;
     }
+    seen->patch_room -= bytes < seen->patch_room ? bytes : seen->patch_room;
     for (unsigned k = (unsigned)i; k < m->hist_len; k++)
         tp__conn_send(c, tp__model_history_at(m, k));
 }
@@ -717,6 +735,7 @@ handle_resume(tp_conn *c, const json_t *msg)
     }
     uint64_t mark = ++c->hub->mark_gen;
     resume_seen seen;
+    seen.patch_room = c->hub->limits.max_outbox_bytes;
     tp__map_init(&seen.gone[0], c->hub->seed ^ 0xa);
     tp__map_init(&seen.gone[1], c->hub->seed ^ 0xb);
     size_t i;

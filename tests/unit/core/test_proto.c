@@ -916,3 +916,39 @@ Test(proto, later_resumes_are_rate_limited)
     json_decref(m);
     tp_conn_close(c);
 }
+
+/* Issue 11: a resume far behind on many small models would be answered
+ * with up to history_bytes of patches each, far more than their snapshots.
+ * Patches are the answer while they fit in max_outbox_bytes for the whole
+ * resume (or take no more than the snapshot); then snapshots. */
+Test(proto, a_resume_sends_patches_within_its_room_then_snapshots)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_outbox_bytes = 4096;
+    setup_with(l);
+    for (int i = 0; i < 60; i++) {
+        write_rw(b, 1);
+        tpt_drain_all(hub);
+    }
+    int64_t rev = tp_hub_shared_rev(hub, "rw");
+    /* 20 patches (about 2.4 KB) fit: patches. */
+    char q[300];
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+             (long long)(rev - 20));
+    json_t *m = resume(q);
+    cr_assert_eq(tpt_count(m, "patch"), 20);
+    json_decref(m);
+    /* 60 (about 7 KB, more than the room and than the snapshot): a snapshot. */
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+             (long long)(rev - 60));
+    m = resume(q);
+    cr_assert_eq(tpt_count(m, "patch"), 0);
+    json_t *s = tpt_find(m, "snapshot");
+    cr_assert_not_null(s);
+    cr_assert_str_eq(str(s, "id"), "rw");
+    cr_assert_eq(json_integer_value(json_object_get(s, "rev")), rev);
+    json_decref(m);
+}
