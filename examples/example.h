@@ -15,6 +15,12 @@
  * A frame holds one message or a batch of them (a JSON array): they are
  * printed one message a line either way.
  *
+ * A connection's id is `c` and 16 hex digits that tell nothing of how many
+ * connections there were (a keyed permutation of the count, with a key
+ * that changes from run to run): the examples print them as c1, c2... in
+ * the order the connections were opened, so that their output is the same
+ * on every run.
+ *
  * Each example counts the checks that fail and returns nonzero when anything
  * is not as the guide says; ctest also compares its output with
  * examples/<name>.expected.
@@ -65,6 +71,46 @@ is(const json_t *object, const char *key, const char *value)
     return s != NULL && strcmp(s, value) == 0;
 }
 
+/* The connection ids seen, in the order their connections were opened. */
+static char seen_ids[16][24];
+static int n_seen_ids;
+
+/* shown returns how a connection id is printed: c1, c2... */
+static inline const char *
+shown(const char *id)
+{
+    static char names[16][16];
+    for (int i = 0; i < n_seen_ids; i++)
+        if (strcmp(seen_ids[i], id) == 0) {
+            snprintf(names[i], sizeof names[i], "c%d", i + 1);
+            return names[i];
+        }
+    return id;
+}
+
+/* print_shown prints text with every connection id in it shown as c1, c2... */
+static inline void
+print_shown(const char *text)
+{
+    while (*text != '\0') {
+        const char *next = NULL;
+        int which = -1;
+        for (int i = 0; i < n_seen_ids; i++) {
+            const char *at = strstr(text, seen_ids[i]);
+            if (at != NULL && (next == NULL || at < next)) {
+                next = at;
+                which = i;
+            }
+        }
+        if (next == NULL) {
+            fputs(text, stdout);
+            return;
+        }
+        printf("%.*s%s", (int)(next - text), text, shown(seen_ids[which]));
+        text = next + strlen(seen_ids[which]);
+    }
+}
+
 /* open_client attaches a connection for a tenant, as the server does after a handshake. */
 static inline tp_conn *
 open_client(tp_hub *hub, const char *tenant)
@@ -76,6 +122,8 @@ open_client(tp_hub *hub, const char *tenant)
         failures++;
         exit(failures);
     }
+    if (n_seen_ids < 16)
+        snprintf(seen_ids[n_seen_ids++], sizeof seen_ids[0], "%s", tp_conn_id(c));
     return c;
 }
 
@@ -83,7 +131,7 @@ open_client(tp_hub *hub, const char *tenant)
 static inline void
 client_send(tp_conn *c, const char *text)
 {
-    printf("  %s/%s -> %s\n", tp_conn_tenant(c), tp_conn_id(c), text);
+    printf("  %s/%s -> %s\n", tp_conn_tenant(c), shown(tp_conn_id(c)), text);
     if (tp_conn_feed(c, text, strlen(text)) != TP_OK)
         check(0, "the connection stays open");
 }
@@ -151,11 +199,13 @@ receive(tp_conn *c)
     json_array_foreach(all, i, msg)
     {
         char *text = json_dumps(msg, JSON_COMPACT);
-        printf("  %s/%s <- %s\n", tp_conn_tenant(c), tp_conn_id(c), text != NULL ? text : "?");
+        printf("  %s/%s <- ", tp_conn_tenant(c), shown(tp_conn_id(c)));
+        print_shown(text != NULL ? text : "?");
+        printf("\n");
         free(text);
     }
     if (json_array_size(all) == 0)
-        printf("  %s/%s <- nothing\n", tp_conn_tenant(c), tp_conn_id(c));
+        printf("  %s/%s <- nothing\n", tp_conn_tenant(c), shown(tp_conn_id(c)));
     return all;
 }
 

@@ -107,7 +107,8 @@ main(void)
     json_decref(got);
     /* ...alice's other connection gets the patch... */
     got = receive(alice2);
-    check(is(find(got, "patch"), "origin", "c1"), "the edit is echoed to alice's other connection");
+    check(is(find(got, "patch"), "origin", tp_conn_id(alice1)),
+          "the edit is echoed to alice's other connection");
     json_decref(got);
     /* ...and bob learns nothing. */
     got = receive(bob1);

@@ -44,11 +44,12 @@ main(void)
     got = receive(alice);
     const json_t *patch = find(got, "patch");
     const json_t *ack = find(got, "ack");
-    check(is(patch, "origin", "c1") && int_of(ack, "rev") == int_of(patch, "rev"),
+    check(is(patch, "origin", tp_conn_id(alice)) && int_of(ack, "rev") == int_of(patch, "rev"),
           "the writer gets the merged patch, then an ack naming its rev");
     json_decref(got);
     got = receive(bob);
-    check(is(find(got, "patch"), "origin", "c1"), "every other subscriber gets the same patch");
+    check(is(find(got, "patch"), "origin", tp_conn_id(alice)),
+          "every other subscriber gets the same patch");
     json_decref(got);
 
     printf("\nbob writes too; with last write wins, the later write wins the field\n");
@@ -56,7 +57,7 @@ main(void)
                      "\"patch\":{\"body\":\"Q1: ship the server and the daemon\"}}");
     json_decref(receive(bob));
     got = receive(alice);
-    check(is(find(got, "patch"), "origin", "c2"), "alice sees bob's write");
+    check(is(find(got, "patch"), "origin", tp_conn_id(bob)), "alice sees bob's write");
     json_decref(got);
     check(show("the roadmap", tp_hub_get_shared(hub, sid), "body",
                "Q1: ship the server and the daemon"),

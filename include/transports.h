@@ -213,6 +213,7 @@ typedef struct tp_limits {
     unsigned history_patches;   /* default 256 patches kept per model for resume */
     size_t history_bytes;       /* default 256 KiB of patches kept per model */
     unsigned client_records;    /* default 1024 exactly-once client ids per tenant */
+    size_t client_record_bytes; /* default 1 MiB: their outcomes' bytes per tenant */
     unsigned max_skew_ms;       /* default 60000: lww-map ts clamped to now + skew */
 } tp_limits;
 
@@ -300,6 +301,14 @@ typedef struct tp_hub_config {
      * a connection or the host needs it. Shared models stay in memory. */
     unsigned evict_idle_ms; /* default 60000 */
     size_t memory_budget;   /* bytes, estimated; default 256 MiB */
+    /* The secret behind connection ids: `hello`'s conn is a keyed
+     * permutation of the connection's number, so ids never repeat and tell
+     * nothing of how many connections there were. Pass 16 random bytes
+     * (getrandom; transportsd does). All zero: a key made from the clock and
+     * an address, which hides the count from a glance but is no secret.
+     * With a store, the key is stored with the hub's state on first use
+     * and the stored one is used from then on (ids stay unique). */
+    unsigned char conn_key[16];
 } tp_hub_config;
 
 /* Life cycle */

@@ -137,7 +137,7 @@ tp__client_send_unsent(tp_client *c)
         inflight += ((pending *)p->writes.items[i])->sent;
     for (size_t i = 0; i < p->writes.len && inflight < TP__CLIENT_WINDOW; i++) {
         pending *w = p->writes.items[i];
-        if (!w->sent) {
+        if (!w->sent && !w->held) {
             int rc = tp__client_send_write(c, w);
             if (rc != TP_OK)
                 return rc;
@@ -344,6 +344,7 @@ tp_client_new(const char *url, const tp_client_options *opts, tp_error *err)
     tp__map_init(&p->replicas, tp__seed(p));
     p->next_ref = 1;
     p->max_message_bytes = 1024 * 1024;
+    p->rng = (tp__seed(p) ^ (uint64_t)tp__clock_mono_ns()) | 1; /* xorshift: never 0 */
     int bad = copy_str(&c->url_text, url) | copy_str(&c->token, o.token) |
               copy_str(&c->ca_file, o.ca_file) | copy_str(&c->client_id, o.client_id);
     if (c->client_id == NULL && !bad) {
@@ -638,8 +639,13 @@ tp_client_opened(tp_client *c)
         rc = tp__client_queue_json(c, json_pack("{s:s,s:I,s:s}", "type", "ping", "ref",
                                                 (json_int_t)(-++p->pings), "client", c->client_id));
     }
+    /* A new connection has a full write budget on the server: held writes
+     * go at once. */
     for (size_t i = 0; i < p->writes.len; i++)
-        ((pending *)p->writes.items[i])->sent = 0;
+        ((pending *)p->writes.items[i])->sent = ((pending *)p->writes.items[i])->held = 0;
+    p->holding = 0;
+    p->resume_held = 0; /* the first resume lists every model */
+    p->retry_at = 0;
     if (rc == TP_OK)
         tp__client_send_unsent(c);
     pthread_mutex_unlock(&c->mu);
@@ -785,8 +791,44 @@ tp__client_ping(tp_client *c)
     if (p->connected) {
         tp__client_queue_json(
             c, json_pack("{s:s,s:I}", "type", "ping", "ref", (json_int_t)(-++p->pings)));
-        /* Writes refused with rate_limited go again now that time passed. */
-        tp__client_send_unsent(c);
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+int64_t
+tp__client_retry(tp_client *c, int64_t now_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    proto *p = P(c);
+    int64_t at = INT64_MAX;
+    if (p->holding && p->retry_at == 0) {
+        /* PROTOCOL.md: rate_limited, resend later. Sent again at once, the
+         * write would find the bucket as empty as it left it. */
+        unsigned shift = p->retry_streak < 16 ? p->retry_streak : 16;
+        int64_t d = (int64_t)TP__RETRY_MIN_MS << shift;
+        if (d > TP__RETRY_MAX_MS)
+            d = TP__RETRY_MAX_MS;
+        p->rng ^= p->rng << 13;
+        p->rng ^= p->rng >> 7;
+        p->rng ^= p->rng << 17;
+        p->retry_at = now_ms + d / 2 + (int64_t)(p->rng % (uint64_t)(d / 2 + 1));
+        if (p->retry_at == 0)
+            p->retry_at = 1;
+        p->retry_streak++;
+    }
+    if (p->holding && now_ms >= p->retry_at) {
+        for (size_t i = 0; i < p->writes.len; i++)
+            ((pending *)p->writes.items[i])->held = 0;
+        p->holding = 0;
+        p->retry_at = 0;
+        if (p->connected && p->resume_held)
+            tp__client_resync_gaps(c);
+        p->resume_held = 0;
+        if (p->connected)
+            tp__client_send_unsent(c);
+    } else if (p->holding) {
+        at = p->retry_at;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return at;
 }

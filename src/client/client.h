@@ -58,9 +58,21 @@ struct tp_client {
 void tp__client_set_state(tp_client *c, tp_client_state state, const char *why);
 
 /* tp__client_ping queues a `ping` (the transport calls it when the
- * connection has been quiet for ping_interval_ms), and sends again the
- * writes the server refused with rate_limited: time has passed. Takes mu. */
+ * connection has been quiet for ping_interval_ms). Takes mu. */
 void tp__client_ping(tp_client *c);
+
+/* tp__client_retry is the clock of the writes the server refused with
+ * rate_limited: they wait (held) for a delay of TP__RETRY_MIN_MS doubled
+ * with each refusal since the last ack, up to TP__RETRY_MAX_MS, taken at a
+ * random point of its upper half (jitter, so that clients refused together
+ * do not come back together). Given the time now (milliseconds of any
+ * monotonic clock), it starts that delay if a refusal is waiting for one,
+ * sends the held writes again once it has passed, and returns when it ends
+ * (INT64_MAX: nothing held). The transport calls it with its deadlines; a
+ * new connection sends held writes at once. Takes mu. */
+int64_t tp__client_retry(tp_client *c, int64_t now_ms);
+#define TP__RETRY_MIN_MS 100
+#define TP__RETRY_MAX_MS 10000
 
 /* ---- The protocol's state, shared by client.c and replica.c ----
  *
@@ -77,7 +89,8 @@ void tp__client_ping(tp_client *c);
  *   or when its model is removed.
  * - While connected, every pending write has been queued once on this
  *   connection (sent = 1), except those refused with rate_limited, which
- *   wait for the next tp__client_ping or connection.
+ *   are held until tp__client_retry's delay has passed or the next
+ *   connection, and those beyond the window (TP__CLIENT_WINDOW).
  * - Every json_t held is shared with others (merge patches share subtrees):
  *   never changed in place.
  */
@@ -104,6 +117,7 @@ struct tp__pending {
     char *msg; /* the encoded write, the same bytes for every resend */
     size_t msg_len;
     int sent; /* queued on the current connection */
+    int held; /* refused with rate_limited: not sent before the retry */
 };
 
 typedef struct tp__proto {
@@ -116,6 +130,13 @@ typedef struct tp__proto {
     int broken;       /* a message could not be queued: the connection must end */
     size_t max_message_bytes;
     char *conn_id; /* the server's id of this connection, from hello */
+    /* rate_limited (tp__client_retry): writes are held; the delay ends at
+     * retry_at (0: not started yet); refusals since the last ack. */
+    int holding;
+    int resume_held; /* a resume after a rev gap was refused: asked again then */
+    int64_t retry_at;
+    unsigned retry_streak;
+    uint64_t rng;
     /* Frames to send: encoded messages from out_head on. */
     char **out;
     size_t *out_lens;
@@ -138,6 +159,8 @@ int tp__client_send_unsent(tp_client *c);
 
 /* replica.c */
 void tp__pending_free(tp__pending *w);
+/* Queues one `resume` of every replica waiting for one (a rev gap). */
+int tp__client_resync_gaps(tp_client *c);
 void tp__replica_free(tp__replica *r);
 /* tp__client_on_message handles one message from the server; TP_OK, or
  * TP_EBADREQUEST (protocol violation, logged) or TP_ENOMEM. */

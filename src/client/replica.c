@@ -137,6 +137,29 @@ resync(tp_client *c, replica *r)
                                               (json_int_t)r->rev));
 }
 
+int
+tp__client_resync_gaps(tp_client *c)
+{
+    /* One resume for every model waiting for one. */
+    json_t *models = json_array();
+    void *v;
+    for (size_t it = 0; models != NULL && tp__map_next(&P(c)->replicas, &it, NULL, &v);) {
+        replica *r = v;
+        if (r->gap &&
+            json_array_append_new(models, json_pack("{s:s,s:s,s:I}", "scope", r->scope, "id", r->id,
+                                                    "rev", (json_int_t)r->rev)) != 0) {
+            json_decref(models);
+            models = NULL;
+        }
+    }
+    if (models != NULL && json_array_size(models) == 0) {
+        json_decref(models);
+        return TP_OK;
+    }
+    return tp__client_queue_json(
+        c, models ? json_pack("{s:s,s:o}", "type", "resume", "models", models) : NULL);
+}
+
 /* ---- Callbacks (under c->mu) ---- */
 
 static void
@@ -392,6 +415,7 @@ on_ack(tp_client *c, const json_t *msg)
     }
     /* A shared write's patch arrived before its ack: confirmed holds it. */
     pending_detach(c, w);
+    P(c)->retry_streak = 0; /* the server takes writes again */
     if (P(c)->connected)
         tp__client_send_unsent(c); /* room in the window for the next */
     tp__pending_free(w);
@@ -431,6 +455,14 @@ on_error(tp_client *c, const json_t *msg)
     int code = code_of(name);
     int64_t ref = 0;
     pending *w = get_int(msg, "ref", &ref) == 0 && ref > 0 ? pending_find(c, ref) : NULL;
+    if (w == NULL && ref <= 0 && code == TP_ERATELIMITED) {
+        /* A resume after a rev gap takes a write token (protocol.md):
+         * asked again once tp__client_retry's delay has passed. */
+        tp__log(&c->log, TP_LOG_INFO, "client resume rate limited: asked again later");
+        P(c)->holding = 1;
+        P(c)->resume_held = 1;
+        return TP_OK;
+    }
     if (w == NULL) {
         tp__log(&c->log, TP_LOG_WARN, "client error from server ref=%lld code=%s: %s",
                 (long long)ref, name, message);
@@ -443,11 +475,14 @@ on_error(tp_client *c, const json_t *msg)
     }
     if (code == TP_ERATELIMITED) {
         /* PROTOCOL.md: not recorded, resend it later with the same ref. It
-         * stays pending (and in the view) and is sent again by the next
-         * tp__client_ping or on the next connection. */
+         * stays pending (and in the view), held until tp__client_retry's
+         * delay has passed (or the next connection): acks that make room in
+         * the window do not send it. */
         tp__log(&c->log, TP_LOG_INFO, "client write rate limited ref=%lld: resent later",
                 (long long)ref);
         w->sent = 0;
+        w->held = 1;
+        P(c)->holding = 1;
         return TP_OK;
     }
     /* Every other refusal (internal included: the server failed, and the

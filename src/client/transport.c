@@ -133,6 +133,10 @@ next_deadline(const transport *t)
         int64_t ping = t->last_rx_ns + (t->ping_sent ? 2 : 1) * t->ping_interval_ns;
         if (ping < d)
             d = ping;
+        /* Writes refused with rate_limited: their delay starts here. */
+        int64_t retry = tp__client_retry(t->c, tp__clock_mono_ns() / NS_PER_MS);
+        if (retry != INT64_MAX && retry * NS_PER_MS < d)
+            d = retry * NS_PER_MS;
     }
     return d;
 }
@@ -404,6 +408,9 @@ check_deadlines(transport *t)
         }
         return;
     }
+    /* Held writes whose delay has passed are queued (wake asks for the
+     * writeable callback). */
+    tp__client_retry(t->c, now / NS_PER_MS);
     if (now - t->last_rx_ns >= 2 * t->ping_interval_ns) {
         tp__log(&t->c->log, TP_LOG_WARN, "nothing received for %lld ms: dropping the connection",
                 (long long)(2 * t->ping_interval_ns / NS_PER_MS));

@@ -10,6 +10,7 @@
 #include "core/patch.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/prp.h"
 
 /* ---- Encoding the messages meant for one connection ---- */
 
@@ -118,12 +119,12 @@ send_snapshots(tp_conn *c, uint64_t skip)
 {
     tp_session *s = c->session;
     void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+    for (size_t it = 0; c->state != TP__CONN_CLOSING && tp__map_next(&s->models, &it, NULL, &v);) {
         tp__model *m = v;
         if (skip == 0 || m->mark != skip)
             tp__conn_send_snapshot(c, m, TP_WRITE);
     }
-    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
+    for (size_t it = 0; c->state != TP__CONN_CLOSING && tp__map_next(&s->subs, &it, NULL, &v);) {
         tp__sub *sub = v;
         if (skip == 0 || sub->model->mark != skip)
             tp__conn_send_snapshot(c, sub->model, sub->access);
@@ -172,7 +173,10 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
         hub->conn_bound = c->num + 1023;
         tp__journal_meta(hub);
     }
-    snprintf(c->id, sizeof c->id, "c%llu", (unsigned long long)c->num);
+    /* Issue 11: the id is a keyed permutation of the number, in 16 hex
+     * digits: unique as the number is, and telling nothing of it. */
+    c->idnum = tp__prp64(hub->conn_key, c->num);
+    snprintf(c->id, sizeof c->id, "c%016llx", (unsigned long long)c->idnum);
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
@@ -252,6 +256,62 @@ utf8_chars(const char *s, size_t n)
     return chars;
 }
 
+/* Forgets a client record (its stored records go with the next commit). */
+static void
+client_drop(tp_session *s, tp__client *cl)
+{
+    tp__journal_client_gone(cl);
+    tp__map_del(&s->clients, cl->id);
+    s->client_bytes -= cl->bytes;
+    tp__client_free(cl);
+}
+
+/* The least recently used record no live connection holds, but `keep`. */
+static tp__client *
+client_oldest(tp_session *s, const tp__client *keep)
+{
+    tp__client *oldest = NULL;
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
+        tp__client *o = v;
+        if (o != keep && o->conns == 0 && (oldest == NULL || o->used < oldest->used))
+            oldest = o;
+    }
+    return oldest;
+}
+
+/* Takes a record's oldest outcome off its ring (its seq stays: the window
+ * then no longer covers every ref it recorded). */
+static void
+outcome_drop_oldest(tp_session *s, tp__client *cl)
+{
+    tp__buf *msg = cl->outcomes[cl->start].msg;
+    size_t cost = TP__OUTCOME_COST(msg->len);
+    cl->bytes -= cost;
+    s->client_bytes -= cost;
+    tp__buf_unref(msg);
+    cl->outcomes[cl->start].msg = NULL;
+    cl->start = (cl->start + 1) % TP__OUTCOMES;
+    cl->len--;
+}
+
+void
+tp__client_trim(tp_session *s, tp__client *keep)
+{
+    /* Issue 11: a tenant cycling client ids must not grow what the store
+     * keeps (and what loading the tenant reads back) without bound: the
+     * bytes are capped, not just the records. */
+    const size_t cap = s->hub->limits.client_record_bytes;
+    tp__client *o;
+    while (s->client_bytes > cap && (o = client_oldest(s, keep)) != NULL)
+        client_drop(s, o);
+    if (keep == NULL || s->client_bytes <= cap || keep->len <= 1)
+        return;
+    tp__journal_client(keep);
+    while (s->client_bytes > cap && keep->len > 1)
+        outcome_drop_oldest(s, keep);
+}
+
 /* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
 static int
 set_client(tp_conn *c, const json_t *jid, tp_error *err)
@@ -277,18 +337,9 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         /* Bounded per tenant: the least recently used record that no live
          * connection holds makes room. */
         if (s->clients.len >= s->hub->limits.client_records) {
-            tp__client *oldest = NULL;
-            void *v;
-            for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);) {
-                tp__client *o = v;
-                if (o->conns == 0 && (oldest == NULL || o->used < oldest->used))
-                    oldest = o;
-            }
-            if (oldest != NULL) {
-                tp__journal_client_gone(oldest);
-                tp__map_del(&s->clients, oldest->id);
-                tp__client_free(oldest);
-            }
+            tp__client *oldest = client_oldest(s, NULL);
+            if (oldest != NULL)
+                client_drop(s, oldest);
         }
         cl = tp__calloc(1, sizeof *cl);
         if (cl == NULL)
@@ -296,10 +347,13 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         memcpy(cl->id, id, json_string_length(jid) + 1);
         cl->session = s;
         cl->highest = INT64_MIN;
+        cl->bytes = TP__CLIENT_COST(json_string_length(jid));
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         }
+        s->client_bytes += cl->bytes;
+        tp__client_trim(s, cl);
     }
     cl->conns++;
     cl->used = ++s->client_uses;
@@ -323,10 +377,10 @@ outcome_find(const tp__client *cl, json_int_t ref)
 static int
 outcome_window_covers(const tp__client *cl, json_int_t ref)
 {
-    if (cl->len < TP__OUTCOMES)
+    if (cl->len == cl->seq)
         return 1; /* every recorded outcome is still here */
     for (unsigned i = 0; i < cl->len; i++)
-        if (cl->outcomes[i].ref < ref)
+        if (cl->outcomes[(cl->start + i) % TP__OUTCOMES].ref < ref)
             return 1;
     return 0;
 }
@@ -339,17 +393,16 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
     tp__journal_client(cl); /* before: the record to go back to */
     if (ref > cl->highest)
         cl->highest = ref;
-    unsigned k;
-    if (cl->len == TP__OUTCOMES) {
-        k = cl->start;
-        tp__buf_unref(cl->outcomes[k].msg);
-        cl->start = (cl->start + 1) % TP__OUTCOMES;
-    } else {
-        k = (cl->start + cl->len++) % TP__OUTCOMES;
-    }
+    tp_session *s = cl->session;
+    if (cl->len == TP__OUTCOMES)
+        outcome_drop_oldest(s, cl);
+    unsigned k = (cl->start + cl->len++) % TP__OUTCOMES;
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = tp__buf_ref(msg);
     cl->seq++;
+    cl->bytes += TP__OUTCOME_COST(msg->len);
+    s->client_bytes += TP__OUTCOME_COST(msg->len);
+    tp__client_trim(s, cl);
 }
 
 /* ---- Writes ---- */
@@ -449,7 +502,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     tp_access access = TP_READ;
     const json_t *patch = json_object_get(msg, "patch");
     const json_t *jts = json_object_get(msg, "ts");
-    tp__stamp stamp = {0, 0, c->session->tenant, c->num};
+    tp__stamp stamp = {0, 0, c->session->tenant, c->idnum};
     tp__model *m = find_model(c, msg, "", &shared, &access, &err);
     if (m != NULL && !json_is_object(patch))
         tp__error_set(&err, TP_EBADREQUEST, "patch: expected an object");
@@ -553,12 +606,21 @@ handle_write(tp_conn *c, const json_t *msg)
 /* ---- Resume ---- */
 
 static int
-check_resume(const json_t *models, tp_error *err)
+check_resume(const tp_conn *c, const json_t *models, tp_error *err)
 {
     if (models == NULL)
         return 0;
     if (!json_is_array(models))
         return tp__error_set(err, TP_EBADREQUEST, "models: expected an array");
+    /* Each entry may cost a snapshot: a client lists each model it holds
+     * once, so more entries than the tenant can see (and a few it may have
+     * lost since) is refused before any work. */
+    size_t visible = c->session->models.len + c->session->subs.len;
+    if (json_array_size(models) > visible + TP__RESUME_EXTRA)
+        return tp__error_set(err, TP_EBADREQUEST,
+                             "models: %zu entries, more than the %zu models this tenant can see "
+                             "and %d more",
+                             json_array_size(models), visible, TP__RESUME_EXTRA);
     size_t i;
     const json_t *e;
     json_array_foreach(models, i, e)
@@ -579,15 +641,44 @@ check_resume(const json_t *models, tp_error *err)
     return 0;
 }
 
-/* Answers one listed model: missed patches, a snapshot, or removed. */
+/* What one resume has answered so far. gone: ids it listed that name no
+ * model it can see, per scope, answered with one `removed` each however
+ * often listed (keys borrowed from the message). patch_room: the bytes of
+ * patches it may still send where a snapshot would be smaller. */
+typedef struct resume_seen {
+    tp__map gone[2];
+    size_t patch_room;
+} resume_seen;
+
+/* The bytes of a model's kept patches from history index i on. */
+static size_t
+history_bytes_from(const tp__model *m, unsigned i)
+{
+    size_t n = 0;
+    for (unsigned k = i; k < m->hist_len; k++)
+        n += tp__model_history_at(m, k)->len;
+    return n;
+}
+
+/* Answers one listed model: missed patches, a snapshot, or removed. A model
+ * listed again in the same resume (the mark says so) is answered once, by
+ * its first entry. */
 static void
-resume_one(tp_conn *c, const json_t *e, uint64_t mark)
+resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
 {
     tp_error err;
     int shared;
     tp_access access;
     tp__model *m = find_model(c, e, "", &shared, &access, &err);
     if (m == NULL) {
+        const char *id = json_string_value(json_object_get(e, "id"));
+        tp__map *gone = &seen->gone[json_string_value(json_object_get(e, "scope"))[0] == 's'];
+        if (tp__map_get(gone, id) != NULL)
+            return;
+        if (tp__map_put(gone, id, (void *)id) != 0) {
+            tp__conn_send(c, NULL); /* out of memory: closed, the client resumes */
+            return;
+        }
         json_t *msg = json_pack("{s:s,s:O,s:O}", "type", "removed", "scope",
                                 json_object_get(e, "scope"), "id", json_object_get(e, "id"));
         tp__buf *b = encode_json(msg);
@@ -595,6 +686,8 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark)
         tp__buf_unref(b);
         return;
     }
+    if (m->mark == mark)
+        return;
     m->mark = mark;
     int64_t rev = json_integer_value(json_object_get(e, "rev"));
     /* The client may not know its access when it changed at or after its
@@ -604,10 +697,16 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark)
     if (rev == m->rev && access_known)
         return;
     long i = access_known ? tp__model_history_find(m, rev) : -1;
-    if (i < 0) {
+    /* Patches are the answer while they fit in what is left of the
+     * resume's room (max_outbox_bytes), or take no more than the snapshot:
+     * a resume's answer is at most every visible model's snapshot and that
+     * much of patches, however far behind the listed revs are. */
+    size_t bytes = i < 0 ? 0 : history_bytes_from(m, (unsigned)i);
+    if (i < 0 || (bytes > seen->patch_room && bytes > m->bytes + TP__ENVELOPE)) {
         tp__conn_send_snapshot(c, m, access);
         return;
     }
+    seen->patch_room -= bytes < seen->patch_room ? bytes : seen->patch_room;
     for (unsigned k = (unsigned)i; k < m->hist_len; k++)
         tp__conn_send(c, tp__model_history_at(m, k));
 }
@@ -617,26 +716,50 @@ handle_resume(tp_conn *c, const json_t *msg)
 {
     tp_error err = {0, ""};
     const json_t *models = json_object_get(msg, "models");
-    if (check_resume(models, &err) != 0 ||
+    const json_t *jref = json_object_get(msg, "ref");
+    int first = c->state == TP__CONN_AWAIT_RESUME;
+    /* A later resume (after a rev gap) may cost a snapshot per model it
+     * lists: it takes a token from the writes' budget, so a client cannot
+     * make the hub encode snapshots in a loop. */
+    if (!first && msg != NULL && !take_token(c)) {
+        send_error(c, json_is_integer(jref), json_integer_value(jref), TP_ERATELIMITED,
+                   "resume: over the limit of writes per second, resend later");
+        return;
+    }
+    if (check_resume(c, models, &err) != 0 ||
         set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        const json_t *jref = json_object_get(msg, "ref");
         send_error(c, json_is_integer(jref), json_integer_value(jref), err.code, err.message);
-        if (c->state != TP__CONN_AWAIT_RESUME)
+        if (!first)
             return;
         models = NULL; /* PROTOCOL.md: then handled as an empty resume */
     }
     uint64_t mark = ++c->hub->mark_gen;
+    resume_seen seen;
+    seen.patch_room = c->hub->limits.max_outbox_bytes;
+    tp__map_init(&seen.gone[0], c->hub->seed ^ 0xa);
+    tp__map_init(&seen.gone[1], c->hub->seed ^ 0xb);
     size_t i;
     const json_t *e;
     /* The first resume is the initial sync; a later one (after a rev gap)
-     * counts against the outbox limit like anything else. */
-    c->syncing = c->state == TP__CONN_AWAIT_RESUME;
-    json_array_foreach(models, i, e) resume_one(c, e, mark);
+     * counts against the outbox limit like anything else. Each visible
+     * model is answered at most once, so the first resume's answer is
+     * bounded by what a fresh connection gets (and a `removed` for at most
+     * TP__RESUME_EXTRA ids it no longer sees). */
+    c->syncing = first;
+    json_array_foreach(models, i, e)
+    {
+        if (c->state == TP__CONN_CLOSING)
+            break; /* closed (1013): encoding more would be for nobody */
+        resume_one(c, e, mark, &seen);
+    }
+    tp__map_free(&seen.gone[0]);
+    tp__map_free(&seen.gone[1]);
     /* PROTOCOL.md: after the listed models, snapshots of the visible models
      * the client did not list, then synced. A resume later on a live
      * connection (after a rev gap) answers just the models it lists. */
-    if (c->state == TP__CONN_AWAIT_RESUME) {
-        c->state = TP__CONN_LIVE;
+    if (first) {
+        if (c->state != TP__CONN_CLOSING)
+            c->state = TP__CONN_LIVE;
         send_snapshots(c, mark);
         send_literal(c, "{\"type\":\"synced\"}");
     }

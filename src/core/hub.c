@@ -34,6 +34,8 @@ limits_default(tp_limits *l)
         l->history_bytes = 256 * 1024;
     if (l->client_records == 0)
         l->client_records = 1024;
+    if (l->client_record_bytes == 0)
+        l->client_record_bytes = 1024 * 1024;
     if (l->max_skew_ms == 0)
         l->max_skew_ms = 60000;
 }
@@ -58,6 +60,7 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
         hub->log = (tp__logger){config->log, config->log_user, config->log_level};
         hub->evict_idle_ms = config->evict_idle_ms;
         hub->memory_budget = config->memory_budget;
+        memcpy(hub->conn_key, config->conn_key, sizeof hub->conn_key);
     }
     if (hub->evict_idle_ms == 0)
         hub->evict_idle_ms = 60000;
@@ -67,6 +70,13 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
         hub->clock = tp__clock_wall_ms;
     limits_default(&hub->limits);
     hub->seed = tp__seed(hub);
+    static const unsigned char zero[sizeof hub->conn_key];
+    if (memcmp(hub->conn_key, zero, sizeof zero) == 0) {
+        /* No key given: not secret, but no two hubs count alike. */
+        uint64_t k[2] = {hub->seed ^ tp__seed(&k),
+                         tp__seed(&hub->conn_key) * 0x9e3779b97f4a7c15ULL};
+        memcpy(hub->conn_key, k, sizeof k);
+    }
     tp__map_init(&hub->tenants, hub->seed);
     tp__map_init(&hub->shared, hub->seed ^ 0x9e3779b97f4a7c15ULL);
     tp__map_init(&hub->gone_sids, hub->seed ^ 0x6);
@@ -159,6 +169,7 @@ tp__session_clear(tp_session *s)
     for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
         tp__client_free(v);
     tp__map_free(&s->clients);
+    s->client_bytes = 0;
     gone_free(&s->gone);
     gone_free(&s->gone_ids);
 }

@@ -26,10 +26,15 @@
 #include "util/map.h"
 #include "util/vec.h"
 
-#define TP__FRAME_MAX (64 * 1024)   /* PROTOCOL.md: a batch frame is at most 64 KiB */
-#define TP__KEY_MAX 256             /* tenant keys, model ids, sids */
-#define TP__CLIENT_ID_MAX 64        /* PROTOCOL.md: client ids */
-#define TP__OUTCOMES 256            /* PROTOCOL.md: outcomes remembered per client id */
+#define TP__FRAME_MAX (64 * 1024) /* PROTOCOL.md: a batch frame is at most 64 KiB */
+#define TP__KEY_MAX 256           /* tenant keys, model ids, sids */
+#define TP__CLIENT_ID_MAX 64      /* PROTOCOL.md: client ids */
+#define TP__OUTCOMES 256          /* PROTOCOL.md: outcomes remembered per client id */
+/* What a client record and an outcome cost against client_record_bytes:
+ * about what the store keeps of them (the key, the ref, the message). */
+#define TP__CLIENT_COST(idlen) (64 + (idlen))
+#define TP__OUTCOME_COST(msglen) (16 + (msglen))
+#define TP__RESUME_EXTRA 256        /* ids a resume may list beyond the models it can see */
 #define TP__ENVELOPE 1024           /* room for a snapshot's envelope around its value */
 #define TP__MAX_STAMPS 4096         /* lww-map fields per model, tombstones included */
 #define TP__TS_COUNT_MAX 2147483647 /* the largest `count` of a client's ts */
@@ -133,9 +138,10 @@ struct tp__sub {
 typedef struct tp__client {
     char id[4 * TP__CLIENT_ID_MAX + 1]; /* 64 characters of UTF-8 */
     tp_session *session;
-    int64_t highest;                    /* the highest ref processed with a recorded outcome */
-    uint64_t used;  /* the session's use counter when last used: the oldest is evicted */
-    unsigned conns; /* live connections named with this id: never evicted while > 0 */
+    int64_t highest; /* the highest ref processed with a recorded outcome */
+    uint64_t used;   /* the session's use counter when last used: the oldest is evicted */
+    unsigned conns;  /* live connections named with this id: never evicted while > 0 */
+    size_t bytes;    /* what it costs against client_record_bytes (TP__CLIENT_COST...) */
     unsigned start, len;
     /* Storage (persist.c): outcomes recorded ever (the newest one's number;
      * outcome k of the ring has seq - len + 1 + k), what the store holds. */
@@ -162,11 +168,12 @@ struct tp_session {
     tp__vec conns;    /* tp_conn *, each knowing its index here */
     tp__map clients;  /* client id -> tp__client * */
     uint64_t client_uses;
-    int pinned; /* handed to the host by tp_hub_tenant: lives as long as the hub */
-    int loaded;       /* its models, subscriptions and clients are in memory */
-    const char *iname; /* the tenant key interned (tp__hub_intern), once it stamped */
-    int64_t idle_since; /* hub clock ms: the last use without a connection */
-    int jdirty; /* storage: the tenant's record changed (index in hub->jsessions) */
+    size_t client_bytes; /* the sum of its client records' bytes */
+    int pinned;          /* handed to the host by tp_hub_tenant: lives as long as the hub */
+    int loaded;          /* its models, subscriptions and clients are in memory */
+    const char *iname;   /* the tenant key interned (tp__hub_intern), once it stamped */
+    int64_t idle_since;  /* hub clock ms: the last use without a connection */
+    int jdirty;          /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
 };
 
@@ -175,7 +182,8 @@ enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };
 struct tp_conn {
     tp_hub *hub;
     tp_session *session;
-    uint64_t num;
+    uint64_t num;   /* the hub's count of connections (never reused) */
+    uint64_t idnum; /* what the id says: tp__prp64(hub->conn_key, num) */
     char id[24];
     size_t idx; /* in session->conns */
     int state;
@@ -200,7 +208,7 @@ struct tp_conn {
      * (in hub->jconns while jconn): when it fails they are reviewed. */
     size_t held;
     int jconn;
-    tp__sb frame;     /* scratch for batch frames */
+    tp__sb frame; /* scratch for batch frames */
 
     /* Token bucket of writes per second. */
     double tokens;
@@ -223,7 +231,8 @@ struct tp_hub {
     tp__map gone_sids; /* sids of unshared models (hub.c, remember_gone) */
     uint64_t next_sid;
     uint64_t next_conn;
-    uint64_t conn_bound; /* with a store: connection numbers up to here may have been used */
+    uint64_t conn_bound;        /* with a store: connection numbers up to here may have been used */
+    unsigned char conn_key[16]; /* connection ids: tp__prp64 of the number under this key */
     uint64_t seed;
 
     tp__vec dirty; /* tp__model * with a pending host value */
@@ -233,18 +242,18 @@ struct tp_hub {
 
     /* Storage (persist.c): what changed since the last commit. */
     tp_store *store;
-    tp__map schemas;     /* schema key -> tp_schema * (a reference) known to be stored */
-    tp__map merges;      /* name -> const tp_merge * (config.merges) */
-    tp__vec jmodels;     /* tp__model * with jdirty */
-    tp__vec jsessions;   /* tp_session * with jdirty */
-    tp__vec jclients;    /* tp__client * with jdirty */
-    tp__vec jsubs;       /* struct tp__jsub *: subscriptions to store again */
-    tp__vec jdels;       /* struct tp__jdel *: records to delete */
-    tp__vec jconns;      /* tp_conn * with held messages */
-    int jmeta;           /* the hub's record changed */
-    int restored;        /* tp_hub_restored */
-    int lazy;            /* sessions are loaded from the store when first needed */
-    tp__map names;       /* interned tenant keys of lww-map stamps */
+    tp__map schemas;   /* schema key -> tp_schema * (a reference) known to be stored */
+    tp__map merges;    /* name -> const tp_merge * (config.merges) */
+    tp__vec jmodels;   /* tp__model * with jdirty */
+    tp__vec jsessions; /* tp_session * with jdirty */
+    tp__vec jclients;  /* tp__client * with jdirty */
+    tp__vec jsubs;     /* struct tp__jsub *: subscriptions to store again */
+    tp__vec jdels;     /* struct tp__jdel *: records to delete */
+    tp__vec jconns;    /* tp_conn * with held messages */
+    int jmeta;         /* the hub's record changed */
+    int restored;      /* tp_hub_restored */
+    int lazy;          /* sessions are loaded from the store when first needed */
+    tp__map names;     /* interned tenant keys of lww-map stamps */
     unsigned evict_idle_ms;
     size_t memory_budget;
     uint64_t evictions, loads, resident_bytes;
@@ -252,8 +261,8 @@ struct tp_hub {
     uint64_t jgen;       /* bumped by every note in the journal */
     uint64_t failed_gen; /* jgen when the last commit failed */
     uint64_t commits, commit_failures;
-    uint64_t mark_gen;           /* the last mark handed out to a resume */
-    int freeing;                 /* tp_hub_free is running: sessions go all at once */
+    uint64_t mark_gen; /* the last mark handed out to a resume */
+    int freeing;       /* tp_hub_free is running: sessions go all at once */
 };
 
 /* ---- hub.c ---- */
@@ -269,6 +278,11 @@ void tp__session_clear(tp_session *s);
 void tp__session_free(tp_session *s);
 /* tp__client_free frees a client record and its remembered outcomes. */
 void tp__client_free(tp__client *cl);
+/* tp__client_trim keeps a session's client records within client_record_bytes
+ * (conn.c): the least recently used records no live connection holds go
+ * first, then the oldest outcomes of `keep` (the record just written, never
+ * evicted: at least its newest outcome stays). */
+void tp__client_trim(tp_session *s, tp__client *keep);
 /* tp__session_release frees an unpinned session that holds nothing. */
 void tp__session_release(tp_session *s);
 int64_t tp__hub_now(tp_hub *hub);

@@ -477,9 +477,12 @@ store_sub(commit_ctx *c, const struct tp__jsub *j)
 static int
 store_meta(commit_ctx *c)
 {
-    json_t *o = json_pack("{sIsIso}", "next_sid", (json_int_t)c->hub->next_sid, "conn_bound",
+    char key[2 * sizeof c->hub->conn_key + 1];
+    for (size_t i = 0; i < sizeof c->hub->conn_key; i++)
+        snprintf(key + 2 * i, 3, "%02x", c->hub->conn_key[i]);
+    json_t *o = json_pack("{sIsIsoss}", "next_sid", (json_int_t)c->hub->next_sid, "conn_bound",
                           (json_int_t)c->hub->conn_bound, "gone_sids",
-                          gone_list(&c->hub->gone_sids));
+                          gone_list(&c->hub->gone_sids), "conn_key", key);
     if (o == NULL)
         return tp__error_set(c->err, TP_ENOMEM, "out of memory");
     return put_json(c, TP__REC_META, "hub", "", o);
@@ -614,6 +617,9 @@ client_rollback(tp__client *cl)
 {
     while (cl->seq > cl->base_seq && cl->len > 0) {
         unsigned k = (cl->start + cl->len - 1) % TP__OUTCOMES;
+        size_t cost = TP__OUTCOME_COST(cl->outcomes[k].msg->len);
+        cl->bytes -= cost;
+        cl->session->client_bytes -= cost;
         tp__buf_unref(cl->outcomes[k].msg);
         cl->outcomes[k].msg = NULL;
         cl->len--;
@@ -939,6 +945,27 @@ gone_load(tp__map *gone, const json_t *list)
     return TP_OK;
 }
 
+/* The stored key of connection ids: 32 hex digits. */
+static int
+load_conn_key(tp_hub *hub, const char *hex)
+{
+    unsigned char key[sizeof hub->conn_key];
+    if (strlen(hex) != 2 * sizeof key)
+        return -1;
+    for (size_t i = 0; i < 2 * sizeof key; i++) {
+        char ch = hex[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0)
+            return -1;
+        if (i % 2 == 0)
+            key[i / 2] = (unsigned char)(v << 4);
+        else
+            key[i / 2] |= (unsigned char)v;
+    }
+    memcpy(hub->conn_key, key, sizeof key);
+    return 0;
+}
+
 static int
 load_meta(const tp__rec *r, void *user)
 {
@@ -952,13 +979,20 @@ load_meta(const tp__rec *r, void *user)
         c->found = 1;
         json_int_t next_sid = 0, conn_bound = 0;
         json_t *gone = NULL;
-        if (json_unpack(o, "{sI s?I so}", "next_sid", &next_sid, "conn_bound", &conn_bound,
-                        "gone_sids", &gone) != 0 ||
+        const char *key = NULL;
+        if (json_unpack(o, "{sI s?I so s?s}", "next_sid", &next_sid, "conn_bound", &conn_bound,
+                        "gone_sids", &gone, "conn_key", &key) != 0 ||
             !json_is_array(gone))
             rc = bad(c, r, "meta", "expected next_sid and gone_sids");
+        else if (key != NULL && load_conn_key(hub, key) != 0)
+            rc = bad(c, r, "meta", "conn_key: expected 32 hex digits");
         else {
             hub->next_sid = (uint64_t)next_sid;
             hub->next_conn = hub->conn_bound = (uint64_t)conn_bound;
+            /* A store from before connection ids were keyed: the key in
+             * use is stored with the next commit (before any id leaves). */
+            if (key == NULL)
+                hub->jmeta = 1;
             rc = gone_load(&hub->gone_sids, gone);
             if (rc != TP_OK)
                 rc = bad(c, r, "meta", "bad gone_sids");
@@ -1194,14 +1228,17 @@ load_client(const tp__rec *r, void *user)
     else if ((cl = tp__calloc(1, sizeof *cl)) == NULL)
         rc = tp__error_set(c->err, TP_ENOMEM, "out of memory");
     else {
-        strcpy(cl->id, r->k2);
+        memcpy(cl->id, r->k2, strlen(r->k2) + 1);
         cl->session = s;
         cl->highest = highest;
         cl->seq = cl->seq_saved = (uint64_t)seq;
         cl->used = ++s->client_uses;
+        cl->bytes = TP__CLIENT_COST(strlen(cl->id));
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             rc = tp__error_set(c->err, TP_ENOMEM, "out of memory");
+        } else {
+            s->client_bytes += cl->bytes;
         }
     }
     json_decref(o);
@@ -1232,6 +1269,9 @@ load_outcome(const tp__rec *r, void *user)
     unsigned k;
     if (cl->len == TP__OUTCOMES) {
         k = cl->start;
+        size_t cost = TP__OUTCOME_COST(cl->outcomes[k].msg->len);
+        cl->bytes -= cost;
+        s->client_bytes -= cost;
         tp__buf_unref(cl->outcomes[k].msg);
         cl->start = (cl->start + 1) % TP__OUTCOMES;
     } else {
@@ -1239,6 +1279,8 @@ load_outcome(const tp__rec *r, void *user)
     }
     cl->outcomes[k].ref = ref;
     cl->outcomes[k].msg = msg;
+    cl->bytes += TP__OUTCOME_COST(msg->len);
+    s->client_bytes += TP__OUTCOME_COST(msg->len);
     return TP_OK;
 }
 
@@ -1310,6 +1352,9 @@ tp__session_load(tp_session *s, tp_error *err)
             return rc < 0 ? rc : TP_EINTERNAL;
         }
     }
+    /* A store written with a larger client_record_bytes (or before there
+     * was one) is brought within it: the least recently stored go. */
+    tp__client_trim(s, NULL);
     hub->loads++;
     return TP_OK;
 }
@@ -1326,10 +1371,7 @@ session_bytes(const tp_session *s)
              m->hist_cap * sizeof(tp__hist) + m->hist_len * 48;
     }
     n += s->subs.len * (sizeof(tp__sub) + 64);
-    n += s->clients.len * sizeof(tp__client);
-    for (size_t it = 0; tp__map_next(&s->clients, &it, NULL, &v);)
-        for (unsigned i = 0; i < ((tp__client *)v)->len; i++)
-            n += ((tp__client *)v)->outcomes[i].msg ? 48 + 80 : 0;
+    n += s->clients.len * sizeof(tp__client) + 2 * s->client_bytes;
     return n;
 }
 

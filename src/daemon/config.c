@@ -564,6 +564,7 @@ static const struct limit {
     {"history_patches", HUB_UINT, offsetof(tp_limits, history_patches), 1000000},
     {"history_bytes", HUB_SIZE, offsetof(tp_limits, history_bytes), TIB},
     {"client_records", HUB_UINT, offsetof(tp_limits, client_records), 1000000},
+    {"client_record_bytes", HUB_SIZE, offsetof(tp_limits, client_record_bytes), TIB},
     {"max_skew_ms", HUB_UINT, offsetof(tp_limits, max_skew_ms), 86400000},
     {"max_connections", SERVER_UINT, offsetof(tp_server_config, max_connections), 1000000},
     {"max_connections_per_tenant", SERVER_UINT,

@@ -7,9 +7,11 @@
  */
 #include "daemon/daemon.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "util/map.h"
 
@@ -226,6 +228,16 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         if (d->store == NULL)
             rc = fail(&b, "storage.sqlite", herr.message);
         d->cfg.hub.store = d->store;
+    }
+    /* The key of connection ids (issue 11): a secret, so that ids tell
+     * nobody how many connections the server had. A stored hub keeps the
+     * key it first stored. */
+    for (size_t got = 0; rc == 0 && got < sizeof d->cfg.hub.conn_key;) {
+        ssize_t n = getrandom(d->cfg.hub.conn_key + got, sizeof d->cfg.hub.conn_key - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno != EINTR)
+            rc = fail(&b, "hub", "getrandom failed: cannot make the key of connection ids");
     }
     if (rc == 0) {
         d->hub = tp_hub_new(&d->cfg.hub, &herr);

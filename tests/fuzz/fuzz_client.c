@@ -16,7 +16,9 @@
  *   b I K      the same with the patch {"b":"xxx..."}, K KiB of x (K a byte
  *              modulo 64): big writes, batches cut at 64 KiB, too_large
  *   n          take one frame (tp_client_next_frame)   d  take every frame
- *   p          a keepalive tick (tp__client_ping, what the transport calls)
+ *   p          a keepalive tick (tp__client_ping, what the transport calls),
+ *              and the delay of writes refused with rate_limited passing
+ *              (tp__client_retry, called at the delay's start and end)
  *   c          checkpoint: take every frame, then check (below)
  *   U URL      (first line only) make the client for URL instead, with its
  *              token in the query: tp_client_new fails with TP_EARG or the
@@ -79,8 +81,10 @@
 #include "transports.h"
 
 /* The keepalive tick of src/client/client.h, which a transport (ours here)
- * calls when the connection has been quiet (docs/client.md, sans-IO). */
+ * calls when the connection has been quiet (docs/client.md, sans-IO), and
+ * the clock of the writes refused with rate_limited. */
 void tp__client_ping(tp_client *c);
+int64_t tp__client_retry(tp_client *c, int64_t now_ms);
 
 #define BATCH_MAX (64 * 1024)
 #define CLIENT_ID "fuzz-client-0001"
@@ -1031,6 +1035,11 @@ static void
 tick(world *w)
 {
     tp__client_ping(w->c);
+    /* The held writes' delay starts, then passes (at most 10 s). */
+    static int64_t clock_ms = 1;
+    int64_t at = tp__client_retry(w->c, clock_ms);
+    clock_ms = (at == INT64_MAX ? clock_ms : at) + 1;
+    tp__client_retry(w->c, clock_ms);
     if (!w->connected)
         return;
     for (size_t k = 0; k < w->nwrites; k++) {

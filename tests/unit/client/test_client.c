@@ -745,6 +745,58 @@ Test(client, rev_gap_resumes_that_model)
     cr_assert_eq(view_int(b, "shared", "rw", "n"), 4);
 }
 
+static uint64_t
+rate_limited_count(void)
+{
+    tp_hub_stats st;
+    tp_hub_get_stats(hub, &st);
+    return st.writes_refused[-TP_ERATELIMITED];
+}
+
+/* Issue 11: a resume on a live connection takes a write token; refused
+ * with rate_limited, it is asked again after the retry delay, and the
+ * model leaves its gap. */
+Test(client, a_rate_limited_gap_resume_is_asked_again_later)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 2;
+    setup_with(l);
+    peer *a = add_peer("alice", NULL, 0), *b = add_peer("bob", NULL, 0);
+    connect_peer(a);
+    connect_peer(b);
+    pump();
+    /* b spends its tokens. */
+    cr_assert_gt(tp_client_write(b->cl, "private", "n", "{\"n\":1}", NULL), 0);
+    cr_assert_gt(tp_client_write(b->cl, "private", "n", "{\"n\":2}", NULL), 0);
+    pump();
+    cr_assert_eq(tp_client_pending(b->cl), 0);
+    int resumes = b->sent_resume;
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":1}", NULL), 0);
+    while (step_out(a))
+        ;
+    b->drop_next_in = 1;
+    cr_assert(step_in(b));
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":2}", NULL), 0);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 1, "the gap's resume");
+    cr_assert_eq(rate_limited_count(), 1, "refused: b has no token");
+    int64_t rev;
+    tp_free(tp_client_get(b->cl, "shared", "rw", &rev, NULL));
+    cr_assert_eq(rev, 1, "still at the gap");
+    int64_t at = tp__client_retry(b->cl, 1000);
+    cr_assert_lt(at, INT64_MAX);
+    tp__client_retry(b->cl, at - 1);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 1, "not before the delay");
+    now += 1000; /* b's bucket refills */
+    tp__client_retry(b->cl, at);
+    pump();
+    cr_assert_eq(b->sent_resume, resumes + 2, "asked again");
+    assert_equal_to_hub(b, 3);
+    cr_assert_eq(view_int(b, "shared", "rw", "n"), 2);
+}
+
 Test(client, rev_gap_with_history_gone_gets_a_snapshot)
 {
     teardown();
@@ -877,13 +929,84 @@ Test(client, rate_limited_writes_are_resent)
     cr_assert_eq(view_int(a, "shared", "rw", "n"), 8);
     for (int round = 0; round < 10 && tp_client_pending(a->cl) > 0; round++) {
         now += 2000;
-        tp__client_ping(a->cl);
+        tp__client_retry(a->cl, now); /* starts the delay */
+        tp__client_retry(a->cl, now + TP__RETRY_MAX_MS);
         pump();
     }
     cr_assert_eq(tp_client_pending(a->cl), 0);
     cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 9, "each write once");
     assert_equal_to_hub(a, 4);
     cr_assert_eq(view_int(a, "shared", "rw", "n"), 8);
+}
+
+/* Issue 11: a write refused with rate_limited was sent again at once (with
+ * the next write, or when an ack made room), into the same empty bucket. It
+ * now waits a delay with backoff and jitter. */
+Test(client, rate_limited_writes_wait_with_backoff_and_jitter)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 3;
+    setup_with(l);
+    peer *a = add_peer("alice", NULL, 0);
+    connect_peer(a);
+    pump();
+    now += 5000;
+    for (int i = 1; i <= 8; i++) {
+        char patch[32];
+        snprintf(patch, sizeof patch, "{\"n\":%d}", i);
+        cr_assert_gt(tp_client_write(a->cl, "shared", "rw", patch, NULL), 0);
+    }
+    pump();
+    cr_assert_eq(rate_limited_count(), 5);
+    cr_assert_eq(tp_client_pending(a->cl), 5);
+    /* A new write goes alone: the held ones are not sent with it. */
+    cr_assert_gt(tp_client_write(a->cl, "shared", "rw", "{\"n\":9}", NULL), 0);
+    pump();
+    cr_assert_eq(rate_limited_count(), 6, "only the new write was sent");
+    /* The delay starts at the transport's next look: 50 to 100 ms. */
+    int64_t t0 = now;
+    int64_t at = tp__client_retry(a->cl, t0);
+    cr_assert(at >= t0 + TP__RETRY_MIN_MS / 2 && at <= t0 + TP__RETRY_MIN_MS, "at %lld",
+              (long long)(at - t0));
+    cr_assert_eq(tp__client_retry(a->cl, at - 1), at, "not before its time");
+    pump();
+    cr_assert_eq(rate_limited_count(), 6);
+    /* Due, into a still empty bucket (the hub's clock did not move): all 6
+     * refused again, and the next delay doubles: 100 to 200 ms. */
+    cr_assert_eq(tp__client_retry(a->cl, at), INT64_MAX, "released");
+    pump();
+    cr_assert_eq(rate_limited_count(), 12);
+    int64_t at2 = tp__client_retry(a->cl, at);
+    cr_assert(at2 >= at + TP__RETRY_MIN_MS && at2 <= at + 2 * TP__RETRY_MIN_MS, "at2 %lld",
+              (long long)(at2 - at));
+    /* Jitter: clients refused together do not come back together. */
+    int64_t first = -1;
+    int differ = 0;
+    for (int k = 0; k < 16; k++) {
+        tp_client *o = tp_client_new("ws://127.0.0.1:1/ws/bob", NULL, NULL);
+        cr_assert_not_null(o);
+        TP__PROTO(o)->holding = 1;
+        int64_t d = tp__client_retry(o, 0);
+        cr_assert(d >= TP__RETRY_MIN_MS / 2 && d <= TP__RETRY_MIN_MS, "%lld", (long long)d);
+        differ += first >= 0 && d != first;
+        first = first < 0 ? d : first;
+        tp_client_free(o);
+    }
+    cr_assert_gt(differ, 0, "16 clients, one delay");
+    /* Time passes on the hub too: the bucket refills, the writes go. */
+    now += 5000;
+    tp__client_retry(a->cl, at2);
+    pump();
+    for (int round = 0; round < 20 && tp_client_pending(a->cl) > 0; round++) {
+        now += 5000;
+        int64_t due = tp__client_retry(a->cl, now);
+        tp__client_retry(a->cl, due == INT64_MAX ? now : due);
+        pump();
+    }
+    cr_assert_eq(tp_client_pending(a->cl), 0);
+    cr_assert_eq(tp_hub_shared_rev(hub, "rw"), 10, "each write once");
+    cr_assert_eq(view_int(a, "shared", "rw", "n"), 9);
 }
 
 /* ---- Frames ---- */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/hub.h"
 #include "support.h"
 #include "transports.h"
 
@@ -69,6 +70,10 @@ typedef struct slot {
     char *label;
     tp_conn *conn;
     int close_code; /* the close code the case last said it has (0: open) */
+    /* Connection ids are a keyed permutation of the hub's count of
+     * connections (issue 11): cases write them "c<count>", and what the hub
+     * sends is shown that way before it is compared. */
+    char id[24], shown[24];
 } slot;
 
 typedef struct run {
@@ -320,6 +325,39 @@ find_slot(run *r, const char *label)
  * messages, batches flattened (NULL after a failure). Every frame must be a
  * JSON object or a non-empty array of objects; a batch at most 64 KiB.
  */
+/* Rewrites every connection id in the strings of v (a "conn", an
+ * "origin", a message quoting one) the way cases write it: "c" and the
+ * connection's count in the hub. */
+static void
+show_ids(run *r, json_t *v)
+{
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            show_ids(r, json_array_get(v, i));
+        return;
+    }
+    const char *key;
+    json_t *m;
+    json_object_foreach(v, key, m)
+    {
+        if (!json_is_string(m)) {
+            show_ids(r, m);
+            continue;
+        }
+        for (size_t i = 0; i < r->n_conns; i++) {
+            const char *at = strstr(json_string_value(m), r->conns[i].id);
+            if (at == NULL)
+                continue;
+            const char *text = json_string_value(m);
+            char out[1024];
+            snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, r->conns[i].shown,
+                     at + strlen(r->conns[i].id));
+            json_string_set(m, out);
+            i = (size_t)-1; /* again, from the first: another id may follow */
+        }
+    }
+}
+
 static json_t *
 drain(run *r, slot *s)
 {
@@ -353,6 +391,7 @@ drain(run *r, slot *s)
         }
         json_decref(v);
     }
+    show_ids(r, out);
     return out;
 }
 
@@ -532,6 +571,10 @@ setup(run *r, const json_t *setup)
     tp_hub_config cfg = {0};
     cfg.clock = tpt_clock;
     cfg.clock_user = &r->now;
+    /* A fixed key: ties between connections (lww-map) come out the same
+     * on every run. */
+    for (unsigned i = 0; i < sizeof cfg.conn_key; i++)
+        cfg.conn_key[i] = (unsigned char)(i + 1);
     const json_t *tick = json_object_get(setup, "autosync_ms");
     if (tick != NULL) {
         if (!json_is_integer(tick) || json_integer_value(tick) < 0)
@@ -627,6 +670,8 @@ step_open(run *r, const json_t *st)
     s->label = strdup(label);
     s->conn = c;
     s->close_code = 0;
+    snprintf(s->id, sizeof s->id, "%s", tp_conn_id(c));
+    snprintf(s->shown, sizeof s->shown, "c%llu", (unsigned long long)c->num);
     return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "support.h"
 #include "transports.h"
+#include "util/buf.h"
 
 #define DOC                                                                                        \
     "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{"                                      \
@@ -414,8 +415,8 @@ Test(proto, one_message_over_the_outbox_limit_reaches_a_prompt_reader)
     setup_with(l);
     char *w = malloc(9000);
     char *v = big_value(6000);
-    snprintf(w, 9000, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":%s}",
-             v);
+    snprintf(w, 9000,
+             "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"rw\",\"patch\":%s}", v);
     cr_assert_eq(tpt_feed(a, w), TP_OK);
     free(w);
     free(v);
@@ -532,9 +533,10 @@ Test(proto, history_grows_to_its_limit_and_resumes_from_any_kept_rev)
     int64_t froms[] = {rev - 1, rev - 7, rev - 100, rev - 256};
     for (size_t k = 0; k < sizeof froms / sizeof froms[0]; k++) {
         char q[200];
-        snprintf(q, sizeof q,
-                 "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
-                 (long long)froms[k]);
+        snprintf(
+            q, sizeof q,
+            "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+            (long long)froms[k]);
         json_t *m = resume(q);
         cr_assert_eq(tpt_count(m, "patch"), (size_t)(rev - froms[k]), "from %lld",
                      (long long)froms[k]);
@@ -786,4 +788,167 @@ Test(proto, resume_after_an_id_or_subscription_was_reused)
     cr_assert_eq(json_array_size(m), 1, "just synced");
     json_decref(m);
     tp_conn_close(c);
+}
+
+/* Issue 11: one resume listing the same model many times made the hub
+ * encode (and queue) its snapshot once per entry. Each model is answered
+ * once, by its first entry; an id the tenant cannot see gets one removed. */
+Test(proto, resume_answers_each_listed_model_once)
+{
+    tp_session *alice = tp_hub_tenant(hub, "alice");
+    char *v = big_value(300000);
+    cr_assert_not_null(tp_session_host_as(alice, "big", doc, v, NULL));
+    free(v);
+    tpt_drain_all(hub);
+    tp__sb q;
+    tp__sb_init(&q, 16384);
+    tp__sb_puts(&q, "{\"type\":\"resume\",\"models\":[");
+    for (int i = 0; i < 250; i++) {
+        static const char *const e[] = {"{\"scope\":\"private\",\"id\":\"big\",\"rev\":0}",
+                                        "{\"scope\":\"shared\",\"id\":\"ro\",\"rev\":0}",
+                                        "{\"scope\":\"private\",\"id\":\"nope\",\"rev\":1}",
+                                        "{\"scope\":\"shared\",\"id\":\"nope\",\"rev\":1}",
+                                        "{\"scope\":\"private\",\"id\":\"big\",\"rev\":1}"};
+        if (i > 0)
+            tp__sb_puts(&q, ",");
+        tp__sb_puts(&q, e[i % 5]);
+    }
+    tp__sb_puts(&q, "]}");
+    tp__buf *text = tp__sb_finish(&q);
+    tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    cr_assert_eq(tpt_feed(c, text->data), TP_OK);
+    tp__buf_unref(text);
+    size_t bytes = tp_conn_outbox_bytes(c);
+    cr_assert_lt(bytes, 310000, "one snapshot of big, not 100: %zu bytes queued", bytes);
+    json_t *m = tpt_drain(c);
+    /* big and ro once (listed), then n and rw (not listed), then synced. */
+    cr_assert_eq(tpt_count(m, "snapshot"), 4);
+    cr_assert_eq(tpt_count(m, "removed"), 2, "one per scope for nope");
+    cr_assert_eq(tpt_count(m, "synced"), 1);
+    json_decref(m);
+    tp_conn_close(c);
+}
+
+/* Issue 11: a resume may list the models the tenant can see and up to
+ * 256 it no longer sees; more is refused before any work. */
+Test(proto, resume_listing_more_models_than_visible_is_refused)
+{
+    tp__sb q;
+    tp__sb_init(&q, 16384);
+    tp__sb_puts(&q, "{\"type\":\"resume\",\"ref\":7,\"models\":[");
+    for (int i = 0; i < 3 + 256 + 1; i++) {
+        if (i > 0)
+            tp__sb_puts(&q, ",");
+        tp__sb_puts(&q, "{\"scope\":\"private\",\"id\":\"x");
+        tp__sb_int(&q, i);
+        tp__sb_puts(&q, "\",\"rev\":1}");
+    }
+    tp__sb_puts(&q, "]}");
+    tp__buf *text = tp__sb_finish(&q);
+    tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    cr_assert_eq(tpt_feed(c, text->data), TP_OK);
+    json_t *m = tpt_drain(c);
+    json_t *e = json_array_get(m, 0);
+    cr_assert_str_eq(str(e, "type"), "error");
+    cr_assert_str_eq(str(e, "code"), "bad_request");
+    cr_assert_eq(json_integer_value(json_object_get(e, "ref")), 7);
+    cr_assert_str_eq(
+        str(e, "message"),
+        "models: 260 entries, more than the 3 models this tenant can see and 256 more");
+    /* Then an empty resume: every snapshot, synced, no removed. */
+    cr_assert_eq(tpt_count(m, "removed"), 0);
+    cr_assert_eq(tpt_count(m, "snapshot"), 3);
+    cr_assert_eq(tpt_count(m, "synced"), 1);
+    json_decref(m);
+    /* On a live connection: the error alone. */
+    cr_assert_eq(tpt_feed(a, text->data), TP_OK);
+    m = tpt_drain(a);
+    cr_assert_eq(json_array_size(m), 1);
+    cr_assert_str_eq(str(json_array_get(m, 0), "code"), "bad_request");
+    json_decref(m);
+    tp__buf_unref(text);
+    tp_conn_close(c);
+}
+
+/* Issue 11: a resume on a live connection takes a token from the writes'
+ * budget: a client cannot make the hub encode snapshots in a loop. */
+Test(proto, later_resumes_are_rate_limited)
+{
+    teardown();
+    tp_limits l = {0};
+    l.writes_per_second = 5;
+    setup_with(l);
+    const char *q =
+        "{\"type\":\"resume\",\"ref\":3,\"models\":[{\"scope\":\"private\",\"id\":\"n\","
+        "\"rev\":0}]}";
+    size_t snaps = 0, limited = 0;
+    for (int i = 0; i < 20; i++) {
+        tpt_feed(a, q);
+        json_t *m = tpt_drain(a);
+        snaps += tpt_count(m, "snapshot");
+        json_t *e = tpt_find(m, "error");
+        if (e != NULL) {
+            cr_assert_str_eq(str(e, "code"), "rate_limited");
+            cr_assert_eq(json_integer_value(json_object_get(e, "ref")), 3);
+            limited++;
+        }
+        json_decref(m);
+    }
+    cr_assert_eq(snaps, 5, "the burst: %zu", snaps);
+    cr_assert_eq(limited, 15);
+    /* Time refills the bucket. */
+    now += 1000;
+    json_t *m = (tpt_feed(a, q), tpt_drain(a));
+    cr_assert_eq(tpt_count(m, "snapshot"), 1);
+    json_decref(m);
+    /* The first resume of a connection is the sync: never rate limited. */
+    tp_conn *c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+    json_decref(tpt_drain(c));
+    for (int i = 0; i < 5; i++)
+        tpt_feed(a, q);
+    json_decref(tpt_drain(a));
+    tpt_feed(c, q);
+    m = tpt_drain(c);
+    cr_assert_null(tpt_find(m, "error"));
+    cr_assert_eq(tpt_count(m, "synced"), 1);
+    json_decref(m);
+    tp_conn_close(c);
+}
+
+/* Issue 11: a resume far behind on many small models would be answered
+ * with up to history_bytes of patches each, far more than their snapshots.
+ * Patches are the answer while they fit in max_outbox_bytes for the whole
+ * resume (or take no more than the snapshot); then snapshots. */
+Test(proto, a_resume_sends_patches_within_its_room_then_snapshots)
+{
+    teardown();
+    tp_limits l = {0};
+    l.max_outbox_bytes = 4096;
+    setup_with(l);
+    for (int i = 0; i < 60; i++) {
+        write_rw(b, 1);
+        tpt_drain_all(hub);
+    }
+    int64_t rev = tp_hub_shared_rev(hub, "rw");
+    /* 20 patches (about 2.4 KB) fit: patches. */
+    char q[300];
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+             (long long)(rev - 20));
+    json_t *m = resume(q);
+    cr_assert_eq(tpt_count(m, "patch"), 20);
+    json_decref(m);
+    /* 60 (about 7 KB, more than the room and than the snapshot): a snapshot. */
+    snprintf(q, sizeof q,
+             "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":\"rw\",\"rev\":%lld}]}",
+             (long long)(rev - 60));
+    m = resume(q);
+    cr_assert_eq(tpt_count(m, "patch"), 0);
+    json_t *s = tpt_find(m, "snapshot");
+    cr_assert_not_null(s);
+    cr_assert_str_eq(str(s, "id"), "rw");
+    cr_assert_eq(json_integer_value(json_object_get(s, "rev")), rev);
+    json_decref(m);
 }

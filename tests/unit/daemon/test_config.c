@@ -292,7 +292,7 @@ Test(config, every_limit_lands_where_it_belongs)
         "\"writes_per_second\":7,\"max_connections_per_tenant\":3,\"max_connections\":9,"
         "\"handshake_timeout_ms\":1500,\"ping_interval_ms\":2000,\"ping_timeout_ms\":500,"
         "\"history_patches\":12,\"history_bytes\":3000,\"client_records\":40,"
-        "\"max_skew_ms\":1000}"));
+        "\"client_record_bytes\":50000,\"max_skew_ms\":1000}"));
     const tp_limits *l = &d->cfg.hub.limits;
     cr_assert_eq(l->max_message_bytes, 4096);
     cr_assert_eq(l->max_outbox_bytes, 65536);
@@ -300,6 +300,7 @@ Test(config, every_limit_lands_where_it_belongs)
     cr_assert_eq(l->history_patches, 12);
     cr_assert_eq(l->history_bytes, 3000);
     cr_assert_eq(l->client_records, 40);
+    cr_assert_eq(l->client_record_bytes, 50000);
     cr_assert_eq(l->max_skew_ms, 1000);
     const tp_server_config *s = &d->cfg.server;
     cr_assert_eq(s->max_connections_per_tenant, 3);

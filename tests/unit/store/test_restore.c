@@ -12,6 +12,7 @@
 #include "store/store.h"
 #include "support.h"
 #include "transports.h"
+#include "util/prp.h"
 
 #define DOC                                                                                        \
     "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{"                                      \
@@ -583,19 +584,72 @@ Test(restore, unshared_while_evicted_is_gone_when_loaded)
     tp_hub_free(hub);
 }
 
+/* "c" and 16 lowercase hex digits. */
+static int
+is_conn_id(const char *id)
+{
+    if (strlen(id) != 17 || id[0] != 'c')
+        return 0;
+    for (int i = 1; i < 17; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
 Test(restore, connection_ids_are_never_used_twice)
 {
-    tp_hub *hub = open_hub();
-    tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
-    json_decref(tpt_drain(c));
-    cr_assert_str_eq(tp_conn_id(c), "c1");
-    tp_conn_close(c);
+    char ids[6][24];
+    for (int round = 0; round < 2; round++) {
+        tp_hub *hub = open_hub();
+        for (int k = 0; k < 3; k++) {
+            tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+            json_decref(tpt_drain(c));
+            snprintf(ids[3 * round + k], sizeof ids[0], "%s", tp_conn_id(c));
+            cr_assert(is_conn_id(tp_conn_id(c)), "%s", tp_conn_id(c));
+            tp_conn_close(c);
+        }
+        tp_hub_free(hub);
+    }
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(ids[i], ids[j], "an id used twice, across a restart too");
+}
+
+/* Issue 11: ids are a keyed permutation of the count (they tell nothing of
+ * it), and the key is stored with the hub: a hub made again on the store,
+ * even with another key in its config, goes on with the stored one. */
+Test(restore, connection_ids_follow_the_stored_key)
+{
+    unsigned char k1[16] = {1, 2, 3}, k2[16] = {9, 9, 9};
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    memcpy(cfg.conn_key, k1, sizeof k1);
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    char want[24];
+    uint64_t prev = 0;
+    for (uint64_t n = 1; n <= 3; n++) {
+        tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+        snprintf(want, sizeof want, "c%016llx", (unsigned long long)tp__prp64(k1, n));
+        cr_assert_str_eq(tp_conn_id(c), want);
+        uint64_t v = strtoull(tp_conn_id(c) + 1, NULL, 16);
+        cr_assert_neq(v, n, "the id is not the count");
+        if (n > 1)
+            cr_assert_neq(v, prev + 1, "nor a counter");
+        prev = v;
+        tp_conn_close(c);
+    }
     tp_hub_free(hub);
-    hub = open_hub();
-    c = tp_conn_open(hub, "x", 0, NULL);
-    json_decref(tpt_drain(c));
-    cr_assert_str_neq(tp_conn_id(c), "c1", "an id from before the restart");
-    cr_assert_gt(atoi(tp_conn_id(c) + 1), 1);
+    memcpy(cfg.conn_key, k2, sizeof k2);
+    hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    tp_conn *c = tp_conn_open(hub, "x", 0, NULL);
+    /* The next block of numbers, under the stored key k1. */
+    snprintf(want, sizeof want, "c%016llx", (unsigned long long)tp__prp64(k1, 1024 + 1));
+    cr_assert_str_eq(tp_conn_id(c), want);
     tp_conn_close(c);
     tp_hub_free(hub);
 }
@@ -704,5 +758,140 @@ Test(restore, a_corrupt_tenant_is_refused_alone)
     tp_conn_close(b);
     char *v = tp_hub_get_shared(hub, "doc");
     assert_json_text(v, "{\"title\":\"d\"}");
+    tp_hub_free(hub);
+}
+
+/* ---- Exactly-once records are bounded in bytes (issue 11) ---- */
+
+/* What client_record_bytes counts (docs/api.md): 64 plus the id per record,
+ * 16 plus the message per outcome (stored as its ref, a space, the message). */
+static int
+sum_body(const tp__rec *r, void *user)
+{
+    if (r->kind == TP__REC_CLIENT) {
+        *(size_t *)user += 64 + strlen(r->k2);
+    } else {
+        const char *sp = memchr(r->body, ' ', r->body_len);
+        cr_assert_not_null(sp);
+        *(size_t *)user += 16 + r->body_len - (size_t)(sp - r->body + 1);
+    }
+    return 0;
+}
+
+/* The bytes of a tenant's stored client records and outcomes. */
+static size_t
+stored_client_bytes(const char *tenant)
+{
+    size_t n = 0;
+    tp_error err;
+    cr_assert_eq(store->ops->scan(store, TP__REC_OUTCOME, tenant, NULL, sum_body, &n, &err), TP_OK);
+    cr_assert_eq(store->ops->scan(store, TP__REC_CLIENT, tenant, NULL, sum_body, &n, &err), TP_OK);
+    return n;
+}
+
+static tp_hub *
+open_hub_capped(size_t client_bytes)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    cfg.limits.client_record_bytes = client_bytes;
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    return hub;
+}
+
+/* n writes to alice's "n" from a connection named client, refs 1..n. */
+static void
+writes_as(tp_hub *hub, const char *client, int n)
+{
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    char w[200];
+    snprintf(w, sizeof w, "{\"type\":\"ping\",\"ref\":0,\"client\":\"%s\"}", client);
+    json_decref(reply(c, w));
+    for (int i = 1; i <= n; i++) {
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":"
+                 "{\"n\":%d}}",
+                 i, i);
+        json_t *a = reply(c, w);
+        cr_assert_str_eq(json_string_value(json_object_get(a, "type")), "ack");
+        json_decref(a);
+    }
+    tpt_drain_all(hub);
+    tp_conn_close(c);
+}
+
+Test(restore, a_tenant_cycling_client_ids_stays_within_its_bytes)
+{
+    /* 200 client ids with 50 writes each: about 0.9 MB of outcomes, kept
+     * to 64 KiB; every client id after the first few evicts the oldest. */
+    const size_t cap = 64 * 1024;
+    tp_hub *hub = open_hub_capped(cap);
+    tp_error err;
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    for (int k = 0; k < 200; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "cycling-client-%d", k);
+        writes_as(hub, id, 50);
+        now += 1000;
+    }
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    size_t stored = stored_client_bytes("alice");
+    cr_assert_leq(stored, cap, "stored %zu bytes of client records", stored);
+    cr_assert_gt(stored, cap / 2, "the cap is used, not emptied: %zu", stored);
+    tp_hub_free(hub);
+    /* Loaded again, the newest client still gets its outcomes back. */
+    hub = open_hub_capped(cap);
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"cycling-client-199\"}"));
+    json_t *a = reply(c, "{\"type\":\"write\",\"ref\":50,\"scope\":\"private\",\"id\":\"n\","
+                         "\"patch\":{\"n\":50}}");
+    cr_assert_str_eq(json_string_value(json_object_get(a, "type")), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(a, "rev")), 200 * 50 + 1, "not applied again");
+    json_decref(a);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+}
+
+Test(restore, a_live_client_over_the_bytes_forgets_its_oldest_outcomes)
+{
+    /* One client held by a live connection cannot be evicted: its own
+     * oldest outcomes go, and a resend of one of them is `duplicate`,
+     * never applied twice. */
+    tp_hub *hub = open_hub_capped(2000);
+    tp_error err;
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    json_decref(reply(c, "{\"type\":\"ping\",\"ref\":0,\"client\":\"one\"}"));
+    for (int i = 1; i <= 100; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":"
+                 "{\"n\":%d}}",
+                 i, i);
+        json_decref(reply(c, w));
+    }
+    cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+    size_t stored = stored_client_bytes("alice");
+    cr_assert_leq(stored, 2000, "stored %zu", stored);
+    json_t *e = reply(c, "{\"type\":\"write\",\"ref\":3,\"scope\":\"private\",\"id\":\"n\","
+                         "\"patch\":{\"n\":3}}");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "duplicate");
+    json_decref(e);
+    e = reply(c, "{\"type\":\"write\",\"ref\":100,\"scope\":\"private\",\"id\":\"n\","
+                 "\"patch\":{\"n\":100}}");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "type")), "ack");
+    cr_assert_eq(json_integer_value(json_object_get(e, "rev")), 101);
+    json_decref(e);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(hub, "alice"), "n"), 101);
+    tp_conn_close(c);
     tp_hub_free(hub);
 }
