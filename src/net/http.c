@@ -27,28 +27,20 @@ static const char *
 status_text(int status)
 {
     switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Error";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 503: return "Service Unavailable";
+    default: return "Error";
     }
 }
 
 int
-tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra,
-                 const char *body, size_t len)
+tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra, const char *body,
+                 size_t len)
 {
     char head[512];
     int h = snprintf(head, sizeof head,
@@ -77,8 +69,7 @@ refuse(tp_server *s, struct lws *wsi, int status, const char *extra, const char 
     tp__count_refused(s, status);
     char peer[64] = "";
     lws_get_peer_simple(wsi, peer, sizeof peer);
-    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status, path, peer,
-            why);
+    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status, path, peer, why);
     char body[256];
     int n = snprintf(body, sizeof body, "%s\n", why);
     if (tp__http_respond(wsi, status, "text/plain; charset=utf-8", extra, body,
@@ -170,12 +161,67 @@ set_query(struct lws *wsi, tp_request *req)
     }
 }
 
+static int
+has_control(const char *p)
+{
+    for (; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
+/*
+ * Whether the request line arrived whole. lws 4.1.6 decodes percent escapes
+ * while it reads the request line, before it splits the request into lines
+ * (lws_parse_urldecode): an encoded LF (%0a, in the path or the query) ends
+ * the request line there and the rest of it is read as a header line (an
+ * `Origin` the client never sent), an encoded CR drops the rest of the line.
+ * Either way the version that ends a request line is lost: it is only set
+ * from the request line, and after an injected line break the one line left
+ * can be a forged header or the version, not both. So every check looks at
+ * this first, before any header. (A %00 never gets here: lws drops the
+ * connection.)
+ */
+static int
+request_line_whole(struct lws *wsi, int upgrade)
+{
+    char v[16];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0 ||
+        lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP) < 0)
+        return 0;
+    return strcmp(v, "HTTP/1.1") == 0 || (!upgrade && strcmp(v, "HTTP/1.0") == 0);
+}
+
+/* The query's parameters, as lws split and decoded them, hold no control
+ * characters (a decoded CR or LF is caught by request_line_whole). */
+static int
+query_clean(struct lws *wsi)
+{
+    char frag[1024];
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++)
+        if (has_control(frag))
+            return 0;
+    return 1;
+}
+
 int
 tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
 {
     char path[1024], buf[1024];
     if (header(wsi, WSI_TOKEN_GET_URI, path, sizeof path) == NULL)
         return refuse(s, wsi, 400, NULL, "a WebSocket handshake is a GET", "-");
+    if (!request_line_whole(wsi, 1) || has_control(path) || !query_clean(wsi))
+        return refuse(s, wsi, 400, NULL,
+                      "the request line holds an encoded control character (CR, LF, ...) "
+                      "or is not HTTP/1.1",
+                      path);
+    /* lws decoded the path once; a '%' left in it was sent as %25, and a
+     * path parameter holding it would name another key to anything that
+     * decodes it again ("/ws/%2562ob" is not bob's); a '?' was sent as %3F
+     * and would start a query once the path is written out again. */
+    if (strpbrk(path, "%?") != NULL)
+        return refuse(s, wsi, 400, NULL, "the path holds an encoded '%' or '?' (ambiguous)", path);
     if (s->stopping)
         return refuse(s, wsi, 503, NULL, "the server is shutting down", path);
     /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13
@@ -203,7 +249,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     tp_request *req = tp_request_new(path);
     if (req == NULL)
         return refuse(s, wsi, 503, NULL, "out of memory", path);
-    int rc = tp__route_match(s->route, path, req);
+    int rc = tp__route_match_decoded(s->route, path, req);
     if (rc == TP_OK && set_query(wsi, req) != 0)
         rc = TP_ENOMEM;
     if (rc != TP_OK) {
@@ -221,9 +267,10 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         tp_request_free(req);
         return refuse(s, wsi, 403, NULL, "the key function refused the connection", path);
     }
-    if (!tp__valid_key(tenant)) {
+    if (!tp__valid_key(tenant) || has_control(tenant)) {
         tp_request_free(req);
-        return refuse(s, wsi, 400, NULL, "tenant: must be 1 to 256 bytes of UTF-8", path);
+        return refuse(s, wsi, 400, NULL,
+                      "tenant: must be 1 to 256 bytes of UTF-8 without control characters", path);
     }
     const tp_session *session = tp__map_get(&s->hub->tenants, tenant);
     if (session != NULL && session->conns.len >= s->max_per_tenant) {
@@ -342,9 +389,9 @@ tp_server_metrics(tp_server *s)
     gauge(&sb, "transports_resident_bytes",
           "What tenants in memory hold, as the last eviction estimated it.", st.resident_bytes);
     metric(&sb, "transports_sync_tick_seconds", "histogram", "Duration of autosync ticks.");
-    static const char *const bounds[TP__TICK_BUCKETS] = {
-        "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
-        "0.001", "0.0025",  "0.005", "0.01",   "0.025",   "0.1"};
+    static const char *const bounds[TP__TICK_BUCKETS] = {"1e-05",   "2.5e-05", "5e-05", "0.0001",
+                                                         "0.00025", "0.0005",  "0.001", "0.0025",
+                                                         "0.005",   "0.01",    "0.025", "0.1"};
     uint64_t cum = 0;
     for (int i = 0; i < TP__TICK_BUCKETS; i++) {
         cum += s->tick_buckets[i];
@@ -374,7 +421,7 @@ static int
 route_matches(const tp_server *s, const char *path)
 {
     tp_request *req = tp_request_new(path);
-    int hit = req != NULL && tp__route_match(s->route, path, req) == TP_OK;
+    int hit = req != NULL && tp__route_match_decoded(s->route, path, req) == TP_OK;
     tp_request_free(req);
     return hit;
 }
@@ -388,6 +435,10 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         static const char msg[] = "only GET is served here\n";
         rc = tp__http_respond(wsi, 405, "text/plain; charset=utf-8", "Allow: GET\r\n", msg,
                               sizeof msg - 1);
+    } else if (!request_line_whole(wsi, 0) || has_control(uri) || !query_clean(wsi)) {
+        static const char msg[] = "the request line holds an encoded control character\n";
+        tp__count_refused(s, 400);
+        rc = tp__http_respond(wsi, 400, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
     } else if (strcmp(uri, "/healthz") == 0) {
         static const char ok[] = "{\"status\":\"ok\"}\n";
         rc = tp__http_respond(wsi, 200, "application/json", NULL, ok, sizeof ok - 1);
