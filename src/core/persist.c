@@ -857,6 +857,14 @@ tp__hub_commit_pending(const tp_hub *hub)
     return hub->store != NULL && (!journal_empty(hub) || hub->commit_failed);
 }
 
+int
+tp__hub_store_state(const tp_hub *hub)
+{
+    if (hub->store == NULL)
+        return TP__STORE_NONE;
+    return hub->commit_failed ? TP__STORE_FAILING : TP__STORE_OK;
+}
+
 TP_API int
 tp_hub_commit(tp_hub *hub, tp_error *err)
 {

@@ -69,7 +69,9 @@ refuse(tp_server *s, struct lws *wsi, int status, const char *extra, const char 
     tp__count_refused(s, status);
     char peer[64] = "";
     lws_get_peer_simple(wsi, peer, sizeof peer);
-    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status, path, peer, why);
+    char qp[TP__LOG_VALUE_MAX];
+    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status,
+            tp__log_value(path, qp, sizeof qp), peer, why);
     char body[256];
     int n = snprintf(body, sizeof body, "%s\n", why);
     if (tp__http_respond(wsi, status, "text/plain; charset=utf-8", extra, body,
@@ -440,8 +442,16 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         tp__count_refused(s, 400);
         rc = tp__http_respond(wsi, 400, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
     } else if (strcmp(uri, "/healthz") == 0) {
-        static const char ok[] = "{\"status\":\"ok\"}\n";
-        rc = tp__http_respond(wsi, 200, "application/json", NULL, ok, sizeof ok - 1);
+        /* A load balancer's question is whether writes can be served: with
+         * a store whose last commit failed (a full disk), they cannot. */
+        static const char *const bodies[] = {
+            [TP__STORE_NONE] = "{\"status\":\"ok\",\"storage\":\"memory\"}\n",
+            [TP__STORE_OK] = "{\"status\":\"ok\",\"storage\":\"ok\"}\n",
+            [TP__STORE_FAILING] = "{\"status\":\"failing\",\"storage\":\"failing\"}\n",
+        };
+        int st = tp__hub_store_state(s->hub);
+        rc = tp__http_respond(wsi, st == TP__STORE_FAILING ? 503 : 200, "application/json", NULL,
+                              bodies[st], strlen(bodies[st]));
     } else if (strcmp(uri, "/metrics") == 0) {
         char *m = tp_server_metrics(s);
         if (m == NULL)

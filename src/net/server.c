@@ -28,13 +28,14 @@
 #define STOP_GRACE_NS (3 * 1000000000LL) /* connections get this long to take their 1001 */
 
 static void run_posts(tp_server *s);
+static unsigned ms_to_s(unsigned ms);
 
 /* ------------------------------------------------------------------------ */
 /* Counting                                                                  */
 /* ------------------------------------------------------------------------ */
 
 const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
-                                                 1007, 1008, 1009, 1011, 1013, 0};
+                                              1007, 1008, 1009, 1011, 1013, 0};
 
 void
 tp__count_close(tp_server *s, int code)
@@ -49,16 +50,11 @@ static const char *
 close_reason(int code)
 {
     switch (code) {
-    case 1001:
-        return "server shutting down";
-    case 1003:
-        return "binary frames are not accepted";
-    case 1009:
-        return "message too big";
-    case 1013:
-        return "too far behind: reconnect and resume";
-    default:
-        return "internal error";
+    case 1001: return "server shutting down";
+    case 1003: return "binary frames are not accepted";
+    case 1009: return "message too big";
+    case 1013: return "too far behind: reconnect and resume";
+    default: return "internal error";
     }
 }
 
@@ -194,11 +190,16 @@ flush_conn(tp_server *s, tp__ws *ws)
         return 0;
     if (code == 1006)
         return -1; /* the socket failed: no close frame (1006 is never sent) */
+    /* Decided: logged and counted with this code however the socket ends. */
+    ws->close_code = code;
     if (lws_partial_buffered(ws->wsi)) {
-        lws_callback_on_writable(ws->wsi); /* close once all is out */
+        /* Close once all is out. A reader that takes nothing more (the
+         * slow reader a 1013 is for) is dropped when ping_timeout_ms passes
+         * without progress, and what lws holds for it is freed. */
+        lws_set_timeout(ws->wsi, PENDING_TIMEOUT_CLOSE_SEND, (int)ms_to_s(s->ping_timeout_ms));
+        lws_callback_on_writable(ws->wsi);
         return 0;
     }
-    ws->close_code = code;
     return send_close(s, ws, code);
 }
 
@@ -221,8 +222,8 @@ write_now(tp_server *s, tp__ws *ws)
 {
     if (ws == NULL || ws->wsi == NULL)
         return;
-    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 ||
-        lws_partial_buffered(ws->wsi) || flush_conn(s, ws) < 0)
+    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 || lws_partial_buffered(ws->wsi) ||
+        flush_conn(s, ws) < 0)
         want_write(ws);
 }
 
@@ -387,9 +388,10 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
     tp_error err;
     ws->conn = tp_conn_open(s->hub, tenant, flags, &err);
     lws_get_peer_simple(wsi, ws->peer, sizeof ws->peer);
+    char qt[TP__LOG_VALUE_MAX];
     if (ws->conn == NULL) {
-        tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s", tenant, ws->peer,
-                err.message);
+        tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s",
+                tp__log_value(tenant, qt, sizeof qt), ws->peer, err.message);
         tp__free(tenant);
         lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, NULL, 0);
         return -1;
@@ -398,8 +400,9 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
     tp_conn_set_user(ws->conn, ws);
     s->nconns++;
     s->opened++;
-    tp__log(s->log, TP_LOG_INFO, "connect tenant=%s conn=%s peer=%s%s", tp_conn_tenant(ws->conn),
-            tp_conn_id(ws->conn), ws->peer, flags & TP_CONN_RESUME ? " resume=1" : "");
+    tp__log(s->log, TP_LOG_INFO, "connect tenant=%s conn=%s peer=%s%s",
+            tp__log_value(tp_conn_tenant(ws->conn), qt, sizeof qt), tp_conn_id(ws->conn), ws->peer,
+            flags & TP_CONN_RESUME ? " resume=1" : "");
     return 0;
 }
 
@@ -424,8 +427,9 @@ closed(tp_server *s, tp__ws *ws)
     }
     int code = ws->close_code ? ws->close_code : 1006;
     tp__count_close(s, code);
+    char qt[TP__LOG_VALUE_MAX];
     tp__log(s->log, TP_LOG_INFO, "disconnect tenant=%s conn=%s code=%d%s",
-            tp_conn_tenant(ws->conn), tp_conn_id(ws->conn), code,
+            tp__log_value(tp_conn_tenant(ws->conn), qt, sizeof qt), tp_conn_id(ws->conn), code,
             ws->peer_closed ? " by=peer" : "");
     tp_conn_close(ws->conn);
     ws->conn = NULL;
@@ -546,8 +550,9 @@ sync_tick(uv_timer_t *w)
     int64_t t0 = tp__clock_mono_ns();
     tp_hub_sync(s->hub);
     double secs = (double)(tp__clock_mono_ns() - t0) / 1e9;
-    static const double bounds[TP__TICK_BUCKETS] = {
-        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1};
+    static const double bounds[TP__TICK_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001,
+                                                    0.00025, 0.0005,   0.001,   0.0025,
+                                                    0.005,   0.01,     0.025,   0.1};
     int b = 0;
     while (b < TP__TICK_BUCKETS && secs > bounds[b])
         b++;
@@ -601,23 +606,14 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     tp_server *s = lws_context_user(lws_get_context(wsi));
     tp__ws *ws = user;
     switch (reason) {
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        return tp__http_confirm_upgrade(s, wsi);
-    case LWS_CALLBACK_HTTP:
-        return tp__http_serve(s, wsi, in);
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return s->pending_wsi == wsi ? 0 : 1;
-    case LWS_CALLBACK_ESTABLISHED:
-        return established(s, wsi, ws);
-    case LWS_CALLBACK_RECEIVE:
-        return receive(s, ws, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return flush_conn(s, ws);
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return peer_close(ws, in, len);
-    case LWS_CALLBACK_CLOSED:
-        closed(s, ws);
-        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return tp__http_confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_HTTP: return tp__http_serve(s, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return s->pending_wsi == wsi ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED: return established(s, wsi, ws);
+    case LWS_CALLBACK_RECEIVE: return receive(s, ws, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return flush_conn(s, ws);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: return peer_close(ws, in, len);
+    case LWS_CALLBACK_CLOSED: closed(s, ws); return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         if (s->pending_wsi == wsi) {
             tp__free(s->pending_tenant);
@@ -625,15 +621,12 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
             s->pending_wsi = NULL;
         }
         return 0;
-    case LWS_CALLBACK_RAW_RX_FILE:
-        drain_wake(s);
-        return 0;
+    case LWS_CALLBACK_RAW_RX_FILE: drain_wake(s); return 0;
     case LWS_CALLBACK_RAW_CLOSE_FILE:
         if (wsi == s->wake_wsi)
             s->wake_wsi = NULL;
         return 0;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -768,8 +761,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->handshake_timeout_ms = or_default(config->handshake_timeout_ms, 10000);
     s->ping_interval_ms = or_default(config->ping_interval_ms, 30000);
     s->ping_timeout_ms = or_default(config->ping_timeout_ms, 10000);
-    if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port,
-                     err) != TP_OK)
+    if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port, err) !=
+        TP_OK)
         goto fail;
     if ((s->route = tp__route_new(config->route ? config->route : "/ws/{tenant}", err)) == NULL) {
         if (err != NULL && err->code == TP_EARG) {
@@ -811,18 +804,16 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->retry.secs_since_valid_hangup =
         (uint16_t)(ms_to_s(s->ping_interval_ms) + ms_to_s(s->ping_timeout_ms));
 
-    lws_set_log_level(hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL
-                          ? LLL_ERR | LLL_WARN
-                          : 0,
-                      lws_logger);
+    lws_set_log_level(
+        hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL ? LLL_ERR | LLL_WARN : 0, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = s->port;
     info.iface = s->host;
     info.protocols = s->protocols;
     info.user = s;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 *
-                                                         (strchr(s->host, ':') == NULL);
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_DISABLE_IPV6 * (strchr(s->host, ':') == NULL);
     info.timeout_secs = ms_to_s(s->handshake_timeout_ms);
     info.timeout_secs_ah_idle = ms_to_s(s->handshake_timeout_ms);
     info.max_http_header_data = 8192;
