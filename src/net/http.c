@@ -12,7 +12,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 503, 0};
+static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 429, 503, 0};
 
 void
 tp__count_refused(tp_server *s, int status)
@@ -33,6 +33,7 @@ status_text(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
@@ -207,6 +208,47 @@ query_clean(struct lws *wsi)
     return 1;
 }
 
+/*
+ * The client address a connection counts against: its TCP peer, or, when
+ * that is a trusted proxy, the rightmost address of client_address_header
+ * that is not a trusted proxy (nginx's real_ip_recursive: each proxy
+ * appends the address it saw, and only what trusted ones wrote is believed).
+ * *out is NULL for a trusted proxy's own request (no header) and for a
+ * connection that is not over IP: not counted. Returns 0, 400 (the header
+ * holds something that is not an address) or 503 (out of memory).
+ */
+static int
+client_peer(tp_server *s, struct lws *wsi, tp__peer **out)
+{
+    *out = NULL;
+    tp__addr a;
+    if (tp__tcp_peer(wsi, &a) != 0)
+        return 0;
+    if (tp__peer_trusted(s, &a)) {
+        char v[8192]; /* as much as lws keeps of all headers */
+        if (s->address_header == NULL || lookup_header(wsi, s->address_header, v, sizeof v) != 0)
+            return 0;
+        size_t end = strlen(v);
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && v[start - 1] != ',')
+                start--;
+            size_t b = start, e = end;
+            while (b < e && (v[b] == ' ' || v[b] == '\t'))
+                b++;
+            while (e > b && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+                e--;
+            if (tp__addr_parse(v + b, e - b, &a) != 0)
+                return 400;
+            if (!tp__peer_trusted(s, &a) || start == 0)
+                break;
+            end = start - 1;
+        }
+    }
+    *out = tp__peer_get(s, &a);
+    return *out != NULL ? 0 : 503;
+}
+
 int
 tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
 {
@@ -279,14 +321,40 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         tp_request_free(req);
         return refuse(s, wsi, 503, NULL, "the tenant's connection limit is reached", path);
     }
+    tp__peer *peer;
+    int st = client_peer(s, wsi, &peer);
+    if (st != 0) {
+        tp_request_free(req);
+        return refuse(s, wsi, st, NULL,
+                      st == 400 ? "the client address header holds no address" : "out of memory",
+                      path);
+    }
+    if (peer != NULL && peer->conns >= s->max_per_address) {
+        tp_request_free(req);
+        tp__peer_put(s, peer);
+        /* 429 rather than 503: the limit is this client's, not the
+         * server's; clients retry it with backoff like a 503. */
+        return refuse(s, wsi, 429, "Retry-After: 1\r\n",
+                      "this address's connection limit is reached", path);
+    }
     const char *resume = tp_request_query(req, "resume");
     tp__free(s->pending_tenant);
     s->pending_tenant = tp__strdup(tenant);
     s->pending_flags = resume != NULL && strcmp(resume, "1") == 0 ? TP_CONN_RESUME : 0;
     tp_request_free(req);
-    if (s->pending_tenant == NULL)
+    if (s->pending_tenant == NULL) {
+        tp__peer_put(s, peer);
         return refuse(s, wsi, 503, NULL, "out of memory", path);
-    /* lws goes on with the upgrade at once: established() picks this up. */
+    }
+    /* lws goes on with the upgrade at once: established() picks this up,
+     * the connection already counted against its address. */
+    if (s->pending_addr != NULL) { /* a handshake lws never established */
+        s->pending_addr->conns--;
+        tp__peer_put(s, s->pending_addr);
+    }
+    if (peer != NULL)
+        peer->conns++;
+    s->pending_addr = peer;
     s->pending_wsi = wsi;
     return 0;
 }
@@ -380,6 +448,20 @@ tp_server_metrics(tp_server *s)
             snprintf(labels, sizeof labels, "status=\"other\"");
         sample(&sb, "transports_handshakes_refused_total", labels, s->refused[i]);
     }
+    gauge(&sb, "transports_client_addresses",
+          "Client addresses holding a connection or a handshake.", s->peers.len);
+    counter(&sb, "transports_handshakes_dropped_total",
+            "TCP connections closed at accept: their address had "
+            "max_pending_handshakes_per_address handshakes pending.",
+            s->dropped_pending);
+    gauge(&sb, "transports_unfinished_bytes",
+          "Bytes buffered for messages begun and not ended (max_unfinished_bytes bounds them).",
+          s->unfinished_bytes);
+    metric(&sb, "transports_unfinished_closed_total", "counter",
+           "Connections closed for an unfinished message, by reason.");
+    sample(&sb, "transports_unfinished_closed_total", "reason=\"timeout\"",
+           s->unfinished_closed[0]);
+    sample(&sb, "transports_unfinished_closed_total", "reason=\"bytes\"", s->unfinished_closed[1]);
     counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
     counter(&sb, "transports_store_commits_total", "Store transactions committed.", st.commits);
     counter(&sb, "transports_store_commit_failures_total",

@@ -10,12 +10,13 @@ hand), well-formed ones through python3-websockets too.
 import asyncio
 import json
 import socket
+import time
 import unittest
 
 import websockets
 
 import rawws
-from harness import (TIMEOUT, DaemonTestCase, SharedDaemonTestCase, close_all, connect,
+from harness import (SLOW, TIMEOUT, DaemonTestCase, SharedDaemonTestCase, close_all, connect,
                      doc_config, open_client)
 
 
@@ -217,6 +218,210 @@ class LogsAndHealth(DaemonTestCase):
         status, _, text = d.http_get("/metrics")
         self.assertIn('transports_closes_total{code="1013"} 1', text)
         self.assertIn('transports_closes_total{code="1006"} 0', text)
+
+
+def tcp(port, source="127.0.0.1"):
+    """A TCP connection that sends nothing (a handshake pending)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
+                                    source_address=(source, 0))
+
+
+def closed_by_server(sock, timeout=TIMEOUT):
+    """Whether the server closes this connection (EOF or reset) within timeout."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+class PerAddress(DaemonTestCase):
+    """Item 3: connections and pending handshakes are limited per client address, and other
+    addresses are served meanwhile (127.0.0.2 is another client on loopback)."""
+
+    def test_connections_per_address_429_and_other_addresses_served(self):
+        d = self.start_daemon(doc_config(limits={"max_connections_per_address": 3}))
+        held = []
+        try:
+            for i in range(3):
+                c = rawws.Client(d.port)
+                held.append(c)
+                c.open("/ws/t%d" % i)   # random tenant keys: all count for the address
+            status, body = refused(d.port, "/ws/t9")
+            self.assertEqual(status, 429, body)
+            self.assertIn("address", body)
+            with rawws.Client(d.port) as c:
+                r = c.handshake("/ws/bob")
+                self.assertEqual((r.status, r.header("Retry-After")), (429, "1"))
+            # Another address is served.
+            with rawws.Client(d.port, source="127.0.0.2") as other:
+                other.open("/ws/bob")
+
+            async def py():
+                with self.assertRaises(websockets.InvalidStatusCode) as cm:
+                    await websockets.connect(d.url("/ws/alice"), subprotocols=["transports.v1"])
+                self.assertEqual(cm.exception.status_code, 429)
+                ws = await websockets.connect(d.url("/ws/alice"), subprotocols=["transports.v1"],
+                                              local_addr=("127.0.0.2", 0))
+                self.assertEqual(json.loads(await ws.recv())[0]["type"], "hello")
+                await ws.close()
+            self.run_async(py())
+            # A slot comes back when a connection closes.
+            held.pop().close()
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                with rawws.Client(d.port) as c:
+                    r = c.handshake("/ws/bob")
+                    if r.status == 101:
+                        break
+                    self.assertEqual(r.status, 429)
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+        finally:
+            for c in held:
+                c.close()
+        self.assertGreaterEqual(metric(d, 'transports_handshakes_refused_total{status="429"}'), 3)
+
+    def test_pending_handshakes_per_address(self):
+        d = self.start_daemon(doc_config(limits={"max_pending_handshakes_per_address": 4}))
+        held = [tcp(d.port) for _ in range(4)]
+        try:
+            for s in held:   # accepted and held (the handshake timeout is seconds away)
+                self.assertFalse(closed_by_server(s, 0.2))
+            extra = tcp(d.port)
+            self.assertTrue(closed_by_server(extra), "the fifth pending handshake is dropped")
+            extra.close()
+            # Another address connects normally, and fast.
+            t0 = time.monotonic()
+            with rawws.Client(d.port, source="127.0.0.2") as other:
+                other.open("/ws/bob")
+            self.assertLess(time.monotonic() - t0, 2.0 * SLOW)
+            # Finishing a handshake frees its pending slot: one of the four upgrades.
+            held[0].close()
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                c = rawws.Client(d.port)
+                try:
+                    c.open("/ws/alice")
+                    break
+                except (rawws.ConnectionClosed, OSError):
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.05)
+                finally:
+                    c.close()
+        finally:
+            for s in held:
+                s.close()
+        self.assertGreaterEqual(metric(d, "transports_handshakes_dropped_total"), 1)
+
+    def test_a_half_open_handshake_is_dropped_after_the_timeout(self):
+        d = self.start_daemon(doc_config(limits={"handshake_timeout_ms": 1000}))
+        s = tcp(d.port)
+        s.sendall(b"GET /ws/alice HTTP/1.1\r\nHost: x\r\n")   # never finished
+        t0 = time.monotonic()
+        self.assertTrue(closed_by_server(s, 5.0 * SLOW))
+        self.assertLess(time.monotonic() - t0, 3.5 * SLOW)
+        s.close()
+
+    def test_trusted_proxy_header_names_the_client(self):
+        d = self.start_daemon(doc_config(
+            limits={"max_connections_per_address": 2},
+            trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"],
+            client_address_header="X-Forwarded-For"))
+        held = []
+
+        def via_proxy(xff, path="/ws/alice"):
+            c = rawws.Client(d.port)
+            held.append(c)
+            return c.handshake(path, headers=[("X-Forwarded-For", xff)] if xff else []).status
+        try:
+            self.assertEqual(via_proxy("203.0.113.5"), 101)
+            # A client cannot hide behind what it writes left of the proxy's address; the
+            # trusted 10.x hop is skipped.
+            self.assertEqual(via_proxy("1.1.1.1, 203.0.113.5, 10.1.2.3"), 101)
+            self.assertEqual(via_proxy("203.0.113.5"), 429)
+            self.assertEqual(via_proxy("198.51.100.7"), 101)
+            self.assertEqual(via_proxy("2001:db8::1"), 101)
+            self.assertEqual(via_proxy("not-an-address"), 400)
+            # The proxy's own requests (no header) are not counted: more than 2 pass.
+            for _ in range(3):
+                self.assertEqual(via_proxy(None), 101)
+            # From an address that is not a trusted proxy, the header is not believed.
+            for i in range(3):
+                c = rawws.Client(d.port, source="127.0.0.2")
+                held.append(c)
+                st = c.handshake("/ws/bob", headers=[("X-Forwarded-For", "192.0.2.%d" % i)]).status
+                self.assertEqual(st, 101 if i < 2 else 429)
+        finally:
+            for c in held:
+                c.close()
+
+
+class Unfinished(DaemonTestCase):
+    """Item 2: a message begun must end in time, and the server holds a bounded number of
+    bytes of unfinished messages in all."""
+
+    def test_an_unfinished_message_is_closed_1008_after_the_deadline(self):
+        d = self.start_daemon(doc_config(limits={"message_timeout_ms": 1000,
+                                                 "ping_interval_ms": 1000}))
+        with rawws.Client(d.port) as frag, rawws.Client(d.port) as trickle, \
+                rawws.Client(d.port) as fine:
+            for c in (frag, trickle, fine):
+                c.open("/ws/alice")
+            t0 = time.monotonic()
+            # A first fragment, never a last one; pings are answered meanwhile.
+            frag.send_frame(rawws.OP_TEXT, b'{"type":"ping",', fin=False)
+            # One frame announcing 1000 bytes, of which 10 come.
+            trickle.send(rawws.encode_frame(rawws.OP_TEXT, b"x" * 1000)[:16])
+            reason, _ = frag.expect_close(1008, timeout=5.0 * SLOW)
+            self.assertIn("not finished in time", reason)
+            # The trickling client is inside a frame: it cannot answer with a close frame
+            # (its bytes would be the frame's payload); the server's close frame is enough.
+            m = trickle.recv_message(5.0 * SLOW)
+            while m.opcode == rawws.OP_PING:
+                m = trickle.recv_message(5.0 * SLOW)
+            self.assertEqual((m.opcode, m.close_code()), (rawws.OP_CLOSE, 1008))
+            self.assertLess(time.monotonic() - t0, 4.0 * SLOW)
+            fine.assert_open()
+        self.assertEqual(metric(d, 'transports_unfinished_closed_total{reason="timeout"}'), 2)
+
+    def test_a_message_finished_in_time_is_served(self):
+        d = self.start_daemon(doc_config(limits={"message_timeout_ms": 2000}))
+        with rawws.Client(d.port) as c:
+            c.open("/ws/alice")
+            text = json.dumps({"type": "ping", "ref": 7}).encode()
+            c.send_frame(rawws.OP_TEXT, text[:5], fin=False)
+            time.sleep(0.3)  # time passing is the point: well inside the deadline
+            c.send_frame(rawws.OP_CONT, text[5:], fin=True)
+            c.expect_pong(7)
+            self.assertEqual(metric(d, "transports_unfinished_bytes"), 0)
+
+    def test_unfinished_bytes_are_bounded_server_wide(self):
+        d = self.start_daemon(doc_config(limits={"max_unfinished_bytes": 65536}))
+        with rawws.Client(d.port) as a, rawws.Client(d.port) as b, \
+                rawws.Client(d.port, source="127.0.0.2") as c:
+            for x in (a, b, c):
+                x.open("/ws/alice")
+            body = json.dumps(write(1, "private", "notes", {"body": "x" * 40000})).encode()
+            a.send_frame(rawws.OP_TEXT, body[:40000], fin=False)   # 64 KiB held for it
+            deadline = time.monotonic() + TIMEOUT
+            while metric(d, "transports_unfinished_bytes") < 65536:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.02)
+            b.send_frame(rawws.OP_TEXT, b'{"type":', fin=False)
+            reason, _ = b.expect_close(1013)
+            self.assertIn("unfinished", reason)
+            # a finishes: its bytes are given back, and c may begin a message.
+            a.send_frame(rawws.OP_CONT, body[40000:], fin=True)
+            m, _ = a.wait_json(lambda m: m.get("ref") == 1)
+            self.assertEqual(m["type"], "ack", m)
+            self.assertEqual(metric(d, "transports_unfinished_bytes"), 0)
+            c.send_frame(rawws.OP_TEXT, b'{"type":"ping",', fin=False)
+            c.send_frame(rawws.OP_CONT, b'"ref":2}', fin=True)
+            c.expect_pong(2)
+        self.assertEqual(metric(d, 'transports_unfinished_closed_total{reason="bytes"}'), 1)
 
 
 if __name__ == "__main__":
