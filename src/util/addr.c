@@ -90,7 +90,7 @@ tp__cidr_match(const tp__cidr *c, const tp__addr *a)
         unsigned keep = c->bits > 8 * i ? c->bits - 8 * i : 0;
         if (keep == 0)
             return 1;
-        unsigned char mask = keep >= 8 ? 0xff : (unsigned char)(0xff << (8 - keep));
+        unsigned char mask = (unsigned char)(keep >= 8 ? 0xff : 0xff << (8 - keep));
         if ((a->b[i] & mask) != c->net.b[i])
             return 0;
     }
