@@ -9,6 +9,7 @@ hand), well-formed ones through python3-websockets too.
 """
 import asyncio
 import json
+import re
 import socket
 import time
 import unittest
@@ -74,6 +75,13 @@ class PathAndRequestLine(SharedDaemonTestCase):
         self.assertEqual(status, 403, body)
         with rawws.Client(self.daemon.port) as c:
             c.upgrade("/ws/bob", headers=[("Origin", "https://good.example")])
+
+    def test_a_plus_is_written_2b(self):
+        # lws reads '+' in the request line as a space (docs/protocol.md, Connecting).
+        for path, key in (("/ws/p%2Bq", "p+q"), ("/ws/p+r", '"p r"')):
+            with rawws.Client(self.daemon.port) as c:
+                c.open(path)
+            self.daemon.wait_log(r"connect tenant=%s conn=" % re.escape(key))
 
     def test_http_1_0_is_no_websocket_handshake(self):
         status, body = refused(self.daemon.port, "/ws/bob", http_version="HTTP/1.0")
