@@ -760,6 +760,11 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
     tp_store *st = hub->store;
     if (st == NULL || (journal_empty(hub) && !hub->commit_failed))
         return TP_OK;
+    /* After a failure, a retry writes at least the meta record (as it is):
+     * an empty transaction succeeds on a full disk, and would clear the
+     * failure /healthz reports while writes still cannot commit. */
+    if (hub->commit_failed)
+        hub->jmeta = 1;
     if (hub->commit_failed == 2) {
         /* A change could not be noted for lack of memory: what to store is
          * unknown. Store everything the hub holds (below), once. */

@@ -169,6 +169,10 @@ class LogsAndHealth(DaemonTestCase):
                 status, _, body = d.http_get("/healthz")
                 self.assertEqual((status, json.loads(body)),
                                  (503, {"status": "failing", "storage": "failing"}))
+                # The server tries the store again every 100 ms: a retry that writes nothing
+                # would succeed on a full disk; it must stay 503 while the disk is full.
+                await asyncio.sleep(0.5)
+                self.assertEqual(d.http_get("/healthz")[0], 503)
                 self.assertGreaterEqual(metric(d, "transports_store_commit_failures_total"), 1)
                 # Reads go on: bob connects and reads his notes, alice's connection lives.
                 b2, _, sb = await open_client(d, "bob")
@@ -179,7 +183,12 @@ class LogsAndHealth(DaemonTestCase):
             finally:
                 resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
                                  (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-            # Space is back: the resend of ref 2 is acked, applied once.
+            # Space is back: /healthz turns ok by itself (the retry), with no write at all.
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while d.http_get("/healthz")[0] != 200:
+                self.assertLess(asyncio.get_running_loop().time(), deadline)
+                await asyncio.sleep(0.05)
+            # The resend of ref 2 is acked, applied once.
             await a.send(write(2, "private", "notes", {"body": "during"}))
             m = await a.recv()
             self.assertEqual((m["type"], m["ref"], m["rev"]), ("ack", 2, rev + 2), m)
