@@ -95,7 +95,7 @@ class Valgrind(DaemonTestCase):
         cfg = doc_config(storage={"memory": True},
                          limits={"max_connections_per_address": 2,
                                  "max_pending_handshakes_per_address": 3,
-                                 "message_timeout_ms": 2000, "max_unfinished_bytes": 8192},
+                                 "message_timeout_ms": 4000, "max_unfinished_bytes": 8192},
                          trusted_proxies=["127.0.0.2"], client_address_header="X-Real-IP")
         d = self.start_daemon(cfg, wrapper=VALGRIND, start_timeout=SLOW_TIMEOUT,
                               stop_timeout=SLOW_TIMEOUT)
@@ -120,7 +120,7 @@ class Valgrind(DaemonTestCase):
             s.close()
         # 8 KiB of unfinished messages at most: a's 4 KiB buffer, then b's does not fit.
         a.send_frame(rawws.OP_TEXT, b'{"type":"ping",' + b" " * 3000, fin=False)
-        time.sleep(1.0)
+        time.sleep(0.5)  # a's fragment is read first (well inside its 4 s)
         b.send_frame(rawws.OP_TEXT, b'{"type":' + b" " * 5000, fin=False)
         b.expect_close(1013, timeout=T)
         a.expect_close(1008, timeout=T)
