@@ -611,6 +611,26 @@ typedef struct tp_server_config {
     unsigned ping_interval_ms; /* default 30000: a ping to a connection silent this long */
     unsigned ping_timeout_ms;  /* default 10000: no answer this long after the ping: dropped */
     const char *const *origins; /* NULL-terminated allowed Origin values; NULL: any origin */
+    /* Per client address (an IPv4 address, or an IPv6 /64; behind trusted
+     * proxies, the address client_address_header names): */
+    unsigned max_connections_per_address;        /* default 256 WebSocket connections (429
+                                                    past it) */
+    unsigned max_pending_handshakes_per_address; /* default 64 TCP connections not yet
+                                                    upgraded; past it a new one is closed at
+                                                    once, unread */
+    unsigned message_timeout_ms; /* default 10000: a message begun (a first fragment, or a
+                                    frame arriving in pieces) must end within this, else the
+                                    connection is closed with 1008 */
+    size_t max_unfinished_bytes; /* default 64 MiB: what the whole server buffers of messages
+                                    begun and not ended; the connection that would pass it is
+                                    closed with 1013 */
+    const char *const *trusted_proxies; /* NULL-terminated addresses or CIDR blocks
+                                           ("10.0.0.0/8", "::1") whose client_address_header
+                                           is believed, and that are not limited per address
+                                           themselves; NULL: none */
+    const char *client_address_header;  /* with trusted_proxies, e.g. "X-Forwarded-For": the
+                                           client is its rightmost address that is not a
+                                           trusted proxy */
 } tp_server_config;
 
 /**

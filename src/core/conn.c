@@ -57,8 +57,10 @@ note_refused(tp_conn *c, int has_ref, json_int_t ref, int code, const char *mess
         char refs[32] = "";
         if (has_ref)
             snprintf(refs, sizeof refs, " ref=%lld", (long long)ref);
+        char qt[TP__LOG_VALUE_MAX];
         tp__log(&c->hub->log, TP_LOG_INFO, "refused tenant=%s conn=%s%s code=%s: %s",
-                c->session->tenant, c->id, refs, tp_error_name(code), message);
+                tp__log_value(c->session->tenant, qt, sizeof qt), c->id, refs, tp_error_name(code),
+                message);
     }
 }
 

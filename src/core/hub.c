@@ -438,9 +438,11 @@ tp__session_ready(tp_session *s)
         return TP_OK;
     tp_error err;
     int rc = tp__session_load(s, &err);
-    if (rc != TP_OK)
-        tp__log(&s->hub->log, TP_LOG_ERROR, "tenant %s cannot be loaded: %s", s->tenant,
-                err.message);
+    if (rc != TP_OK) {
+        char qt[TP__LOG_VALUE_MAX];
+        tp__log(&s->hub->log, TP_LOG_ERROR, "tenant %s cannot be loaded: %s",
+                tp__log_value(s->tenant, qt, sizeof qt), err.message);
+    }
     return rc;
 }
 

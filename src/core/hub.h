@@ -328,6 +328,11 @@ int tp__hub_flushable(tp_hub *hub);
 /* Whether something is noted and not yet stored (a failed commit's host
  * changes): the transport tries tp_hub_commit again later. */
 int tp__hub_commit_pending(const tp_hub *hub);
+/* The store's state for health checks: TP__STORE_NONE (no store),
+ * TP__STORE_OK, or TP__STORE_FAILING while the last commit failed (writes
+ * cannot commit: it turns OK again with the next commit that succeeds). */
+enum { TP__STORE_NONE, TP__STORE_OK, TP__STORE_FAILING };
+int tp__hub_store_state(const tp_hub *hub);
 /* tp__session_ready loads an evicted session's contents back; returns
  * TP_OK or a negative code. */
 int tp__session_ready(tp_session *s);

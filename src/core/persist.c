@@ -766,6 +766,11 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
     tp_store *st = hub->store;
     if (st == NULL || (journal_empty(hub) && !hub->commit_failed))
         return TP_OK;
+    /* After a failure, a retry writes at least the meta record (as it is):
+     * an empty transaction succeeds on a full disk, and would clear the
+     * failure /healthz reports while writes still cannot commit. */
+    if (hub->commit_failed)
+        hub->jmeta = 1;
     if (hub->commit_failed == 2) {
         /* A change could not be noted for lack of memory: what to store is
          * unknown. Store everything the hub holds (below), once. */
@@ -861,6 +866,14 @@ int
 tp__hub_commit_pending(const tp_hub *hub)
 {
     return hub->store != NULL && (!journal_empty(hub) || hub->commit_failed);
+}
+
+int
+tp__hub_store_state(const tp_hub *hub)
+{
+    if (hub->store == NULL)
+        return TP__STORE_NONE;
+    return hub->commit_failed ? TP__STORE_FAILING : TP__STORE_OK;
 }
 
 TP_API int

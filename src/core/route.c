@@ -103,8 +103,8 @@ fail:
     return NULL;
 }
 
-int
-tp__route_match(const tp__route *route, const char *path, tp_request *req)
+static int
+match(const tp__route *route, const char *path, tp_request *req, int decode)
 {
     if (path == NULL || path[0] != '/')
         return TP_ENOTFOUND;
@@ -127,8 +127,12 @@ tp__route_match(const tp__route *route, const char *path, tp_request *req)
             rc = TP_ENOTFOUND;
         else if (s->param && (values[i] = tp__malloc(len + 1)) == NULL)
             rc = TP_ENOMEM;
-        else if (s->param && tp__percent_decode(p, len, values[i], 0) < 0)
+        else if (s->param && decode && tp__percent_decode(p, len, values[i], 0) < 0)
             rc = TP_ENOTFOUND;
+        else if (s->param && !decode) {
+            memcpy(values[i], p, len);
+            values[i][len] = '\0';
+        }
         if (end != NULL)
             p = end + 1;
     }
@@ -139,6 +143,18 @@ tp__route_match(const tp__route *route, const char *path, tp_request *req)
         tp__free(values[i]);
     tp__free(values);
     return rc;
+}
+
+int
+tp__route_match(const tp__route *route, const char *path, tp_request *req)
+{
+    return match(route, path, req, 1);
+}
+
+int
+tp__route_match_decoded(const tp__route *route, const char *path, tp_request *req)
+{
+    return match(route, path, req, 0);
 }
 
 int

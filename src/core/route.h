@@ -29,6 +29,14 @@ void tp__route_free(tp__route *route);
 int tp__route_match(const tp__route *route, const char *path, tp_request *req);
 
 /*
+ * tp__route_match_decoded is tp__route_match for a path its transport has
+ * already percent-decoded (libwebsockets decodes the request line): the
+ * parameters are taken as they are, so that each is decoded exactly once
+ * ("/ws/%2562ob" must not name "bob").
+ */
+int tp__route_match_decoded(const tp__route *route, const char *path, tp_request *req);
+
+/*
  * tp__query_parse sets every parameter of a query string ("a=1&b=x%20y",
  * without the '?') on req, decoded ('+' is a space). A name without '=' gets
  * the empty value; when a name repeats, the first value wins. Returns TP_OK,

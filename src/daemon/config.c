@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/route.h"
+#include "util/addr.h"
 #include "util/error.h"
 
 /* Tenant keys, model ids and sids: the hub takes 1 to 256 bytes (transports.h). */
@@ -544,6 +545,59 @@ check_origins(ctx *c, const json_t *v, char ***out)
     return 0;
 }
 
+/* trusted_proxies: addresses or CIDR blocks, whose client_address_header is
+ * believed. */
+static int
+check_proxies(ctx *c, const json_t *v, char ***out)
+{
+    if (!json_is_array(v))
+        return fail(c, "expected an array of strings, got %s", tp__config_type_name(v));
+    size_t n = json_array_size(v);
+    if (n == 0)
+        return fail(c, "empty: leave trusted_proxies out when there is no proxy");
+    char **list = calloc(n + 1, sizeof *list);
+    if (list == NULL)
+        return fail(c, "out of memory");
+    *out = list; /* freed by the caller on failure too */
+    for (size_t i = 0; i < n; i++) {
+        const json_t *o = json_array_get(v, i);
+        size_t was = push_index(c, i);
+        if (want_string(c, o) != 0)
+            return -1;
+        tp__cidr cidr;
+        if (tp__cidr_parse(json_string_value(o), &cidr) != 0) {
+            char q[128];
+            quote(json_string_value(o), q, sizeof q);
+            return fail(c, "%s is not an IP address or a CIDR block (\"10.0.0.0/8\")", q);
+        }
+        if ((list[i] = dup_string(c, json_string_value(o))) == NULL)
+            return -1;
+        pop(c, was);
+    }
+    return 0;
+}
+
+/* client_address_header: an HTTP header name (RFC 9110 token characters). */
+static int
+check_header_name(ctx *c, const json_t *v, char **out)
+{
+    if (want_string(c, v) != 0)
+        return -1;
+    const char *s = json_string_value(v);
+    size_t n = strlen(s);
+    int ok = n > 0 && n <= 64;
+    for (const char *p = s; *p != '\0' && ok; p++)
+        ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+             strchr("!#$%&'*+-.^_`|~", *p) != NULL;
+    if (!ok) {
+        char q[128];
+        quote(s, q, sizeof q);
+        return fail(c, "%s is not a header name", q);
+    }
+    *out = dup_string(c, s);
+    return *out ? 0 : -1;
+}
+
 /* ---- limits ---- */
 
 #define GIB ((json_int_t)1 << 30)
@@ -551,7 +605,7 @@ check_origins(ctx *c, const json_t *v, char ***out)
 
 /* Where each limit goes and what it may be. Zero is never a valid value:
  * leaving a key out is how the default is asked for. */
-enum { HUB_SIZE, HUB_UINT, SERVER_UINT };
+enum { HUB_SIZE, HUB_UINT, SERVER_UINT, SERVER_SIZE };
 static const struct limit {
     const char *name;
     int kind;
@@ -573,6 +627,12 @@ static const struct limit {
      3600000},
     {"ping_interval_ms", SERVER_UINT, offsetof(tp_server_config, ping_interval_ms), 86400000},
     {"ping_timeout_ms", SERVER_UINT, offsetof(tp_server_config, ping_timeout_ms), 3600000},
+    {"max_connections_per_address", SERVER_UINT,
+     offsetof(tp_server_config, max_connections_per_address), 1000000},
+    {"max_pending_handshakes_per_address", SERVER_UINT,
+     offsetof(tp_server_config, max_pending_handshakes_per_address), 1000000},
+    {"message_timeout_ms", SERVER_UINT, offsetof(tp_server_config, message_timeout_ms), 3600000},
+    {"max_unfinished_bytes", SERVER_SIZE, offsetof(tp_server_config, max_unfinished_bytes), TIB},
 };
 
 static int
@@ -598,6 +658,8 @@ check_limits(ctx *c, const json_t *obj, tp__config *cfg)
             *(size_t *)((char *)&cfg->hub.limits + l->offset) = (size_t)n;
         else if (l->kind == HUB_UINT)
             *(unsigned *)((char *)&cfg->hub.limits + l->offset) = (unsigned)n;
+        else if (l->kind == SERVER_SIZE)
+            *(size_t *)((char *)&cfg->server + l->offset) = (size_t)n;
         else
             *(unsigned *)((char *)&cfg->server + l->offset) = (unsigned)n;
         pop(c, was);
@@ -754,8 +816,21 @@ static int
 check_root(ctx *c, const json_t *root, tp__config *cfg)
 {
     static const char *const keys[] = {
-        "listen",  "route",  "autosync_ms", "flush_ms", "storage", "auth", "admin_token_env",
-        "origins", "limits", "schemas",     "tenants",  "shared",  NULL,
+        "listen",
+        "route",
+        "autosync_ms",
+        "flush_ms",
+        "storage",
+        "auth",
+        "admin_token_env",
+        "origins",
+        "limits",
+        "schemas",
+        "tenants",
+        "shared",
+        "trusted_proxies",
+        "client_address_header",
+        NULL,
     };
     if (!json_is_object(root))
         return fail(c, "expected a JSON object, got %s", tp__config_type_name(root));
@@ -817,6 +892,24 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
             return -1;
         pop(c, was);
     }
+    const json_t *proxies = json_object_get(root, "trusted_proxies");
+    const json_t *header = json_object_get(root, "client_address_header");
+    if (proxies != NULL) {
+        was = push(c, "trusted_proxies");
+        if (check_proxies(c, proxies, &cfg->trusted_proxies) != 0)
+            return -1;
+        if (header == NULL)
+            return fail(c, "needs client_address_header (the header the proxies write)");
+        pop(c, was);
+    }
+    if (header != NULL) {
+        was = push(c, "client_address_header");
+        if (check_header_name(c, header, &cfg->client_address_header) != 0)
+            return -1;
+        if (proxies == NULL)
+            return fail(c, "needs trusted_proxies (whose header alone is believed)");
+        pop(c, was);
+    }
     if ((v = json_object_get(root, "limits")) != NULL) {
         was = push(c, "limits");
         if (check_limits(c, v, cfg) != 0)
@@ -848,6 +941,8 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     cfg->server.listen = cfg->listen;
     cfg->server.route = cfg->route;
     cfg->server.origins = (const char *const *)cfg->origins;
+    cfg->server.trusted_proxies = (const char *const *)cfg->trusted_proxies;
+    cfg->server.client_address_header = cfg->client_address_header;
     return 0;
 }
 
@@ -937,6 +1032,10 @@ tp__config_clear(tp__config *cfg)
         free(cfg->origins[i]);
     free(cfg->origins);
     free(cfg->admin_token_env);
+    for (size_t i = 0; cfg->trusted_proxies != NULL && cfg->trusted_proxies[i] != NULL; i++)
+        free(cfg->trusted_proxies[i]);
+    free(cfg->trusted_proxies);
+    free(cfg->client_address_header);
     free(cfg->sqlite);
     json_decref(cfg->schemas);
     json_decref(cfg->tenants);

@@ -43,13 +43,15 @@ typedef struct tp__config {
     tp_hub_config hub;
     char *listen;
     char *route;
-    char **origins;        /* NULL-terminated, or NULL: any origin */
-    char *admin_token_env; /* checked but not used yet: there is no admin API */
-    char *sqlite;          /* storage.sqlite: the database file, or NULL (memory) */
-    tp_sync synchronous;   /* storage.synchronous */
-    json_t *schemas;       /* {name: JSON Schema}, never NULL once parsed */
-    json_t *tenants;       /* {tenant: {"models": {...}}}, or NULL */
-    json_t *shared;        /* {sid: {...}}, or NULL */
+    char **origins;         /* NULL-terminated, or NULL: any origin */
+    char *admin_token_env;  /* checked but not used yet: there is no admin API */
+    char **trusted_proxies; /* NULL-terminated, or NULL: none */
+    char *client_address_header;
+    char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
+    tp_sync synchronous; /* storage.synchronous */
+    json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
+    json_t *tenants;     /* {tenant: {"models": {...}}}, or NULL */
+    json_t *shared;      /* {sid: {...}}, or NULL */
 } tp__config;
 
 /*

@@ -72,6 +72,9 @@ main(int argc, char **argv)
 
     /* A peer that goes away mid-write must not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    /* Nor a file size limit (RLIMIT_FSIZE): a write past it fails with
+     * EFBIG instead, which the store handles as it does a full disk. */
+    signal(SIGXFSZ, SIG_IGN);
     /* One descriptor per connection: the soft limit (often 1024) would
      * refuse connections long before max_connections; the hard one is ours. */
     struct rlimit rl;

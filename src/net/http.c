@@ -12,7 +12,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 503, 0};
+static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 429, 503, 0};
 
 void
 tp__count_refused(tp_server *s, int status)
@@ -27,28 +27,21 @@ static const char *
 status_text(int status)
 {
     switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Error";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    default: return "Error";
     }
 }
 
 int
-tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra,
-                 const char *body, size_t len)
+tp__http_respond(struct lws *wsi, int status, const char *type, const char *extra, const char *body,
+                 size_t len)
 {
     char head[512];
     int h = snprintf(head, sizeof head,
@@ -77,8 +70,9 @@ refuse(tp_server *s, struct lws *wsi, int status, const char *extra, const char 
     tp__count_refused(s, status);
     char peer[64] = "";
     lws_get_peer_simple(wsi, peer, sizeof peer);
-    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status, path, peer,
-            why);
+    char qp[TP__LOG_VALUE_MAX];
+    tp__log(s->log, TP_LOG_INFO, "refused status=%d path=%s peer=%s: %s", status,
+            tp__log_value(path, qp, sizeof qp), peer, why);
     char body[256];
     int n = snprintf(body, sizeof body, "%s\n", why);
     if (tp__http_respond(wsi, status, "text/plain; charset=utf-8", extra, body,
@@ -170,12 +164,108 @@ set_query(struct lws *wsi, tp_request *req)
     }
 }
 
+static int
+has_control(const char *p)
+{
+    for (; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
+/*
+ * Whether the request line arrived whole. lws 4.1.6 decodes percent escapes
+ * while it reads the request line, before it splits the request into lines
+ * (lws_parse_urldecode): an encoded LF (%0a, in the path or the query) ends
+ * the request line there and the rest of it is read as a header line (an
+ * `Origin` the client never sent), an encoded CR drops the rest of the line.
+ * Either way the version that ends a request line is lost: it is only set
+ * from the request line, and after an injected line break the one line left
+ * can be a forged header or the version, not both. So every check looks at
+ * this first, before any header. (A %00 never gets here: lws drops the
+ * connection.)
+ */
+static int
+request_line_whole(struct lws *wsi, int upgrade)
+{
+    char v[16];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) <= 0 ||
+        lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HTTP) < 0)
+        return 0;
+    return strcmp(v, "HTTP/1.1") == 0 || (!upgrade && strcmp(v, "HTTP/1.0") == 0);
+}
+
+/* The query's parameters, as lws split and decoded them, hold no control
+ * characters (a decoded CR or LF is caught by request_line_whole). */
+static int
+query_clean(struct lws *wsi)
+{
+    char frag[1024];
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++)
+        if (has_control(frag))
+            return 0;
+    return 1;
+}
+
+/*
+ * The client address a connection counts against: its TCP peer, or, when
+ * that is a trusted proxy, the rightmost address of client_address_header
+ * that is not a trusted proxy (nginx's real_ip_recursive: each proxy
+ * appends the address it saw, and only what trusted ones wrote is believed).
+ * *out is NULL for a trusted proxy's own request (no header) and for a
+ * connection that is not over IP: not counted. Returns 0, 400 (the header
+ * holds something that is not an address) or 503 (out of memory).
+ */
+static int
+client_peer(tp_server *s, struct lws *wsi, tp__peer **out)
+{
+    *out = NULL;
+    tp__addr a;
+    if (tp__tcp_peer(wsi, &a) != 0)
+        return 0;
+    if (tp__peer_trusted(s, &a)) {
+        char v[8192]; /* as much as lws keeps of all headers */
+        if (s->address_header == NULL || lookup_header(wsi, s->address_header, v, sizeof v) != 0)
+            return 0;
+        size_t end = strlen(v);
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && v[start - 1] != ',')
+                start--;
+            size_t b = start, e = end;
+            while (b < e && (v[b] == ' ' || v[b] == '\t'))
+                b++;
+            while (e > b && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+                e--;
+            if (tp__addr_parse(v + b, e - b, &a) != 0)
+                return 400;
+            if (!tp__peer_trusted(s, &a) || start == 0)
+                break;
+            end = start - 1;
+        }
+    }
+    *out = tp__peer_get(s, &a);
+    return *out != NULL ? 0 : 503;
+}
+
 int
 tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
 {
     char path[1024], buf[1024];
     if (header(wsi, WSI_TOKEN_GET_URI, path, sizeof path) == NULL)
         return refuse(s, wsi, 400, NULL, "a WebSocket handshake is a GET", "-");
+    if (!request_line_whole(wsi, 1) || has_control(path) || !query_clean(wsi))
+        return refuse(s, wsi, 400, NULL,
+                      "the request line holds an encoded control character (CR, LF, ...) "
+                      "or is not HTTP/1.1",
+                      path);
+    /* lws decoded the path once; a '%' left in it was sent as %25, and a
+     * path parameter holding it would name another key to anything that
+     * decodes it again ("/ws/%2562ob" is not bob's); a '?' was sent as %3F
+     * and would start a query once the path is written out again. */
+    if (strpbrk(path, "%?") != NULL)
+        return refuse(s, wsi, 400, NULL, "the path holds an encoded '%' or '?' (ambiguous)", path);
     if (s->stopping)
         return refuse(s, wsi, 503, NULL, "the server is shutting down", path);
     /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13
@@ -203,7 +293,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     tp_request *req = tp_request_new(path);
     if (req == NULL)
         return refuse(s, wsi, 503, NULL, "out of memory", path);
-    int rc = tp__route_match(s->route, path, req);
+    int rc = tp__route_match_decoded(s->route, path, req);
     if (rc == TP_OK && set_query(wsi, req) != 0)
         rc = TP_ENOMEM;
     if (rc != TP_OK) {
@@ -221,23 +311,50 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         tp_request_free(req);
         return refuse(s, wsi, 403, NULL, "the key function refused the connection", path);
     }
-    if (!tp__valid_key(tenant)) {
+    if (!tp__valid_key(tenant) || has_control(tenant)) {
         tp_request_free(req);
-        return refuse(s, wsi, 400, NULL, "tenant: must be 1 to 256 bytes of UTF-8", path);
+        return refuse(s, wsi, 400, NULL,
+                      "tenant: must be 1 to 256 bytes of UTF-8 without control characters", path);
     }
     const tp_session *session = tp__map_get(&s->hub->tenants, tenant);
     if (session != NULL && session->conns.len >= s->max_per_tenant) {
         tp_request_free(req);
         return refuse(s, wsi, 503, NULL, "the tenant's connection limit is reached", path);
     }
+    tp__peer *peer;
+    int st = client_peer(s, wsi, &peer);
+    if (st != 0) {
+        tp_request_free(req);
+        return refuse(s, wsi, st, NULL,
+                      st == 400 ? "the client address header holds no address" : "out of memory",
+                      path);
+    }
+    if (peer != NULL && peer->conns >= s->max_per_address) {
+        tp_request_free(req);
+        tp__peer_put(s, peer);
+        /* 429 rather than 503: the limit is this client's, not the
+         * server's; clients retry it with backoff like a 503. */
+        return refuse(s, wsi, 429, "Retry-After: 1\r\n",
+                      "this address's connection limit is reached", path);
+    }
     const char *resume = tp_request_query(req, "resume");
     tp__free(s->pending_tenant);
     s->pending_tenant = tp__strdup(tenant);
     s->pending_flags = resume != NULL && strcmp(resume, "1") == 0 ? TP_CONN_RESUME : 0;
     tp_request_free(req);
-    if (s->pending_tenant == NULL)
+    if (s->pending_tenant == NULL) {
+        tp__peer_put(s, peer);
         return refuse(s, wsi, 503, NULL, "out of memory", path);
-    /* lws goes on with the upgrade at once: established() picks this up. */
+    }
+    /* lws goes on with the upgrade at once: established() picks this up,
+     * the connection already counted against its address. */
+    if (s->pending_addr != NULL) { /* a handshake lws never established */
+        s->pending_addr->conns--;
+        tp__peer_put(s, s->pending_addr);
+    }
+    if (peer != NULL)
+        peer->conns++;
+    s->pending_addr = peer;
     s->pending_wsi = wsi;
     return 0;
 }
@@ -331,6 +448,20 @@ tp_server_metrics(tp_server *s)
             snprintf(labels, sizeof labels, "status=\"other\"");
         sample(&sb, "transports_handshakes_refused_total", labels, s->refused[i]);
     }
+    gauge(&sb, "transports_client_addresses",
+          "Client addresses holding a connection or a handshake.", s->peers.len);
+    counter(&sb, "transports_handshakes_dropped_total",
+            "TCP connections closed at accept: their address had "
+            "max_pending_handshakes_per_address handshakes pending.",
+            s->dropped_pending);
+    gauge(&sb, "transports_unfinished_bytes",
+          "Bytes buffered for messages begun and not ended (max_unfinished_bytes bounds them).",
+          s->unfinished_bytes);
+    metric(&sb, "transports_unfinished_closed_total", "counter",
+           "Connections closed for an unfinished message, by reason.");
+    sample(&sb, "transports_unfinished_closed_total", "reason=\"timeout\"",
+           s->unfinished_closed[0]);
+    sample(&sb, "transports_unfinished_closed_total", "reason=\"bytes\"", s->unfinished_closed[1]);
     counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
     counter(&sb, "transports_store_commits_total", "Store transactions committed.", st.commits);
     counter(&sb, "transports_store_commit_failures_total",
@@ -342,9 +473,9 @@ tp_server_metrics(tp_server *s)
     gauge(&sb, "transports_resident_bytes",
           "What tenants in memory hold, as the last eviction estimated it.", st.resident_bytes);
     metric(&sb, "transports_sync_tick_seconds", "histogram", "Duration of autosync ticks.");
-    static const char *const bounds[TP__TICK_BUCKETS] = {
-        "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
-        "0.001", "0.0025",  "0.005", "0.01",   "0.025",   "0.1"};
+    static const char *const bounds[TP__TICK_BUCKETS] = {"1e-05",   "2.5e-05", "5e-05", "0.0001",
+                                                         "0.00025", "0.0005",  "0.001", "0.0025",
+                                                         "0.005",   "0.01",    "0.025", "0.1"};
     uint64_t cum = 0;
     for (int i = 0; i < TP__TICK_BUCKETS; i++) {
         cum += s->tick_buckets[i];
@@ -374,7 +505,7 @@ static int
 route_matches(const tp_server *s, const char *path)
 {
     tp_request *req = tp_request_new(path);
-    int hit = req != NULL && tp__route_match(s->route, path, req) == TP_OK;
+    int hit = req != NULL && tp__route_match_decoded(s->route, path, req) == TP_OK;
     tp_request_free(req);
     return hit;
 }
@@ -388,9 +519,21 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         static const char msg[] = "only GET is served here\n";
         rc = tp__http_respond(wsi, 405, "text/plain; charset=utf-8", "Allow: GET\r\n", msg,
                               sizeof msg - 1);
+    } else if (!request_line_whole(wsi, 0) || has_control(uri) || !query_clean(wsi)) {
+        static const char msg[] = "the request line holds an encoded control character\n";
+        tp__count_refused(s, 400);
+        rc = tp__http_respond(wsi, 400, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
     } else if (strcmp(uri, "/healthz") == 0) {
-        static const char ok[] = "{\"status\":\"ok\"}\n";
-        rc = tp__http_respond(wsi, 200, "application/json", NULL, ok, sizeof ok - 1);
+        /* A load balancer's question is whether writes can be served: with
+         * a store whose last commit failed (a full disk), they cannot. */
+        static const char *const bodies[] = {
+            [TP__STORE_NONE] = "{\"status\":\"ok\",\"storage\":\"memory\"}\n",
+            [TP__STORE_OK] = "{\"status\":\"ok\",\"storage\":\"ok\"}\n",
+            [TP__STORE_FAILING] = "{\"status\":\"failing\",\"storage\":\"failing\"}\n",
+        };
+        int st = tp__hub_store_state(s->hub);
+        rc = tp__http_respond(wsi, st == TP__STORE_FAILING ? 503 : 200, "application/json", NULL,
+                              bodies[st], strlen(bodies[st]));
     } else if (strcmp(uri, "/metrics") == 0) {
         char *m = tp_server_metrics(s);
         if (m == NULL)

@@ -20,17 +20,19 @@
 #include "core/hub.h"
 #include "core/route.h"
 #include "transports.h"
+#include "util/addr.h"
 #include "util/log.h"
+#include "util/map.h"
 
 #define TP__SUBPROTOCOL "transports.v1"
-#define TP__SEND_CHUNK (256 * 1024) /* bytes of frames built per write */
-#define TP__COMMIT_RETRY_MS 100 /* a failed store commit is tried again this often */
-#define TP__EVICT_MS 1000       /* idle tenants are evicted this often (with a store) */
+#define TP__SEND_CHUNK (256 * 1024)  /* bytes of frames built per write */
+#define TP__COMMIT_RETRY_MS 100      /* a failed store commit is tried again this often */
+#define TP__EVICT_MS 1000            /* idle tenants are evicted this often (with a store) */
 #define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
 
 /* The close codes and HTTP statuses counted in /metrics. */
 #define TP__CLOSE_CODES 12
-#define TP__STATUSES 7
+#define TP__STATUSES 8
 #define TP__TICK_BUCKETS 12
 
 typedef struct tp__post {
@@ -38,6 +40,13 @@ typedef struct tp__post {
     void *arg;
     struct tp__post *next;
 } tp__post;
+
+/* What one client address holds: its WebSocket connections, and its TCP
+ * connections not yet upgraded (a handshake pending). Freed at zero. */
+typedef struct tp__peer {
+    char key[TP__ADDR_KEY_MAX]; /* the map's key (tp__addr_key) */
+    unsigned conns, pending;
+} tp__peer;
 
 /* A WebSocket connection's state: lws's per-session user space. */
 typedef struct tp__ws {
@@ -51,6 +60,15 @@ typedef struct tp__ws {
     int close_sent; /* our close frame is out: nothing more is sent */
     int ready;      /* has frames waiting for the flush */
     char peer[64];
+    const char *close_why; /* the close frame's reason when not close_reason()'s */
+    tp__peer *addr;        /* the client address this connection counts against, or NULL */
+    /* A message begun and not ended: what it counts in unfinished_bytes,
+     * when it must end, and its place in the server's list of them (oldest
+     * first, so the deadline timer looks at the head only). */
+    size_t rx_counted;
+    int64_t rx_deadline_ns;
+    struct tp__ws *un_prev, *un_next;
+    int unfinished;
     /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
 } tp__ws;
 
@@ -64,6 +82,11 @@ struct tp_server {
     unsigned max_connections, max_per_tenant;
     unsigned handshake_timeout_ms, ping_interval_ms, ping_timeout_ms;
     char **origins; /* NULL-terminated, or NULL: any */
+    unsigned max_per_address, max_pending_per_address, message_timeout_ms;
+    size_t max_unfinished_bytes;
+    tp__cidr *proxies; /* trusted_proxies */
+    size_t nproxies;
+    char *address_header; /* client_address_header, or NULL */
 
     uv_loop_t loop;
     int loop_ok;
@@ -72,6 +95,7 @@ struct tp_server {
     uv_timer_t flush_w;   /* the end of a flush_ms window */
     uv_timer_t stop_w;    /* the end of the grace period at stop */
     uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
+    uv_timer_t message_w; /* the deadline of the oldest unfinished message */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     struct lws_protocols protocols[3];
@@ -91,6 +115,12 @@ struct tp_server {
     struct lws *pending_wsi;
     char *pending_tenant;
     int pending_flags;
+    tp__peer *pending_addr; /* its connection, counted already */
+
+    tp__map peers; /* client address key -> tp__peer */
+    size_t unfinished_bytes;
+    tp__ws *un_head, *un_tail;
+    int message_armed;
 
     unsigned nconns;
     int flush_armed;
@@ -102,9 +132,20 @@ struct tp_server {
     uint64_t opened, frames_sent, bytes_sent, send_calls;
     uint64_t closes[TP__CLOSE_CODES];
     uint64_t refused[TP__STATUSES];
+    uint64_t dropped_pending;      /* TCP connections closed at accept (pending per address) */
+    uint64_t unfinished_closed[2]; /* 1008 past message_timeout_ms, 1013 past the bytes */
     uint64_t tick_buckets[TP__TICK_BUCKETS + 1], tick_count;
     double tick_sum;
 };
+
+/* ---- server.c: client addresses ---- */
+/* tp__peer_get returns the entry of an address (made at zero), or NULL when
+ * out of memory; tp__peer_put frees it once it holds nothing. */
+tp__peer *tp__peer_get(tp_server *s, const tp__addr *a);
+void tp__peer_put(tp_server *s, tp__peer *p);
+int tp__peer_trusted(const tp_server *s, const tp__addr *a);
+/* tp__tcp_peer reads the connection's peer address; 0, or -1 (not IP). */
+int tp__tcp_peer(struct lws *wsi, tp__addr *a);
 
 /* ---- http.c ---- */
 /* tp__http_confirm_upgrade checks a WebSocket handshake: 0 lets it proceed

@@ -28,13 +28,14 @@
 #define STOP_GRACE_NS (3 * 1000000000LL) /* connections get this long to take their 1001 */
 
 static void run_posts(tp_server *s);
+static unsigned ms_to_s(unsigned ms);
 
 /* ------------------------------------------------------------------------ */
 /* Counting                                                                  */
 /* ------------------------------------------------------------------------ */
 
 const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
-                                                 1007, 1008, 1009, 1011, 1013, 0};
+                                              1007, 1008, 1009, 1011, 1013, 0};
 
 void
 tp__count_close(tp_server *s, int code)
@@ -49,16 +50,11 @@ static const char *
 close_reason(int code)
 {
     switch (code) {
-    case 1001:
-        return "server shutting down";
-    case 1003:
-        return "binary frames are not accepted";
-    case 1009:
-        return "message too big";
-    case 1013:
-        return "too far behind: reconnect and resume";
-    default:
-        return "internal error";
+    case 1001: return "server shutting down";
+    case 1003: return "binary frames are not accepted";
+    case 1009: return "message too big";
+    case 1013: return "too far behind: reconnect and resume";
+    default: return "internal error";
     }
 }
 
@@ -116,7 +112,7 @@ frame_header(unsigned char *p, size_t n)
 static int
 send_close(tp_server *s, tp__ws *ws, int code)
 {
-    const char *why = close_reason(code);
+    const char *why = ws->close_why ? ws->close_why : close_reason(code);
     size_t n = strlen(why);
     if (sendbuf_reserve(s, 0, 4 + n) != 0)
         return -1;
@@ -194,11 +190,16 @@ flush_conn(tp_server *s, tp__ws *ws)
         return 0;
     if (code == 1006)
         return -1; /* the socket failed: no close frame (1006 is never sent) */
+    /* Decided: logged and counted with this code however the socket ends. */
+    ws->close_code = code;
     if (lws_partial_buffered(ws->wsi)) {
-        lws_callback_on_writable(ws->wsi); /* close once all is out */
+        /* Close once all is out. A reader that takes nothing more (the
+         * slow reader a 1013 is for) is dropped when ping_timeout_ms passes
+         * without progress, and what lws holds for it is freed. */
+        lws_set_timeout(ws->wsi, PENDING_TIMEOUT_CLOSE_SEND, (int)ms_to_s(s->ping_timeout_ms));
+        lws_callback_on_writable(ws->wsi);
         return 0;
     }
-    ws->close_code = code;
     return send_close(s, ws, code);
 }
 
@@ -221,8 +222,8 @@ write_now(tp_server *s, tp__ws *ws)
 {
     if (ws == NULL || ws->wsi == NULL)
         return;
-    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 ||
-        lws_partial_buffered(ws->wsi) || flush_conn(s, ws) < 0)
+    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 || lws_partial_buffered(ws->wsi) ||
+        flush_conn(s, ws) < 0)
         want_write(ws);
 }
 
@@ -276,6 +277,114 @@ flush_ready(tp_server *s)
 /* Receiving                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* ---- Unfinished messages: bounded in time and, server-wide, in bytes ---- */
+
+static void message_timer(uv_timer_t *w);
+
+static void
+arm_message_timer(tp_server *s)
+{
+    if (s->un_head == NULL) {
+        if (s->message_armed)
+            uv_timer_stop(&s->message_w);
+        s->message_armed = 0;
+        return;
+    }
+    int64_t left = s->un_head->rx_deadline_ns - tp__clock_mono_ns();
+    uint64_t ms = left > 0 ? (uint64_t)(left / 1000000) + 1 : 0;
+    uv_timer_start(&s->message_w, message_timer, ms, 0);
+    s->message_armed = 1;
+}
+
+/* The message being received ended (or was dropped): it no longer counts. */
+static void
+unfinished_end(tp_server *s, tp__ws *ws)
+{
+    if (!ws->unfinished)
+        return;
+    s->unfinished_bytes -= ws->rx_counted;
+    ws->rx_counted = 0;
+    ws->unfinished = 0;
+    int was_head = s->un_head == ws;
+    if (ws->un_prev != NULL)
+        ws->un_prev->un_next = ws->un_next;
+    else
+        s->un_head = ws->un_next;
+    if (ws->un_next != NULL)
+        ws->un_next->un_prev = ws->un_prev;
+    else
+        s->un_tail = ws->un_prev;
+    ws->un_prev = ws->un_next = NULL;
+    if (was_head)
+        arm_message_timer(s);
+}
+
+static void
+rx_free(tp__ws *ws)
+{
+    tp__free(ws->rx);
+    ws->rx = NULL;
+    ws->rx_len = ws->rx_cap = 0;
+}
+
+/*
+ * A message begins to be buffered, or its buffer grows to cap: counted
+ * against max_unfinished_bytes. Returns -1 when that would pass the limit:
+ * the connection is closed with 1013 (try again later), as nginx answers
+ * when its request buffers run out, and what it had is freed at once.
+ */
+static int
+unfinished_grow(tp_server *s, tp__ws *ws, size_t cap)
+{
+    size_t others = s->unfinished_bytes - ws->rx_counted;
+    if (cap > s->max_unfinished_bytes || others > s->max_unfinished_bytes - cap) {
+        unfinished_end(s, ws);
+        rx_free(ws);
+        s->unfinished_closed[1]++;
+        ws->close_code = 1013;
+        ws->close_why = "the server holds too many unfinished messages: try again later";
+        return -1;
+    }
+    s->unfinished_bytes = others + cap;
+    ws->rx_counted = cap;
+    if (!ws->unfinished) {
+        ws->unfinished = 1;
+        ws->rx_deadline_ns = tp__clock_mono_ns() + (int64_t)s->message_timeout_ms * 1000000;
+        ws->un_prev = s->un_tail;
+        ws->un_next = NULL;
+        if (s->un_tail != NULL)
+            s->un_tail->un_next = ws;
+        else
+            s->un_head = ws;
+        s->un_tail = ws;
+        if (s->un_head == ws)
+            arm_message_timer(s);
+    }
+    return 0;
+}
+
+/* Messages not ended in time: their connections close with 1008 (a policy
+ * violation: nginx's client_body_timeout, for a WebSocket message). */
+static void
+message_timer(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    s->message_armed = 0;
+    int64_t now = tp__clock_mono_ns();
+    while (s->un_head != NULL && s->un_head->rx_deadline_ns <= now) {
+        tp__ws *ws = s->un_head;
+        unfinished_end(s, ws);
+        rx_free(ws);
+        s->unfinished_closed[0]++;
+        if (ws->close_code == 0) {
+            ws->close_code = 1008;
+            ws->close_why = "message not finished in time";
+        }
+        want_write(ws);
+    }
+    arm_message_timer(s);
+}
+
 static void
 feed_result(tp__ws *ws, int rc)
 {
@@ -304,6 +413,7 @@ receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
          * too_large and asks for 1009, and the rest is never buffered. */
         feed_result(ws, tp_conn_feed(ws->conn, NULL, known));
         ws->rx_len = 0;
+        unfinished_end(s, ws);
         want_write(ws);
         return 0;
     }
@@ -311,12 +421,19 @@ receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
         feed_result(ws, tp_conn_feed(ws->conn, in, len)); /* the common case: no copy */
         return 0;
     }
-    if (ws->rx_len + len > ws->rx_cap) {
-        size_t cap = ws->rx_cap ? ws->rx_cap : 4096;
+    size_t cap = ws->rx_cap;
+    if (ws->rx_len + len > cap) {
+        cap = cap ? cap : 4096;
         while (cap < ws->rx_len + len)
             cap *= 2;
+    }
+    /* A message that does not end here is held: counted, with a deadline. */
+    if (!last && (!ws->unfinished || cap != ws->rx_counted) && unfinished_grow(s, ws, cap) != 0)
+        return 0; /* 1013: receive() closes */
+    if (cap != ws->rx_cap) {
         char *rx = tp__realloc(ws->rx, cap);
         if (rx == NULL) {
+            unfinished_end(s, ws);
             ws->close_code = 1011;
             want_write(ws);
             return 0;
@@ -337,13 +454,11 @@ receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
                              (unsigned char *)"invalid UTF-8", 13);
             return -1;
         }
+        unfinished_end(s, ws);
         feed_result(ws, tp_conn_feed(ws->conn, ws->rx, ws->rx_len));
         ws->rx_len = 0;
-        if (ws->rx_cap > 65536) { /* a large message does not keep its buffer */
-            tp__free(ws->rx);
-            ws->rx = NULL;
-            ws->rx_cap = 0;
-        }
+        if (ws->rx_cap > 65536) /* a large message does not keep its buffer */
+            rx_free(ws);
     }
     return 0;
 }
@@ -363,7 +478,7 @@ receive(tp_server *s, tp__ws *ws, const char *in, size_t len)
         return rc;
     if (write_frames(s, ws) != 0)
         return -1;
-    const char *why = close_reason(ws->close_code);
+    const char *why = ws->close_why ? ws->close_why : close_reason(ws->close_code);
     lws_close_reason(ws->wsi, (enum lws_close_status)ws->close_code, (unsigned char *)why,
                      strlen(why));
     return -1;
@@ -384,12 +499,23 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
     int flags = s->pending_flags;
     s->pending_tenant = NULL;
     s->pending_wsi = NULL;
+    /* No longer a pending handshake of its TCP peer; a connection of its
+     * client address (counted by tp__http_confirm_upgrade). */
+    tp__peer *tcp = lws_get_opaque_user_data(wsi);
+    if (tcp != NULL) {
+        lws_set_opaque_user_data(wsi, NULL);
+        tcp->pending--;
+        tp__peer_put(s, tcp);
+    }
+    ws->addr = s->pending_addr;
+    s->pending_addr = NULL;
     tp_error err;
     ws->conn = tp_conn_open(s->hub, tenant, flags, &err);
     lws_get_peer_simple(wsi, ws->peer, sizeof ws->peer);
+    char qt[TP__LOG_VALUE_MAX];
     if (ws->conn == NULL) {
-        tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s", tenant, ws->peer,
-                err.message);
+        tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s",
+                tp__log_value(tenant, qt, sizeof qt), ws->peer, err.message);
         tp__free(tenant);
         lws_close_reason(wsi, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, NULL, 0);
         return -1;
@@ -398,17 +524,17 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
     tp_conn_set_user(ws->conn, ws);
     s->nconns++;
     s->opened++;
-    tp__log(s->log, TP_LOG_INFO, "connect tenant=%s conn=%s peer=%s%s", tp_conn_tenant(ws->conn),
-            tp_conn_id(ws->conn), ws->peer, flags & TP_CONN_RESUME ? " resume=1" : "");
+    tp__log(s->log, TP_LOG_INFO, "connect tenant=%s conn=%s peer=%s%s",
+            tp__log_value(tp_conn_tenant(ws->conn), qt, sizeof qt), tp_conn_id(ws->conn), ws->peer,
+            flags & TP_CONN_RESUME ? " resume=1" : "");
     return 0;
 }
 
 static void
 closed(tp_server *s, tp__ws *ws)
 {
-    tp__free(ws->rx);
-    ws->rx = NULL;
-    ws->rx_len = ws->rx_cap = 0;
+    unfinished_end(s, ws);
+    rx_free(ws);
     if (ws->conn == NULL)
         return;
     /* A code lws sent when it failed the connection for breaking RFC 6455
@@ -424,8 +550,9 @@ closed(tp_server *s, tp__ws *ws)
     }
     int code = ws->close_code ? ws->close_code : 1006;
     tp__count_close(s, code);
+    char qt[TP__LOG_VALUE_MAX];
     tp__log(s->log, TP_LOG_INFO, "disconnect tenant=%s conn=%s code=%d%s",
-            tp_conn_tenant(ws->conn), tp_conn_id(ws->conn), code,
+            tp__log_value(tp_conn_tenant(ws->conn), qt, sizeof qt), tp_conn_id(ws->conn), code,
             ws->peer_closed ? " by=peer" : "");
     tp_conn_close(ws->conn);
     ws->conn = NULL;
@@ -546,8 +673,9 @@ sync_tick(uv_timer_t *w)
     int64_t t0 = tp__clock_mono_ns();
     tp_hub_sync(s->hub);
     double secs = (double)(tp__clock_mono_ns() - t0) / 1e9;
-    static const double bounds[TP__TICK_BUCKETS] = {
-        0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1};
+    static const double bounds[TP__TICK_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001,
+                                                    0.00025, 0.0005,   0.001,   0.0025,
+                                                    0.005,   0.01,     0.025,   0.1};
     int b = 0;
     while (b < TP__TICK_BUCKETS && secs > bounds[b])
         b++;
@@ -592,6 +720,112 @@ begin_stop(tp_server *s)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Client addresses                                                          */
+/* ------------------------------------------------------------------------ */
+
+tp__peer *
+tp__peer_get(tp_server *s, const tp__addr *a)
+{
+    char key[TP__ADDR_KEY_MAX];
+    tp__addr_key(a, key);
+    tp__peer *p = tp__map_get(&s->peers, key);
+    if (p != NULL)
+        return p;
+    if ((p = tp__calloc(1, sizeof *p)) == NULL)
+        return NULL;
+    memcpy(p->key, key, sizeof key);
+    if (tp__map_put(&s->peers, p->key, p) != 0) {
+        tp__free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void
+tp__peer_put(tp_server *s, tp__peer *p)
+{
+    if (p != NULL && p->conns == 0 && p->pending == 0) {
+        tp__map_del(&s->peers, p->key);
+        tp__free(p);
+    }
+}
+
+int
+tp__peer_trusted(const tp_server *s, const tp__addr *a)
+{
+    for (size_t i = 0; i < s->nproxies; i++)
+        if (tp__cidr_match(&s->proxies[i], a))
+            return 1;
+    return 0;
+}
+
+int
+tp__tcp_peer(struct lws *wsi, tp__addr *a)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    return tp__addr_from_sockaddr((struct sockaddr *)&ss, a);
+}
+
+/*
+ * A TCP connection was accepted: one more handshake pending for its
+ * address. Past max_pending_handshakes_per_address it is closed at once,
+ * before anything is read (nothing can be answered to a request not yet
+ * read), so that one address cannot hold the server's descriptors with
+ * connections that never finish a handshake. Trusted proxies are not
+ * counted: every client behind them shares their address.
+ */
+static int
+accepted(tp_server *s, struct lws *wsi)
+{
+    tp__addr a;
+    if (tp__tcp_peer(wsi, &a) != 0 || tp__peer_trusted(s, &a))
+        return 0;
+    tp__peer *p = tp__peer_get(s, &a);
+    if (p == NULL)
+        return -1;
+    if (p->pending >= s->max_pending_per_address) {
+        s->dropped_pending++;
+        tp__log(s->log, TP_LOG_DEBUG, "dropped peer=%s: %u handshakes pending", p->key, p->pending);
+        tp__peer_put(s, p);
+        return -1;
+    }
+    p->pending++;
+    lws_set_opaque_user_data(wsi, p);
+    return 0;
+}
+
+/* The last of a wsi: what it held of its address is given back. */
+static void
+wsi_gone(tp_server *s, struct lws *wsi, tp__ws *ws)
+{
+    if (s->pending_wsi == wsi) {
+        tp__free(s->pending_tenant);
+        s->pending_tenant = NULL;
+        s->pending_wsi = NULL;
+        if (s->pending_addr != NULL) {
+            s->pending_addr->conns--;
+            tp__peer_put(s, s->pending_addr);
+            s->pending_addr = NULL;
+        }
+    }
+    tp__peer *tcp = lws_get_opaque_user_data(wsi);
+    if (tcp != NULL) {
+        lws_set_opaque_user_data(wsi, NULL);
+        tcp->pending--;
+        tp__peer_put(s, tcp);
+    }
+    if (ws != NULL && ws->addr != NULL && ws->wsi == wsi) {
+        ws->addr->conns--;
+        tp__peer_put(s, ws->addr);
+        ws->addr = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* The lws callback                                                          */
 /* ------------------------------------------------------------------------ */
 
@@ -601,39 +835,22 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     tp_server *s = lws_context_user(lws_get_context(wsi));
     tp__ws *ws = user;
     switch (reason) {
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        return tp__http_confirm_upgrade(s, wsi);
-    case LWS_CALLBACK_HTTP:
-        return tp__http_serve(s, wsi, in);
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return s->pending_wsi == wsi ? 0 : 1;
-    case LWS_CALLBACK_ESTABLISHED:
-        return established(s, wsi, ws);
-    case LWS_CALLBACK_RECEIVE:
-        return receive(s, ws, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return flush_conn(s, ws);
-    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        return peer_close(ws, in, len);
-    case LWS_CALLBACK_CLOSED:
-        closed(s, ws);
-        return 0;
-    case LWS_CALLBACK_WSI_DESTROY:
-        if (s->pending_wsi == wsi) {
-            tp__free(s->pending_tenant);
-            s->pending_tenant = NULL;
-            s->pending_wsi = NULL;
-        }
-        return 0;
-    case LWS_CALLBACK_RAW_RX_FILE:
-        drain_wake(s);
-        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return tp__http_confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_HTTP: return tp__http_serve(s, wsi, in);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return s->pending_wsi == wsi ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED: return established(s, wsi, ws);
+    case LWS_CALLBACK_RECEIVE: return receive(s, ws, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE: return flush_conn(s, ws);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: return peer_close(ws, in, len);
+    case LWS_CALLBACK_CLOSED: closed(s, ws); return 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: return accepted(s, wsi);
+    case LWS_CALLBACK_WSI_DESTROY: wsi_gone(s, wsi, ws); return 0;
+    case LWS_CALLBACK_RAW_RX_FILE: drain_wake(s); return 0;
     case LWS_CALLBACK_RAW_CLOSE_FILE:
         if (wsi == s->wake_wsi)
             s->wake_wsi = NULL;
         return 0;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -739,6 +956,35 @@ copy_origins(tp_server *s, const char *const *origins)
     return 0;
 }
 
+/* trusted_proxies and client_address_header go together. */
+static int
+set_proxies(tp_server *s, const tp_server_config *config, tp_error *err)
+{
+    const char *const *list = config->trusted_proxies;
+    size_t n = 0;
+    while (list != NULL && list[n] != NULL)
+        n++;
+    const char *h = config->client_address_header;
+    if ((n > 0) != (h != NULL && h[0] != '\0'))
+        return tp__error_set(err, TP_EARG,
+                             "trusted_proxies and client_address_header: give both or neither");
+    if (n == 0)
+        return TP_OK;
+    for (const char *p = h; *p != '\0'; p++)
+        if (*p <= ' ' || *p == ':' || *p == 0x7f)
+            return tp__error_set(err, TP_EARG, "client_address_header: not a header name");
+    if ((s->proxies = tp__calloc(n, sizeof *s->proxies)) == NULL ||
+        (s->address_header = tp__strdup(h)) == NULL)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        if (tp__cidr_parse(list[i], &s->proxies[i]) != 0)
+            return tp__error_set(err, TP_EARG,
+                                 "trusted_proxies[%zu]: \"%.64s\" is not an address or CIDR block",
+                                 i, list[i]);
+    s->nproxies = n;
+    return TP_OK;
+}
+
 TP_API tp_server *
 tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
 {
@@ -765,11 +1011,19 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->flush_ms = config->flush_ms;
     s->max_connections = or_default(config->max_connections, 10000);
     s->max_per_tenant = or_default(config->max_connections_per_tenant, 256);
-    s->handshake_timeout_ms = or_default(config->handshake_timeout_ms, 10000);
+    s->handshake_timeout_ms = or_default(config->handshake_timeout_ms, 5000);
     s->ping_interval_ms = or_default(config->ping_interval_ms, 30000);
     s->ping_timeout_ms = or_default(config->ping_timeout_ms, 10000);
-    if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port,
-                     err) != TP_OK)
+    s->max_per_address = or_default(config->max_connections_per_address, 256);
+    s->max_pending_per_address = or_default(config->max_pending_handshakes_per_address, 64);
+    s->message_timeout_ms = or_default(config->message_timeout_ms, 10000);
+    s->max_unfinished_bytes =
+        config->max_unfinished_bytes ? config->max_unfinished_bytes : (size_t)64 << 20;
+    tp__map_init(&s->peers, tp__seed(s));
+    if (set_proxies(s, config, err) != TP_OK)
+        goto fail;
+    if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port, err) !=
+        TP_OK)
         goto fail;
     if ((s->route = tp__route_new(config->route ? config->route : "/ws/{tenant}", err)) == NULL) {
         if (err != NULL && err->code == TP_EARG) {
@@ -811,18 +1065,16 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->retry.secs_since_valid_hangup =
         (uint16_t)(ms_to_s(s->ping_interval_ms) + ms_to_s(s->ping_timeout_ms));
 
-    lws_set_log_level(hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL
-                          ? LLL_ERR | LLL_WARN
-                          : 0,
-                      lws_logger);
+    lws_set_log_level(
+        hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL ? LLL_ERR | LLL_WARN : 0, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = s->port;
     info.iface = s->host;
     info.protocols = s->protocols;
     info.user = s;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 *
-                                                         (strchr(s->host, ':') == NULL);
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_DISABLE_IPV6 * (strchr(s->host, ':') == NULL);
     info.timeout_secs = ms_to_s(s->handshake_timeout_ms);
     info.timeout_secs_ah_idle = ms_to_s(s->handshake_timeout_ms);
     info.max_http_header_data = 8192;
@@ -841,8 +1093,10 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->flush_w);
     uv_timer_init(&s->loop, &s->stop_w);
     uv_timer_init(&s->loop, &s->evict_w);
+    uv_timer_init(&s->loop, &s->message_w);
     uv_prepare_init(&s->loop, &s->prepare);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
+    s->message_w.data = s;
     void *loops[1] = {&s->loop};
     info.foreign_loops = loops;
     info.options |= LWS_SERVER_OPTION_LIBUV;
@@ -916,7 +1170,9 @@ tp_server_run(tp_server *s)
     uv_timer_stop(&s->flush_w);
     uv_timer_stop(&s->stop_w);
     uv_timer_stop(&s->evict_w);
+    uv_timer_stop(&s->message_w);
     s->flush_armed = 0;
+    s->message_armed = 0;
     s->running = 0;
     tp__log(s->log, TP_LOG_INFO, "stopped");
     return TP_OK;
@@ -942,6 +1198,7 @@ tp_server_free(tp_server *s)
         uv_close((uv_handle_t *)&s->flush_w, NULL);
         uv_close((uv_handle_t *)&s->stop_w, NULL);
         uv_close((uv_handle_t *)&s->evict_w, NULL);
+        uv_close((uv_handle_t *)&s->message_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
@@ -953,6 +1210,12 @@ tp_server_free(tp_server *s)
         close(s->wake[1]);
     pthread_mutex_destroy(&s->mu);
     tp__free(s->pending_tenant);
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->peers, &it, NULL, &v);)
+        tp__free(v); /* none is left once every wsi is gone; freed all the same */
+    tp__map_free(&s->peers);
+    tp__free(s->proxies);
+    tp__free(s->address_header);
     if (s->origins != NULL)
         for (size_t i = 0; s->origins[i] != NULL; i++)
             tp__free(s->origins[i]);

@@ -2,6 +2,58 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+
+static int
+bare_char(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '/' || ch == '@' || ch == '+' ||
+           ch == '-' || ch == '%' || ch >= 0x80;
+}
+
+const char *
+tp__log_value(const char *s, char *out, size_t size)
+{
+    if (s == NULL)
+        s = "";
+    size_t n = strlen(s);
+    int bare = n > 0;
+    for (size_t i = 0; i < n && bare; i++)
+        bare = bare_char((unsigned char)s[i]);
+    if (bare && n < size) {
+        memcpy(out, s, n + 1);
+        tp__utf8_repair(out);
+        return out;
+    }
+    size_t o = 0;
+    out[o++] = '"';
+    size_t i = 0;
+    /* Each byte takes at most 4 (\xNN); room is kept for '...' and '"'. */
+    for (; i < n && o + 4 + 5 < size; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            static const char hex[] = "0123456789abcdef";
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    if (i < n) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    tp__utf8_repair(out); /* a cut inside a UTF-8 sequence */
+    return out;
+}
 
 void
 tp__log(const tp__logger *lg, int level, const char *fmt, ...)

@@ -198,9 +198,12 @@ class HttpResponse:
 class Client:
     """One raw TCP connection to the server."""
 
-    def __init__(self, port, host="127.0.0.1", deadline=DEADLINE):
+    def __init__(self, port, host="127.0.0.1", deadline=DEADLINE, source=None):
         self.deadline = deadline
-        self.sock = socket.create_connection((host, port), timeout=deadline)
+        # source: the local address to connect from (another loopback address, 127.0.0.2,
+        # is another client to the server).
+        self.sock = socket.create_connection((host, port), timeout=deadline,
+                                             source_address=(source, 0) if source else None)
         # One send() is one TCP segment: pieces stay pieces.
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = port

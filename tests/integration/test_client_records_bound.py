@@ -4,7 +4,7 @@ cycling client ids (a new id per connection, writes under each) keeps at most
 client's resend is still answered from memory after a restart; another tenant is
 answered meanwhile, and loading the tenant after a restart is quick.
 
-TP_LIMITS_STRESS=1 (make test-limits-core-stress) runs the issue's figures: 1024 client ids
+TP_LIMITS_STRESS=1 (make test-limits-stress) runs the issue's figures: 1024 client ids
 (the client_records default) with 256 writes each, under the default 1 MiB."""
 
 import asyncio

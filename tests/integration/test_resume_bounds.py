@@ -4,7 +4,7 @@ sends stay bounded, and another tenant's ping is answered meanwhile); a resume t
 more models than the tenant can see (and 256 more) is refused with `bad_request`; a
 resume on a live connection takes a write token.
 
-TP_LIMITS_STRESS=1 (make test-limits-core-stress) repeats the attack on many connections
+TP_LIMITS_STRESS=1 (make test-limits-stress) repeats the attack on many connections
 at once."""
 
 import collections

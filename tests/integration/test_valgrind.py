@@ -83,6 +83,62 @@ class Valgrind(DaemonTestCase):
         d.check_log()
 
 
+    def test_limits_under_memcheck(self):
+        """Issue 11's refusals and closes under memcheck: an injected header line (400), an
+        ambiguous key (400), a forged log field, per-address connections (429) and pending
+        handshakes (closed at accept), a trusted proxy's header, an unfinished message past
+        its deadline (1008) and past the server-wide bytes (1013)."""
+        import socket
+        import time
+        import rawws
+        self.assertIsNotNone(shutil.which("valgrind"), "valgrind is required for this test")
+        cfg = doc_config(storage={"memory": True},
+                         limits={"max_connections_per_address": 2,
+                                 "max_pending_handshakes_per_address": 3,
+                                 "message_timeout_ms": 4000, "max_unfinished_bytes": 8192},
+                         trusted_proxies=["127.0.0.2"], client_address_header="X-Real-IP")
+        d = self.start_daemon(cfg, wrapper=VALGRIND, start_timeout=SLOW_TIMEOUT,
+                              stop_timeout=SLOW_TIMEOUT)
+        T = SLOW_TIMEOUT
+        for path in ("/ws/bob%0aOrigin:%20x", "/ws/%2562ob"):
+            with rawws.Client(d.port, deadline=T) as c:
+                self.assertEqual(c.handshake(path).status, 400)
+        a = rawws.Client(d.port, deadline=T)
+        a.open("/ws/alice%20tenant=bob")
+        b = rawws.Client(d.port, deadline=T)
+        b.open("/ws/alice")
+        with rawws.Client(d.port, deadline=T) as c:
+            self.assertEqual(c.handshake("/ws/bob").status, 429)
+        with rawws.Client(d.port, deadline=T, source="127.0.0.2") as c:
+            self.assertEqual(c.handshake("/ws/bob", headers=[("X-Real-IP", "203.0.113.9")])
+                             .status, 101)
+        held = [socket.create_connection(("127.0.0.1", d.port), timeout=T) for _ in range(3)]
+        extra = socket.create_connection(("127.0.0.1", d.port), timeout=T)
+        self.assertEqual(extra.recv(1), b"")
+        extra.close()
+        for s in held:
+            s.close()
+        # 8 KiB of unfinished messages at most: a's 4 KiB buffer, then b's does not fit.
+        a.send_frame(rawws.OP_TEXT, b'{"type":"ping",' + b" " * 3000, fin=False)
+        time.sleep(0.5)  # a's fragment is read first (well inside its 4 s)
+        b.send_frame(rawws.OP_TEXT, b'{"type":' + b" " * 5000, fin=False)
+        b.expect_close(1013, timeout=T)
+        a.expect_close(1008, timeout=T)
+        for c in (a, b):
+            c.close()
+        d.wait_log(r"disconnect tenant=\"alice tenant=bob\" conn=c\d+ code=1008", timeout=T)
+        d.send_signal(15)
+        code = d.wait()
+        log = d.log()
+        self.assertEqual(code, 0, log)
+        self.assertIn("Memcheck", log)
+        self.assertRegex(log, r"ERROR SUMMARY: 0 errors from 0 contexts", log)
+        for kind in ("definitely", "indirectly", "possibly"):
+            m = re.search(kind + r" lost: ([\d,]+) bytes", log)
+            if m:
+                self.assertEqual(m.group(1), "0", log)
+        d.check_log()
+
     def test_config_error_under_memcheck(self):
         require_daemon(self)
         # A refused config frees what it built: exit 2 (99 would be a memcheck error).

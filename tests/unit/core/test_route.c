@@ -25,6 +25,21 @@ Test(route, parameters_are_whole_segments_decoded)
     tp__route_free(r);
 }
 
+Test(route, a_decoded_path_is_not_decoded_again)
+{
+    /* libwebsockets hands the server a decoded path: "/ws/%2562ob" arrives
+     * as "/ws/%62ob", whose parameter is "%62ob", not "bob". */
+    tp__route *r = route("/t/{org}/{tenant}");
+    tp_request *req = tp_request_new("/");
+    cr_assert_eq(tp__route_match_decoded(r, "/t/a b/%62ob", req), TP_OK);
+    cr_assert_str_eq(tp_request_path_param(req, "org"), "a b");
+    cr_assert_str_eq(tp_request_path_param(req, "tenant"), "%62ob");
+    cr_assert_eq(tp__route_match_decoded(r, "/t/acme", req), TP_ENOTFOUND);
+    cr_assert_eq(tp__route_match_decoded(r, "/t//bob", req), TP_ENOTFOUND);
+    tp_request_free(req);
+    tp__route_free(r);
+}
+
 Test(route, matching_is_exact)
 {
     tp__route *r = route("/t/{org}/{tenant}");

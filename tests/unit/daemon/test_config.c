@@ -180,7 +180,8 @@ Test(config, storage_is_memory_or_sqlite)
     refused(WITH_DOC(",\"storage\":{\"sqlite\":\"\"}"),
             "demo.json: storage.sqlite: expected a file name, got \"\"");
     refused(WITH_DOC(",\"storage\":{\"sqlite\":\"no/such/dir/x.db\"}"),
-            "demo.json: storage.sqlite: sqlite: open \"no/such/dir/x.db\": unable to open database file");
+            "demo.json: storage.sqlite: sqlite: open \"no/such/dir/x.db\": unable to open database "
+            "file");
     refused(WITH_DOC(",\"storage\":{\"sqlite\":1}"),
             "demo.json: storage.sqlite: expected a string, got integer");
     refused(WITH_DOC(",\"storage\":{\"memory\":false}"),
@@ -314,6 +315,54 @@ Test(config, every_limit_lands_where_it_belongs)
     cr_assert_str_eq(s->listen, "127.0.0.1:0");
     cr_assert_str_eq(s->route, "/t/{tenant}/ws");
     tp__daemon_free(d);
+}
+
+Test(config, per_address_limits_and_unfinished_messages)
+{
+    tp__daemon *d = built(WITH_DOC(",\"limits\":{\"max_connections_per_address\":5,"
+                                   "\"max_pending_handshakes_per_address\":6,"
+                                   "\"message_timeout_ms\":700,"
+                                   "\"max_unfinished_bytes\":1099511627776}"));
+    const tp_server_config *s = &d->cfg.server;
+    cr_assert_eq(s->max_connections_per_address, 5);
+    cr_assert_eq(s->max_pending_handshakes_per_address, 6);
+    cr_assert_eq(s->message_timeout_ms, 700);
+    cr_assert_eq(s->max_unfinished_bytes, (size_t)1 << 40);
+    cr_assert_null(s->trusted_proxies);
+    cr_assert_null(s->client_address_header);
+    tp__daemon_free(d);
+    refused(WITH_DOC(",\"limits\":{\"max_connections_per_address\":0}"),
+            "demo.json: limits.max_connections_per_address: 0 is out of range (1 to 1000000)");
+    refused(WITH_DOC(",\"limits\":{\"message_timeout_ms\":\"1s\"}"),
+            "demo.json: limits.message_timeout_ms: expected an integer, got string");
+    refused(WITH_DOC(",\"limits\":{\"max_unfinished_bytes\":1099511627777}"),
+            "demo.json: limits.max_unfinished_bytes: 1099511627777 is out of range (1 to "
+            "1099511627776)");
+}
+
+Test(config, trusted_proxies_and_the_client_address_header)
+{
+    tp__daemon *d = built(WITH_DOC(",\"trusted_proxies\":[\"10.0.0.0/8\",\"::1\"],"
+                                   "\"client_address_header\":\"X-Forwarded-For\""));
+    const tp_server_config *s = &d->cfg.server;
+    cr_assert_str_eq(s->trusted_proxies[0], "10.0.0.0/8");
+    cr_assert_str_eq(s->trusted_proxies[1], "::1");
+    cr_assert_null(s->trusted_proxies[2]);
+    cr_assert_str_eq(s->client_address_header, "X-Forwarded-For");
+    tp__daemon_free(d);
+    refused(WITH_DOC(",\"trusted_proxies\":[\"10.0.0.0/8\"]"),
+            "demo.json: trusted_proxies: needs client_address_header (the header the proxies "
+            "write)");
+    refused(WITH_DOC(",\"client_address_header\":\"X-Real-IP\""),
+            "demo.json: client_address_header: needs trusted_proxies (whose header alone is "
+            "believed)");
+    refused(WITH_DOC(",\"trusted_proxies\":[],\"client_address_header\":\"X-Real-IP\""),
+            "demo.json: trusted_proxies: empty: leave trusted_proxies out when there is no proxy");
+    refused(WITH_DOC(",\"trusted_proxies\":[\"10.0.0.0/33\"],\"client_address_header\":\"X\""),
+            "demo.json: trusted_proxies[0]: \"10.0.0.0/33\" is not an IP address or a CIDR "
+            "block (\"10.0.0.0/8\")");
+    refused(WITH_DOC(",\"trusted_proxies\":[\"::1\"],\"client_address_header\":\"X F\""),
+            "demo.json: client_address_header: \"X F\" is not a header name");
 }
 
 /* ---- Schemas and models ---- */

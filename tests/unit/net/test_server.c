@@ -48,9 +48,9 @@ setup(void)
     tp_session *alice = tp_hub_tenant(hub, "alice");
     cr_assert_not_null(tp_session_host_as(alice, "notes", doc, "{\"title\":\"Alice notes\"}", &err),
                        "%s", err.message);
-    cr_assert_not_null(tp_hub_share_as(hub, "roadmap", doc, "{\"title\":\"Roadmap\"}",
-                                       &tp_lww_map_crdt, &err),
-                       "%s", err.message);
+    cr_assert_not_null(
+        tp_hub_share_as(hub, "roadmap", doc, "{\"title\":\"Roadmap\"}", &tp_lww_map_crdt, &err),
+        "%s", err.message);
     cr_assert_eq(tp_hub_subscribe(hub, "alice", "roadmap", TP_WRITE), TP_OK);
 }
 
@@ -295,6 +295,29 @@ Test(server, refuses_bad_listen_and_route)
     cr_assert(strncmp(err.message, "route: ", 7) == 0, "%s", err.message);
 }
 
+Test(server, refuses_bad_trusted_proxies)
+{
+    tp_error err;
+    tp_server_config sc = {0};
+    sc.listen = "127.0.0.1:0";
+    const char *const proxies[] = {"10.0.0.0/8", "x", NULL};
+    sc.trusted_proxies = proxies;
+    cr_assert_null(tp_server_new(hub, &sc, &err));
+    cr_assert_str_eq(err.message,
+                     "trusted_proxies and client_address_header: give both or neither");
+    sc.client_address_header = "X-Forwarded-For";
+    cr_assert_null(tp_server_new(hub, &sc, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert_str_eq(err.message, "trusted_proxies[1]: \"x\" is not an address or CIDR block");
+    sc.trusted_proxies = proxies + 2; /* empty */
+    cr_assert_null(tp_server_new(hub, &sc, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    sc.trusted_proxies = proxies;
+    sc.client_address_header = "X Forwarded";
+    cr_assert_null(tp_server_new(hub, &sc, &err));
+    cr_assert_str_eq(err.message, "client_address_header: not a header name");
+}
+
 Test(server, reports_an_address_in_use)
 {
     start(0);
@@ -420,8 +443,9 @@ Test(server, stop_closes_every_connection_with_1001_after_pending_frames)
     json_decref(ws_until(a, "synced"));
     json_decref(ws_until(b, "synced"));
     /* A write and the stop in one go: b must get the patch, then 1001. */
-    ws_send(a, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"x\"},"
-               "\"ref\":1}");
+    ws_send(a,
+            "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"x\"},"
+            "\"ref\":1}");
     json_decref(ws_until(a, "ack"));
     tp_server_stop(server);
     json_decref(ws_until(b, "patch"));
@@ -478,8 +502,9 @@ Test(server, healthz_metrics_and_refusals)
 
     int ws = ws_open("/ws/alice");
     json_decref(ws_until(ws, "synced"));
-    ws_send(ws, "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"roadmap\",\"patch\":{\"title\":3},"
-                "\"ref\":1}");
+    ws_send(ws,
+            "{\"type\":\"write\",\"scope\":\"shared\",\"id\":\"roadmap\",\"patch\":{\"title\":3},"
+            "\"ref\":1}");
     json_t *e = ws_until(ws, "error");
     cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "invalid");
     json_decref(e);
@@ -573,12 +598,14 @@ Test(server, flush_ms_gathers_patches_into_one_write)
     /* Two writes from two connections, 50 ms apart, inside one flush
      * window: b gets both patches in one frame (without flush_ms the first
      * would leave at the end of its own loop iteration). */
-    ws_send(a, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"1\"},"
-               "\"ref\":1}");
+    ws_send(a,
+            "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"1\"},"
+            "\"ref\":1}");
     struct timespec gap = {0, 50 * 1000000};
     nanosleep(&gap, NULL);
-    ws_send(c, "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"2\"},"
-               "\"ref\":1}");
+    ws_send(c,
+            "{\"type\":\"write\",\"scope\":\"private\",\"id\":\"notes\",\"patch\":{\"body\":\"2\"},"
+            "\"ref\":1}");
     cr_assert_eq(frame_messages(b), 2, "both patches in one frame");
     ws_close(a);
     ws_close(b);
