@@ -244,7 +244,7 @@ tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text, tp
                       jerr.line, jerr.column);
         return NULL;
     }
-    json_t *v = tp__json_strip_nulls(parsed);
+    json_t *v = tp__schema_strip_nulls(schema, NULL, parsed);
     json_decref(parsed);
     if (v == NULL) {
         tp__error_set(err, TP_ENOMEM, "out of memory");

@@ -9,6 +9,8 @@
 #ifndef TP_CORE_SCHEMA_H
 #define TP_CORE_SCHEMA_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 #include "transports.h"
@@ -56,5 +58,24 @@ int tp__schema_validate_member(const tp_schema *schema, const char *key, const j
  * has just parsed.
  */
 int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
+
+/*
+ * Nulls. A required member whose schema accepts null and has no default
+ * (pydantic's required Optional[X]) holds null as a value: it is kept in
+ * stored values, and its absence is an error. Every other null object
+ * member means "absent" and is never stored (docs/protocol.md, "Values").
+ *
+ * tp__schema_strip_nulls returns v without its null object members, at
+ * any depth, except those values: for the whole value (key NULL) or for
+ * the top-level member `key`. tp__schema_merge is RFC 7396's MergePatch of
+ * a top-level member (was may be NULL), stripped the same way, in which a
+ * patch's null sets such a member to null instead of deleting it.
+ * tp__schema_keeps_null says whether the top-level member `key` is one.
+ * The first two return a new reference, or NULL when out of memory.
+ */
+json_t *tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value);
+json_t *tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was,
+                         json_t *patch);
+bool tp__schema_keeps_null(const tp_schema *schema, const char *key);
 
 #endif /* TP_CORE_SCHEMA_H */
