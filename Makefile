@@ -14,12 +14,17 @@
 #               not part of make test
 #   make test-client-stress  the client's tests with the long stress (five in-process server
 #               restarts under 1500 writes a writer); not part of make test
+#   make test-pydantic  runs tests/cases/pydantic/check.py: every value the library acks for
+#               the 47 models, read back and validated by pydantic itself (needs pydantic 2 in
+#               PYDANTIC_PYTHON, default python3); not part of make test, which replays the
+#               committed read-backs without pydantic
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYDANTIC_PYTHON ?= python3
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress test-pydantic bench fuzz install clean format
 
 all: build
 
@@ -61,10 +66,14 @@ test-client-stress: build
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
+test-pydantic: build
+	$(PYDANTIC_PYTHON) tests/cases/pydantic/check.py --build build
+
 # A quick run: core_bench, then bench/run.sh --quick (W1 and W3 against transportsd, the floor
 # and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
 bench: build
 	./build/bench/core_bench --quick
+	./build/bench/pattern_bench --quick
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
