@@ -438,7 +438,7 @@ duration_ok(const char *s, size_t len)
         parts++;
         i++;
     }
-    return parts > 0 && days <= 999999998.0;
+    return parts > 0 && days <= 999999999.0;
 }
 
 /* local@domain: a dot-atom local part of at most 64 bytes, a domain of at

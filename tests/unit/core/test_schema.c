@@ -959,3 +959,106 @@ Test(schema, validation_does_not_allocate)
     tpt_free_dirs(dirs, n);
     cr_assert_geq(checked, 40);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Formats pydantic writes (schema_format.c)                                 */
+/* ------------------------------------------------------------------------ */
+
+static int
+format_ok(const char *format, const char *value, int max_length)
+{
+    json_t *doc = json_pack("{s:s, s:{s:{s:s, s:s}}}", "type", "object", "properties", "s", "type",
+                            "string", "format", format);
+    if (max_length > 0)
+        json_object_set_new(json_object_get(json_object_get(doc, "properties"), "s"), "maxLength",
+                            json_integer(max_length));
+    char *text = json_dumps(doc, 0);
+    tp_error err = {0, ""};
+    tp_schema *s = tp_schema_new(text, &err);
+    cr_assert_not_null(s, "%s", err.message);
+    int ok = matches(s, value);
+    tp_schema_free(s);
+    free(text);
+    json_decref(doc);
+    return ok;
+}
+
+Test(schema, pydantic_formats)
+{
+    static const struct {
+        const char *format, *value;
+        int max_length, ok;
+    } cases[] = {
+        /* EmailStr (email-validator's rules, a subset) */
+        {"email", "a.b+c@example.com", 0, 1},
+        {"email", "x@sub.example.co.uk", 0, 1},
+        {"email", "a..b@example.com", 0, 0},
+        {"email", ".a@example.com", 0, 0},
+        {"email", "a@example", 0, 0},
+        {"email", "a@localhost", 0, 0},
+        {"email", "a@b.test", 0, 0},
+        {"email", "a@-b.com", 0, 0},
+        {"email", "a@b.123", 0, 0},
+        {"email", "a b@c.com", 0, 0},
+        {"email", "Name <a@b.com>", 0, 0},
+        {"email", "\xc3\xa9@b.com", 0, 0},
+        /* IPv6Address */
+        {"ipv6", "::", 0, 1},
+        {"ipv6", "1:2:3:4:5:6:7:8", 0, 1},
+        {"ipv6", "1::8", 0, 1},
+        {"ipv6", "::ffff:1.2.3.4", 0, 1},
+        {"ipv6", "1:2:3:4:5:6:1.2.3.4", 0, 1},
+        {"ipv6", "fe80::1%eth0", 0, 1},
+        {"ipv6", "1:2:3:4:5:6:7:8:9", 0, 0},
+        {"ipv6", "1::2::3", 0, 0},
+        {"ipv6", ":1:2:3:4:5:6:7", 0, 0},
+        {"ipv6", "1:2:3:4:5:6:7::", 0, 1},
+        {"ipv6", "1:2:3:4:5:6:7:8::", 0, 0},
+        {"ipv6", "12345::", 0, 0},
+        {"ipv6", "fe80::1%", 0, 0},
+        {"ipv6", "1.2.3.4", 0, 0},
+        /* IPv4Address, IPvAnyAddress */
+        {"ipv4", "255.255.255.255", 0, 1},
+        {"ipv4", "256.0.0.1", 0, 0},
+        {"ipv4", "1.2.3.04", 0, 0},
+        {"ipv4", "1.2.3", 0, 0},
+        {"ipvanyaddress", "::1", 0, 1},
+        {"ipvanyaddress", "10.0.0.1", 0, 1},
+        {"ipvanyaddress", "10.0.0.1/8", 0, 0},
+        /* AnyUrl, HttpUrl (maxLength 2083) */
+        {"uri", "https://example.com/a?b=c#d", 0, 1},
+        {"uri", "mailto:someone@example.com", 0, 1},
+        {"uri", "postgres://u:p@db:5432/x", 0, 1},
+        {"uri", "file:///etc/hosts", 0, 1},
+        {"uri", "http://", 0, 0},
+        {"uri", "http:x", 0, 0},
+        {"uri", "//x.com", 0, 0},
+        {"uri", "http://a b.com", 0, 0},
+        {"uri", "http://a.com/%zz", 0, 0},
+        {"uri", "http://a.999", 0, 0},
+        {"uri", "http://1.2.3.4:65535/", 0, 1},
+        {"uri", "http://1.2.3.4:65536/", 0, 0},
+        {"uri", "http://[::1]/", 0, 1},
+        {"uri", "http://xn--nxasmq6b.com/", 0, 0},
+        {"uri", "ftp://files.example.com", 2083, 0},
+        {"uri", "https://example.com", 2083, 1},
+        /* timedelta */
+        {"duration", "P1D", 0, 1},
+        {"duration", "-PT1.5S", 0, 1},
+        {"duration", "P1Y2M3W4DT5H6M7S", 0, 1},
+        {"duration", "P0.5D", 0, 1},
+        {"duration", "P", 0, 0},
+        {"duration", "PT", 0, 0},
+        {"duration", "P1DT", 0, 0},
+        {"duration", "P1H", 0, 0},
+        {"duration", "PT1D", 0, 0},
+        {"duration", "P1M1Y", 0, 0},
+        {"duration", "P999999999D", 0, 1},
+        {"duration", "P1000000000D", 0, 0},
+        {"duration", "P2739726Y", 0, 1},
+        {"duration", "P2739727Y", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        cr_expect_eq(format_ok(cases[i].format, cases[i].value, cases[i].max_length), cases[i].ok,
+                     "%s \"%s\"", cases[i].format, cases[i].value);
+}
