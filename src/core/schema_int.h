@@ -54,8 +54,10 @@ enum tp__sformat {
 #define TP__PATTERN_MAX 4096
 #define TP__PATTERN_NEST 64
 /* The time every pattern check of one validation may take together, in
- * nanoseconds; a check that would go past it fails (docs/internals/schema.md). */
-#define TP__PATTERN_BUDGET_NS 20000000ULL
+ * nanoseconds: one window of it, then a second in which the thread ran at
+ * least half the time (schema_pattern.c); a check that would go past it
+ * fails (docs/internals/schema.md). */
+#define TP__PATTERN_BUDGET_NS 15000000ULL
 
 struct schema_node;
 

@@ -15,8 +15,9 @@
  *     PCRE2 calls back before every item it tries; every 16th callout reads
  *     the monotonic clock and stops the match once the budget of the
  *     validation running (TP__PATTERN_BUDGET_NS, shared by every pattern
- *     check of one write) is spent. Between two callouts PCRE2 does at most
- *     one item's work, a scan of the string;
+ *     check of one write) is spent, twice over if the thread was preempted
+ *     (expired() below). Between two callouts PCRE2 does at most one item's
+ *     work, a scan of the string;
  *   - PCRE2's match limit (backtracking), depth and heap limits (the
  *     interpreter), and a fixed JIT stack;
  * and a check that reaches any of them fails: the write is refused as
@@ -46,6 +47,8 @@
 #define JIT_STACK_MAX (1024u * 1024u)
 /* The clock is read every this many callouts (a power of two). */
 #define CLOCK_EVERY 16u
+/* At most this many windows of the budget (see expired). */
+#define WINDOWS 8u
 
 struct schema_rx {
     pcre2_general_context *gctx;
@@ -56,7 +59,9 @@ struct schema_rx {
     uint64_t deadline; /* ns on the monotonic clock; 0 when no budget runs */
     unsigned nest;     /* tp__schema_budget_begin depth */
     unsigned calls;
-    bool spent; /* the running budget is spent: later checks fail at once */
+    unsigned windows; /* windows of the budget begun (see expired) */
+    uint64_t cpu0;    /* the thread's CPU clock when the last window began */
+    bool spent;       /* the running budget is spent: later checks fail at once */
 };
 
 struct schema_re {
@@ -86,6 +91,38 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static uint64_t
+cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * The monotonic deadline passed. A thread the system preempted must not
+ * take it for a slow pattern, but the thread's CPU clock costs a system
+ * call (microseconds), too much to read on every check. So the first
+ * window only reads the monotonic clock; when it runs out, the CPU clock
+ * is read and a second window starts, which ends the match only if the
+ * thread ran at least half of it (up to WINDOWS windows, if the thread
+ * keeps being preempted).
+ */
+static bool
+expired(struct schema_rx *rx)
+{
+    uint64_t cpu = cpu_ns();
+    if (rx->windows > 0 &&
+        (cpu - rx->cpu0 >= TP__PATTERN_BUDGET_NS / 2 || rx->windows >= WINDOWS)) {
+        rx->spent = true;
+        return true;
+    }
+    rx->windows++;
+    rx->cpu0 = cpu;
+    rx->deadline = now_ns() + TP__PATTERN_BUDGET_NS;
+    return false;
+}
+
 static int
 on_callout(pcre2_callout_block *block, void *data)
 {
@@ -93,10 +130,18 @@ on_callout(pcre2_callout_block *block, void *data)
     (void)block;
     if ((++rx->calls & (CLOCK_EVERY - 1)) != 0)
         return 0;
-    if (now_ns() <= rx->deadline)
+    if (now_ns() <= rx->deadline || !expired(rx))
         return 0;
-    rx->spent = true;
     return PCRE2_ERROR_CALLOUT;
+}
+
+/* No budget running. */
+static void
+reset(struct schema_rx *rx)
+{
+    rx->deadline = 0;
+    rx->windows = 0;
+    rx->spent = false;
 }
 
 struct schema_rx *
@@ -189,10 +234,8 @@ tp__schema_pattern_compile(struct schema_rx *rx, const char *src, size_t len,
      * here and not by a validation (which allocates nothing). */
     rx->deadline = rx->deadline ? rx->deadline : now_ns() + TP__PATTERN_BUDGET_NS;
     int rc = pcre2_match(re, (PCRE2_SPTR) "", 0, 0, 0, rx->md, rx->mctx);
-    if (rx->nest == 0) {
-        rx->deadline = 0;
-        rx->spent = false;
-    }
+    if (rx->nest == 0)
+        reset(rx);
     if (rc == PCRE2_ERROR_NOMEMORY) {
         tp__schema_pattern_free(r);
         return TP_ENOMEM;
@@ -219,11 +262,8 @@ tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len)
     if (rx->deadline == 0)
         rx->deadline = now_ns() + TP__PATTERN_BUDGET_NS;
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, rx->md, rx->mctx);
-    if (rx->nest == 0) {
-        /* Not inside a validation: this check had the budget to itself. */
-        rx->deadline = 0;
-        rx->spent = false;
-    }
+    if (rx->nest == 0)
+        reset(rx); /* not inside a validation: this check had the budget to itself */
     if (rc >= 0)
         return TP__RE_YES;
     if (rc == PCRE2_ERROR_NOMATCH)
@@ -237,20 +277,16 @@ void
 tp__schema_budget_begin(const tp_schema *schema)
 {
     struct schema_rx *rx = schema->rx;
-    if (rx != NULL && rx->nest++ == 0) {
-        /* Set on the first check, so a value without patterned strings never
-         * reads the clock. */
-        rx->deadline = 0;
-        rx->spent = false;
-    }
+    /* The deadline is set on the first check, so a value without
+     * patterned strings never reads the clock. */
+    if (rx != NULL && rx->nest++ == 0)
+        reset(rx);
 }
 
 void
 tp__schema_budget_end(const tp_schema *schema)
 {
     struct schema_rx *rx = schema->rx;
-    if (rx != NULL && rx->nest > 0 && --rx->nest == 0) {
-        rx->deadline = 0;
-        rx->spent = false;
-    }
+    if (rx != NULL && rx->nest > 0 && --rx->nest == 0)
+        reset(rx);
 }

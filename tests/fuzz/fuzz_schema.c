@@ -212,8 +212,12 @@ try_write(state *st, const json_t *target, int rc, const char *message)
     const char *code = json_string_value(json_object_get(answer, "code"));
     const char *got = json_string_value(json_object_get(answer, "message"));
     char *tt = tpf_dump(target);
+    /* A verdict cut by the pattern budget depends on the machine's load:
+     * the two validations need not agree then. */
+    bool timing = strstr(message, "took too long") != NULL ||
+                  (got != NULL && strstr(got, "took too long") != NULL);
     if (type != NULL && strcmp(type, "ack") == 0) {
-        if (rc != TP_OK)
+        if (rc != TP_OK && !timing)
             tpf_fail("a write was acked, but the value it makes is invalid (%s): %s", message, tt);
         json_t *now = get_value(st->session, st->id);
         if (!json_equal(now, target)) {
@@ -225,12 +229,12 @@ try_write(state *st, const json_t *target, int rc, const char *message)
     } else {
         TPF_CHECK(type != NULL && strcmp(type, "error") == 0 && code != NULL && got != NULL,
                   "a write answered with neither ack nor error");
-        if (rc == TP_OK)
+        if (rc == TP_OK && !timing)
             tpf_fail("a write was refused (%s: %s), but the value it makes is valid: %s", code, got,
                      tt);
         TPF_CHECK(strcmp(code, "invalid") == 0, "a write refused with %s: %s", code, got);
         /* One member changed: the member's check speaks as the whole's. */
-        if (changed == 1 && strcmp(got, message) != 0)
+        if (changed == 1 && !timing && strcmp(got, message) != 0)
             tpf_fail("one member changed: the write says \"%s\", the whole value \"%s\": %s", got,
                      message, tt);
     }

@@ -503,13 +503,23 @@ Test(schema, regex_compile_error_is_a_load_error)
                      "properties.s.pattern: write \\u{...} for \"\\x{...}\" (at offset 0)");
 }
 
+/* The time of this thread since t0 (CLOCK_THREAD_CPUTIME_ID): a machine
+ * busy with other work must not fail the bounds below. */
 static double
 elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
+
+/* The bound of issue 12: 50 ms of checking per value, whatever the
+ * pattern; sanitizers make each step slower between two clock reads. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_BOUND_MS 150.0
+#else
+#define CHECK_BOUND_MS 50.0
+#endif
 
 /* Issue 11, item 7: 50 stacked stars took 9.6 s to compile. Compiling is
  * now bounded by length and nesting, and fast. */
@@ -536,7 +546,7 @@ Test(schema, pathological_patterns_compile_fast_or_are_refused)
     for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
         struct timespec t0;
         tp_error err = {0, ""};
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
         tp_schema *s = pattern_schema(loads[i], &err);
         double ms = elapsed_ms(&t0);
         cr_assert_not_null(s, "%s: %s", loads[i], err.message);
@@ -556,7 +566,7 @@ Test(schema, pathological_patterns_compile_fast_or_are_refused)
 
 /*
  * The worst patterns on the longest strings: every check ends within the
- * budget (20 ms of pattern time for one validation) and refuses the value
+ * budget (15 ms of pattern time for one validation, twice) and refuses the value
  * with a message saying so. glibc's regexec took 9.5 s for the first one at
  * 40 000 characters.
  */
@@ -576,10 +586,10 @@ Test(schema, pattern_checks_are_bounded_in_time)
         cr_assert_not_null(s, "%s: %s", worst[i], err.message);
         json_t *v = json_pack("{s:s}", "s", str);
         struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
         int rc = tp__schema_validate(s, v, &err);
         double ms = elapsed_ms(&t0);
-        cr_assert_lt(ms, 50.0, "%s on 1 MB took %.1f ms", worst[i], ms);
+        cr_assert_lt(ms, CHECK_BOUND_MS, "%s on 1 MB took %.1f ms", worst[i], ms);
         cr_assert_eq(rc, TP_EINVALID, "%s", worst[i]);
         json_decref(v);
         tp_schema_free(s);
@@ -595,11 +605,11 @@ Test(schema, pattern_checks_are_bounded_in_time)
         json_array_append_new(list, json_string(str));
     json_t *v = json_pack("{s:o}", "l", list);
     struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
     int rc = tp__schema_validate(s, v, &err);
     double ms = elapsed_ms(&t0);
     cr_assert_eq(rc, TP_EINVALID);
-    cr_assert_lt(ms, 50.0, "200 strings took %.1f ms", ms);
+    cr_assert_lt(ms, CHECK_BOUND_MS, "200 strings took %.1f ms", ms);
     cr_assert(strstr(err.message, "took too long to match against the pattern") != NULL, "%s",
               err.message);
     cr_assert(strncmp(err.message, "l[", 2) == 0, "%s", err.message);
