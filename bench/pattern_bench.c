@@ -6,7 +6,8 @@
  *       schemas ran on until issue 12: POSIX ERE, C.UTF-8), measured here
  *       on the POSIX form of each pattern, skipped once one size took more
  *       than --cap seconds (its time only grows); "after" is a whole
- *       validation through the schema (PCRE2, JIT, the 20 ms budget);
+ *       validation through the schema (PCRE2, JIT, the 15 ms budget), wall
+ *       time and the thread's CPU time;
  *   (b) ordinary patterns on ordinary strings: nanoseconds per check,
  *       glibc's regexec against a validation of a one-member value.
  *

@@ -10,7 +10,7 @@
  *   - tp_schema_validate answers TP_OK, TP_EINVALID or TP_EBADREQUEST
  *     (exactly when jansson cannot parse the text), with a message;
  *   - every validation ends within a second, whatever the patterns (they
- *     run under a time budget of 20 ms and PCRE2's limits);
+ *     run under a time budget of 15 ms, twice, and PCRE2's limits);
  *   - a null object member reads as absent, but for a required member whose
  *     schema takes null (pydantic's required Optional[X]), whose null is a
  *     value: a value and the value without its other null members
