@@ -1,6 +1,7 @@
 #!/bin/sh
 # Each layer includes only its own headers and those of the layers above it
-# (DESIGN.md, "Layers"): util is libc only, core adds jansson, store adds
+# (DESIGN.md, "Layers"): util is libc only, core adds jansson and PCRE2 (schema
+# patterns: src/core/schema_pattern.c), store adds
 # SQLite, net adds libwebsockets. A stray include fails this test.
 set -eu
 root=$1
@@ -15,7 +16,7 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'jansson|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
+check util 'jansson|pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
 check core 'sqlite3|libwebsockets|store/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
 check store 'libwebsockets|net/|client/|daemon/|cli/'
 check net 'client/|daemon/|cli/'
