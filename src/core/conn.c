@@ -8,6 +8,7 @@
 
 #include "core/hub.h"
 #include "core/patch.h"
+#include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -490,9 +491,12 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     }
     tp__change ch = {0};
     int64_t from = m->rev;
+    /* One pattern budget for the whole write, whatever its members. */
+    tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, patch, &stamp, c, &ch, &err);
     if (rc == 0)
         rc = tp__model_commit(m, &ch, c, shared ? NULL : c, &err);
+    tp__schema_budget_end(m->schema);
     tp__change_free(&ch);
     if (rc < 0) {
         tp__buf_unref(ack);

@@ -73,6 +73,17 @@ int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
  * tp__schema_keeps_null says whether the top-level member `key` is one.
  * The first two return a new reference, or NULL when out of memory.
  */
+/*
+ * tp__schema_budget_begin and _end bracket one write: every pattern check
+ * between them shares one time budget (TP__PATTERN_BUDGET_NS, twice when
+ * the thread was preempted), so a value with many strings, or a patch with
+ * many members, cannot take it many times over. A check outside any
+ * bracket has a budget of its own. They nest; validations bracket
+ * themselves.
+ */
+void tp__schema_budget_begin(const tp_schema *schema);
+void tp__schema_budget_end(const tp_schema *schema);
+
 json_t *tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value);
 json_t *tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was,
                          json_t *patch);

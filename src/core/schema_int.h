@@ -256,15 +256,6 @@ enum { TP__RE_NO = 0, TP__RE_YES = 1, TP__RE_LIMIT = -1 };
  */
 int tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len);
 
-/*
- * tp__schema_budget_begin and _end bracket one validation: every pattern
- * check between them shares one time budget (TP__PATTERN_BUDGET_NS), so a
- * value with many strings cannot take it many times over. A check outside
- * any bracket has a budget of its own. They nest.
- */
-void tp__schema_budget_begin(const tp_schema *schema);
-void tp__schema_budget_end(const tp_schema *schema);
-
 /* ------------------------------------------------------------------------ */
 /* Formats and decimals (schema_format.c)                                    */
 /* ------------------------------------------------------------------------ */

@@ -276,7 +276,7 @@ tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len)
 void
 tp__schema_budget_begin(const tp_schema *schema)
 {
-    struct schema_rx *rx = schema->rx;
+    struct schema_rx *rx = schema != NULL ? schema->rx : NULL;
     /* The deadline is set on the first check, so a value without
      * patterned strings never reads the clock. */
     if (rx != NULL && rx->nest++ == 0)
@@ -286,7 +286,7 @@ tp__schema_budget_begin(const tp_schema *schema)
 void
 tp__schema_budget_end(const tp_schema *schema)
 {
-    struct schema_rx *rx = schema->rx;
+    struct schema_rx *rx = schema != NULL ? schema->rx : NULL;
     if (rx != NULL && rx->nest > 0 && --rx->nest == 0)
         reset(rx);
 }

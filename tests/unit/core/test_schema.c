@@ -1072,3 +1072,59 @@ Test(schema, pydantic_formats)
         cr_expect_eq(format_ok(cases[i].format, cases[i].value, cases[i].max_length), cases[i].ok,
                      "%s \"%s\"", cases[i].format, cases[i].value);
 }
+
+/* The budget covers a whole write: a patch of many members, each a string
+ * that passes after a few milliseconds of matching, is refused once their
+ * sum reaches the budget, not acked after many budgets. */
+Test(schema, one_budget_for_a_whole_write)
+{
+    tp_error err = {0, ""};
+    tp_schema *s = schema_from("{\"type\":\"object\",\"additionalProperties\":"
+                               "{\"type\":\"string\",\"pattern\":\"(?=a*a*[bc])\"}}");
+    /* 400 a's, then "xb": every offset before the x backtracks a*a*, the
+     * one after it matches. Measure one member, then send enough of them
+     * to take the budget three times over. */
+    char str[403];
+    memset(str, 'a', 400);
+    memcpy(str + 400, "xb", 3);
+    json_t *one = json_pack("{s:s}", "k", str);
+    struct timespec t0;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    cr_assert_eq(tp__schema_validate(s, one, &err), TP_OK, "%s", err.message);
+    double single = elapsed_ms(&t0);
+    json_decref(one);
+    int members = (int)(3 * 2 * (TP__PATTERN_BUDGET_NS / 1e6) / (single > 0.01 ? single : 0.01));
+    members = members < 10 ? 10 : members > 5000 ? 5000 : members;
+
+    tp_hub *hub = tp_hub_new(NULL, &err);
+    tp_session *se = tp_hub_tenant(hub, "t");
+    const char *id = tp_session_host(se, s, "{}", &err);
+    cr_assert_not_null(id, "%s", err.message);
+    tp_conn *c = tp_conn_open(hub, "t", 0, &err);
+    size_t len;
+    while (tp_conn_next_frame(c, &len) != NULL)
+        continue;
+    json_t *patch = json_object();
+    for (int i = 0; i < members; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        json_object_set_new(patch, key, json_string(str));
+    }
+    json_t *w = json_pack("{s:s, s:s, s:s, s:i, s:o}", "type", "write", "scope", "private", "id",
+                          id, "ref", 1, "patch", patch);
+    char *text = json_dumps(w, JSON_COMPACT);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    tp_conn_feed(c, text, strlen(text));
+    double ms = elapsed_ms(&t0);
+    free(text);
+    json_decref(w);
+    const char *frame = tp_conn_next_frame(c, &len);
+    cr_assert_not_null(frame);
+    cr_assert(strstr(frame, "\"code\":\"invalid\"") != NULL, "%d members of %.2f ms: %.*s", members,
+              single, (int)len, frame);
+    cr_assert(strstr(frame, "took too long") != NULL, "%.*s", (int)len, frame);
+    cr_assert_lt(ms, CHECK_BOUND_MS, "the write took %.1f ms", ms);
+    tp_conn_close(c);
+    tp_hub_free(hub);
+    tp_schema_free(s);
+}
