@@ -168,6 +168,10 @@ struct tp_session {
     int64_t idle_since; /* hub clock ms: the last use without a connection */
     int jdirty; /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
+    /* Pattern-checking time its writes owe, in ms, as of pattern_at (ns on
+     * the monotonic clock): conn.c, TP__PATTERN_SHARE_MS. */
+    double pattern_debt;
+    uint64_t pattern_at;
 };
 
 enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };

@@ -10,6 +10,7 @@
 #define TP_CORE_SCHEMA_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -82,7 +83,20 @@ int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
  * themselves.
  */
 void tp__schema_budget_begin(const tp_schema *schema);
-void tp__schema_budget_end(const tp_schema *schema);
+/* Returns, when the outermost bracket ends, the time from its first pattern
+ * check to its end in ns (0 when no pattern was checked, or inside). */
+uint64_t tp__schema_budget_end(const tp_schema *schema);
+
+/*
+ * A tenant's share of pattern-checking time (conn.c): the time its writes'
+ * pattern checks take is a debt that drains at TP__PATTERN_SHARE_MS
+ * milliseconds per second; while it is over TP__PATTERN_SHARE_MS, the
+ * tenant's writes are refused with rate_limited. One tenant then takes at
+ * most a tenth of the loop thread for patterns, however many writes or
+ * connections it has. tp__schema_now_ns is the monotonic clock it drains by.
+ */
+#define TP__PATTERN_SHARE_MS 100.0
+uint64_t tp__schema_now_ns(void);
 
 json_t *tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value);
 json_t *tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was,

@@ -57,6 +57,7 @@ struct schema_rx {
     pcre2_match_data *md;
     pcre2_jit_stack *stack;
     uint64_t deadline; /* ns on the monotonic clock; 0 when no budget runs */
+    uint64_t started;  /* when the first check of the running budget began */
     unsigned nest;     /* tp__schema_budget_begin depth */
     unsigned calls;
     unsigned windows; /* windows of the budget begun (see expired) */
@@ -140,6 +141,7 @@ static void
 reset(struct schema_rx *rx)
 {
     rx->deadline = 0;
+    rx->started = 0;
     rx->windows = 0;
     rx->spent = false;
 }
@@ -259,8 +261,10 @@ tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len)
     struct schema_rx *rx = re->rx;
     if (rx->spent)
         return TP__RE_LIMIT;
-    if (rx->deadline == 0)
-        rx->deadline = now_ns() + TP__PATTERN_BUDGET_NS;
+    if (rx->deadline == 0) {
+        rx->started = now_ns();
+        rx->deadline = rx->started + TP__PATTERN_BUDGET_NS;
+    }
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, rx->md, rx->mctx);
     if (rx->nest == 0)
         reset(rx); /* not inside a validation: this check had the budget to itself */
@@ -283,10 +287,22 @@ tp__schema_budget_begin(const tp_schema *schema)
         reset(rx);
 }
 
-void
+uint64_t
 tp__schema_budget_end(const tp_schema *schema)
 {
     struct schema_rx *rx = schema != NULL ? schema->rx : NULL;
-    if (rx != NULL && rx->nest > 0 && --rx->nest == 0)
+    uint64_t spent = 0;
+    if (rx != NULL && rx->nest > 0 && --rx->nest == 0) {
+        /* One clock read per write that checked a pattern, none otherwise. */
+        if (rx->started != 0)
+            spent = now_ns() - rx->started;
         reset(rx);
+    }
+    return spent;
+}
+
+uint64_t
+tp__schema_now_ns(void)
+{
+    return now_ns();
 }

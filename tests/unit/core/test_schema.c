@@ -1128,3 +1128,75 @@ Test(schema, one_budget_for_a_whole_write)
     tp_hub_free(hub);
     tp_schema_free(s);
 }
+
+/* Reads the answers a connection has, and counts those containing `what`. */
+static int
+count_answers(tp_conn *c, const char *what)
+{
+    int n = 0;
+    size_t len;
+    const char *frame;
+    size_t wl = strlen(what);
+    while ((frame = tp_conn_next_frame(c, &len)) != NULL) {
+        for (size_t i = 0; i + wl <= len; i++) {
+            if (memcmp(frame + i, what, wl) == 0) {
+                n++;
+                break;
+            }
+        }
+    }
+    return n;
+}
+
+/* A tenant's writes get a share of pattern-checking time (schema.h,
+ * TP__PATTERN_SHARE_MS): many writes that each take the whole budget are
+ * refused with rate_limited once the share is spent, and they stop costing;
+ * another tenant's writes go on. */
+Test(schema, a_tenant_has_a_share_of_pattern_time)
+{
+    tp_error err = {0, ""};
+    tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{\"s\":"
+                               "{\"type\":\"string\",\"pattern\":\"(?=a*a*[bc])\"}}}");
+    tp_hub *hub = tp_hub_new(NULL, &err);
+    const char *tid = tp_session_host(tp_hub_tenant(hub, "t"), s, "{}", &err);
+    const char *uid = tp_session_host(tp_hub_tenant(hub, "u"), s, "{}", &err);
+    cr_assert(tid != NULL && uid != NULL, "%s", err.message);
+    tp_conn *t = tp_conn_open(hub, "t", 0, &err), *u = tp_conn_open(hub, "u", 0, &err);
+    count_answers(t, "");
+    count_answers(u, "");
+    char *str = malloc(3001);
+    memset(str, 'a', 3000);
+    str[3000] = '\0';
+    json_t *w = json_pack("{s:s, s:s, s:s, s:i, s:{s:s}}", "type", "write", "scope", "private",
+                          "id", tid, "ref", 1, "patch", "s", str);
+    free(str);
+    struct timespec t0;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    int limited = 0, slow = 0;
+    for (int i = 0; i < 20; i++) {
+        json_object_set_new(w, "ref", json_integer(i + 1));
+        char *text = json_dumps(w, JSON_COMPACT);
+        tp_conn_feed(t, text, strlen(text));
+        free(text);
+        limited += count_answers(t, "share of pattern-checking time");
+    }
+    double ms = elapsed_ms(&t0);
+    json_decref(w);
+    slow = 20 - limited;
+    cr_assert_geq(limited, 10, "only %d of 20 writes rate limited", limited);
+    /* Each slow write takes about the budget (30 ms): 20 of them 600 ms. */
+    cr_assert_lt(ms, (slow + 1) * CHECK_BOUND_MS, "%d slow writes took %.1f ms", slow, ms);
+    cr_assert_lt(slow, 8, "%d writes took the budget", slow);
+    /* Another tenant is not held back. */
+    json_t *ok = json_pack("{s:s, s:s, s:s, s:i, s:{s:s}}", "type", "write", "scope", "private",
+                           "id", uid, "ref", 1, "patch", "s", "ab");
+    char *text = json_dumps(ok, JSON_COMPACT);
+    tp_conn_feed(u, text, strlen(text));
+    free(text);
+    json_decref(ok);
+    cr_assert_eq(count_answers(u, "\"type\":\"ack\""), 1);
+    tp_conn_close(t);
+    tp_conn_close(u);
+    tp_hub_free(hub);
+    tp_schema_free(s);
+}
