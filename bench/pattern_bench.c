@@ -6,7 +6,7 @@
  *       schemas ran on until issue 12: POSIX ERE, C.UTF-8), measured here
  *       on the POSIX form of each pattern, skipped once one size took more
  *       than --cap seconds (its time only grows); "after" is a whole
- *       validation through the schema (PCRE2, JIT, the 15 ms budget), wall
+ *       validation through the schema (PCRE2, JIT, the step budget), wall
  *       time and the thread's CPU time;
  *   (b) ordinary patterns on ordinary strings: nanoseconds per check,
  *       glibc's regexec against a validation of a one-member value.
@@ -161,7 +161,7 @@ main(int argc, char **argv)
                 tp__schema_validate(s, v, &err);
             printf("%-22s %9zu %14s %14s %14s %s\n", worst[p].pattern, n, before, after, after_cpu,
                    ok_after                               ? "match"
-                   : strstr(err.message, "took too long") ? "refused: time limit"
+                   : strstr(err.message, "took too long") ? "refused: step limit"
                                                           : "no match");
             json_decref(v);
             str[n] = 'a';

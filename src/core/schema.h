@@ -76,27 +76,27 @@ int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
  */
 /*
  * tp__schema_budget_begin and _end bracket one write: every pattern check
- * between them shares one time budget (TP__PATTERN_BUDGET_NS, twice when
- * the thread was preempted), so a value with many strings, or a patch with
- * many members, cannot take it many times over. A check outside any
+ * between them shares one step budget (TP__PATTERN_BUDGET_STEPS), so a
+ * value with many strings, or a patch with many members, cannot take it
+ * many times over. A check outside any
  * bracket has a budget of its own. They nest; validations bracket
  * themselves.
  */
 void tp__schema_budget_begin(const tp_schema *schema);
-/* Returns, when the outermost bracket ends, the time from its first pattern
- * check to its end in ns (0 when no pattern was checked, or inside). */
+/* Returns, when the outermost bracket ends, the steps its pattern checks
+ * took (0 when no pattern was checked, or inside). */
 uint64_t tp__schema_budget_end(const tp_schema *schema);
 
 /*
- * A tenant's share of pattern-checking time (conn.c): the time its writes'
- * pattern checks take is a debt that drains at TP__PATTERN_SHARE_MS
- * milliseconds per second; while it is over TP__PATTERN_SHARE_MS, the
- * tenant's writes are refused with rate_limited. One tenant then takes at
- * most a tenth of the loop thread for patterns, however many writes or
- * connections it has. tp__schema_now_ns is the monotonic clock it drains by.
+ * A tenant's share of pattern checking (conn.c): the steps its writes'
+ * pattern checks take are a debt that drains at TP__PATTERN_SHARE_STEPS
+ * per second of the hub's clock; while it is over TP__PATTERN_SHARE_STEPS,
+ * the tenant's writes are refused with rate_limited. That is about 100 ms
+ * of pattern work per second (seven budgets of TP__PATTERN_BUDGET_STEPS,
+ * about 15 ms each), so one tenant takes at most about a tenth of the loop
+ * thread for patterns, however many writes or connections it has.
  */
-#define TP__PATTERN_SHARE_MS 100.0
-uint64_t tp__schema_now_ns(void);
+#define TP__PATTERN_SHARE_STEPS 21000000.0
 
 json_t *tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value);
 json_t *tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was,

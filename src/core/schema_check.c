@@ -583,7 +583,7 @@ check_str(const struct schema_node *n, const char *s, size_t len, const char *la
             show_str(pshown, sizeof pshown, "", n->pattern, strlen(n->pattern));
             if (r == TP__RE_LIMIT)
                 return FAIL(at,
-                            "%s took too long to match against the pattern %s (the time limit of "
+                            "%s took too long to match against the pattern %s (the step limit of "
                             "pattern checks was reached)",
                             shown, pshown);
             return FAIL(at, "%s does not match the pattern %s", shown, pshown);
@@ -785,7 +785,7 @@ check_pattern_props(const struct schema_node *n, const char *key, const json_t *
             show_str(shown, sizeof shown, "field name ", key, len);
             show_str(pshown, sizeof pshown, "", n->pprops[i].pattern, strlen(n->pprops[i].pattern));
             return FAIL(at,
-                        "%s took too long to match against the pattern %s (the time limit of "
+                        "%s took too long to match against the pattern %s (the step limit of "
                         "pattern checks was reached)",
                         shown, pshown);
         }

@@ -53,11 +53,13 @@ enum tp__sformat {
  * compile context enforces both, so compiling stays fast). */
 #define TP__PATTERN_MAX 4096
 #define TP__PATTERN_NEST 64
-/* The time every pattern check of one validation may take together, in
- * nanoseconds: one window of it, then a second in which the thread ran at
- * least half the time (schema_pattern.c); a check that would go past it
- * fails (docs/internals/schema.md). */
-#define TP__PATTERN_BUDGET_NS 15000000ULL
+/* The steps (PCRE2 callouts: one per item tried, plus the characters the
+ * match moved over, TP__PATTERN_SCAN_PER_STEP to a step) every pattern
+ * check of one validation may take together; a check that would go past
+ * them fails (schema_pattern.c, docs/internals/schema.md). About 10 to
+ * 25 ms on the 2-core test machine: bench/pattern_bench prints it. */
+#define TP__PATTERN_BUDGET_STEPS 3000000u
+#define TP__PATTERN_SCAN_PER_STEP 16u
 
 struct schema_node;
 
@@ -79,7 +81,7 @@ struct schema_prop {
 struct schema_re;
 
 /* A schema's pattern machinery: PCRE2's contexts, one match data, the JIT
- * stack, and the time budget of the validation running (schema_pattern.c). */
+ * stack, and the step budget of the validation running (schema_pattern.c). */
 struct schema_rx;
 
 /* A pattern found in "patternProperties". */
@@ -251,7 +253,7 @@ enum { TP__RE_NO = 0, TP__RE_YES = 1, TP__RE_LIMIT = -1 };
 /*
  * tp__schema_pattern_match searches s (len bytes) for the pattern. Returns
  * TP__RE_YES, TP__RE_NO, or TP__RE_LIMIT when the check would take too long
- * (the validation's time budget, PCRE2's match, depth or heap limit, or the
+ * (the validation's step budget, PCRE2's match, depth or heap limit, or the
  * JIT stack). Allocates nothing.
  */
 int tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len);

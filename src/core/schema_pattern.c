@@ -11,13 +11,18 @@
  * A backtracking engine can take exponential time on one string, and any
  * search retries at every offset: on a write path that runs on the server's
  * one loop thread, neither may be allowed. So every check runs under
- *   - a time budget: the pattern is compiled with PCRE2_AUTO_CALLOUT, so
- *     PCRE2 calls back before every item it tries; every 16th callout reads
- *     the monotonic clock and stops the match once the budget of the
- *     validation running (TP__PATTERN_BUDGET_NS, shared by every pattern
- *     check of one write) is spent, twice over if the thread was preempted
- *     (expired() below). Between two callouts PCRE2 does at most one item's
- *     work, a scan of the string;
+ *   - a step budget: the pattern is compiled with PCRE2_AUTO_CALLOUT, so
+ *     PCRE2 calls back before every item it tries, and the callout counts
+ *     them. Between two callouts PCRE2 does at most one item's work, but
+ *     that can be a scan of the whole string ("a*" in "(?=a*[bc])" at every
+ *     offset of a string of a's), so a step also costs the distance the
+ *     match moved since the last one, at TP__PATTERN_SCAN_PER_STEP
+ *     characters a step (what a JIT-compiled scan does in the time of one
+ *     callout). Every check of one write shares TP__PATTERN_BUDGET_STEPS
+ *     steps; the check that would pass them stops. A count, not a clock:
+ *     the core reads no clock (the hub receives its time), and a verdict
+ *     must not depend on how busy the machine is, so the same write gets
+ *     the same answer on every run and every machine;
  *   - PCRE2's match limit (backtracking), depth and heap limits (the
  *     interpreter), and a fixed JIT stack;
  * and a check that reaches any of them fails: the write is refused as
@@ -34,21 +39,16 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/schema_int.h"
 #include "util/alloc.h"
 
-/* PCRE2's own limits, behind the time budget. */
+/* PCRE2's own limits, behind the step budget. */
 #define MATCH_LIMIT 10000000u
 #define DEPTH_LIMIT 10000u
 #define HEAP_LIMIT_KIB 8192u
 #define JIT_STACK_START (32u * 1024u)
 #define JIT_STACK_MAX (1024u * 1024u)
-/* The clock is read every this many callouts (a power of two). */
-#define CLOCK_EVERY 16u
-/* At most this many windows of the budget (see expired). */
-#define WINDOWS 8u
 
 struct schema_rx {
     pcre2_general_context *gctx;
@@ -56,13 +56,10 @@ struct schema_rx {
     pcre2_match_context *mctx;
     pcre2_match_data *md;
     pcre2_jit_stack *stack;
-    uint64_t deadline; /* ns on the monotonic clock; 0 when no budget runs */
-    uint64_t started;  /* when the first check of the running budget began */
-    unsigned nest;     /* tp__schema_budget_begin depth */
-    unsigned calls;
-    unsigned windows; /* windows of the budget begun (see expired) */
-    uint64_t cpu0;    /* the thread's CPU clock when the last window began */
-    bool spent;       /* the running budget is spent: later checks fail at once */
+    uint64_t cost; /* the running budget's steps, in characters scanned */
+    size_t at;     /* where the match was at the last callout */
+    unsigned nest; /* tp__schema_budget_begin depth */
+    bool spent;    /* the running budget is spent: later checks fail at once */
 };
 
 struct schema_re {
@@ -84,55 +81,16 @@ rx_free(void *p, void *data)
     tp__free(p);
 }
 
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t
-cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/*
- * The monotonic deadline passed. A thread the system preempted must not
- * take it for a slow pattern, but the thread's CPU clock costs a system
- * call (microseconds), too much to read on every check. So the first
- * window only reads the monotonic clock; when it runs out, the CPU clock
- * is read and a second window starts, which ends the match only if the
- * thread ran at least half of it (up to WINDOWS windows, if the thread
- * keeps being preempted).
- */
-static bool
-expired(struct schema_rx *rx)
-{
-    uint64_t cpu = cpu_ns();
-    if (rx->windows > 0 &&
-        (cpu - rx->cpu0 >= TP__PATTERN_BUDGET_NS / 2 || rx->windows >= WINDOWS)) {
-        rx->spent = true;
-        return true;
-    }
-    rx->windows++;
-    rx->cpu0 = cpu;
-    rx->deadline = now_ns() + TP__PATTERN_BUDGET_NS;
-    return false;
-}
-
 static int
 on_callout(pcre2_callout_block *block, void *data)
 {
     struct schema_rx *rx = data;
-    (void)block;
-    if ((++rx->calls & (CLOCK_EVERY - 1)) != 0)
+    size_t pos = block->current_position;
+    rx->cost += TP__PATTERN_SCAN_PER_STEP + (pos > rx->at ? pos - rx->at : rx->at - pos);
+    rx->at = pos;
+    if (rx->cost <= (uint64_t)TP__PATTERN_BUDGET_STEPS * TP__PATTERN_SCAN_PER_STEP)
         return 0;
-    if (now_ns() <= rx->deadline || !expired(rx))
-        return 0;
+    rx->spent = true;
     return PCRE2_ERROR_CALLOUT;
 }
 
@@ -140,9 +98,7 @@ on_callout(pcre2_callout_block *block, void *data)
 static void
 reset(struct schema_rx *rx)
 {
-    rx->deadline = 0;
-    rx->started = 0;
-    rx->windows = 0;
+    rx->cost = 0;
     rx->spent = false;
 }
 
@@ -234,7 +190,6 @@ tp__schema_pattern_compile(struct schema_rx *rx, const char *src, size_t len,
     r->rx = rx;
     /* One match now, so that the interpreter's first heap frames are made
      * here and not by a validation (which allocates nothing). */
-    rx->deadline = rx->deadline ? rx->deadline : now_ns() + TP__PATTERN_BUDGET_NS;
     int rc = pcre2_match(re, (PCRE2_SPTR) "", 0, 0, 0, rx->md, rx->mctx);
     if (rx->nest == 0)
         reset(rx);
@@ -261,10 +216,7 @@ tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len)
     struct schema_rx *rx = re->rx;
     if (rx->spent)
         return TP__RE_LIMIT;
-    if (rx->deadline == 0) {
-        rx->started = now_ns();
-        rx->deadline = rx->started + TP__PATTERN_BUDGET_NS;
-    }
+    rx->at = 0;
     int rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, rx->md, rx->mctx);
     if (rx->nest == 0)
         reset(rx); /* not inside a validation: this check had the budget to itself */
@@ -281,8 +233,6 @@ void
 tp__schema_budget_begin(const tp_schema *schema)
 {
     struct schema_rx *rx = schema != NULL ? schema->rx : NULL;
-    /* The deadline is set on the first check, so a value without
-     * patterned strings never reads the clock. */
     if (rx != NULL && rx->nest++ == 0)
         reset(rx);
 }
@@ -293,16 +243,8 @@ tp__schema_budget_end(const tp_schema *schema)
     struct schema_rx *rx = schema != NULL ? schema->rx : NULL;
     uint64_t spent = 0;
     if (rx != NULL && rx->nest > 0 && --rx->nest == 0) {
-        /* One clock read per write that checked a pattern, none otherwise. */
-        if (rx->started != 0)
-            spent = now_ns() - rx->started;
+        spent = rx->cost / TP__PATTERN_SCAN_PER_STEP;
         reset(rx);
     }
     return spent;
-}
-
-uint64_t
-tp__schema_now_ns(void)
-{
-    return now_ns();
 }

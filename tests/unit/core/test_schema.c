@@ -566,7 +566,7 @@ Test(schema, pathological_patterns_compile_fast_or_are_refused)
 
 /*
  * The worst patterns on the longest strings: every check ends within the
- * budget (15 ms of pattern time for one validation, twice) and refuses the value
+ * budget (TP__PATTERN_BUDGET_STEPS steps for one validation) and refuses the value
  * with a message saying so. glibc's regexec took 9.5 s for the first one at
  * 40 000 characters.
  */
@@ -1074,27 +1074,30 @@ Test(schema, pydantic_formats)
 }
 
 /* The budget covers a whole write: a patch of many members, each a string
- * that passes after a few milliseconds of matching, is refused once their
- * sum reaches the budget, not acked after many budgets. */
+ * that passes after many steps of matching, is refused once their sum
+ * reaches the budget, not acked after many budgets. */
 Test(schema, one_budget_for_a_whole_write)
 {
     tp_error err = {0, ""};
     tp_schema *s = schema_from("{\"type\":\"object\",\"additionalProperties\":"
                                "{\"type\":\"string\",\"pattern\":\"(?=a*a*[bc])\"}}");
-    /* 400 a's, then "xb": every offset before the x backtracks a*a*, the
+    /* 150 a's, then "xb": every offset before the x backtracks a*a*, the
      * one after it matches. Measure one member, then send enough of them
      * to take the budget three times over. */
-    char str[403];
-    memset(str, 'a', 400);
-    memcpy(str + 400, "xb", 3);
+    char str[153];
+    memset(str, 'a', 150);
+    memcpy(str + 150, "xb", 3);
     json_t *one = json_pack("{s:s}", "k", str);
-    struct timespec t0;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    tp__schema_budget_begin(s);
     cr_assert_eq(tp__schema_validate(s, one, &err), TP_OK, "%s", err.message);
-    double single = elapsed_ms(&t0);
+    uint64_t single = tp__schema_budget_end(s);
     json_decref(one);
-    int members = (int)(3 * 2 * (TP__PATTERN_BUDGET_NS / 1e6) / (single > 0.01 ? single : 0.01));
-    members = members < 10 ? 10 : members > 5000 ? 5000 : members;
+    cr_assert_gt(single, 0);
+    cr_assert_lt(single, TP__PATTERN_BUDGET_STEPS / 10, "one member took %llu steps",
+                 (unsigned long long)single);
+    int members = (int)(3 * TP__PATTERN_BUDGET_STEPS / single);
+    members = members > 5000 ? 5000 : members;
+    struct timespec t0;
 
     tp_hub *hub = tp_hub_new(NULL, &err);
     tp_session *se = tp_hub_tenant(hub, "t");
@@ -1120,13 +1123,24 @@ Test(schema, one_budget_for_a_whole_write)
     json_decref(w);
     const char *frame = tp_conn_next_frame(c, &len);
     cr_assert_not_null(frame);
-    cr_assert(strstr(frame, "\"code\":\"invalid\"") != NULL, "%d members of %.2f ms: %.*s", members,
-              single, (int)len, frame);
+    cr_assert(strstr(frame, "\"code\":\"invalid\"") != NULL, "%d members of %llu steps: %.*s",
+              members, (unsigned long long)single, (int)len, frame);
     cr_assert(strstr(frame, "took too long") != NULL, "%.*s", (int)len, frame);
     cr_assert_lt(ms, CHECK_BOUND_MS, "the write took %.1f ms", ms);
     tp_conn_close(c);
     tp_hub_free(hub);
     tp_schema_free(s);
+}
+
+/* Whether a frame of len bytes contains `what`. */
+static bool
+frame_has(const char *frame, size_t len, const char *what)
+{
+    size_t wl = strlen(what);
+    for (size_t i = 0; i + wl <= len; i++)
+        if (memcmp(frame + i, what, wl) == 0)
+            return true;
+    return false;
 }
 
 /* Reads the answers a connection has, and counts those containing `what`. */
@@ -1136,28 +1150,35 @@ count_answers(tp_conn *c, const char *what)
     int n = 0;
     size_t len;
     const char *frame;
-    size_t wl = strlen(what);
-    while ((frame = tp_conn_next_frame(c, &len)) != NULL) {
-        for (size_t i = 0; i + wl <= len; i++) {
-            if (memcmp(frame + i, what, wl) == 0) {
-                n++;
-                break;
-            }
-        }
-    }
+    while ((frame = tp_conn_next_frame(c, &len)) != NULL)
+        n += frame_has(frame, len, what);
     return n;
 }
 
-/* A tenant's writes get a share of pattern-checking time (schema.h,
- * TP__PATTERN_SHARE_MS): many writes that each take the whole budget are
- * refused with rate_limited once the share is spent, and they stop costing;
- * another tenant's writes go on. */
+/* The hub's clock in the next test: it moves only when the test says. */
+static int64_t
+frozen_clock(void *user)
+{
+    return *(int64_t *)user;
+}
+
+/* A tenant's writes get a share of pattern checking (schema.h,
+ * TP__PATTERN_SHARE_STEPS a second): writes that each take the whole
+ * budget are refused with rate_limited once the share is spent, and stop
+ * costing; another tenant's writes go on; a second later of the hub's
+ * clock, the tenant may write again. Steps, not time: the counts are
+ * exact. */
 Test(schema, a_tenant_has_a_share_of_pattern_time)
 {
     tp_error err = {0, ""};
     tp_schema *s = schema_from("{\"type\":\"object\",\"properties\":{\"s\":"
                                "{\"type\":\"string\",\"pattern\":\"(?=a*a*[bc])\"}}}");
-    tp_hub *hub = tp_hub_new(NULL, &err);
+    int64_t now = 1700000000000;
+    tp_hub_config cfg = {0};
+    cfg.clock = frozen_clock;
+    cfg.clock_user = &now;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
     const char *tid = tp_session_host(tp_hub_tenant(hub, "t"), s, "{}", &err);
     const char *uid = tp_session_host(tp_hub_tenant(hub, "u"), s, "{}", &err);
     cr_assert(tid != NULL && uid != NULL, "%s", err.message);
@@ -1170,31 +1191,44 @@ Test(schema, a_tenant_has_a_share_of_pattern_time)
     json_t *w = json_pack("{s:s, s:s, s:s, s:i, s:{s:s}}", "type", "write", "scope", "private",
                           "id", tid, "ref", 1, "patch", "s", str);
     free(str);
-    struct timespec t0;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
-    int limited = 0, slow = 0;
+    int limited = 0, budget = 0;
     for (int i = 0; i < 20; i++) {
         json_object_set_new(w, "ref", json_integer(i + 1));
         char *text = json_dumps(w, JSON_COMPACT);
         tp_conn_feed(t, text, strlen(text));
         free(text);
-        limited += count_answers(t, "share of pattern-checking time");
+        size_t len;
+        const char *frame;
+        while ((frame = tp_conn_next_frame(t, &len)) != NULL) {
+            if (frame_has(frame, len, "share of pattern checking"))
+                limited++;
+            else if (frame_has(frame, len, "took too long"))
+                budget++;
+        }
     }
-    double ms = elapsed_ms(&t0);
-    json_decref(w);
-    slow = 20 - limited;
-    cr_assert_geq(limited, 10, "only %d of 20 writes rate limited", limited);
-    /* Each slow write takes about the budget (30 ms): 20 of them 600 ms. */
-    cr_assert_lt(ms, (slow + 1) * CHECK_BOUND_MS, "%d slow writes took %.1f ms", slow, ms);
-    cr_assert_lt(slow, 8, "%d writes took the budget", slow);
+    /* Each write takes the whole budget and the step that passes it: the
+     * share holds TP__PATTERN_SHARE_STEPS / TP__PATTERN_BUDGET_STEPS of
+     * them, the last leaves the debt just over the share. */
+    int fit = (int)(TP__PATTERN_SHARE_STEPS / TP__PATTERN_BUDGET_STEPS);
+    cr_assert_eq(budget, fit, "%d writes took the budget, %d expected", budget, fit);
+    cr_assert_eq(limited, 20 - budget);
     /* Another tenant is not held back. */
     json_t *ok = json_pack("{s:s, s:s, s:s, s:i, s:{s:s}}", "type", "write", "scope", "private",
                            "id", uid, "ref", 1, "patch", "s", "ab");
     char *text = json_dumps(ok, JSON_COMPACT);
     tp_conn_feed(u, text, strlen(text));
     free(text);
-    json_decref(ok);
     cr_assert_eq(count_answers(u, "\"type\":\"ack\""), 1);
+    /* The debt drains with the hub's clock: a second later, t writes again. */
+    now += 1000;
+    json_object_set_new(ok, "id", json_string(tid));
+    json_object_set_new(ok, "ref", json_integer(100));
+    text = json_dumps(ok, JSON_COMPACT);
+    tp_conn_feed(t, text, strlen(text));
+    free(text);
+    json_decref(ok);
+    json_decref(w);
+    cr_assert_eq(count_answers(t, "\"type\":\"ack\""), 1);
     tp_conn_close(t);
     tp_conn_close(u);
     tp_hub_free(hub);
