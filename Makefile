@@ -20,12 +20,17 @@
 #               prints the daemon's RSS), then a 900 KB model's resume attack on 8 connections at
 #               once and 1024 client ids with 256 writes each (each part bounded to 15 minutes,
 #               a few minutes in all); not part of make test
+#   make test-pydantic  runs tests/cases/pydantic/check.py: every value the library acks for
+#               the 47 models, read back and validated by pydantic itself (needs pydantic 2 in
+#               PYDANTIC_PYTHON, default python3); not part of make test, which replays the
+#               committed read-backs without pydantic
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PYDANTIC_PYTHON ?= python3
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress test-limits-stress bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress test-limits-stress test-pydantic bench fuzz install clean format
 
 all: build
 
@@ -74,11 +79,16 @@ test-limits-stress: build
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
 
-# A quick run: core_bench, auth_bench, then bench/run.sh --quick (W1 and W3 against transportsd,
-# the floor and the Node peers when bench/peers is installed). bench/run.sh alone runs everything.
+test-pydantic: build
+	$(PYDANTIC_PYTHON) tests/cases/pydantic/check.py --build build
+
+# A quick run: core_bench, auth_bench, pattern_bench, then bench/run.sh --quick (W1 and W3 against
+# transportsd, the floor and the Node peers when bench/peers is installed). bench/run.sh alone
+# runs everything.
 bench: build
 	./build/bench/core_bench --quick
 	./build/bench/auth_bench --quick
+	./build/bench/pattern_bench --quick
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does

@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config
-    libjansson-dev libsqlite3-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libssl-dev
+    libjansson-dev libpcre2-dev libsqlite3-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libssl-dev
     libcriterion-dev
     valgrind
     python3-websockets openssl

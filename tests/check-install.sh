@@ -38,6 +38,6 @@ cc -o "$prefix/use-shared" "$prefix/use.c" $(pkg-config --cflags --libs transpor
 LD_LIBRARY_PATH="$libdir" "$prefix/use-shared"
 # shellcheck disable=SC2046
 cc -o "$prefix/use-static" "$prefix/use.c" $(pkg-config --cflags transports) \
-    "$libdir/libtransports.a" $(pkg-config --libs jansson)
+    "$libdir/libtransports.a" $(pkg-config --libs jansson libpcre2-8)
 "$prefix/use-static"
 echo "check-install: the installed library builds and runs, shared and static"

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Each layer includes only its own headers and those of the layers above it
-# (DESIGN.md, "Layers"): util is libc only, core adds jansson, store adds
-# SQLite, net adds libwebsockets; auth (JWT verification) uses util, jansson
-# and OpenSSL, and only net and daemon may use it. A stray include fails this
-# test.
+# (DESIGN.md, "Layers"): util is libc only, core adds jansson and PCRE2 (schema
+# patterns: src/core/schema_pattern.c), store adds SQLite, net adds
+# libwebsockets; auth (JWT verification) uses util, jansson and OpenSSL, and
+# only net and daemon may use it. A stray include fails this test.
 set -eu
 root=$1
 fail=0
@@ -17,10 +17,10 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'jansson|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
+check util 'jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
 check core 'openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
 check store 'libwebsockets|auth/|net/|client/|daemon/|cli/'
-check auth 'sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
+check auth 'pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
 check net 'client/|daemon/|cli/'
 check daemon 'client/|cli/'
 check client 'store/|auth/|net/|daemon/|cli/|sqlite3'

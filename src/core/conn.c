@@ -8,6 +8,7 @@
 
 #include "core/hub.h"
 #include "core/patch.h"
+#include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/prp.h"
@@ -409,6 +410,23 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
 
 /* ---- Writes ---- */
 
+/*
+ * Whether the tenant's writes may check patterns now: its debt of pattern
+ * steps, drained at TP__PATTERN_SHARE_STEPS per second of the hub's clock,
+ * is at most that much (schema.h).
+ */
+static int
+pattern_share_left(tp_hub *hub, tp_session *s)
+{
+    int64_t now = tp__hub_now(hub);
+    if (s->pattern_debt > 0 && now > s->pattern_at)
+        s->pattern_debt -= (double)(now - s->pattern_at) * TP__PATTERN_SHARE_STEPS / 1000.0;
+    s->pattern_at = now;
+    if (s->pattern_debt < 0)
+        s->pattern_debt = 0;
+    return s->pattern_debt <= TP__PATTERN_SHARE_STEPS;
+}
+
 static int
 take_token(tp_conn *c)
 {
@@ -545,9 +563,17 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     }
     tp__change ch = {0};
     int64_t from = m->rev;
+    /* One pattern budget for the whole write, whatever its members; the
+     * steps it took are the tenant's debt. */
+    tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, patch, &stamp, c, &ch, &err);
     if (rc == 0)
         rc = tp__model_commit(m, &ch, c, shared ? NULL : c, &err);
+    uint64_t pattern_steps = tp__schema_budget_end(m->schema);
+    if (pattern_steps > 0) {
+        (void)pattern_share_left(c->hub, c->session);
+        c->session->pattern_debt += (double)pattern_steps;
+    }
     tp__change_free(&ch);
     if (rc < 0) {
         tp__buf_unref(ack);
@@ -591,6 +617,11 @@ handle_write(tp_conn *c, const json_t *msg)
     if (!take_token(c)) {
         send_error(c, 1, ref, TP_ERATELIMITED,
                    "ref: writes per second over the limit, resend later");
+        return;
+    }
+    if (!pattern_share_left(c->hub, c->session)) {
+        send_error(c, 1, ref, TP_ERATELIMITED,
+                   "ref: this tenant's writes used their share of pattern checking, resend later");
         return;
     }
     int code = TP_OK;

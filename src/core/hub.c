@@ -255,19 +255,20 @@ tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text, tp
                       jerr.line, jerr.column);
         return NULL;
     }
-    json_t *v = tp__json_strip_nulls(parsed);
+    /* Stripping and filling choose anyOf branches by checking them: one
+     * pattern budget for all of it. */
+    tp__schema_budget_begin(schema);
+    json_t *v = tp__schema_strip_nulls(schema, NULL, parsed);
     json_decref(parsed);
-    if (v == NULL) {
+    int rc = v == NULL ? TP_ENOMEM : TP_OK;
+    if (rc == TP_OK && json_is_object(v))
+        rc = tp__schema_fill_defaults(schema, v);
+    if (rc != TP_OK)
         tp__error_set(err, TP_ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (json_is_object(v) && tp__schema_fill_defaults(schema, v) != TP_OK) {
-        json_decref(v);
-        tp__error_set(err, TP_ENOMEM, "out of memory");
-        return NULL;
-    }
-    if (tp__schema_validate(schema, v, err) != TP_OK ||
-        tp__check_size(hub, tp__value_bytes(v), err) != TP_OK) {
+    else if ((rc = tp__schema_validate(schema, v, err)) == TP_OK)
+        rc = tp__check_size(hub, tp__value_bytes(v), err);
+    tp__schema_budget_end(schema);
+    if (rc != TP_OK) {
         json_decref(v);
         return NULL;
     }
@@ -350,9 +351,11 @@ tp__publish_pending(tp__model *m)
     tp__change ch = {0};
     tp__stamp stamp = {0, 0, "", 0};
     tp__stamp_now(m->hub, &stamp);
+    tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, &err);
     if (rc == 0)
         rc = tp__model_commit(m, &ch, NULL, NULL, &err);
+    tp__schema_budget_end(m->schema);
     if (rc > 0)
         tp__journal_republish(m, m->pending);
     tp__change_free(&ch);

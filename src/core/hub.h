@@ -175,6 +175,10 @@ struct tp_session {
     int64_t idle_since;  /* hub clock ms: the last use without a connection */
     int jdirty;          /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
+    /* Pattern-checking steps its writes owe, as of pattern_at (hub clock
+     * ms): conn.c, TP__PATTERN_SHARE_STEPS. */
+    double pattern_debt;
+    int64_t pattern_at;
 };
 
 enum { TP__CONN_AWAIT_RESUME, TP__CONN_LIVE, TP__CONN_CLOSING };

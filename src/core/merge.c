@@ -16,6 +16,7 @@
 
 #include "core/hub.h"
 #include "core/patch.h"
+#include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -128,15 +129,17 @@ lww_change(tp__model *m, const json_t *patch, tp__change *ch, tp_error *err)
     {
         json_t *was = json_object_get(m->value, key);
         if (json_is_null(pv)) {
-            if (was != NULL && tp__change_add(ch, key, NULL, 0) != 0)
+            /* A required Optional[X] is set to null, not deleted. */
+            json_t *nv = tp__schema_keeps_null(m->schema, key) ? json_null() : NULL;
+            if ((was != NULL || nv != NULL) && !(nv != NULL && json_is_null(was)) &&
+                tp__change_add(ch, key, nv, 0) != 0)
                 return tp__error_set(err, TP_ENOMEM, "out of memory");
             continue;
         }
         /* Object members inside arrays keep their nulls through RFC 7396
-         * (arrays are replaced whole); a stored value never has any. */
-        json_t *applied = tp_merge_patch_apply(was, pv);
-        json_t *nv = applied ? tp__json_strip_nulls(applied) : NULL;
-        json_decref(applied);
+         * (arrays are replaced whole); a stored value has only those of
+         * required Optional[X] members. */
+        json_t *nv = tp__schema_merge(m->schema, key, was, pv);
         if (nv == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         if (was != NULL && json_equal(was, nv)) {
@@ -171,7 +174,9 @@ lww_map_change(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp__ch
                                  key, TP__MAX_STAMPS);
         json_t *was = json_object_get(m->value, key);
         json_t *nv = NULL;
-        if (!json_is_null(pv) && (nv = tp__json_strip_nulls(pv)) == NULL)
+        if (json_is_null(pv) && tp__schema_keeps_null(m->schema, key))
+            nv = json_null();
+        else if (!json_is_null(pv) && (nv = tp__schema_strip_nulls(m->schema, key, pv)) == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         int same = nv == NULL ? was == NULL : was != NULL && json_equal(was, nv);
         if (tp__change_add(ch, key, nv, same) != 0)
@@ -201,7 +206,7 @@ custom_change(tp__model *m, const json_t *patch, tp_conn *origin, tp__change *ch
     /* The change borrows its keys: from the merged value for members set,
      * from `gone` for members deleted (their keys in m->value are freed
      * when the member is deleted). ch->hold keeps both alive. */
-    json_t *merged = tp__json_strip_nulls(res);
+    json_t *merged = tp__schema_strip_nulls(m->schema, NULL, res);
     json_decref(res);
     json_t *gone = json_object();
     ch->hold = json_array();

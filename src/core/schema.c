@@ -1,22 +1,20 @@
 /*
  * Schemas: loading a JSON Schema document into a tree of nodes, the public
- * calls, and filling in defaults. Validation is in schema_check.c, the
- * pattern dialect in schema_regex.c; docs/internals/schema.md describes the
- * whole.
+ * calls, and filling in defaults. Validation is in schema_check.c, patterns
+ * in schema_pattern.c, formats in schema_format.c; docs/internals/schema.md
+ * describes the whole.
  *
  * Loading is strict: every keyword is either understood or refused with its
  * JSON path, so a schema never means less here than it does in pydantic.
  */
 #include "core/schema.h"
 
-#include <errno.h>
-#include <locale.h>
-#include <regex.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/patch.h"
 #include "core/schema_int.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -83,9 +81,10 @@ free_node(struct schema_node *n)
     tp__free(n->props);
     tp__free(n->sorted);
     tp__free(n->req_extra);
-    for (size_t i = 0; i < n->n_res; i++)
-        regfree(&n->res[i].re);
-    tp__free(n->res);
+    tp__schema_pattern_free(n->re);
+    for (size_t i = 0; i < n->n_pprops; i++)
+        tp__schema_pattern_free(n->pprops[i].re);
+    tp__free(n->pprops);
     tp__free(n);
 }
 
@@ -368,111 +367,61 @@ kw_format(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_s
     return 0;
 }
 
-/*
- * Compiles one part of a pattern: `prefix` then len bytes of src. Returns 0,
- * or an error whose offset is reported in the pattern as written.
- */
+/* Compiles a pattern ("pattern", or a key of "patternProperties"). */
 static int
-compile_part(struct ctx *c, const struct schema_seg *at, const char *prefix, const char *src,
-             size_t start, size_t len, struct schema_re *out)
+compile_pattern(struct ctx *c, const char *src, size_t len, const struct schema_seg *at,
+                struct schema_re **out)
 {
     tp_schema *s = c->s;
-    size_t plen = strlen(prefix), need = 0, off = 0;
-    const char *why = NULL;
-    int rc = 0;
-    /* prefix + src[start, start + len) + ")" when prefix opens a group. */
-    bool group = plen > 1;
-    char *part = tp__malloc(plen + len + 2);
-    if (part == NULL)
+    char why[200];
+    if (strlen(src) != len)
+        return BAD(at, "must not contain NUL");
+    if (len > TP__PATTERN_MAX)
+        return BAD(at, "is longer than %d bytes", TP__PATTERN_MAX);
+    if (s->rx == NULL && (s->rx = tp__schema_rx_new()) == NULL)
         return nomem(c);
-    memcpy(part, prefix, plen);
-    memcpy(part + plen, src + start, len);
-    part[plen + len] = group ? ')' : '\0';
-    part[plen + len + 1] = '\0';
-
-    char *posix = NULL;
-    if (tp__schema_regex_translate(part, NULL, 0, &need, &why, &off) != 0) {
-        off = off > plen ? off - plen + start : start;
-        rc = BAD(at, "%s (at offset %zu)", why, off);
-    } else if ((posix = tp__malloc(need)) == NULL) {
-        rc = nomem(c);
-    } else if (tp__schema_regex_translate(part, posix, need, &need, &why, &off) != 0) {
-        rc = BAD(at, "%s (at offset %zu)", why, off); /* unreachable: the first run passed */
-    }
-    tp__free(part);
-    if (rc != 0) {
-        tp__free(posix);
-        return rc;
-    }
-    locale_t old = (locale_t)0;
-    if (s->loc != (locale_t)0)
-        old = uselocale(s->loc);
-    int err = regcomp(&out->re, posix, REG_EXTENDED | REG_NOSUB);
-    if (s->loc != (locale_t)0)
-        uselocale(old);
-    tp__free(posix);
-    if (err != 0) {
-        char msg[128];
-        regerror(err, &out->re, msg, sizeof msg);
-        if (err == REG_ESPACE)
-            return nomem(c);
-        return BAD(at, "invalid regular expression: %s", msg);
-    }
+    int rc = tp__schema_pattern_compile(s->rx, src, len, out, why, sizeof why);
+    if (rc == TP_ENOMEM)
+        return nomem(c);
+    if (rc != 0)
+        return BAD(at, "%s", why);
     return 0;
 }
 
 static int
 kw_pattern(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
 {
-    tp_schema *s = c->s;
     if (!json_is_string(v))
         return BAD(at, "must be a string, not %s", tp__schema_type_name(v));
-    const char *src = json_string_value(v);
-    size_t len = strlen(src);
-    if (len != json_string_length(v))
-        return BAD(at, "must not contain NUL");
-    if (!s->loc_tried) {
-        /* Patterns run in C.UTF-8 whatever the program's locale, so '.' and
-         * [^...] match a character, not a byte. Without it (a libc that has
-         * no C.UTF-8), they match bytes; docs/internals/schema.md. */
-        s->loc_tried = true;
-        errno = 0;
-        s->loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-        if (s->loc == (locale_t)0 && errno == ENOMEM)
-            return nomem(c);
-    }
+    int rc = compile_pattern(c, json_string_value(v), json_string_length(v), at, &n->re);
+    if (rc == 0)
+        n->pattern = json_string_value(v);
+    return rc;
+}
 
-    /*
-     * Leading lookaheads, "^(?=.*[0-9])(?!abc)...": the one place where
-     * lookaround is supported, because at the start of the string each is a
-     * separate match of "^(?:A)". pydantic's Decimal pattern has one.
-     */
-    size_t i = 0, count = 1, end;
-    bool negate;
-    if (src[0] == '^') {
-        for (i = 1; tp__schema_regex_lookahead(src, i, &end, &negate) > 0; i = end)
-            count++;
-    }
-    if ((n->res = tp__calloc(count, sizeof *n->res)) == NULL)
+static int
+kw_pattern_properties(struct ctx *c, struct schema_node *n, json_t *v, const struct schema_seg *at)
+{
+    const char *key;
+    json_t *sub;
+    if (!json_is_object(v))
+        return BAD(at, "must be an object, not %s", tp__schema_type_name(v));
+    if ((n->pprops = tp__calloc(json_object_size(v), sizeof *n->pprops)) == NULL)
         return nomem(c);
-    i = src[0] == '^' ? 1 : 0;
-    for (size_t k = 0; k + 1 < count; k++) {
-        size_t alen = tp__schema_regex_lookahead(src, i, &end, &negate);
-        int rc = compile_part(c, at, "^(?:", src, i + 3, alen, &n->res[k]);
+    json_object_foreach(v, key, sub)
+    {
+        struct schema_seg seg = {at, key, NULL, 0};
+        struct schema_pprop *pp = &n->pprops[n->n_pprops++];
+        pp->pattern = key;
+        /* Object keys hold no NUL here: jansson's key is the whole name
+         * unless it has one, which the length check below catches. */
+        int rc = compile_pattern(c, key, json_object_iter_key_len(json_object_key_to_iter(key)),
+                                 &seg, &pp->re);
+        if (rc == 0)
+            rc = compile_sub(c, sub, &seg, &pp->node);
         if (rc != 0)
             return rc;
-        n->res[k].negate = negate;
-        n->n_res = k + 1;
-        i = end;
     }
-    /* The rest: the whole pattern, or "^" and what follows the lookaheads. */
-    size_t from = count > 1 ? i : 0;
-    int rc = compile_part(c, at, count > 1 ? "^" : "", src, from, len - from, &n->res[count - 1]);
-    if (rc != 0)
-        return rc;
-    n->n_res = count;
-    n->pattern = src;
-    n->loc = s->loc;
     return 0;
 }
 
@@ -727,6 +676,7 @@ static const struct {
     {"multipleOf", kw_multiple},
     {"oneOf", kw_one_of},
     {"pattern", kw_pattern},
+    {"patternProperties", kw_pattern_properties},
     {"prefixItems", kw_prefix_items},
     {"properties", kw_properties},
     {"propertyNames", kw_property_names},
@@ -785,6 +735,17 @@ finish_node(struct ctx *c, struct schema_node *n, json_t *sch, const struct sche
             n->req_extra[n->n_req_extra++] = json_string_value(name);
         }
     }
+    /* pydantic's HttpUrl is a "uri" of at most 2083 characters, AnyUrl has
+     * no bound: take that length as HttpUrl's, whose schemes are http and
+     * https only (a stricter check, never a laxer one). */
+    /* pydantic writes patternProperties for Dict[constr(pattern=...), X]
+     * and means that every key matches: with no properties and no
+     * additionalProperties beside it, a key that matches no pattern is
+     * refused (JSON Schema alone would take it). */
+    if (n->n_pprops > 0 && n->n_props == 0 && json_object_get(sch, "additionalProperties") == NULL)
+        n->pprops_only = true;
+    if (n->format == TP__SF_URI && n->max_len == 2083)
+        n->format = TP__SF_HTTP_URI;
     if (n->discr != NULL && n->n_any_of == 0 && n->n_one_of == 0) {
         struct schema_seg seg = {at, "discriminator", NULL, 0};
         return BAD(&seg, "needs oneOf or anyOf beside it");
@@ -815,6 +776,10 @@ compile_node(struct ctx *c, struct schema_node *n, json_t *sch, const struct sch
                 break;
             }
         }
+        /* "x-..." keys are extensions (OpenAPI; pydantic's json_schema_extra):
+         * annotations, whatever they hold. */
+        if (fn == NULL && strncmp(key, "x-", 2) == 0)
+            continue;
         if (fn == NULL)
             return BAD(&seg, "unsupported keyword");
         int rc = fn(c, n, v, &seg);
@@ -922,6 +887,33 @@ visit(struct dfs *d, struct schema_node *n)
     return 0;
 }
 
+/*
+ * pydantic's Decimal: anyOf [{"type": "number", bounds...}, {"type":
+ * "string", "pattern": "^(?!^[-+.]*$)..."}]. The string branch alone would
+ * take "11" for a Decimal at most 10, and the number branch 1.234 for one of
+ * two decimal places: each branch gets the other's checks (schema_check.c).
+ */
+static void
+mark_decimal(struct schema_node *n)
+{
+    static const char dec_prefix[] = "^(?!^[-+.]*$)";
+    struct schema_node *num = NULL, *str = NULL;
+    for (size_t i = 0; i < n->n_any_of; i++) {
+        struct schema_node *b = n->any_of[i];
+        if (b->types == TP__ST_NUM && b->re == NULL && b->ref == NULL && b->n_any_of == 0)
+            num = b;
+        else if (b->types == TP__ST_STR && b->pattern != NULL &&
+                 strncmp(b->pattern, dec_prefix, sizeof dec_prefix - 1) == 0)
+            str = b;
+    }
+    if (num != NULL && str != NULL) {
+        str->dec_num = num;
+        num->dec_str = str;
+        if (!tp__schema_decimal_limits(str->pattern, &str->dec_digits, &str->dec_places))
+            str->dec_digits = str->dec_places = -1;
+    }
+}
+
 /* Collects the root and what $ref and allOf reach from it, in order. */
 static void
 collect_root(tp_schema *s, struct schema_node *n)
@@ -952,15 +944,19 @@ finalize(struct ctx *c)
     }
     tp__free(d.stack);
 
-    /* A required member whose schema accepts null may be absent: pydantic's
-     * required Optional[X] (PROTOCOL.md: absent and null are the same). */
+    /* A required member whose schema accepts null: pydantic's required
+     * Optional[X], whose null is a value (docs/protocol.md, "Values"). */
     for (struct schema_node *n = s->nodes; n != NULL; n = n->next) {
         for (size_t i = 0; i < n->n_props; i++) {
             struct schema_prop *p = &n->props[i];
-            p->absent_ok = p->required && tp__schema_check(p->node, json_null(), NULL, NULL) == 0;
+            bool nullable = p->required && tp__schema_check(p->node, json_null(), NULL, NULL) == 0;
+            p->keeps_null = nullable && p->node->def == NULL;
+            p->absent_ok = nullable && !p->keeps_null;
+            s->req_null = s->req_null || p->keeps_null;
         }
         n->extra_absent_ok =
             n->addl != NULL && tp__schema_check(n->addl, json_null(), NULL, NULL) == 0;
+        mark_decimal(n);
     }
 
     /* The root must be an object model whose members can be checked one at
@@ -1202,8 +1198,7 @@ tp_schema_free(tp_schema *schema)
         n = next;
     }
     tp__free(schema->root_objs);
-    if (schema->loc != (locale_t)0)
-        freelocale(schema->loc);
+    tp__schema_rx_free(schema->rx);
     json_decref(schema->doc);
     tp__free(schema);
 }
@@ -1253,7 +1248,10 @@ tp__schema_validate(const tp_schema *schema, const json_t *value, tp_error *err)
 {
     if (schema == NULL || value == NULL)
         return tp__error_set(err, TP_EARG, "tp__schema_validate: NULL argument");
-    if (tp__schema_check(schema->root, value, NULL, err) != 0)
+    tp__schema_budget_begin(schema);
+    int rc = tp__schema_check(schema->root, value, NULL, err);
+    tp__schema_budget_end(schema);
+    if (rc != 0)
         return TP_EINVALID;
     tp__error_clear(err);
     return TP_OK;
@@ -1265,9 +1263,13 @@ tp__schema_validate_member(const tp_schema *schema, const char *key, const json_
 {
     if (schema == NULL || key == NULL)
         return tp__error_set(err, TP_EARG, "tp__schema_validate_member: NULL argument");
-    for (size_t i = 0; i < schema->n_root_objs; i++)
-        if (tp__schema_check_member(schema->root_objs[i], key, value, err) != 0)
-            return TP_EINVALID;
+    int rc = 0;
+    tp__schema_budget_begin(schema);
+    for (size_t i = 0; rc == 0 && i < schema->n_root_objs; i++)
+        rc = tp__schema_check_member(schema->root_objs[i], key, value, err);
+    tp__schema_budget_end(schema);
+    if (rc != 0)
+        return TP_EINVALID;
     tp__error_clear(err);
     return TP_OK;
 }
@@ -1294,7 +1296,7 @@ tp_schema_validate(const tp_schema *schema, const char *value, tp_error *err)
 /* Defaults                                                                  */
 /* ------------------------------------------------------------------------ */
 
-static int fill(const struct schema_node *n, json_t *v);
+static int fill(const struct schema_node *n, json_t *v, bool defaults);
 
 /*
  * Which branch of an anyOf or oneOf a value belongs to, for filling: the
@@ -1328,13 +1330,13 @@ pick(const struct schema_node *n, struct schema_node *const *b, size_t nb, const
 }
 
 static int
-fill_object(const struct schema_node *n, json_t *v)
+fill_object(const struct schema_node *n, json_t *v, bool defaults)
 {
     for (size_t i = 0; i < n->n_props; i++) {
         const struct schema_prop *p = &n->props[i];
         json_t *m = json_object_get(v, p->name);
         if (m == NULL || json_is_null(m)) {
-            if (p->node->def == NULL)
+            if (p->node->def == NULL || !defaults)
                 continue;
             /* Deep copies: the document is shared by every value. */
             if ((m = json_deep_copy(p->node->def)) == NULL)
@@ -1342,18 +1344,28 @@ fill_object(const struct schema_node *n, json_t *v)
             if (json_object_set_new(v, p->name, m) != 0)
                 return TP_ENOMEM;
         }
-        int rc = fill(p->node, m);
+        int rc = fill(p->node, m, defaults);
         if (rc != 0)
             return rc;
     }
-    if (n->addl != NULL) {
+    if (n->addl != NULL || n->n_pprops > 0) {
         const char *key;
         json_t *m;
         json_object_foreach(v, key, m)
         {
             if (json_is_null(m) || (n->n_props > 0 && tp__schema_find_prop(n, key) != NULL))
                 continue;
-            int rc = fill(n->addl, m);
+            bool matched = false;
+            for (size_t i = 0; i < n->n_pprops; i++) {
+                int r = tp__schema_pattern_match(n->pprops[i].re, key, strlen(key));
+                if (r != TP__RE_YES)
+                    continue;
+                matched = true;
+                int rc = fill(n->pprops[i].node, m, defaults);
+                if (rc != 0)
+                    return rc;
+            }
+            int rc = !matched && n->addl != NULL ? fill(n->addl, m, defaults) : 0;
             if (rc != 0)
                 return rc;
         }
@@ -1362,34 +1374,34 @@ fill_object(const struct schema_node *n, json_t *v)
 }
 
 static int
-fill(const struct schema_node *n, json_t *v)
+fill(const struct schema_node *n, json_t *v, bool defaults)
 {
     int rc = 0;
     if (n == NULL || n->never)
         return 0;
     /* Only objects get members, and only containers hold objects. */
     if (json_is_object(v)) {
-        rc = fill_object(n, v);
+        rc = fill_object(n, v, defaults);
     } else if (json_is_array(v)) {
         size_t i;
         json_t *e;
         json_array_foreach(v, i, e)
         {
             const struct schema_node *item = i < n->n_prefix ? n->prefix[i] : n->items;
-            if (item != NULL && (rc = fill(item, e)) != 0)
+            if (item != NULL && (rc = fill(item, e, defaults)) != 0)
                 return rc;
         }
     } else {
         return 0;
     }
     if (rc == 0 && n->ref != NULL)
-        rc = fill(n->ref, v);
+        rc = fill(n->ref, v, defaults);
     for (size_t i = 0; rc == 0 && i < n->n_all_of; i++)
-        rc = fill(n->all_of[i], v);
+        rc = fill(n->all_of[i], v, defaults);
     if (rc == 0 && n->n_any_of > 0)
-        rc = fill(pick(n, n->any_of, n->n_any_of, v), v);
+        rc = fill(pick(n, n->any_of, n->n_any_of, v), v, defaults);
     if (rc == 0 && n->n_one_of > 0)
-        rc = fill(pick(n, n->one_of, n->n_one_of, v), v);
+        rc = fill(pick(n, n->one_of, n->n_one_of, v), v, defaults);
     return rc;
 }
 
@@ -1398,5 +1410,177 @@ tp__schema_fill_defaults(const tp_schema *schema, json_t *value)
 {
     if (schema == NULL || !json_is_object(value))
         return TP_OK;
-    return fill(schema->root, value) == 0 ? TP_OK : TP_ENOMEM;
+    return fill(schema->root, value, true) == 0 ? TP_OK : TP_ENOMEM;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Nulls that are values                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The node a member `key` of the object value v is checked against under n
+ * (its own properties, then through $ref, allOf and the branch of
+ * anyOf/oneOf that v belongs to, then patternProperties and
+ * additionalProperties), or NULL. *keeps: the member is a required
+ * Optional[X], whose null is a value.
+ */
+static const struct schema_node *
+member_of(const struct schema_node *n, const json_t *v, const char *key, bool *keeps)
+{
+    const struct schema_node *r;
+    if (n == NULL || n->never)
+        return NULL;
+    const struct schema_prop *p = tp__schema_find_prop(n, key);
+    if (p != NULL) {
+        *keeps = *keeps || p->keeps_null;
+        return p->node;
+    }
+    if ((r = member_of(n->ref, v, key, keeps)) != NULL)
+        return r;
+    for (size_t i = 0; i < n->n_all_of; i++)
+        if ((r = member_of(n->all_of[i], v, key, keeps)) != NULL)
+            return r;
+    if (n->n_any_of > 0 && (r = member_of(pick(n, n->any_of, n->n_any_of, v), v, key, keeps)))
+        return r;
+    if (n->n_one_of > 0 && (r = member_of(pick(n, n->one_of, n->n_one_of, v), v, key, keeps)))
+        return r;
+    for (size_t i = 0; i < n->n_pprops; i++)
+        if (tp__schema_pattern_match(n->pprops[i].re, key, strlen(key)) == TP__RE_YES)
+            return n->pprops[i].node;
+    return n->addl;
+}
+
+/* The node item i of the array value v is checked against under n, or NULL. */
+static const struct schema_node *
+item_of(const struct schema_node *n, const json_t *v, size_t i)
+{
+    const struct schema_node *r;
+    if (n == NULL || n->never)
+        return NULL;
+    if (i < n->n_prefix)
+        return n->prefix[i];
+    if (n->items != NULL)
+        return n->items;
+    if ((r = item_of(n->ref, v, i)) != NULL)
+        return r;
+    for (size_t k = 0; k < n->n_all_of; k++)
+        if ((r = item_of(n->all_of[k], v, i)) != NULL)
+            return r;
+    if (n->n_any_of > 0 && (r = item_of(pick(n, n->any_of, n->n_any_of, v), v, i)) != NULL)
+        return r;
+    if (n->n_one_of > 0)
+        return item_of(pick(n, n->one_of, n->n_one_of, v), v, i);
+    return NULL;
+}
+
+/* v without its null object members, at any depth, but for those of
+ * required Optional[X] members. A new value (nothing shared with v). */
+static json_t *
+strip(const struct schema_node *n, json_t *v)
+{
+    if (json_is_object(v)) {
+        json_t *out = json_object();
+        const char *key;
+        json_t *m;
+        if (out == NULL)
+            return NULL;
+        json_object_foreach(v, key, m)
+        {
+            bool keeps = false;
+            const struct schema_node *sub = member_of(n, v, key, &keeps);
+            json_t *nm = json_is_null(m) ? (keeps ? json_null() : NULL) : strip(sub, m);
+            if (json_is_null(m) && !keeps)
+                continue;
+            if (nm == NULL || json_object_set_new(out, key, nm) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    if (json_is_array(v)) {
+        json_t *out = json_array();
+        size_t i;
+        json_t *e;
+        if (out == NULL)
+            return NULL;
+        json_array_foreach(v, i, e)
+        {
+            if (json_array_append_new(out, strip(item_of(n, v, i), e)) != 0) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    return json_incref(v);
+}
+
+/* RFC 7396 MergePatch(target, patch), but a null in the patch sets a
+ * required Optional[X] member to null instead of deleting it. */
+static json_t *
+merge(const struct schema_node *n, const json_t *target, json_t *patch)
+{
+    if (!json_is_object(patch))
+        return strip(n, patch);
+    json_t *out = json_is_object(target) ? json_deep_copy(target) : json_object();
+    const char *key;
+    json_t *pm;
+    if (out == NULL)
+        return NULL;
+    json_object_foreach(patch, key, pm)
+    {
+        bool keeps = false;
+        const struct schema_node *sub = member_of(n, out, key, &keeps);
+        json_t *nm;
+        if (json_is_null(pm) && !keeps) {
+            json_object_del(out, key);
+            continue;
+        }
+        nm = json_is_null(pm) ? json_null() : merge(sub, json_object_get(out, key), pm);
+        if (nm == NULL || json_object_set_new(out, key, nm) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* The node a top-level member is checked against, or NULL. */
+static const struct schema_node *
+root_member(const tp_schema *schema, const char *key, bool *keeps)
+{
+    *keeps = false;
+    return member_of(schema->root, NULL, key, keeps);
+}
+
+bool
+tp__schema_keeps_null(const tp_schema *schema, const char *key)
+{
+    bool keeps = false;
+    if (schema != NULL && schema->req_null)
+        (void)root_member(schema, key, &keeps);
+    return keeps;
+}
+
+json_t *
+tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value)
+{
+    bool keeps;
+    if (schema == NULL || !schema->req_null)
+        return tp__json_strip_nulls(value);
+    return strip(key == NULL ? schema->root : root_member(schema, key, &keeps), value);
+}
+
+json_t *
+tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was, json_t *patch)
+{
+    bool keeps;
+    if (schema == NULL || !schema->req_null) {
+        json_t *applied = tp_merge_patch_apply(was, patch);
+        json_t *v = applied != NULL ? tp__json_strip_nulls(applied) : NULL;
+        json_decref(applied);
+        return v;
+    }
+    return merge(root_member(schema, key, &keeps), was, patch);
 }

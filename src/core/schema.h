@@ -9,6 +9,9 @@
 #ifndef TP_CORE_SCHEMA_H
 #define TP_CORE_SCHEMA_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <jansson.h>
 
 #include "transports.h"
@@ -56,5 +59,48 @@ int tp__schema_validate_member(const tp_schema *schema, const char *key, const j
  * has just parsed.
  */
 int tp__schema_fill_defaults(const tp_schema *schema, json_t *value);
+
+/*
+ * Nulls. A required member whose schema accepts null and has no default
+ * (pydantic's required Optional[X]) holds null as a value: it is kept in
+ * stored values, and its absence is an error. Every other null object
+ * member means "absent" and is never stored (docs/protocol.md, "Values").
+ *
+ * tp__schema_strip_nulls returns v without its null object members, at
+ * any depth, except those values: for the whole value (key NULL) or for
+ * the top-level member `key`. tp__schema_merge is RFC 7396's MergePatch of
+ * a top-level member (was may be NULL), stripped the same way, in which a
+ * patch's null sets such a member to null instead of deleting it.
+ * tp__schema_keeps_null says whether the top-level member `key` is one.
+ * The first two return a new reference, or NULL when out of memory.
+ */
+/*
+ * tp__schema_budget_begin and _end bracket one write: every pattern check
+ * between them shares one step budget (TP__PATTERN_BUDGET_STEPS), so a
+ * value with many strings, or a patch with many members, cannot take it
+ * many times over. A check outside any
+ * bracket has a budget of its own. They nest; validations bracket
+ * themselves.
+ */
+void tp__schema_budget_begin(const tp_schema *schema);
+/* Returns, when the outermost bracket ends, the steps its pattern checks
+ * took (0 when no pattern was checked, or inside). */
+uint64_t tp__schema_budget_end(const tp_schema *schema);
+
+/*
+ * A tenant's share of pattern checking (conn.c): the steps its writes'
+ * pattern checks take are a debt that drains at TP__PATTERN_SHARE_STEPS
+ * per second of the hub's clock; while it is over TP__PATTERN_SHARE_STEPS,
+ * the tenant's writes are refused with rate_limited. That is about 100 ms
+ * of pattern work per second (seven budgets of TP__PATTERN_BUDGET_STEPS,
+ * about 15 ms each), so one tenant takes at most about a tenth of the loop
+ * thread for patterns, however many writes or connections it has.
+ */
+#define TP__PATTERN_SHARE_STEPS 21000000.0
+
+json_t *tp__schema_strip_nulls(const tp_schema *schema, const char *key, json_t *value);
+json_t *tp__schema_merge(const tp_schema *schema, const char *key, const json_t *was,
+                         json_t *patch);
+bool tp__schema_keeps_null(const tp_schema *schema, const char *key);
 
 #endif /* TP_CORE_SCHEMA_H */

@@ -492,6 +492,69 @@ show_str(char *buf, size_t cap, const char *label, const char *s, size_t len)
     fmt_string(&b, s, len, VALUE_SHOWN);
 }
 
+/*
+ * A Decimal written as a string, against the bounds of its number branch,
+ * exactly (a string's digits are not rounded to a double).
+ */
+static int
+check_decimal(const struct schema_node *str, const char *s, size_t len, const char *label,
+              const struct schema_seg *at, tp_error *err)
+{
+    const struct schema_node *num = str->dec_num;
+    const char *why = NULL;
+    const json_t *bound = NULL;
+    long digits = 0, places = 0;
+    int c;
+    if (str->dec_digits >= 0 || str->dec_places >= 0) {
+        /* pydantic's max_digits and decimal_places, as pydantic counts. */
+        bool ok = tp__schema_decimal_digits(s, len, &digits, &places);
+        const char *what = NULL;
+        long limit = 0;
+        if (!ok)
+            what = "is not a valid decimal";
+        else if (str->dec_digits >= 0 && digits > str->dec_digits)
+            what = "has more than %ld digits", limit = str->dec_digits;
+        else if (str->dec_places >= 0 && places > str->dec_places)
+            what = "has more than %ld decimal places", limit = str->dec_places;
+        else if (str->dec_digits >= 0 && str->dec_places >= 0 &&
+                 digits - places > str->dec_digits - str->dec_places)
+            what = "has more than %ld digits before the point",
+            limit = str->dec_digits - str->dec_places;
+        if (what != NULL) {
+            char a[VALUE_SHOWN * 2 + 16], reason[64];
+            if (err == NULL)
+                return -1;
+            show_str(a, sizeof a, label, s, len);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+            snprintf(reason, sizeof reason, what, limit);
+#pragma GCC diagnostic pop
+            return FAIL(at, "%s %s", a, reason);
+        }
+    }
+    if (num->minimum != NULL && (c = tp__schema_decimal_cmp(s, len, num->minimum)) < 0)
+        why = "%s is less than the minimum %s", bound = num->minimum;
+    else if (num->xminimum != NULL && (c = tp__schema_decimal_cmp(s, len, num->xminimum)) <= 0)
+        why = "%s is less than or equal to the exclusive minimum %s", bound = num->xminimum;
+    else if (num->maximum != NULL && (c = tp__schema_decimal_cmp(s, len, num->maximum)) > 0)
+        why = "%s is greater than the maximum %s", bound = num->maximum;
+    else if (num->xmaximum != NULL && (c = tp__schema_decimal_cmp(s, len, num->xmaximum)) >= 0)
+        why = "%s is greater than or equal to the exclusive maximum %s", bound = num->xmaximum;
+    else if (num->multiple != NULL && !tp__schema_decimal_multiple(s, len, num->multiple))
+        why = "%s is not a multiple of %s", bound = num->multiple;
+    if (why == NULL)
+        return 0;
+    if (err == NULL)
+        return -1;
+    char a[VALUE_SHOWN * 2 + 16], b[40];
+    show_str(a, sizeof a, label, s, len);
+    fmt_value(b, sizeof b, bound, VALUE_SHOWN);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    return FAIL(at, why, a, b);
+#pragma GCC diagnostic pop
+}
+
 /* The string keywords, for a value (label "") or a member name. */
 static int
 check_str(const struct schema_node *n, const char *s, size_t len, const char *label,
@@ -510,24 +573,24 @@ check_str(const struct schema_node *n, const char *s, size_t len, const char *la
             return FAIL(at, "%s is longer than the maximum length %zu", shown, n->max_len);
         }
     }
-    if (n->n_res > 0) {
-        bool ok = true;
-        locale_t old = (locale_t)0;
-        if (n->loc != (locale_t)0)
-            old = uselocale(n->loc);
-        for (size_t i = 0; ok && i < n->n_res; i++)
-            ok = (regexec(&n->res[i].re, s, 0, NULL, 0) == 0) != n->res[i].negate;
-        if (n->loc != (locale_t)0)
-            uselocale(old);
-        if (!ok) {
+    if (n->re != NULL) {
+        int r = tp__schema_pattern_match(n->re, s, len);
+        if (r != TP__RE_YES) {
             if (err == NULL)
                 return -1;
             char pshown[VALUE_SHOWN * 2];
             show_str(shown, sizeof shown, label, s, len);
             show_str(pshown, sizeof pshown, "", n->pattern, strlen(n->pattern));
+            if (r == TP__RE_LIMIT)
+                return FAIL(at,
+                            "%s took too long to match against the pattern %s (the step limit of "
+                            "pattern checks was reached)",
+                            shown, pshown);
             return FAIL(at, "%s does not match the pattern %s", shown, pshown);
         }
     }
+    if (n->dec_num != NULL && check_decimal(n, s, len, label, at, err) != 0)
+        return -1;
     if (n->format != TP__SF_NONE && !tp__schema_format_ok(n->format, s, len)) {
         if (err == NULL)
             return -1;
@@ -635,8 +698,21 @@ check_number(const struct schema_node *n, const json_t *v, const struct schema_s
         why = "%s is greater than or equal to the exclusive maximum %s", bound = n->xmaximum;
     else if (n->multiple != NULL && !is_multiple(v, n->multiple))
         why = "%s is not a multiple of %s", bound = n->multiple;
-    if (why == NULL)
-        return 0;
+    if (why == NULL) {
+        if (n->dec_str == NULL)
+            return 0;
+        /* A Decimal written as a number: its digits must pass the pattern
+         * of the string form (max_digits, decimal_places). */
+        char text[400];
+        if (!tp__schema_number_text(v, text, sizeof text)) {
+            if (err == NULL)
+                return -1;
+            char a[40];
+            fmt_value(a, sizeof a, v, VALUE_SHOWN);
+            return FAIL(at, "%s is not a valid decimal", a);
+        }
+        return check_str(n->dec_str, text, strlen(text), "", at, err);
+    }
     if (err == NULL)
         return -1;
     char a[40], b[40];
@@ -689,6 +765,47 @@ absent(const json_t *m)
     return m == NULL || json_is_null(m);
 }
 
+/*
+ * patternProperties: checks member m against every pattern its key
+ * matches. Returns the number matched, or -1 on an error. A key whose
+ * pattern check takes too long is refused, as a value would be.
+ */
+static int
+check_pattern_props(const struct schema_node *n, const char *key, const json_t *m,
+                    const struct schema_seg *at, tp_error *err)
+{
+    int matched = 0;
+    size_t len = strlen(key);
+    for (size_t i = 0; i < n->n_pprops; i++) {
+        int r = tp__schema_pattern_match(n->pprops[i].re, key, len);
+        if (r == TP__RE_LIMIT) {
+            char shown[VALUE_SHOWN * 2 + 16], pshown[VALUE_SHOWN * 2];
+            if (err == NULL)
+                return -1;
+            show_str(shown, sizeof shown, "field name ", key, len);
+            show_str(pshown, sizeof pshown, "", n->pprops[i].pattern, strlen(n->pprops[i].pattern));
+            return FAIL(at,
+                        "%s took too long to match against the pattern %s (the step limit of "
+                        "pattern checks was reached)",
+                        shown, pshown);
+        }
+        if (r != TP__RE_YES)
+            continue;
+        matched++;
+        if (tp__schema_check(n->pprops[i].node, m, at, err) != 0)
+            return -1;
+    }
+    if (matched == 0 && n->pprops_only) {
+        char shown[VALUE_SHOWN * 2 + 16], pshown[VALUE_SHOWN * 2];
+        if (err == NULL)
+            return -1;
+        show_str(shown, sizeof shown, "field name ", key, len);
+        show_str(pshown, sizeof pshown, "", n->pprops[0].pattern, strlen(n->pprops[0].pattern));
+        return FAIL(at, "%s does not match the pattern %s", shown, pshown);
+    }
+    return matched;
+}
+
 static int
 check_object(const struct schema_node *n, const json_t *v, const struct schema_seg *at,
              tp_error *err)
@@ -699,7 +816,9 @@ check_object(const struct schema_node *n, const json_t *v, const struct schema_s
         const struct schema_prop *p = &n->props[i];
         const json_t *m = json_object_get(v, p->name);
         struct schema_seg seg = {at, p->name, NULL, 0};
-        if (absent(m)) {
+        /* A null member is an absent one, but for a required Optional[X],
+         * whose null is a value. */
+        if (m == NULL || (json_is_null(m) && !p->keeps_null)) {
             if (p->required && !p->absent_ok)
                 return FAIL(&seg, "required field is missing");
             continue;
@@ -712,8 +831,8 @@ check_object(const struct schema_node *n, const json_t *v, const struct schema_s
         if (!n->extra_absent_ok && absent(json_object_get(v, n->req_extra[i])))
             return FAIL(&seg, "required field is missing");
     }
-    if (!n->addl_false && n->addl == NULL && n->names == NULL && n->min_props == 0 &&
-        n->max_props == SIZE_MAX)
+    if (!n->addl_false && n->addl == NULL && n->names == NULL && n->n_pprops == 0 &&
+        n->min_props == 0 && n->max_props == SIZE_MAX)
         return 0;
     size_t count = 0;
     const char *key;
@@ -727,6 +846,11 @@ check_object(const struct schema_node *n, const json_t *v, const struct schema_s
         if (n->names != NULL && check_key(n->names, key, &seg, err) != 0)
             return -1;
         if (n->n_props > 0 && tp__schema_find_prop(n, key) != NULL)
+            continue;
+        int matched = check_pattern_props(n, key, m, &seg, err);
+        if (matched < 0)
+            return -1;
+        if (matched > 0)
             continue;
         if (n->addl_false)
             return FAIL(&seg, "unexpected field");
@@ -871,7 +995,7 @@ tp__schema_check_member(const struct schema_node *n, const char *key, const json
 {
     struct schema_seg seg = {NULL, key, NULL, 0};
     const struct schema_prop *p = tp__schema_find_prop(n, key);
-    if (absent(v)) {
+    if (v == NULL || (json_is_null(v) && !(p != NULL && p->keeps_null))) {
         if (p != NULL)
             return p->required && !p->absent_ok ? FAIL(&seg, "required field is missing") : 0;
         if (!n->extra_absent_ok)
@@ -884,6 +1008,9 @@ tp__schema_check_member(const struct schema_node *n, const char *key, const json
         return -1;
     if (p != NULL)
         return tp__schema_check(p->node, v, &seg, err);
+    int matched = check_pattern_props(n, key, v, &seg, err);
+    if (matched != 0)
+        return matched < 0 ? -1 : 0;
     if (n->addl_false)
         return FAIL(&seg, "unexpected field");
     if (n->addl != NULL)

@@ -1,15 +1,15 @@
 /*
  * Schemas, inside: the compiled tree shared by schema.c (loading, defaults),
- * schema_check.c (validation and messages) and schema_regex.c (the pattern
- * dialect and the checked formats). See docs/internals/schema.md.
+ * schema_check.c (validation and messages), schema_pattern.c (patterns on
+ * PCRE2, with their limits) and schema_format.c (the checked formats and
+ * decimals). See docs/internals/schema.md.
  */
 #ifndef TP_CORE_SCHEMA_INT_H
 #define TP_CORE_SCHEMA_INT_H
 
-#include <locale.h>
-#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -34,7 +34,32 @@ enum {
 };
 
 /* The formats that are checked; every other format is an annotation. */
-enum tp__sformat { TP__SF_NONE = 0, TP__SF_DATE_TIME, TP__SF_DATE, TP__SF_TIME, TP__SF_UUID };
+enum tp__sformat {
+    TP__SF_NONE = 0,
+    TP__SF_DATE_TIME,
+    TP__SF_DATE,
+    TP__SF_TIME,
+    TP__SF_UUID,
+    TP__SF_URI,
+    TP__SF_HTTP_URI, /* "uri" with pydantic HttpUrl's maxLength 2083: http and https only */
+    TP__SF_IPV4,
+    TP__SF_IPV6,
+    TP__SF_IPANY,
+    TP__SF_DURATION,
+    TP__SF_EMAIL
+};
+
+/* Patterns: at most this many bytes, and this deep in groups (PCRE2's
+ * compile context enforces both, so compiling stays fast). */
+#define TP__PATTERN_MAX 4096
+#define TP__PATTERN_NEST 64
+/* The steps (PCRE2 callouts: one per item tried, plus the characters the
+ * match moved over, TP__PATTERN_SCAN_PER_STEP to a step) every pattern
+ * check of one validation may take together; a check that would go past
+ * them fails (schema_pattern.c, docs/internals/schema.md). About 10 to
+ * 25 ms on the 2-core test machine: bench/pattern_bench prints it. */
+#define TP__PATTERN_BUDGET_STEPS 3000000u
+#define TP__PATTERN_SCAN_PER_STEP 16u
 
 struct schema_node;
 
@@ -43,15 +68,27 @@ struct schema_prop {
     const char *name; /* borrowed from the schema document */
     struct schema_node *node;
     bool required;
-    /* required, yet an absent member passes: its schema accepts null, and an
-     * absent member and a null one are the same thing (PROTOCOL.md). */
+    /* required, its schema accepts null and it has no default (pydantic's
+     * required Optional[X]): null is a value, kept in stored values, and an
+     * absent member is missing (docs/protocol.md, "Values") */
+    bool keeps_null;
+    /* required, its schema accepts null and it has a default (not what
+     * pydantic writes): an absent member passes */
     bool absent_ok;
 };
 
-/* One compiled regex of a pattern. */
-struct schema_re {
-    regex_t re;
-    bool negate;
+/* One compiled pattern (schema_pattern.c). */
+struct schema_re;
+
+/* A schema's pattern machinery: PCRE2's contexts, one match data, the JIT
+ * stack, and the step budget of the validation running (schema_pattern.c). */
+struct schema_rx;
+
+/* A pattern found in "patternProperties". */
+struct schema_pprop {
+    struct schema_re *re;
+    const char *pattern; /* borrowed */
+    struct schema_node *node;
 };
 
 /* One entry of a discriminator's mapping: tag value to branch. */
@@ -87,13 +124,17 @@ struct schema_node {
 
     /* strings */
     size_t min_len, max_len; /* in code points; max_len SIZE_MAX when absent */
-    /* A pattern compiles to one regex, or to one per leading lookahead of
-     * "^(?=A)(?!B)C" and one for "^C": all must match (negate: must not). */
-    struct schema_re *res;
-    size_t n_res;
-    const char *pattern; /* the pattern as written, for messages */
-    locale_t loc;        /* the locale the regex was compiled in, or 0 */
+    struct schema_re *re;    /* "pattern", compiled, or NULL */
+    const char *pattern;     /* the pattern as written, for messages */
     enum tp__sformat format;
+    /* pydantic's Decimal: anyOf [{number + bounds}, {string + pattern}].
+     * The string branch points at the number branch (its bounds apply to
+     * the string's value), the number branch at the string branch (its
+     * pattern applies to the number's digits). */
+    const struct schema_node *dec_num, *dec_str;
+    /* The string branch: max_digits and decimal_places, read back from
+     * pydantic's pattern (which alone does not bound them), or -1. */
+    int dec_digits, dec_places;
 
     /* numbers: borrowed JSON numbers, or NULL */
     const json_t *minimum, *maximum, *xminimum, *xmaximum, *multiple;
@@ -113,8 +154,13 @@ struct schema_node {
     const char **req_extra;      /* required names without a declared property */
     size_t n_req_extra;
     bool extra_absent_ok;
-    struct schema_node *names; /* propertyNames, or NULL */
-    struct schema_node *addl;  /* additionalProperties schema, or NULL */
+    struct schema_node *names;   /* propertyNames, or NULL */
+    struct schema_pprop *pprops; /* patternProperties, in the document's order */
+    size_t n_pprops;
+    /* patternProperties alone (no properties, no additionalProperties):
+     * pydantic's Dict[constr(pattern=...), X], whose keys must match */
+    bool pprops_only;
+    struct schema_node *addl; /* additionalProperties schema, or NULL */
     bool addl_false;
     size_t min_props, max_props;
 
@@ -132,9 +178,9 @@ struct tp_schema {
     struct schema_node **root_objs;
     size_t n_root_objs;
     const char *title;
-    locale_t loc; /* C.UTF-8 for patterns, made on first pattern; 0 if none */
-    bool loc_tried;
-    char key[17]; /* tp__schema_key, "" until asked */
+    struct schema_rx *rx; /* made on the first pattern; NULL if none */
+    bool req_null;        /* some property keeps_null: nulls are stripped by the schema */
+    char key[17];         /* tp__schema_key, "" until asked */
 };
 
 /*
@@ -184,25 +230,37 @@ int tp__schema_fail(tp_error *err, int code, const struct schema_seg *at, const 
     TP__PRINTF(4, 5);
 
 /* ------------------------------------------------------------------------ */
-/* Patterns and formats (schema_regex.c)                                     */
+/* Patterns (schema_pattern.c)                                               */
 /* ------------------------------------------------------------------------ */
 
-/*
- * tp__schema_regex_translate turns a pattern in the ECMA-262 / Python
- * dialect pydantic emits into a POSIX extended regex. Call it first with
- * out NULL to learn *need (bytes, with the NUL), then with a buffer of that
- * size. Returns 0, or -1 with *why (a static string) and *at (the byte
- * offset in src) saying what cannot be translated.
- */
-int tp__schema_regex_translate(const char *src, char *out, size_t cap, size_t *need,
-                               const char **why, size_t *at);
+/* tp__schema_rx_new makes a schema's pattern machinery. NULL: out of memory. */
+struct schema_rx *tp__schema_rx_new(void);
+void tp__schema_rx_free(struct schema_rx *rx);
 
 /*
- * tp__schema_regex_lookahead recognises a lookahead "(?=A)" or "(?!A)" at
- * src[i]. Returns the length of A (A starts at i + 3) and sets *end past the
- * group and *negate; returns 0 when there is none (or A is empty).
+ * tp__schema_pattern_compile compiles a pattern as pydantic means it
+ * (Python's re and the Rust regex crate: lookaround, (?i), \d, \p{..},
+ * Unicode). Returns 0; TP_ENOMEM; or TP_ESCHEMA with why (a message of at
+ * most cap bytes) saying what is wrong and where.
  */
-size_t tp__schema_regex_lookahead(const char *src, size_t i, size_t *end, bool *negate);
+int tp__schema_pattern_compile(struct schema_rx *rx, const char *src, size_t len,
+                               struct schema_re **out, char *why, size_t cap);
+void tp__schema_pattern_free(struct schema_re *re);
+
+/* What a match says. */
+enum { TP__RE_NO = 0, TP__RE_YES = 1, TP__RE_LIMIT = -1 };
+
+/*
+ * tp__schema_pattern_match searches s (len bytes) for the pattern. Returns
+ * TP__RE_YES, TP__RE_NO, or TP__RE_LIMIT when the check would take too long
+ * (the validation's step budget, PCRE2's match, depth or heap limit, or the
+ * JIT stack). Allocates nothing.
+ */
+int tp__schema_pattern_match(const struct schema_re *re, const char *s, size_t len);
+
+/* ------------------------------------------------------------------------ */
+/* Formats and decimals (schema_format.c)                                    */
+/* ------------------------------------------------------------------------ */
 
 /* tp__schema_format_of maps a "format" value to the formats checked. */
 enum tp__sformat tp__schema_format_of(const char *name);
@@ -212,6 +270,39 @@ const char *tp__schema_format_name(enum tp__sformat f);
 
 /* tp__schema_format_ok checks a string of len bytes against a format. */
 bool tp__schema_format_ok(enum tp__sformat f, const char *s, size_t len);
+
+/*
+ * tp__schema_decimal_cmp compares the decimal written in s (len bytes: an
+ * optional sign, digits, an optional point and digits, an optional
+ * exponent) with a JSON number, exactly. Returns -1, 0 or 1, or 2 when s is
+ * not such a decimal.
+ */
+int tp__schema_decimal_cmp(const char *s, size_t len, const json_t *bound);
+
+/*
+ * tp__schema_decimal_limits reads max_digits and decimal_places back from
+ * the string pattern pydantic writes for a Decimal (-1 when absent).
+ * Returns false when the pattern is not one of pydantic's.
+ */
+bool tp__schema_decimal_limits(const char *pattern, int *max_digits, int *places);
+
+/*
+ * tp__schema_decimal_digits counts as pydantic does: the digits and the
+ * decimal places of the decimal s once normalised (trailing zeros dropped).
+ * Returns false when s is not a decimal.
+ */
+bool tp__schema_decimal_digits(const char *s, size_t len, long *digits, long *places);
+
+/* tp__schema_decimal_multiple says whether the decimal s is a multiple of
+ * the JSON number m, exactly; false when it cannot tell. */
+bool tp__schema_decimal_multiple(const char *s, size_t len, const json_t *m);
+
+/*
+ * tp__schema_number_text writes a JSON number in positional notation (no
+ * exponent), the shortest digits that read back the same: "1.5", "100",
+ * "0.000001". Returns false when it does not fit in cap.
+ */
+bool tp__schema_number_text(const json_t *v, char *buf, size_t cap);
 
 /* tp__schema_type_name names a value's JSON type as messages do: every
  * number is a "number" (schema_check.c). */

@@ -289,10 +289,29 @@ hist_get(world *w, const char *wkey, json_int_t rev)
 }
 
 /* Records a replica's value at a rev; every replica must agree. */
+/* The only null members a stored value holds are those of a required
+ * Optional[X]: of these schemas, Order's top-level "notes". */
+static int
+kept_nulls_only(const json_t *v)
+{
+    const char *key;
+    json_t *m;
+    json_object_foreach((json_t *)v, key, m)
+    {
+        if (json_is_null(m) ? strcmp(key, "notes") != 0 : tpf_has_null_member(m))
+            return 0;
+    }
+    return 1;
+}
+
 static void
-hist_put(world *w, const char *wkey, json_int_t rev, json_t *value, const char *how)
+hist_put(world *w, const char *wkey, json_int_t rev, json_t *full, const char *how)
 {
     char r[32];
+    /* Replicas compare without null members: a client applying a patch
+     * deletes a member set to null, where the server keeps the null of a
+     * required Optional[X] (Order.notes). */
+    json_t *value = tpf_strip_nulls(full);
     snprintf(r, sizeof r, "%lld", (long long)rev);
     json_t *revs = json_object_get(w->hist, wkey);
     if (revs == NULL) {
@@ -306,9 +325,10 @@ hist_put(world *w, const char *wkey, json_int_t rev, json_t *value, const char *
             tpf_fail("%s at rev %s: two replicas disagree: %s, and from %s: %s", wkey, r, a, how,
                      b);
         }
+        json_decref(value);
         return;
     }
-    TPF_CHECK(json_object_set(revs, r, value) == 0, "out of memory");
+    TPF_CHECK(json_object_set_new(revs, r, value) == 0, "out of memory");
 }
 
 /* ---- Frames and messages ---- */
@@ -468,7 +488,7 @@ on_message(world *w, int si, const json_t *msg, int in_feed)
                   "snapshot: access");
         TPF_CHECK(shared || strcmp(access, "write") == 0, "snapshot: a private model read-only");
         TPF_CHECK(json_is_object(value), "snapshot: value is not an object");
-        TPF_CHECK(!tpf_has_null_member(value), "snapshot: a value with a null member");
+        TPF_CHECK(kept_nulls_only(value), "snapshot: a value with a null member");
         int k = schema_of(w, tenant, shared, id);
         TPF_CHECK(k >= 0, "snapshot of %s, a model never made for %s", key, tenants[tenant]);
         TPF_CHECK(title && strcmp(title, tp_schema_title(schemas[k])) == 0, "snapshot: schema");
@@ -866,9 +886,12 @@ check_model(world *w, int tenant, int shared, const char *id, int schema)
         tpf_fail("the server's value of %s does not validate: %s: %s", id, err.message, text);
     json_t *v = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
     TPF_CHECK(json_is_object(v), "the server's value of %s is not an object: %s", id, text);
-    TPF_CHECK(!tpf_has_null_member(v), "the server's value of %s has a null member: %s", id, text);
+    TPF_CHECK(kept_nulls_only(v), "the server's value of %s has a null member: %s", id, text);
     json_t *replica = hist_get(w, wkey, rev);
-    if (replica != NULL && !json_equal(replica, v)) {
+    json_t *stripped = tpf_strip_nulls(v);
+    int same = replica == NULL || json_equal(replica, stripped);
+    json_decref(stripped);
+    if (!same) {
         char *r = tpf_dump(replica);
         tpf_fail("%s at rev %lld: the replicas hold %s, the server %s", wkey, (long long)rev, r,
                  text);
@@ -1038,7 +1061,8 @@ setup(world *w, int profile)
     share(w, "board", SCH_BOARD, &tp_lww_map_crdt,
           "{\"name\":\"Board\",\"counts\":{\"a\":1},\"items\":{\"x\":{\"label\":\"X\"}}}");
     share(w, "order", SCH_ORDER, &tp_last_write_wins,
-          "{\"customer\":{\"name\":\"Bo\",\"address\":{\"street\":\"2 via\",\"city\":\"Roma\"}}}");
+          "{\"customer\":{\"name\":\"Bo\",\"address\":{\"street\":\"2 via\",\"city\":\"Roma\"}},"
+          "\"notes\":null}");
     share(w, "veto", SCH_CONSTRAINED, &w->veto_strategy, "{\"name\":\"vv\",\"code\":\"VET-000\"}");
     subscribe(w, 0, 0, TP_WRITE);
     subscribe(w, 1, 0, TP_READ);

@@ -87,6 +87,13 @@ def schema_seeds():
         # Valid first (the first valid object is hosted), then the others as
         # writes over it.
         write("fuzz_schema", case, compact(schema) + "".join(SEP + compact(v) for v in values))
+    # The pydantic models (tests/cases/pydantic): their schemas, then every
+    # instance pydantic accepted, then those it refused.
+    for case in case_dirs("pydantic"):
+        c = load(os.path.join(CASES, "pydantic", case, "case.json"))
+        values = [e["value"] for k in ("valid", "absent", "invalid", "stricter") for e in c[k]]
+        write("fuzz_schema", "pydantic-" + case,
+              compact(c["schema"]) + "".join(SEP + compact(v) for v in values))
     for case in case_dirs("schema-load"):
         d = os.path.join(CASES, "schema-load", case)
         schema = load(os.path.join(d, "schema.json"))
@@ -102,8 +109,42 @@ def schema_seeds():
         }) + SEP + '{"a":"12","b":"][","c":"àé","d":"x1 ab.","e":"\\t\\n\\r\\f\\u000b/$"}'
         + SEP + '{"a":"012","b":"x","c":"a","d":"1","e":""}',
         "refused-patterns": obj % compact({
-            "a": {"type": "string", "pattern": "(?<=a)b"},
+            "a": {"type": "string", "pattern": "\\x{41}"},
         }) + SEP + "{}",
+        "pcre2-patterns": obj % compact({
+            "a": {"type": "string", "pattern": "(?<=a)b(?!c)"},
+            "b": {"type": "string", "pattern": "(?i)^\\p{L}+\\b$"},
+            "c": {"type": "string", "pattern": "^(a|aa)*(?:x+x+)+y$"},
+            "d": {"type": "string", "pattern": "(?=a*a*[bc])"},
+            "e": {"type": "string", "pattern": "^(?P<q>['\"]).*(?P=q)$"},
+        }) + SEP + '{"a":"ab","b":"Zo\u00eb","c":"aaxxy","d":"aab","e":"\"x\""}'
+        + SEP + '{"a":"' + "a" * 300 + '","c":"' + "a" * 40 + 'x' * 40 + '","d":"' + "a" * 3000 + '"}',
+        "pattern-properties": compact({
+            "type": "object",
+            "properties": {"m": {"type": "object",
+                                 "patternProperties": {"^[a-z]+$": {"type": "integer"},
+                                                       "^x": {"minimum": 5}}},
+                           "n": {"type": "object", "patternProperties": {"\\d": True},
+                                 "additionalProperties": {"type": "string"}}},
+            "x-owner": {"any": ["thing"]},
+        }) + SEP + '{"m":{"ab":1,"xy":7},"n":{"a1":null,"b":"s"}}'
+        + SEP + '{"m":{"a1":1,"xa":2},"n":{"b":1}}',
+        "decimals": obj % compact({
+            "d": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 10},
+                            {"type": "string", "pattern":
+                             "^(?!^[-+.]*$)[+-]?0*(?:\\d{0,3}|(?=[\\d.]{1,6}0*$)\\d{0,3}\\.\\d{0,2}0*$)"}]},
+            "m": {"anyOf": [{"type": "number", "multipleOf": 0.25},
+                            {"type": "string", "pattern": "^(?!^[-+.]*$)[+-]?0*\\d*\\.?\\d*$"}]},
+        }) + SEP + '{"d":"9.99","m":"0.75"}' + SEP + '{"d":"10.001","m":"0.3"}'
+        + SEP + '{"d":1.234,"m":1e300}' + SEP + '{"d":"-0","m":"00012.500"}',
+        "formats-pydantic": obj % compact({
+            "u": {"type": "string", "format": "uri", "maxLength": 2083},
+            "a": {"type": "string", "format": "uri"},
+            "i": {"type": "string", "format": "ipvanyaddress"},
+            "d": {"type": "string", "format": "duration"},
+            "e": {"type": "string", "format": "email"},
+        }) + SEP + '{"u":"https://a.b/c?d#e","a":"x:y","i":"::ffff:1.2.3.4","d":"P1DT2H","e":"a@b.io"}'
+        + SEP + '{"u":"ftp://a","a":"/x","i":"1.2.3","d":"PT","e":"a@localhost"}',
         "refs-and-cycles": compact({
             "$ref": "#/$defs/A",
             "$defs": {"A": {"type": "object", "properties": {"next": {"$ref": "#/$defs/A"},
