@@ -167,7 +167,7 @@ Test(log, the_sink_writes_whole_lines)
 Test(log, daemon_lines_respect_the_level)
 {
     FILE *f = tmpfile();
-    tp__daemon_options opt = {NULL, tp__daemon_log_stderr, f, TP_LOG_WARN};
+    tp__daemon_options opt = {NULL, tp__daemon_log_stderr, f, TP_LOG_WARN, NULL};
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", "127.0.0.1", 1);
     tp__daemon_log(&opt, TP_LOG_WARN, "slow tick ms=%d", 12);
     rewind(f);
