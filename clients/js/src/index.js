@@ -451,11 +451,8 @@ export class Client {
     m._confirmed = msg.value;
     m.rev = msg.rev;
     m._gap = false;
-    if (added) {
-      m._view = undefined;
-      this._emit("model", { scope: m.scope, id: m.id, event: "added" });
-    }
     m._update(null, false);
+    if (added) this._emit("model", { scope: m.scope, id: m.id, event: "added" });
   }
 
   _on_patch(msg) {
