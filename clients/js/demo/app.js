@@ -6,6 +6,9 @@ import { Client, indexedDBStorage } from "./transports-client.js";
 const $ = (id) => document.getElementById(id);
 const tenant = new URLSearchParams(location.search).get("as");
 
+// Keeps the page openable offline (a reload while the server is down).
+if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => {});
+
 for (const a of document.querySelectorAll("#tenants a"))
   if (a.dataset.tenant === tenant) a.classList.add("current");
 
@@ -30,18 +33,20 @@ function start(tenant) {
   });
   window.transportsClient = client; // for the console (and the end-to-end test)
 
-  const labels = { connecting: "connecting…", open: "live", waiting: "offline, retrying…", closed: "closed" };
-  client.on("status", (s) => {
-    $("status").className = "status " + s;
-    $("status").querySelector("span").textContent = labels[s];
-  });
-
   const showPending = () => {
     const n = client.pending;
     $("pending").textContent = n === 0 ? "all changes saved" : `${n} change${n > 1 ? "s" : ""} not yet confirmed`;
     $("cid").textContent = client.clientId || "";
   };
   setInterval(showPending, 250);
+
+  const labels = { connecting: "connecting…", open: "live", waiting: "offline, retrying…", closed: "closed" };
+  client.on("status", (s) => {
+    $("status").className = "status " + s;
+    $("status").querySelector("span").textContent = labels[s];
+    showPending();
+  });
+
 
   let errorTimer;
   const showError = (text) => {

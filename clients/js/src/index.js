@@ -159,6 +159,7 @@ export class Client {
 
   close() {
     this._stopped = true;
+    if (this._timers.save !== undefined) this._save();
     for (const k of Object.keys(this._timers)) this._clear(k);
     const ws = this._ws;
     this._detach();
@@ -208,18 +209,33 @@ export class Client {
       this._nextRef = st.nextRef || 1;
       for (const w of st.writes || [])
         this._pending.push({ ref: w.ref, key: keyOf(w.scope, w.id), scope: w.scope, id: w.id, patch: w.patch, sent: false, held: false, saved: true });
+      // The replicas as they were: shown at once (offline too), then resumed from their revs.
+      for (const r of st.models || []) {
+        const m = new Model(this, r.scope, r.id);
+        Object.assign(m, { rev: r.rev, access: r.access, schema: r.schema, _confirmed: r.value });
+        this._models.set(m._key, m);
+        m._update(null, false);
+        this._emit("model", { scope: m.scope, id: m.id, event: "added" });
+      }
     }
     if (this._clientId === undefined) this._clientId = randomId();
     if (this._storage && !st) await this._save();
   }
 
+  // The replicas changed: saved within 500 ms (not at every patch).
+  _saveSoon() {
+    if (this._storage && this._timers.save === undefined) this._timer("save", 500, () => this._save());
+  }
+
   // Storage writes are chained: each saves the whole state as it is then.
   _save() {
     if (!this._storage) return Promise.resolve();
+    this._clear("save");
     const state = {
       clientId: this._clientId,
       nextRef: this._nextRef,
       writes: this._pending.map((w) => ({ ref: w.ref, scope: w.scope, id: w.id, patch: w.patch })),
+      models: [...this._models.values()].map((m) => ({ scope: m.scope, id: m.id, rev: m.rev, access: m.access, schema: m.schema, value: m._confirmed })),
     };
     this._saving = (this._saving || Promise.resolve()).then(() => this._storage.save(state)).catch(() => {});
     return this._saving;
@@ -451,6 +467,7 @@ export class Client {
     m._confirmed = msg.value;
     m.rev = msg.rev;
     m._gap = false;
+    this._saveSoon();
     m._update(null, false);
     if (added) this._emit("model", { scope: m.scope, id: m.id, event: "added" });
   }
@@ -463,6 +480,7 @@ export class Client {
     m._confirmed = mergePatch(m._confirmed, msg.patch);
     m.rev = msg.rev;
     m._gap = false;
+    this._saveSoon();
     m._update(msg.origin, msg.origin === this.conn);
   }
 
@@ -544,6 +562,7 @@ export class Client {
     const m = this._models.get(keyOf(msg.scope, msg.id));
     if (!m) return;
     m.access = msg.access === "write" ? "write" : "read";
+    this._saveSoon();
     this._emit("model", { scope: m.scope, id: m.id, event: "access" });
   }
 
@@ -552,6 +571,7 @@ export class Client {
     const m = this._models.get(key);
     if (!m) return;
     this._models.delete(key);
+    this._saveSoon();
     for (const w of this._pending.filter((x) => x.key === key))
       this._settle(w, new TransportsError("not_found", `id: model "${m.id}" in scope "${m.scope}" was removed`, w.ref));
     this._emit("model", { scope: m.scope, id: m.id, event: "removed" });

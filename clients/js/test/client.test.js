@@ -288,6 +288,9 @@ test("storage: the client id, refs and pending writes survive a new client (a re
   assert.deepEqual(saved.writes, [{ ref: 1, scope: "private", id: "notes", patch: { body: "typed offline" } }]);
   assert.equal(saved.nextRef, 2);
   a.c.close();
+  // Replicas are kept too: the reloaded page shows them at once, and resumes.
+  assert.deepEqual(saved.models.find((m) => m.id === "notes"), { scope: "private", id: "notes", rev: 1, access: "write", schema: "Doc", value: { title: "A", body: "" } });
+  saved.models = saved.models.filter((m) => m.id === "notes");
   // The reload: a new client, no replicas, the same storage.
   const clock = new FakeClock();
   const WS = fakeWebSocket();
@@ -296,13 +299,15 @@ test("storage: the client id, refs and pending writes survive a new client (a re
   b.on("error", (e) => errors.push(e));
   await tick();
   await tick();
+  assert.equal(b.model("private", "notes").value.body, "typed offline"); // offline, before any connection
   const ws = WS.made[0];
+  assert.equal(new URL(ws.url).searchParams.get("resume"), "1");
   ws.open();
   await tick();
   const sent = ws.take();
-  assert.deepEqual(sent[0].client, id);
+  assert.deepEqual(sent[0], { type: "resume", models: [{ scope: "private", id: "notes", rev: 1 }], client: id });
   assert.deepEqual(sent[1], { type: "write", scope: "private", id: "notes", patch: { body: "typed offline" }, ref: 1 });
-  ws.recv([hello, snap("private", "notes", 1, { title: "A", body: "" }), { type: "synced" }]);
+  ws.recv([hello, { type: "synced" }]);
   assert.equal(b.model("private", "notes").value.body, "typed offline"); // pending on top
   ws.recv({ type: "ack", ref: 1, scope: "private", id: "notes", rev: 2, from: 1 });
   await tick();
