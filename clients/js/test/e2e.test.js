@@ -55,6 +55,7 @@ function startDaemon() {
 
 function stopDaemon() {
   const p = daemon;
+  if (!p) return Promise.resolve({ code: null, sig: null });
   daemon = null;
   return new Promise((resolve) => {
     p.removeAllListeners("exit");
@@ -225,4 +226,11 @@ test("a write made offline survives a page reload and is applied once", async ()
   await other.close();
   const errors = logs.filter((l) => /pageerror/.test(l));
   assert.deepEqual(errors, []);
+});
+
+test("the daemon stops cleanly, with no sanitizer report in its log", async () => {
+  const { code, sig } = await stopDaemon();
+  assert.deepEqual([code, sig], [0, null]);
+  const all = logs.join("");
+  assert.doesNotMatch(all, /ERROR: (Leak|Address)Sanitizer|runtime error:/);
 });
