@@ -10,6 +10,7 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/daemon.h"
 
@@ -59,8 +60,10 @@ listen_host(const char *listen, char *out, size_t size)
 
 /*
  * The demo page's directory: the source tree's (a build run in place, as
- * make run does), else the installed one (make install). Both paths are
- * compiled in; --static-dir overrides them.
+ * make run does), else the installed one next to the binary
+ * (<bin>/../share/transports/demo, so that an install to another prefix
+ * than the configured one still finds it), else the configured install
+ * path. --static-dir overrides them all.
  */
 static const char *
 demo_dir(void)
@@ -70,6 +73,20 @@ demo_dir(void)
     if (stat(TP_DEMO_SOURCE_DIR "/index.html", &st) == 0)
         return TP_DEMO_SOURCE_DIR;
 #endif
+    static char beside[4096];
+    ssize_t n = readlink("/proc/self/exe", beside, sizeof beside - 1);
+    if (n > 0) {
+        beside[n] = '\0';
+        char *slash = strrchr(beside, '/');
+        static const char rel[] = "/../share/transports/demo";
+        char probe[4096 + 16];
+        if (slash != NULL && (size_t)(slash - beside) + sizeof rel < sizeof beside) {
+            memcpy(slash, rel, sizeof rel);
+            snprintf(probe, sizeof probe, "%s/index.html", beside);
+            if (stat(probe, &st) == 0)
+                return beside;
+        }
+    }
 #ifdef TP_DEMO_INSTALL_DIR
     if (stat(TP_DEMO_INSTALL_DIR "/index.html", &st) == 0)
         return TP_DEMO_INSTALL_DIR;

@@ -401,7 +401,9 @@ export class Client {
     } catch (e) {
       return fail("bad_request", "patch: " + e.message);
     }
-    if (text.length + 200 > this.maxMessageBytes) return fail("too_large", `patch: over the server's ${this.maxMessageBytes} bytes`);
+    // The message's bytes: the patch's UTF-8, plus the envelope (scope, id, ref).
+    const bytes = new TextEncoder().encode(text + m.scope + m.id).length + 64;
+    if (bytes > this.maxMessageBytes) return fail("too_large", `patch: the write would be over the server's max_message_bytes (${this.maxMessageBytes})`);
     const w = { ref: this._nextRef++, key: m._key, scope: m.scope, id: m.id, patch: JSON.parse(text), sent: false, held: false, saved: !this._storage };
     const p = new Promise((resolve, reject) => Object.assign(w, { resolve, reject }));
     this._pending.push(w);

@@ -97,6 +97,8 @@ test("local refusals: read-only, unknown, not an object, too large; nothing is s
   await assert.rejects(m.write({ body: "x" }), (e) => e.code === "forbidden");
   await assert.rejects(c.model("private", "notes").write([1]), (e) => e.code === "bad_request" && /patch/.test(e.message));
   await assert.rejects(c.model("private", "notes").write({ body: "x".repeat(1048576) }), (e) => e.code === "too_large");
+  // Bytes, not characters: 400 000 three-byte characters are 1.2 MB.
+  await assert.rejects(c.model("private", "notes").write({ body: "\u20ac".repeat(400000) }), (e) => e.code === "too_large");
   await tick();
   assert.deepEqual(ws.take(), []);
   assert.deepEqual(m.value, { title: "R", body: "" });
