@@ -81,7 +81,7 @@ function bind(client, scope, id, area, title, rev, badge, showError, showPending
       badge.className = "badge " + (ro ? "ro" : "rw");
       const why = document.getElementById(id + "-why");
       why.hidden = !ro;
-      why.textContent = ro ? `${client.tenant ?? "this tenant"} is subscribed to the roadmap with read access: the server refuses its writes.` : "";
+      why.textContent = ro ? `${client.tenant ?? "this tenant"} is subscribed to the roadmap with read access: its changes are refused (forbidden) and undone.` : "";
       area.classList.toggle("readonly", ro);
     }
   };
