@@ -1,8 +1,9 @@
 #!/bin/sh
-# make test's JavaScript tests (ctest entries js_client_unit and js_client_e2e):
+# make test's JavaScript tests (ctest entries js_client_unit, js_client_size and js_client_e2e):
 #   run.sh unit  node --test: the client's own tests and the replay of tests/cases/proto
 #   run.sh size  the minified and gzipped size of the client (esbuild); fails over 8 KiB gzipped
-#   run.sh e2e   node --test: transportsd --demo and its page in Chromium (playwright-core)
+#   run.sh e2e   node --test: the client in Node (ws) against transportsd --demo, and the
+#                demo page in Chromium (playwright-core)
 # A missing node (20 or later), npm package or Chromium fails the test: it never skips.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -26,7 +27,7 @@ e2e)
     chromium=${CHROMIUM:-/usr/bin/chromium}
     [ -x "$chromium" ] || fail "Chromium is missing at $chromium: scripts/install-deps.sh installs Debian's chromium"
     [ -n "${TRANSPORTSD:-}" ] || fail "TRANSPORTSD must name the daemon"
-    exec node --test --test-timeout=180000 test/e2e.test.js
+    exec node --test --test-timeout=180000 test/daemon.test.js test/e2e.test.js
     ;;
 *) fail "usage: run.sh unit|size|e2e" ;;
 esac
