@@ -1,9 +1,11 @@
 # transports: the two commands of the README, and the build steps behind them.
 #   make run    installs what is missing, builds, starts `transportsd --demo` on
 #               127.0.0.1:8080 (the guide's alice, bob and shared roadmap; Ctrl-C stops it)
+#               and prints the demo page's URL
 #   make test   installs what is missing, builds, runs every test (plain, then
 #               under AddressSanitizer and UndefinedBehaviorSanitizer)
-#   make bench  builds and runs the benchmarks (figures, not pass/fail)
+#   make bench  builds and runs the benchmarks (figures, not pass/fail), and prints the
+#               JavaScript client's minified and gzipped size
 #   make fuzz   builds the libFuzzer targets with clang in build-fuzz/ and runs each for
 #               FUZZ_SECONDS (tests/fuzz/README.md); not part of make test
 #   make test-rfc-strict  builds and runs tests/integration/strict_rfc6455.py: RFC 6455 read
@@ -47,6 +49,7 @@ build-asan: deps
 	cmake --build build-asan -j $(JOBS)
 
 run: build
+	@echo "make run: open http://127.0.0.1:8080/ (alice and bob side by side: ?as=alice, ?as=bob)"
 	./build/transportsd --demo
 
 test-plain: build
@@ -90,6 +93,7 @@ bench: build
 	./build/bench/auth_bench --quick
 	./build/bench/pattern_bench --quick
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
+	cd clients/js && node bench/size.js
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;

@@ -10,7 +10,15 @@ packages=(
     libcriterion-dev
     valgrind
     python3-websockets openssl
+    chromium
 )
+# Node.js for the JavaScript client's tests (clients/js): Debian's nodejs and npm,
+# unless a node is there already (a newer one from elsewhere is left alone).
+if ! command -v node >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+    packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -19,14 +27,22 @@ for p in "${packages[@]}"; do
     fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo="sudo"
+    fi
+    echo "install-deps: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
+# The JavaScript client's development packages (ws, esbuild, playwright-core),
+# pinned by clients/js/package-lock.json; npm ci only when the lockfile changed.
+# playwright-core drives Debian's chromium: it never downloads a browser.
+js=$(cd "$(dirname "$0")/../clients/js" && pwd)
+if [ ! -f "$js/node_modules/.package-lock.json" ] ||
+    [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    echo "install-deps: npm ci in clients/js" >&2
+    (cd "$js" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "install-deps: installing ${missing[*]}" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

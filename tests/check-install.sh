@@ -41,3 +41,13 @@ cc -o "$prefix/use-static" "$prefix/use.c" $(pkg-config --cflags transports) \
     "$libdir/libtransports.a" $(pkg-config --libs jansson libpcre2-8)
 "$prefix/use-static"
 echo "check-install: the installed library builds and runs, shared and static"
+# The demo page that an installed transportsd --demo serves (when the source
+# tree it was built from is gone): the page, its scripts and the client module.
+for f in index.html app.js style.css sw.js transports-client.js; do
+    test -s "$prefix/share/transports/demo/$f" || {
+        echo "check-install: share/transports/demo/$f is missing" >&2
+        exit 1
+    }
+done
+grep -q "export class Client" "$prefix/share/transports/demo/transports-client.js"
+echo "check-install: the demo page is installed"

@@ -8,17 +8,20 @@
 #include "daemon/daemon.h"
 
 const char tp__daemon_usage[] =
-    "usage: transportsd --config FILE [--listen HOST:PORT] [--log-level LEVEL]\n"
-    "       transportsd --demo [--listen HOST:PORT] [--log-level LEVEL]\n"
+    "usage: transportsd --config FILE [--listen HOST:PORT] [--static-dir DIR] [--log-level LEVEL]\n"
+    "       transportsd --demo [--listen HOST:PORT] [--static-dir DIR] [--log-level LEVEL]\n"
     "\n"
     "Serves typed JSON models over WebSocket for many tenants, set up by a JSON\n"
     "config file (see docs/daemon.md).\n"
     "\n"
     "  --config FILE       the configuration file\n"
     "  --demo              the guide's demo: tenants alice and bob, each with private\n"
-    "                      notes, and a shared roadmap alice writes and bob reads\n"
+    "                      notes, and a shared roadmap alice writes and bob reads;\n"
+    "                      the demo page is served at /\n"
     "  --listen HOST:PORT  listen here instead of the config's \"listen\" (port 0: any\n"
     "                      free port; the log's \"listening addr=\" line tells which)\n"
+    "  --static-dir DIR    serve this directory's files at / (instead of the config's\n"
+    "                      \"static_dir\"; with --demo, instead of the demo page)\n"
     "  --log-level LEVEL   error, warn, info (the default) or debug\n"
     "  --help              show this and exit\n"
     "  --version           show the version and exit\n"
@@ -96,6 +99,18 @@ tp__daemon_args_parse(int argc, char *const *argv, tp__daemon_args *args, char *
             }
             if ((args->listen = value(argc, argv, &i, name, inline_value, why, why_size)) == NULL)
                 return TP__DAEMON_ARGS_ERROR;
+        } else if (strcmp(name, "--static-dir") == 0) {
+            if (args->static_dir != NULL) {
+                snprintf(why, why_size, "--static-dir given twice");
+                return TP__DAEMON_ARGS_ERROR;
+            }
+            if ((args->static_dir = value(argc, argv, &i, name, inline_value, why, why_size)) ==
+                NULL)
+                return TP__DAEMON_ARGS_ERROR;
+            if (args->static_dir[0] == '\0') {
+                snprintf(why, why_size, "--static-dir needs a directory");
+                return TP__DAEMON_ARGS_ERROR;
+            }
         } else if (strcmp(name, "--log-level") == 0) {
             const char *v = value(argc, argv, &i, name, inline_value, why, why_size);
             if (v == NULL)

@@ -816,21 +816,14 @@ static int
 check_root(ctx *c, const json_t *root, tp__config *cfg)
 {
     static const char *const keys[] = {
-        "listen",
-        "route",
-        "autosync_ms",
-        "flush_ms",
-        "storage",
-        "auth",
-        "admin_token_env",
-        "origins",
-        "limits",
-        "schemas",
-        "tenants",
-        "shared",
-        "trusted_proxies",
-        "client_address_header",
-        NULL,
+        "listen",          "route",
+        "autosync_ms",     "flush_ms",
+        "storage",         "auth",
+        "admin_token_env", "origins",
+        "limits",          "schemas",
+        "tenants",         "shared",
+        "trusted_proxies", "client_address_header",
+        "static_dir",      NULL,
     };
     if (!json_is_object(root))
         return fail(c, "expected a JSON object, got %s", tp__config_type_name(root));
@@ -910,6 +903,17 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
             return fail(c, "needs trusted_proxies (whose header alone is believed)");
         pop(c, was);
     }
+    if ((v = json_object_get(root, "static_dir")) != NULL) {
+        /* Whether it is a directory is tp_server_new's check (at start). */
+        was = push(c, "static_dir");
+        if (want_string(c, v) != 0)
+            return -1;
+        if (json_string_length(v) == 0)
+            return fail(c, "expected a directory, got an empty string");
+        if ((cfg->static_dir = dup_string(c, json_string_value(v))) == NULL)
+            return -1;
+        pop(c, was);
+    }
     if ((v = json_object_get(root, "limits")) != NULL) {
         was = push(c, "limits");
         if (check_limits(c, v, cfg) != 0)
@@ -943,6 +947,7 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     cfg->server.origins = (const char *const *)cfg->origins;
     cfg->server.trusted_proxies = (const char *const *)cfg->trusted_proxies;
     cfg->server.client_address_header = cfg->client_address_header;
+    cfg->server.static_dir = cfg->static_dir;
     return 0;
 }
 
@@ -1023,6 +1028,24 @@ tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err)
     return 0;
 }
 
+int
+tp__config_set_static_dir(tp__config *cfg, const char *dir, tp__derror *err)
+{
+    if (dir[0] == '\0') {
+        snprintf(err->message, sizeof err->message, "--static-dir: needs a directory");
+        return -1;
+    }
+    char *copy = strdup(dir);
+    if (copy == NULL) {
+        snprintf(err->message, sizeof err->message, "--static-dir: out of memory");
+        return -1;
+    }
+    free(cfg->static_dir);
+    cfg->static_dir = copy;
+    cfg->server.static_dir = copy;
+    return 0;
+}
+
 void
 tp__config_clear(tp__config *cfg)
 {
@@ -1036,6 +1059,7 @@ tp__config_clear(tp__config *cfg)
         free(cfg->trusted_proxies[i]);
     free(cfg->trusted_proxies);
     free(cfg->client_address_header);
+    free(cfg->static_dir);
     free(cfg->sqlite);
     json_decref(cfg->schemas);
     json_decref(cfg->tenants);

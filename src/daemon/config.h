@@ -47,6 +47,7 @@ typedef struct tp__config {
     char *admin_token_env;  /* checked but not used yet: there is no admin API */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
+    char *static_dir;    /* static files served by GET (the demo page), or NULL */
     char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
     tp_sync synchronous; /* storage.synchronous */
     json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
@@ -76,6 +77,12 @@ int tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err);
  * checked as the config's own is. Returns 0, or -1 with err ("--listen: ...").
  */
 int tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err);
+
+/*
+ * tp__config_set_static_dir replaces static_dir (the --static-dir flag, or
+ * the demo page's directory with --demo). Returns 0, or -1 with err.
+ */
+int tp__config_set_static_dir(tp__config *cfg, const char *dir, tp__derror *err);
 
 /* tp__config_clear frees what cfg holds and zeroes it. A zeroed cfg is fine. */
 void tp__config_clear(tp__config *cfg);

@@ -211,6 +211,11 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         tp__daemon_free(d);
         return NULL;
     }
+    if (opt != NULL && opt->static_dir != NULL &&
+        tp__config_set_static_dir(&d->cfg, opt->static_dir, err) != 0) {
+        tp__daemon_free(d);
+        return NULL;
+    }
     if (opt != NULL) {
         d->cfg.hub.log = opt->log;
         d->cfg.hub.log_user = opt->log_user;

@@ -19,7 +19,8 @@ typedef struct tp__daemon_options {
     const char *listen; /* --listen: replaces the config's listen, or NULL */
     tp_log_fn log;      /* installed in the hub (which hands it to its server) */
     void *log_user;
-    int log_level; /* TP_LOG_ERROR ... TP_LOG_DEBUG */
+    int log_level;          /* TP_LOG_ERROR ... TP_LOG_DEBUG */
+    const char *static_dir; /* --static-dir (or --demo's page): replaces static_dir, or NULL */
 } tp__daemon_options;
 
 typedef struct tp__daemon {
@@ -103,10 +104,11 @@ enum {
 };
 
 typedef struct tp__daemon_args {
-    const char *config; /* --config FILE */
-    int demo;           /* --demo */
-    const char *listen; /* --listen ADDR */
-    int log_level;      /* --log-level, TP_LOG_INFO by default */
+    const char *config;     /* --config FILE */
+    int demo;               /* --demo */
+    const char *listen;     /* --listen ADDR */
+    const char *static_dir; /* --static-dir DIR */
+    int log_level;          /* --log-level, TP_LOG_INFO by default */
 } tp__daemon_args;
 
 /*

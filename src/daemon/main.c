@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "daemon/daemon.h"
 
@@ -56,6 +58,43 @@ listen_host(const char *listen, char *out, size_t size)
     out[n] = '\0';
 }
 
+/*
+ * The demo page's directory: the source tree's (a build run in place, as
+ * make run does), else the installed one next to the binary
+ * (<bin>/../share/transports/demo, so that an install to another prefix
+ * than the configured one still finds it), else the configured install
+ * path. --static-dir overrides them all.
+ */
+static const char *
+demo_dir(void)
+{
+    struct stat st;
+#ifdef TP_DEMO_SOURCE_DIR
+    if (stat(TP_DEMO_SOURCE_DIR "/index.html", &st) == 0)
+        return TP_DEMO_SOURCE_DIR;
+#endif
+    static char beside[4096];
+    ssize_t n = readlink("/proc/self/exe", beside, sizeof beside - 1);
+    if (n > 0) {
+        beside[n] = '\0';
+        char *slash = strrchr(beside, '/');
+        static const char rel[] = "/../share/transports/demo";
+        char probe[4096 + 16];
+        if (slash != NULL && (size_t)(slash - beside) + sizeof rel < sizeof beside) {
+            memcpy(slash, rel, sizeof rel);
+            snprintf(probe, sizeof probe, "%s/index.html", beside);
+            if (stat(probe, &st) == 0)
+                return beside;
+        }
+    }
+#ifdef TP_DEMO_INSTALL_DIR
+    if (stat(TP_DEMO_INSTALL_DIR "/index.html", &st) == 0)
+        return TP_DEMO_INSTALL_DIR;
+#endif
+    (void)st;
+    return NULL; /* no page: the demo's WebSocket side still runs */
+}
+
 int
 main(int argc, char **argv)
 {
@@ -93,7 +132,10 @@ main(int argc, char **argv)
         return 1;
     }
 
-    tp__daemon_options opt = {args.listen, tp__daemon_log_stderr, NULL, args.log_level};
+    tp__daemon_options opt = {args.listen, tp__daemon_log_stderr, NULL, args.log_level,
+                              args.static_dir};
+    if (args.demo && opt.static_dir == NULL)
+        opt.static_dir = demo_dir();
     tp__derror derr;
     tp__daemon *d =
         args.demo ? tp__daemon_demo(&opt, &derr) : tp__daemon_load(args.config, &opt, &derr);
@@ -119,6 +161,9 @@ main(int argc, char **argv)
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+    if (d->cfg.static_dir != NULL)
+        tp__daemon_log(&opt, TP_LOG_INFO, "static dir=%s page=http://%s:%d/", d->cfg.static_dir,
+                       host, tp_server_port(server));
 
     int rc = TP_OK;
     if (stop_signal == 0)

@@ -1,12 +1,17 @@
 /*
  * HTTP on the server's listener: the WebSocket handshake's checks (each
  * refusal with the status PROTOCOL.md names, before any upgrade), and the
- * plain endpoints GET /healthz and GET /metrics.
+ * plain endpoints GET /healthz and GET /metrics, and the files of
+ * static_dir (the demo page).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "net/net.h"
 #include "util/alloc.h"
@@ -34,6 +39,7 @@ status_text(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Error";
     }
@@ -510,6 +516,125 @@ route_matches(const tp_server *s, const char *path)
     return hit;
 }
 
+/* ---- Static files (static_dir) ---- */
+
+/* The content type of a file name, or NULL: a file of another kind is not
+ * served (nothing in a static directory is served by accident). */
+static const char *
+static_type(const char *name)
+{
+    static const char *const types[][2] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".json", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+        {".map", "application/json"},
+        {".d.ts", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(name, '.');
+    if (dot == NULL || strchr(dot, '/') != NULL)
+        return NULL;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (strcmp(dot, types[i][0]) == 0)
+            return types[i][1];
+    return NULL;
+}
+
+/*
+ * static_path_ok refuses every path that could leave the directory or reach
+ * a hidden file: each segment is non-empty, made of [A-Za-z0-9._-], and does
+ * not start with '.' (so no "..", no ".git"). lws has already decoded %XX.
+ */
+static int
+static_path_ok(const char *rel)
+{
+    size_t n = strlen(rel);
+    if (n == 0 || n > TP__STATIC_PATH_MAX)
+        return 0;
+    int seg_start = 1;
+    for (const char *p = rel; *p != '\0'; p++) {
+        char ch = *p;
+        if (ch == '/') {
+            if (seg_start)
+                return 0; /* an empty segment */
+            seg_start = 1;
+            continue;
+        }
+        if (seg_start && ch == '.')
+            return 0;
+        seg_start = 0;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return !seg_start;
+}
+
+/*
+ * serve_static answers GET uri from static_dir. Returns 1 with *rc set when
+ * it answered, 0 when the path is not a file served here (the caller's 404).
+ * The file is read whole on the loop: files are small (at most
+ * TP__STATIC_MAX_BYTES) and local, and a demo page is not a CDN.
+ */
+static int
+serve_static(tp_server *s, struct lws *wsi, const char *uri, int *rc)
+{
+    if (s->static_dir == NULL || uri[0] != '/')
+        return 0;
+    const char *rel = strcmp(uri, "/") == 0 ? "index.html" : uri + 1;
+    const char *type = static_type(rel);
+    if (!static_path_ok(rel) || type == NULL)
+        return 0;
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s", s->static_dir, rel);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    char *body = NULL;
+    ssize_t got = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return 0;
+    }
+    if (st.st_size > TP__STATIC_MAX_BYTES) {
+        close(fd);
+        static const char msg[] = "the file is larger than this server serves\n";
+        tp__log(s->log, TP_LOG_WARN, "static file over %d bytes: %s", TP__STATIC_MAX_BYTES, rel);
+        *rc = tp__http_respond(wsi, 404, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
+        return 1;
+    }
+    body = tp__malloc((size_t)st.st_size + 1);
+    if (body != NULL) {
+        while (got < st.st_size) {
+            ssize_t r = read(fd, body + got, (size_t)(st.st_size - got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += r;
+        }
+    }
+    close(fd);
+    if (body == NULL || got != st.st_size) {
+        tp__free(body);
+        static const char msg[] = "the file cannot be read\n";
+        *rc = tp__http_respond(wsi, 500, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
+        return 1;
+    }
+    *rc =
+        tp__http_respond(wsi, 200, type, "X-Content-Type-Options: nosniff\r\n", body, (size_t)got);
+    tp__free(body);
+    return 1;
+}
+
 int
 tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
 {
@@ -546,6 +671,8 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         static const char msg[] = "a WebSocket handshake is required here\n";
         tp__count_refused(s, 400);
         rc = tp__http_respond(wsi, 400, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);
+    } else if (serve_static(s, wsi, uri, &rc)) {
+        /* answered from static_dir */
     } else {
         static const char msg[] = "not found\n";
         rc = tp__http_respond(wsi, 404, "text/plain; charset=utf-8", NULL, msg, sizeof msg - 1);

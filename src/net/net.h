@@ -25,10 +25,13 @@
 #include "util/map.h"
 
 #define TP__SUBPROTOCOL "transports.v1"
-#define TP__SEND_CHUNK (256 * 1024)  /* bytes of frames built per write */
-#define TP__COMMIT_RETRY_MS 100      /* a failed store commit is tried again this often */
-#define TP__EVICT_MS 1000            /* idle tenants are evicted this often (with a store) */
-#define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
+#define TP__SEND_CHUNK (256 * 1024)       /* bytes of frames built per write */
+#define TP__COMMIT_RETRY_MS 100           /* a failed store commit is tried again this often */
+#define TP__EVICT_MS 1000                 /* idle tenants are evicted this often (with a store) */
+#define TP__TX_MAX (4 * 1024 * 1024)      /* the most one send() is given (lws keeps the rest) */
+#define TP__STATIC_MAX_BYTES (256 * 1024) /* the largest static file served (read whole) */
+#define TP__STATIC_PATH_MAX 255           /* the longest static path asked for, in bytes */
+#define TP__STATIC_DIR_MAX 3800           /* static_dir + '/' + path fits a 4 KiB buffer */
 
 /* The close codes and HTTP statuses counted in /metrics. */
 #define TP__CLOSE_CODES 12
@@ -87,6 +90,7 @@ struct tp_server {
     tp__cidr *proxies; /* trusted_proxies */
     size_t nproxies;
     char *address_header; /* client_address_header, or NULL */
+    char *static_dir;     /* static files served by GET, or NULL */
 
     uv_loop_t loop;
     int loop_ok;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -985,6 +986,23 @@ set_proxies(tp_server *s, const tp_server_config *config, tp_error *err)
     return TP_OK;
 }
 
+/* static_dir must name a directory now: a typo fails at start, not at the
+ * first page asked for. */
+static int
+set_static_dir(tp_server *s, const char *dir, tp_error *err)
+{
+    if (dir == NULL || dir[0] == '\0')
+        return TP_OK;
+    struct stat st;
+    if (strlen(dir) > TP__STATIC_DIR_MAX)
+        return tp__error_set(err, TP_EARG, "static_dir: longer than %d bytes", TP__STATIC_DIR_MAX);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return tp__error_set(err, TP_EARG, "static_dir: \"%.200s\" is not a directory", dir);
+    if ((s->static_dir = tp__strdup(dir)) == NULL)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    return TP_OK;
+}
+
 TP_API tp_server *
 tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
 {
@@ -1021,6 +1039,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         config->max_unfinished_bytes ? config->max_unfinished_bytes : (size_t)64 << 20;
     tp__map_init(&s->peers, tp__seed(s));
     if (set_proxies(s, config, err) != TP_OK)
+        goto fail;
+    if (set_static_dir(s, config->static_dir, err) != TP_OK)
         goto fail;
     if (parse_listen(config->listen ? config->listen : "127.0.0.1:8080", &s->host, &s->port, err) !=
         TP_OK)
@@ -1216,6 +1236,7 @@ tp_server_free(tp_server *s)
     tp__map_free(&s->peers);
     tp__free(s->proxies);
     tp__free(s->address_header);
+    tp__free(s->static_dir);
     if (s->origins != NULL)
         for (size_t i = 0; s->origins[i] != NULL; i++)
             tp__free(s->origins[i]);

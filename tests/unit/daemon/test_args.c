@@ -52,6 +52,24 @@ Test(args, config_demo_listen_and_level)
     cr_assert_eq(args.log_level, TP_LOG_WARN);
 }
 
+Test(args, static_dir)
+{
+    tp__daemon_args args;
+    char why[256];
+    cr_assert_eq(PARSE("--demo", "--static-dir", "site"), TP__DAEMON_ARGS_RUN, "%s", why);
+    cr_assert_str_eq(args.static_dir, "site");
+    cr_assert_eq(PARSE("--config", "a.json", "--static-dir=www"), TP__DAEMON_ARGS_RUN, "%s", why);
+    cr_assert_str_eq(args.static_dir, "www");
+    cr_assert_eq(PARSE("--demo"), TP__DAEMON_ARGS_RUN, "%s", why);
+    cr_assert_null(args.static_dir);
+    cr_assert_eq(PARSE("--demo", "--static-dir", "a", "--static-dir", "b"), TP__DAEMON_ARGS_ERROR);
+    cr_assert_str_eq(why, "--static-dir given twice");
+    cr_assert_eq(PARSE("--demo", "--static-dir="), TP__DAEMON_ARGS_ERROR);
+    cr_assert_str_eq(why, "--static-dir needs a directory");
+    cr_assert_eq(PARSE("--demo", "--static-dir"), TP__DAEMON_ARGS_ERROR);
+    cr_assert_str_eq(why, "--static-dir needs a value");
+}
+
 Test(args, help_and_version_win)
 {
     tp__daemon_args args;
@@ -167,7 +185,7 @@ Test(log, the_sink_writes_whole_lines)
 Test(log, daemon_lines_respect_the_level)
 {
     FILE *f = tmpfile();
-    tp__daemon_options opt = {NULL, tp__daemon_log_stderr, f, TP_LOG_WARN};
+    tp__daemon_options opt = {NULL, tp__daemon_log_stderr, f, TP_LOG_WARN, NULL};
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", "127.0.0.1", 1);
     tp__daemon_log(&opt, TP_LOG_WARN, "slow tick ms=%d", 12);
     rewind(f);

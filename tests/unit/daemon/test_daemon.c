@@ -400,7 +400,7 @@ Test(daemon, files_are_named_in_every_message)
 
 Test(daemon, listen_option_replaces_the_configs)
 {
-    tp__daemon_options opt = {"127.0.0.1:0", NULL, NULL, TP_LOG_INFO};
+    tp__daemon_options opt = {"127.0.0.1:0", NULL, NULL, TP_LOG_INFO, NULL};
     tp__daemon *d = built("{\"schemas\":{},\"listen\":\"0.0.0.0:9000\"}", &opt);
     cr_assert_str_eq(d->cfg.server.listen, "127.0.0.1:0");
     tp__daemon_free(d);
@@ -437,7 +437,7 @@ static int
 refused_write_logged(int level)
 {
     captured cap = {0, -1, {{0}}};
-    tp__daemon_options opt = {NULL, capture, &cap, level};
+    tp__daemon_options opt = {NULL, capture, &cap, level, NULL};
     tp__derror err;
     tp__daemon *d = tp__daemon_demo(&opt, &err);
     cr_assert_not_null(d, "%s", err.message);
