@@ -44,7 +44,7 @@ typedef struct tp__config {
     char *listen;
     char *route;
     char **origins;         /* NULL-terminated, or NULL: any origin */
-    char *admin_token_env;  /* checked but not used yet: there is no admin API */
+    char *admin_token_env;  /* the host API's token variable (daemon.c, net/hostapi.c) */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
     char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */

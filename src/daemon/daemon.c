@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "core/hostops.h"
+#include "net/hostapi.h"
 #include "util/map.h"
 
 const char tp__daemon_demo_config[] =
@@ -20,6 +22,7 @@ const char tp__daemon_demo_config[] =
     "  \"listen\": \"127.0.0.1:8080\",\n"
     "  \"route\": \"/ws/{tenant}\",\n"
     "  \"autosync_ms\": 50,\n"
+    "  \"admin_token_env\": \"TRANSPORTS_ADMIN_TOKEN\",\n"
     "  \"storage\": {\"sqlite\": \"transports.db\"},\n"
     "  \"auth\": {\"mode\": \"path\"},\n"
     "  \"schemas\": {\n"
@@ -315,4 +318,73 @@ tp__daemon_free(tp__daemon *d)
     free(d->schemas);
     tp__config_clear(&d->cfg);
     free(d);
+}
+
+int
+tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size_t made_size,
+                    tp__derror *err)
+{
+    if (made_size > 0)
+        made[0] = '\0';
+    if (d->cfg.admin_token_env == NULL)
+        return 0; /* no token configured: there is no /v1/ at all */
+    const char *token = getenv(d->cfg.admin_token_env);
+    char fresh[65];
+    if ((token == NULL || token[0] == '\0') && demo) {
+        /* The demo makes one and prints it (main.c), so that `make run`
+         * shows the API working without any setup. */
+        unsigned char raw[16];
+        size_t got = 0;
+        while (got < sizeof raw) {
+            ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+            if (n > 0)
+                got += (size_t)n;
+            else if (n < 0 && errno != EINTR) {
+                snprintf(err->message, sizeof err->message, "--demo: getrandom failed");
+                return -1;
+            }
+        }
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(fresh + 2 * i, 3, "%02x", raw[i]);
+        token = fresh;
+        snprintf(made, made_size, "%s", fresh);
+    }
+    if (token == NULL || token[0] == '\0') {
+        snprintf(err->message, sizeof err->message,
+                 "admin_token_env: the environment variable %s is unset or empty (the host "
+                 "API needs its token)",
+                 d->cfg.admin_token_env);
+        return -1;
+    }
+    if (strlen(token) < 16 || strlen(token) > 512) {
+        snprintf(err->message, sizeof err->message,
+                 "admin_token_env: the token in %s must be 16 to 512 bytes",
+                 d->cfg.admin_token_env);
+        return -1;
+    }
+    tp_error herr = {0, ""};
+    tp__host *h = tp__host_new(d->hub, &herr);
+    if (h == NULL) {
+        snprintf(err->message, sizeof err->message, "host API: %s", herr.message);
+        return -1;
+    }
+    /* The config's schemas by their names (a name stored through the API
+     * earlier keeps its stored schema). */
+    size_t i = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(d->cfg.schemas, name, v)
+    {
+        if (i < d->n_schemas && tp__host_name_schema(h, name, d->schemas[i]) != TP_OK) {
+            tp__host_free(h);
+            snprintf(err->message, sizeof err->message, "host API: out of memory");
+            return -1;
+        }
+        i++;
+    }
+    if (tp__server_host_api(server, token, h) != TP_OK) {
+        snprintf(err->message, sizeof err->message, "host API: out of memory");
+        return -1;
+    }
+    return 0;
 }

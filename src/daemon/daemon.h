@@ -62,6 +62,16 @@ void tp__daemon_free(tp__daemon *d);
  */
 extern const char tp__daemon_demo_config[];
 
+/*
+ * tp__daemon_host_api turns the host HTTP API on for a server when the
+ * config names admin_token_env: the token is that variable's value (16 to
+ * 512 bytes; unset or empty refuses the start). For the demo an unset one
+ * is made up and copied into made (else made is ""). Returns 0, or -1 with
+ * err.
+ */
+int tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size_t made_size,
+                        tp__derror *err);
+
 /* ---- Logging ---- */
 
 /* tp__daemon_log_level_parse maps "error", "warn", "info", "debug" to TP_LOG_*, or -1. */

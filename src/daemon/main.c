@@ -110,6 +110,13 @@ main(int argc, char **argv)
         tp__daemon_free(d);
         return err.code == TP_EARG ? 2 : 1;
     }
+    char made[80];
+    if (tp__daemon_host_api(d, server, args.demo, made, sizeof made, &derr) != 0) {
+        fprintf(stderr, "transportsd: %s: %s\n", args.demo ? "--demo" : args.config, derr.message);
+        tp_server_free(server);
+        tp__daemon_free(d);
+        return 2;
+    }
     running = server;
     char host[300];
     listen_host(d->cfg.listen, host, sizeof host);
@@ -119,6 +126,13 @@ main(int argc, char **argv)
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+    if (made[0] != '\0') {
+        /* The demo's made-up admin token, on stdout (never in the log). */
+        printf("host API: http://%s:%d/v1/  admin token: %s\n"
+               "  (set TRANSPORTS_ADMIN_TOKEN to choose it; docs/host-api.md)\n",
+               host, tp_server_port(server), made);
+        fflush(stdout);
+    }
 
     int rc = TP_OK;
     if (stop_signal == 0)

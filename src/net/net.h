@@ -70,10 +70,13 @@ typedef struct tp__ws {
     struct tp__ws *un_prev, *un_next;
     int unfinished;
     /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
+    struct tp__apireq *api; /* a host API request whose body is being read (hostapi.c) */
+    int64_t since_ms;       /* when the connection opened (hub clock), for the host API */
 } tp__ws;
 
 struct tp_server {
     tp_hub *hub;
+    struct tp__hostapi *api; /* the host HTTP API (hostapi.c), or NULL: off */
     tp__logger *log;
     char *host;
     int port;
