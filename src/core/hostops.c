@@ -800,3 +800,77 @@ tp__host_connections(tp__host *h, const char *tenant, const char *after, size_t 
     names_free(&ns);
     return TP_OK;
 }
+
+/* ---- The config against the stored state ---- */
+
+typedef struct diffs {
+    char *out;
+    size_t size, len;
+    int n;
+} diffs;
+
+static void
+differs(diffs *d, const char *what, const char *a, const char *b, const char *why)
+{
+    d->n++;
+    if (d->len + 1 >= d->size)
+        return;
+    int w = snprintf(d->out + d->len, d->size - d->len, "%s%s %s%s%s (%s)", d->n > 1 ? ", " : "",
+                     what, a, b ? "." : "", b ? b : "", why);
+    if (w > 0)
+        d->len += (size_t)w < d->size - d->len ? (size_t)w : d->size - d->len - 1;
+}
+
+static int
+same_schema(const tp__model *a, const tp__model *b)
+{
+    return strcmp(tp__schema_key(a->schema), tp__schema_key(b->schema)) == 0;
+}
+
+int
+tp__host_state_diff(tp_hub *stored, tp_hub *config, char *out, size_t size)
+{
+    diffs d = {out, size, 0, 0};
+    if (size > 0)
+        out[0] = '\0';
+    const char *key;
+    void *v;
+    for (size_t it = 0; tp__map_next(&config->tenants, &it, &key, &v);) {
+        tp_session *cs = v;
+        tp_session *ss = tenant_exists(stored, key) ? tp__hub_session(stored, key, 0) : NULL;
+        if (ss == NULL) {
+            differs(&d, "tenant", key, NULL, "not stored");
+            continue;
+        }
+        const char *id;
+        void *mv;
+        for (size_t jt = 0; tp__map_next(&cs->models, &jt, &id, &mv);) {
+            const tp__model *sm = tp__map_get(&ss->models, id);
+            if (sm == NULL)
+                differs(&d, "model", key, id, "not stored");
+            else if (!same_schema(sm, mv))
+                differs(&d, "model", key, id, "another schema is stored");
+        }
+        for (size_t jt = 0; tp__map_next(&cs->subs, &jt, &id, &mv);) {
+            const tp__sub *csub = mv;
+            const tp__sub *ssub = tp__session_sub(ss, id);
+            if (ssub == NULL || ssub->access != csub->access)
+                differs(&d, "subscription", key, id,
+                        ssub == NULL ? "not stored" : "another access is stored");
+        }
+    }
+    for (size_t it = 0; tp__map_next(&config->shared, &it, &key, &v);) {
+        const tp__model *cm = v;
+        const tp__model *sm = tp__map_get(&stored->shared, key);
+        if (sm == NULL)
+            differs(&d, "shared", key, NULL, "not stored");
+        else if (!same_schema(sm, cm))
+            differs(&d, "shared", key, NULL, "another schema is stored");
+        else if (sm->kind != cm->kind)
+            differs(&d, "shared", key, NULL, "another merge is stored");
+    }
+    for (size_t it = 0; tp__map_next(&stored->shared, &it, &key, &v);)
+        if (tp__map_get(&config->shared, key) == NULL)
+            differs(&d, "shared", key, NULL, "stored, not in the config");
+    return d.n;
+}

@@ -76,4 +76,13 @@ int tp__host_connections(tp__host *h, const char *tenant, const char *after, siz
  * (4403, 4404) after what they have pending; returns how many. */
 int tp__host_close_connections(tp__host *h, const char *tenant, int code);
 
+/*
+ * tp__host_state_diff compares a hub built from a config with the hub
+ * restored from storage: tenants, private models (by schema), shared models
+ * (schema, merge) and subscriptions (access); values are not compared (they
+ * change by design). Writes "model alice.notes (not stored), ..." into out
+ * (truncated to size) and returns how many differences there are.
+ */
+int tp__host_state_diff(tp_hub *stored, tp_hub *config, char *out, size_t size);
+
 #endif /* TP_CORE_HOSTOPS_H */

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/hostops.h"
 #include "net/hostapi.h"
@@ -224,6 +226,11 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
     tp__map_init(&b.schemas, tp__seed(d));
     tp_error herr = {0, ""};
     int rc = 0;
+    /* A database this build creates is removed again when the config is
+     * refused: else the next start, with the config corrected, would take
+     * the empty store for the stored state and serve nothing. */
+    struct stat st;
+    int created = d->cfg.sqlite != NULL && stat(d->cfg.sqlite, &st) != 0 && errno == ENOENT;
     if (d->cfg.sqlite != NULL) {
         tp_store_options so = {0};
         so.synchronous = d->cfg.synchronous;
@@ -265,6 +272,11 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         rc = host_tenants(&b);
     if (rc == 0)
         rc = share_models(&b);
+    /* What of the config the stored state does not hold: said at start
+     * (main.c), since the stored state wins and the config alone changes
+     * nothing of it. */
+    if (rc == 0 && d->hub != served)
+        d->n_diffs = tp__host_state_diff(served, d->hub, d->diffs, sizeof d->diffs);
     if (d->hub != served) {
         tp_hub_free(d->hub);
         d->hub = served;
@@ -274,7 +286,17 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         rc = fail(&b, "storage.sqlite", herr.message);
     tp__map_free(&b.schemas);
     if (rc != 0) {
-        tp__daemon_free(d);
+        char *path = created ? strdup(d->cfg.sqlite) : NULL;
+        tp__daemon_free(d); /* closes the store first */
+        if (path != NULL) {
+            static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+            char file[4096];
+            for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+                snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+                unlink(file);
+            }
+            free(path);
+        }
         return NULL;
     }
     return d;

@@ -29,6 +29,8 @@ typedef struct tp__daemon {
     int restored;        /* the hub came from storage: the config's state was not built */
     tp_schema **schemas; /* loaded in the order of cfg.schemas */
     size_t n_schemas;
+    int n_diffs;     /* restored: how the config differs from the stored state */
+    char diffs[600]; /* "model alice.notes (not stored), ..." (tp__host_state_diff) */
 } tp__daemon;
 
 /* ---- Life cycle ---- */

@@ -125,6 +125,12 @@ main(int argc, char **argv)
                        d->restored ? "restored" : "new (the config's state is stored)");
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
+    if (d->n_diffs > 0)
+        tp__daemon_log(&opt, TP_LOG_WARN,
+                       "config differs from the stored state in %d place%s: %s; the stored state "
+                       "wins (the config is only the initial state): change it with the host "
+                       "API (docs/host-api.md), or start on a new database",
+                       d->n_diffs, d->n_diffs > 1 ? "s" : "", d->diffs);
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
     if (made[0] != '\0') {
         /* The demo's made-up admin token, on stdout (never in the log). */
