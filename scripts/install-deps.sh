@@ -10,6 +10,8 @@ packages=(
     libcriterion-dev
     valgrind
     python3-websockets openssl
+    libcurl4-openssl-dev
+    nodejs
 )
 
 missing=()

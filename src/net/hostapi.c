@@ -597,7 +597,8 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
                        lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
     int keep = !body_follows;
     if (strcmp(uri, "/v1/openapi.json") == 0 && method == M_GET)
-        return respond(wsi, 200, NULL, tp__hostapi_openapi, strlen(tp__hostapi_openapi), keep);
+        return respond(wsi, 200, NULL, (const char *)tp__hostapi_openapi, tp__hostapi_openapi_len,
+                       keep);
     if (s->api == NULL)
         return fail(s, wsi, 404, "not_found",
                     "path: the host API is off (no admin token is configured)", keep, NULL);
@@ -610,9 +611,6 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
         return fail(s, wsi, 401, "unauthorized",
                     "Authorization: Bearer <admin token> is missing or wrong", keep,
                     "WWW-Authenticate: Bearer realm=\"transports\"\r\n");
-    if (method == M_OTHER)
-        return fail(s, wsi, 405, "bad_request", "method: GET, PUT, PATCH, DELETE or POST", keep,
-                    "Allow: GET, PUT, PATCH, DELETE, POST\r\n");
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
         return fail(s, wsi, 411, "bad_request",
                     "Transfer-Encoding: bodies are read with Content-Length only", 0, NULL);

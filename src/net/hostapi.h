@@ -32,7 +32,9 @@ int tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user);
 void tp__hostapi_gone(void *user);
 void tp__hostapi_free(tp__hostapi *api);
 
-/* The API's OpenAPI 3.1 description (hostapi_doc.c), served as is. */
-extern const char tp__hostapi_openapi[];
+/* The API's OpenAPI 3.1 description: src/net/openapi.json, compiled in by
+ * CMakeLists.txt and served as is. */
+extern const unsigned char tp__hostapi_openapi[];
+extern const size_t tp__hostapi_openapi_len;
 
 #endif /* TP_NET_HOSTAPI_H */
