@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "net/webhook.h"
 #include "transports.h"
 
 /*
@@ -47,11 +48,13 @@ typedef struct tp__config {
     char *admin_token_env;  /* the host API's token variable (daemon.c, net/hostapi.c) */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
-    char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
-    tp_sync synchronous; /* storage.synchronous */
-    json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
-    json_t *tenants;     /* {tenant: {"models": {...}}}, or NULL */
-    json_t *shared;      /* {sid: {...}}, or NULL */
+    char *sqlite;                 /* storage.sqlite: the database file, or NULL (memory) */
+    tp_sync synchronous;          /* storage.synchronous */
+    json_t *schemas;              /* {name: JSON Schema}, never NULL once parsed */
+    json_t *tenants;              /* {tenant: {"models": {...}}}, or NULL */
+    json_t *shared;               /* {sid: {...}}, or NULL */
+    tp__webhook_config *webhooks; /* "webhooks", checked */
+    size_t n_webhooks;
 } tp__config;
 
 /*

@@ -17,6 +17,7 @@
 
 #include "core/hostops.h"
 #include "net/hostapi.h"
+#include "net/webhook.h"
 #include "util/map.h"
 
 const char tp__daemon_demo_config[] =
@@ -406,6 +407,32 @@ tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size
     }
     if (tp__server_host_api(server, token, h) != TP_OK) {
         snprintf(err->message, sizeof err->message, "host API: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int
+tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err)
+{
+    size_t n = d->cfg.n_webhooks;
+    if (n == 0)
+        return 0;
+    const char *secrets[TP__WEBHOOKS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        const char *env = d->cfg.webhooks[i].secret_env;
+        secrets[i] = getenv(env);
+        if (secrets[i] == NULL || strlen(secrets[i]) < 16) {
+            snprintf(err->message, sizeof err->message,
+                     "webhooks[%zu].secret_env: the environment variable %s must hold the "
+                     "signing secret (at least 16 bytes)",
+                     i, env);
+            return -1;
+        }
+    }
+    tp_error herr = {0, ""};
+    if (tp__server_webhooks(server, d->cfg.webhooks, secrets, n, &herr) != TP_OK) {
+        snprintf(err->message, sizeof err->message, "webhooks: %s", herr.message);
         return -1;
     }
     return 0;

@@ -74,6 +74,13 @@ extern const char tp__daemon_demo_config[];
 int tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size_t made_size,
                         tp__derror *err);
 
+/*
+ * tp__daemon_webhooks starts the config's webhooks on a server: each
+ * secret_env must hold at least 16 bytes (else the start is refused).
+ * Returns 0, or -1 with err.
+ */
+int tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err);
+
 /* ---- Logging ---- */
 
 /* tp__daemon_log_level_parse maps "error", "warn", "info", "debug" to TP_LOG_*, or -1. */

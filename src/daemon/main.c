@@ -111,7 +111,8 @@ main(int argc, char **argv)
         return err.code == TP_EARG ? 2 : 1;
     }
     char made[80];
-    if (tp__daemon_host_api(d, server, args.demo, made, sizeof made, &derr) != 0) {
+    if (tp__daemon_host_api(d, server, args.demo, made, sizeof made, &derr) != 0 ||
+        tp__daemon_webhooks(d, server, &derr) != 0) {
         fprintf(stderr, "transportsd: %s: %s\n", args.demo ? "--demo" : args.config, derr.message);
         tp_server_free(server);
         tp__daemon_free(d);

@@ -76,7 +76,8 @@ typedef struct tp__ws {
 
 struct tp_server {
     tp_hub *hub;
-    struct tp__hostapi *api; /* the host HTTP API (hostapi.c), or NULL: off */
+    struct tp__hostapi *api;       /* the host HTTP API (hostapi.c), or NULL: off */
+    struct tp__webhooks *webhooks; /* webhook delivery (webhook.c), or NULL: none */
     tp__logger *log;
     char *host;
     int port;
@@ -149,6 +150,9 @@ void tp__peer_put(tp_server *s, tp__peer *p);
 int tp__peer_trusted(const tp_server *s, const tp__addr *a);
 /* tp__tcp_peer reads the connection's peer address; 0, or -1 (not IP). */
 int tp__tcp_peer(struct lws *wsi, tp__addr *a);
+
+/* tp__server_run_posts runs the functions posted so far (webhook.c, at free). */
+void tp__server_run_posts(tp_server *s);
 
 /* ---- http.c ---- */
 /* tp__http_confirm_upgrade checks a WebSocket handshake: 0 lets it proceed

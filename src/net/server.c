@@ -22,6 +22,7 @@
 
 #include "net/hostapi.h"
 #include "net/net.h"
+#include "net/webhook.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -625,6 +626,12 @@ drain_wake(tp_server *s)
     run_posts(s);
 }
 
+void
+tp__server_run_posts(tp_server *s)
+{
+    run_posts(s);
+}
+
 static void
 run_posts(tp_server *s)
 {
@@ -1204,6 +1211,10 @@ tp_server_free(tp_server *s)
             uv_run(&s->loop, UV_RUN_DEFAULT);
         lws_context_destroy(s->ctx);
     }
+    /* After the connections (their connection.closed events are noted),
+     * before the loop's last run (which closes the webhooks' timer). */
+    struct tp__webhooks *hooks = s->webhooks;
+    tp__webhooks_free(hooks);
     if (s->loop_ok) {
         /* libuv closes handles asynchronously: ours close in one last run. */
         uv_close((uv_handle_t *)&s->sync_w, NULL);
@@ -1215,6 +1226,7 @@ tp_server_free(tp_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    tp__webhooks_release(hooks);
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);
