@@ -61,6 +61,8 @@ class Receiver:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+        # A daemon that stops drops its keep-alive connections: not worth a traceback.
+        self.server.handle_error = lambda request, address: None
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
