@@ -370,10 +370,11 @@ committed(tp_server *s, struct lws *wsi, int sync)
     if (tp_hub_commit(s->hub, &err) == TP_OK)
         return 0;
     char m[400];
-    snprintf(m, sizeof m,
-             "storage: the change is not stored (%s); it is stored by the next commit that "
-             "succeeds",
-             err.message);
+    /* A merge patch is undone with the failed transaction; a structure
+     * change (a model hosted, a subscription) stays noted and is stored by
+     * the next commit that succeeds: either way the caller retries, and a
+     * retried PUT or PATCH converges. */
+    snprintf(m, sizeof m, "storage: the change could not be stored (%s): retry", err.message);
     return fail(s, wsi, 503, "unavailable", m, 1, "Retry-After: 1\r\n") == 0 ? 1 : -1;
 }
 

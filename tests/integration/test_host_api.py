@@ -363,6 +363,23 @@ class Durability(HostApiTestCase):
         self.assertEqual(lst["items"], [{"tenant": "zed", "access": "write"}])
 
 
+    def test_storage_failing_answers_503_and_keeps_nothing(self):
+        import resource
+        st, _, before = self.api.call("GET", "/v1/tenants/alice/models/notes")
+        resource.prlimit(self.d.proc.pid, resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
+        try:
+            got = self.api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 42})
+            self.assertError(got, 503, "unavailable", "storage")
+            self.assertIn("retry-after", got[1])
+        finally:
+            resource.prlimit(self.d.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        st, _, after = self.api.call("GET", "/v1/tenants/alice/models/notes")
+        self.assertEqual((after["rev"], after["value"]), (before["rev"], before["value"]))
+        st, _, m = self.api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 42})
+        self.assertEqual((st, m["rev"]), (200, before["rev"] + 1))
+
+
 class BadInput(HostApiTestCase):
 
     def test_bodies(self):
