@@ -19,7 +19,9 @@
 #include <openssl/crypto.h>
 
 #include "net/net.h"
+#include "net/webhook.h"
 #include "util/alloc.h"
+#include "util/buf.h"
 
 #define API_PATH_MAX 2048
 #define API_SEGMENTS 6
@@ -38,6 +40,8 @@ struct tp__hostapi {
     char *token;
     size_t token_len;
     tp__host *host;
+    uint64_t answers[6]; /* by status class: [2] 2xx, [4] 4xx, [5] 5xx */
+    uint64_t unauthorized;
 };
 
 int
@@ -143,6 +147,11 @@ respond(struct lws *wsi, int status, const char *extra, const char *body, size_t
         memcpy(buf + LWS_PRE + h, body, len);
     int w = lws_write(wsi, buf + LWS_PRE, (size_t)h + len, LWS_WRITE_HTTP_FINAL);
     tp__free(buf);
+    tp_server *s = lws_context_user(lws_get_context(wsi));
+    if (s != NULL && s->api != NULL && status / 100 < 6) {
+        s->api->answers[status / 100]++;
+        s->api->unauthorized += status == 401;
+    }
     if (w < 0 || !keep)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -687,4 +696,49 @@ tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user)
     int rc = dispatch(s, wsi, r);
     req_free(r);
     return rc;
+}
+
+/* ---- /metrics ---- */
+
+static void
+line(tp__sb *sb, const char *name, const char *labels, uint64_t v)
+{
+    tp__sb_puts(sb, name);
+    if (labels != NULL) {
+        tp__sb_puts(sb, "{");
+        tp__sb_puts(sb, labels);
+        tp__sb_puts(sb, "}");
+    }
+    tp__sb_puts(sb, " ");
+    tp__sb_int(sb, (int64_t)v);
+    tp__sb_puts(sb, "\n");
+}
+
+void
+tp__hostapi_metrics(tp_server *s, tp__sb *sb)
+{
+    if (s->api != NULL) {
+        tp__sb_puts(sb, "# HELP transports_api_answers_total Host API answers, by status class.\n"
+                        "# TYPE transports_api_answers_total counter\n");
+        line(sb, "transports_api_answers_total", "class=\"2xx\"", s->api->answers[2]);
+        line(sb, "transports_api_answers_total", "class=\"4xx\"", s->api->answers[4]);
+        line(sb, "transports_api_answers_total", "class=\"5xx\"", s->api->answers[5]);
+        tp__sb_puts(sb, "# HELP transports_api_unauthorized_total Host API requests refused "
+                        "for a missing or wrong token.\n"
+                        "# TYPE transports_api_unauthorized_total counter\n");
+        line(sb, "transports_api_unauthorized_total", NULL, s->api->unauthorized);
+    }
+    uint64_t st[3];
+    if (tp__webhooks_stats(s->webhooks, st)) {
+        tp__sb_puts(sb, "# HELP transports_webhooks_delivered_total Webhook events the receiver "
+                        "answered with a 2xx.\n# TYPE transports_webhooks_delivered_total "
+                        "counter\n");
+        line(sb, "transports_webhooks_delivered_total", NULL, st[0]);
+        tp__sb_puts(sb, "# HELP transports_webhooks_failed_total Webhook deliveries that failed "
+                        "(retried).\n# TYPE transports_webhooks_failed_total counter\n");
+        line(sb, "transports_webhooks_failed_total", NULL, st[1]);
+        tp__sb_puts(sb, "# HELP transports_webhooks_pending Webhook events not yet delivered.\n"
+                        "# TYPE transports_webhooks_pending gauge\n");
+        line(sb, "transports_webhooks_pending", NULL, st[2]);
+    }
 }

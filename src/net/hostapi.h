@@ -32,6 +32,11 @@ int tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user);
 void tp__hostapi_gone(void *user);
 void tp__hostapi_free(tp__hostapi *api);
 
+/* tp__hostapi_metrics appends the host API's and the webhooks' counters to
+ * /metrics (Prometheus text). */
+struct tp__sb;
+void tp__hostapi_metrics(tp_server *s, struct tp__sb *sb);
+
 /* The API's OpenAPI 3.1 description: src/net/openapi.json, compiled in by
  * CMakeLists.txt and served as is. */
 extern const unsigned char tp__hostapi_openapi[];

@@ -773,3 +773,14 @@ tp__webhooks_release(tp__webhooks *w)
 {
     tp__free(w);
 }
+
+int
+tp__webhooks_stats(const tp__webhooks *w, uint64_t out[3])
+{
+    if (w == NULL)
+        return 0;
+    out[0] = w->delivered;
+    out[1] = w->failed;
+    out[2] = (uint64_t)w->evs.len;
+    return 1;
+}

@@ -11,6 +11,7 @@
 #define TP_NET_WEBHOOK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "transports.h"
 
@@ -42,6 +43,9 @@ int tp__server_webhooks(tp_server *s, const tp__webhook_config *cfg, const char 
 /* tp__webhooks_free stores what was noted, stops the workers (deliveries in
  * flight are sent again after a restart) and detaches from the hub. */
 void tp__webhooks_free(tp__webhooks *w);
+/* tp__webhooks_stats fills delivered, failed (attempts) and pending events;
+ * 0 when w is NULL (no webhooks). */
+int tp__webhooks_stats(const tp__webhooks *w, uint64_t out[3]);
 /* tp__webhooks_release frees w itself, once the loop closed its timer. */
 void tp__webhooks_release(tp__webhooks *w);
 

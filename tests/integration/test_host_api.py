@@ -96,6 +96,9 @@ class TokenRules(HostApiTestCase):
         st, _, body = self.api.call("GET", "/v1/tenants")
         self.assertEqual(st, 200)
         self.assertNotIn(TOKEN, self.d.log())
+        st, _, metrics = self.d.http_get("/metrics")
+        self.assertRegex(metrics, r"(?m)^transports_api_unauthorized_total 5$")
+        self.assertRegex(metrics, r'(?m)^transports_api_answers_total\{class="2xx"\} [1-9]')
 
     def test_wrong_token_many_times_while_clients_are_served(self):
         async def main():

@@ -132,6 +132,9 @@ class Webhooks(DaemonTestCase):
         # ids are unique: each event was delivered once
         ids = [e[2]["id"] for e in evs]
         self.assertEqual(len(ids), len(set(ids)))
+        _, _, metrics = d.http_get("/metrics")
+        self.assertRegex(metrics, r"(?m)^transports_webhooks_delivered_total [1-9]")
+        self.assertRegex(metrics, r"(?m)^transports_webhooks_failed_total 0$")
         # a shared model's change: scope shared, tenant null
         st, _, m = api.call("PATCH", "/v1/shared/roadmap", {"n": 1})
         evs = r.wait(lambda evs: changed(evs, "roadmap"))
