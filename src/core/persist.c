@@ -850,8 +850,11 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
 int
 tp__hub_flushable(tp_hub *hub)
 {
-    if (hub->store == NULL)
+    if (hub->store == NULL) {
+        if (hub->observer != NULL && hub->observer->pending(hub->observer->user))
+            hub->observer->committed(hub->observer->user, 1); /* nothing to store it in */
         return 1;
+    }
     if (journal_empty(hub) && !hub->commit_failed) {
         release_held(hub); /* nothing they reveal is unstored */
         return 1;

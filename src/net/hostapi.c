@@ -606,12 +606,12 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
     int body_follows = (len != NULL && strcmp(len, "0") != 0) ||
                        lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
     int keep = !body_follows;
-    if (strcmp(uri, "/v1/openapi.json") == 0 && method == M_GET)
-        return respond(wsi, 200, NULL, (const char *)tp__hostapi_openapi, tp__hostapi_openapi_len,
-                       keep);
     if (s->api == NULL)
         return fail(s, wsi, 404, "not_found",
                     "path: the host API is off (no admin token is configured)", keep, NULL);
+    if (strcmp(uri, "/v1/openapi.json") == 0 && method == M_GET)
+        return respond(wsi, 200, NULL, (const char *)tp__hostapi_openapi, tp__hostapi_openapi_len,
+                       keep);
     if (has_control(uri))
         return fail(s, wsi, 400, "bad_request", "path: holds a control character", 0, NULL);
     if (strpbrk(uri, "%?") != NULL)

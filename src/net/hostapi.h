@@ -17,8 +17,8 @@ typedef struct tp__hostapi tp__hostapi;
 /*
  * tp__server_host_api turns the API on: token is the admin token (copied;
  * never logged), host the registry the daemon built (the server takes it
- * and frees it). Without this call every /v1/ path answers 404, except
- * that the API's description stays served. Returns TP_OK or TP_ENOMEM.
+ * and frees it). Without this call every /v1/ path answers 404, the API's
+ * description included. Returns TP_OK or TP_ENOMEM.
  */
 int tp__server_host_api(tp_server *s, const char *token, tp__host *host);
 

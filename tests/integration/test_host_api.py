@@ -132,7 +132,7 @@ class NoToken(DaemonTestCase):
         d = self.start_daemon(doc_config())
         api = Api(d.port)
         for method, path in (("GET", "/v1/tenants"), ("POST", "/v1/sync"),
-                             ("GET", "/v1/shared/roadmap")):
+                             ("GET", "/v1/shared/roadmap"), ("GET", "/v1/openapi.json")):
             st, _, body = api.call(method, path)
             self.assertEqual(st, 404, (method, path))
             self.assertEqual(body["error"]["code"], "not_found")

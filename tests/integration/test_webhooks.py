@@ -224,6 +224,17 @@ class Webhooks(DaemonTestCase):
         with r.lock:
             self.assertEqual(len(changed(r.events, "notes")), 1)
 
+    def test_in_memory_storage_delivers_too(self):
+        r = self.receiver()
+        cfg = hook_config(r.port, events=["model.changed"])
+        cfg["storage"] = {"memory": True}
+        d = self.start_daemon(cfg, env=ENV)
+        api = Api(d.port)
+        self.addCleanup(api.close)
+        st, _, m = api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 3})
+        evs = r.wait(lambda evs: changed(evs, "notes"))
+        self.assertEqual(changed(evs, "notes")[0][2]["rev"], m["rev"])
+
     def test_config_refusals(self):
         d = self.start_daemon(doc_config(), env=ENV)
         d.stop()
