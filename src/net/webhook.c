@@ -406,7 +406,9 @@ schedule(tp__webhooks *w)
     void *v;
     for (size_t it = 0; tp__map_next(&w->evs, &it, NULL, &v);) {
         ev *e = v;
-        if (!e->ready || e->queued)
+        /* Dirty: a change since its record was stored, not yet committed;
+         * it goes once the commit says the change happened. */
+        if (!e->ready || e->queued || e->dirty)
             continue;
         int64_t due = due_at(w, e);
         if (due <= now && w->queued < MAX_QUEUED) {
