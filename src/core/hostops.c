@@ -297,7 +297,8 @@ names_free(names *ns)
 static size_t
 names_page(names *ns, const char *after)
 {
-    qsort(ns->v, ns->n, sizeof *ns->v, cmp_str);
+    if (ns->n > 1) /* qsort of nothing: v may be NULL, which qsort may not get */
+        qsort(ns->v, ns->n, sizeof *ns->v, cmp_str);
     size_t w = 0;
     for (size_t i = 0; i < ns->n; i++) {
         if (w > 0 && strcmp(ns->v[w - 1], ns->v[i]) == 0) {
