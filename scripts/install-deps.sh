@@ -11,8 +11,15 @@ packages=(
     valgrind
     python3-websockets openssl
     libcurl4-openssl-dev
-    nodejs
 )
+# Node and npm run the OpenAPI validator of the host API's document (tests/openapi/). A
+# machine with another Node (NodeSource's nodejs carries npm) keeps it.
+if ! command -v node >/dev/null 2>&1; then
+    packages+=(nodejs)
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
