@@ -3,6 +3,7 @@
 connection.opened/closed, retries after 500s and after timeouts, delivery resumed after a
 crash (the event was stored with its change), no duplicates beyond at-least-once."""
 
+import asyncio
 import hashlib
 import hmac
 import http.server
@@ -13,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import TIMEOUT, DaemonTestCase, doc_config, open_client
+from harness import SANITIZE, TIMEOUT, DaemonTestCase, doc_config, open_client
 from test_host_api import Api, TOKEN
 
 SECRET = "whsec-for-the-webhook-tests-0123456789"
@@ -223,6 +224,29 @@ class Webhooks(DaemonTestCase):
         time.sleep(0.8)
         with r.lock:
             self.assertEqual(len(changed(r.events, "notes")), 1)
+
+    def test_a_hanging_receiver_never_slows_the_loop(self):
+        r = self.receiver()
+        r.plan = lambda ev, n: ("sleep", 3.0)  # every delivery hangs past timeout_ms
+        d = self.start_daemon(hook_config(r.port, debounce_ms=0, max_delay_ms=0), env=ENV)
+
+        async def main():
+            c, _, _ = await open_client(d, "alice")
+            worst = 0.0
+            for i in range(1, 61):
+                t0 = time.monotonic()
+                await c.send({"type": "write", "ref": i, "scope": "private", "id": "notes",
+                              "patch": {"n": i}})
+                m, _ = await c.wait_for(lambda m: m.get("type") == "ack" and m["ref"] == i)
+                worst = max(worst, time.monotonic() - t0)
+                await asyncio.sleep(0.02)
+            await c.close()
+            return worst
+        worst = self.run_async(main())
+        with r.lock:
+            self.assertGreater(len(r.events), 0, "deliveries were attempted meanwhile")
+        self.assertLess(worst, 0.5 * (3 if SANITIZE else 1),
+                        "an ack waited for a webhook")
 
     def test_in_memory_storage_delivers_too(self):
         r = self.receiver()
