@@ -38,6 +38,9 @@ all: build
 
 deps:
 	@./scripts/install-deps.sh
+	@# The OpenAPI validator of the host API's document (tests/openapi/, its lockfile pinned).
+	@[ -x tests/openapi/node_modules/.bin/validate-api ] || \
+	    (cd tests/openapi && npm ci --no-audit --no-fund --silent)
 
 build: deps
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTP_BUILD_BENCH=ON $(CMAKE_FLAGS) >/dev/null

@@ -11,9 +11,11 @@ packages=(
     valgrind
     python3-websockets openssl
     chromium
+    libcurl4-openssl-dev
 )
-# Node.js for the JavaScript client's tests (clients/js): Debian's nodejs and npm,
-# unless a node is there already (a newer one from elsewhere is left alone).
+# Node.js for the JavaScript client's tests (clients/js) and the OpenAPI validator of the
+# host API's document (tests/openapi/): Debian's nodejs and npm, unless a node is there
+# already (a newer one from elsewhere, such as NodeSource's, which carries npm, is left alone).
 if ! command -v node >/dev/null 2>&1; then
     packages+=(nodejs npm)
 elif ! command -v npm >/dev/null 2>&1; then

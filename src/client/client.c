@@ -772,7 +772,10 @@ tp_client_closed(tp_client *c, int close_code, const char *reason)
         snprintf(why, sizeof why, "HTTP %d", close_code);
     else
         snprintf(why, sizeof why, "closed %d", close_code);
-    if (close_code == 400 || close_code == 401 || close_code == 403 || close_code == 404)
+    /* 4403: the host closed this tenant's connections, 4404: the tenant was
+     * deleted (PROTOCOL.md): reconnecting would only be refused or wrong. */
+    if (close_code == 400 || close_code == 401 || close_code == 403 || close_code == 404 ||
+        close_code == 4403 || close_code == 4404)
         next = TP_CLIENT_REFUSED;
     else
         next = c->opt.no_reconnect || p->stopping || c->state == TP_CLIENT_STOPPED

@@ -207,6 +207,8 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
         send_literal(c, "{\"type\":\"synced\"}");
     }
     c->syncing = 0;
+    if (hub->observer != NULL)
+        hub->observer->conn_event(hub->observer->user, s->tenant, c->id, 1);
     tp__error_clear(err);
     return c;
 }
@@ -217,6 +219,8 @@ tp_conn_close(tp_conn *c)
     if (c == NULL)
         return;
     tp_session *s = c->session;
+    if (s->hub->observer != NULL && !s->hub->freeing)
+        s->hub->observer->conn_event(s->hub->observer->user, s->tenant, c->id, 0);
     tp_conn *moved = tp__vec_swap_remove(&s->conns, c->idx);
     if (moved != NULL)
         moved->idx = c->idx;

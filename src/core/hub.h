@@ -219,7 +219,25 @@ struct tp_conn {
     int64_t tokens_at;
 };
 
+/*
+ * An observer of the hub's changes (the daemon's webhooks, net/webhook.c):
+ * told of every published model change and every connection opened or
+ * closed, with plain values, and given each store transaction to add its
+ * own records to, so that what it noted is stored with the change that
+ * caused it. pending says it has records to store (a commit is due even
+ * when the hub noted nothing); committed says whether they were stored.
+ */
+typedef struct tp__observer {
+    void (*model_changed)(void *user, int shared, const char *tenant, const char *id, int64_t rev);
+    void (*conn_event)(void *user, const char *tenant, const char *conn, int opened);
+    int (*journal)(void *user, tp_store *st, tp_error *err);
+    int (*pending)(void *user);
+    void (*committed)(void *user, int ok);
+    void *user;
+} tp__observer;
+
 struct tp_hub {
+    const tp__observer *observer; /* or NULL */
     tp_key_fn key;
     void *key_user;
     tp_clock_fn clock;

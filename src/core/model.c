@@ -453,6 +453,9 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     tp__model_history_push(m, from, m->rev, msg);
     tp__fanout(m, msg, except);
     tp__buf_unref(msg);
+    const tp__observer *ob = m->hub->observer;
+    if (ob != NULL)
+        ob->model_changed(ob->user, m->shared, m->owner ? m->owner->tenant : NULL, m->id, m->rev);
     return (int)changed;
 
 nomem:

@@ -492,7 +492,8 @@ static int
 journal_empty(const tp_hub *hub)
 {
     return hub->jmodels.len == 0 && hub->jsessions.len == 0 && hub->jclients.len == 0 &&
-           hub->jsubs.len == 0 && hub->jdels.len == 0 && !hub->jmeta;
+           hub->jsubs.len == 0 && hub->jdels.len == 0 && !hub->jmeta &&
+           (hub->observer == NULL || !hub->observer->pending(hub->observer->user));
 }
 
 static void
@@ -764,6 +765,8 @@ int
 tp__hub_commit(tp_hub *hub, tp_error *err)
 {
     tp_store *st = hub->store;
+    if (st == NULL && hub->observer != NULL && hub->observer->pending(hub->observer->user))
+        hub->observer->committed(hub->observer->user, 1); /* nothing to store it in */
     if (st == NULL || (journal_empty(hub) && !hub->commit_failed))
         return TP_OK;
     /* After a failure, a retry writes at least the meta record (as it is):
@@ -816,8 +819,12 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
         rc = store_client(&c, hub->jclients.items[i]);
     if (rc == TP_OK && hub->jmeta)
         rc = store_meta(&c);
+    if (rc == TP_OK && hub->observer != NULL)
+        rc = hub->observer->journal(hub->observer->user, st, err);
     if (rc == TP_OK)
         rc = st->ops->commit(st, err);
+    if (hub->observer != NULL)
+        hub->observer->committed(hub->observer->user, rc == TP_OK);
     else
         st->ops->rollback(st);
     tp__sb_free(&c.sb);
@@ -843,8 +850,11 @@ tp__hub_commit(tp_hub *hub, tp_error *err)
 int
 tp__hub_flushable(tp_hub *hub)
 {
-    if (hub->store == NULL)
+    if (hub->store == NULL) {
+        if (hub->observer != NULL && hub->observer->pending(hub->observer->user))
+            hub->observer->committed(hub->observer->user, 1); /* nothing to store it in */
         return 1;
+    }
     if (journal_empty(hub) && !hub->commit_failed) {
         release_held(hub); /* nothing they reveal is unstored */
         return 1;

@@ -810,20 +810,123 @@ check_shared(ctx *c, const json_t *shared, const json_t *schemas)
     return 0;
 }
 
+/* ---- webhooks ---- */
+
+static int
+check_webhook(ctx *c, const json_t *v, tp__webhook_config *w)
+{
+    static const char *const keys[] = {"url",          "events",     "secret_env",   "debounce_ms",
+                                       "max_delay_ms", "timeout_ms", "retry_min_ms", NULL};
+    if (want_object(c, v) != 0 || only(c, v, keys) != 0)
+        return -1;
+    size_t was = push(c, "url");
+    const json_t *url = json_object_get(v, "url");
+    if (url == NULL)
+        return fail(c, "required: the receiver's http:// or https:// URL");
+    if (want_string(c, url) != 0)
+        return -1;
+    const char *u = json_string_value(url);
+    if ((strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) || strlen(u) > 2048 ||
+        strpbrk(u, " \t\r\n") != NULL)
+        return fail(c, "must be an http:// or https:// URL of at most 2048 bytes");
+    if ((w->url = dup_string(c, u)) == NULL)
+        return -1;
+    pop(c, was);
+    was = push(c, "events");
+    const json_t *ev = json_object_get(v, "events");
+    if (ev == NULL)
+        return fail(c, "required: a list of model.changed, connection.opened, connection.closed");
+    if (!json_is_array(ev) || json_array_size(ev) == 0)
+        return fail(c, "expected a non-empty array of event names");
+    size_t i;
+    const json_t *e;
+    json_array_foreach(ev, i, e)
+    {
+        size_t w2 = push_index(c, i);
+        const char *name = json_string_value(e);
+        unsigned bit = name == NULL                             ? 0
+                       : strcmp(name, "model.changed") == 0     ? TP__WH_MODEL_CHANGED
+                       : strcmp(name, "connection.opened") == 0 ? TP__WH_CONN_OPENED
+                       : strcmp(name, "connection.closed") == 0 ? TP__WH_CONN_CLOSED
+                                                                : 0;
+        if (bit == 0)
+            return fail(c, "expected model.changed, connection.opened or connection.closed");
+        if (w->events & bit)
+            return fail(c, "listed twice");
+        w->events |= bit;
+        pop(c, w2);
+    }
+    pop(c, was);
+    const json_t *sec = json_object_get(v, "secret_env");
+    was = push(c, "secret_env");
+    if (sec == NULL)
+        return fail(c, "required: the environment variable holding the signing secret");
+    if (check_env_name(c, sec, &w->secret_env) != 0)
+        return -1;
+    pop(c, was);
+    w->debounce_ms = 1000;
+    w->max_delay_ms = 10000;
+    w->timeout_ms = 10000;
+    w->retry_min_ms = 1000;
+    if (member_uint(c, v, "debounce_ms", 0, 3600000, &w->debounce_ms) != 0 ||
+        member_uint(c, v, "max_delay_ms", 0, 86400000, &w->max_delay_ms) != 0 ||
+        member_uint(c, v, "timeout_ms", 100, 600000, &w->timeout_ms) != 0 ||
+        member_uint(c, v, "retry_min_ms", 10, 3600000, &w->retry_min_ms) != 0)
+        return -1;
+    if (w->max_delay_ms < w->debounce_ms) {
+        push(c, "max_delay_ms");
+        return fail(c, "must be at least debounce_ms (%u)", w->debounce_ms);
+    }
+    return 0;
+}
+
+static int
+check_webhooks(ctx *c, const json_t *v, tp__config *cfg)
+{
+    if (!json_is_array(v))
+        return fail(c, "expected an array of webhooks, got %s", tp__config_type_name(v));
+    size_t n = json_array_size(v);
+    if (n > TP__WEBHOOKS_MAX)
+        return fail(c, "at most %d webhooks", TP__WEBHOOKS_MAX);
+    cfg->webhooks = calloc(n ? n : 1, sizeof *cfg->webhooks);
+    if (cfg->webhooks == NULL)
+        return fail(c, "out of memory");
+    size_t i;
+    const json_t *w;
+    json_array_foreach(v, i, w)
+    {
+        size_t was = push_index(c, i);
+        cfg->n_webhooks = i + 1; /* cleared by tp__config_clear, even half-filled */
+        if (check_webhook(c, w, &cfg->webhooks[i]) != 0)
+            return -1;
+        pop(c, was);
+    }
+    return 0;
+}
+
 /* ---- The document ---- */
 
 static int
 check_root(ctx *c, const json_t *root, tp__config *cfg)
 {
     static const char *const keys[] = {
-        "listen",          "route",
-        "autosync_ms",     "flush_ms",
-        "storage",         "auth",
-        "admin_token_env", "origins",
-        "limits",          "schemas",
-        "tenants",         "shared",
-        "trusted_proxies", "client_address_header",
-        "static_dir",      NULL,
+        "listen",
+        "route",
+        "autosync_ms",
+        "flush_ms",
+        "storage",
+        "auth",
+        "admin_token_env",
+        "origins",
+        "limits",
+        "schemas",
+        "tenants",
+        "shared",
+        "trusted_proxies",
+        "client_address_header",
+        "static_dir",
+        "webhooks", // clang-format: one key a line
+        NULL,
     };
     if (!json_is_object(root))
         return fail(c, "expected a JSON object, got %s", tp__config_type_name(root));
@@ -876,6 +979,12 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     if ((v = json_object_get(root, "admin_token_env")) != NULL) {
         was = push(c, "admin_token_env");
         if (check_env_name(c, v, &cfg->admin_token_env) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "webhooks")) != NULL) {
+        was = push(c, "webhooks");
+        if (check_webhooks(c, v, cfg) != 0)
             return -1;
         pop(c, was);
     }
@@ -1064,5 +1173,10 @@ tp__config_clear(tp__config *cfg)
     json_decref(cfg->schemas);
     json_decref(cfg->tenants);
     json_decref(cfg->shared);
+    for (size_t i = 0; i < cfg->n_webhooks; i++) {
+        free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].secret_env);
+    }
+    free(cfg->webhooks);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "net/webhook.h"
 #include "transports.h"
 
 /*
@@ -44,15 +45,17 @@ typedef struct tp__config {
     char *listen;
     char *route;
     char **origins;         /* NULL-terminated, or NULL: any origin */
-    char *admin_token_env;  /* checked but not used yet: there is no admin API */
+    char *admin_token_env;  /* the host API's token variable (daemon.c, net/hostapi.c) */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
-    char *static_dir;    /* static files served by GET (the demo page), or NULL */
-    char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
-    tp_sync synchronous; /* storage.synchronous */
-    json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
-    json_t *tenants;     /* {tenant: {"models": {...}}}, or NULL */
-    json_t *shared;      /* {sid: {...}}, or NULL */
+    char *static_dir;             /* static files served by GET (the demo page), or NULL */
+    char *sqlite;                 /* storage.sqlite: the database file, or NULL (memory) */
+    tp_sync synchronous;          /* storage.synchronous */
+    json_t *schemas;              /* {name: JSON Schema}, never NULL once parsed */
+    json_t *tenants;              /* {tenant: {"models": {...}}}, or NULL */
+    json_t *shared;               /* {sid: {...}}, or NULL */
+    tp__webhook_config *webhooks; /* "webhooks", checked */
+    size_t n_webhooks;
 } tp__config;
 
 /*

@@ -12,7 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/hostops.h"
+#include "net/hostapi.h"
+#include "net/webhook.h"
 #include "util/map.h"
 
 const char tp__daemon_demo_config[] =
@@ -20,6 +25,7 @@ const char tp__daemon_demo_config[] =
     "  \"listen\": \"127.0.0.1:8080\",\n"
     "  \"route\": \"/ws/{tenant}\",\n"
     "  \"autosync_ms\": 50,\n"
+    "  \"admin_token_env\": \"TRANSPORTS_ADMIN_TOKEN\",\n"
     "  \"storage\": {\"sqlite\": \"transports.db\"},\n"
     "  \"auth\": {\"mode\": \"path\"},\n"
     "  \"schemas\": {\n"
@@ -226,6 +232,11 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
     tp__map_init(&b.schemas, tp__seed(d));
     tp_error herr = {0, ""};
     int rc = 0;
+    /* A database this build creates is removed again when the config is
+     * refused: else the next start, with the config corrected, would take
+     * the empty store for the stored state and serve nothing. */
+    struct stat st;
+    int created = d->cfg.sqlite != NULL && stat(d->cfg.sqlite, &st) != 0 && errno == ENOENT;
     if (d->cfg.sqlite != NULL) {
         tp_store_options so = {0};
         so.synchronous = d->cfg.synchronous;
@@ -267,6 +278,11 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         rc = host_tenants(&b);
     if (rc == 0)
         rc = share_models(&b);
+    /* What of the config the stored state does not hold: said at start
+     * (main.c), since the stored state wins and the config alone changes
+     * nothing of it. */
+    if (rc == 0 && d->hub != served)
+        d->n_diffs = tp__host_state_diff(served, d->hub, d->diffs, sizeof d->diffs);
     if (d->hub != served) {
         tp_hub_free(d->hub);
         d->hub = served;
@@ -276,7 +292,17 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         rc = fail(&b, "storage.sqlite", herr.message);
     tp__map_free(&b.schemas);
     if (rc != 0) {
-        tp__daemon_free(d);
+        char *path = created ? strdup(d->cfg.sqlite) : NULL;
+        tp__daemon_free(d); /* closes the store first */
+        if (path != NULL) {
+            static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+            char file[4096];
+            for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+                snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+                unlink(file);
+            }
+            free(path);
+        }
         return NULL;
     }
     return d;
@@ -320,4 +346,99 @@ tp__daemon_free(tp__daemon *d)
     free(d->schemas);
     tp__config_clear(&d->cfg);
     free(d);
+}
+
+int
+tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size_t made_size,
+                    tp__derror *err)
+{
+    if (made_size > 0)
+        made[0] = '\0';
+    if (d->cfg.admin_token_env == NULL)
+        return 0; /* no token configured: there is no /v1/ at all */
+    const char *token = getenv(d->cfg.admin_token_env);
+    char fresh[65];
+    if ((token == NULL || token[0] == '\0') && demo) {
+        /* The demo makes one and prints it (main.c), so that `make run`
+         * shows the API working without any setup. */
+        unsigned char raw[16];
+        size_t got = 0;
+        while (got < sizeof raw) {
+            ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+            if (n > 0)
+                got += (size_t)n;
+            else if (n < 0 && errno != EINTR) {
+                snprintf(err->message, sizeof err->message, "--demo: getrandom failed");
+                return -1;
+            }
+        }
+        for (size_t i = 0; i < sizeof raw; i++)
+            snprintf(fresh + 2 * i, 3, "%02x", raw[i]);
+        token = fresh;
+        snprintf(made, made_size, "%s", fresh);
+    }
+    if (token == NULL || token[0] == '\0') {
+        snprintf(err->message, sizeof err->message,
+                 "admin_token_env: the environment variable %s is unset or empty (the host "
+                 "API needs its token)",
+                 d->cfg.admin_token_env);
+        return -1;
+    }
+    if (strlen(token) < 16 || strlen(token) > 512) {
+        snprintf(err->message, sizeof err->message,
+                 "admin_token_env: the token in %s must be 16 to 512 bytes",
+                 d->cfg.admin_token_env);
+        return -1;
+    }
+    tp_error herr = {0, ""};
+    tp__host *h = tp__host_new(d->hub, &herr);
+    if (h == NULL) {
+        snprintf(err->message, sizeof err->message, "host API: %s", herr.message);
+        return -1;
+    }
+    /* The config's schemas by their names (a name stored through the API
+     * earlier keeps its stored schema). */
+    size_t i = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(d->cfg.schemas, name, v)
+    {
+        if (i < d->n_schemas && tp__host_name_schema(h, name, d->schemas[i]) != TP_OK) {
+            tp__host_free(h);
+            snprintf(err->message, sizeof err->message, "host API: out of memory");
+            return -1;
+        }
+        i++;
+    }
+    if (tp__server_host_api(server, token, h) != TP_OK) {
+        snprintf(err->message, sizeof err->message, "host API: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int
+tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err)
+{
+    size_t n = d->cfg.n_webhooks;
+    if (n == 0)
+        return 0;
+    const char *secrets[TP__WEBHOOKS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        const char *env = d->cfg.webhooks[i].secret_env;
+        secrets[i] = getenv(env);
+        if (secrets[i] == NULL || strlen(secrets[i]) < 16) {
+            snprintf(err->message, sizeof err->message,
+                     "webhooks[%zu].secret_env: the environment variable %s must hold the "
+                     "signing secret (at least 16 bytes)",
+                     i, env);
+            return -1;
+        }
+    }
+    tp_error herr = {0, ""};
+    if (tp__server_webhooks(server, d->cfg.webhooks, secrets, n, &herr) != TP_OK) {
+        snprintf(err->message, sizeof err->message, "webhooks: %s", herr.message);
+        return -1;
+    }
+    return 0;
 }

@@ -30,6 +30,8 @@ typedef struct tp__daemon {
     int restored;        /* the hub came from storage: the config's state was not built */
     tp_schema **schemas; /* loaded in the order of cfg.schemas */
     size_t n_schemas;
+    int n_diffs;     /* restored: how the config differs from the stored state */
+    char diffs[600]; /* "model alice.notes (not stored), ..." (tp__host_state_diff) */
 } tp__daemon;
 
 /* ---- Life cycle ---- */
@@ -62,6 +64,23 @@ void tp__daemon_free(tp__daemon *d);
  * the same document.
  */
 extern const char tp__daemon_demo_config[];
+
+/*
+ * tp__daemon_host_api turns the host HTTP API on for a server when the
+ * config names admin_token_env: the token is that variable's value (16 to
+ * 512 bytes; unset or empty refuses the start). For the demo an unset one
+ * is made up and copied into made (else made is ""). Returns 0, or -1 with
+ * err.
+ */
+int tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size_t made_size,
+                        tp__derror *err);
+
+/*
+ * tp__daemon_webhooks starts the config's webhooks on a server: each
+ * secret_env must hold at least 16 bytes (else the start is refused).
+ * Returns 0, or -1 with err.
+ */
+int tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err);
 
 /* ---- Logging ---- */
 

@@ -152,6 +152,14 @@ main(int argc, char **argv)
         tp__daemon_free(d);
         return err.code == TP_EARG ? 2 : 1;
     }
+    char made[80];
+    if (tp__daemon_host_api(d, server, args.demo, made, sizeof made, &derr) != 0 ||
+        tp__daemon_webhooks(d, server, &derr) != 0) {
+        fprintf(stderr, "transportsd: %s: %s\n", args.demo ? "--demo" : args.config, derr.message);
+        tp_server_free(server);
+        tp__daemon_free(d);
+        return 2;
+    }
     running = server;
     char host[300];
     listen_host(d->cfg.listen, host, sizeof host);
@@ -160,10 +168,23 @@ main(int argc, char **argv)
                        d->restored ? "restored" : "new (the config's state is stored)");
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
+    if (d->n_diffs > 0)
+        tp__daemon_log(&opt, TP_LOG_WARN,
+                       "config differs from the stored state in %d place%s: %s; the stored state "
+                       "wins (the config is only the initial state): change it with the host "
+                       "API (docs/host-api.md), or start on a new database",
+                       d->n_diffs, d->n_diffs > 1 ? "s" : "", d->diffs);
     tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
     if (d->cfg.static_dir != NULL)
         tp__daemon_log(&opt, TP_LOG_INFO, "static dir=%s page=http://%s:%d/", d->cfg.static_dir,
                        host, tp_server_port(server));
+    if (made[0] != '\0') {
+        /* The demo's made-up admin token, on stdout (never in the log). */
+        printf("host API: http://%s:%d/v1/  admin token: %s\n"
+               "  (set TRANSPORTS_ADMIN_TOKEN to choose it; docs/host-api.md)\n",
+               host, tp_server_port(server), made);
+        fflush(stdout);
+    }
 
     int rc = TP_OK;
     if (stop_signal == 0)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/hostapi.h"
 #include "net/net.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -493,6 +494,7 @@ tp_server_metrics(tp_server *s)
     snprintf(sum, sizeof sum, "transports_sync_tick_seconds_sum %.9f\n", s->tick_sum);
     tp__sb_puts(&sb, sum);
     sample(&sb, "transports_sync_tick_seconds_count", NULL, s->tick_count);
+    tp__hostapi_metrics(s, &sb); /* the host API's and the webhooks' (hostapi.c) */
     tp__buf *b = tp__sb_finish(&sb);
     if (b == NULL)
         return NULL;

@@ -73,10 +73,14 @@ typedef struct tp__ws {
     struct tp__ws *un_prev, *un_next;
     int unfinished;
     /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
+    struct tp__apireq *api; /* a host API request whose body is being read (hostapi.c) */
+    int64_t since_ms;       /* when the connection opened (hub clock), for the host API */
 } tp__ws;
 
 struct tp_server {
     tp_hub *hub;
+    struct tp__hostapi *api;       /* the host HTTP API (hostapi.c), or NULL: off */
+    struct tp__webhooks *webhooks; /* webhook delivery (webhook.c), or NULL: none */
     tp__logger *log;
     char *host;
     int port;
@@ -150,6 +154,9 @@ void tp__peer_put(tp_server *s, tp__peer *p);
 int tp__peer_trusted(const tp_server *s, const tp__addr *a);
 /* tp__tcp_peer reads the connection's peer address; 0, or -1 (not IP). */
 int tp__tcp_peer(struct lws *wsi, tp__addr *a);
+
+/* tp__server_run_posts runs the functions posted so far (webhook.c, at free). */
+void tp__server_run_posts(tp_server *s);
 
 /* ---- http.c ---- */
 /* tp__http_confirm_upgrade checks a WebSocket handshake: 0 lets it proceed

@@ -21,7 +21,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "net/hostapi.h"
 #include "net/net.h"
+#include "net/webhook.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -55,6 +57,8 @@ close_reason(int code)
     case 1003: return "binary frames are not accepted";
     case 1009: return "message too big";
     case 1013: return "too far behind: reconnect and resume";
+    case 4403: return "closed by the host: do not reconnect until allowed again";
+    case 4404: return "the tenant was deleted";
     default: return "internal error";
     }
 }
@@ -513,6 +517,7 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
     tp_error err;
     ws->conn = tp_conn_open(s->hub, tenant, flags, &err);
     lws_get_peer_simple(wsi, ws->peer, sizeof ws->peer);
+    ws->since_ms = tp__hub_now(s->hub);
     char qt[TP__LOG_VALUE_MAX];
     if (ws->conn == NULL) {
         tp__log(s->log, TP_LOG_ERROR, "connect failed tenant=%s peer=%s: %s",
@@ -619,6 +624,12 @@ drain_wake(tp_server *s)
     char buf[256];
     while (read(s->wake[0], buf, sizeof buf) > 0)
         ;
+    run_posts(s);
+}
+
+void
+tp__server_run_posts(tp_server *s)
+{
     run_posts(s);
 }
 
@@ -837,7 +848,12 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     tp__ws *ws = user;
     switch (reason) {
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return tp__http_confirm_upgrade(s, wsi);
-    case LWS_CALLBACK_HTTP: return tp__http_serve(s, wsi, in);
+    case LWS_CALLBACK_HTTP:
+        return tp__hostapi_claims(in) ? tp__hostapi_http(s, wsi, ws, in)
+                                      : tp__http_serve(s, wsi, in);
+    case LWS_CALLBACK_HTTP_BODY: return tp__hostapi_body(s, wsi, ws, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: return tp__hostapi_body_done(s, wsi, ws);
+    case LWS_CALLBACK_CLOSED_HTTP: tp__hostapi_gone(ws); return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return s->pending_wsi == wsi ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED: return established(s, wsi, ws);
     case LWS_CALLBACK_RECEIVE: return receive(s, ws, in, len);
@@ -845,7 +861,10 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: return peer_close(ws, in, len);
     case LWS_CALLBACK_CLOSED: closed(s, ws); return 0;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: return accepted(s, wsi);
-    case LWS_CALLBACK_WSI_DESTROY: wsi_gone(s, wsi, ws); return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        tp__hostapi_gone(ws);
+        wsi_gone(s, wsi, ws);
+        return 0;
     case LWS_CALLBACK_RAW_RX_FILE: drain_wake(s); return 0;
     case LWS_CALLBACK_RAW_CLOSE_FILE:
         if (wsi == s->wake_wsi)
@@ -1212,6 +1231,10 @@ tp_server_free(tp_server *s)
             uv_run(&s->loop, UV_RUN_DEFAULT);
         lws_context_destroy(s->ctx);
     }
+    /* After the connections (their connection.closed events are noted),
+     * before the loop's last run (which closes the webhooks' timer). */
+    struct tp__webhooks *hooks = s->webhooks;
+    tp__webhooks_free(hooks);
     if (s->loop_ok) {
         /* libuv closes handles asynchronously: ours close in one last run. */
         uv_close((uv_handle_t *)&s->sync_w, NULL);
@@ -1223,6 +1246,7 @@ tp_server_free(tp_server *s)
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    tp__webhooks_release(hooks);
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);
@@ -1230,6 +1254,7 @@ tp_server_free(tp_server *s)
         close(s->wake[1]);
     pthread_mutex_destroy(&s->mu);
     tp__free(s->pending_tenant);
+    tp__hostapi_free(s->api);
     void *v;
     for (size_t it = 0; tp__map_next(&s->peers, &it, NULL, &v);)
         tp__free(v); /* none is left once every wsi is gone; freed all the same */

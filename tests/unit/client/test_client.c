@@ -1208,6 +1208,10 @@ Test(client, states_and_wait)
     tp_client_closed(a->cl, 403, NULL);
     cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_REFUSED);
     cr_assert_eq(tp_client_wait(a->cl, TP_CLIENT_WAIT_IDLE, 1000), TP_ECLOSED);
+    tp_client_closed(a->cl, 4403, NULL);
+    cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_REFUSED, "4403: closed by the host");
+    tp_client_closed(a->cl, 4404, NULL);
+    cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_REFUSED, "4404: the tenant was deleted");
     tp_client_closed(a->cl, 503, NULL);
     cr_assert_eq(tp_client_get_state(a->cl), TP_CLIENT_WAITING, "503: try again later");
     connect_peer(a);

@@ -1,0 +1,744 @@
+/*
+ * The host HTTP API (HOST-API.md) on the server's listener.
+ *
+ * A request is read whole (Content-Length only: chunked bodies get 411),
+ * bounded by max_message_bytes (413 as soon as Content-Length says so,
+ * before a byte of the body is read) and by the handshake timeout (a slow
+ * sender is dropped). It is then routed and handed to the core
+ * (core/hostops.c), which changes the hub as the C host would. A 2xx to a
+ * change is written only after tp_hub_commit stored it: the same promise
+ * as an `ack`. Connections see the change at the end of this iteration.
+ */
+#include "net/hostapi.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "net/net.h"
+#include "net/webhook.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+
+#define API_PATH_MAX 2048
+#define API_SEGMENTS 6
+
+enum { M_GET, M_PUT, M_PATCH, M_DELETE, M_POST, M_OTHER };
+
+struct tp__apireq {
+    int method;
+    char path[API_PATH_MAX];
+    char *body;
+    size_t len, want;
+    int too_large;
+};
+
+struct tp__hostapi {
+    char *token;
+    size_t token_len;
+    tp__host *host;
+    uint64_t answers[6]; /* by status class: [2] 2xx, [4] 4xx, [5] 5xx */
+    uint64_t unauthorized;
+};
+
+int
+tp__server_host_api(tp_server *s, const char *token, tp__host *host)
+{
+    tp__hostapi *api = tp__calloc(1, sizeof *api);
+    if (api == NULL || (api->token = tp__strdup(token)) == NULL) {
+        tp__free(api);
+        tp__host_free(host);
+        return TP_ENOMEM;
+    }
+    api->token_len = strlen(token);
+    api->host = host;
+    tp__hostapi_free(s->api);
+    s->api = api;
+    return TP_OK;
+}
+
+void
+tp__hostapi_free(tp__hostapi *api)
+{
+    if (api == NULL)
+        return;
+    OPENSSL_cleanse(api->token, api->token_len);
+    tp__free(api->token);
+    tp__host_free(api->host);
+    tp__free(api);
+}
+
+int
+tp__hostapi_claims(const char *uri)
+{
+    return strncmp(uri, "/v1/", 4) == 0 || strcmp(uri, "/v1") == 0;
+}
+
+static void
+req_free(tp__apireq *r)
+{
+    if (r != NULL) {
+        tp__free(r->body);
+        tp__free(r);
+    }
+}
+
+void
+tp__hostapi_gone(void *user)
+{
+    tp__ws *ws = user;
+    if (ws != NULL && ws->api != NULL) {
+        req_free(ws->api);
+        ws->api = NULL;
+    }
+}
+
+/* ---- Answers ---- */
+
+static const char *
+status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+/*
+ * Writes a whole answer. keep: the connection may serve another request
+ * (keep-alive); else it closes once the answer is out (an unread body
+ * follows, or the request was not HTTP/1.1 keep-alive). Returns lws's
+ * verdict for the callback.
+ */
+static int
+respond(struct lws *wsi, int status, const char *extra, const char *body, size_t len, int keep)
+{
+    char head[1024];
+    int h = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\n%s%zu\r\nCache-Control: no-store\r\n%s%s\r\n", status,
+                     status_text(status),
+                     len > 0 || status != 204 ? "Content-Type: application/json\r\nContent-Length: "
+                                              : "Content-Length: ",
+                     len, keep ? "" : "Connection: close\r\n", extra ? extra : "");
+    if (h < 0 || (size_t)h >= sizeof head)
+        return -1;
+    unsigned char *buf = tp__malloc(LWS_PRE + (size_t)h + len);
+    if (buf == NULL)
+        return -1;
+    memcpy(buf + LWS_PRE, head, (size_t)h);
+    if (len > 0)
+        memcpy(buf + LWS_PRE + h, body, len);
+    int w = lws_write(wsi, buf + LWS_PRE, (size_t)h + len, LWS_WRITE_HTTP_FINAL);
+    tp__free(buf);
+    tp_server *s = lws_context_user(lws_get_context(wsi));
+    if (s != NULL && s->api != NULL && status / 100 < 6) {
+        s->api->answers[status / 100]++;
+        s->api->unauthorized += status == 401;
+    }
+    if (w < 0 || !keep)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int
+respond_json(struct lws *wsi, int status, const char *extra, json_t *o, int keep)
+{
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL)
+        return -1;
+    size_t n = strlen(text);
+    int rc = respond(wsi, status, extra, text, n, keep);
+    free(text);
+    return rc;
+}
+
+static int
+fail(tp_server *s, struct lws *wsi, int status, const char *code, const char *message, int keep,
+     const char *extra)
+{
+    tp__log(s->log, TP_LOG_DEBUG, "api refused status=%d code=%s: %s", status, code, message);
+    json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
+    return respond_json(wsi, status, extra, o, keep);
+}
+
+/* A core outcome as an HTTP status and the protocol's code. */
+static int
+fail_code(tp_server *s, struct lws *wsi, const tp_error *err)
+{
+    int st;
+    const char *code;
+    switch (err->code) {
+    case TP_EBADREQUEST:
+    case TP_EARG: st = 400, code = "bad_request"; break;
+    case TP_EFORBIDDEN: st = 403, code = "forbidden"; break;
+    case TP_ENOTFOUND: st = 404, code = "not_found"; break;
+    case TP_EEXIST: st = 409, code = "conflict"; break;
+    case TP__HOST_EPRECONDITION: st = 412, code = "precondition_failed"; break;
+    case TP_ETOOLARGE: st = 413, code = "too_large"; break;
+    case TP_EINVALID:
+    case TP_EREJECTED:
+    case TP_ESCHEMA: st = 422, code = "invalid"; break;
+    default: st = 500, code = "internal"; break;
+    }
+    return fail(s, wsi, st, code, err->message[0] ? err->message : tp_strerror(err->code), 1, NULL);
+}
+
+/* ---- The request ---- */
+
+static int
+method_of(struct lws *wsi)
+{
+    static const struct {
+        enum lws_token_indexes t;
+        int m;
+    } ms[] = {{WSI_TOKEN_GET_URI, M_GET},
+              {WSI_TOKEN_PUT_URI, M_PUT},
+              {WSI_TOKEN_PATCH_URI, M_PATCH},
+              {WSI_TOKEN_DELETE_URI, M_DELETE},
+              {WSI_TOKEN_POST_URI, M_POST}};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        if (lws_hdr_total_length(wsi, ms[i].t) > 0)
+            return ms[i].m;
+    return M_OTHER;
+}
+
+static const char *
+hdr(struct lws *wsi, enum lws_token_indexes t, char *buf, int n)
+{
+    if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, buf, n, t) < 0)
+        return NULL;
+    return buf;
+}
+
+/* The token check: constant time in the token's content (OpenSSL's
+ * CRYPTO_memcmp); a length mismatch compares the token with itself so the
+ * time does not tell the length either. */
+static int
+authorized(const tp__hostapi *api, struct lws *wsi)
+{
+    char v[1024];
+    const char *a = hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, v, sizeof v);
+    if (a == NULL || strncasecmp(a, "Bearer ", 7) != 0)
+        return 0;
+    const char *t = a + 7;
+    size_t n = strlen(t);
+    int same = n == api->token_len;
+    int diff = CRYPTO_memcmp(same ? t : api->token, api->token, api->token_len);
+    OPENSSL_cleanse(v, sizeof v);
+    return same && diff == 0;
+}
+
+static int
+has_control(const char *p)
+{
+    for (; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* One query parameter's value (lws decoded it), or NULL. */
+static const char *
+query(struct lws *wsi, const char *name, char *buf, size_t n)
+{
+    char frag[1024];
+    size_t nl = strlen(name);
+    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
+         i++) {
+        if (strncmp(frag, name, nl) == 0 && (frag[nl] == '=' || frag[nl] == '\0')) {
+            snprintf(buf, n, "%s", frag[nl] == '=' ? frag + nl + 1 : "");
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* If-Match: "<rev>" (or W/"<rev>"): the rev, -1 when absent, -2 when malformed. */
+static int64_t
+if_match(struct lws *wsi)
+{
+    char v[128];
+    const char *p = hdr(wsi, WSI_TOKEN_HTTP_IF_MATCH, v, sizeof v);
+    if (p == NULL)
+        return -1;
+    if (strncmp(p, "W/", 2) == 0)
+        p += 2;
+    if (*p++ != '"')
+        return -2;
+    int64_t rev = 0;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 18) {
+        rev = rev * 10 + (*p++ - '0');
+        digits++;
+    }
+    if (digits == 0 || *p != '"' || p[1] != '\0')
+        return -2;
+    return rev;
+}
+
+/* ---- Routing ---- */
+
+typedef struct route {
+    char *seg[API_SEGMENTS];
+    int n;
+} route;
+
+/* Splits the decoded path; -1 when it has more segments than any route or
+ * an empty one (a "//" or a trailing "/"). */
+static int
+split(char *path, route *r)
+{
+    r->n = 0;
+    char *p = path + 1; /* after the leading '/' */
+    for (;;) {
+        char *slash = strchr(p, '/');
+        if (r->n == API_SEGMENTS)
+            return -1;
+        r->seg[r->n++] = p;
+        if (slash == NULL)
+            break;
+        *slash = '\0';
+        p = slash + 1;
+    }
+    for (int i = 0; i < r->n; i++)
+        if (r->seg[i][0] == '\0')
+            return -1;
+    return 0;
+}
+
+static int
+is(const route *r, int i, const char *word)
+{
+    return i < r->n && strcmp(r->seg[i], word) == 0;
+}
+
+/* The list parameters: limit (1 to TP__HOST_LIST_MAX) and after. */
+static int
+list_params(tp_server *s, struct lws *wsi, size_t *limit, const char **after, char *abuf, size_t an,
+            int *rc)
+{
+    char lb[32];
+    *limit = TP__HOST_LIST_DEFAULT;
+    const char *l = query(wsi, "limit", lb, sizeof lb);
+    if (l != NULL) {
+        size_t v = 0, i = 0;
+        for (; l[i] >= '0' && l[i] <= '9' && i < 5; i++)
+            v = v * 10 + (size_t)(l[i] - '0');
+        if (i == 0 || l[i] != '\0' || v < 1 || v > TP__HOST_LIST_MAX) {
+            *rc = fail(s, wsi, 400, "bad_request", "limit: must be an integer from 1 to 1000", 1,
+                       NULL);
+            return -1;
+        }
+        *limit = v;
+    }
+    *after = query(wsi, "after", abuf, an);
+    return 0;
+}
+
+static void
+describe_conn(tp_conn *c, json_t *item, void *user)
+{
+    (void)user;
+    tp__ws *ws = tp_conn_user(c);
+    if (ws == NULL)
+        return;
+    json_object_set_new(item, "peer", json_string(ws->peer));
+    char since[32];
+    time_t t = (time_t)(ws->since_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    json_object_set_new(item, "since", json_string(since));
+}
+
+/* What a change answers once it is stored: 503 when the store refused it. */
+static int
+committed(tp_server *s, struct lws *wsi, int sync)
+{
+    if (sync)
+        tp_hub_sync(s->hub);
+    tp_error err = {0, ""};
+    if (tp_hub_commit(s->hub, &err) == TP_OK)
+        return 0;
+    char m[400];
+    /* A merge patch is undone with the failed transaction; a structure
+     * change (a model hosted, a subscription) stays noted and is stored by
+     * the next commit that succeeds: either way the caller retries, and a
+     * retried PUT or PATCH converges. */
+    snprintf(m, sizeof m, "storage: the change could not be stored (%s): retry", err.message);
+    return fail(s, wsi, 503, "unavailable", m, 1, "Retry-After: 1\r\n") == 0 ? 1 : -1;
+}
+
+/* A model's answer, with its ETag. */
+static int
+model_answer(struct lws *wsi, int status, json_t *o)
+{
+    char etag[64];
+    snprintf(etag, sizeof etag, "ETag: \"%lld\"\r\n",
+             (long long)json_integer_value(json_object_get(o, "rev")));
+    return respond_json(wsi, status, etag, o, 1);
+}
+
+static int
+allow(tp_server *s, struct lws *wsi, const char *methods)
+{
+    char extra[96];
+    snprintf(extra, sizeof extra, "Allow: %s\r\n", methods);
+    return fail(s, wsi, 405, "bad_request", "method: not allowed on this path", 1, extra);
+}
+
+/* Parses a body as JSON; NULL with the answer written in *rc. */
+static json_t *
+body_json(tp_server *s, struct lws *wsi, const tp__apireq *r, int *rc)
+{
+    if (r == NULL || r->len == 0) {
+        *rc = fail(s, wsi, 400, "bad_request", "body: required (JSON)", 1, NULL);
+        return NULL;
+    }
+    char ct[128];
+    const char *type = hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ct, sizeof ct);
+    if (type != NULL && strncasecmp(type, "application/json", 16) != 0 &&
+        strncasecmp(type, "application/merge-patch+json", 28) != 0) {
+        *rc =
+            fail(s, wsi, 400, "bad_request",
+                 "Content-Type: must be application/json or application/merge-patch+json", 1, NULL);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (v == NULL) {
+        char m[300];
+        snprintf(m, sizeof m, "body: not JSON: %s (line %d, column %d)", je.text, je.line,
+                 je.column);
+        *rc = fail(s, wsi, 400, "bad_request", m, 1, NULL);
+    }
+    return v;
+}
+
+static int
+dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
+{
+    tp__host *h = s->api->host;
+    route rt;
+    int method = r->method;
+    tp_error err = {0, ""};
+    json_t *out = NULL;
+    int rc = 0, created = 0;
+    char qb[8];
+    int sync = query(wsi, "sync", qb, sizeof qb) != NULL && strcmp(qb, "1") == 0;
+    int64_t im = if_match(wsi);
+    if (im == -2)
+        return fail(s, wsi, 400, "bad_request", "If-Match: must be a quoted rev, as ETag gives", 1,
+                    NULL);
+    if (split(r->path, &rt) != 0 || !is(&rt, 0, "v1") || rt.n < 2)
+        return fail(s, wsi, 404, "not_found", "path: no such API path", 1, NULL);
+    char ab[512];
+    const char *after;
+    size_t limit;
+
+    if (is(&rt, 1, "schemas") && rt.n == 3) {
+        if (method == M_GET) {
+            if (tp__host_schema_get(h, rt.seg[2], &out, &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            return respond_json(wsi, 200, NULL, out, 1);
+        }
+        if (method != M_PUT)
+            return allow(s, wsi, "GET, PUT");
+        json_t *b = body_json(s, wsi, r, &rc);
+        if (b == NULL)
+            return rc;
+        int c = tp__host_schema_put(h, rt.seg[2], b, &created, &err);
+        json_decref(b);
+        if (c != TP_OK)
+            return fail_code(s, wsi, &err);
+        json_t *o = json_pack("{s:s}", "name", rt.seg[2]);
+        return respond_json(wsi, created ? 201 : 200, NULL, o, 1);
+    }
+    if (is(&rt, 1, "sync") && rt.n == 2) {
+        if (method != M_POST)
+            return allow(s, wsi, "POST");
+        int n = tp_hub_sync(s->hub);
+        if ((rc = committed(s, wsi, 0)) != 0)
+            return rc > 0 ? 0 : -1;
+        return respond_json(wsi, 200, NULL, json_pack("{s:i}", "published", n), 1);
+    }
+    if (is(&rt, 1, "tenants") && rt.n == 2) {
+        if (method != M_GET)
+            return allow(s, wsi, "GET");
+        if (list_params(s, wsi, &limit, &after, ab, sizeof ab, &rc) != 0)
+            return rc;
+        if (tp__host_tenants(h, after, limit, &out, &err) != TP_OK)
+            return fail_code(s, wsi, &err);
+        return respond_json(wsi, 200, NULL, out, 1);
+    }
+    if (is(&rt, 1, "tenants") && rt.n == 3) {
+        const char *t = rt.seg[2];
+        if (method == M_GET) {
+            if (tp__host_tenant_get(h, t, &out, &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            return respond_json(wsi, 200, NULL, out, 1);
+        }
+        if (method != M_DELETE)
+            return allow(s, wsi, "GET, DELETE");
+        if (tp__host_tenant_delete(h, t, &err) != TP_OK)
+            return fail_code(s, wsi, &err);
+        if ((rc = committed(s, wsi, sync)) != 0)
+            return rc > 0 ? 0 : -1;
+        return respond(wsi, 204, NULL, NULL, 0, 1);
+    }
+    if (is(&rt, 1, "tenants") && rt.n == 4 && is(&rt, 3, "connections")) {
+        const char *t = rt.seg[2];
+        if (method == M_GET) {
+            if (list_params(s, wsi, &limit, &after, ab, sizeof ab, &rc) != 0)
+                return rc;
+            if (tp__host_connections(h, t, after, limit, describe_conn, NULL, &out, &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            return respond_json(wsi, 200, NULL, out, 1);
+        }
+        if (method != M_DELETE)
+            return allow(s, wsi, "GET, DELETE");
+        if (tp__host_connections(h, t, NULL, 1, NULL, NULL, &out, &err) != TP_OK)
+            return fail_code(s, wsi, &err); /* 404 for a tenant that does not exist */
+        json_decref(out);
+        int n = tp__host_close_connections(h, t, 4403);
+        return respond_json(wsi, 200, NULL, json_pack("{s:i}", "closed", n), 1);
+    }
+    int shared = is(&rt, 1, "shared") && rt.n == 3;
+    int priv = is(&rt, 1, "tenants") && rt.n == 5 && is(&rt, 3, "models");
+    if (shared || priv) {
+        const char *t = priv ? rt.seg[2] : NULL;
+        const char *id = priv ? rt.seg[4] : rt.seg[2];
+        if (method == M_GET) {
+            if (tp__host_model_get(h, shared, t, id, &out, &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            return model_answer(wsi, 200, out);
+        }
+        if (method == M_DELETE) {
+            if (tp__host_model_delete(h, shared, t, id, &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            if ((rc = committed(s, wsi, sync)) != 0)
+                return rc > 0 ? 0 : -1;
+            return respond(wsi, 204, NULL, NULL, 0, 1);
+        }
+        if (method != M_PUT && method != M_PATCH)
+            return allow(s, wsi, "GET, PUT, PATCH, DELETE");
+        json_t *b = body_json(s, wsi, r, &rc);
+        if (b == NULL)
+            return rc;
+        int c = method == M_PUT ? tp__host_model_put(h, shared, t, id, b, im, &created, &out, &err)
+                                : tp__host_model_patch(h, shared, t, id, b, im, &out, &err);
+        json_decref(b);
+        if (c != TP_OK)
+            return fail_code(s, wsi, &err);
+        if ((rc = committed(s, wsi, sync)) != 0) {
+            json_decref(out);
+            return rc > 0 ? 0 : -1;
+        }
+        return model_answer(wsi, created ? 201 : 200, out);
+    }
+    if (is(&rt, 1, "shared") && rt.n == 4 && is(&rt, 3, "subscribers")) {
+        if (method != M_GET)
+            return allow(s, wsi, "GET");
+        if (list_params(s, wsi, &limit, &after, ab, sizeof ab, &rc) != 0)
+            return rc;
+        if (tp__host_subscribers(h, rt.seg[2], after, limit, &out, &err) != TP_OK)
+            return fail_code(s, wsi, &err);
+        return respond_json(wsi, 200, NULL, out, 1);
+    }
+    if (is(&rt, 1, "shared") && rt.n == 5 && is(&rt, 3, "subscribers")) {
+        if (method == M_DELETE) {
+            if (tp__host_unsubscribe(h, rt.seg[2], rt.seg[4], &err) != TP_OK)
+                return fail_code(s, wsi, &err);
+            if ((rc = committed(s, wsi, sync)) != 0)
+                return rc > 0 ? 0 : -1;
+            return respond(wsi, 204, NULL, NULL, 0, 1);
+        }
+        if (method != M_PUT)
+            return allow(s, wsi, "PUT, DELETE");
+        json_t *b = body_json(s, wsi, r, &rc);
+        if (b == NULL)
+            return rc;
+        int c = tp__host_subscribe(h, rt.seg[2], rt.seg[4], b, &err);
+        json_t *o = c == TP_OK ? json_pack("{s:s, s:O}", "tenant", rt.seg[4], "access",
+                                           json_object_get(b, "access"))
+                               : NULL;
+        json_decref(b);
+        if (c != TP_OK)
+            return fail_code(s, wsi, &err);
+        if ((rc = committed(s, wsi, sync)) != 0) {
+            json_decref(o);
+            return rc > 0 ? 0 : -1;
+        }
+        return respond_json(wsi, 200, NULL, o, 1);
+    }
+    return fail(s, wsi, 404, "not_found", "path: no such API path", 1, NULL);
+}
+
+/* ---- lws callbacks ---- */
+
+int
+tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
+{
+    tp__ws *ws = user;
+    int method = method_of(wsi);
+    char cl[32];
+    const char *len = hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl);
+    /* Whether a body follows that we will not read: then the connection
+     * closes after the answer instead of reading the body as a request. */
+    int body_follows = (len != NULL && strcmp(len, "0") != 0) ||
+                       lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+    int keep = !body_follows;
+    if (s->api == NULL)
+        return fail(s, wsi, 404, "not_found",
+                    "path: the host API is off (no admin token is configured)", keep, NULL);
+    if (strcmp(uri, "/v1/openapi.json") == 0 && method == M_GET)
+        return respond(wsi, 200, NULL, (const char *)tp__hostapi_openapi, tp__hostapi_openapi_len,
+                       keep);
+    if (has_control(uri))
+        return fail(s, wsi, 400, "bad_request", "path: holds a control character", 0, NULL);
+    if (strpbrk(uri, "%?") != NULL)
+        return fail(s, wsi, 400, "bad_request", "path: holds an encoded '%' or '?' (ambiguous)", 0,
+                    NULL);
+    if (!authorized(s->api, wsi))
+        return fail(s, wsi, 401, "unauthorized",
+                    "Authorization: Bearer <admin token> is missing or wrong", keep,
+                    "WWW-Authenticate: Bearer realm=\"transports\"\r\n");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        return fail(s, wsi, 411, "bad_request",
+                    "Transfer-Encoding: bodies are read with Content-Length only", 0, NULL);
+    size_t want = 0;
+    if (len != NULL) {
+        size_t i = 0;
+        for (; len[i] >= '0' && len[i] <= '9' && i < 19; i++)
+            want = want * 10 + (size_t)(len[i] - '0');
+        if (i == 0 || len[i] != '\0')
+            return fail(s, wsi, 400, "bad_request", "Content-Length: not a number", 0, NULL);
+    }
+    size_t max = s->hub->limits.max_message_bytes;
+    if (want > max) {
+        char m[160];
+        snprintf(m, sizeof m, "body: %zu bytes is over max_message_bytes (%zu)", want, max);
+        return fail(s, wsi, 413, "too_large", m, 0, NULL);
+    }
+    tp__apireq *r = tp__calloc(1, sizeof *r);
+    if (r == NULL)
+        return -1;
+    r->method = method;
+    snprintf(r->path, sizeof r->path, "%s", uri);
+    r->want = want;
+    if (want == 0) {
+        int rc = dispatch(s, wsi, r);
+        req_free(r);
+        return rc;
+    }
+    if ((r->body = tp__malloc(want)) == NULL) {
+        req_free(r);
+        return -1;
+    }
+    if (ws != NULL) {
+        tp__hostapi_gone(ws);
+        ws->api = r;
+    } else {
+        req_free(r);
+        return -1;
+    }
+    /* A slow sender: the body must be whole within the handshake timeout. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT,
+                    (int)((s->handshake_timeout_ms + 999) / 1000));
+    return 0;
+}
+
+int
+tp__hostapi_body(tp_server *s, struct lws *wsi, void *user, const void *in, size_t len)
+{
+    (void)s;
+    (void)wsi;
+    tp__ws *ws = user;
+    tp__apireq *r = ws ? ws->api : NULL;
+    if (r == NULL)
+        return -1;
+    if (len > r->want - r->len) {
+        r->too_large = 1; /* more than Content-Length said: lws would not, but bound it */
+        return -1;
+    }
+    memcpy(r->body + r->len, in, len);
+    r->len += len;
+    return 0;
+}
+
+int
+tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user)
+{
+    tp__ws *ws = user;
+    tp__apireq *r = ws ? ws->api : NULL;
+    if (r == NULL)
+        return -1;
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    ws->api = NULL;
+    int rc = dispatch(s, wsi, r);
+    req_free(r);
+    return rc;
+}
+
+/* ---- /metrics ---- */
+
+static void
+line(tp__sb *sb, const char *name, const char *labels, uint64_t v)
+{
+    tp__sb_puts(sb, name);
+    if (labels != NULL) {
+        tp__sb_puts(sb, "{");
+        tp__sb_puts(sb, labels);
+        tp__sb_puts(sb, "}");
+    }
+    tp__sb_puts(sb, " ");
+    tp__sb_int(sb, (int64_t)v);
+    tp__sb_puts(sb, "\n");
+}
+
+void
+tp__hostapi_metrics(tp_server *s, tp__sb *sb)
+{
+    if (s->api != NULL) {
+        tp__sb_puts(sb, "# HELP transports_api_answers_total Host API answers, by status class.\n"
+                        "# TYPE transports_api_answers_total counter\n");
+        line(sb, "transports_api_answers_total", "class=\"2xx\"", s->api->answers[2]);
+        line(sb, "transports_api_answers_total", "class=\"4xx\"", s->api->answers[4]);
+        line(sb, "transports_api_answers_total", "class=\"5xx\"", s->api->answers[5]);
+        tp__sb_puts(sb, "# HELP transports_api_unauthorized_total Host API requests refused "
+                        "for a missing or wrong token.\n"
+                        "# TYPE transports_api_unauthorized_total counter\n");
+        line(sb, "transports_api_unauthorized_total", NULL, s->api->unauthorized);
+    }
+    uint64_t st[3];
+    if (tp__webhooks_stats(s->webhooks, st)) {
+        tp__sb_puts(sb, "# HELP transports_webhooks_delivered_total Webhook events the receiver "
+                        "answered with a 2xx.\n# TYPE transports_webhooks_delivered_total "
+                        "counter\n");
+        line(sb, "transports_webhooks_delivered_total", NULL, st[0]);
+        tp__sb_puts(sb, "# HELP transports_webhooks_failed_total Webhook deliveries that failed "
+                        "(retried).\n# TYPE transports_webhooks_failed_total counter\n");
+        line(sb, "transports_webhooks_failed_total", NULL, st[1]);
+        tp__sb_puts(sb, "# HELP transports_webhooks_pending Webhook events not yet delivered.\n"
+                        "# TYPE transports_webhooks_pending gauge\n");
+        line(sb, "transports_webhooks_pending", NULL, st[2]);
+    }
+}
