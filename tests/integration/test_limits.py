@@ -469,8 +469,11 @@ class ProbeFindings(DaemonTestCase):
             # refused as soon as its header says so (too_large, then 1009).
             c.assert_open()
             other.assert_open()
-            c.send_text('{"type":"ping","ref":9,"x":"' + "x" * (hello["max_message_bytes"] + 1)
-                        + '"}')
+            # Only the frame's head and its first 64 KiB go out: the server refuses from the
+            # header and closes, and a client still writing the rest would meet a reset.
+            big = ('{"type":"ping","ref":9,"x":"' + "x" * (hello["max_message_bytes"] + 1)
+                   + '"}').encode()
+            c.send(rawws.encode_frame(rawws.OP_TEXT, big)[:65536])
             m = c.recv_json()
             self.assertEqual((m["type"], m["code"]), ("error", "too_large"))
             c.expect_close(1009)
