@@ -203,6 +203,26 @@ typedef const char *(*tp_key_fn)(const tp_request *req, void *user);
 /** tp_clock_fn returns the wall clock in milliseconds since the epoch. */
 typedef int64_t (*tp_clock_fn)(void *user);
 
+/** The longest tenant key a credential may name, in bytes. */
+#define TP_CREDENTIAL_TENANT_MAX 256
+
+/** tp_credential is what a verifier found in a token. */
+typedef struct tp_credential {
+    char tenant[TP_CREDENTIAL_TENANT_MAX + 1]; /* the tenant key, NUL-terminated */
+    int64_t expires_at_ms;                     /* from this moment on the credential is refused (the
+                                                  connection closes with 4401); 0: it never expires */
+} tp_credential;
+
+/**
+ * tp_verify_fn checks a token (len bytes, not NUL-terminated) at now_ms (the
+ * hub's clock) and fills *out. Returns TP_OK, or TP_EFORBIDDEN for a token
+ * refused (TP_ENOMEM, TP_EINTERNAL when it could not tell) with a message
+ * for logs that holds no part of the token: it is a credential. Called on
+ * the loop thread, at each handshake and each `auth` message.
+ */
+typedef int (*tp_verify_fn)(const char *token, size_t len, int64_t now_ms, tp_credential *out,
+                            tp_error *err, void *user);
+
 /**
  * tp_limits bounds what a client controls. A zero field takes its default.
  */
@@ -278,6 +298,15 @@ typedef struct tp_merge tp_merge; /* a merge strategy (below) */
 typedef struct tp_hub_config {
     tp_key_fn key; /* NULL: the path parameter "tenant" */
     void *key_user;
+    /* Token authentication (docs/api.md, "Authentication"): with a
+     * verifier, every handshake needs a token (`Authorization: Bearer` or
+     * `?token=`; missing or refused: 401), the tenant is the credential's
+     * (the key function is not used; a route's {tenant}, when it has one,
+     * must equal it: 403), a connection closes with 4401 when its
+     * credential expires, and clients renew it with an `auth` message.
+     * NULL: no tokens (the key function names the tenant). */
+    tp_verify_fn verify;
+    void *verify_user;
     tp_clock_fn clock; /* NULL: the real clock (CLOCK_REALTIME) */
     void *clock_user;
     tp_limits limits;
@@ -549,6 +578,24 @@ TP_API size_t tp_conn_outbox_bytes(const tp_conn *c);
  */
 TP_API int tp_conn_close_code(const tp_conn *c);
 
+/**
+ * tp_conn_set_expiry sets when the connection's credential expires (hub
+ * clock, milliseconds; 0: never). The transport sets it from the handshake's
+ * credential; an accepted `auth` message moves it.
+ */
+TP_API void tp_conn_set_expiry(tp_conn *c, int64_t expires_at_ms);
+
+/** tp_conn_expiry returns when the connection's credential expires (0: never). */
+TP_API int64_t tp_conn_expiry(const tp_conn *c);
+
+/**
+ * tp_conn_expire tells the connection the time (hub clock, milliseconds).
+ * Once its credential has expired it must close with 4401 (returned, and
+ * from then on by tp_conn_close_code); else returns 0. The core reads no
+ * clock for this itself: the transport calls it from a timer.
+ */
+TP_API int tp_conn_expire(tp_conn *c, int64_t now_ms);
+
 /** tp_conn_set_user and tp_conn_user keep a pointer for the transport. */
 TP_API void tp_conn_set_user(tp_conn *c, void *user);
 TP_API void *tp_conn_user(const tp_conn *c);
@@ -560,7 +607,7 @@ typedef struct tp_hub_stats {
     uint64_t tenants;        /* sessions alive */
     uint64_t models_private; /* private models, all tenants */
     uint64_t models_shared;
-    uint64_t connections;    /* tp_conn attached */
+    uint64_t connections; /* tp_conn attached */
     uint64_t writes_accepted;
     uint64_t writes_refused[10]; /* by protocol code: index -TP_EBADREQUEST ... -TP_EINTERNAL */
     uint64_t deliveries;         /* messages put in outboxes (a batch counts each message) */
@@ -599,17 +646,17 @@ typedef struct tp_server tp_server;
 
 /** tp_server_config configures a server. Zero-initialise it; a zero field takes its default. */
 typedef struct tp_server_config {
-    const char *listen;     /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
-    const char *route;      /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
-    unsigned autosync_ms;   /* 0: host changes publish only when tp_hub_sync is called; also
-                               the hub's tick_ms (in `hello`) when that is 0 */
-    unsigned flush_ms;      /* 0: frames leave at the end of each loop iteration; else a patch may
-                               wait up to this long so that more leave in one write */
+    const char *listen;   /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
+    const char *route;    /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
+    unsigned autosync_ms; /* 0: host changes publish only when tp_hub_sync is called; also
+                             the hub's tick_ms (in `hello`) when that is 0 */
+    unsigned flush_ms;    /* 0: frames leave at the end of each loop iteration; else a patch may
+                             wait up to this long so that more leave in one write */
     unsigned max_connections;            /* default 10000 for the server (503 past it) */
     unsigned max_connections_per_tenant; /* default 256 (503 past it) */
     unsigned handshake_timeout_ms;       /* default 10000: the HTTP request must be complete */
-    unsigned ping_interval_ms; /* default 30000: a ping to a connection silent this long */
-    unsigned ping_timeout_ms;  /* default 10000: no answer this long after the ping: dropped */
+    unsigned ping_interval_ms;  /* default 30000: a ping to a connection silent this long */
+    unsigned ping_timeout_ms;   /* default 10000: no answer this long after the ping: dropped */
     const char *const *origins; /* NULL-terminated allowed Origin values; NULL: any origin */
     /* Per client address (an IPv4 address, or an IPv6 /64; behind trusted
      * proxies, the address client_address_header names): */
@@ -618,12 +665,12 @@ typedef struct tp_server_config {
     unsigned max_pending_handshakes_per_address; /* default 64 TCP connections not yet
                                                     upgraded; past it a new one is closed at
                                                     once, unread */
-    unsigned message_timeout_ms; /* default 10000: a message begun (a first fragment, or a
-                                    frame arriving in pieces) must end within this, else the
-                                    connection is closed with 1008 */
-    size_t max_unfinished_bytes; /* default 64 MiB: what the whole server buffers of messages
-                                    begun and not ended; the connection that would pass it is
-                                    closed with 1013 */
+    unsigned message_timeout_ms;        /* default 10000: a message begun (a first fragment, or a
+                                           frame arriving in pieces) must end within this, else the
+                                           connection is closed with 1008 */
+    size_t max_unfinished_bytes;        /* default 64 MiB: what the whole server buffers of messages
+                                           begun and not ended; the connection that would pass it is
+                                           closed with 1013 */
     const char *const *trusted_proxies; /* NULL-terminated addresses or CIDR blocks
                                            ("10.0.0.0/8", "::1") whose client_address_header
                                            is believed, and that are not limited per address
@@ -631,6 +678,14 @@ typedef struct tp_server_config {
     const char *client_address_header;  /* with trusted_proxies, e.g. "X-Forwarded-For": the
                                            client is its rightmost address that is not a
                                            trusted proxy */
+    /* TLS on the listener (wss://, https://): a PEM certificate chain and
+     * its private key; both NULL: plain TCP. tp_server_reload_tls reads
+     * them again. TLS 1.2 or newer. */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    /* GET /metrics answers only `Authorization: Bearer <metrics_token>`
+     * (401 otherwise); NULL: anyone who reaches the listener. */
+    const char *metrics_token;
 } tp_server_config;
 
 /**
@@ -659,6 +714,15 @@ TP_API int tp_server_run(tp_server *server);
  * signal handler (it only writes one byte to a pipe).
  */
 TP_API void tp_server_stop(tp_server *server);
+
+/**
+ * tp_server_reload_tls asks the loop to read the certificate and key files
+ * again (after a renewal); connections open stay as they are, new ones get
+ * the new certificate. A file that cannot be read, or a key that does not
+ * match, is logged and the old pair kept. Thread: any thread, and safe in
+ * a signal handler (it only writes one byte to a pipe).
+ */
+TP_API void tp_server_reload_tls(tp_server *server);
 
 /** tp_server_free closes the listener and every connection. NULL is allowed. Not while running. */
 TP_API void tp_server_free(tp_server *server);
@@ -730,8 +794,8 @@ typedef struct tp_client_callbacks {
     /* The whole value of a model, when it arrives (first sight, resync) and
      * whenever the local view changes otherwise than by a server patch (a
      * write rolled back, an ack whose result differs from the view). */
-    void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev,
-                     tp_access access, const json_t *value);
+    void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev, tp_access access,
+                     const json_t *value);
     /* A change arrived: patch applied to the value at `from` gives `rev`. */
     void (*patch)(void *user, const char *scope, const char *id, int64_t from, int64_t rev,
                   const json_t *patch, const char *origin, const json_t *value);

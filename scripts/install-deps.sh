@@ -10,6 +10,7 @@ packages=(
     libcriterion-dev
     valgrind
     python3-websockets openssl
+    python3-jwt python3-cryptography
 )
 
 missing=()

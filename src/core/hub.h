@@ -213,11 +213,15 @@ struct tp_conn {
     /* Token bucket of writes per second. */
     double tokens;
     int64_t tokens_at;
+    /* When the credential expires (hub clock, ms); 0: never. */
+    int64_t expires_at_ms;
 };
 
 struct tp_hub {
     tp_key_fn key;
     void *key_user;
+    tp_verify_fn verify; /* token authentication, or NULL */
+    void *verify_user;
     tp_clock_fn clock;
     void *clock_user;
     tp_limits limits;

@@ -52,6 +52,16 @@ typedef struct tp__config {
     json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
     json_t *tenants;     /* {tenant: {"models": {...}}}, or NULL */
     json_t *shared;      /* {sid: {...}}, or NULL */
+    /* auth: mode "jwt" keeps the object (daemon.c loads its keys from
+     * base_dir); mode "path" on an address that is not loopback needs
+     * allow_unauthenticated. */
+    int auth_jwt;
+    int allow_unauthenticated;
+    json_t *auth;        /* the "auth" object with mode "jwt", or NULL */
+    char *base_dir;      /* the config file's directory (relative paths), or NULL: "." */
+    char *tls_cert_file; /* tls.cert_file and tls.key_file, or NULL: no TLS */
+    char *tls_key_file;
+    char *metrics_token_env; /* /metrics needs this variable's value as a Bearer token */
 } tp__config;
 
 /*
@@ -76,6 +86,13 @@ int tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err);
  * checked as the config's own is. Returns 0, or -1 with err ("--listen: ...").
  */
 int tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err);
+
+/*
+ * tp__config_listen_loopback says whether a checked listen address is a
+ * loopback one (127.0.0.0/8, ::1, localhost): only there may auth.mode
+ * "path" serve without allow_unauthenticated.
+ */
+int tp__config_listen_loopback(const char *listen);
 
 /* tp__config_clear frees what cfg holds and zeroes it. A zeroed cfg is fine. */
 void tp__config_clear(tp__config *cfg);

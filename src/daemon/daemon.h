@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "auth/jwt.h"
 #include "daemon/config.h"
 #include "transports.h"
 
@@ -29,6 +30,17 @@ typedef struct tp__daemon {
     int restored;        /* the hub came from storage: the config's state was not built */
     tp_schema **schemas; /* loaded in the order of cfg.schemas */
     size_t n_schemas;
+    /* auth.mode "jwt": the key set and the rules the hub's verifier uses. */
+    tp__jwt_keys *keys;
+    tp__jwt_rules rules;
+    int rules_loaded;
+    char *tls_cert, *tls_key; /* tls's files, resolved from the config's directory */
+    char *metrics_token;      /* metrics_token_env's value (copied at start) */
+    /* The warnings to log at every start (auth.mode "path" allowed on an
+     * address that is not loopback; a browser handshake in jwt mode with
+     * no Origin allowlist), or NULL. */
+    const char *warn_unauthenticated;
+    const char *warn_origins;
 } tp__daemon;
 
 /* ---- Life cycle ---- */

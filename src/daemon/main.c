@@ -22,6 +22,14 @@ static tp_server *volatile running;
 static volatile sig_atomic_t stop_signal;
 
 static void
+on_hup(int sig)
+{
+    (void)sig;
+    if (running != NULL)
+        tp_server_reload_tls(running);
+}
+
+static void
 on_signal(int sig)
 {
     stop_signal = sig;
@@ -40,6 +48,11 @@ handle_signals(void (*handler)(int))
      * error; the pipe write wakes it up. */
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    /* SIGHUP reads the TLS certificate again (a renewal); it never stops
+     * the daemon, even before the server exists. */
+    sa.sa_handler = handler == SIG_DFL ? SIG_DFL : on_hup;
+    if (sigaction(SIGHUP, &sa, NULL) != 0)
         return -1;
     return 0;
 }
@@ -118,7 +131,15 @@ main(int argc, char **argv)
                        d->restored ? "restored" : "new (the config's state is stored)");
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
-    tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+    if (d->cfg.auth_jwt)
+        tp__daemon_log(&opt, TP_LOG_INFO, "auth mode=jwt keys=%zu skipped=%zu",
+                       tp__jwt_keys_count(d->keys), tp__jwt_keys_skipped(d->keys));
+    if (d->warn_unauthenticated != NULL)
+        tp__daemon_log(&opt, TP_LOG_WARN, "%s", d->warn_unauthenticated);
+    if (d->warn_origins != NULL)
+        tp__daemon_log(&opt, TP_LOG_WARN, "%s", d->warn_origins);
+    tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d%s", host, tp_server_port(server),
+                   d->cfg.tls_cert_file != NULL ? " tls=1" : "");
 
     int rc = TP_OK;
     if (stop_signal == 0)

@@ -20,6 +20,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 #include "net/net.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -28,14 +33,15 @@
 #define STOP_GRACE_NS (3 * 1000000000LL) /* connections get this long to take their 1001 */
 
 static void run_posts(tp_server *s);
+static void wake(tp_server *s);
 static unsigned ms_to_s(unsigned ms);
 
 /* ------------------------------------------------------------------------ */
 /* Counting                                                                  */
 /* ------------------------------------------------------------------------ */
 
-const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
-                                              1007, 1008, 1009, 1011, 1013, 0};
+const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006, 1007,
+                                              1008, 1009, 1011, 1013, 4401, 0};
 
 void
 tp__count_close(tp_server *s, int code)
@@ -54,6 +60,7 @@ close_reason(int code)
     case 1003: return "binary frames are not accepted";
     case 1009: return "message too big";
     case 1013: return "too far behind: reconnect and resume";
+    case 4401: return "the credential expired";
     default: return "internal error";
     }
 }
@@ -521,6 +528,8 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
         return -1;
     }
     tp__free(tenant);
+    tp_conn_set_expiry(ws->conn, s->pending_expiry);
+    s->pending_expiry = 0;
     tp_conn_set_user(ws->conn, ws);
     s->nconns++;
     s->opened++;
@@ -691,6 +700,33 @@ evict_tick(uv_timer_t *w)
     int n = tp_hub_evict(s->hub);
     if (n > 0)
         tp__log(s->log, TP_LOG_DEBUG, "evicted tenants=%d", n);
+}
+
+/*
+ * Credentials that expired: their connections close with 4401 (after what
+ * is already in their outbox). The core decides (tp_conn_expire); the
+ * clock is the hub's, so that tests may move it.
+ */
+static void
+expiry_tick(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    int64_t now = tp__hub_now(s->hub);
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->hub->tenants, &it, NULL, &v);) {
+        tp_session *ss = v;
+        for (size_t i = 0; i < ss->conns.len; i++) {
+            tp_conn *c = ss->conns.items[i];
+            tp__ws *ws = tp_conn_user(c);
+            if (ws == NULL || ws->close_code != 0 || tp_conn_expiry(c) == 0)
+                continue;
+            if (tp_conn_close_code(c) == 0 && tp_conn_expire(c, now) == 4401) {
+                s->expired++;
+                ws->close_code = 4401;
+                want_write(ws);
+            }
+        }
+    }
 }
 
 static void
@@ -931,6 +967,70 @@ ms_to_s(unsigned ms)
     return s ? s : 1;
 }
 
+/*
+ * Reads a certificate chain and its key and checks that they match, so
+ * that a reload never hands lws a pair it would half apply, and a start
+ * with a bad pair fails with a reason.
+ */
+static int
+tls_check(const char *cert, const char *key, tp_error *err)
+{
+    FILE *f = fopen(cert, "r");
+    if (f == NULL)
+        return tp__error_set(err, TP_EARG, "tls.cert_file: cannot read %.200s: %s", cert,
+                             strerror(errno));
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (x == NULL) {
+        ERR_clear_error();
+        return tp__error_set(err, TP_EARG, "tls.cert_file: %.200s holds no PEM certificate", cert);
+    }
+    f = fopen(key, "r");
+    if (f == NULL) {
+        X509_free(x);
+        return tp__error_set(err, TP_EARG, "tls.key_file: cannot read %.200s: %s", key,
+                             strerror(errno));
+    }
+    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    int ok = k != NULL && X509_check_private_key(x, k) == 1;
+    X509_free(x);
+    EVP_PKEY_free(k);
+    ERR_clear_error();
+    if (!ok)
+        return tp__error_set(err, TP_EARG,
+                             "tls.key_file: %.200s is not the private key of the certificate", key);
+    return TP_OK;
+}
+
+/* The certificate files again (tp_server_reload_tls), on the loop thread. */
+static void
+tls_reload(tp_server *s)
+{
+    tp_error err = {0, ""};
+    if (s->tls_cert == NULL)
+        return;
+    if (tls_check(s->tls_cert, s->tls_key, &err) != TP_OK) {
+        s->tls_reload_failures++;
+        tp__log(s->log, TP_LOG_ERROR, "tls reload failed, the old certificate stays: %s",
+                err.message);
+        return;
+    }
+    /* lws loads them into the vhost's SSL_CTX: connections open keep the
+     * SSL objects they have, new ones take the new pair. */
+    lws_tls_cert_updated(s->ctx, s->tls_cert, s->tls_key, NULL, 0, NULL, 0);
+    s->tls_reloads++;
+    tp__log(s->log, TP_LOG_INFO, "tls reloaded cert=%s", s->tls_cert);
+}
+
+TP_API void
+tp_server_reload_tls(tp_server *s)
+{
+    /* Signal-safe: an atomic store and a write(2). */
+    atomic_store(&s->reload_asked, 1);
+    wake(s);
+}
+
 /* lws's own log lines are for debugging lws itself. */
 static void
 lws_logger(int level, const char *line)
@@ -1005,6 +1105,7 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->wake[0] = s->wake[1] = -1;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop_asked, 0);
+    atomic_init(&s->reload_asked, 0);
     s->autosync_ms = config->autosync_ms;
     if (hub->tick_ms == 0)
         hub->tick_ms = s->autosync_ms; /* what `hello` announces */
@@ -1031,6 +1132,23 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
             snprintf(m, sizeof m, "%s", err->message);
             tp__error_set(err, TP_EARG, "route: %s", m);
         }
+        goto fail;
+    }
+    if ((config->tls_cert_file != NULL) != (config->tls_key_file != NULL)) {
+        tp__error_set(err, TP_EARG, "tls: give both cert_file and key_file, or neither");
+        goto fail;
+    }
+    if (config->tls_cert_file != NULL &&
+        ((s->tls_cert = tp__strdup(config->tls_cert_file)) == NULL ||
+         (s->tls_key = tp__strdup(config->tls_key_file)) == NULL)) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (s->tls_cert != NULL && tls_check(s->tls_cert, s->tls_key, err) != TP_OK)
+        goto fail;
+    if (config->metrics_token != NULL &&
+        (s->metrics_token = tp__strdup(config->metrics_token)) == NULL) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
         goto fail;
     }
     if (copy_origins(s, config->origins) != 0) {
@@ -1079,6 +1197,14 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     info.timeout_secs_ah_idle = ms_to_s(s->handshake_timeout_ms);
     info.max_http_header_data = 8192;
     info.retry_and_idle_policy = &s->retry;
+    if (s->tls_cert != NULL) {
+        /* wss:// and https:// on the listener; TLS 1.2 or newer (RFC 8996
+         * deprecates 1.0 and 1.1). A plain connection to it fails. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = s->tls_cert;
+        info.ssl_private_key_filepath = s->tls_key;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+    }
     info.vhost_name = "default";
     /* lws on a libuv loop of ours (epoll): lws's own loop polls every
      * socket on every iteration, which made a write among thousands of
@@ -1094,9 +1220,10 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->stop_w);
     uv_timer_init(&s->loop, &s->evict_w);
     uv_timer_init(&s->loop, &s->message_w);
+    uv_timer_init(&s->loop, &s->expiry_w);
     uv_prepare_init(&s->loop, &s->prepare);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
-    s->message_w.data = s;
+    s->message_w.data = s->expiry_w.data = s;
     void *loops[1] = {&s->loop};
     info.foreign_loops = loops;
     info.options |= LWS_SERVER_OPTION_LIBUV;
@@ -1143,6 +1270,8 @@ static void
 before_sleep(uv_prepare_t *w)
 {
     tp_server *s = w->data;
+    if (atomic_exchange(&s->reload_asked, 0))
+        tls_reload(s);
     if (atomic_load(&s->stop_asked) && !s->stopping) {
         begin_stop(s);
         uv_timer_start(&s->stop_w, stop_timer, (uint64_t)(STOP_GRACE_NS / 1000000), 0);
@@ -1163,6 +1292,8 @@ tp_server_run(tp_server *s)
         uv_timer_start(&s->sync_w, sync_tick, s->autosync_ms, s->autosync_ms);
     if (s->hub->store != NULL)
         uv_timer_start(&s->evict_w, evict_tick, TP__EVICT_MS, TP__EVICT_MS);
+    if (s->hub->verify != NULL)
+        uv_timer_start(&s->expiry_w, expiry_tick, TP__EXPIRY_MS, TP__EXPIRY_MS);
     uv_prepare_start(&s->prepare, before_sleep);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_prepare_stop(&s->prepare);
@@ -1171,6 +1302,7 @@ tp_server_run(tp_server *s)
     uv_timer_stop(&s->stop_w);
     uv_timer_stop(&s->evict_w);
     uv_timer_stop(&s->message_w);
+    uv_timer_stop(&s->expiry_w);
     s->flush_armed = 0;
     s->message_armed = 0;
     s->running = 0;
@@ -1199,6 +1331,7 @@ tp_server_free(tp_server *s)
         uv_close((uv_handle_t *)&s->stop_w, NULL);
         uv_close((uv_handle_t *)&s->evict_w, NULL);
         uv_close((uv_handle_t *)&s->message_w, NULL);
+        uv_close((uv_handle_t *)&s->expiry_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
@@ -1216,6 +1349,11 @@ tp_server_free(tp_server *s)
     tp__map_free(&s->peers);
     tp__free(s->proxies);
     tp__free(s->address_header);
+    tp__free(s->tls_cert);
+    tp__free(s->tls_key);
+    if (s->metrics_token != NULL)
+        explicit_bzero(s->metrics_token, strlen(s->metrics_token));
+    tp__free(s->metrics_token);
     if (s->origins != NULL)
         for (size_t i = 0; s->origins[i] != NULL; i++)
             tp__free(s->origins[i]);
