@@ -209,8 +209,9 @@ typedef int64_t (*tp_clock_fn)(void *user);
 /** tp_credential is what a verifier found in a token. */
 typedef struct tp_credential {
     char tenant[TP_CREDENTIAL_TENANT_MAX + 1]; /* the tenant key, NUL-terminated */
-    int64_t expires_at_ms;                     /* from this moment on the credential is refused (the
-                                                  connection closes with 4401); 0: it never expires */
+    /* From this moment on (hub clock, ms) the credential is refused and
+     * the connection closes with 4401; 0: it never expires. */
+    int64_t expires_at_ms;
 } tp_credential;
 
 /**
@@ -607,7 +608,7 @@ typedef struct tp_hub_stats {
     uint64_t tenants;        /* sessions alive */
     uint64_t models_private; /* private models, all tenants */
     uint64_t models_shared;
-    uint64_t connections; /* tp_conn attached */
+    uint64_t connections;    /* tp_conn attached */
     uint64_t writes_accepted;
     uint64_t writes_refused[10]; /* by protocol code: index -TP_EBADREQUEST ... -TP_EINTERNAL */
     uint64_t deliveries;         /* messages put in outboxes (a batch counts each message) */
@@ -646,17 +647,17 @@ typedef struct tp_server tp_server;
 
 /** tp_server_config configures a server. Zero-initialise it; a zero field takes its default. */
 typedef struct tp_server_config {
-    const char *listen;   /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
-    const char *route;    /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
-    unsigned autosync_ms; /* 0: host changes publish only when tp_hub_sync is called; also
-                             the hub's tick_ms (in `hello`) when that is 0 */
-    unsigned flush_ms;    /* 0: frames leave at the end of each loop iteration; else a patch may
-                             wait up to this long so that more leave in one write */
+    const char *listen;     /* "127.0.0.1:8080"; port 0 picks a free port (tp_server_port) */
+    const char *route;      /* "/ws/{tenant}": the WebSocket route, {name} segments are path params */
+    unsigned autosync_ms;   /* 0: host changes publish only when tp_hub_sync is called; also
+                               the hub's tick_ms (in `hello`) when that is 0 */
+    unsigned flush_ms;      /* 0: frames leave at the end of each loop iteration; else a patch may
+                               wait up to this long so that more leave in one write */
     unsigned max_connections;            /* default 10000 for the server (503 past it) */
     unsigned max_connections_per_tenant; /* default 256 (503 past it) */
     unsigned handshake_timeout_ms;       /* default 10000: the HTTP request must be complete */
-    unsigned ping_interval_ms;  /* default 30000: a ping to a connection silent this long */
-    unsigned ping_timeout_ms;   /* default 10000: no answer this long after the ping: dropped */
+    unsigned ping_interval_ms; /* default 30000: a ping to a connection silent this long */
+    unsigned ping_timeout_ms;  /* default 10000: no answer this long after the ping: dropped */
     const char *const *origins; /* NULL-terminated allowed Origin values; NULL: any origin */
     /* Per client address (an IPv4 address, or an IPv6 /64; behind trusted
      * proxies, the address client_address_header names): */
@@ -665,12 +666,12 @@ typedef struct tp_server_config {
     unsigned max_pending_handshakes_per_address; /* default 64 TCP connections not yet
                                                     upgraded; past it a new one is closed at
                                                     once, unread */
-    unsigned message_timeout_ms;        /* default 10000: a message begun (a first fragment, or a
-                                           frame arriving in pieces) must end within this, else the
-                                           connection is closed with 1008 */
-    size_t max_unfinished_bytes;        /* default 64 MiB: what the whole server buffers of messages
-                                           begun and not ended; the connection that would pass it is
-                                           closed with 1013 */
+    unsigned message_timeout_ms; /* default 10000: a message begun (a first fragment, or a
+                                    frame arriving in pieces) must end within this, else the
+                                    connection is closed with 1008 */
+    size_t max_unfinished_bytes; /* default 64 MiB: what the whole server buffers of messages
+                                    begun and not ended; the connection that would pass it is
+                                    closed with 1013 */
     const char *const *trusted_proxies; /* NULL-terminated addresses or CIDR blocks
                                            ("10.0.0.0/8", "::1") whose client_address_header
                                            is believed, and that are not limited per address
@@ -794,8 +795,8 @@ typedef struct tp_client_callbacks {
     /* The whole value of a model, when it arrives (first sight, resync) and
      * whenever the local view changes otherwise than by a server patch (a
      * write rolled back, an ack whose result differs from the view). */
-    void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev, tp_access access,
-                     const json_t *value);
+    void (*snapshot)(void *user, const char *scope, const char *id, int64_t rev,
+                     tp_access access, const json_t *value);
     /* A change arrived: patch applied to the value at `from` gives `rev`. */
     void (*patch)(void *user, const char *scope, const char *id, int64_t from, int64_t rev,
                   const json_t *patch, const char *origin, const json_t *value);
