@@ -814,8 +814,26 @@ typedef struct tp_client_callbacks {
     void *user;
 } tp_client_callbacks;
 
+/**
+ * tp_token_fn gives the client a current token: it writes it, NUL-terminated,
+ * into buf (size bytes) and, when it knows it, its expiry into
+ * *expires_at_ms (wall clock, ms since the epoch; left at 0, the client
+ * reads the JWT's `exp` claim, unverified). Returns 0, or -1 when no token
+ * is available now (the client keeps the one it has and asks again later).
+ * Called on the client's thread, before every connection attempt and
+ * before the current token expires.
+ */
+typedef int (*tp_token_fn)(void *user, char *buf, size_t size, int64_t *expires_at_ms);
+
 typedef struct tp_client_options {
     const char *token;           /* sent as Authorization: Bearer TOKEN, or NULL */
+    /* A token source (replaces token): asked before each connection, and
+     * before the token expires, when its fresh token is sent in an `auth`
+     * message so that the connection is not closed with 4401. */
+    tp_token_fn token_fn;
+    void *token_user;
+    unsigned token_refresh_ms;   /* default 30000: an `auth` goes this long before expiry
+                                    (at most half the token's remaining life before) */
     int token_in_query;          /* 1: as ?token=TOKEN instead (what browsers must do) */
     const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
     int tls_insecure;            /* wss: do not verify the server's certificate (tests only) */

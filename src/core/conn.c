@@ -846,6 +846,12 @@ handle_auth(tp_conn *c, const json_t *msg)
         return;
     }
     c->expires_at_ms = cred.expires_at_ms;
+    if (tp__log_on(&c->hub->log, TP_LOG_DEBUG)) {
+        char qt[TP__LOG_VALUE_MAX];
+        tp__log(&c->hub->log, TP_LOG_DEBUG, "auth renewed tenant=%s conn=%s expires_in_s=%lld",
+                tp__log_value(c->session->tenant, qt, sizeof qt), c->id,
+                (long long)(cred.expires_at_ms != 0 ? (cred.expires_at_ms - now) / 1000 : -1));
+    }
     tp__sb sb;
     tp__sb_init(&sb, 48);
     tp__sb_puts(&sb, "{\"type\":\"ack\"");

@@ -309,6 +309,61 @@ def ec_p521():
     return ec.generate_private_key(ec.SECP521R1())
 
 
+CLI = os.path.abspath(os.environ.get("TRANSPORTS_CLI") or
+                      os.path.join(os.environ.get("TP_BUILD_DIR", ""), "transports"))
+
+
+class TokenRenewal(DaemonTestCase):
+    """The CLI's --token-file (the C client's token source): read before connecting and
+    again before the token expires, sent in an `auth` message; the connection outlives
+    the first token."""
+
+    def test_watch_renews_its_token_from_the_file(self):
+        self.assertTrue(os.access(CLI, os.X_OK), "the transports binary is not at %r" % CLI)
+        kit = authkit.Keys()
+        d = Daemon(config={}, env=kit.env())
+        d.config = jwt_config(kit.write(d.dir))
+        self.addCleanup(self._finish_daemon, d)
+        d.start()
+        tf = os.path.join(d.dir, "token")
+        with open(tf, "w") as f:  # expires 4 s from now (exp + leeway)
+            f.write(kit.token("ES256", exp_in=-authkit.LEEWAY + 4) + "\n")
+        p = subprocess.Popen([CLI, "watch", d.url("/ws/alice"), "--token-file", tf, "--json"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        d.wait_log(r"connect tenant=alice")
+        fresh = kit.token("EdDSA", exp_in=600)
+        with open(tf, "w") as f:
+            f.write(fresh + "\n")
+        d.wait_log(r"auth renewed tenant=alice conn=\S+ expires_in_s=(59\d|60\d)")
+        time.sleep(3.0)  # past the first token's expiry
+        self.assertIsNone(p.poll())
+        log = d.log()
+        self.assertNotIn("code=4401", log)
+        self.assertEqual(log.count("connect tenant=alice"), 1, log)
+        self.assertNotIn(fresh.split(".")[2], log)
+        p.terminate()
+        _, err = p.communicate(timeout=TIMEOUT)
+        for mark in ("ERROR: AddressSanitizer", "runtime error:"):
+            self.assertNotIn(mark, err.decode())
+
+    def test_without_a_source_an_expired_connection_gets_4401_then_401(self):
+        self.assertTrue(os.access(CLI, os.X_OK))
+        kit = authkit.Keys()
+        d = Daemon(config={}, env=kit.env())
+        d.config = jwt_config(kit.write(d.dir))
+        self.addCleanup(self._finish_daemon, d)
+        d.start()
+        t = kit.token("ES256", exp_in=-authkit.LEEWAY + 2)
+        p = subprocess.run([CLI, "watch", d.url("/ws/alice"), "--token", t, "--json"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30 * SLOW)
+        log = d.log()
+        self.assertIn("code=4401", log)
+        self.assertIn("status=401", log)  # the reconnect with the same token
+        self.assertNotEqual(p.returncode, 0)
+
+
 class JwtMetrics(DaemonTestCase):
     """/metrics counts handshakes by reason, never by tenant; metrics_token_env."""
 
