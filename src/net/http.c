@@ -577,6 +577,9 @@ tp_server_metrics(tp_server *s)
             "TCP connections closed at accept: their address had "
             "max_pending_handshakes_per_address handshakes pending.",
             s->dropped_pending);
+    counter(&sb, "transports_accept_pauses_total",
+            "Times accepting paused: out of file descriptors (or memory) at accept.",
+            s->accept_pauses);
     gauge(&sb, "transports_unfinished_bytes",
           "Bytes buffered for messages begun and not ended (max_unfinished_bytes bounds them).",
           s->unfinished_bytes);

@@ -31,6 +31,8 @@
 #define TP__TX_MAX (4 * 1024 * 1024) /* the most one send() is given (lws keeps the rest) */
 #define TP__HEADER_MAX 8192          /* lws's max_http_header_data: all headers of a request */
 #define TP__EXPIRY_MS 250            /* credentials are checked for expiry this often */
+#define TP__ACCEPT_BATCH 64          /* connections accepted per loop iteration at most */
+#define TP__ACCEPT_PAUSE_MS 100      /* out of descriptors: accepting waits this long */
 
 /* The close codes and HTTP statuses counted in /metrics. */
 #define TP__CLOSE_CODES 13
@@ -103,6 +105,10 @@ struct tp_server {
     uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
     uv_timer_t message_w; /* the deadline of the oldest unfinished message */
     uv_timer_t expiry_w;  /* with a verifier: closes connections whose credential expired */
+    uv_timer_t accept_w;  /* the end of an accept pause (out of descriptors) */
+    uv_poll_t listen_w;   /* the listening socket (ours: bind_listener) */
+    int listen_fd, listen_ok, accept_paused, accept_starved;
+    uint64_t accept_pauses; /* accepts that failed for lack of descriptors or memory */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     struct lws_protocols protocols[3];

@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
@@ -920,9 +921,15 @@ parse_listen(const char *listen, char **host, int *port, tp_error *err)
     return TP_OK;
 }
 
-/* Tries the address first, so that a bind failure is reported with its reason. */
+/*
+ * The listening socket is ours, not lws's: lws 4.1.6's listener retries a
+ * failed accept at once, so that out of descriptors (EMFILE) the loop
+ * spins at full CPU while the backlog waits. Ours pauses instead
+ * (accept_ready), as nginx does, and hands each accepted socket to lws
+ * (lws_adopt_descriptor_vhost), which serves it as one of its own.
+ */
 static int
-probe_bind(const char *host, int port, tp_error *err)
+bind_listener(tp_server *s, tp_error *err)
 {
     struct sockaddr_storage sa;
     memset(&sa, 0, sizeof sa);
@@ -930,28 +937,89 @@ probe_bind(const char *host, int port, tp_error *err)
     int family;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    if (inet_pton(AF_INET, s->host, &v4->sin_addr) == 1) {
         family = v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
+        v4->sin_port = htons((uint16_t)s->port);
         sl = sizeof *v4;
-    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, s->host, &v6->sin6_addr) == 1) {
         family = v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
+        v6->sin6_port = htons((uint16_t)s->port);
         sl = sizeof *v6;
     } else {
-        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not an IP address", host);
+        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not an IP address", s->host);
     }
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tp__error_set(err, TP_EINTERNAL, "listen: socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc = bind(fd, (struct sockaddr *)&sa, sl);
-    int e = errno;
-    close(fd);
-    if (rc != 0)
-        return tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: %s", host, port, strerror(e));
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        return tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: %s", s->host, s->port, strerror(e));
+    }
+    sl = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+        s->port = ntohs(family == AF_INET ? v4->sin_port : v6->sin6_port);
+    s->listen_fd = fd;
     return TP_OK;
+}
+
+static void accept_ready(uv_poll_t *w, int status, int events);
+
+static void
+accept_resume(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    s->accept_paused = 0;
+    uv_poll_start(&s->listen_w, UV_READABLE, accept_ready);
+}
+
+/* Accepts what the backlog holds (a bounded batch per loop iteration, so
+ * that a flood of connections cannot starve the others). */
+static void
+accept_ready(uv_poll_t *w, int status, int events)
+{
+    tp_server *s = w->data;
+    (void)status;
+    (void)events;
+    for (int i = 0; i < TP__ACCEPT_BATCH; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM: nothing can be accepted until
+             * something closes. The connections wait in the backlog. */
+            s->accept_pauses++;
+            if (!s->accept_starved) /* once per episode, not every pause */
+                tp__log(s->log, TP_LOG_WARN,
+                        "accept failed: %s: accepting pauses %d ms at a time until one succeeds",
+                        strerror(errno), TP__ACCEPT_PAUSE_MS);
+            s->accept_starved = 1;
+            s->accept_paused = 1;
+            uv_poll_stop(&s->listen_w);
+            uv_timer_start(&s->accept_w, accept_resume, TP__ACCEPT_PAUSE_MS, 0);
+            return;
+        }
+        if (s->accept_starved) {
+            s->accept_starved = 0;
+            tp__log(s->log, TP_LOG_INFO, "accepting again (pauses so far: %llu)",
+                    (unsigned long long)s->accept_pauses);
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        lws_sock_file_fd_type sfd;
+        sfd.sockfd = fd;
+        int type =
+            LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP | (s->tls_cert != NULL ? LWS_ADOPT_ALLOW_SSL : 0);
+        /* lws closes fd itself when it cannot adopt it (or when
+         * accepted() refuses it). */
+        lws_adopt_descriptor_vhost(s->vh, (lws_adoption_type)type, sfd, NULL, NULL);
+    }
 }
 
 static unsigned
@@ -1103,6 +1171,7 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->hub = hub;
     s->log = &hub->log;
     s->wake[0] = s->wake[1] = -1;
+    s->listen_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop_asked, 0);
     atomic_init(&s->reload_asked, 0);
@@ -1155,7 +1224,7 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         tp__error_set(err, TP_ENOMEM, "out of memory");
         goto fail;
     }
-    if (probe_bind(s->host, s->port, err) != TP_OK)
+    if (bind_listener(s, err) != TP_OK)
         goto fail;
     if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
         tp__error_set(err, TP_EINTERNAL, "pipe: %s", strerror(errno));
@@ -1187,8 +1256,7 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL ? LLL_ERR | LLL_WARN : 0, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.port = s->port;
-    info.iface = s->host;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* our listener: bind_listener */
     info.protocols = s->protocols;
     info.user = s;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
@@ -1221,6 +1289,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->evict_w);
     uv_timer_init(&s->loop, &s->message_w);
     uv_timer_init(&s->loop, &s->expiry_w);
+    uv_timer_init(&s->loop, &s->accept_w);
+    s->accept_w.data = s;
     uv_prepare_init(&s->loop, &s->prepare);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
     s->message_w.data = s->expiry_w.data = s;
@@ -1234,8 +1304,6 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         goto fail;
     }
     s->vh = lws_get_vhost_by_name(s->ctx, "default");
-    if (s->vh != NULL)
-        s->port = lws_get_vhost_listen_port(s->vh);
     lws_sock_file_fd_type fd;
     fd.filefd = s->wake[0];
     s->wake_wsi = s->vh ? lws_adopt_descriptor_vhost(s->vh, LWS_ADOPT_RAW_FILE_DESC, fd,
@@ -1245,6 +1313,12 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not start");
         goto fail;
     }
+    if (uv_poll_init(&s->loop, &s->listen_w, s->listen_fd) != 0) {
+        tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not poll");
+        goto fail;
+    }
+    s->listen_w.data = s;
+    s->listen_ok = 1;
     /* lws closes an adopted descriptor when its wsi goes: closing it again
      * here would close whatever fd took the number meanwhile (another
      * thread's socket, a database file). */
@@ -1294,6 +1368,7 @@ tp_server_run(tp_server *s)
         uv_timer_start(&s->evict_w, evict_tick, TP__EVICT_MS, TP__EVICT_MS);
     if (s->hub->verify != NULL)
         uv_timer_start(&s->expiry_w, expiry_tick, TP__EXPIRY_MS, TP__EXPIRY_MS);
+    uv_poll_start(&s->listen_w, UV_READABLE, accept_ready);
     uv_prepare_start(&s->prepare, before_sleep);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_prepare_stop(&s->prepare);
@@ -1303,6 +1378,9 @@ tp_server_run(tp_server *s)
     uv_timer_stop(&s->evict_w);
     uv_timer_stop(&s->message_w);
     uv_timer_stop(&s->expiry_w);
+    uv_timer_stop(&s->accept_w);
+    uv_poll_stop(&s->listen_w);
+    s->accept_paused = 0;
     s->flush_armed = 0;
     s->message_armed = 0;
     s->running = 0;
@@ -1332,10 +1410,15 @@ tp_server_free(tp_server *s)
         uv_close((uv_handle_t *)&s->evict_w, NULL);
         uv_close((uv_handle_t *)&s->message_w, NULL);
         uv_close((uv_handle_t *)&s->expiry_w, NULL);
+        uv_close((uv_handle_t *)&s->accept_w, NULL);
+        if (s->listen_ok)
+            uv_close((uv_handle_t *)&s->listen_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);

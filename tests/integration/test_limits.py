@@ -128,7 +128,7 @@ class LogsAndHealth(DaemonTestCase):
             await c.recv()
             await close_all([c])
         self.run_async(run())
-        d.wait_log(r'disconnect tenant="alice tenant=bob conn=c1" conn=c\d+ code=1000')
+        d.wait_log(r'disconnect tenant="alice tenant=bob conn=c1" conn=c[0-9a-f]+ code=1000')
         log = d.log()
         self.assertIn('connect tenant="alice tenant=bob conn=c1" conn=', log)
         self.assertIn('refused tenant="alice tenant=bob conn=c1" conn=', log)
@@ -228,7 +228,7 @@ class LogsAndHealth(DaemonTestCase):
                     await w.recv_n(20)
                 # The slow reader never reads: it is dropped once ping_timeout_ms passes
                 # without progress, and logged with the code it was closed for.
-                m = d.wait_log(r"disconnect tenant=alice conn=(c\d+) code=(\d+)", timeout=TIMEOUT)
+                m = d.wait_log(r"disconnect tenant=alice conn=(c[0-9a-f]+) code=(\d+)", timeout=TIMEOUT)
                 self.assertEqual(m.group(2), "1013", d.log()[-2000:])
                 await close_all([w])
         self.run_async(run())
