@@ -79,6 +79,7 @@ test-crash-stress: build
 bench: build
 	./build/bench/core_bench --quick
 	./build/bench/auth_bench --quick
+	/usr/bin/python3 bench/handshake_bench.py --build build --count 2000
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
