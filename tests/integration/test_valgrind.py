@@ -126,7 +126,7 @@ class Valgrind(DaemonTestCase):
         a.expect_close(1008, timeout=T)
         for c in (a, b):
             c.close()
-        d.wait_log(r"disconnect tenant=\"alice tenant=bob\" conn=c\d+ code=1008", timeout=T)
+        d.wait_log(r"disconnect tenant=\"alice tenant=bob\" conn=c[0-9a-f]+ code=1008", timeout=T)
         d.send_signal(15)
         code = d.wait()
         log = d.log()
