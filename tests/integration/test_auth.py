@@ -364,6 +364,32 @@ class TokenRenewal(DaemonTestCase):
         self.assertNotEqual(p.returncode, 0)
 
 
+class JwksRotation(DaemonTestCase):
+    """A JWKS rotated by the identity provider: k2 added beside k1, then k1 withdrawn;
+    the daemon reads the file at start (a restart picks the rotation up)."""
+
+    def test_two_keys_then_the_old_one_withdrawn(self):
+        kit = authkit.Keys()
+        d = Daemon(config={}, env=kit.env())
+        d.config = jwt_config(kit.write(d.dir))
+        self.addCleanup(self._finish_daemon, d)
+        d.start()
+        t1 = kit.token("ES256", key=kit.k1, headers={"kid": "k1"})
+        t2 = kit.token("ES256", key=kit.k2, headers={"kid": "k2"})
+        for t in (t1, t2):
+            self.assertEqual(self.run_async(status_of(d.url("/ws/alice"),
+                                                      extra_headers=bearer(t))), 101)
+        with open(os.path.join(d.dir, "jwks.json"), "w") as f:
+            json.dump({"keys": [authkit.jwk_ec(kit.k2, "k2")]}, f)
+        d.stop()
+        d.restart()
+        self.assertEqual(self.run_async(status_of(d.url("/ws/alice"),
+                                                  extra_headers=bearer(t1))), 401)
+        self.assertEqual(self.run_async(status_of(d.url("/ws/alice"),
+                                                  extra_headers=bearer(t2))), 101)
+        self.assertIn("token no_key", d.log())
+
+
 class JwtMetrics(DaemonTestCase):
     """/metrics counts handshakes by reason, never by tenant; metrics_token_env."""
 
