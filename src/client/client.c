@@ -3,8 +3,10 @@
  * the client's life cycle, its URL, the frames to send and the connection's
  * events (opened, a frame fed, closed). Replicas, local views, pending
  * writes and what each server message does are in replica.c; what both
- * share, and the invariants, in client.h. No sockets and no clock here: the
- * transport (transport.c, or the caller's own loop) carries the frames.
+ * share, and the invariants, in client.h. No sockets here: the transport
+ * (transport.c, or the caller's own loop) carries the frames. The one
+ * clock read is the wall clock when a token source gives a token: its
+ * expiry is wall time, turned into a delay on the caller's monotonic clock.
  */
 #include <errno.h>
 #include <fcntl.h>
