@@ -687,6 +687,10 @@ typedef struct tp_server_config {
     /* GET /metrics answers only `Authorization: Bearer <metrics_token>`
      * (401 otherwise); NULL: anyone who reaches the listener. */
     const char *metrics_token;
+    /* Called on the loop thread after each tp_server_reload_tls (with or
+     * without TLS): transportsd reloads its JWT keys there. NULL: none. */
+    void (*on_reload)(void *user);
+    void *on_reload_user;
 } tp_server_config;
 
 /**
@@ -720,8 +724,9 @@ TP_API void tp_server_stop(tp_server *server);
  * tp_server_reload_tls asks the loop to read the certificate and key files
  * again (after a renewal); connections open stay as they are, new ones get
  * the new certificate. A file that cannot be read, or a key that does not
- * match, is logged and the old pair kept. Thread: any thread, and safe in
- * a signal handler (it only writes one byte to a pipe).
+ * match, is logged and the old pair kept. Then config.on_reload runs.
+ * Thread: any thread, and safe in a signal handler (it only writes one
+ * byte to a pipe).
  */
 TP_API void tp_server_reload_tls(tp_server *server);
 

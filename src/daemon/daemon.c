@@ -209,6 +209,33 @@ jwt_verify(const char *token, size_t len, int64_t now_ms, tp_credential *out, tp
     return TP_OK;
 }
 
+/*
+ * SIGHUP (tp_server_config.on_reload, on the loop thread): the JWT keys are
+ * built again from the same config (a JWKS file rotated by the identity
+ * provider, a PEM replaced). Verification runs on this thread only, so the
+ * old set is freed at once. A set that fails to build is logged and the
+ * old one kept.
+ */
+static void
+reload_keys(void *user)
+{
+    tp__daemon *d = user;
+    if (!d->cfg.auth_jwt)
+        return;
+    tp_error e = {0, ""};
+    tp__jwt_keys_config kc = {d->cfg.base_dir, NULL, NULL, "auth.keys"};
+    tp__jwt_keys *k = tp__jwt_keys_new(json_object_get(d->cfg.auth, "keys"), &kc, &e);
+    if (k == NULL) {
+        tp__daemon_log(&d->opt, TP_LOG_ERROR, "auth keys reload failed, the old keys stay: %s",
+                       e.message);
+        return;
+    }
+    tp__jwt_keys_free(d->keys);
+    d->keys = k;
+    tp__daemon_log(&d->opt, TP_LOG_INFO, "auth keys reloaded keys=%zu skipped=%zu",
+                   tp__jwt_keys_count(k), tp__jwt_keys_skipped(k));
+}
+
 /* A relative path from the config file's directory. */
 static char *
 resolve(const char *base, const char *path)
@@ -243,6 +270,8 @@ setup_access(build *b)
         d->rules_loaded = 1;
         cfg->hub.verify = jwt_verify;
         cfg->hub.verify_user = d;
+        cfg->server.on_reload = reload_keys;
+        cfg->server.on_reload_user = d;
         /* Browsers send cookies and Origin, not tokens they cannot see; a
          * token in a page's query is still the page's: with no allowlist,
          * any site can open connections with a token it got. */
@@ -306,6 +335,8 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         tp__daemon_free(d);
         return NULL;
     }
+    if (opt != NULL)
+        d->opt = *opt;
     if (opt != NULL) {
         d->cfg.hub.log = opt->log;
         d->cfg.hub.log_user = opt->log_user;

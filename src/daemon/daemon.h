@@ -41,6 +41,7 @@ typedef struct tp__daemon {
      * no Origin allowlist), or NULL. */
     const char *warn_unauthenticated;
     const char *warn_origins;
+    tp__daemon_options opt; /* what it was built with (its log, for reloads) */
 } tp__daemon;
 
 /* ---- Life cycle ---- */

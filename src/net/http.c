@@ -403,6 +403,13 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     const char *origin = header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
     if (!origin_allowed(s, origin))
         return refuse(s, wsi, 403, NULL, "Origin: not allowed", path);
+    if (origin != NULL && s->origins == NULL && s->hub->verify != NULL && !s->warned_origin) {
+        /* Once: a browser is connecting with tokens and any site may do so. */
+        s->warned_origin = 1;
+        tp__log(s->log, TP_LOG_WARN,
+                "a browser handshake (Origin) and no origins allowlist: any site's page "
+                "holding a token can connect with it");
+    }
 
     tp_request *req = tp_request_new(path);
     if (req == NULL)

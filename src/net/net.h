@@ -94,6 +94,9 @@ struct tp_server {
     char *tls_cert, *tls_key; /* TLS on the listener, or NULL */
     char *metrics_token;      /* /metrics needs it as a Bearer token, or NULL */
     atomic_int reload_asked;  /* tp_server_reload_tls */
+    void (*on_reload)(void *user);
+    void *on_reload_user;
+    int warned_origin; /* jwt without an Origin allowlist: the first browser handshake */
     uint64_t tls_reloads, tls_reload_failures;
 
     uv_loop_t loop;

@@ -1215,6 +1215,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     }
     if (s->tls_cert != NULL && tls_check(s->tls_cert, s->tls_key, err) != TP_OK)
         goto fail;
+    s->on_reload = config->on_reload;
+    s->on_reload_user = config->on_reload_user;
     if (config->metrics_token != NULL &&
         (s->metrics_token = tp__strdup(config->metrics_token)) == NULL) {
         tp__error_set(err, TP_ENOMEM, "out of memory");
@@ -1344,8 +1346,11 @@ static void
 before_sleep(uv_prepare_t *w)
 {
     tp_server *s = w->data;
-    if (atomic_exchange(&s->reload_asked, 0))
+    if (atomic_exchange(&s->reload_asked, 0)) {
         tls_reload(s);
+        if (s->on_reload != NULL)
+            s->on_reload(s->on_reload_user);
+    }
     if (atomic_load(&s->stop_asked) && !s->stopping) {
         begin_stop(s);
         uv_timer_start(&s->stop_w, stop_timer, (uint64_t)(STOP_GRACE_NS / 1000000), 0);

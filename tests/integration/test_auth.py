@@ -392,6 +392,39 @@ class JwksRotation(DaemonTestCase):
         self.assertIn("token bad_signature", d.log())
 
 
+class JwksReload(DaemonTestCase):
+    """SIGHUP rebuilds the key set from the same config, live: a rotated JWKS is taken
+    without a restart, and a broken one is refused with the old keys kept."""
+
+    def test_sighup_takes_a_rotated_jwks(self):
+        import signal
+        kit = authkit.Keys()
+        d = Daemon(config={}, env=kit.env())
+        d.config = jwt_config(kit.write(d.dir))
+        self.addCleanup(self._finish_daemon, d)
+        d.start()
+        from cryptography.hazmat.primitives.asymmetric import ec
+        k3 = ec.generate_private_key(ec.SECP256R1())
+        t3 = kit.token("ES256", key=k3, headers={"kid": "k3"})
+        st = lambda t: self.run_async(status_of(d.url("/ws/alice"), extra_headers=bearer(t)))
+        self.assertEqual(st(t3), 401)
+
+        with open(os.path.join(d.dir, "jwks.json"), "w") as f:
+            json.dump({"keys": [authkit.jwk_ec(kit.k2, "k2"), authkit.jwk_ec(k3, "k3")]}, f)
+        mark = len(d.log())
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"auth keys reloaded keys=12 ", start=mark)
+        self.assertEqual(st(t3), 101)
+        # A broken file: refused, the set before it stays.
+        with open(os.path.join(d.dir, "jwks.json"), "w") as f:
+            f.write("{not json")
+        mark = len(d.log())
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(r"auth keys reload failed, the old keys stay: auth.keys\[10\]", start=mark)
+        self.assertEqual(st(t3), 101)
+        self.assertTrue(d.running())
+
+
 class JwtMetrics(DaemonTestCase):
     """/metrics counts handshakes by reason, never by tenant; metrics_token_env."""
 

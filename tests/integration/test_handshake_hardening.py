@@ -142,8 +142,15 @@ class OriginInJwtMode(DaemonTestCase):
                 self.assertEqual(r.status, want, origin)
         self.assertNotIn("no origins allowlist", d.log())
 
-    def test_no_allowlist_warns_once_at_start(self):
+    def test_no_allowlist_warns_once_at_start_and_at_the_first_browser(self):
         d, kit = self.start()
         log = d.log()
         self.assertEqual(log.count('auth.mode "jwt" with no origins allowlist'), 1, log)
         self.assertLess(log.index("no origins allowlist"), log.index("listening addr="))
+        t = kit.token("ES256")
+        for origin in (None, "https://a.example", "https://b.example"):
+            with rawws.Client(d.port) as c:
+                h = [("Authorization", "Bearer " + t)] + ([("Origin", origin)] if origin else [])
+                self.assertEqual(c.handshake("/ws/alice", headers=h).status, 101)
+        d.wait_log(r"a browser handshake \(Origin\) and no origins allowlist")
+        self.assertEqual(d.log().count("a browser handshake (Origin)"), 1)
