@@ -95,6 +95,7 @@ bench: build
 	./build/bench/core_bench --quick
 	./build/bench/auth_bench --quick
 	./build/bench/pattern_bench --quick
+	/usr/bin/python3 bench/handshake_bench.py --build build --count 2000
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 	cd clients/js && node bench/size.js
 

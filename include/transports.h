@@ -203,6 +203,27 @@ typedef const char *(*tp_key_fn)(const tp_request *req, void *user);
 /** tp_clock_fn returns the wall clock in milliseconds since the epoch. */
 typedef int64_t (*tp_clock_fn)(void *user);
 
+/** The longest tenant key a credential may name, in bytes. */
+#define TP_CREDENTIAL_TENANT_MAX 256
+
+/** tp_credential is what a verifier found in a token. */
+typedef struct tp_credential {
+    char tenant[TP_CREDENTIAL_TENANT_MAX + 1]; /* the tenant key, NUL-terminated */
+    /* From this moment on (hub clock, ms) the credential is refused and
+     * the connection closes with 4401; 0: it never expires. */
+    int64_t expires_at_ms;
+} tp_credential;
+
+/**
+ * tp_verify_fn checks a token (len bytes, not NUL-terminated) at now_ms (the
+ * hub's clock) and fills *out. Returns TP_OK, or TP_EFORBIDDEN for a token
+ * refused (TP_ENOMEM, TP_EINTERNAL when it could not tell) with a message
+ * for logs that holds no part of the token: it is a credential. Called on
+ * the loop thread, at each handshake and each `auth` message.
+ */
+typedef int (*tp_verify_fn)(const char *token, size_t len, int64_t now_ms, tp_credential *out,
+                            tp_error *err, void *user);
+
 /**
  * tp_limits bounds what a client controls. A zero field takes its default.
  */
@@ -278,6 +299,15 @@ typedef struct tp_merge tp_merge; /* a merge strategy (below) */
 typedef struct tp_hub_config {
     tp_key_fn key; /* NULL: the path parameter "tenant" */
     void *key_user;
+    /* Token authentication (docs/api.md, "Authentication"): with a
+     * verifier, every handshake needs a token (`Authorization: Bearer` or
+     * `?token=`; missing or refused: 401), the tenant is the credential's
+     * (the key function is not used; a route's {tenant}, when it has one,
+     * must equal it: 403), a connection closes with 4401 when its
+     * credential expires, and clients renew it with an `auth` message.
+     * NULL: no tokens (the key function names the tenant). */
+    tp_verify_fn verify;
+    void *verify_user;
     tp_clock_fn clock; /* NULL: the real clock (CLOCK_REALTIME) */
     void *clock_user;
     tp_limits limits;
@@ -549,6 +579,24 @@ TP_API size_t tp_conn_outbox_bytes(const tp_conn *c);
  */
 TP_API int tp_conn_close_code(const tp_conn *c);
 
+/**
+ * tp_conn_set_expiry sets when the connection's credential expires (hub
+ * clock, milliseconds; 0: never). The transport sets it from the handshake's
+ * credential; an accepted `auth` message moves it.
+ */
+TP_API void tp_conn_set_expiry(tp_conn *c, int64_t expires_at_ms);
+
+/** tp_conn_expiry returns when the connection's credential expires (0: never). */
+TP_API int64_t tp_conn_expiry(const tp_conn *c);
+
+/**
+ * tp_conn_expire tells the connection the time (hub clock, milliseconds).
+ * Once its credential has expired it must close with 4401 (returned, and
+ * from then on by tp_conn_close_code); else returns 0. The core reads no
+ * clock for this itself: the transport calls it from a timer.
+ */
+TP_API int tp_conn_expire(tp_conn *c, int64_t now_ms);
+
 /** tp_conn_set_user and tp_conn_user keep a pointer for the transport. */
 TP_API void tp_conn_set_user(tp_conn *c, void *user);
 TP_API void *tp_conn_user(const tp_conn *c);
@@ -634,6 +682,18 @@ typedef struct tp_server_config {
     const char *static_dir; /* NULL: none; else GET serves this directory's files (`/` is
                                index.html): regular files up to 256 KiB with a known extension,
                                each path segment [A-Za-z0-9._-] and not starting with '.' */
+    /* TLS on the listener (wss://, https://): a PEM certificate chain and
+     * its private key; both NULL: plain TCP. tp_server_reload_tls reads
+     * them again. TLS 1.2 or newer. */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    /* GET /metrics answers only `Authorization: Bearer <metrics_token>`
+     * (401 otherwise); NULL: anyone who reaches the listener. */
+    const char *metrics_token;
+    /* Called on the loop thread after each tp_server_reload_tls (with or
+     * without TLS): transportsd reloads its JWT keys there. NULL: none. */
+    void (*on_reload)(void *user);
+    void *on_reload_user;
 } tp_server_config;
 
 /**
@@ -662,6 +722,16 @@ TP_API int tp_server_run(tp_server *server);
  * signal handler (it only writes one byte to a pipe).
  */
 TP_API void tp_server_stop(tp_server *server);
+
+/**
+ * tp_server_reload_tls asks the loop to read the certificate and key files
+ * again (after a renewal); connections open stay as they are, new ones get
+ * the new certificate. A file that cannot be read, or a key that does not
+ * match, is logged and the old pair kept. Then config.on_reload runs.
+ * Thread: any thread, and safe in a signal handler (it only writes one
+ * byte to a pipe).
+ */
+TP_API void tp_server_reload_tls(tp_server *server);
 
 /** tp_server_free closes the listener and every connection. NULL is allowed. Not while running. */
 TP_API void tp_server_free(tp_server *server);
@@ -752,8 +822,26 @@ typedef struct tp_client_callbacks {
     void *user;
 } tp_client_callbacks;
 
+/**
+ * tp_token_fn gives the client a current token: it writes it, NUL-terminated,
+ * into buf (size bytes) and, when it knows it, its expiry into
+ * *expires_at_ms (wall clock, ms since the epoch; left at 0, the client
+ * reads the JWT's `exp` claim, unverified). Returns 0, or -1 when no token
+ * is available now (the client keeps the one it has and asks again later).
+ * Called on the client's thread, before every connection attempt and
+ * before the current token expires.
+ */
+typedef int (*tp_token_fn)(void *user, char *buf, size_t size, int64_t *expires_at_ms);
+
 typedef struct tp_client_options {
     const char *token;           /* sent as Authorization: Bearer TOKEN, or NULL */
+    /* A token source (replaces token): asked before each connection, and
+     * before the token expires, when its fresh token is sent in an `auth`
+     * message so that the connection is not closed with 4401. */
+    tp_token_fn token_fn;
+    void *token_user;
+    unsigned token_refresh_ms;   /* default 30000: an `auth` goes this long before expiry
+                                    (at most half the token's remaining life before) */
     int token_in_query;          /* 1: as ?token=TOKEN instead (what browsers must do) */
     const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
     int tls_insecure;            /* wss: do not verify the server's certificate (tests only) */

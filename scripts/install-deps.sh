@@ -12,6 +12,7 @@ packages=(
     python3-websockets openssl
     chromium
     libcurl4-openssl-dev
+    python3-jwt python3-cryptography
 )
 # Node.js for the JavaScript client's tests (clients/js) and the OpenAPI validator of the
 # host API's document (tests/openapi/): Debian's nodejs and npm, unless a node is there

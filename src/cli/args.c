@@ -25,6 +25,8 @@
 
 #define COMMON_OPTIONS_TEXT                                                                        \
     "  --token T          send \"Authorization: Bearer T\" (default: $TRANSPORTS_TOKEN)\n"         \
+    "  --token-file FILE  the token is FILE's content, read again before each connection\n"        \
+    "                     and before the token expires (sent then in an auth message)\n"           \
     "  --insecure         wss://: do not verify the server's certificate (tests only)\n"           \
     "  --ca-file FILE     wss://: trust this PEM bundle instead of the system's\n"                 \
     "  --verbose          the client's log (connects, retries) on stderr\n"
@@ -233,7 +235,7 @@ tp__cli_args_parse(int argc, char *const *argv, tp__cli_args *args, char *why, s
             inline_value = eq + 1;
 
         int takes_value = strcmp(name, "--token") == 0 || strcmp(name, "--timeout") == 0 ||
-                          strcmp(name, "--ca-file") == 0;
+                          strcmp(name, "--ca-file") == 0 || strcmp(name, "--token-file") == 0;
         const char *v = inline_value;
         if (takes_value && v == NULL) {
             if (i + 1 >= argc) {
@@ -266,6 +268,12 @@ tp__cli_args_parse(int argc, char *const *argv, tp__cli_args *args, char *why, s
             else if (v[0] == '\0')
                 FAIL("--token needs a value");
             args->token = v;
+        } else if (strcmp(name, "--token-file") == 0) {
+            if (args->token_file != NULL)
+                FAIL("--token-file given twice");
+            else if (v[0] == '\0')
+                FAIL("--token-file needs a file name");
+            args->token_file = v;
         } else if (strcmp(name, "--ca-file") == 0) {
             if (args->ca_file != NULL)
                 FAIL("--ca-file given twice");
@@ -343,7 +351,11 @@ tp__cli_args_parse(int argc, char *const *argv, tp__cli_args *args, char *why, s
         if (strcmp(args->patch, "-") != 0 && tp__cli_check_patch(args->patch, why, why_size) != 0)
             return TP__CLI_ARGS_ERROR;
     }
-    if (args->token == NULL) {
+    if (args->token != NULL && args->token_file != NULL) {
+        snprintf(why, why_size, "--token and --token-file: give one");
+        return TP__CLI_ARGS_ERROR;
+    }
+    if (args->token == NULL && args->token_file == NULL) {
         const char *t = getenv("TRANSPORTS_TOKEN");
         if (t != NULL && t[0] != '\0')
             args->token = t;

@@ -31,11 +31,12 @@ enum { TP__CLI_ARGS_RUN = 0, TP__CLI_ARGS_HELP, TP__CLI_ARGS_VERSION, TP__CLI_AR
 typedef struct tp__cli_args {
     tp__cli_command cmd;
     const char *url;
-    const char *target; /* "SCOPE/ID" as given (get, write) */
-    const char *scope;  /* "private" or "shared" (static strings) */
-    const char *id;     /* the part of target after the first '/' */
-    const char *patch;  /* write: a JSON object, or "-" for stdin */
-    const char *token;  /* --token, else $TRANSPORTS_TOKEN, else NULL */
+    const char *target;     /* "SCOPE/ID" as given (get, write) */
+    const char *scope;      /* "private" or "shared" (static strings) */
+    const char *id;         /* the part of target after the first '/' */
+    const char *patch;      /* write: a JSON object, or "-" for stdin */
+    const char *token;      /* --token, else $TRANSPORTS_TOKEN, else NULL */
+    const char *token_file; /* --token-file: read again before each connection and expiry */
     const char *ca_file;
     unsigned timeout_ms; /* --timeout (get, write): 10 s by default */
     int json;            /* watch --json */

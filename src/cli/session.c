@@ -4,6 +4,7 @@
  * one line with the right exit status. The library says why a state
  * changed ("connection refused", "HTTP 404"); the tool only adds the URL.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,6 +94,39 @@ log_line(int level, const char *line, void *user)
     tp__cli_error("client: %s", line);
 }
 
+/*
+ * --token-file: the file's content, trailing white space dropped, read at
+ * every call so that whatever renews the file (an agent, a cron job) is
+ * seen by the next connection and the next `auth`.
+ */
+static int
+token_from_file(void *user, char *buf, size_t size, int64_t *expires_at_ms)
+{
+    const tp__cli_args *args = user;
+    (void)expires_at_ms; /* the client reads the token's exp */
+    FILE *f = fopen(args->token_file, "r");
+    if (f == NULL) {
+        tp__cli_error("--token-file %s: %s", args->token_file, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, size - 1, f);
+    int more = fgetc(f) != EOF;
+    fclose(f);
+    if (more) {
+        tp__cli_error("--token-file %s: longer than %zu bytes", args->token_file, size - 1);
+        return -1;
+    }
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0) {
+        tp__cli_error("--token-file %s: empty", args->token_file);
+        return -1;
+    }
+    return 0;
+}
+
 int
 tp__cli_session_open(tp__cli_session *s, const tp__cli_args *args, const tp_client_callbacks *cb,
                      int no_reconnect)
@@ -111,6 +145,10 @@ tp__cli_session_open(tp__cli_session *s, const tp__cli_args *args, const tp_clie
     tp_client_options o;
     memset(&o, 0, sizeof o);
     o.token = args->token;
+    if (args->token_file != NULL) {
+        o.token_fn = token_from_file;
+        o.token_user = (void *)args;
+    }
     o.tls_insecure = args->insecure;
     o.ca_file = args->ca_file;
     o.no_reconnect = no_reconnect;

@@ -3,8 +3,10 @@
  * the client's life cycle, its URL, the frames to send and the connection's
  * events (opened, a frame fed, closed). Replicas, local views, pending
  * writes and what each server message does are in replica.c; what both
- * share, and the invariants, in client.h. No sockets and no clock here: the
- * transport (transport.c, or the caller's own loop) carries the frames.
+ * share, and the invariants, in client.h. No sockets here: the transport
+ * (transport.c, or the caller's own loop) carries the frames. The one
+ * clock read is the wall clock when a token source gives a token: its
+ * expiry is wall time, turned into a delay on the caller's monotonic clock.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -374,6 +376,8 @@ tp_client_new(const char *url, const tp_client_options *opts, tp_error *err)
         o.connect_timeout_ms = 10000;
     if (o.ping_interval_ms == 0)
         o.ping_interval_ms = 20000;
+    if (o.token_refresh_ms == 0)
+        o.token_refresh_ms = 30000;
     c->opt = o;
     c->log = (tp__logger){o.log, o.log_user, o.log_level};
     c->state = TP_CLIENT_IDLE;
@@ -576,12 +580,154 @@ query_add(tp__sb *sb, int *has_query, const char *name, const char *value)
     }
 }
 
+/* ---- Tokens ---- */
+
+static int
+b64url_value(unsigned char ch)
+{
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 26;
+    if (ch >= '0' && ch <= '9')
+        return ch - '0' + 52;
+    if (ch == '-')
+        return 62;
+    if (ch == '_')
+        return 63;
+    return -1;
+}
+
+int64_t
+tp__jwt_exp_ms(const char *token)
+{
+    const char *a = strchr(token, '.');
+    const char *b = a != NULL ? strchr(a + 1, '.') : NULL;
+    if (b == NULL || b - a - 1 > 8192)
+        return 0;
+    size_t n = (size_t)(b - a - 1);
+    char *json = tp__malloc(n * 3 / 4 + 4);
+    if (json == NULL)
+        return 0;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64url_value((unsigned char)a[1 + i]);
+        if (v < 0) {
+            tp__free(json);
+            return 0;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            json[o++] = (char)(acc >> bits & 0xff);
+        }
+    }
+    json_t *claims = json_loadb(json, o, 0, NULL);
+    tp__free(json);
+    const json_t *exp = json_object_get(claims, "exp");
+    int64_t ms = 0;
+    if (json_is_integer(exp) && json_integer_value(exp) > 0 &&
+        json_integer_value(exp) < INT64_MAX / 1000)
+        ms = (int64_t)json_integer_value(exp) * 1000;
+    else if (json_is_real(exp) && json_real_value(exp) > 0 && json_real_value(exp) < 1e15)
+        ms = (int64_t)(json_real_value(exp) * 1000);
+    json_decref(claims);
+    return ms;
+}
+
+static int64_t
+wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Asks the token source for a token; the client's copy is replaced (the
+ * old one wiped) and the next `auth` scheduled. Returns 0, or -1 when it
+ * gave none. Under mu.
+ */
+static int
+fetch_token(tp_client *c, int64_t now_mono_ms)
+{
+    proto *p = P(c);
+    char *buf = tp__malloc(TP__CLIENT_TOKEN_MAX);
+    if (buf == NULL)
+        return -1;
+    buf[0] = '\0';
+    int64_t exp = 0;
+    int rc = c->opt.token_fn(c->opt.token_user, buf, TP__CLIENT_TOKEN_MAX, &exp);
+    buf[TP__CLIENT_TOKEN_MAX - 1] = '\0';
+    if (rc != 0 || buf[0] == '\0' || strpbrk(buf, "\r\n") != NULL) {
+        explicit_bzero(buf, TP__CLIENT_TOKEN_MAX);
+        tp__free(buf);
+        tp__log(&c->log, TP_LOG_WARN, "the token source gave no token");
+        return -1;
+    }
+    char *t = tp__strdup(buf);
+    explicit_bzero(buf, TP__CLIENT_TOKEN_MAX);
+    tp__free(buf);
+    if (t == NULL)
+        return -1;
+    if (c->token != NULL) {
+        explicit_bzero(c->token, strlen(c->token));
+        tp__free(c->token);
+    }
+    c->token = t;
+    c->opt.token = t;
+    if (exp == 0)
+        exp = tp__jwt_exp_ms(t);
+    p->token_exp_ms = exp;
+    p->auth_at_ms = 0;
+    if (exp > 0) {
+        /* Renewed refresh_ms before it expires, or halfway through what
+         * is left of a short-lived one. */
+        int64_t left = exp - wall_ms();
+        int64_t margin = c->opt.token_refresh_ms;
+        if (margin > left / 2)
+            margin = left / 2;
+        int64_t in = left - margin;
+        p->auth_at_ms = now_mono_ms + (in > 1000 ? in : 1000);
+    }
+    return 0;
+}
+
+int64_t
+tp__client_token_tick(tp_client *c, int64_t now_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    proto *p = P(c);
+    int64_t at = INT64_MAX;
+    if (c->opt.token_fn != NULL && p->connected && p->auth_at_ms != 0) {
+        if (now_ms >= p->auth_at_ms) {
+            if (fetch_token(c, now_ms) == 0) {
+                tp__log(&c->log, TP_LOG_DEBUG, "client sends a fresh token (auth)");
+                tp__client_queue_json(c, json_pack("{s:s,s:s,s:I}", "type", "auth", "token",
+                                                   c->token, "ref", (json_int_t)(-++p->pings)));
+            } else {
+                p->auth_at_ms = now_ms + 1000; /* asked again */
+            }
+        }
+        if (p->auth_at_ms != 0)
+            at = p->auth_at_ms;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return at;
+}
+
 TP_API char *
 tp_client_url(tp_client *c)
 {
     if (c == NULL)
         return NULL;
     pthread_mutex_lock(&c->mu);
+    /* Each connection attempt starts with the token source's current token. */
+    if (c->opt.token_fn != NULL)
+        fetch_token(c, tp__clock_mono_ns() / 1000000);
     tp__sb sb;
     tp__sb_init(&sb, strlen(c->url_text) + 64);
     tp__sb_puts(&sb, c->url_text);

@@ -71,6 +71,18 @@ void tp__client_ping(tp_client *c);
  * (INT64_MAX: nothing held). The transport calls it with its deadlines; a
  * new connection sends held writes at once. Takes mu. */
 int64_t tp__client_retry(tp_client *c, int64_t now_ms);
+
+/*
+ * tp__client_token_tick sends an `auth` with a fresh token from the token
+ * source once it is due (now_ms: the monotonic clock); returns the next
+ * time it is due, or INT64_MAX.
+ */
+int64_t tp__client_token_tick(tp_client *c, int64_t now_ms);
+
+/* tp__jwt_exp_ms reads a JWT's exp claim without verifying anything (the
+ * client only needs to know when to renew it): wall ms, or 0. */
+int64_t tp__jwt_exp_ms(const char *token);
+#define TP__CLIENT_TOKEN_MAX 8193 /* the longest token (8 KiB) and its NUL */
 #define TP__RETRY_MIN_MS 100
 #define TP__RETRY_MAX_MS 10000
 
@@ -130,6 +142,11 @@ typedef struct tp__proto {
     int broken;       /* a message could not be queued: the connection must end */
     size_t max_message_bytes;
     char *conn_id; /* the server's id of this connection, from hello */
+    /* The token source (tp_client_options.token_fn): the current token's
+     * expiry (wall ms, 0: unknown), and when (monotonic ms) to send an
+     * `auth` with a fresh one (0: never). */
+    int64_t token_exp_ms;
+    int64_t auth_at_ms;
     /* rate_limited (tp__client_retry): writes are held; the delay ends at
      * retry_at (0: not started yet); refusals since the last ack. */
     int holding;

@@ -381,6 +381,11 @@ static int
 on_ack(tp_client *c, const json_t *msg)
 {
     int64_t ref, rev, from = -1;
+    if (get_int(msg, "ref", &ref) == 0 && ref < 0 && json_object_get(msg, "rev") == NULL) {
+        /* An `auth` accepted (its refs are negative, as pings'). */
+        tp__log(&c->log, TP_LOG_DEBUG, "client token renewed");
+        return TP_OK;
+    }
     if (get_int(msg, "ref", &ref) != 0 || get_int(msg, "rev", &rev) != 0)
         return violation(c, "ref, rev: expected integers", "ack");
     int has_from = get_int(msg, "from", &from) == 0;

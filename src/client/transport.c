@@ -137,6 +137,10 @@ next_deadline(const transport *t)
         int64_t retry = tp__client_retry(t->c, tp__clock_mono_ns() / NS_PER_MS);
         if (retry != INT64_MAX && retry * NS_PER_MS < d)
             d = retry * NS_PER_MS;
+        /* A fresh token before the current one expires (4401). */
+        int64_t auth = tp__client_token_tick(t->c, tp__clock_mono_ns() / NS_PER_MS);
+        if (auth != INT64_MAX && auth * NS_PER_MS < d)
+            d = auth * NS_PER_MS;
     }
     return d;
 }
@@ -230,8 +234,8 @@ tcp_reason(const char *host, int port, char *why, size_t size)
     if (getaddrinfo(host, service, &hints, &res) != 0)
         return 0;
     int err = 0;
-    int fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    res->ai_protocol);
+    int fd =
+        socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, res->ai_protocol);
     if (fd >= 0) {
         if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
             err = errno;
@@ -411,6 +415,7 @@ check_deadlines(transport *t)
     /* Held writes whose delay has passed are queued (wake asks for the
      * writeable callback). */
     tp__client_retry(t->c, now / NS_PER_MS);
+    tp__client_token_tick(t->c, now / NS_PER_MS);
     if (now - t->last_rx_ns >= 2 * t->ping_interval_ns) {
         tp__log(&t->c->log, TP_LOG_WARN, "nothing received for %lld ms: dropping the connection",
                 (long long)(2 * t->ping_interval_ns / NS_PER_MS));

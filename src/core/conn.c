@@ -828,6 +828,102 @@ handle_ping(tp_conn *c, const json_t *msg)
     tp__buf_unref(b);
 }
 
+/*
+ * `auth`: a fresh credential for the same tenant (PROTOCOL.md). It costs a
+ * signature check, so it counts toward the write rate like a write. A
+ * refusal leaves the connection as it was: it still closes with 4401 when
+ * the credential it has expires. Messages never hold the token.
+ */
+static void
+handle_auth(tp_conn *c, const json_t *msg)
+{
+    const json_t *jref = json_object_get(msg, "ref");
+    if (jref != NULL && !json_is_integer(jref)) {
+        send_error(c, 0, 0, TP_EBADREQUEST, "ref: expected an integer");
+        return;
+    }
+    int has_ref = jref != NULL;
+    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
+    const json_t *jtok = json_object_get(msg, "token");
+    if (!json_is_string(jtok) || json_string_length(jtok) == 0) {
+        send_error(c, has_ref, ref, TP_EBADREQUEST, "token: required, a non-empty string");
+        return;
+    }
+    if (c->hub->verify == NULL) {
+        send_error(c, has_ref, ref, TP_EBADREQUEST, "auth: this server takes no tokens");
+        return;
+    }
+    if (!take_token(c)) {
+        send_error(c, has_ref, ref, TP_ERATELIMITED,
+                   "auth: messages per second over the limit, resend later");
+        return;
+    }
+    tp_credential cred;
+    memset(&cred, 0, sizeof cred);
+    tp_error err = {0, ""};
+    int64_t now = tp__hub_now(c->hub);
+    int rc = c->hub->verify(json_string_value(jtok), json_string_length(jtok), now, &cred, &err,
+                            c->hub->verify_user);
+    if (rc != TP_OK) {
+        send_error(c, has_ref, ref, rc == TP_EFORBIDDEN ? TP_EFORBIDDEN : TP_EINTERNAL,
+                   err.message[0] != '\0' ? err.message : "token: refused");
+        return;
+    }
+    cred.tenant[sizeof cred.tenant - 1] = '\0';
+    /* A token for another tenant never moves this connection: the message
+     * does not say which tenant it names. */
+    if (strcmp(cred.tenant, c->session->tenant) != 0) {
+        send_error(c, has_ref, ref, TP_EFORBIDDEN, "token: names another tenant");
+        return;
+    }
+    if (cred.expires_at_ms != 0 && cred.expires_at_ms <= now) {
+        send_error(c, has_ref, ref, TP_EFORBIDDEN, "token expired");
+        return;
+    }
+    c->expires_at_ms = cred.expires_at_ms;
+    if (tp__log_on(&c->hub->log, TP_LOG_DEBUG)) {
+        char qt[TP__LOG_VALUE_MAX];
+        tp__log(&c->hub->log, TP_LOG_DEBUG, "auth renewed tenant=%s conn=%s expires_in_s=%lld",
+                tp__log_value(c->session->tenant, qt, sizeof qt), c->id,
+                (long long)(cred.expires_at_ms != 0 ? (cred.expires_at_ms - now) / 1000 : -1));
+    }
+    tp__sb sb;
+    tp__sb_init(&sb, 48);
+    tp__sb_puts(&sb, "{\"type\":\"ack\"");
+    if (has_ref) {
+        tp__sb_puts(&sb, ",\"ref\":");
+        tp__sb_int(&sb, ref);
+    }
+    tp__sb_puts(&sb, "}");
+    tp__buf *b = tp__sb_finish(&sb);
+    tp__conn_send(c, b);
+    tp__buf_unref(b);
+}
+
+TP_API void
+tp_conn_set_expiry(tp_conn *c, int64_t expires_at_ms)
+{
+    c->expires_at_ms = expires_at_ms;
+}
+
+TP_API int64_t
+tp_conn_expiry(const tp_conn *c)
+{
+    return c->expires_at_ms;
+}
+
+TP_API int
+tp_conn_expire(tp_conn *c, int64_t now_ms)
+{
+    if (c->close_code != 0)
+        return c->close_code == 4401 ? 4401 : 0;
+    if (c->expires_at_ms == 0 || now_ms < c->expires_at_ms)
+        return 0;
+    c->close_code = 4401;
+    c->state = TP__CONN_CLOSING;
+    return 4401;
+}
+
 static void
 handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
 {
@@ -861,6 +957,8 @@ handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
         handle_resume(c, msg);
     else if (strcmp(type, "ping") == 0)
         handle_ping(c, msg);
+    else if (strcmp(type, "auth") == 0)
+        handle_auth(c, msg);
     else {
         char m[128];
         snprintf(m, sizeof m, "type: unknown message type \"%.64s\"", type);

@@ -53,6 +53,8 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
     if (config != NULL) {
         hub->key = config->key;
         hub->key_user = config->key_user;
+        hub->verify = config->verify;
+        hub->verify_user = config->verify_user;
         hub->clock = config->clock;
         hub->clock_user = config->clock_user;
         hub->limits = config->limits;

@@ -217,6 +217,8 @@ struct tp_conn {
     /* Token bucket of writes per second. */
     double tokens;
     int64_t tokens_at;
+    /* When the credential expires (hub clock, ms); 0: never. */
+    int64_t expires_at_ms;
 };
 
 /*
@@ -240,6 +242,8 @@ struct tp_hub {
     const tp__observer *observer; /* or NULL */
     tp_key_fn key;
     void *key_user;
+    tp_verify_fn verify; /* token authentication, or NULL */
+    void *verify_user;
     tp_clock_fn clock;
     void *clock_user;
     tp_limits limits;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/jwt.h"
 #include "core/route.h"
 #include "util/addr.h"
 #include "util/error.h"
@@ -368,7 +369,7 @@ check_listen(ctx *c, const json_t *v, char **out)
 /* ---- route and auth ---- */
 
 static int
-check_route(ctx *c, const json_t *v, char **out)
+check_route(ctx *c, const json_t *v, int jwt, char **out)
 {
     if (want_string(c, v) != 0)
         return -1;
@@ -384,12 +385,13 @@ check_route(ctx *c, const json_t *v, char **out)
     }
     tp__route_free(r);
     /*
-     * With auth.mode "path" (the only mode for now) the tenant is the
-     * route's {tenant} parameter: a route without it would refuse every
-     * connection, which is a configuration mistake to report now.
+     * With auth.mode "path" the tenant is the route's {tenant} parameter: a
+     * route without it would refuse every connection, which is a
+     * configuration mistake to report now. With "jwt" it is optional (when
+     * present it must equal the token's tenant).
      */
     const char *p = strstr(route, "/{tenant}");
-    if (p == NULL || (p[9] != '\0' && p[9] != '/')) {
+    if (!jwt && (p == NULL || (p[9] != '\0' && p[9] != '/'))) {
         char q[128];
         quote(route, q, sizeof q);
         return fail(c, "%s has no {tenant} segment, which auth.mode \"path\" needs", q);
@@ -399,27 +401,111 @@ check_route(ctx *c, const json_t *v, char **out)
 }
 
 static int
-check_auth(ctx *c, const json_t *auth)
+check_auth(ctx *c, const json_t *auth, tp__config *cfg)
 {
-    static const char *const keys[] = {"mode", NULL};
+    static const char *const keys[] = {
+        "mode", "tenant_claim",          "audience", "issuer", "leeway_s",
+        "keys", "allow_unauthenticated", NULL};
     if (want_object(c, auth) != 0 || only(c, auth, keys) != 0)
         return -1;
     const json_t *mode = json_object_get(auth, "mode");
-    if (mode == NULL)
-        return 0;
-    size_t was = push(c, "mode");
-    if (want_string(c, mode) != 0)
-        return -1;
-    const char *m = json_string_value(mode);
-    if (strcmp(m, "jwt") == 0)
-        return fail(c, "jwt is not available yet (use \"path\")");
-    if (strcmp(m, "path") != 0) {
-        char q[128];
-        quote(m, q, sizeof q);
-        return fail(c, "expected \"path\" or \"jwt\", got %s", q);
+    const char *m = "path";
+    if (mode != NULL) {
+        size_t was = push(c, "mode");
+        if (want_string(c, mode) != 0)
+            return -1;
+        m = json_string_value(mode);
+        if (strcmp(m, "path") != 0 && strcmp(m, "jwt") != 0) {
+            char q[128];
+            quote(m, q, sizeof q);
+            return fail(c, "expected \"path\" or \"jwt\", got %s", q);
+        }
+        pop(c, was);
     }
-    pop(c, was);
+    cfg->auth_jwt = strcmp(m, "jwt") == 0;
+    const json_t *allow = json_object_get(auth, "allow_unauthenticated");
+    if (allow != NULL) {
+        size_t was = push(c, "allow_unauthenticated");
+        if (!json_is_boolean(allow))
+            return fail(c, "expected true or false, got %s", tp__config_type_name(allow));
+        if (cfg->auth_jwt)
+            return fail(c, "only for auth.mode \"path\"");
+        cfg->allow_unauthenticated = json_is_true(allow);
+        pop(c, was);
+    }
+    if (!cfg->auth_jwt) {
+        static const char *const jwt_only[] = {"tenant_claim", "audience", "issuer",
+                                               "leeway_s",     "keys",     NULL};
+        for (size_t i = 0; jwt_only[i] != NULL; i++)
+            if (json_object_get(auth, jwt_only[i]) != NULL) {
+                size_t was = push(c, jwt_only[i]);
+                (void)was;
+                return fail(c, "only for auth.mode \"jwt\"");
+            }
+        return 0;
+    }
+    /* The rules are checked here; the keys (files, the environment) are
+     * loaded by daemon.c, which knows the config file's directory. */
+    tp__jwt_rules rules;
+    tp_error err = {0, ""};
+    if (tp__jwt_rules_load(&rules, auth, "auth", &err) != TP_OK) {
+        tp__derror_set(c->err, c->source, NULL, err.message);
+        return -1;
+    }
+    tp__jwt_rules_clear(&rules);
+    const json_t *k = json_object_get(auth, "keys");
+    if (k == NULL || !json_is_array(k) || json_array_size(k) == 0) {
+        size_t was = push(c, "keys");
+        (void)was;
+        return fail(c, "auth.mode \"jwt\" needs a non-empty array of keys");
+    }
+    cfg->auth = json_incref((json_t *)auth);
     return 0;
+}
+
+/* ---- tls and metrics_token_env ---- */
+
+static int
+check_tls(ctx *c, const json_t *tls, tp__config *cfg)
+{
+    static const char *const keys[] = {"cert_file", "key_file", NULL};
+    if (want_object(c, tls) != 0 || only(c, tls, keys) != 0)
+        return -1;
+    char **out[] = {&cfg->tls_cert_file, &cfg->tls_key_file};
+    for (size_t i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(tls, keys[i]);
+        size_t was = push(c, keys[i]);
+        if (v == NULL)
+            return fail(c, "required");
+        if (want_string(c, v) != 0)
+            return -1;
+        if (json_string_length(v) == 0)
+            return fail(c, "expected a file name");
+        if ((*out[i] = dup_string(c, json_string_value(v))) == NULL)
+            return -1;
+        pop(c, was);
+    }
+    return 0;
+}
+
+int
+tp__config_listen_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon != NULL ? (size_t)(colon - listen) : strlen(listen);
+    char host[300];
+    if (n >= sizeof host)
+        return 0;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+        return 1;
+    tp__addr a;
+    tp__cidr v4, v6;
+    if (tp__addr_parse(host, n, &a) != 0 || tp__cidr_parse("127.0.0.0/8", &v4) != 0 ||
+        tp__cidr_parse("::1", &v6) != 0)
+        return 0;
+    return tp__cidr_match(&v4, &a) || tp__cidr_match(&v6, &a);
 }
 
 /* ---- storage ---- */
@@ -925,6 +1011,8 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
         "trusted_proxies",
         "client_address_header",
         "static_dir",
+        "tls",
+        "metrics_token_env",
         "webhooks", // clang-format: one key a line
         NULL,
     };
@@ -953,13 +1041,13 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     /* auth before route: the mode decides what the route must hold. */
     if ((v = json_object_get(root, "auth")) != NULL) {
         was = push(c, "auth");
-        if (check_auth(c, v) != 0)
+        if (check_auth(c, v, cfg) != 0)
             return -1;
         pop(c, was);
     }
     if ((v = json_object_get(root, "route")) != NULL) {
         was = push(c, "route");
-        if (check_route(c, v, &cfg->route) != 0)
+        if (check_route(c, v, cfg->auth_jwt, &cfg->route) != 0)
             return -1;
         pop(c, was);
     } else if ((cfg->route = dup_string(c, TP__DAEMON_ROUTE)) == NULL) {
@@ -985,6 +1073,18 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     if ((v = json_object_get(root, "webhooks")) != NULL) {
         was = push(c, "webhooks");
         if (check_webhooks(c, v, cfg) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "metrics_token_env")) != NULL) {
+        was = push(c, "metrics_token_env");
+        if (check_env_name(c, v, &cfg->metrics_token_env) != 0)
+            return -1;
+        pop(c, was);
+    }
+    if ((v = json_object_get(root, "tls")) != NULL) {
+        was = push(c, "tls");
+        if (check_tls(c, v, cfg) != 0)
             return -1;
         pop(c, was);
     }
@@ -1114,7 +1214,22 @@ tp__config_load_file(tp__config *cfg, const char *path, tp__derror *err)
         snprintf(err->message, sizeof err->message, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
-    return parsed(cfg, root, &jerr, path, err);
+    if (parsed(cfg, root, &jerr, path, err) != 0)
+        return -1;
+    /* Relative key and certificate files are the config file's neighbours. */
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        cfg->base_dir = strdup(".");
+    else if (slash == path)
+        cfg->base_dir = strdup("/");
+    else
+        cfg->base_dir = strndup(path, (size_t)(slash - path));
+    if (cfg->base_dir == NULL) {
+        tp__config_clear(cfg);
+        snprintf(err->message, sizeof err->message, "%s: out of memory", path);
+        return -1;
+    }
+    return 0;
 }
 
 int
@@ -1170,6 +1285,11 @@ tp__config_clear(tp__config *cfg)
     free(cfg->client_address_header);
     free(cfg->static_dir);
     free(cfg->sqlite);
+    json_decref(cfg->auth);
+    free(cfg->base_dir);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->metrics_token_env);
     json_decref(cfg->schemas);
     json_decref(cfg->tenants);
     json_decref(cfg->shared);

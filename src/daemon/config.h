@@ -48,12 +48,22 @@ typedef struct tp__config {
     char *admin_token_env;  /* the host API's token variable (daemon.c, net/hostapi.c) */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
-    char *static_dir;             /* static files served by GET (the demo page), or NULL */
-    char *sqlite;                 /* storage.sqlite: the database file, or NULL (memory) */
-    tp_sync synchronous;          /* storage.synchronous */
-    json_t *schemas;              /* {name: JSON Schema}, never NULL once parsed */
-    json_t *tenants;              /* {tenant: {"models": {...}}}, or NULL */
-    json_t *shared;               /* {sid: {...}}, or NULL */
+    char *static_dir; /* static files served by GET (the demo page), or NULL */
+    char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
+    tp_sync synchronous; /* storage.synchronous */
+    json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
+    json_t *tenants;     /* {tenant: {"models": {...}}}, or NULL */
+    json_t *shared;      /* {sid: {...}}, or NULL */
+    /* auth: mode "jwt" keeps the object (daemon.c loads its keys from
+     * base_dir); mode "path" on an address that is not loopback needs
+     * allow_unauthenticated. */
+    int auth_jwt;
+    int allow_unauthenticated;
+    json_t *auth;        /* the "auth" object with mode "jwt", or NULL */
+    char *base_dir;      /* the config file's directory (relative paths), or NULL: "." */
+    char *tls_cert_file; /* tls.cert_file and tls.key_file, or NULL: no TLS */
+    char *tls_key_file;
+    char *metrics_token_env; /* /metrics needs this variable's value as a Bearer token */
     tp__webhook_config *webhooks; /* "webhooks", checked */
     size_t n_webhooks;
 } tp__config;
@@ -86,6 +96,13 @@ int tp__config_set_listen(tp__config *cfg, const char *listen, tp__derror *err);
  * the demo page's directory with --demo). Returns 0, or -1 with err.
  */
 int tp__config_set_static_dir(tp__config *cfg, const char *dir, tp__derror *err);
+
+/*
+ * tp__config_listen_loopback says whether a checked listen address is a
+ * loopback one (127.0.0.0/8, ::1, localhost): only there may auth.mode
+ * "path" serve without allow_unauthenticated.
+ */
+int tp__config_listen_loopback(const char *listen);
 
 /* tp__config_clear frees what cfg holds and zeroes it. A zeroed cfg is fine. */
 void tp__config_clear(tp__config *cfg);

@@ -198,6 +198,130 @@ share_models(build *b)
     return 0;
 }
 
+/* The hub's verifier in auth mode "jwt" (tp_verify_fn). */
+static int
+jwt_verify(const char *token, size_t len, int64_t now_ms, tp_credential *out, tp_error *err,
+           void *user)
+{
+    tp__daemon *d = user;
+    tp__jwt_claims claims;
+    int64_t now_s = now_ms >= 0 ? now_ms / 1000 : -((-now_ms + 999) / 1000);
+    tp__jwt_result r = tp__jwt_verify(d->keys, &d->rules, token, len, now_s, &claims, err);
+    if (r != TP__JWT_OK)
+        return r == TP__JWT_INTERNAL ? (err != NULL && err->code ? err->code : TP_EINTERNAL)
+                                     : TP_EFORBIDDEN;
+    snprintf(out->tenant, sizeof out->tenant, "%s", claims.tenant);
+    out->expires_at_ms = claims.expires_at * 1000;
+    return TP_OK;
+}
+
+/*
+ * SIGHUP (tp_server_config.on_reload, on the loop thread): the JWT keys are
+ * built again from the same config (a JWKS file rotated by the identity
+ * provider, a PEM replaced). Verification runs on this thread only, so the
+ * old set is freed at once. A set that fails to build is logged and the
+ * old one kept.
+ */
+static void
+reload_keys(void *user)
+{
+    tp__daemon *d = user;
+    if (!d->cfg.auth_jwt)
+        return;
+    tp_error e = {0, ""};
+    tp__jwt_keys_config kc = {d->cfg.base_dir, NULL, NULL, "auth.keys"};
+    tp__jwt_keys *k = tp__jwt_keys_new(json_object_get(d->cfg.auth, "keys"), &kc, &e);
+    if (k == NULL) {
+        tp__daemon_log(&d->opt, TP_LOG_ERROR, "auth keys reload failed, the old keys stay: %s",
+                       e.message);
+        return;
+    }
+    tp__jwt_keys_free(d->keys);
+    d->keys = k;
+    tp__daemon_log(&d->opt, TP_LOG_INFO, "auth keys reloaded keys=%zu skipped=%zu",
+                   tp__jwt_keys_count(k), tp__jwt_keys_skipped(k));
+}
+
+/* A relative path from the config file's directory. */
+static char *
+resolve(const char *base, const char *path)
+{
+    if (path[0] == '/' || base == NULL || strcmp(base, ".") == 0)
+        return strdup(path);
+    size_t n = strlen(base) + strlen(path) + 2;
+    char *out = malloc(n);
+    if (out != NULL)
+        snprintf(out, n, "%s/%s", base, path);
+    return out;
+}
+
+/*
+ * auth, tls and the metrics token: the key set loaded (files, the
+ * environment), certificate paths resolved, and the refusal to serve
+ * unauthenticated on an address others can reach.
+ */
+static int
+setup_access(build *b)
+{
+    tp__daemon *d = b->d;
+    tp__config *cfg = &d->cfg;
+    if (cfg->auth_jwt) {
+        tp_error e = {0, ""};
+        tp__jwt_keys_config kc = {cfg->base_dir, NULL, NULL, "auth.keys"};
+        d->keys = tp__jwt_keys_new(json_object_get(cfg->auth, "keys"), &kc, &e);
+        if (d->keys == NULL)
+            return fail(b, NULL, e.message);
+        if (tp__jwt_rules_load(&d->rules, cfg->auth, "auth", &e) != TP_OK)
+            return fail(b, NULL, e.message);
+        d->rules_loaded = 1;
+        cfg->hub.verify = jwt_verify;
+        cfg->hub.verify_user = d;
+        cfg->server.on_reload = reload_keys;
+        cfg->server.on_reload_user = d;
+        /* Browsers send cookies and Origin, not tokens they cannot see; a
+         * token in a page's query is still the page's: with no allowlist,
+         * any site can open connections with a token it got. */
+        if (cfg->origins == NULL)
+            d->warn_origins =
+                "auth.mode \"jwt\" with no origins allowlist: a page on any site holding a "
+                "token can connect with it (set \"origins\")";
+    } else if (!tp__config_listen_loopback(cfg->listen)) {
+        if (!cfg->allow_unauthenticated) {
+            char why[512];
+            snprintf(why, sizeof why,
+                     "%.300s is not a loopback address and auth.mode is \"path\": anyone who "
+                     "reaches it could connect as any tenant; use auth.mode \"jwt\", or set "
+                     "auth.allow_unauthenticated to true",
+                     cfg->listen);
+            return fail(b, "listen", why);
+        }
+        d->warn_unauthenticated =
+            "auth.mode \"path\" on an address that is not loopback: anyone who reaches it "
+            "can connect as any tenant (auth.allow_unauthenticated is true)";
+    }
+    if (cfg->tls_cert_file != NULL) {
+        d->tls_cert = resolve(cfg->base_dir, cfg->tls_cert_file);
+        d->tls_key = resolve(cfg->base_dir, cfg->tls_key_file);
+        if (d->tls_cert == NULL || d->tls_key == NULL)
+            return fail(b, "tls", "out of memory");
+        cfg->server.tls_cert_file = d->tls_cert;
+        cfg->server.tls_key_file = d->tls_key;
+    }
+    if (cfg->metrics_token_env != NULL) {
+        const char *v = getenv(cfg->metrics_token_env);
+        if (v == NULL || strlen(v) < 16) {
+            char why[256];
+            snprintf(why, sizeof why, "the environment variable %.100s %s", cfg->metrics_token_env,
+                     v == NULL ? "is not set" : "holds fewer than 16 bytes (too easy to guess)");
+            return fail(b, "metrics_token_env", why);
+        }
+        if ((d->metrics_token = strdup(v)) == NULL)
+            return fail(b, "metrics_token_env", "out of memory");
+        cfg->server.metrics_token = d->metrics_token;
+    }
+    return 0;
+}
+
 tp__daemon *
 tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *source,
                  tp__derror *err)
@@ -217,6 +341,8 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         tp__daemon_free(d);
         return NULL;
     }
+    if (opt != NULL)
+        d->opt = *opt;
     if (opt != NULL && opt->static_dir != NULL &&
         tp__config_set_static_dir(&d->cfg, opt->static_dir, err) != 0) {
         tp__daemon_free(d);
@@ -231,13 +357,13 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
     build b = {d, source, err, {0}};
     tp__map_init(&b.schemas, tp__seed(d));
     tp_error herr = {0, ""};
-    int rc = 0;
+    int rc = setup_access(&b);
     /* A database this build creates is removed again when the config is
      * refused: else the next start, with the config corrected, would take
      * the empty store for the stored state and serve nothing. */
     struct stat st;
     int created = d->cfg.sqlite != NULL && stat(d->cfg.sqlite, &st) != 0 && errno == ENOENT;
-    if (d->cfg.sqlite != NULL) {
+    if (rc == 0 && d->cfg.sqlite != NULL) {
         tp_store_options so = {0};
         so.synchronous = d->cfg.synchronous;
         d->store = tp_store_sqlite(d->cfg.sqlite, &so, &herr);
@@ -344,6 +470,12 @@ tp__daemon_free(tp__daemon *d)
     for (size_t i = 0; i < d->n_schemas; i++)
         tp_schema_free(d->schemas[i]);
     free(d->schemas);
+    tp__jwt_keys_free(d->keys);
+    if (d->rules_loaded)
+        tp__jwt_rules_clear(&d->rules);
+    free(d->tls_cert);
+    free(d->tls_key);
+    free(d->metrics_token);
     tp__config_clear(&d->cfg);
     free(d);
 }

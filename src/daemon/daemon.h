@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "auth/jwt.h"
 #include "daemon/config.h"
 #include "transports.h"
 
@@ -32,6 +33,18 @@ typedef struct tp__daemon {
     size_t n_schemas;
     int n_diffs;     /* restored: how the config differs from the stored state */
     char diffs[600]; /* "model alice.notes (not stored), ..." (tp__host_state_diff) */
+    /* auth.mode "jwt": the key set and the rules the hub's verifier uses. */
+    tp__jwt_keys *keys;
+    tp__jwt_rules rules;
+    int rules_loaded;
+    char *tls_cert, *tls_key; /* tls's files, resolved from the config's directory */
+    char *metrics_token;      /* metrics_token_env's value (copied at start) */
+    /* The warnings to log at every start (auth.mode "path" allowed on an
+     * address that is not loopback; a browser handshake in jwt mode with
+     * no Origin allowlist), or NULL. */
+    const char *warn_unauthenticated;
+    const char *warn_origins;
+    tp__daemon_options opt; /* what it was built with (its log, for reloads) */
 } tp__daemon;
 
 /* ---- Life cycle ---- */

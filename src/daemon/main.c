@@ -24,6 +24,14 @@ static tp_server *volatile running;
 static volatile sig_atomic_t stop_signal;
 
 static void
+on_hup(int sig)
+{
+    (void)sig;
+    if (running != NULL)
+        tp_server_reload_tls(running);
+}
+
+static void
 on_signal(int sig)
 {
     stop_signal = sig;
@@ -42,6 +50,11 @@ handle_signals(void (*handler)(int))
      * error; the pipe write wakes it up. */
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    /* SIGHUP reads the TLS certificate again (a renewal); it never stops
+     * the daemon, even before the server exists. */
+    sa.sa_handler = handler == SIG_DFL ? SIG_DFL : on_hup;
+    if (sigaction(SIGHUP, &sa, NULL) != 0)
         return -1;
     return 0;
 }
@@ -174,15 +187,24 @@ main(int argc, char **argv)
                        "wins (the config is only the initial state): change it with the host "
                        "API (docs/host-api.md), or start on a new database",
                        d->n_diffs, d->n_diffs > 1 ? "s" : "", d->diffs);
-    tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d", host, tp_server_port(server));
+    if (d->cfg.auth_jwt)
+        tp__daemon_log(&opt, TP_LOG_INFO, "auth mode=jwt keys=%zu skipped=%zu",
+                       tp__jwt_keys_count(d->keys), tp__jwt_keys_skipped(d->keys));
+    if (d->warn_unauthenticated != NULL)
+        tp__daemon_log(&opt, TP_LOG_WARN, "%s", d->warn_unauthenticated);
+    if (d->warn_origins != NULL)
+        tp__daemon_log(&opt, TP_LOG_WARN, "%s", d->warn_origins);
+    tp__daemon_log(&opt, TP_LOG_INFO, "listening addr=%s:%d%s", host, tp_server_port(server),
+                   d->cfg.tls_cert_file != NULL ? " tls=1" : "");
+    const char *scheme = d->cfg.tls_cert_file != NULL ? "https" : "http";
     if (d->cfg.static_dir != NULL)
-        tp__daemon_log(&opt, TP_LOG_INFO, "static dir=%s page=http://%s:%d/", d->cfg.static_dir,
-                       host, tp_server_port(server));
+        tp__daemon_log(&opt, TP_LOG_INFO, "static dir=%s page=%s://%s:%d/", d->cfg.static_dir,
+                       scheme, host, tp_server_port(server));
     if (made[0] != '\0') {
         /* The demo's made-up admin token, on stdout (never in the log). */
-        printf("host API: http://%s:%d/v1/  admin token: %s\n"
+        printf("host API: %s://%s:%d/v1/  admin token: %s\n"
                "  (set TRANSPORTS_ADMIN_TOKEN to choose it; docs/host-api.md)\n",
-               host, tp_server_port(server), made);
+               scheme, host, tp_server_port(server), made);
         fflush(stdout);
     }
 

@@ -18,7 +18,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 429, 503, 0};
+static const int statuses[TP__STATUSES] = {400, 401, 403, 404, 405, 429, 431, 503, 0};
 
 void
 tp__count_refused(tp_server *s, int status)
@@ -40,6 +40,7 @@ status_text(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default: return "Error";
@@ -150,15 +151,20 @@ origin_allowed(const tp_server *s, const char *origin)
     return 0;
 }
 
-/* Every query parameter lws split out ("name=value", decoded by lws). */
+/* Every query parameter lws split out ("name=value", decoded by lws). The
+ * buffer holds any fragment lws keeps (a token is up to 8 KiB). */
 static int
 set_query(struct lws *wsi, tp_request *req)
 {
-    char frag[1024];
+    char *frag = tp__malloc(TP__HEADER_MAX);
+    if (frag == NULL)
+        return -1;
     for (int i = 0;; i++) {
-        int n = lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (n < 0)
+        int n = lws_hdr_copy_fragment(wsi, frag, TP__HEADER_MAX, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0) {
+            tp__free(frag);
             return 0; /* no more fragments */
+        }
         char *eq = strchr(frag, '=');
         const char *value = "";
         if (eq != NULL) {
@@ -166,8 +172,10 @@ set_query(struct lws *wsi, tp_request *req)
             value = eq + 1;
         }
         /* When a name repeats, the first value wins (as tp__query_parse). */
-        if (tp_request_query(req, frag) == NULL && tp_request_set_query(req, frag, value) != 0)
+        if (tp_request_query(req, frag) == NULL && tp_request_set_query(req, frag, value) != 0) {
+            tp__free(frag);
             return -1;
+        }
     }
 }
 
@@ -207,12 +215,118 @@ request_line_whole(struct lws *wsi, int upgrade)
 static int
 query_clean(struct lws *wsi)
 {
-    char frag[1024];
-    for (int i = 0; lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0;
-         i++)
+    char *frag = tp__malloc(TP__HEADER_MAX);
+    if (frag == NULL)
+        return 0;
+    int clean = 1;
+    for (int i = 0;
+         lws_hdr_copy_fragment(wsi, frag, TP__HEADER_MAX, WSI_TOKEN_HTTP_URI_ARGS, i) >= 0; i++)
         if (has_control(frag))
-            return 0;
-    return 1;
+            clean = 0;
+    tp__free(frag);
+    return clean;
+}
+
+/*
+ * The handshake's token (PROTOCOL.md): `Authorization: Bearer T`, or the
+ * query parameter `token` (browsers cannot set headers on a WebSocket).
+ * Returns 0 with *out (new) set, 0 with *out NULL when there is none, 400
+ * when both are given (RFC 6750 2: one method only), 401 when the
+ * Authorization header is not a Bearer credential, 503 out of memory.
+ */
+static int
+find_token(tp_request *req, struct lws *wsi, char **out)
+{
+    *out = NULL;
+    const char *q = tp_request_query(req, "token");
+    int hlen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (hlen > 0 && q != NULL)
+        return 400;
+    if (q != NULL) {
+        *out = tp__strdup(q);
+        return *out != NULL ? 0 : 503;
+    }
+    if (hlen <= 0)
+        return 0;
+    char *h = tp__malloc((size_t)hlen + 1);
+    if (h == NULL)
+        return 503;
+    if (lws_hdr_copy(wsi, h, hlen + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
+        tp__free(h);
+        return 401;
+    }
+    /* RFC 6750 2.1: the scheme is case-insensitive, then one or more spaces. */
+    size_t i = 0;
+    if (strncasecmp(h, "Bearer ", 7) != 0) {
+        tp__free(h);
+        return 401;
+    }
+    i = 7;
+    while (h[i] == ' ')
+        i++;
+    size_t n = strlen(h + i);
+    while (n > 0 && (h[i + n - 1] == ' ' || h[i + n - 1] == '\t'))
+        n--;
+    memmove(h, h + i, n);
+    h[n] = '\0';
+    *out = h;
+    return 0;
+}
+
+/*
+ * Token authentication (tp_hub_config.verify): the tenant is the
+ * credential's. Returns 0 with cred filled, or a refusal already written
+ * (1) or failed (-1). Neither the token nor a part of it is logged or
+ * answered: the path logged is lws's, which never holds the query.
+ */
+static int
+authenticate(tp_server *s, struct lws *wsi, tp_request *req, const char *path, tp_credential *cred)
+{
+    static const char challenge[] = "WWW-Authenticate: Bearer realm=\"transports\"\r\n";
+    static const char invalid[] =
+        "WWW-Authenticate: Bearer realm=\"transports\", error=\"invalid_token\"\r\n";
+    char *token = NULL;
+    int st = find_token(req, wsi, &token);
+    if (st == 400)
+        return refuse(s, wsi, 400, NULL,
+                      "token: give it once, in the Authorization header or the query", path);
+    if (st == 503)
+        return refuse(s, wsi, 503, NULL, "out of memory", path);
+    if (st == 401)
+        return refuse(s, wsi, 401, invalid, "Authorization: expected \"Bearer <token>\"", path);
+    if (token == NULL || token[0] == '\0') {
+        tp__free(token);
+        s->auth_refused[0]++;
+        return refuse(s, wsi, 401, challenge,
+                      "a token is required (Authorization: Bearer, or ?token=)", path);
+    }
+    tp_error err = {0, ""};
+    memset(cred, 0, sizeof *cred);
+    int rc =
+        s->hub->verify(token, strlen(token), tp__hub_now(s->hub), cred, &err, s->hub->verify_user);
+    /* The token leaves memory at once (it could otherwise linger in a
+     * freed block that a later log line's buffer reuses). */
+    explicit_bzero(token, strlen(token));
+    tp__free(token);
+    if (rc != TP_OK) {
+        s->auth_refused[1]++;
+        if (rc != TP_EFORBIDDEN)
+            return refuse(s, wsi, 503, NULL, "the token could not be checked", path);
+        char why[sizeof err.message];
+        snprintf(why, sizeof why, "%s", err.message[0] != '\0' ? err.message : "token refused");
+        return refuse(s, wsi, 401, invalid, why, path);
+    }
+    cred->tenant[sizeof cred->tenant - 1] = '\0';
+    /* A route's {tenant} names the token's tenant, byte for byte (decoded
+     * once): a look-alike, another case or encoding is another tenant. */
+    const char *p = tp_request_path_param(req, "tenant");
+    if (p != NULL && strcmp(p, cred->tenant) != 0) {
+        s->auth_refused[2]++;
+        return refuse(s, wsi, 403, NULL, "the token is for another tenant than the path names",
+                      path);
+    }
+    s->auth_accepted++;
+    return 0;
 }
 
 /*
@@ -296,6 +410,13 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     const char *origin = header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
     if (!origin_allowed(s, origin))
         return refuse(s, wsi, 403, NULL, "Origin: not allowed", path);
+    if (origin != NULL && s->origins == NULL && s->hub->verify != NULL && !s->warned_origin) {
+        /* Once: a browser is connecting with tokens and any site may do so. */
+        s->warned_origin = 1;
+        tp__log(s->log, TP_LOG_WARN,
+                "a browser handshake (Origin) and no origins allowlist: any site's page "
+                "holding a token can connect with it");
+    }
 
     tp_request *req = tp_request_new(path);
     if (req == NULL)
@@ -313,8 +434,16 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         return refuse(s, wsi, 503, NULL, "the server's connection limit is reached", path);
     }
     tp__request_set_lookup(req, lookup_header, wsi);
-    const char *tenant = tp_hub_key(s->hub, req);
-    if (tenant == NULL) {
+    tp_credential cred;
+    const char *tenant;
+    if (s->hub->verify != NULL) {
+        int a = authenticate(s, wsi, req, path, &cred);
+        if (a != 0) {
+            tp_request_free(req);
+            return a;
+        }
+        tenant = cred.tenant;
+    } else if ((tenant = tp_hub_key(s->hub, req)) == NULL) {
         tp_request_free(req);
         return refuse(s, wsi, 403, NULL, "the key function refused the connection", path);
     }
@@ -348,6 +477,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     tp__free(s->pending_tenant);
     s->pending_tenant = tp__strdup(tenant);
     s->pending_flags = resume != NULL && strcmp(resume, "1") == 0 ? TP_CONN_RESUME : 0;
+    s->pending_expiry = s->hub->verify != NULL ? cred.expires_at_ms : 0;
     tp_request_free(req);
     if (s->pending_tenant == NULL) {
         tp__peer_put(s, peer);
@@ -461,6 +591,9 @@ tp_server_metrics(tp_server *s)
             "TCP connections closed at accept: their address had "
             "max_pending_handshakes_per_address handshakes pending.",
             s->dropped_pending);
+    counter(&sb, "transports_accept_pauses_total",
+            "Times accepting paused: out of file descriptors (or memory) at accept.",
+            s->accept_pauses);
     gauge(&sb, "transports_unfinished_bytes",
           "Bytes buffered for messages begun and not ended (max_unfinished_bytes bounds them).",
           s->unfinished_bytes);
@@ -469,6 +602,18 @@ tp_server_metrics(tp_server *s)
     sample(&sb, "transports_unfinished_closed_total", "reason=\"timeout\"",
            s->unfinished_closed[0]);
     sample(&sb, "transports_unfinished_closed_total", "reason=\"bytes\"", s->unfinished_closed[1]);
+    if (s->hub->verify != NULL) {
+        counter(&sb, "transports_auth_accepted_total", "Handshakes whose token was accepted.",
+                s->auth_accepted);
+        metric(&sb, "transports_auth_refused_total", "counter",
+               "Handshakes refused for their token, by reason (no tenant is ever named).");
+        sample(&sb, "transports_auth_refused_total", "reason=\"missing\"", s->auth_refused[0]);
+        sample(&sb, "transports_auth_refused_total", "reason=\"invalid\"", s->auth_refused[1]);
+        sample(&sb, "transports_auth_refused_total", "reason=\"tenant_mismatch\"",
+               s->auth_refused[2]);
+        counter(&sb, "transports_auth_expired_total",
+                "Connections closed with 4401: their credential expired.", s->expired);
+    }
     counter(&sb, "transports_syncs_total", "Syncs that published host changes.", st.syncs);
     counter(&sb, "transports_store_commits_total", "Store transactions committed.", st.commits);
     counter(&sb, "transports_store_commit_failures_total",
@@ -637,6 +782,27 @@ serve_static(tp_server *s, struct lws *wsi, const char *uri, int *rc)
     return 1;
 }
 
+/* metrics_token: the request's Bearer token equals it, compared in
+ * constant time (its length is not a secret worth hiding). */
+static int
+metrics_allowed(const tp_server *s, struct lws *wsi)
+{
+    if (s->metrics_token == NULL)
+        return 1;
+    char h[512];
+    if (header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, h, sizeof h) == NULL ||
+        strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    const char *t = h + 7;
+    while (*t == ' ')
+        t++;
+    size_t n = strlen(t), m = strlen(s->metrics_token);
+    unsigned char diff = n != m;
+    for (size_t i = 0; i < m; i++)
+        diff |= (unsigned char)(s->metrics_token[i] ^ (i < n ? t[i] : 0));
+    return diff == 0;
+}
+
 int
 tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
 {
@@ -661,6 +827,11 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         int st = tp__hub_store_state(s->hub);
         rc = tp__http_respond(wsi, st == TP__STORE_FAILING ? 503 : 200, "application/json", NULL,
                               bodies[st], strlen(bodies[st]));
+    } else if (strcmp(uri, "/metrics") == 0 && !metrics_allowed(s, wsi)) {
+        static const char msg[] = "/metrics needs Authorization: Bearer <metrics token>\n";
+        rc =
+            tp__http_respond(wsi, 401, "text/plain; charset=utf-8",
+                             "WWW-Authenticate: Bearer realm=\"metrics\"\r\n", msg, sizeof msg - 1);
     } else if (strcmp(uri, "/metrics") == 0) {
         char *m = tp_server_metrics(s);
         if (m == NULL)

@@ -32,10 +32,14 @@
 #define TP__STATIC_MAX_BYTES (256 * 1024) /* the largest static file served (read whole) */
 #define TP__STATIC_PATH_MAX 255           /* the longest static path asked for, in bytes */
 #define TP__STATIC_DIR_MAX 3800           /* static_dir + '/' + path fits a 4 KiB buffer */
+#define TP__HEADER_MAX 8192               /* lws's max_http_header_data: all headers of a request */
+#define TP__EXPIRY_MS 250                 /* credentials are checked for expiry this often */
+#define TP__ACCEPT_BATCH 64               /* connections accepted per loop iteration at most */
+#define TP__ACCEPT_PAUSE_MS 100           /* out of descriptors: accepting waits this long */
 
 /* The close codes and HTTP statuses counted in /metrics. */
-#define TP__CLOSE_CODES 12
-#define TP__STATUSES 8
+#define TP__CLOSE_CODES 13
+#define TP__STATUSES 9
 #define TP__TICK_BUCKETS 12
 
 typedef struct tp__post {
@@ -93,8 +97,15 @@ struct tp_server {
     size_t max_unfinished_bytes;
     tp__cidr *proxies; /* trusted_proxies */
     size_t nproxies;
-    char *address_header; /* client_address_header, or NULL */
-    char *static_dir;     /* static files served by GET, or NULL */
+    char *address_header;     /* client_address_header, or NULL */
+    char *tls_cert, *tls_key; /* TLS on the listener, or NULL */
+    char *metrics_token;      /* /metrics needs it as a Bearer token, or NULL */
+    atomic_int reload_asked;  /* tp_server_reload_tls */
+    void (*on_reload)(void *user);
+    void *on_reload_user;
+    int warned_origin; /* jwt without an Origin allowlist: the first browser handshake */
+    uint64_t tls_reloads, tls_reload_failures;
+    char *static_dir; /* static files served by GET, or NULL */
 
     uv_loop_t loop;
     int loop_ok;
@@ -104,6 +115,11 @@ struct tp_server {
     uv_timer_t stop_w;    /* the end of the grace period at stop */
     uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
     uv_timer_t message_w; /* the deadline of the oldest unfinished message */
+    uv_timer_t expiry_w;  /* with a verifier: closes connections whose credential expired */
+    uv_timer_t accept_w;  /* the end of an accept pause (out of descriptors) */
+    uv_poll_t listen_w;   /* the listening socket (ours: bind_listener) */
+    int listen_fd, listen_ok, accept_paused, accept_starved;
+    uint64_t accept_pauses; /* accepts that failed for lack of descriptors or memory */
     struct lws_context *ctx;
     struct lws_vhost *vh;
     struct lws_protocols protocols[3];
@@ -123,6 +139,7 @@ struct tp_server {
     struct lws *pending_wsi;
     char *pending_tenant;
     int pending_flags;
+    int64_t pending_expiry; /* its credential's expiry (ms), or 0 */
     tp__peer *pending_addr; /* its connection, counted already */
 
     tp__map peers; /* client address key -> tp__peer */
@@ -143,6 +160,10 @@ struct tp_server {
     uint64_t dropped_pending;      /* TCP connections closed at accept (pending per address) */
     uint64_t unfinished_closed[2]; /* 1008 past message_timeout_ms, 1013 past the bytes */
     uint64_t tick_buckets[TP__TICK_BUCKETS + 1], tick_count;
+    /* Token authentication: handshakes accepted; refused for a missing
+     * token, a token refused, a token for another tenant than the path. */
+    uint64_t auth_accepted, auth_refused[3];
+    uint64_t expired; /* connections closed with 4401 */
     double tick_sum;
 };
 

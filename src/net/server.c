@@ -19,7 +19,13 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "net/hostapi.h"
 #include "net/net.h"
@@ -31,14 +37,15 @@
 #define STOP_GRACE_NS (3 * 1000000000LL) /* connections get this long to take their 1001 */
 
 static void run_posts(tp_server *s);
+static void wake(tp_server *s);
 static unsigned ms_to_s(unsigned ms);
 
 /* ------------------------------------------------------------------------ */
 /* Counting                                                                  */
 /* ------------------------------------------------------------------------ */
 
-const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006,
-                                              1007, 1008, 1009, 1011, 1013, 0};
+const int tp__close_codes[TP__CLOSE_CODES] = {1000, 1001, 1002, 1003, 1005, 1006, 1007,
+                                              1008, 1009, 1011, 1013, 4401, 0};
 
 void
 tp__count_close(tp_server *s, int code)
@@ -59,6 +66,7 @@ close_reason(int code)
     case 1013: return "too far behind: reconnect and resume";
     case 4403: return "closed by the host: do not reconnect until allowed again";
     case 4404: return "the tenant was deleted";
+    case 4401: return "the credential expired";
     default: return "internal error";
     }
 }
@@ -527,6 +535,8 @@ established(tp_server *s, struct lws *wsi, tp__ws *ws)
         return -1;
     }
     tp__free(tenant);
+    tp_conn_set_expiry(ws->conn, s->pending_expiry);
+    s->pending_expiry = 0;
     tp_conn_set_user(ws->conn, ws);
     s->nconns++;
     s->opened++;
@@ -703,6 +713,33 @@ evict_tick(uv_timer_t *w)
     int n = tp_hub_evict(s->hub);
     if (n > 0)
         tp__log(s->log, TP_LOG_DEBUG, "evicted tenants=%d", n);
+}
+
+/*
+ * Credentials that expired: their connections close with 4401 (after what
+ * is already in their outbox). The core decides (tp_conn_expire); the
+ * clock is the hub's, so that tests may move it.
+ */
+static void
+expiry_tick(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    int64_t now = tp__hub_now(s->hub);
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->hub->tenants, &it, NULL, &v);) {
+        tp_session *ss = v;
+        for (size_t i = 0; i < ss->conns.len; i++) {
+            tp_conn *c = ss->conns.items[i];
+            tp__ws *ws = tp_conn_user(c);
+            if (ws == NULL || ws->close_code != 0 || tp_conn_expiry(c) == 0)
+                continue;
+            if (tp_conn_close_code(c) == 0 && tp_conn_expire(c, now) == 4401) {
+                s->expired++;
+                ws->close_code = 4401;
+                want_write(ws);
+            }
+        }
+    }
 }
 
 static void
@@ -904,9 +941,15 @@ parse_listen(const char *listen, char **host, int *port, tp_error *err)
     return TP_OK;
 }
 
-/* Tries the address first, so that a bind failure is reported with its reason. */
+/*
+ * The listening socket is ours, not lws's: lws 4.1.6's listener retries a
+ * failed accept at once, so that out of descriptors (EMFILE) the loop
+ * spins at full CPU while the backlog waits. Ours pauses instead
+ * (accept_ready), as nginx does, and hands each accepted socket to lws
+ * (lws_adopt_descriptor_vhost), which serves it as one of its own.
+ */
 static int
-probe_bind(const char *host, int port, tp_error *err)
+bind_listener(tp_server *s, tp_error *err)
 {
     struct sockaddr_storage sa;
     memset(&sa, 0, sizeof sa);
@@ -914,28 +957,89 @@ probe_bind(const char *host, int port, tp_error *err)
     int family;
     struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    if (inet_pton(AF_INET, s->host, &v4->sin_addr) == 1) {
         family = v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)port);
+        v4->sin_port = htons((uint16_t)s->port);
         sl = sizeof *v4;
-    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+    } else if (inet_pton(AF_INET6, s->host, &v6->sin6_addr) == 1) {
         family = v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)port);
+        v6->sin6_port = htons((uint16_t)s->port);
         sl = sizeof *v6;
     } else {
-        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not an IP address", host);
+        return tp__error_set(err, TP_EARG, "listen: \"%.64s\" is not an IP address", s->host);
     }
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return tp__error_set(err, TP_EINTERNAL, "listen: socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc = bind(fd, (struct sockaddr *)&sa, sl);
-    int e = errno;
-    close(fd);
-    if (rc != 0)
-        return tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: %s", host, port, strerror(e));
+    if (family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sl) != 0 || listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        return tp__error_set(err, TP_EINTERNAL, "listen: %s:%d: %s", s->host, s->port, strerror(e));
+    }
+    sl = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+        s->port = ntohs(family == AF_INET ? v4->sin_port : v6->sin6_port);
+    s->listen_fd = fd;
     return TP_OK;
+}
+
+static void accept_ready(uv_poll_t *w, int status, int events);
+
+static void
+accept_resume(uv_timer_t *w)
+{
+    tp_server *s = w->data;
+    s->accept_paused = 0;
+    uv_poll_start(&s->listen_w, UV_READABLE, accept_ready);
+}
+
+/* Accepts what the backlog holds (a bounded batch per loop iteration, so
+ * that a flood of connections cannot starve the others). */
+static void
+accept_ready(uv_poll_t *w, int status, int events)
+{
+    tp_server *s = w->data;
+    (void)status;
+    (void)events;
+    for (int i = 0; i < TP__ACCEPT_BATCH; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM: nothing can be accepted until
+             * something closes. The connections wait in the backlog. */
+            s->accept_pauses++;
+            if (!s->accept_starved) /* once per episode, not every pause */
+                tp__log(s->log, TP_LOG_WARN,
+                        "accept failed: %s: accepting pauses %d ms at a time until one succeeds",
+                        strerror(errno), TP__ACCEPT_PAUSE_MS);
+            s->accept_starved = 1;
+            s->accept_paused = 1;
+            uv_poll_stop(&s->listen_w);
+            uv_timer_start(&s->accept_w, accept_resume, TP__ACCEPT_PAUSE_MS, 0);
+            return;
+        }
+        if (s->accept_starved) {
+            s->accept_starved = 0;
+            tp__log(s->log, TP_LOG_INFO, "accepting again (pauses so far: %llu)",
+                    (unsigned long long)s->accept_pauses);
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        lws_sock_file_fd_type sfd;
+        sfd.sockfd = fd;
+        int type =
+            LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP | (s->tls_cert != NULL ? LWS_ADOPT_ALLOW_SSL : 0);
+        /* lws closes fd itself when it cannot adopt it (or when
+         * accepted() refuses it). */
+        lws_adopt_descriptor_vhost(s->vh, (lws_adoption_type)type, sfd, NULL, NULL);
+    }
 }
 
 static unsigned
@@ -949,6 +1053,70 @@ ms_to_s(unsigned ms)
 {
     unsigned s = (ms + 999) / 1000;
     return s ? s : 1;
+}
+
+/*
+ * Reads a certificate chain and its key and checks that they match, so
+ * that a reload never hands lws a pair it would half apply, and a start
+ * with a bad pair fails with a reason.
+ */
+static int
+tls_check(const char *cert, const char *key, tp_error *err)
+{
+    FILE *f = fopen(cert, "r");
+    if (f == NULL)
+        return tp__error_set(err, TP_EARG, "tls.cert_file: cannot read %.200s: %s", cert,
+                             strerror(errno));
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (x == NULL) {
+        ERR_clear_error();
+        return tp__error_set(err, TP_EARG, "tls.cert_file: %.200s holds no PEM certificate", cert);
+    }
+    f = fopen(key, "r");
+    if (f == NULL) {
+        X509_free(x);
+        return tp__error_set(err, TP_EARG, "tls.key_file: cannot read %.200s: %s", key,
+                             strerror(errno));
+    }
+    EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    int ok = k != NULL && X509_check_private_key(x, k) == 1;
+    X509_free(x);
+    EVP_PKEY_free(k);
+    ERR_clear_error();
+    if (!ok)
+        return tp__error_set(err, TP_EARG,
+                             "tls.key_file: %.200s is not the private key of the certificate", key);
+    return TP_OK;
+}
+
+/* The certificate files again (tp_server_reload_tls), on the loop thread. */
+static void
+tls_reload(tp_server *s)
+{
+    tp_error err = {0, ""};
+    if (s->tls_cert == NULL)
+        return;
+    if (tls_check(s->tls_cert, s->tls_key, &err) != TP_OK) {
+        s->tls_reload_failures++;
+        tp__log(s->log, TP_LOG_ERROR, "tls reload failed, the old certificate stays: %s",
+                err.message);
+        return;
+    }
+    /* lws loads them into the vhost's SSL_CTX: connections open keep the
+     * SSL objects they have, new ones take the new pair. */
+    lws_tls_cert_updated(s->ctx, s->tls_cert, s->tls_key, NULL, 0, NULL, 0);
+    s->tls_reloads++;
+    tp__log(s->log, TP_LOG_INFO, "tls reloaded cert=%s", s->tls_cert);
+}
+
+TP_API void
+tp_server_reload_tls(tp_server *s)
+{
+    /* Signal-safe: an atomic store and a write(2). */
+    atomic_store(&s->reload_asked, 1);
+    wake(s);
 }
 
 /* lws's own log lines are for debugging lws itself. */
@@ -1040,8 +1208,10 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->hub = hub;
     s->log = &hub->log;
     s->wake[0] = s->wake[1] = -1;
+    s->listen_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop_asked, 0);
+    atomic_init(&s->reload_asked, 0);
     s->autosync_ms = config->autosync_ms;
     if (hub->tick_ms == 0)
         hub->tick_ms = s->autosync_ms; /* what `hello` announces */
@@ -1072,11 +1242,30 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         }
         goto fail;
     }
+    if ((config->tls_cert_file != NULL) != (config->tls_key_file != NULL)) {
+        tp__error_set(err, TP_EARG, "tls: give both cert_file and key_file, or neither");
+        goto fail;
+    }
+    if (config->tls_cert_file != NULL &&
+        ((s->tls_cert = tp__strdup(config->tls_cert_file)) == NULL ||
+         (s->tls_key = tp__strdup(config->tls_key_file)) == NULL)) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (s->tls_cert != NULL && tls_check(s->tls_cert, s->tls_key, err) != TP_OK)
+        goto fail;
+    s->on_reload = config->on_reload;
+    s->on_reload_user = config->on_reload_user;
+    if (config->metrics_token != NULL &&
+        (s->metrics_token = tp__strdup(config->metrics_token)) == NULL) {
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        goto fail;
+    }
     if (copy_origins(s, config->origins) != 0) {
         tp__error_set(err, TP_ENOMEM, "out of memory");
         goto fail;
     }
-    if (probe_bind(s->host, s->port, err) != TP_OK)
+    if (bind_listener(s, err) != TP_OK)
         goto fail;
     if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
         tp__error_set(err, TP_EINTERNAL, "pipe: %s", strerror(errno));
@@ -1108,8 +1297,7 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL ? LLL_ERR | LLL_WARN : 0, lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
-    info.port = s->port;
-    info.iface = s->host;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* our listener: bind_listener */
     info.protocols = s->protocols;
     info.user = s;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
@@ -1118,6 +1306,14 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     info.timeout_secs_ah_idle = ms_to_s(s->handshake_timeout_ms);
     info.max_http_header_data = 8192;
     info.retry_and_idle_policy = &s->retry;
+    if (s->tls_cert != NULL) {
+        /* wss:// and https:// on the listener; TLS 1.2 or newer (RFC 8996
+         * deprecates 1.0 and 1.1). A plain connection to it fails. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = s->tls_cert;
+        info.ssl_private_key_filepath = s->tls_key;
+        info.ssl_options_set = SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1;
+    }
     info.vhost_name = "default";
     /* lws on a libuv loop of ours (epoll): lws's own loop polls every
      * socket on every iteration, which made a write among thousands of
@@ -1133,9 +1329,12 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->stop_w);
     uv_timer_init(&s->loop, &s->evict_w);
     uv_timer_init(&s->loop, &s->message_w);
+    uv_timer_init(&s->loop, &s->expiry_w);
+    uv_timer_init(&s->loop, &s->accept_w);
+    s->accept_w.data = s;
     uv_prepare_init(&s->loop, &s->prepare);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
-    s->message_w.data = s;
+    s->message_w.data = s->expiry_w.data = s;
     void *loops[1] = {&s->loop};
     info.foreign_loops = loops;
     info.options |= LWS_SERVER_OPTION_LIBUV;
@@ -1146,8 +1345,6 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         goto fail;
     }
     s->vh = lws_get_vhost_by_name(s->ctx, "default");
-    if (s->vh != NULL)
-        s->port = lws_get_vhost_listen_port(s->vh);
     lws_sock_file_fd_type fd;
     fd.filefd = s->wake[0];
     s->wake_wsi = s->vh ? lws_adopt_descriptor_vhost(s->vh, LWS_ADOPT_RAW_FILE_DESC, fd,
@@ -1157,6 +1354,12 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not start");
         goto fail;
     }
+    if (uv_poll_init(&s->loop, &s->listen_w, s->listen_fd) != 0) {
+        tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not poll");
+        goto fail;
+    }
+    s->listen_w.data = s;
+    s->listen_ok = 1;
     /* lws closes an adopted descriptor when its wsi goes: closing it again
      * here would close whatever fd took the number meanwhile (another
      * thread's socket, a database file). */
@@ -1182,6 +1385,11 @@ static void
 before_sleep(uv_prepare_t *w)
 {
     tp_server *s = w->data;
+    if (atomic_exchange(&s->reload_asked, 0)) {
+        tls_reload(s);
+        if (s->on_reload != NULL)
+            s->on_reload(s->on_reload_user);
+    }
     if (atomic_load(&s->stop_asked) && !s->stopping) {
         begin_stop(s);
         uv_timer_start(&s->stop_w, stop_timer, (uint64_t)(STOP_GRACE_NS / 1000000), 0);
@@ -1202,6 +1410,9 @@ tp_server_run(tp_server *s)
         uv_timer_start(&s->sync_w, sync_tick, s->autosync_ms, s->autosync_ms);
     if (s->hub->store != NULL)
         uv_timer_start(&s->evict_w, evict_tick, TP__EVICT_MS, TP__EVICT_MS);
+    if (s->hub->verify != NULL)
+        uv_timer_start(&s->expiry_w, expiry_tick, TP__EXPIRY_MS, TP__EXPIRY_MS);
+    uv_poll_start(&s->listen_w, UV_READABLE, accept_ready);
     uv_prepare_start(&s->prepare, before_sleep);
     uv_run(&s->loop, UV_RUN_DEFAULT);
     uv_prepare_stop(&s->prepare);
@@ -1210,6 +1421,10 @@ tp_server_run(tp_server *s)
     uv_timer_stop(&s->stop_w);
     uv_timer_stop(&s->evict_w);
     uv_timer_stop(&s->message_w);
+    uv_timer_stop(&s->expiry_w);
+    uv_timer_stop(&s->accept_w);
+    uv_poll_stop(&s->listen_w);
+    s->accept_paused = 0;
     s->flush_armed = 0;
     s->message_armed = 0;
     s->running = 0;
@@ -1242,11 +1457,17 @@ tp_server_free(tp_server *s)
         uv_close((uv_handle_t *)&s->stop_w, NULL);
         uv_close((uv_handle_t *)&s->evict_w, NULL);
         uv_close((uv_handle_t *)&s->message_w, NULL);
+        uv_close((uv_handle_t *)&s->expiry_w, NULL);
+        uv_close((uv_handle_t *)&s->accept_w, NULL);
+        if (s->listen_ok)
+            uv_close((uv_handle_t *)&s->listen_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }
     tp__webhooks_release(hooks);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
     run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);
@@ -1262,6 +1483,11 @@ tp_server_free(tp_server *s)
     tp__free(s->proxies);
     tp__free(s->address_header);
     tp__free(s->static_dir);
+    tp__free(s->tls_cert);
+    tp__free(s->tls_key);
+    if (s->metrics_token != NULL)
+        explicit_bzero(s->metrics_token, strlen(s->metrics_token));
+    tp__free(s->metrics_token);
     if (s->origins != NULL)
         for (size_t i = 0; s->origins[i] != NULL; i++)
             tp__free(s->origins[i]);

@@ -120,7 +120,8 @@ Test(config, listen_must_be_host_and_port)
 Test(config, listen_accepts_names_ipv4_and_ipv6)
 {
     const char *good[] = {WITH_DOC(",\"listen\":\"localhost:0\""),
-                          WITH_DOC(",\"listen\":\"0.0.0.0:65535\""),
+                          WITH_DOC(",\"listen\":\"0.0.0.0:65535\",\"auth\":{\"allow_"
+                                   "unauthenticated\":true}"),
                           WITH_DOC(",\"listen\":\"[::1]:8080\"")};
     for (size_t i = 0; i < 3; i++)
         tp__daemon_free(built(good[i]));
@@ -137,15 +138,108 @@ Test(config, the_route_is_checked)
     refused(WITH_DOC(",\"route\":[]"), "demo.json: route: expected a string, got array");
 }
 
-Test(config, auth_mode_path_only_for_now)
+Test(config, auth_modes)
 {
     refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\"}"),
-            "demo.json: auth.mode: jwt is not available yet (use \"path\")");
+            "demo.json: auth.keys: auth.mode \"jwt\" needs a non-empty array of keys");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\",\"keys\":[]}"),
+            "demo.json: auth.keys: auth.mode \"jwt\" needs a non-empty array of keys");
     refused(WITH_DOC(",\"auth\":{\"mode\":\"oauth\"}"),
             "demo.json: auth.mode: expected \"path\" or \"jwt\", got \"oauth\"");
     refused(WITH_DOC(",\"auth\":\"path\""), "demo.json: auth: expected an object, got string");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"path\",\"leeway_s\":3}"),
+            "demo.json: auth.leeway_s: only for auth.mode \"jwt\"");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\",\"leeway_s\":4000,\"keys\":[{}]}"),
+            "demo.json: auth.leeway_s: expected an integer from 0 to 3600");
+    refused(WITH_DOC(",\"auth\":{\"allow_unauthenticated\":1}"),
+            "demo.json: auth.allow_unauthenticated: expected true or false, got integer");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\",\"allow_unauthenticated\":true,"
+                     "\"keys\":[{\"alg\":\"HS256\",\"secret_env\":\"X\"}]}"),
+            "demo.json: auth.allow_unauthenticated: only for auth.mode \"path\"");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\",\"keys\":[{\"alg\":\"HS256\","
+                     "\"secret_env\":\"TP_TEST_UNSET_SECRET\"}]}"),
+            "demo.json: auth.keys[0].secret_env: TP_TEST_UNSET_SECRET is not set");
+    refused(WITH_DOC(",\"auth\":{\"mode\":\"jwt\",\"unknown\":1,\"keys\":[]}"),
+            "demo.json: auth.unknown: unknown key");
     tp__daemon_free(built(WITH_DOC(",\"auth\":{\"mode\":\"path\"}")));
     tp__daemon_free(built(WITH_DOC(",\"auth\":{}")));
+}
+
+Test(config, jwt_mode_builds_a_verifier)
+{
+    setenv("TP_TEST_HS256", "0123456789abcdef0123456789abcdef", 1);
+    tp__daemon *d = built(WITH_DOC(",\"route\":\"/sync\",\"auth\":{\"mode\":\"jwt\","
+                                   "\"leeway_s\":10,\"keys\":[{\"alg\":\"HS256\","
+                                   "\"secret_env\":\"TP_TEST_HS256\"}]}"));
+    cr_assert(d->cfg.auth_jwt);
+    cr_assert_not_null(d->keys);
+    cr_assert_not_null(d->cfg.hub.verify);
+    cr_assert_eq(d->rules.leeway_s, 10);
+    cr_assert_not_null(d->warn_origins, "no origins allowlist: a warning at start");
+    cr_assert_null(d->warn_unauthenticated);
+    /* A token that is not one is refused through the hub's verifier. */
+    tp_credential cred;
+    tp_error err = {0, ""};
+    cr_assert_eq(d->cfg.hub.verify("a.b.c", 5, 1700000000000, &cred, &err, d->cfg.hub.verify_user),
+                 TP_EFORBIDDEN);
+    cr_assert(strncmp(err.message, "token ", 6) == 0, "%s", err.message);
+    tp__daemon_free(d);
+    d = built(WITH_DOC(",\"origins\":[\"https://a.example\"],\"auth\":{\"mode\":\"jwt\","
+                       "\"keys\":[{\"alg\":\"HS256\",\"secret_env\":\"TP_TEST_HS256\"}]}"));
+    cr_assert_null(d->warn_origins);
+    tp__daemon_free(d);
+}
+
+Test(config, path_mode_off_loopback_needs_allow_unauthenticated)
+{
+    const char *off[] = {"0.0.0.0:80", "[::]:80", "10.1.2.3:80", "example.com:80",
+                         "[2001:db8::1]:80"};
+    for (size_t i = 0; i < sizeof off / sizeof *off; i++) {
+        char text[2048], want[512];
+        snprintf(text, sizeof text, WITH_DOC(",\"listen\":\"%s\""), off[i]);
+        snprintf(want, sizeof want,
+                 "demo.json: listen: %s is not a loopback address and auth.mode is \"path\": "
+                 "anyone who reaches it could connect as any tenant; use auth.mode \"jwt\", or "
+                 "set auth.allow_unauthenticated to true",
+                 off[i]);
+        refused(text, want);
+    }
+    const char *on[] = {"127.0.0.1:0", "127.9.9.9:0", "[::1]:0", "localhost:0"};
+    for (size_t i = 0; i < sizeof on / sizeof *on; i++) {
+        char text[2048];
+        snprintf(text, sizeof text, WITH_DOC(",\"listen\":\"%s\""), on[i]);
+        tp__daemon *d = built(text);
+        cr_assert_null(d->warn_unauthenticated);
+        tp__daemon_free(d);
+    }
+    tp__daemon *d = built(WITH_DOC(",\"listen\":\"0.0.0.0:80\",\"auth\":{\"allow_"
+                                   "unauthenticated\":true}"));
+    cr_assert_not_null(d->warn_unauthenticated, "allowed, and warned at every start");
+    tp__daemon_free(d);
+}
+
+Test(config, tls_and_metrics_token)
+{
+    refused(WITH_DOC(",\"tls\":{\"cert_file\":\"a.crt\"}"), "demo.json: tls.key_file: required");
+    refused(WITH_DOC(",\"tls\":{\"cert_file\":\"\",\"key_file\":\"k\"}"),
+            "demo.json: tls.cert_file: expected a file name");
+    refused(WITH_DOC(",\"tls\":{\"cert_file\":\"a\",\"key_file\":\"b\",\"x\":1}"),
+            "demo.json: tls.x: unknown key");
+    refused(WITH_DOC(",\"metrics_token_env\":\"TP_TEST_UNSET_METRICS\""),
+            "demo.json: metrics_token_env: the environment variable TP_TEST_UNSET_METRICS is "
+            "not set");
+    setenv("TP_TEST_SHORT_METRICS", "short", 1);
+    refused(WITH_DOC(",\"metrics_token_env\":\"TP_TEST_SHORT_METRICS\""),
+            "demo.json: metrics_token_env: the environment variable TP_TEST_SHORT_METRICS holds "
+            "fewer than 16 bytes (too easy to guess)");
+    setenv("TP_TEST_METRICS", "0123456789abcdef", 1);
+    tp__daemon *d =
+        built(WITH_DOC(",\"metrics_token_env\":\"TP_TEST_METRICS\","
+                       "\"tls\":{\"cert_file\":\"/etc/x.crt\",\"key_file\":\"k.key\"}"));
+    cr_assert_str_eq(d->cfg.server.metrics_token, "0123456789abcdef");
+    cr_assert_str_eq(d->cfg.server.tls_cert_file, "/etc/x.crt");
+    cr_assert_str_eq(d->cfg.server.tls_key_file, "k.key");
+    tp__daemon_free(d);
 }
 
 /* ---- storage, admin_token_env, origins ---- */
