@@ -220,30 +220,11 @@ method_of(struct lws *wsi)
     return M_OTHER;
 }
 
-static const char *
-hdr(struct lws *wsi, enum lws_token_indexes t, char *buf, int n)
-{
-    if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, buf, n, t) < 0)
-        return NULL;
-    return buf;
-}
-
-/* The token check: constant time in the token's content (OpenSSL's
- * CRYPTO_memcmp); a length mismatch compares the token with itself so the
- * time does not tell the length either. */
+/* The token check, in constant time (tp__http_bearer_ok). */
 static int
 authorized(const tp__hostapi *api, struct lws *wsi)
 {
-    char v[1024];
-    const char *a = hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, v, sizeof v);
-    if (a == NULL || strncasecmp(a, "Bearer ", 7) != 0)
-        return 0;
-    const char *t = a + 7;
-    size_t n = strlen(t);
-    int same = n == api->token_len;
-    int diff = CRYPTO_memcmp(same ? t : api->token, api->token, api->token_len);
-    OPENSSL_cleanse(v, sizeof v);
-    return same && diff == 0;
+    return tp__http_bearer_ok(wsi, api->token, api->token_len);
 }
 
 static int
@@ -276,7 +257,7 @@ static int64_t
 if_match(struct lws *wsi)
 {
     char v[128];
-    const char *p = hdr(wsi, WSI_TOKEN_HTTP_IF_MATCH, v, sizeof v);
+    const char *p = tp__http_header(wsi, WSI_TOKEN_HTTP_IF_MATCH, v, sizeof v);
     if (p == NULL)
         return -1;
     if (strncmp(p, "W/", 2) == 0)
@@ -414,7 +395,7 @@ body_json(tp_server *s, struct lws *wsi, const tp__apireq *r, int *rc)
         return NULL;
     }
     char ct[128];
-    const char *type = hdr(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ct, sizeof ct);
+    const char *type = tp__http_header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, ct, sizeof ct);
     if (type != NULL && strncasecmp(type, "application/json", 16) != 0 &&
         strncasecmp(type, "application/merge-patch+json", 28) != 0) {
         *rc =
@@ -600,7 +581,7 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
     tp__ws *ws = user;
     int method = method_of(wsi);
     char cl[32];
-    const char *len = hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl);
+    const char *len = tp__http_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl);
     /* Whether a body follows that we will not read: then the connection
      * closes after the answer instead of reading the body as a request. */
     int body_follows = (len != NULL && strcmp(len, "0") != 0) ||

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "net/hostapi.h"
 #include "net/net.h"
 #include "util/alloc.h"
@@ -89,13 +91,30 @@ refuse(tp_server *s, struct lws *wsi, int status, const char *extra, const char 
     return 1; /* lws: a response was written, finish the transaction */
 }
 
-/* The value of a header lws knows by token, or NULL when absent or too long. */
-static const char *
-header(struct lws *wsi, enum lws_token_indexes t, char *buf, int n)
+const char *
+tp__http_header(struct lws *wsi, enum lws_token_indexes t, char *buf, int n)
 {
     if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, buf, n, t) < 0)
         return NULL;
     return buf;
+}
+
+int
+tp__http_bearer_ok(struct lws *wsi, const char *token, size_t len)
+{
+    char v[1024];
+    const char *a = tp__http_header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, v, sizeof v);
+    if (a == NULL || strncasecmp(a, "Bearer ", 7) != 0)
+        return 0;
+    const char *t = a + 7;
+    while (*t == ' ')
+        t++;
+    /* A length mismatch compares the token with itself, so that the time
+     * tells neither the content nor the length. */
+    int same = strlen(t) == len;
+    int diff = CRYPTO_memcmp(same ? t : token, token, len);
+    OPENSSL_cleanse(v, sizeof v);
+    return same && diff == 0;
 }
 
 /* tp_request_header's lookup: any header, by name (case-insensitive). */
@@ -114,7 +133,7 @@ lookup_header(void *user, const char *name, char *buf, size_t n)
     for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
         const unsigned char *tn = lws_token_to_string((enum lws_token_indexes)t);
         if (tn != NULL && strcmp((const char *)tn, lname) == 0)
-            return header(wsi, (enum lws_token_indexes)t, buf, (int)n) ? 0 : -1;
+            return tp__http_header(wsi, (enum lws_token_indexes)t, buf, (int)n) ? 0 : -1;
     }
     if (lws_hdr_custom_length(wsi, lname, (int)len + 1) < 0)
         return -1;
@@ -374,7 +393,7 @@ int
 tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
 {
     char path[1024], buf[1024];
-    if (header(wsi, WSI_TOKEN_GET_URI, path, sizeof path) == NULL)
+    if (tp__http_header(wsi, WSI_TOKEN_GET_URI, path, sizeof path) == NULL)
         return refuse(s, wsi, 400, NULL, "a WebSocket handshake is a GET", "-");
     if (!request_line_whole(wsi, 1) || has_control(path) || !query_clean(wsi))
         return refuse(s, wsi, 400, NULL,
@@ -392,22 +411,22 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     /* RFC 6455, 4.2.1 and 4.4: the key decodes to 16 bytes; version 13
      * only, and a refusal names it. (RFC 6455 suggests 426 for another
      * version; PROTOCOL.md's table has 400 for every bad handshake.) */
-    const char *version = header(wsi, WSI_TOKEN_VERSION, buf, sizeof buf);
+    const char *version = tp__http_header(wsi, WSI_TOKEN_VERSION, buf, sizeof buf);
     if (version == NULL || strcmp(version, "13") != 0)
         return refuse(s, wsi, 400, "Sec-WebSocket-Version: 13\r\n",
                       "Sec-WebSocket-Version: 13 is required", path);
     char key[64];
-    const char *k = header(wsi, WSI_TOKEN_KEY, buf, sizeof buf);
+    const char *k = tp__http_header(wsi, WSI_TOKEN_KEY, buf, sizeof buf);
     if (k == NULL || strlen(k) != 24 || lws_b64_decode_string(k, key, sizeof key) != 16)
         return refuse(s, wsi, 400, NULL, "Sec-WebSocket-Key: 16 bytes in base64 are required",
                       path);
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HOST) <= 0)
         return refuse(s, wsi, 400, NULL, "Host: required", path);
-    const char *offered = header(wsi, WSI_TOKEN_PROTOCOL, buf, sizeof buf);
+    const char *offered = tp__http_header(wsi, WSI_TOKEN_PROTOCOL, buf, sizeof buf);
     if (offered != NULL && !offers_ours(offered))
         return refuse(s, wsi, 400, NULL, "Sec-WebSocket-Protocol: transports.v1 is not offered",
                       path);
-    const char *origin = header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
+    const char *origin = tp__http_header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
     if (!origin_allowed(s, origin))
         return refuse(s, wsi, 403, NULL, "Origin: not allowed", path);
     if (origin != NULL && s->origins == NULL && s->hub->verify != NULL && !s->warned_origin) {
@@ -782,27 +801,6 @@ serve_static(tp_server *s, struct lws *wsi, const char *uri, int *rc)
     return 1;
 }
 
-/* metrics_token: the request's Bearer token equals it, compared in
- * constant time (its length is not a secret worth hiding). */
-static int
-metrics_allowed(const tp_server *s, struct lws *wsi)
-{
-    if (s->metrics_token == NULL)
-        return 1;
-    char h[512];
-    if (header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, h, sizeof h) == NULL ||
-        strncasecmp(h, "Bearer ", 7) != 0)
-        return 0;
-    const char *t = h + 7;
-    while (*t == ' ')
-        t++;
-    size_t n = strlen(t), m = strlen(s->metrics_token);
-    unsigned char diff = n != m;
-    for (size_t i = 0; i < m; i++)
-        diff |= (unsigned char)(s->metrics_token[i] ^ (i < n ? t[i] : 0));
-    return diff == 0;
-}
-
 int
 tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
 {
@@ -827,7 +825,8 @@ tp__http_serve(tp_server *s, struct lws *wsi, const char *uri)
         int st = tp__hub_store_state(s->hub);
         rc = tp__http_respond(wsi, st == TP__STORE_FAILING ? 503 : 200, "application/json", NULL,
                               bodies[st], strlen(bodies[st]));
-    } else if (strcmp(uri, "/metrics") == 0 && !metrics_allowed(s, wsi)) {
+    } else if (strcmp(uri, "/metrics") == 0 && s->metrics_token != NULL &&
+               !tp__http_bearer_ok(wsi, s->metrics_token, strlen(s->metrics_token))) {
         static const char msg[] = "/metrics needs Authorization: Bearer <metrics token>\n";
         rc =
             tp__http_respond(wsi, 401, "text/plain; charset=utf-8",

@@ -184,6 +184,12 @@ void tp__server_run_posts(tp_server *s);
  * (the tenant is left in server->pending_*), 1 when it was refused with an
  * HTTP status. */
 int tp__http_confirm_upgrade(tp_server *s, struct lws *wsi);
+/* tp__http_header copies the value of a header lws knows by token into buf
+ * (n bytes) and returns buf, or NULL when it is absent or too long. */
+const char *tp__http_header(struct lws *wsi, enum lws_token_indexes t, char *buf, int n);
+/* tp__http_bearer_ok says whether the request's `Authorization: Bearer`
+ * token equals token (len bytes), compared in constant time. */
+int tp__http_bearer_ok(struct lws *wsi, const char *token, size_t len);
 /* tp__http_serve answers a plain HTTP request; returns lws's verdict. */
 int tp__http_serve(tp_server *s, struct lws *wsi, const char *uri);
 /* tp__http_respond writes a whole response and closes the transaction
