@@ -601,34 +601,62 @@ check_env_name(ctx *c, const json_t *v, char **out)
     return *out ? 0 : -1;
 }
 
+/*
+ * A non-empty array of strings, each checked by item (0, or -1 after fail),
+ * copied into a NULL-terminated list in *out (freed by the caller on
+ * failure too). empty is the message for an empty array.
+ */
 static int
-check_origins(ctx *c, const json_t *v, char ***out)
+check_string_list(ctx *c, const json_t *v, char ***out, const char *empty,
+                  int (*item)(ctx *c, const char *s))
 {
     if (!json_is_array(v))
         return fail(c, "expected an array of strings, got %s", tp__config_type_name(v));
     size_t n = json_array_size(v);
     if (n == 0)
-        return fail(c, "empty: leave origins out to allow any origin");
+        return fail(c, "%s", empty);
     char **list = calloc(n + 1, sizeof *list);
     if (list == NULL)
         return fail(c, "out of memory");
-    *out = list; /* freed by the caller on failure too */
+    *out = list;
     for (size_t i = 0; i < n; i++) {
         const json_t *o = json_array_get(v, i);
         size_t was = push_index(c, i);
-        if (want_string(c, o) != 0)
+        if (want_string(c, o) != 0 || item(c, json_string_value(o)) != 0)
             return -1;
-        const char *s = json_string_value(o);
-        if (s[0] == '\0')
-            return fail(c, "an origin cannot be empty");
-        for (const char *p = s; *p != '\0'; p++)
-            if ((unsigned char)*p <= 0x20 || *p == 0x7f)
-                return fail(c, "an origin holds no spaces or control characters");
-        if ((list[i] = dup_string(c, s)) == NULL)
+        if ((list[i] = dup_string(c, json_string_value(o))) == NULL)
             return -1;
         pop(c, was);
     }
     return 0;
+}
+
+static int
+origin_ok(ctx *c, const char *s)
+{
+    if (s[0] == '\0')
+        return fail(c, "an origin cannot be empty");
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return fail(c, "an origin holds no spaces or control characters");
+    return 0;
+}
+
+static int
+check_origins(ctx *c, const json_t *v, char ***out)
+{
+    return check_string_list(c, v, out, "empty: leave origins out to allow any origin", origin_ok);
+}
+
+static int
+proxy_ok(ctx *c, const char *s)
+{
+    tp__cidr cidr;
+    if (tp__cidr_parse(s, &cidr) == 0)
+        return 0;
+    char q[128];
+    quote(s, q, sizeof q);
+    return fail(c, "%s is not an IP address or a CIDR block (\"10.0.0.0/8\")", q);
 }
 
 /* trusted_proxies: addresses or CIDR blocks, whose client_address_header is
@@ -636,31 +664,8 @@ check_origins(ctx *c, const json_t *v, char ***out)
 static int
 check_proxies(ctx *c, const json_t *v, char ***out)
 {
-    if (!json_is_array(v))
-        return fail(c, "expected an array of strings, got %s", tp__config_type_name(v));
-    size_t n = json_array_size(v);
-    if (n == 0)
-        return fail(c, "empty: leave trusted_proxies out when there is no proxy");
-    char **list = calloc(n + 1, sizeof *list);
-    if (list == NULL)
-        return fail(c, "out of memory");
-    *out = list; /* freed by the caller on failure too */
-    for (size_t i = 0; i < n; i++) {
-        const json_t *o = json_array_get(v, i);
-        size_t was = push_index(c, i);
-        if (want_string(c, o) != 0)
-            return -1;
-        tp__cidr cidr;
-        if (tp__cidr_parse(json_string_value(o), &cidr) != 0) {
-            char q[128];
-            quote(json_string_value(o), q, sizeof q);
-            return fail(c, "%s is not an IP address or a CIDR block (\"10.0.0.0/8\")", q);
-        }
-        if ((list[i] = dup_string(c, json_string_value(o))) == NULL)
-            return -1;
-        pop(c, was);
-    }
-    return 0;
+    return check_string_list(c, v, out, "empty: leave trusted_proxies out when there is no proxy",
+                             proxy_ok);
 }
 
 /* client_address_header: an HTTP header name (RFC 9110 token characters). */
