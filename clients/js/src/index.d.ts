@@ -49,8 +49,15 @@ export interface Timers {
 }
 
 export interface ClientOptions {
-  /** Sent as ?token=. A function is asked again before every connection (a fresh token at reconnect). */
+  /**
+   * Sent as ?token=. A function is asked again before every connection (a fresh token at
+   * reconnect, at once after a 4401 close) and, when its token is a JWT with `exp`, again
+   * tokenRefreshMs before that exp: the new token is sent in an `auth` message on the live
+   * connection.
+   */
   token?: string | (() => string | Promise<string>);
+  /** How long before a function token's exp it is renewed (30000); halfway for shorter-lived ones. */
+  tokenRefreshMs?: number;
   /** The stable id behind exactly-once writes, 1 to 64 characters (default: random, or the stored one). */
   clientId?: string;
   /** The WebSocket constructor (Node 20: the `ws` package's). Default: globalThis.WebSocket. */

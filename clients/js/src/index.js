@@ -46,6 +46,18 @@ function randomId() {
 
 const keyOf = (scope, id) => scope + "\n" + id;
 
+// A JWT's `exp` in ms, read without verification (the server verifies it);
+// 0 when it is not a JWT or has no numeric exp: then it is never refreshed.
+function tokenExpMs(token) {
+  try {
+    const b = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(b + "===".slice((b.length + 3) % 4))).exp;
+    return typeof exp === "number" && exp > 0 && exp < 1e13 ? exp * 1000 : 0;
+  } catch {
+    return 0;
+  }
+}
+
 class Model {
   constructor(client, scope, id) {
     this._c = client;
@@ -97,6 +109,7 @@ export class Client {
     this._backoffMin = o.backoffMinMs ?? 250;
     this._backoffMax = o.backoffMaxMs ?? 30000;
     this._pingMs = o.pingIntervalMs ?? 20000;
+    this._refreshMs = o.tokenRefreshMs ?? 30000;
     this._storage = o.storage;
     this._clientId = o.clientId;
     if (this._clientId !== undefined && (typeof this._clientId !== "string" || !this._clientId || this._clientId.length > 64))
@@ -243,7 +256,10 @@ export class Client {
 
   async _url_() {
     let token = this._token;
-    if (typeof token === "function") token = await token();
+    if (typeof token === "function") {
+      token = await token();
+      this._exp = token ? tokenExpMs(String(token)) : 0;
+    }
     const u = new URL(this._url);
     if (token) u.searchParams.set("token", token);
     if (this._models.size > 0) u.searchParams.set("resume", "1");
@@ -288,12 +304,38 @@ export class Client {
     this._outbox = [];
     this._clear("ping");
     this._clear("flush");
+    this._clear("auth");
+  }
+
+  // A token function's token is renewed on the live connection (the
+  // protocol's `auth`) tokenRefreshMs before its exp, or halfway through
+  // what is left of a short-lived one; never sooner than 1 s.
+  _authSoon(ms) {
+    if (typeof this._token !== "function" || !this._exp) return;
+    const left = this._exp - this._t.now();
+    const wait = ms ?? Math.max(1000, left - Math.min(this._refreshMs, left / 2));
+    this._timer("auth", wait, () => this._auth());
+  }
+
+  async _auth() {
+    const ws = this._ws;
+    let token;
+    try {
+      token = await this._token();
+    } catch {}
+    if (ws !== this._ws || this._stopped) return; // the connection went meanwhile: the next one asks again
+    if (!token || typeof token !== "string") return this._authSoon(1000); // asked again
+    this._exp = tokenExpMs(token);
+    this._authRef = --this._pingRef;
+    this._queue({ type: "auth", token, ref: this._authRef });
+    this._authSoon();
   }
 
   _opened() {
     this._lastRecv = this._t.now();
     for (const w of this._pending) w.sent = false;
     this._held = false;
+    this._authSoon();
     this._clear("retry");
     const revs = [...this._models.values()].map((m) => ({ scope: m.scope, id: m.id, rev: m.rev }));
     for (const m of this._models.values()) m._gap = false;
@@ -318,9 +360,12 @@ export class Client {
     // Full jitter: anywhere in [0, d], d doubling from backoffMinMs up to
     // backoffMaxMs, so that clients who lost one server do not come back at once.
     const d = Math.min(this._backoffMax, this._backoffMin * 2 ** this._attempt);
+    // The credential expired (4401) on a connection that was synced: again at
+    // once, with a fresh token from a token function.
+    const now = code === 4401 && this._attempt === 0;
     this._attempt++;
     this._setStatus("waiting");
-    this._timer("reconnect", Math.floor(this._random() * d), () => this._connect());
+    this._timer("reconnect", now ? 0 : Math.floor(this._random() * d), () => this._connect());
   }
 
   // Drops the connection at once (a silent server, a protocol violation).
@@ -504,6 +549,7 @@ export class Client {
   }
 
   _on_ack(msg) {
+    if (msg.ref < 0 && msg.rev === undefined) return; // an `auth` accepted
     if (!Number.isInteger(msg.ref) || !Number.isInteger(msg.rev)) return false;
     if (msg.from !== undefined && !(Number.isInteger(msg.from) && msg.rev > msg.from)) return false;
     const w = this._pending.find((x) => x.ref === msg.ref);
@@ -526,6 +572,15 @@ export class Client {
     if (typeof msg.code !== "string") return false;
     const message = typeof msg.message === "string" ? msg.message : "";
     const w = Number.isInteger(msg.ref) && msg.ref > 0 ? this._pending.find((x) => x.ref === msg.ref) : undefined;
+    if (msg.ref !== undefined && msg.ref === this._authRef) {
+      // A refused `auth`: sent again in 1 s when the server could not check
+      // it now; otherwise the connection goes on until the server closes it
+      // with 4401, and the reconnect asks for a fresh token.
+      this._authRef = undefined;
+      if (msg.code === "rate_limited" || msg.code === "internal") this._authSoon(1000);
+      else this._clear("auth");
+      return this._emit("error", new TransportsError(msg.code, "auth: " + message, msg.ref));
+    }
     if (msg.code === "rate_limited" && (w || !(msg.ref > 0))) {
       // Not recorded by the server: held, then sent again with the same ref
       // after 100 ms doubling per refusal up to 10 s, in the delay's upper half.

@@ -352,3 +352,125 @@ test("a server that breaks the protocol is dropped and retried", async () => {
   assert.equal(c.status, "waiting");
   assert.ok(clock.pending().length > 0);
 });
+
+// An unsigned JWT whose exp is `s` seconds after the fake clock's start
+// (1000 ms): the client reads exp without verifying.
+const b64u = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+const jwt = (claims) => b64u({ alg: "HS256", typ: "JWT" }) + "." + b64u({ sub: "alice", ...claims }) + ".sig";
+const authsIn = (ws) => ws.take().filter((m) => m.type === "auth");
+
+test("token function: auth sent on the live connection 30 s before exp; the ack keeps it; the next one from the new exp", async () => {
+  const toks = [jwt({ exp: 601 }), jwt({ exp: 1201 }), jwt({ exp: 1801 })];
+  let n = 0;
+  const errors = [];
+  const { c, ws, WS, clock } = await connected({ token: () => toks[n++], pingIntervalMs: 1e9 });
+  c.on("error", (e) => errors.push(e));
+  ws.take();
+  clock.advance(570000 - 1); // exp 601 s, now 1 s: renewed at 571 s
+  await tick();
+  assert.deepEqual(authsIn(ws), []);
+  assert.equal(n, 1);
+  clock.advance(1);
+  await tick();
+  const [a] = authsIn(ws);
+  assert.equal(a.token, toks[1]);
+  assert.ok(Number.isInteger(a.ref) && a.ref < 0);
+  assert.equal(n, 2);
+  ws.recv({ type: "ack", ref: a.ref });
+  assert.equal(c.status, "open");
+  assert.equal(WS.made.length, 1);
+  // The second token expires at 1201 s: the next auth at 1171 s, 600 s later.
+  clock.advance(600000 - 1);
+  await tick();
+  assert.deepEqual(authsIn(ws), []);
+  clock.advance(1);
+  await tick();
+  assert.equal(authsIn(ws)[0].token, toks[2]);
+  assert.deepEqual(errors, []);
+  assert.equal(WS.made.length, 1);
+});
+
+test("token function: a short-lived token is renewed halfway; an async function; a token without exp never", async () => {
+  let n = 0;
+  const { ws, clock } = await connected({ token: async () => (++n <= 2 ? jwt({ exp: 21 }) : jwt({})), pingIntervalMs: 1e9 });
+  ws.take();
+  clock.advance(10000 - 1); // 20 s left: at 10 s
+  await tick();
+  assert.deepEqual(authsIn(ws), []);
+  clock.advance(1);
+  await tick();
+  await tick();
+  assert.equal(authsIn(ws).length, 1);
+  assert.equal(n, 2);
+  // 10 s left of the same exp: at 5 s; that one has no exp: no more.
+  clock.advance(5000);
+  await tick();
+  await tick();
+  assert.equal(authsIn(ws).length, 1);
+  assert.equal(n, 3);
+  clock.advance(3600000);
+  await tick();
+  assert.deepEqual(authsIn(ws), []);
+  assert.equal(n, 3);
+});
+
+test("token: a string or a function without a JWT's exp sends no auth", async () => {
+  for (const token of ["opaque", () => "opaque", () => "a.!!!.b"]) {
+    const { c, ws, clock } = await connected({ token, pingIntervalMs: 1e9 });
+    clock.advance(86400000);
+    await tick();
+    assert.deepEqual(authsIn(ws), []);
+    c.close();
+  }
+});
+
+test("auth refused: an error event, the connection goes on; the 4401 close reconnects at once with a fresh token", async () => {
+  let n = 0;
+  const errors = [];
+  const { c, ws, WS, clock } = await connected({ token: () => jwt({ exp: 61 + 1000 * n++ }), pingIntervalMs: 1e9 });
+  c.on("error", (e) => errors.push(e));
+  ws.take();
+  clock.advance(30000);
+  await tick();
+  const [a] = authsIn(ws);
+  ws.recv({ type: "error", ref: a.ref, code: "forbidden", message: "token: bad signature" });
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof TransportsError && errors[0].code === "forbidden" && /auth/.test(errors[0].message));
+  assert.equal(c.status, "open");
+  assert.equal(WS.made.length, 1);
+  clock.advance(30000);
+  await tick();
+  assert.deepEqual(authsIn(ws), []); // not asked again on this connection
+  ws.serverClose(4401, "token expired");
+  assert.equal(c.status, "waiting");
+  assert.deepEqual(clock.pending(), [0]);
+  clock.advance(0);
+  await tick();
+  assert.equal(WS.made.length, 2);
+  assert.equal(new URL(WS.made[1].url).searchParams.get("token"), jwt({ exp: 2061 }));
+  assert.equal(n, 3);
+  assert.equal(errors.length, 1); // 4401 is not a refusal
+});
+
+test("auth rate_limited or internal: asked again and sent after 1 s; a connection lost meanwhile gets none", async () => {
+  let n = 0;
+  let release;
+  const { c, ws, WS, clock } = await connected({ token: () => (n++ === 2 ? new Promise((r) => (release = r)) : jwt({ exp: 61 })), pingIntervalMs: 1e9 });
+  ws.take();
+  clock.advance(30000);
+  await tick();
+  const [a] = authsIn(ws);
+  ws.recv({ type: "error", ref: a.ref, code: "rate_limited", message: "" });
+  assert.equal(c.status, "open");
+  clock.advance(999);
+  await tick();
+  assert.equal(n, 2);
+  clock.advance(1);
+  await tick(); // the third call hangs: the connection goes before it answers
+  assert.equal(n, 3);
+  ws.serverClose(1006);
+  release(jwt({ exp: 61 }));
+  await tick();
+  assert.deepEqual(authsIn(ws), []);
+  assert.equal(WS.made.length, 1);
+});

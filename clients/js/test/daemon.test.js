@@ -1,11 +1,13 @@
 // The client in Node 20 (the ws package's constructor) against the real
 // transportsd --demo: sync, live patches between tenants, an ack, a refused
-// write rolled back, a refused handshake, and a restart with writes in flight
-// applied exactly once. Needs TRANSPORTSD (the daemon's path).
+// write rolled back, a refused handshake, a restart with writes in flight
+// applied exactly once, and a connection in jwt mode that outlives its first
+// token (the client's `auth`). Needs TRANSPORTSD (the daemon's path).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -134,4 +136,70 @@ test("a restart with writes in flight: every write applied exactly once", async 
   assert.deepEqual(revs, Array.from({ length: n }, (_, i) => rev0 + 1 + i));
   await until(() => bob.model("shared", "roadmap")?.rev === rev0 + n, 10000);
   assert.equal(bob.model("shared", "roadmap").value.body, "line " + (n - 1));
+});
+
+// A daemon in jwt mode (HS256, leeway 0): the client's token function gives
+// tokens that live 3 s; the connection must still be the same one after 7 s.
+const SECRET = "js-client-test-secret-of-at-least-32-bytes";
+const hs256 = (claims) => {
+  const b = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const head = b({ alg: "HS256", typ: "JWT" }) + "." + b(claims);
+  return head + "." + createHmac("sha256", SECRET).update(head).digest("base64url");
+};
+
+test("jwt mode: a connection outlives its first token (auth before exp), with no 4401", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "tp-js-jwt-"));
+  const cfg = {
+    listen: "127.0.0.1:0",
+    storage: { memory: true },
+    schemas: { Doc: { title: "Doc", type: "object", properties: { title: { type: "string" }, body: { type: "string" } }, required: ["title"] } },
+    tenants: { alice: { models: { notes: { schema: "Doc", value: { title: "A" } } } } },
+    auth: { mode: "jwt", leeway_s: 0, keys: [{ alg: "HS256", secret_env: "TP_JS_TEST_SECRET" }] },
+  };
+  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
+  const p = spawn(DAEMON, ["--config", join(dir, "config.json")], { cwd: dir, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TP_JS_TEST_SECRET: SECRET } });
+  let log = "";
+  const jwtPort = await new Promise((resolve, reject) => {
+    p.stderr.on("data", (d) => {
+      log += d;
+      const m = /listening addr=\S*:(\d+)/.exec(log);
+      if (m) resolve(+m[1]);
+    });
+    p.on("exit", (code) => reject(new Error(`transportsd exited with ${code}:\n${log}`)));
+  });
+  const tokens = [];
+  const c = new Client(`ws://127.0.0.1:${jwtPort}/ws/alice`, {
+    WebSocket,
+    token: async () => {
+      tokens.push(hs256({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 3 }));
+      return tokens.at(-1);
+    },
+  });
+  clients.push(c);
+  const statuses = [];
+  const errors = [];
+  c.on("status", (s) => statuses.push(s));
+  c.on("error", (e) => errors.push(e));
+  try {
+    await c.synced();
+    const conn = c.conn;
+    await new Promise((r) => setTimeout(r, 7000));
+    const notes = c.model("private", "notes");
+    const { rev } = await notes.write({ body: "after the first token" });
+    assert.equal(rev, 2);
+    assert.equal(c.conn, conn, "the client reconnected");
+    assert.deepEqual(statuses, ["connecting", "open"]);
+    assert.deepEqual(errors, []);
+    assert.ok(tokens.length >= 3, `tokens asked: ${tokens.length}`);
+    assert.doesNotMatch(log, /4401|closed.*expired/);
+  } finally {
+    c.close();
+    p.removeAllListeners("exit");
+    const code = await new Promise((resolve) => {
+      p.on("exit", resolve);
+      p.kill("SIGTERM");
+    });
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal(code, 0, log);
+  }
 });
