@@ -333,11 +333,51 @@ list_answer(json_t *items, names *ns, size_t start, size_t limit)
     return o;
 }
 
+/*
+ * One page of a list of tenant names: those in ns (what memory holds) and
+ * those the store's scan of kind adds through fn, sorted, without repeats,
+ * after `after`, at most limit; item makes each entry (NULL: left out).
+ * Frees ns.
+ */
+static int
+list_names(tp__host *h, names *ns, tp__rec_kind kind, tp__rec_fn fn, void *fn_user,
+           const char *after, size_t limit,
+           json_t *(*item)(tp__host *h, const char *name, void *user), void *item_user,
+           json_t **out, tp_error *err)
+{
+    int rc = TP_OK;
+    if (h->hub->store != NULL &&
+        h->hub->store->ops->scan(h->hub->store, kind, NULL, NULL, fn, fn_user, err) != TP_OK)
+        rc = TP_EINTERNAL;
+    else if (ns->oom)
+        rc = tp__error_set(err, TP_ENOMEM, "out of memory");
+    if (rc == TP_OK) {
+        size_t start = names_page(ns, after);
+        json_t *items = json_array();
+        for (size_t i = start; i < ns->n && i < start + limit; i++) {
+            json_t *it = item(h, ns->v[i], item_user);
+            if (it != NULL)
+                json_array_append_new(items, it);
+        }
+        *out = list_answer(items, ns, start, limit);
+    }
+    names_free(ns);
+    return rc;
+}
+
 static json_t *
 tenant_item(tp_session *s)
 {
     return json_pack("{s:s, s:I, s:I}", "id", s->tenant, "connections", (json_int_t)s->conns.len,
                      "models", (json_int_t)s->models.len);
+}
+
+static json_t *
+tenant_entry(tp__host *h, const char *name, void *user)
+{
+    (void)user;
+    tp_session *s = tp__hub_session(h->hub, name, 0);
+    return s != NULL ? tenant_item(s) : NULL;
 }
 
 int
@@ -348,25 +388,8 @@ tp__host_tenants(tp__host *h, const char *after, size_t limit, json_t **out, tp_
     void *v;
     for (size_t it = 0; tp__map_next(&h->hub->tenants, &it, &key, &v);)
         names_add(&ns, key);
-    if (h->hub->store != NULL && h->hub->store->ops->scan(h->hub->store, TP__REC_TENANT, NULL, NULL,
-                                                          add_stored_tenant, &ns, err) != TP_OK) {
-        names_free(&ns);
-        return TP_EINTERNAL;
-    }
-    if (ns.oom) {
-        names_free(&ns);
-        return tp__error_set(err, TP_ENOMEM, "out of memory");
-    }
-    size_t start = names_page(&ns, after);
-    json_t *items = json_array();
-    for (size_t i = start; i < ns.n && i < start + limit; i++) {
-        tp_session *s = tp__hub_session(h->hub, ns.v[i], 0);
-        if (s != NULL)
-            json_array_append_new(items, tenant_item(s));
-    }
-    *out = list_answer(items, &ns, start, limit);
-    names_free(&ns);
-    return TP_OK;
+    return list_names(h, &ns, TP__REC_TENANT, add_stored_tenant, &ns, after, limit, tenant_entry,
+                      NULL, out, err);
 }
 
 static const char *
@@ -698,6 +721,15 @@ add_stored_sub(const tp__rec *r, void *user)
     return 0;
 }
 
+static json_t *
+subscriber_entry(tp__host *h, const char *name, void *user)
+{
+    tp_session *s = tp__hub_session(h->hub, name, 0);
+    const tp__sub *sub = s ? tp__session_sub(s, user) : NULL;
+    return sub != NULL ? json_pack("{s:s, s:s}", "tenant", name, "access", access_name(sub->access))
+                       : NULL;
+}
+
 int
 tp__host_subscribers(tp__host *h, const char *sid, const char *after, size_t limit, json_t **out,
                      tp_error *err)
@@ -709,27 +741,8 @@ tp__host_subscribers(tp__host *h, const char *sid, const char *after, size_t lim
     for (size_t i = 0; i < m->subs.len; i++)
         names_add(&ns, ((tp__sub *)m->subs.items[i])->session->tenant);
     stored_subs ss = {h->hub, sid, &ns};
-    if (h->hub->store != NULL && h->hub->store->ops->scan(h->hub->store, TP__REC_SUB, NULL, NULL,
-                                                          add_stored_sub, &ss, err) != TP_OK) {
-        names_free(&ns);
-        return TP_EINTERNAL;
-    }
-    if (ns.oom) {
-        names_free(&ns);
-        return tp__error_set(err, TP_ENOMEM, "out of memory");
-    }
-    size_t start = names_page(&ns, after);
-    json_t *items = json_array();
-    for (size_t i = start; i < ns.n && i < start + limit; i++) {
-        tp_session *s = tp__hub_session(h->hub, ns.v[i], 0);
-        const tp__sub *sub = s ? tp__session_sub(s, sid) : NULL;
-        if (sub != NULL)
-            json_array_append_new(items, json_pack("{s:s, s:s}", "tenant", ns.v[i], "access",
-                                                   access_name(sub->access)));
-    }
-    *out = list_answer(items, &ns, start, limit);
-    names_free(&ns);
-    return TP_OK;
+    return list_names(h, &ns, TP__REC_SUB, add_stored_sub, &ss, after, limit, subscriber_entry,
+                      (void *)sid, out, err);
 }
 
 int
