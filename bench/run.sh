@@ -77,7 +77,7 @@ start_server() {
     else
         local storage=()
         if [ "${sys#transports+sqlite-}" != "$sys" ]; then
-            rm -f "$TMP/bench.db" "$TMP/bench.db-wal" "$TMP/bench.db-shm"
+            rm -f "$TMP/bench.db" "$TMP/bench.db-wal" "$TMP/bench.db-shm" "$TMP/bench.db-lock"
             storage=(--storage "$TMP/bench.db" --sync "${sys#transports+sqlite-}")
         fi
         "$LG" --print-config "$@" "${storage[@]}" >"$TMP/config.json" || return 1
