@@ -56,8 +56,8 @@ typedef struct conn {
     size_t rlen, rcap;
     unsigned char *wbuf;
     size_t wlen, wcap;
-    int64_t rev;  /* the rev held of the workload's document; -1 before its snapshot */
-    int64_t seq;  /* --raw: the last sequence number received */
+    int64_t rev; /* the rev held of the workload's document; -1 before its snapshot */
+    int64_t seq; /* --raw: the last sequence number received */
     uint64_t got; /* writes received (patches, relayed frames) */
     int64_t next_ref;
     uint32_t inflight; /* writes not yet acked */
@@ -368,9 +368,13 @@ static const char *
 field_name(lg *g, conn *c, char *buf, size_t cap)
 {
     switch (g->shape.workload) {
-    case 2: return c->field ? "b" : "a";
-    case 4: snprintf(buf, cap, "f%u", (unsigned)(rnd(g) % g->shape.fields)); return buf;
-    default: return "f";
+    case 2:
+        return c->field ? "b" : "a";
+    case 4:
+        snprintf(buf, cap, "f%u", (unsigned)(rnd(g) % g->shape.fields));
+        return buf;
+    default:
+        return "f";
     }
 }
 
@@ -450,7 +454,9 @@ on_msg(const lg_msg *m, void *user)
         return;
     }
     switch (m->type) {
-    case LG_SNAPSHOT: c->rev = m->rev; break;
+    case LG_SNAPSHOT:
+        c->rev = m->rev;
+        break;
     case LG_SYNCED:
         if (c->state == ST_OPEN) {
             c->state = ST_READY;
@@ -462,8 +468,7 @@ on_msg(const lg_msg *m, void *user)
         break;
     case LG_PATCH:
         if (m->from != c->rev)
-            problem(g,
-                    "conn %zu: patch from=%" PRId64 " rev=%" PRId64 " but it holds rev %" PRId64
+            problem(g, "conn %zu: patch from=%" PRId64 " rev=%" PRId64 " but it holds rev %" PRId64
                     " (%s)",
                     ci, m->from, m->rev, c->rev, m->from > c->rev ? "lost" : "reordered");
         c->rev = m->rev;
@@ -481,16 +486,16 @@ on_msg(const lg_msg *m, void *user)
         if (m->from >= 0) {
             /* A private write: not echoed, the ack carries from (PROTOCOL.md). */
             if (m->from != c->rev)
-                problem(g, "conn %zu: ack from=%" PRId64 " but it holds rev %" PRId64, ci, m->from,
-                        c->rev);
+                problem(g, "conn %zu: ack from=%" PRId64 " but it holds rev %" PRId64, ci,
+                        m->from, c->rev);
             c->rev = m->rev;
         } else if (m->rev > c->rev) {
             /* A shared write's patch reaches its writer before the ack. */
             problem(g, "conn %zu: ack rev=%" PRId64 " before its patch (holds %" PRId64 ")", ci,
                     m->rev, c->rev);
         } else if (g->shape.workload == 2) {
-            problem(g, "conn %zu: ack ref=%" PRId64 " without from: the write changed nothing", ci,
-                    m->ref);
+            problem(g, "conn %zu: ack ref=%" PRId64 " without from: the write changed nothing",
+                    ci, m->ref);
         }
         break;
     case LG_ERROR:
@@ -499,7 +504,8 @@ on_msg(const lg_msg *m, void *user)
         problem(g, "conn %zu: error %.*s: %.*s", ci, (int)m->code_len, m->code ? m->code : "",
                 (int)m->message_len, m->message ? m->message : "");
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -530,15 +536,16 @@ frames(lg *g, conn *c, int64_t now)
                 break;
             }
             if (lg_scan_frame(payload, len, on_msg, &r) != 0)
-                problem(g, "conn %zu: a frame that is not a message: %.*s", (size_t)(c - g->conns),
-                        (int)(len > 80 ? 80 : len), payload);
+                problem(g, "conn %zu: a frame that is not a message: %.*s",
+                        (size_t)(c - g->conns), (int)(len > 80 ? 80 : len), payload);
             break;
         case 8: {
-            int code =
-                len >= 2 ? ((unsigned char)payload[0] << 8 | (unsigned char)payload[1]) : 1005;
+            int code = len >= 2 ? ((unsigned char)payload[0] << 8 | (unsigned char)payload[1])
+                                : 1005;
             if (g->phase != PH_DONE)
-                problem(g, "conn %zu: closed by the server with %d %.*s", (size_t)(c - g->conns),
-                        code, (int)(len > 2 ? len - 2 : 0), len > 2 ? payload + 2 : "");
+                problem(g, "conn %zu: closed by the server with %d %.*s",
+                        (size_t)(c - g->conns), code, (int)(len > 2 ? len - 2 : 0),
+                        len > 2 ? payload + 2 : "");
             close_conn(g, c);
             return;
         }
@@ -546,7 +553,8 @@ frames(lg *g, conn *c, int64_t now)
             queue_frame(g, c, 10, payload, len); /* a pong with the ping's payload */
             flush_out(g, c);
             break;
-        default: break;
+        default:
+            break;
         }
     }
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
@@ -641,8 +649,12 @@ tenant_path(lg *g, size_t i, char *buf, size_t cap)
         else
             snprintf(buf, cap, "/ws/s%zu", i - 1);
         break;
-    case 2: snprintf(buf, cap, "/ws/t%zu", i / 2); break;
-    case 3: snprintf(buf, cap, "/ws/i%zu", i); break;
+    case 2:
+        snprintf(buf, cap, "/ws/t%zu", i / 2);
+        break;
+    case 3:
+        snprintf(buf, cap, "/ws/i%zu", i);
+        break;
     default:
         if (i < g->shape.writers)
             snprintf(buf, cap, "/ws/w%zu", i);
@@ -771,7 +783,8 @@ pump(lg *g, int64_t now)
         uint64_t limit = slowest(g, now) + g->lag;
         for (size_t i = 0; i < g->nwriters; i++) {
             conn *c = &g->conns[g->writers[i]];
-            while (c->state == ST_READY && (g->raw || c->inflight < g->window) && g->sent < limit)
+            while (c->state == ST_READY && (g->raw || c->inflight < g->window) &&
+                   g->sent < limit)
                 send_write(g, c);
         }
     }
@@ -797,7 +810,8 @@ static int
 raw_behind(const lg *g, size_t i)
 {
     size_t src = raw_source(g, i);
-    return src != i && g->conns[i].state == ST_READY && g->conns[i].seq != g->conns[src].next_ref;
+    return src != i && g->conns[i].state == ST_READY &&
+           g->conns[i].seq != g->conns[src].next_ref;
 }
 
 /* Drained: every write acked and every connection at the rev its model reached. */
@@ -847,8 +861,8 @@ report_undrained(lg *g)
             conn *c = &g->conns[i];
             int64_t want = g->shape.workload == 2 ? g->conns[i ^ 1].rev : last;
             if ((c->rev != want || c->inflight > 0) && bad++ < 3)
-                problem(g, "conn %zu: holds rev %" PRId64 " of %" PRId64 ", %u writes unacked", i,
-                        c->rev, want, c->inflight);
+                problem(g, "conn %zu: holds rev %" PRId64 " of %" PRId64 ", %u writes unacked",
+                        i, c->rev, want, c->inflight);
         }
     }
     problem(g, "%zu connections did not get everything within %lld s of the end", bad,
@@ -961,7 +975,8 @@ step(lg *g, int64_t now)
             g->phase = PH_DONE;
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -978,7 +993,8 @@ run(lg *g)
         step(g, now);
         if (g->fatal || (g->phase == PH_CONNECT && now > deadline)) {
             if (!g->fatal)
-                problem(g, "only %zu of %zu connections synced within 120 s", g->nready, g->nconns);
+                problem(g, "only %zu of %zu connections synced within 120 s", g->nready,
+                        g->nconns);
             break;
         }
         pump(g, now);
@@ -1040,7 +1056,9 @@ print_params(const lg *g)
         else
             printf("{\"tenants\":%u,\"rate\":\"max\",\"window\":%u}", s->tenants, g->window);
         break;
-    case 3: printf("{\"conns\":%u}", s->conns); break;
+    case 3:
+        printf("{\"conns\":%u}", s->conns);
+        break;
     default:
         printf("{\"writers\":%u,\"subs\":%u,\"fields\":%u}", s->writers, s->subs, s->fields);
         break;

@@ -161,8 +161,8 @@ lg_report(int nfiles, char **files)
             json_decref(rows);
             return -1;
         }
-    printf("%-11s %-3s %-24s %10s %9s %8s %8s %8s %9s %5s %8s %8s %8s %8s %7s %s\n", "system", "wl",
-           "params", "deliv/s", "writes/s", "p50 us", "p99 us", "max us", "cpu us/d", "srv%",
+    printf("%-11s %-3s %-24s %10s %9s %8s %8s %8s %9s %5s %8s %8s %8s %8s %7s %s\n", "system",
+           "wl", "params", "deliv/s", "writes/s", "p50 us", "p99 us", "max us", "cpu us/d", "srv%",
            "xfloor", "xtransp", "rss kB", "kB/conn", "conn/s", "ok");
     size_t i;
     const json_t *r;
