@@ -6,10 +6,15 @@
 #   bench/run.sh --quick    W1 at 100 and 1000 subscribers, W2 at 2000 tenants and W3 at 2000
 #                           connections, a few seconds each (what `make bench` runs after
 #                           core_bench)
-#   bench/run.sh --storage  the cost of durability (issue 5): W1 and W2 on transportsd in memory
-#                           and on SQLite with synchronous off, normal and full (rows
-#                           "transports+sqlite-LEVEL", their xtransp against memory)
+#   bench/run.sh --storage  the cost of durability (issues 5 and 16): W1 (1000 subscribers,
+#                           2000 writes/s and closed loop), W2 (T = 200 and 2000 at 5/s) and
+#                           W2 closed loop (T = 200, 8 unacked writes per connection: the most
+#                           durable writes/s) on transportsd in memory and on SQLite at each
+#                           level (rows "transports+sqlite-LEVEL"), case by case; then the
+#                           storage table: the loop thread's and the whole process's CPU per
+#                           write, p99, writes/s, and each one's ratio to memory
 #
+# STORAGE_LEVELS (default "off normal full") picks the SQLite levels of --storage.
 # Environment: BUILD_DIR (default ./build; built here when something is missing),
 # DURATION and WARMUP (seconds of each measured window and of its warm-up), PEERS=0 to skip
 # the Node peers. Each server runs pinned to CPU 0 (taskset), loadgen pins itself to CPU 1.
@@ -25,7 +30,7 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --storage) STORAGE=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -77,7 +82,7 @@ start_server() {
     else
         local storage=()
         if [ "${sys#transports+sqlite-}" != "$sys" ]; then
-            rm -f "$TMP/bench.db" "$TMP/bench.db-wal" "$TMP/bench.db-shm"
+            rm -f "$TMP/bench.db" "$TMP/bench.db-wal" "$TMP/bench.db-shm" "$TMP/bench.db-lock"
             storage=(--storage "$TMP/bench.db" --sync "${sys#transports+sqlite-}")
         fi
         "$LG" --print-config "$@" "${storage[@]}" >"$TMP/config.json" || return 1
@@ -155,12 +160,18 @@ fi
 echo "run.sh: ${DURATION}s windows after ${WARMUP}s of warm-up; server on CPU 0, loadgen on CPU 1" >&2
 if [ $STORAGE = 1 ]; then
     # Durability's cost: the same runs in memory and on SQLite at each level.
+    # Case by case, every system in turn: the ratios compare runs minutes apart at most.
     W1_CASES= W2_TENANTS= W3_CONNS= W4=0 PEERS=0
-    for sys in transports transports+sqlite-off transports+sqlite-normal transports+sqlite-full; do
-        case_ "$sys" W1 --subs 1000 --rate 2000
-        case_ "$sys" W1 --subs 1000
-        case_ "$sys" W2 --tenants 200 --rate 5
-        case_ "$sys" W2 --tenants 2000 --rate 5
+    SYSTEMS=transports
+    for level in ${STORAGE_LEVELS:-off normal full}; do
+        SYSTEMS="$SYSTEMS transports+sqlite-$level"
+    done
+    for c in "W1 --subs 1000 --rate 2000" "W1 --subs 1000" "W2 --tenants 200 --rate 5" \
+        "W2 --tenants 2000 --rate 5" "W2 --tenants 200 --rate max --window 8"; do
+        for sys in $SYSTEMS; do
+            # shellcheck disable=SC2086
+            case_ "$sys" $c
+        done
     done
 fi
 for c in $W1_CASES; do
@@ -213,6 +224,10 @@ OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
 echo
 "$LG" --report "$OUT"
 echo
+if [ $STORAGE = 1 ]; then
+    "$LG" --report-storage "$OUT"
+    echo
+fi
 echo "run.sh: rows written to ${OUT#$ROOT/}"
 [ $FAILED = 0 ] || echo "run.sh: some runs FAILED: see the rows marked NO" >&2
 exit $FAILED

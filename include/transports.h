@@ -278,10 +278,14 @@ typedef struct tp_store_options {
 
 /**
  * tp_store_sqlite opens (or creates) an SQLite database file in WAL mode and
- * brings its schema up to date. opts may be NULL (all defaults).
+ * brings its schema up to date. opts may be NULL (all defaults). The store
+ * holds an exclusive lock on "<file>-lock" until tp_store_free: one store per
+ * database file at a time, in any process (the kernel drops the lock with a
+ * process that dies).
  * Ownership: returns new (tp_store_free). Errors: NULL with TP_EINTERNAL (the
- * message names the file and SQLite's reason), TP_EARG (a newer schema than
- * this build knows), TP_ENOMEM.
+ * message names the file and SQLite's reason, or "database FILE is in use by
+ * another NAME (pid N)" while another store holds it), TP_EARG (a newer schema
+ * than this build knows), TP_ENOMEM.
  */
 TP_API tp_store *tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err);
 /**

@@ -17,6 +17,7 @@
  * a problem, and any problem makes the exit status 1.
  */
 #define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -62,12 +63,21 @@ typedef struct conn {
     uint32_t inflight; /* writes not yet acked */
 } conn;
 
+/* The server's threads of one name: ticks summed over those alive at each
+ * end of the window (a thread born in the window counts from 0). */
+#define MAX_TASK_NAMES 16
+typedef struct lg_task {
+    char name[20];
+    long t0, t1;
+} lg_task;
+
 typedef struct lg {
     /* options */
     const char *system;
     int raw;
     lg_shape shape;
     double rate; /* writes/s: W1 the writer's, W2 each connection's; 0 closed loop */
+    int closed;  /* --rate max: closed loop asked for (W2's default is 5/s) */
     unsigned window;
     unsigned lag; /* closed loop: writes sent but not yet delivered, on average */
     double warmup_s, duration_s, idle_s;
@@ -95,7 +105,10 @@ typedef struct lg {
     uint64_t sent_w0, acks_w0, del_w0, acks_w, del_w;
     lg_hist *hist;
 
-    long cpu_ticks0, cpu_ticks1;
+    long cpu_ticks0, cpu_ticks1;   /* the whole process: every thread, live or gone */
+    long loop_ticks0, loop_ticks1; /* the main thread: the server's loop */
+    lg_task tasks[MAX_TASK_NAMES]; /* the threads by name (tp-commit, ...) */
+    size_t ntasks;
     long rss_before, rss_after;
 
     char problems[MAX_PROBLEMS][192];
@@ -179,12 +192,12 @@ parse_double(const char *s, double *out)
 /* The server, from /proc                                                    */
 /* ------------------------------------------------------------------------ */
 
-/* utime + stime of the whole process (every thread), in clock ticks. */
+/* utime + stime from a stat file (/proc/PID/stat, /proc/PID/task/TID/stat),
+ * in clock ticks; the command name into name when not NULL. -1 on failure. */
 static long
-server_ticks(long pid)
+stat_ticks(const char *path, char *name, size_t name_cap)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    char buf[1024];
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return -1;
@@ -194,9 +207,12 @@ server_ticks(long pid)
     /* The command name may hold spaces and parentheses: fields count from
      * the last ')'. utime and stime are fields 14 and 15, the 12th and 13th
      * after it. */
+    char *open = strchr(buf, '(');
     char *p = strrchr(buf, ')');
-    if (p == NULL)
+    if (p == NULL || open == NULL || open > p)
         return -1;
+    if (name != NULL)
+        snprintf(name, name_cap, "%.*s", (int)(p - open - 1), open + 1);
     p++;
     long v[13];
     for (int i = 0; i < 13; i++) {
@@ -215,6 +231,60 @@ server_ticks(long pid)
         p = end;
     }
     return v[11] + v[12];
+}
+
+/* utime + stime of the whole process (every thread, those gone too), in clock ticks. */
+static long
+server_ticks(long pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    return stat_ticks(path, NULL, 0);
+}
+
+/* utime + stime of the main thread (the server's loop), in clock ticks. */
+static long
+loop_ticks(long pid)
+{
+    char path[80];
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/stat", pid, pid);
+    return stat_ticks(path, NULL, 0);
+}
+
+/* Adds each live thread's ticks to its name's entry: t0 at the start (end 0), t1 at the end. */
+static void
+task_ticks(long pid, lg_task *tasks, size_t *ntasks, int end)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%ld/task", pid);
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[64 + sizeof e->d_name + 8], name[20];
+        snprintf(path, sizeof path, "%s/%s/stat", dir, e->d_name);
+        long t = stat_ticks(path, name, sizeof name);
+        if (t < 0)
+            continue;
+        size_t i = 0;
+        while (i < *ntasks && strcmp(tasks[i].name, name) != 0)
+            i++;
+        if (i == *ntasks) {
+            if (*ntasks == MAX_TASK_NAMES)
+                continue;
+            snprintf(tasks[i].name, sizeof tasks[i].name, "%s", name);
+            tasks[i].t0 = tasks[i].t1 = 0;
+            (*ntasks)++;
+        }
+        if (end)
+            tasks[i].t1 += t;
+        else
+            tasks[i].t0 += t;
+    }
+    closedir(d);
 }
 
 static long
@@ -698,6 +768,17 @@ pump(lg *g, int64_t now)
             if (c->state == ST_READY)
                 send_write(g, c);
         }
+    } else if (g->shape.workload == 2) {
+        /* W2 closed loop: each connection keeps up to `window` writes unacked
+         * (the floor sends no acks), and at most `lag` ahead of what its
+         * partner, the one receiver of its writes, has received. */
+        for (size_t i = 0; i < g->nwriters; i++) {
+            conn *c = &g->conns[g->writers[i]];
+            const conn *p = &g->conns[g->writers[i] ^ 1];
+            while (c->state == ST_READY && (g->raw || c->inflight < g->window) &&
+                   (uint64_t)c->next_ref < p->got + g->lag)
+                send_write(g, c);
+        }
     } else {
         uint64_t limit = slowest(g, now) + g->lag;
         for (size_t i = 0; i < g->nwriters; i++) {
@@ -865,12 +946,16 @@ step(lg *g, int64_t now)
             enter(g, PH_MEASURE, now, g->duration_s);
             g->t_measure0 = now;
             g->cpu_ticks0 = server_ticks(g->server_pid);
+            g->loop_ticks0 = loop_ticks(g->server_pid);
+            task_ticks(g->server_pid, g->tasks, &g->ntasks, 0);
         }
         break;
     case PH_MEASURE:
         if (now >= g->phase_end) {
             g->t_measure1 = now;
             g->cpu_ticks1 = server_ticks(g->server_pid);
+            g->loop_ticks1 = loop_ticks(g->server_pid);
+            task_ticks(g->server_pid, g->tasks, &g->ntasks, 1);
             g->rss_after = server_rss_kb(g->server_pid);
             g->phase = PH_DRAIN;
             g->phase_end = now + DRAIN_NS;
@@ -966,7 +1051,10 @@ print_params(const lg *g)
             printf("\"max\"}");
         break;
     case 2:
-        printf("{\"tenants\":%u,\"rate\":%g}", s->tenants, g->rate);
+        if (g->rate > 0)
+            printf("{\"tenants\":%u,\"rate\":%g}", s->tenants, g->rate);
+        else
+            printf("{\"tenants\":%u,\"rate\":\"max\",\"window\":%u}", s->tenants, g->window);
         break;
     case 3:
         printf("{\"conns\":%u}", s->conns);
@@ -986,6 +1074,11 @@ finish(lg *g)
     double cpu_us = g->cpu_ticks0 >= 0 && g->cpu_ticks1 >= 0
                         ? (double)(g->cpu_ticks1 - g->cpu_ticks0) * 1e6 / (double)tck
                         : -1;
+    double loop_us = g->loop_ticks0 >= 0 && g->loop_ticks1 >= 0
+                         ? (double)(g->loop_ticks1 - g->loop_ticks0) * 1e6 / (double)tck
+                         : -1;
+    /* Writes in the window: acks (the floor: frames relayed per receiver). */
+    double writes_w = g->raw ? (double)g->del_w / (double)g->nrecv : (double)g->acks_w;
     double dps = win > 0 ? (double)g->del_w / win : 0;
     double wps = win > 0 ? (double)(g->raw ? 0 : g->acks_w) / win : 0;
     if (g->raw && win > 0)
@@ -1013,6 +1106,32 @@ finish(lg *g)
             printf(",\"server_cpu_us_per_delivery\":%.3f", cpu_us / (double)g->del_w);
         else
             printf(",\"server_cpu_us_per_delivery\":null");
+    }
+    /* The loop thread apart from the whole process (a commit thread's fsyncs
+     * and SQLite work are the process's, not the loop's), per write and per
+     * delivery. */
+    if (!w3) {
+        const char *const keys[4] = {"server_loop_cpu_us_per_write", "server_cpu_us_per_write",
+                                     "server_loop_cpu_us_per_delivery", "server_loop_cpu_pct"};
+        double vals[4] = {
+            loop_us >= 0 && writes_w > 0 ? loop_us / writes_w : -1,
+            cpu_us >= 0 && writes_w > 0 ? cpu_us / writes_w : -1,
+            loop_us >= 0 && g->del_w > 0 ? loop_us / (double)g->del_w : -1,
+            loop_us >= 0 && win > 0 ? loop_us / 1e4 / win : -1,
+        };
+        for (int i = 0; i < 4; i++)
+            if (vals[i] >= 0)
+                printf(",\"%s\":%.3f", keys[i], vals[i]);
+            else
+                printf(",\"%s\":null", keys[i]);
+        printf(",\"server_threads_cpu_us\":{");
+        for (size_t i = 0; i < g->ntasks; i++) {
+            if (i)
+                putchar(',');
+            json_str(g->tasks[i].name);
+            printf(":%.0f", (double)(g->tasks[i].t1 - g->tasks[i].t0) * 1e6 / (double)tck);
+        }
+        printf("}");
     }
     printf(",\"server_rss_kb\":%ld", g->rss_after);
     if (w3 && g->shape.conns > 0 && g->rss_after > 0 && g->rss_before > 0)
@@ -1043,10 +1162,12 @@ finish(lg *g)
 
     fprintf(stderr,
             "loadgen: %s W%d: %.0f deliveries/s, %.0f writes/s, p50 %.0f us, p99 %.0f us, "
-            "max %.0f us, server %.3f us CPU/delivery (%.0f%% busy), rss %ld kB, %s\n",
+            "max %.0f us, server %.3f us CPU/delivery (%.0f%% busy; per write: loop %.3f us, "
+            "process %.3f us), rss %ld kB, %s\n",
             g->system, g->shape.workload, dps, wps, (double)lg_hist_value(g->hist, 0.5) / 1e3,
             (double)lg_hist_value(g->hist, 0.99) / 1e3, (double)g->hist->max / 1e3,
             g->del_w ? cpu_us / (double)g->del_w : 0, win > 0 ? cpu_us / 1e4 / win : 0,
+            writes_w > 0 ? loop_us / writes_w : 0, writes_w > 0 ? cpu_us / writes_w : 0,
             g->rss_after, verified ? "verified" : "NOT VERIFIED");
     return verified ? 0 : 1;
 }
@@ -1061,13 +1182,16 @@ usage(FILE *f)
     fputs("usage: loadgen --workload W1|W2|W3|W4 --port PORT --server-pid PID [options]\n"
           "       loadgen --print-config W1|W2|W3|W4 [shape options]\n"
           "       loadgen --report FILE...\n"
+          "       loadgen --report-storage FILE...  (run.sh --storage's table)\n"
           "       loadgen --free-port\n"
           "shape:   --subs S (W1, W4)  --writers N (W4)  --tenants T (W2)  --conns N (W3)\n"
           "         --fields F (W4, default 100)\n"
           "config:  --storage FILE --sync full|normal|off (--print-config: SQLite storage)\n"
-          "load:    --rate R (writes/s; W1: the writer's, W2: each connection's; 0 or\n"
-          "         omitted: closed loop)  --window K (unacked writes per writer, default 16)\n"
-          "         --lag L (closed loop: writes ahead of the slowest receiver, default 64)\n"
+          "load:    --rate R (writes/s; W1: the writer's, W2: each connection's; max, 0 or\n"
+          "         omitted: closed loop, except W2 whose default is 5; W2 closed loop needs\n"
+          "         max)  --window K (unacked writes per writer, default 16)\n"
+          "         --lag L (closed loop: writes ahead of the slowest receiver, W2: of the\n"
+          "         partner, default 64)\n"
           "timing:  --warmup S (default 1)  --duration S (default 5)  --idle S (W3, default 1)\n"
           "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n",
           f);
@@ -1122,6 +1246,8 @@ main(int argc, char **argv)
         int bad = 0;
         if (strcmp(a, "--report") == 0)
             return lg_report(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
+        if (strcmp(a, "--report-storage") == 0)
+            return lg_report_storage(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
         if (strcmp(a, "--free-port") == 0)
             return free_port();
         if (strcmp(a, "--raw") == 0) {
@@ -1170,7 +1296,8 @@ main(int argc, char **argv)
         } else if (strcmp(a, "--lag") == 0) {
             bad = parse_uint(v, &g.lag) || g.lag == 0;
         } else if (strcmp(a, "--rate") == 0) {
-            bad = parse_double(v, &g.rate);
+            g.closed = strcmp(v, "max") == 0;
+            bad = g.closed ? 0 : parse_double(v, &g.rate);
         } else if (strcmp(a, "--warmup") == 0) {
             bad = parse_double(v, &g.warmup_s);
         } else if (strcmp(a, "--duration") == 0) {
@@ -1195,7 +1322,7 @@ main(int argc, char **argv)
     }
     if (g.shape.workload == 4 && g.shape.writers == 0)
         g.shape.writers = 50;
-    if (g.shape.workload == 2 && g.rate == 0)
+    if (g.shape.workload == 2 && g.rate == 0 && !g.closed)
         g.rate = 5;
     if (print_config)
         return lg_print_config(&g.shape) == 0 ? 0 : 2;

@@ -101,5 +101,9 @@ int lg_print_config(const lg_shape *s);
 /* lg_report prints the table of result rows read from files (JSON arrays or
  * JSON lines), with ratios to the floor and to transports. */
 int lg_report(int nfiles, char **files);
+/* lg_report_storage prints the storage table (bench/run.sh --storage): per
+ * case, each transports system's writes/s, p99, the loop thread's and the
+ * whole process's CPU per write, and their ratios to memory storage. */
+int lg_report_storage(int nfiles, char **files);
 
 #endif

@@ -7,6 +7,7 @@
  * Rows are read with jansson: the report runs once, after the measuring.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -197,6 +198,108 @@ lg_report(int nfiles, char **files)
            "divided by the floor's and by transports' for the same workload and params.\n"
            "srv%%: the server's CPU use in the window (under 100: the load, or loadgen, was the\n"
            "limit, not the server).\n");
+    json_decref(rows);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The storage table (bench/run.sh --storage)                                */
+/* ------------------------------------------------------------------------ */
+
+static double
+sratio(double a, double b)
+{
+    return a >= 0 && b > 0 ? a / b : -1;
+}
+
+static void
+xcell(double v)
+{
+    if (v < 0)
+        printf(" %6s", "-");
+    else
+        printf(" %5.2fx", v);
+}
+
+/* The CPU of the server's threads named name in the row's window, us, or -1. */
+static double
+thread_us(const json_t *row, const char *name)
+{
+    const json_t *v = json_object_get(json_object_get(row, "server_threads_cpu_us"), name);
+    return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+static void
+storage_row(const json_t *r, const json_t *mem)
+{
+    char params[64];
+    params_text(json_object_get(r, "params"), params, sizeof params);
+    const char *sys = json_string_value(json_object_get(r, "system"));
+    const char *w = json_string_value(json_object_get(r, "workload"));
+    double wps = num(r, "writes_per_s"), win = num(r, "window_s");
+    double p99 = num(json_object_get(r, "latency_us"), "p99");
+    double loop_w = num(r, "server_loop_cpu_us_per_write");
+    double proc_w = num(r, "server_cpu_us_per_write");
+    double commit = thread_us(r, "tp-commit");
+    double commit_w = commit >= 0 && wps > 0 && win > 0 ? commit / (wps * win) : -1;
+    printf("%-24s %-3s %-28s", sys ? sys : "?", w ? w : "?", params);
+    cell(wps, " %*.0f", 9);
+    cell(p99, " %*.0f", 8);
+    cell(loop_w, " %*.3f", 9);
+    cell(proc_w, " %*.3f", 9);
+    cell(commit_w, " %*.3f", 9);
+    cell(num(r, "server_loop_cpu_us_per_delivery"), " %*.3f", 8);
+    cell(num(r, "server_cpu_us_per_delivery"), " %*.3f", 8);
+    cell(num(r, "server_loop_cpu_pct"), " %*.0f", 5);
+    cell(num(r, "server_cpu_pct"), " %*.0f", 5);
+    if (mem != NULL) {
+        xcell(sratio(loop_w, num(mem, "server_loop_cpu_us_per_write")));
+        xcell(sratio(proc_w, num(mem, "server_cpu_us_per_write")));
+        xcell(sratio(p99, num(json_object_get(mem, "latency_us"), "p99")));
+        xcell(sratio(wps, num(mem, "writes_per_s")));
+    } else {
+        printf(" %6s %6s %6s %6s", "-", "-", "-", "-");
+    }
+    printf(" %s\n", json_is_true(json_object_get(r, "verified")) ? "yes" : "NO");
+}
+
+int
+lg_report_storage(int nfiles, char **files)
+{
+    json_t *rows = json_array();
+    for (int i = 0; i < nfiles; i++)
+        if (add_rows(rows, files[i]) != 0) {
+            json_decref(rows);
+            return -1;
+        }
+    printf("%-24s %-3s %-28s %9s %8s %9s %9s %9s %8s %8s %5s %5s %7s %6s %6s %7s %s\n", "system",
+           "wl", "params", "writes/s", "p99 us", "loop us/w", "proc us/w", "cmt us/w", "loop/d",
+           "proc/d", "loop%", "proc%", "x loop", "x proc", "x p99", "x wr/s", "ok");
+    /* Case by case, in the order the cases first appear; each system's row. */
+    size_t n = json_array_size(rows);
+    char *done = calloc(n ? n : 1, 1);
+    for (size_t i = 0; i < n && done != NULL; i++) {
+        const json_t *first = json_array_get(rows, i);
+        const char *sys = json_string_value(json_object_get(first, "system"));
+        if (done[i] || sys == NULL || strncmp(sys, "transports", 10) != 0)
+            continue;
+        const json_t *mem = find(rows, "transports", first);
+        for (size_t j = i; j < n; j++) {
+            const json_t *r = json_array_get(rows, j);
+            const char *s2 = json_string_value(json_object_get(r, "system"));
+            if (done[j] || s2 == NULL || strncmp(s2, "transports", 10) != 0 || !same_case(r, first))
+                continue;
+            done[j] = 1;
+            storage_row(r, mem);
+        }
+    }
+    free(done);
+    printf("loop us/w, proc us/w: the server's loop thread's (its main thread) and the whole\n"
+           "process's CPU per acknowledged write (every thread, a commit thread's fsyncs too);\n"
+           "cmt us/w: the threads named tp-commit (- when there are none); loop/d, proc/d: the\n"
+           "same per delivery. x loop, x proc, x p99, x wr/s: divided by transports' in memory\n"
+           "for the same workload and params, in the same run (x wr/s: closed loop, the most\n"
+           "acknowledged writes per second).\n");
     json_decref(rows);
     return 0;
 }

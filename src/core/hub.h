@@ -20,6 +20,7 @@
 
 #include <jansson.h>
 
+#include "core/hubapi.h"
 #include "transports.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -221,22 +222,7 @@ struct tp_conn {
     int64_t expires_at_ms;
 };
 
-/*
- * An observer of the hub's changes (the daemon's webhooks, net/webhook.c):
- * told of every published model change and every connection opened or
- * closed, with plain values, and given each store transaction to add its
- * own records to, so that what it noted is stored with the change that
- * caused it. pending says it has records to store (a commit is due even
- * when the hub noted nothing); committed says whether they were stored.
- */
-typedef struct tp__observer {
-    void (*model_changed)(void *user, int shared, const char *tenant, const char *id, int64_t rev);
-    void (*conn_event)(void *user, const char *tenant, const char *conn, int opened);
-    int (*journal)(void *user, tp_store *st, tp_error *err);
-    int (*pending)(void *user);
-    void (*committed)(void *user, int ok);
-    void *user;
-} tp__observer;
+/* The observer of the hub's changes (tp__observer) is in hubapi.h. */
 
 struct tp_hub {
     const tp__observer *observer; /* or NULL */
@@ -291,10 +277,7 @@ struct tp_hub {
     int freeing;       /* tp_hub_free is running: sessions go all at once */
 };
 
-/* ---- hub.c ---- */
-/* tp__valid_key says whether a tenant key, id or sid is usable: 1 to
- * TP__KEY_MAX bytes of UTF-8. */
-int tp__valid_key(const char *key);
+/* ---- hub.c ---- (and hubapi.h: tp__valid_key, tp__hub_now) */
 /* tp__hub_session finds or makes a tenant's session; pin: the host keeps it. */
 tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
 /* tp__session_clear frees what a session holds (models, subscriptions, taken
@@ -311,7 +294,6 @@ void tp__client_free(tp__client *cl);
 void tp__client_trim(tp_session *s, tp__client *keep);
 /* tp__session_release frees an unpinned session that holds nothing. */
 void tp__session_release(tp_session *s);
-int64_t tp__hub_now(tp_hub *hub);
 /* tp__publish_pending publishes a model's pending host value, if any: returns
  * the members changed (0: none, or nothing pending) or a negative code. */
 int tp__publish_pending(tp__model *m);
@@ -348,17 +330,7 @@ void tp__journal_meta(tp_hub *hub);
 /* tp__hub_commit stores what changed; returns TP_OK (also without a store)
  * or TP_EINTERNAL: then frames stay held until a commit succeeds. */
 int tp__hub_commit(tp_hub *hub, tp_error *err);
-/* Commits what is noted, if anything, before frames leave: then they may
- * (after a failed commit, changed to say so). Returns 1. */
-int tp__hub_flushable(tp_hub *hub);
-/* Whether something is noted and not yet stored (a failed commit's host
- * changes): the transport tries tp_hub_commit again later. */
-int tp__hub_commit_pending(const tp_hub *hub);
-/* The store's state for health checks: TP__STORE_NONE (no store),
- * TP__STORE_OK, or TP__STORE_FAILING while the last commit failed (writes
- * cannot commit: it turns OK again with the next commit that succeeds). */
-enum { TP__STORE_NONE, TP__STORE_OK, TP__STORE_FAILING };
-int tp__hub_store_state(const tp_hub *hub);
+/* tp__hub_flushable, tp__hub_commit_pending, tp__hub_store_state: hubapi.h. */
 /* tp__session_ready loads an evicted session's contents back; returns
  * TP_OK or a negative code. */
 int tp__session_ready(tp_session *s);
@@ -443,15 +415,7 @@ void tp__conn_outbox_clear(tp_conn *c);
 void tp__conn_mark_ready(tp_conn *c);
 /* tp__conn_unready takes a closing connection off the hub's ready list. */
 void tp__conn_unready(tp_conn *c);
-/*
- * A transport that frames for itself (the built-in server) takes frames
- * straight into its own write buffer: tp__conn_frame_plan says how many
- * messages from the head the next frame holds (0: none) and its length;
- * tp__conn_frame_take writes that frame (a message alone, or a batch
- * `[m,m,...]`) to dst and takes the messages off the outbox.
- */
-size_t tp__conn_frame_plan(const tp_conn *c, size_t *len);
-void tp__conn_frame_take(tp_conn *c, size_t n, char *dst);
+/* tp__conn_frame_plan and tp__conn_frame_take: hubapi.h. */
 /* tp__fanout sends a message to every live connection that sees the model. */
 void tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except);
 

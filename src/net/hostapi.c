@@ -613,7 +613,7 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
         if (i == 0 || len[i] != '\0')
             return fail(s, wsi, 400, "bad_request", "Content-Length: not a number", 0, NULL);
     }
-    size_t max = s->hub->limits.max_message_bytes;
+    size_t max = tp__hub_limits(s->hub)->max_message_bytes;
     if (want > max) {
         char m[160];
         snprintf(m, sizeof m, "body: %zu bytes is over max_message_bytes (%zu)", want, max);

@@ -321,8 +321,7 @@ authenticate(tp_server *s, struct lws *wsi, tp_request *req, const char *path, t
     }
     tp_error err = {0, ""};
     memset(cred, 0, sizeof *cred);
-    int rc =
-        s->hub->verify(token, strlen(token), tp__hub_now(s->hub), cred, &err, s->hub->verify_user);
+    int rc = tp__hub_verify(s->hub, token, strlen(token), cred, &err);
     /* The token leaves memory at once (it could otherwise linger in a
      * freed block that a later log line's buffer reuses). */
     explicit_bzero(token, strlen(token));
@@ -429,7 +428,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     const char *origin = tp__http_header(wsi, WSI_TOKEN_ORIGIN, buf, sizeof buf);
     if (!origin_allowed(s, origin))
         return refuse(s, wsi, 403, NULL, "Origin: not allowed", path);
-    if (origin != NULL && s->origins == NULL && s->hub->verify != NULL && !s->warned_origin) {
+    if (origin != NULL && s->origins == NULL && tp__hub_has_verify(s->hub) && !s->warned_origin) {
         /* Once: a browser is connecting with tokens and any site may do so. */
         s->warned_origin = 1;
         tp__log(s->log, TP_LOG_WARN,
@@ -455,7 +454,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     tp__request_set_lookup(req, lookup_header, wsi);
     tp_credential cred;
     const char *tenant;
-    if (s->hub->verify != NULL) {
+    if (tp__hub_has_verify(s->hub)) {
         int a = authenticate(s, wsi, req, path, &cred);
         if (a != 0) {
             tp_request_free(req);
@@ -471,8 +470,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
         return refuse(s, wsi, 400, NULL,
                       "tenant: must be 1 to 256 bytes of UTF-8 without control characters", path);
     }
-    const tp_session *session = tp__map_get(&s->hub->tenants, tenant);
-    if (session != NULL && session->conns.len >= s->max_per_tenant) {
+    if (tp__hub_tenant_conns(s->hub, tenant) >= s->max_per_tenant) {
         tp_request_free(req);
         return refuse(s, wsi, 503, NULL, "the tenant's connection limit is reached", path);
     }
@@ -496,7 +494,7 @@ tp__http_confirm_upgrade(tp_server *s, struct lws *wsi)
     tp__free(s->pending_tenant);
     s->pending_tenant = tp__strdup(tenant);
     s->pending_flags = resume != NULL && strcmp(resume, "1") == 0 ? TP_CONN_RESUME : 0;
-    s->pending_expiry = s->hub->verify != NULL ? cred.expires_at_ms : 0;
+    s->pending_expiry = tp__hub_has_verify(s->hub) ? cred.expires_at_ms : 0;
     tp_request_free(req);
     if (s->pending_tenant == NULL) {
         tp__peer_put(s, peer);
@@ -621,7 +619,7 @@ tp_server_metrics(tp_server *s)
     sample(&sb, "transports_unfinished_closed_total", "reason=\"timeout\"",
            s->unfinished_closed[0]);
     sample(&sb, "transports_unfinished_closed_total", "reason=\"bytes\"", s->unfinished_closed[1]);
-    if (s->hub->verify != NULL) {
+    if (tp__hub_has_verify(s->hub)) {
         counter(&sb, "transports_auth_accepted_total", "Handshakes whose token was accepted.",
                 s->auth_accepted);
         metric(&sb, "transports_auth_refused_total", "counter",

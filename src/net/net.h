@@ -17,7 +17,7 @@
 #include <libwebsockets.h>
 #include <uv.h>
 
-#include "core/hub.h"
+#include "core/hubapi.h"
 #include "core/route.h"
 #include "transports.h"
 #include "util/addr.h"

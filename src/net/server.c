@@ -277,7 +277,7 @@ static void
 flush_ready(tp_server *s)
 {
     if (s->flush_ms > 0) {
-        if (!s->flush_armed && s->hub->ready.len > 0) {
+        if (!s->flush_armed && tp__hub_has_ready(s->hub)) {
             s->flush_armed = 1;
             uv_timer_start(&s->flush_w, flush_timer, s->flush_ms, 0);
         }
@@ -417,7 +417,7 @@ receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
                          (unsigned char *)"binary frames are not accepted", 30);
         return -1;
     }
-    size_t max = s->hub->limits.max_message_bytes;
+    size_t max = tp__hub_limits(s->hub)->max_message_bytes;
     size_t remaining = lws_remaining_packet_payload(ws->wsi);
     int last = lws_is_final_fragment(ws->wsi) && remaining == 0;
     size_t known = ws->rx_len + len + remaining;
@@ -720,26 +720,31 @@ evict_tick(uv_timer_t *w)
  * is already in their outbox). The core decides (tp_conn_expire); the
  * clock is the hub's, so that tests may move it.
  */
+typedef struct expiry {
+    tp_server *s;
+    int64_t now;
+} expiry;
+
+static void
+expire_conn(tp_conn *c, void *user)
+{
+    expiry *e = user;
+    tp__ws *ws = tp_conn_user(c);
+    if (ws == NULL || ws->close_code != 0 || tp_conn_expiry(c) == 0)
+        return;
+    if (tp_conn_close_code(c) == 0 && tp_conn_expire(c, e->now) == 4401) {
+        e->s->expired++;
+        ws->close_code = 4401;
+        want_write(ws);
+    }
+}
+
 static void
 expiry_tick(uv_timer_t *w)
 {
     tp_server *s = w->data;
-    int64_t now = tp__hub_now(s->hub);
-    void *v;
-    for (size_t it = 0; tp__map_next(&s->hub->tenants, &it, NULL, &v);) {
-        tp_session *ss = v;
-        for (size_t i = 0; i < ss->conns.len; i++) {
-            tp_conn *c = ss->conns.items[i];
-            tp__ws *ws = tp_conn_user(c);
-            if (ws == NULL || ws->close_code != 0 || tp_conn_expiry(c) == 0)
-                continue;
-            if (tp_conn_close_code(c) == 0 && tp_conn_expire(c, now) == 4401) {
-                s->expired++;
-                ws->close_code = 4401;
-                want_write(ws);
-            }
-        }
-    }
+    expiry e = {s, tp__hub_now(s->hub)};
+    tp__hub_each_conn(s->hub, expire_conn, &e);
 }
 
 static void
@@ -748,23 +753,24 @@ stop_timer(uv_timer_t *w)
     (void)w; /* only wakes the loop: before_sleep() looks at the deadline */
 }
 
+static void
+stop_conn(tp_conn *c, void *user)
+{
+    (void)user;
+    tp__ws *ws = tp_conn_user(c);
+    if (ws != NULL && ws->close_code == 0) {
+        ws->close_code = 1001;
+        want_write(ws);
+    }
+}
+
 /* Every connection gets what it has pending, then a close with 1001. */
 static void
 begin_stop(tp_server *s)
 {
     s->stopping = 1;
     s->stop_deadline_ns = tp__clock_mono_ns() + STOP_GRACE_NS;
-    void *v;
-    for (size_t it = 0; tp__map_next(&s->hub->tenants, &it, NULL, &v);) {
-        tp_session *ss = v;
-        for (size_t i = 0; i < ss->conns.len; i++) {
-            tp__ws *ws = tp_conn_user(ss->conns.items[i]);
-            if (ws != NULL && ws->close_code == 0) {
-                ws->close_code = 1001;
-                want_write(ws);
-            }
-        }
-    }
+    tp__hub_each_conn(s->hub, stop_conn, NULL);
     tp__log(s->log, TP_LOG_INFO, "stopping connections=%u", s->nconns);
 }
 
@@ -1206,15 +1212,14 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
         return NULL;
     }
     s->hub = hub;
-    s->log = &hub->log;
+    s->log = tp__hub_logger(hub);
     s->wake[0] = s->wake[1] = -1;
     s->listen_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->stop_asked, 0);
     atomic_init(&s->reload_asked, 0);
     s->autosync_ms = config->autosync_ms;
-    if (hub->tick_ms == 0)
-        hub->tick_ms = s->autosync_ms; /* what `hello` announces */
+    tp__hub_default_tick(hub, s->autosync_ms); /* what `hello` announces */
     s->flush_ms = config->flush_ms;
     s->max_connections = or_default(config->max_connections, 10000);
     s->max_per_tenant = or_default(config->max_connections_per_tenant, 256);
@@ -1293,8 +1298,8 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     s->retry.secs_since_valid_hangup =
         (uint16_t)(ms_to_s(s->ping_interval_ms) + ms_to_s(s->ping_timeout_ms));
 
-    lws_set_log_level(
-        hub->log.level >= TP_LOG_DEBUG && hub->log.fn != NULL ? LLL_ERR | LLL_WARN : 0, lws_logger);
+    lws_set_log_level(s->log->level >= TP_LOG_DEBUG && s->log->fn != NULL ? LLL_ERR | LLL_WARN : 0,
+                      lws_logger);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* our listener: bind_listener */
@@ -1408,9 +1413,9 @@ tp_server_run(tp_server *s)
     /* Our timers are libuv's, independent of lws's own. */
     if (s->autosync_ms > 0)
         uv_timer_start(&s->sync_w, sync_tick, s->autosync_ms, s->autosync_ms);
-    if (s->hub->store != NULL)
+    if (tp__hub_store(s->hub) != NULL)
         uv_timer_start(&s->evict_w, evict_tick, TP__EVICT_MS, TP__EVICT_MS);
-    if (s->hub->verify != NULL)
+    if (tp__hub_has_verify(s->hub))
         uv_timer_start(&s->expiry_w, expiry_tick, TP__EXPIRY_MS, TP__EXPIRY_MS);
     uv_poll_start(&s->listen_w, UV_READABLE, accept_ready);
     uv_prepare_start(&s->prepare, before_sleep);

@@ -703,11 +703,11 @@ tp__server_webhooks(tp_server *s, const tp__webhook_config *cfg, const char *con
             (w->secrets[i] = tp__strdup(secrets[i])) == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
     }
-    tp_store *st = s->hub->store;
+    tp_store *st = tp__hub_store(s->hub);
     if (st != NULL && st->ops->scan(st, TP__REC_META, NULL, NULL, load_record, w, err) != TP_OK)
         return err ? err->code : TP_EINTERNAL;
     w->ob = (tp__observer){on_model, on_conn, on_journal, on_pending, on_committed, w};
-    s->hub->observer = &w->ob;
+    tp__hub_set_observer(s->hub, &w->ob);
     for (int i = 0; i < WORKERS; i++) {
         if (pthread_create(&w->threads[i], NULL, worker, w) != 0)
             return tp__error_set(err, TP_EINTERNAL, "webhooks: cannot start a worker thread");
@@ -725,9 +725,9 @@ tp__webhooks_free(tp__webhooks *w)
     if (w == NULL)
         return;
     /* What was noted goes to storage: delivered after the next start. */
-    if (w->hub->observer == &w->ob) {
+    if (tp__hub_observer(w->hub) == &w->ob) {
         tp_hub_commit(w->hub, NULL);
-        w->hub->observer = NULL;
+        tp__hub_set_observer(w->hub, NULL);
     }
     pthread_mutex_lock(&w->mu);
     atomic_store(&w->stopping, 1);

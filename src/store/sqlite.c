@@ -9,11 +9,15 @@
  * kept. Every statement is reset as soon as its result is read, so none
  * holds a read transaction open between calls.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "store/store.h"
 #include "util/alloc.h"
@@ -87,6 +91,7 @@ typedef struct sql_store {
     int in_txn;
     int doomed;   /* a call failed inside the transaction */
     int scanning; /* scans under way (a callback may scan again) */
+    int lock_fd;  /* the lock file's descriptor (lock_database), or -1 */
 } sql_store;
 
 /* fail fills err with SQLite's message for the connection's last error and
@@ -352,6 +357,10 @@ sq_free(tp_store *s)
          * file and removes it. */
         sqlite3_close_v2(q->db);
     }
+    /* Closing the descriptor drops the lock: only after SQLite is done
+     * with the file, so that no other process writes it meanwhile. */
+    if (q->lock_fd >= 0)
+        close(q->lock_fd);
     tp__free(q);
 }
 
@@ -445,6 +454,105 @@ migrate(sqlite3 *db, const char *path, tp_error *err)
     if (out != TP_OK && !sqlite3_get_autocommit(db))
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One database, one process                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Two servers on one database would each keep their own state in memory and
+ * overwrite each other's commits: acknowledged writes would be lost between
+ * them. So the store holds an exclusive lock for its lifetime on a lock file
+ * beside the database, "<db>-lock", taken with flock(): the kernel ties it to
+ * the open file description, so a second open conflicts even in the same
+ * process, and drops it when the process ends however it ends (a SIGKILL
+ * leaves nothing to clean up). Not a lock on the database file itself:
+ * SQLite's own locks there are POSIX locks, which closing any descriptor of
+ * that file would drop. Not "<db>.lock" either: SQLite's unix-dotfile VFS
+ * uses that name for its own lock. The file holds the holder's pid and
+ * program name, for the message a second opener gets; it is never removed
+ * (removing it would let a third opener lock a new file beside a held one).
+ */
+#define LOCK_SUFFIX "-lock"
+
+/* holder_text reads who holds the lock from the lock file: "pid name". */
+static void
+holder_text(int fd, char *out, size_t size)
+{
+    char buf[64];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    char *end;
+    long pid = strtol(buf, &end, 10);
+    if (end == buf || pid <= 0) {
+        snprintf(out, size, "another process");
+        return;
+    }
+    /* The name, printable characters only: the file is anyone's to write. */
+    char name[24];
+    size_t k = 0;
+    for (const char *p = end + (*end == ' '); *p != '\0' && *p != '\n' && k < sizeof name - 1; p++)
+        if (*p > ' ' && *p < 0x7f)
+            name[k++] = *p;
+    name[k] = '\0';
+    snprintf(out, size, "another %s (pid %ld)", k > 0 ? name : "process", pid);
+}
+
+/* own_name reads this process's name (/proc/self/comm), or "". */
+static void
+own_name(char *out, size_t size)
+{
+    out[0] = '\0';
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, out, size - 1);
+    close(fd);
+    out[n > 0 ? n : 0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static int
+lock_database(sql_store *q, const char *path, tp_error *err)
+{
+    /* SQLite's own full name of the file: one lock file whatever the path
+     * given (relative, a URI). None for an in-memory or temporary one. */
+    const char *file = sqlite3_db_filename(q->db, "main");
+    if (file == NULL || file[0] == '\0')
+        return TP_OK;
+    char lock[PATH_MAX + sizeof LOCK_SUFFIX];
+    int len = snprintf(lock, sizeof lock, "%s" LOCK_SUFFIX, file);
+    if (len < 0 || (size_t)len >= sizeof lock)
+        return tp__error_set(err, TP_EARG, "sqlite: open \"%s\": the path is too long", path);
+    /* O_CLOEXEC: a child process must not inherit the lock and outlive us
+     * holding it. */
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return tp__error_set(err, TP_EINTERNAL, "sqlite: open \"%s\": lock file %s: %s", path, lock,
+                             strerror(errno));
+    int rc;
+    while ((rc = flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EINTR)
+        ;
+    if (rc != 0) {
+        int e = errno;
+        char who[64];
+        holder_text(fd, who, sizeof who);
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return tp__error_set(err, TP_EINTERNAL, "database %s is in use by %s", file, who);
+        return tp__error_set(err, TP_EINTERNAL, "sqlite: open \"%s\": lock file %s: %s", path, lock,
+                             strerror(e));
+    }
+    /* Ours: say who holds it. A failure here costs only the message. */
+    char name[20], text[48];
+    own_name(name, sizeof name);
+    int n = snprintf(text, sizeof text, "%ld %s\n", (long)getpid(), name);
+    if (ftruncate(fd, 0) == 0 && n > 0 && pwrite(fd, text, (size_t)n, 0) != n) {
+        /* a lock file without the holder: a second opener says "another process" */
+    }
+    q->lock_fd = fd;
+    return TP_OK;
 }
 
 /* setup runs everything from the first read to the prepared statements. */
@@ -548,6 +656,7 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
         return NULL;
     }
     q->base.ops = &sqlite_ops;
+    q->lock_fd = -1;
     /* NOMUTEX: a store is used by one thread at a time (journal.h), so the
      * connection's own mutex would only cost. */
     int rc = sqlite3_open_v2(
@@ -559,7 +668,8 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
         sq_free(&q->base);
         return NULL;
     }
-    if (setup(q, path, &o, err) != TP_OK) {
+    /* The lock before the first read: sqlite3_open_v2 reads nothing yet. */
+    if (lock_database(q, path, err) != TP_OK || setup(q, path, &o, err) != TP_OK) {
         sq_free(&q->base);
         return NULL;
     }

@@ -8,11 +8,13 @@
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "faultvfs.h"
@@ -928,6 +930,93 @@ Test(sqlite, options, .init = setup_sqlite, .fini = teardown)
     cr_assert_eq(err.code, TP_EARG);
     cr_assert_null(tp_store_sqlite(NULL, NULL, NULL));
     tp_store_free(NULL);
+}
+
+/* One database, one opener (issue 16): the store holds an exclusive lock on
+ * "<db>-lock" for its lifetime; a second open, from this process or another,
+ * is refused with the holder's pid and name, and the kernel drops the lock
+ * with the holder. */
+static void
+expect_in_use(const char *p, long pid)
+{
+    tp_error e = {0, ""};
+    cr_assert_null(tp_store_sqlite(p, NULL, &e), "a second open of %s succeeded", p);
+    cr_assert_eq(e.code, TP_EINTERNAL);
+    char comm[32] = "";
+    FILE *f = fopen("/proc/self/comm", "r");
+    cr_assert_not_null(f);
+    cr_assert_not_null(fgets(comm, sizeof comm, f));
+    fclose(f);
+    comm[strcspn(comm, "\n")] = '\0';
+    char want[512];
+    snprintf(want, sizeof want, "database %s is in use by another %s (pid %ld)", path, comm, pid);
+    cr_assert_str_eq(e.message, want);
+}
+
+Test(sqlite, one_opener_at_a_time, .init = setup_sqlite, .fini = teardown)
+{
+    OK(s_puts(st, TP__REC_META, "a", "", 0, "ab"));
+    /* The same file, by the same path, by the default VFS, and by a relative
+     * path: all refused, while st holds it. */
+    expect_in_use(path, (long)getpid());
+    cr_assert_eq(chdir(dir), 0);
+    expect_in_use("store.db", (long)getpid());
+    char lockname[160];
+    snprintf(lockname, sizeof lockname, "%s-lock", path);
+    FILE *f = fopen(lockname, "r");
+    cr_assert_not_null(f, "no lock file %s", lockname);
+    long held = 0;
+    cr_assert_eq(fscanf(f, "%ld", &held), 1);
+    fclose(f);
+    cr_assert_eq(held, (long)getpid());
+    /* The refused opens changed nothing of the holder's: it goes on. */
+    OK(s_begin(st));
+    OK(s_puts(st, TP__REC_META, "b", "", 0, "ab"));
+    OK(s_commit(st));
+    cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 2);
+    /* Closed: the next open takes it, and sees everything. */
+    tp_store_free(st);
+    st = open_sqlite();
+    cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 2);
+    /* In-memory databases have no file, and no lock: any number at once. */
+    tp_store *m1 = tp_store_sqlite(":memory:", NULL, &err);
+    tp_store *m2 = tp_store_sqlite(":memory:", NULL, &err);
+    cr_assert(m1 != NULL && m2 != NULL, "%s", err.message);
+    tp_store_free(m1);
+    tp_store_free(m2);
+}
+
+Test(sqlite, lock_of_a_killed_process_is_gone, .init = setup_sqlite, .fini = teardown)
+{
+    tp_store_free(st);
+    st = NULL;
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t child = fork();
+    cr_assert_neq(child, -1);
+    if (child == 0) {
+        tp_error e = {0, ""};
+        tp_store *s = tp_store_sqlite(path, NULL, &e);
+        char ok = s != NULL ? 'y' : 'n';
+        if (write(fds[1], &ok, 1) != 1)
+            _exit(3);
+        for (;;)
+            pause(); /* holds the store until killed */
+    }
+    char got = 0;
+    cr_assert_eq(read(fds[0], &got, 1), 1);
+    close(fds[0]);
+    close(fds[1]);
+    cr_assert_eq(got, 'y', "the child could not open the store");
+    /* Another process holds it: refused, naming that process. */
+    expect_in_use(path, (long)child);
+    /* SIGKILL: nothing runs in the child, and the kernel drops its lock. */
+    cr_assert_eq(kill(child, SIGKILL), 0);
+    int status;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(WIFSIGNALED(status));
+    st = open_sqlite();
+    OK(s_puts(st, TP__REC_META, "a", "", 0, "ab"));
 }
 
 Test(sqlite, in_memory_file, .init = setup_memory, .fini = teardown)
