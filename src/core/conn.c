@@ -6,12 +6,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/envelope.h"
 #include "core/hub.h"
 #include "core/patch.h"
 #include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/prp.h"
+
+/* A member of a message's envelope (envelope.h). */
+#define MEMBER(env, name) (&(env)->m[TP__M_##name])
 
 /* ---- Encoding the messages meant for one connection ---- */
 
@@ -321,17 +325,15 @@ tp__client_trim(tp_session *s, tp__client *keep)
 
 /* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
 static int
-set_client(tp_conn *c, const json_t *jid, tp_error *err)
+set_client(tp_conn *c, const tp__jv *jid, tp_error *err)
 {
-    if (jid == NULL)
+    if (jid->kind == TP__JV_ABSENT)
         return 0;
-    if (!json_is_string(jid) || json_string_length(jid) == 0 ||
-        json_string_length(jid) > 4 * TP__CLIENT_ID_MAX ||
-        utf8_chars(json_string_value(jid), json_string_length(jid)) > TP__CLIENT_ID_MAX ||
-        strlen(json_string_value(jid)) != json_string_length(jid))
+    if (jid->kind != TP__JV_STRING || jid->len == 0 || jid->len > 4 * TP__CLIENT_ID_MAX ||
+        utf8_chars(jid->str, jid->len) > TP__CLIENT_ID_MAX || strlen(jid->str) != jid->len)
         return tp__error_set(err, TP_EBADREQUEST, "client: expected a string of 1 to %d characters",
                              TP__CLIENT_ID_MAX);
-    const char *id = json_string_value(jid);
+    const char *id = jid->str;
     if (c->client != NULL) {
         if (strcmp(c->client->id, id) == 0)
             return 0;
@@ -351,10 +353,10 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         cl = tp__calloc(1, sizeof *cl);
         if (cl == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
-        memcpy(cl->id, id, json_string_length(jid) + 1);
+        memcpy(cl->id, id, jid->len + 1);
         cl->session = s;
         cl->highest = INT64_MIN;
-        cl->bytes = TP__CLIENT_COST(json_string_length(jid));
+        cl->bytes = TP__CLIENT_COST(jid->len);
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             return tp__error_set(err, TP_ENOMEM, "out of memory");
@@ -450,23 +452,21 @@ take_token(tp_conn *c)
 
 /* Finds the model a message names; fills err as PROTOCOL.md's echo rules say. */
 static tp__model *
-find_model(tp_conn *c, const json_t *msg, const char *where, int *shared, tp_access *access,
-           tp_error *err)
+find_model(tp_conn *c, const tp__jv *jscope, const tp__jv *jid, const char *where, int *shared,
+           tp_access *access, tp_error *err)
 {
-    const json_t *jscope = json_object_get(msg, "scope");
-    const json_t *jid = json_object_get(msg, "id");
-    const char *scope = json_string_value(jscope);
+    const char *scope = jscope->kind == TP__JV_STRING ? jscope->str : NULL;
     if (scope == NULL || (strcmp(scope, "private") != 0 && strcmp(scope, "shared") != 0)) {
         tp__error_set(err, TP_EBADREQUEST, "%sscope: expected \"private\" or \"shared\"", where);
         return NULL;
     }
-    if (!json_is_string(jid) || json_string_length(jid) == 0) {
+    if (jid->kind != TP__JV_STRING || jid->len == 0) {
         tp__error_set(err, TP_EBADREQUEST, "%sid: expected a non-empty string", where);
         return NULL;
     }
-    const char *id = json_string_value(jid);
+    const char *id = jid->str;
     *shared = scope[0] == 's';
-    if (json_string_length(jid) > TP__KEY_MAX || strlen(id) != json_string_length(jid)) {
+    if (jid->len > TP__KEY_MAX || strlen(id) != jid->len) {
         tp__error_set(err, TP_ENOTFOUND, "%sid: no model \"%.64s\" in scope \"%s\"", where, id,
                       scope);
         return NULL;
@@ -491,8 +491,9 @@ find_model(tp_conn *c, const json_t *msg, const char *where, int *shared, tp_acc
 }
 
 static int
-parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
+parse_ts(const tp__jv *ts, tp__stamp *st, tp_error *err)
 {
+    const json_t *jts = ts->kind == TP__JV_OBJECT ? ts->json : NULL;
     const json_t *wall = json_object_get(jts, "wall");
     const json_t *count = json_object_get(jts, "count");
     /* The count is bounded so that the hub's clock, which counts on from
@@ -519,18 +520,20 @@ refuse_write(tp_conn *c, json_int_t ref, int code, const char *message)
 /* Applies a write; returns the ack or error to send (NULL: out of memory)
  * and sets *code to the outcome. */
 static tp__buf *
-apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
+apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
 {
     tp_error err = {0, ""};
     int shared = 0;
     tp_access access = TP_READ;
-    const json_t *patch = json_object_get(msg, "patch");
-    const json_t *jts = json_object_get(msg, "ts");
+    const tp__jv *jpatch = MEMBER(msg, patch);
+    const json_t *patch = jpatch->kind == TP__JV_OBJECT ? jpatch->json : NULL;
+    const tp__jv *jts = MEMBER(msg, ts);
+    int has_ts = jts->kind != TP__JV_ABSENT;
     tp__stamp stamp = {0, 0, c->session->tenant, c->idnum};
-    tp__model *m = find_model(c, msg, "", &shared, &access, &err);
-    if (m != NULL && !json_is_object(patch))
+    tp__model *m = find_model(c, MEMBER(msg, scope), MEMBER(msg, id), "", &shared, &access, &err);
+    if (m != NULL && patch == NULL)
         tp__error_set(&err, TP_EBADREQUEST, "patch: expected an object");
-    else if (m != NULL && jts != NULL && parse_ts(jts, &stamp, &err) != 0)
+    else if (m != NULL && has_ts && parse_ts(jts, &stamp, &err) != 0)
         m = NULL;
     else if (m != NULL && access != TP_WRITE)
         tp__error_set(&err, TP_EFORBIDDEN, "id: shared model \"%s\" is read-only for this tenant",
@@ -555,7 +558,7 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
             return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
         }
         stamp.tenant = c->session->iname;
-        if (jts != NULL)
+        if (has_ts)
             tp__stamp_observe(c->hub, &stamp);
         else
             tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
@@ -593,14 +596,14 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
 }
 
 static void
-handle_write(tp_conn *c, const json_t *msg)
+handle_write(tp_conn *c, const tp__env *msg)
 {
-    const json_t *jref = json_object_get(msg, "ref");
-    if (!json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
         return;
     }
-    json_int_t ref = json_integer_value(jref);
+    json_int_t ref = jref->num;
     tp__client *cl = c->client;
     if (cl != NULL && ref <= cl->highest) {
         /* PROTOCOL.md, exactly once: a ref not above the highest is
@@ -643,12 +646,13 @@ handle_write(tp_conn *c, const json_t *msg)
 /* ---- Resume ---- */
 
 static int
-check_resume(const tp_conn *c, const json_t *models, tp_error *err)
+check_resume(const tp_conn *c, const tp__jv *jmodels, tp_error *err)
 {
-    if (models == NULL)
+    if (jmodels->kind == TP__JV_ABSENT)
         return 0;
-    if (!json_is_array(models))
+    if (jmodels->kind != TP__JV_ARRAY)
         return tp__error_set(err, TP_EBADREQUEST, "models: expected an array");
+    const json_t *models = jmodels->json;
     /* Each entry may cost a snapshot: a client lists each model it holds
      * once, so more entries than the tenant can see (and a few it may have
      * lost since) is refused before any work. */
@@ -706,7 +710,10 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
     tp_error err;
     int shared;
     tp_access access;
-    tp__model *m = find_model(c, e, "", &shared, &access, &err);
+    tp__jv jscope, jid;
+    tp__jv_from_json(&jscope, json_object_get(e, "scope"));
+    tp__jv_from_json(&jid, json_object_get(e, "id"));
+    tp__model *m = find_model(c, &jscope, &jid, "", &shared, &access, &err);
     if (m == NULL) {
         const char *id = json_string_value(json_object_get(e, "id"));
         tp__map *gone = &seen->gone[json_string_value(json_object_get(e, "scope"))[0] == 's'];
@@ -748,24 +755,31 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
         tp__conn_send(c, tp__model_history_at(m, k));
 }
 
+/* msg: NULL for the empty resume a first message that is not one counts as. */
 static void
-handle_resume(tp_conn *c, const json_t *msg)
+handle_resume(tp_conn *c, const tp__env *msg)
 {
+    static const tp__env none; /* no members */
     tp_error err = {0, ""};
-    const json_t *models = json_object_get(msg, "models");
-    const json_t *jref = json_object_get(msg, "ref");
     int first = c->state == TP__CONN_AWAIT_RESUME;
     /* A later resume (after a rev gap) may cost a snapshot per model it
      * lists: it takes a token from the writes' budget, so a client cannot
      * make the hub encode snapshots in a loop. */
-    if (!first && msg != NULL && !take_token(c)) {
-        send_error(c, json_is_integer(jref), json_integer_value(jref), TP_ERATELIMITED,
+    int take = msg != NULL;
+    if (msg == NULL)
+        msg = &none;
+    const tp__jv *jmodels = MEMBER(msg, models);
+    const tp__jv *jref = MEMBER(msg, ref);
+    int has_ref = jref->kind == TP__JV_INTEGER;
+    json_int_t ref = has_ref ? jref->num : 0;
+    if (!first && take && !take_token(c)) {
+        send_error(c, has_ref, ref, TP_ERATELIMITED,
                    "resume: over the limit of writes per second, resend later");
         return;
     }
-    if (check_resume(c, models, &err) != 0 ||
-        set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        send_error(c, json_is_integer(jref), json_integer_value(jref), err.code, err.message);
+    const json_t *models = jmodels->kind == TP__JV_ARRAY ? jmodels->json : NULL;
+    if (check_resume(c, jmodels, &err) != 0 || set_client(c, MEMBER(msg, client), &err) != 0) {
+        send_error(c, has_ref, ref, err.code, err.message);
         if (!first)
             return;
         models = NULL; /* PROTOCOL.md: then handled as an empty resume */
@@ -806,22 +820,22 @@ handle_resume(tp_conn *c, const json_t *msg)
 /* ---- Messages ---- */
 
 static void
-handle_ping(tp_conn *c, const json_t *msg)
+handle_ping(tp_conn *c, const tp__env *msg)
 {
     tp_error err;
-    const json_t *jref = json_object_get(msg, "ref");
-    if (!json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
         return;
     }
-    if (set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        send_error(c, 1, json_integer_value(jref), err.code, err.message);
+    if (set_client(c, MEMBER(msg, client), &err) != 0) {
+        send_error(c, 1, jref->num, err.code, err.message);
         return;
     }
     tp__sb sb;
     tp__sb_init(&sb, 48);
     tp__sb_puts(&sb, "{\"type\":\"pong\",\"ref\":");
-    tp__sb_int(&sb, json_integer_value(jref));
+    tp__sb_int(&sb, jref->num);
     tp__sb_puts(&sb, "}");
     tp__buf *b = tp__sb_finish(&sb);
     tp__conn_send(c, b);
@@ -835,17 +849,17 @@ handle_ping(tp_conn *c, const json_t *msg)
  * the credential it has expires. Messages never hold the token.
  */
 static void
-handle_auth(tp_conn *c, const json_t *msg)
+handle_auth(tp_conn *c, const tp__env *msg)
 {
-    const json_t *jref = json_object_get(msg, "ref");
-    if (jref != NULL && !json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_ABSENT && jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: expected an integer");
         return;
     }
-    int has_ref = jref != NULL;
-    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
-    const json_t *jtok = json_object_get(msg, "token");
-    if (!json_is_string(jtok) || json_string_length(jtok) == 0) {
+    int has_ref = jref->kind != TP__JV_ABSENT;
+    json_int_t ref = has_ref ? jref->num : 0;
+    const tp__jv *jtok = MEMBER(msg, token);
+    if (jtok->kind != TP__JV_STRING || jtok->len == 0) {
         send_error(c, has_ref, ref, TP_EBADREQUEST, "token: required, a non-empty string");
         return;
     }
@@ -862,8 +876,7 @@ handle_auth(tp_conn *c, const json_t *msg)
     memset(&cred, 0, sizeof cred);
     tp_error err = {0, ""};
     int64_t now = tp__hub_now(c->hub);
-    int rc = c->hub->verify(json_string_value(jtok), json_string_length(jtok), now, &cred, &err,
-                            c->hub->verify_user);
+    int rc = c->hub->verify(jtok->str, jtok->len, now, &cred, &err, c->hub->verify_user);
     if (rc != TP_OK) {
         send_error(c, has_ref, ref, rc == TP_EFORBIDDEN ? TP_EFORBIDDEN : TP_EINTERNAL,
                    err.message[0] != '\0' ? err.message : "token: refused");
@@ -924,29 +937,31 @@ tp_conn_expire(tp_conn *c, int64_t now_ms)
     return 4401;
 }
 
+/* msg: the message's envelope, or NULL when the message is not an object. */
 static void
-handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
+handle_message(tp_conn *c, const tp__env *msg, size_t index, int batched)
 {
     char where[32] = "";
     if (batched)
         snprintf(where, sizeof where, "[%zu]", index);
-    const char *type = json_string_value(json_object_get(msg, "type"));
+    const tp__jv *jtype = msg != NULL ? MEMBER(msg, type) : NULL;
+    const char *type = jtype != NULL && jtype->kind == TP__JV_STRING ? jtype->str : NULL;
     int is_resume = type != NULL && strcmp(type, "resume") == 0;
     /* PROTOCOL.md: with resume=1, a first message that is not `resume`
      * (whatever it is, even a refused one) counts as an empty resume and is
      * then handled as usual. */
     if (c->state == TP__CONN_AWAIT_RESUME && !is_resume)
         handle_resume(c, NULL);
-    if (!json_is_object(msg)) {
+    if (msg == NULL) {
         char m[96];
         snprintf(m, sizeof m, "%s: expected a message object%s", batched ? where : "(root)",
                  batched ? "" : " or a batch array");
         send_error(c, 0, 0, TP_EBADREQUEST, m);
         return;
     }
-    const json_t *jref = json_object_get(msg, "ref");
-    int has_ref = json_is_integer(jref);
-    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
+    const tp__jv *jref = MEMBER(msg, ref);
+    int has_ref = jref->kind == TP__JV_INTEGER;
+    json_int_t ref = has_ref ? jref->num : 0;
     if (type == NULL) {
         send_error(c, has_ref, ref, TP_EBADREQUEST, "type: required, a string");
         return;
@@ -980,6 +995,14 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
         c->state = TP__CONN_CLOSING;
         return TP_ECLOSED;
     }
+    /* The common message without a jansson tree (envelope.h); anything
+     * else (a batch, a refusal, a rarer form) the way it always went. */
+    tp__env env;
+    if (tp__env_scan(&env, text, len) == TP__ENV_OK) {
+        handle_message(c, &env, 0, 0);
+        tp__env_clear(&env);
+        return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;
+    }
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
@@ -996,10 +1019,14 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
         {
             if (c->state == TP__CONN_CLOSING)
                 break;
-            handle_message(c, e, i, 1);
+            if (json_is_object(e))
+                tp__env_from_json(&env, e);
+            handle_message(c, json_is_object(e) ? &env : NULL, i, 1);
         }
     } else {
-        handle_message(c, msg, 0, 0);
+        if (json_is_object(msg))
+            tp__env_from_json(&env, msg);
+        handle_message(c, json_is_object(msg) ? &env : NULL, 0, 0);
     }
     json_decref(msg);
     return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;
