@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "transports.h"
 
 /* ---- Options ---- */
@@ -686,6 +688,7 @@ main(int argc, char **argv)
 
     static const tp_allocator counting = {count_malloc, count_realloc, count_free};
     tp_set_allocator(&counting);
+    json_set_alloc_funcs(count_malloc, count_free); /* jansson's: the host's to set */
 
     int64_t t_start = now_ns();
     int scale = quick ? 5 : 1;

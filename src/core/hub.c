@@ -7,6 +7,7 @@
 
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/json.h"
 #include "core/patch.h"
 #include "core/schema.h"
 #include "util/alloc.h"
@@ -421,7 +422,7 @@ tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
 static char *
 dump_value(const tp__model *m)
 {
-    return json_dumps(m->pending ? m->pending : m->value, JSON_COMPACT);
+    return tp__json_dumps(m->pending ? m->pending : m->value, JSON_COMPACT);
 }
 
 /* ---- Sessions and private models ---- */
@@ -469,7 +470,7 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
     s->next_id = 1;
     s->tenant = tp__strdup(tenant);
     json_t *jt = json_string(tenant);
-    s->tenant_json = jt ? json_dumps(jt, JSON_ENCODE_ANY) : NULL;
+    s->tenant_json = jt ? tp__json_dumps(jt, JSON_ENCODE_ANY) : NULL;
     json_decref(jt);
     tp__map_init(&s->models, hub->seed ^ 0x1);
     tp__map_init(&s->subs, hub->seed ^ 0x2);
