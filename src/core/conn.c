@@ -10,6 +10,7 @@
 #include "core/hub.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/prp.h"
@@ -19,37 +20,11 @@
 
 /* ---- Encoding the messages meant for one connection ---- */
 
-static tp__buf *
-encode_json(json_t *msg)
-{
-    tp__buf *b = NULL;
-    if (msg != NULL) {
-        size_t n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
-        b = n ? tp__buf_new(n) : NULL;
-        if (b != NULL) {
-            b->len = json_dumpb(msg, b->data, n, JSON_COMPACT);
-            b->data[b->len] = '\0';
-        }
-    }
-    json_decref(msg);
-    return b;
-}
-
 /* An error; has_ref says whether the refused message had a usable ref. */
 static tp__buf *
 msg_error(int has_ref, json_int_t ref, int code, const char *message)
 {
-    json_t *msg = json_pack("{s:s}", "type", "error");
-    if (msg != NULL && has_ref && json_object_set_new(msg, "ref", json_integer(ref)) != 0) {
-        json_decref(msg);
-        return NULL;
-    }
-    if (msg != NULL && (json_object_set_new(msg, "code", json_string(tp_error_name(code))) ||
-                        json_object_set_new(msg, "message", json_string(message)))) {
-        json_decref(msg);
-        return NULL;
-    }
-    return encode_json(msg);
+    return tp__wire_error(has_ref, ref, tp_error_name(code), message);
 }
 
 /* Counts and logs a refused message (every `error` the hub answers with). */
@@ -80,30 +55,6 @@ send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *messag
     tp__buf *b = msg_error(has_ref, ref, code, repaired);
     tp__conn_send(c, b);
     tp__buf_unref(b);
-}
-
-/* Room enough for any ack of a model: it is allocated before the write is
- * applied, so that nothing can fail once the model has changed. */
-#define ACK_ROOM(m) (128 + (m)->addr_len)
-
-/* Fills a buffer of ACK_ROOM bytes with an ack (no allocation). */
-static tp__buf *
-msg_ack(tp__buf *room, json_int_t ref, const tp__model *m, int64_t from)
-{
-    tp__sb sb = {room, 0};
-    room->len = 0;
-    tp__sb_puts(&sb, "{\"type\":\"ack\",\"ref\":");
-    tp__sb_int(&sb, ref);
-    tp__sb_append(&sb, ",", 1);
-    tp__sb_append(&sb, m->addr, m->addr_len);
-    tp__sb_puts(&sb, ",\"rev\":");
-    tp__sb_int(&sb, m->rev);
-    if (from >= 0) {
-        tp__sb_puts(&sb, ",\"from\":");
-        tp__sb_int(&sb, from);
-    }
-    tp__sb_puts(&sb, "}");
-    return tp__sb_finish(&sb);
 }
 
 void
@@ -138,10 +89,10 @@ send_snapshots(tp_conn *c, uint64_t skip)
     }
 }
 
+/* Sends a message built for this connection alone. */
 static void
-send_literal(tp_conn *c, const char *text)
+send_built(tp_conn *c, tp__buf *b)
 {
-    tp__buf *b = tp__buf_copy(text, strlen(text));
     tp__conn_send(c, b);
     tp__buf_unref(b);
 }
@@ -191,24 +142,12 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
 
     /* Built from pieces encoded once (the tenant's JSON string), since
      * thousands of clients may reconnect at once. */
-    tp__sb sb;
-    tp__sb_init(&sb, 128 + strlen(s->tenant_json));
-    tp__sb_puts(&sb, "{\"type\":\"hello\",\"protocol\":1,\"tenant\":");
-    tp__sb_puts(&sb, s->tenant_json);
-    tp__sb_puts(&sb, ",\"conn\":\"");
-    tp__sb_puts(&sb, c->id);
-    tp__sb_puts(&sb, "\",\"tick_ms\":");
-    tp__sb_int(&sb, hub->tick_ms);
-    tp__sb_puts(&sb, ",\"max_message_bytes\":");
-    tp__sb_int(&sb, (int64_t)hub->limits.max_message_bytes);
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_hello(s->tenant_json, c->id, hub->tick_ms,
+                                 (int64_t)hub->limits.max_message_bytes));
     /* PROTOCOL.md: without resume=1, snapshots right after hello, then synced. */
     if (c->state == TP__CONN_LIVE) {
         send_snapshots(c, 0);
-        send_literal(c, "{\"type\":\"synced\"}");
+        send_built(c, tp__wire_synced());
     }
     c->syncing = 0;
     if (hub->observer != NULL)
@@ -563,7 +502,7 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
         else
             tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
     }
-    tp__buf *ack = tp__buf_new(ACK_ROOM(m));
+    tp__buf *ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
     if (ack == NULL) {
         *code = TP_EINTERNAL;
         return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
@@ -592,7 +531,7 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
     /* PROTOCOL.md: a private write's ack carries `from` when it changed the
      * model; a shared writer already got the patch; a write that changed
      * nothing is acked with the current rev and no `from`. */
-    return msg_ack(ack, ref, m, rc > 0 && !shared ? from : -1);
+    return tp__wire_ack(ack, ref, m->addr, m->addr_len, m->rev, rc > 0 && !shared ? from : -1);
 }
 
 static void
@@ -723,11 +662,7 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
             tp__conn_send(c, NULL); /* out of memory: closed, the client resumes */
             return;
         }
-        json_t *msg = json_pack("{s:s,s:O,s:O}", "type", "removed", "scope",
-                                json_object_get(e, "scope"), "id", json_object_get(e, "id"));
-        tp__buf *b = encode_json(msg);
-        tp__conn_send(c, b);
-        tp__buf_unref(b);
+        send_built(c, tp__wire_removed_id(jscope.str[0] == 's', jid.str, jid.len));
         return;
     }
     if (m->mark == mark)
@@ -812,7 +747,7 @@ handle_resume(tp_conn *c, const tp__env *msg)
         if (c->state != TP__CONN_CLOSING)
             c->state = TP__CONN_LIVE;
         send_snapshots(c, mark);
-        send_literal(c, "{\"type\":\"synced\"}");
+        send_built(c, tp__wire_synced());
     }
     c->syncing = 0;
 }
@@ -832,14 +767,7 @@ handle_ping(tp_conn *c, const tp__env *msg)
         send_error(c, 1, jref->num, err.code, err.message);
         return;
     }
-    tp__sb sb;
-    tp__sb_init(&sb, 48);
-    tp__sb_puts(&sb, "{\"type\":\"pong\",\"ref\":");
-    tp__sb_int(&sb, jref->num);
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_pong(jref->num));
 }
 
 /*
@@ -900,17 +828,7 @@ handle_auth(tp_conn *c, const tp__env *msg)
                 tp__log_value(c->session->tenant, qt, sizeof qt), c->id,
                 (long long)(cred.expires_at_ms != 0 ? (cred.expires_at_ms - now) / 1000 : -1));
     }
-    tp__sb sb;
-    tp__sb_init(&sb, 48);
-    tp__sb_puts(&sb, "{\"type\":\"ack\"");
-    if (has_ref) {
-        tp__sb_puts(&sb, ",\"ref\":");
-        tp__sb_int(&sb, ref);
-    }
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_auth_ack(has_ref, ref));
 }
 
 TP_API void

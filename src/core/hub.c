@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -647,7 +648,7 @@ tp_session_delete(tp_session *s, const char *id)
         return TP_ENOTFOUND;
     if (remember_gone(&s->gone_ids, m->id) != TP_OK)
         return TP_ENOMEM;
-    tp__buf *msg = tp__msg_removed(m);
+    tp__buf *msg = tp__wire_removed(m->addr, m->addr_len);
     tell(s, msg);
     tp__buf_unref(msg);
     dirty_remove(m);
@@ -760,7 +761,7 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
             sub->access = access;
             sub->access_rev = m->rev;
             tp__journal_sub(s, m->id);
-            tp__buf *msg = tp__msg_access(m, access);
+            tp__buf *msg = tp__wire_access(m->addr, m->addr_len, access);
             tell(s, msg);
             tp__buf_unref(msg);
         }
@@ -799,7 +800,7 @@ sub_remove(tp__sub *sub, int notify, char *gone)
     if (gone != NULL)
         tp__map_put(&s->gone, gone, gone); /* reserved by the caller */
     if (notify) {
-        tp__buf *msg = tp__msg_removed(m);
+        tp__buf *msg = tp__wire_removed(m->addr, m->addr_len);
         tell(s, msg);
         tp__buf_unref(msg);
     }
