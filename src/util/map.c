@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/types.h>
@@ -27,6 +28,7 @@ mix(uint64_t h)
  * clock reading and an address. */
 static uint64_t sip_key[2];
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static atomic_int key_ready; /* set once the key is drawn: the common case skips pthread_once */
 
 static void
 key_draw(void)
@@ -46,15 +48,17 @@ key_draw(void)
          * the seed the maps had before, rather than no map at all. */
         sip_key[0] = tp__seed(&sip_key);
         sip_key[1] = tp__seed(k);
-        return;
+    } else {
+        memcpy(sip_key, k, sizeof sip_key);
     }
-    memcpy(sip_key, k, sizeof sip_key);
+    atomic_store_explicit(&key_ready, 1, memory_order_release);
 }
 
 static uint64_t
 hash(uint64_t seed, const char *s, size_t n)
 {
-    pthread_once(&key_once, key_draw);
+    if (!atomic_load_explicit(&key_ready, memory_order_acquire))
+        pthread_once(&key_once, key_draw);
     /* The map's own seed goes into the key: maps of one process still hash
      * differently (an iteration order tells nothing of another map's). */
     return tp__siphash13(sip_key[0] ^ seed, sip_key[1], s, n);
