@@ -915,12 +915,15 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
     }
     /* The common message without a jansson tree (envelope.h); anything
      * else (a batch, a refusal, a rarer form) the way it always went. */
-    tp__env env;
-    if (tp__env_scan(&env, text, len) == TP__ENV_OK) {
-        handle_message(c, &env, 0, 0);
-        tp__env_clear(&env);
+    tp__text t;
+    if (tp__env_scan(&t, text, len) == TP__ENV_OK) {
+        /* A batch: its messages in order, each answered on its own. */
+        for (size_t i = 0; i < t.n && c->state != TP__CONN_CLOSING; i++)
+            handle_message(c, &t.msgs[i], i, t.batch);
+        tp__text_clear(&t);
         return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;
     }
+    tp__env env;
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {

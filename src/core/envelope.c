@@ -209,7 +209,6 @@ member_index(const char *key, size_t len)
 static int
 scan_object(tp__env *env, scan *s)
 {
-    skip_ws(s);
     if (s->p == s->end || *s->p++ != '{')
         return -1;
     skip_ws(s);
@@ -249,25 +248,83 @@ scan_object(tp__env *env, scan *s)
     }
 }
 
-int
-tp__env_scan(tp__env *env, const char *text, size_t len)
+/* Room for one more envelope of a batch; NULL when out of memory. */
+static tp__env *
+text_push(tp__text *t)
 {
-    memset(env->m, 0, sizeof env->m);
-    memset(env->owned, 0, sizeof env->owned);
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 16;
+        tp__env *v = tp__reallocarray(t->msgs == &t->one ? NULL : t->msgs, cap, sizeof *v);
+        if (v == NULL)
+            return NULL;
+        if (t->msgs == &t->one && t->n > 0)
+            v[0] = t->one;
+        t->msgs = v;
+        t->cap = cap;
+    }
+    tp__env *e = &t->msgs[t->n++];
+    memset(e, 0, sizeof *e);
+    return e;
+}
+
+static int
+scan_batch(tp__text *t, scan *s)
+{
+    s->p++; /* '[' */
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(s);
+        tp__env *e = text_push(t);
+        /* A member that is not an object is jansson's (the hub refuses it
+         * by its index). */
+        if (e == NULL || scan_object(e, s) != 0)
+            return -1;
+        skip_ws(s);
+        if (s->p == s->end)
+            return -1;
+        unsigned char c = *s->p++;
+        if (c == ']')
+            return 0;
+        if (c != ',')
+            return -1;
+    }
+}
+
+int
+tp__env_scan(tp__text *t, const char *text, size_t len)
+{
+    t->n = 0;
+    t->cap = 1;
+    t->batch = 0;
+    t->msgs = &t->one;
+    memset(&t->one, 0, sizeof t->one);
     /* Decoded strings take at most the bytes of their text (the quotes
      * make room for the NUL). */
-    env->arena = len <= sizeof env->small ? env->small : tp__malloc(len);
-    if (env->arena == NULL)
+    t->arena = len <= sizeof t->small ? t->small : tp__malloc(len);
+    if (t->arena == NULL)
         return TP__ENV_OTHER;
-    scan s = {(const unsigned char *)text, (const unsigned char *)text + len, env->arena};
-    int rc = scan_object(env, &s);
+    scan s = {(const unsigned char *)text, (const unsigned char *)text + len, t->arena};
+    skip_ws(&s);
+    int rc;
+    if (s.p < s.end && *s.p == '[') {
+        t->batch = 1;
+        t->cap = 0; /* the first push allocates the array */
+        rc = scan_batch(t, &s);
+    } else {
+        t->n = 1;
+        rc = scan_object(&t->one, &s);
+    }
     if (rc == 0) {
         skip_ws(&s);
         if (s.p != s.end)
             rc = -1; /* trailing bytes: jansson's message */
     }
     if (rc != 0) {
-        tp__env_clear(env);
+        tp__text_clear(t);
         return TP__ENV_OTHER;
     }
     return TP__ENV_OK;
@@ -309,20 +366,23 @@ void
 tp__env_from_json(tp__env *env, const json_t *msg)
 {
     memset(env->owned, 0, sizeof env->owned);
-    env->arena = NULL;
     for (int i = 0; i < TP__M_COUNT; i++)
         tp__jv_from_json(&env->m[i], json_object_get(msg, tp__env_names[i]));
 }
 
 void
-tp__env_clear(tp__env *env)
+tp__text_clear(tp__text *t)
 {
-    for (int i = 0; i < TP__M_COUNT; i++) {
-        json_decref(env->owned[i]);
-        env->owned[i] = NULL;
-    }
-    if (env->arena != env->small)
-        tp__free(env->arena);
-    env->arena = NULL;
-    memset(env->m, 0, sizeof env->m);
+    for (size_t k = 0; k < t->n; k++)
+        for (int i = 0; i < TP__M_COUNT; i++)
+            json_decref(t->msgs[k].owned[i]);
+    if (t->msgs != &t->one)
+        tp__free(t->msgs);
+    if (t->arena != t->small)
+        tp__free(t->arena);
+    t->arena = NULL;
+    t->msgs = &t->one;
+    t->n = 0;
+    t->cap = 1;
+    memset(&t->one, 0, sizeof t->one);
 }

@@ -5,8 +5,9 @@
  * or arrays (a write's patch, a ts, a resume's list) become jansson values,
  * each parsed from its own span of the text.
  *
- * The scanner takes the common shape of a message (one object, members the
- * hub knows, strings without escapes, integers) and answers TP__ENV_OTHER
+ * The scanner takes the common shape of a message (an object, or a batch
+ * array of objects; members the hub knows, strings without escapes,
+ * integers) and answers TP__ENV_OTHER
  * for anything else: the caller then parses the text with jansson as it
  * always did and fills an envelope from the tree (tp__env_from_json), so
  * every refusal (not JSON, duplicate members, bad UTF-8 or escapes, depth,
@@ -67,26 +68,38 @@ typedef struct tp__jv {
     json_t *json;    /* TP__JV_OBJECT, TP__JV_ARRAY (a borrowed reference) */
 } tp__jv;
 
-#define TP__ENV_SMALL 256
-
+/* One message's envelope. */
 typedef struct tp__env {
     tp__jv m[TP__M_COUNT];
-    json_t *owned[TP__M_COUNT]; /* values parsed by the scanner, released by tp__env_clear */
-    char *arena;                /* decoded strings: small, or an allocation */
-    char small[TP__ENV_SMALL];
+    json_t *owned[TP__M_COUNT]; /* values parsed by the scanner, released with the text */
 } tp__env;
+
+#define TP__ENV_SMALL 256
+
+/* The envelopes of one text: a message, or a batch (an array of them). */
+typedef struct tp__text {
+    tp__env *msgs; /* n envelopes, in order */
+    size_t n;
+    int batch; /* the text was an array */
+    size_t cap;
+    tp__env one; /* msgs when the text is one message */
+    char *arena; /* the decoded strings: small, or an allocation */
+    char small[TP__ENV_SMALL];
+} tp__text;
 
 #define TP__ENV_OK 0
 #define TP__ENV_OTHER 1
 
-/* tp__env_scan fills env from one message's text: TP__ENV_OK, or
- * TP__ENV_OTHER (env then holds nothing: parse the text with jansson). */
-int tp__env_scan(tp__env *env, const char *text, size_t len);
-/* tp__env_from_json fills env from a parsed message object (borrowing from it). */
+/* tp__env_scan reads one text (a message or a batch of messages):
+ * TP__ENV_OK, or TP__ENV_OTHER (t then holds nothing: parse the text with
+ * jansson). Release an OK text with tp__text_clear. */
+int tp__env_scan(tp__text *t, const char *text, size_t len);
+void tp__text_clear(tp__text *t);
+/* tp__env_from_json fills env from a parsed message object (borrowing from
+ * it: nothing to release). */
 void tp__env_from_json(tp__env *env, const json_t *msg);
 /* tp__jv_from_json describes a jansson value (NULL: absent), borrowing from it. */
 void tp__jv_from_json(tp__jv *jv, const json_t *v);
-void tp__env_clear(tp__env *env);
 
 /* The member names, in TP__ENV_MEMBERS order. */
 extern const char *const tp__env_names[TP__M_COUNT];

@@ -5,11 +5,12 @@
  * Input: one message text, as tp_conn_feed gets it. Checked:
  *   - whenever the scanner takes the text (TP__ENV_OK), jansson takes it
  *     too with the flags conn.c always used (JSON_REJECT_DUPLICATES |
- *     JSON_DECODE_ANY), and it is an object: the scanner never accepts
+ *     JSON_DECODE_ANY), and it is an object, or an array of as many
+ *     objects as the scanner found messages: the scanner never accepts
  *     what jansson refuses (duplicates, bad UTF-8 or escapes, depth,
  *     trailing bytes, numbers out of range), so a refusal keeps jansson's
  *     message;
- *   - every member the hub reads then has the same value both ways: absent
+ *   - every member the hub reads (of every message) has the same value both ways: absent
  *     or present alike, strings byte for byte (with their length), integers
  *     equal, objects and arrays json_equal, the kind of the others;
  *   - when the scanner declines (TP__ENV_OTHER), the envelope it leaves is
@@ -86,25 +87,37 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
-    tp__env env;
-    int rc = tp__env_scan(&env, text, size);
+    tp__text t;
+    int rc = tp__env_scan(&t, text, size);
     TPF_CHECK(rc == TP__ENV_OK || rc == TP__ENV_OTHER, "tp__env_scan returned %d", rc);
     json_error_t jerr;
     json_t *tree = json_loadb(text, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (rc == TP__ENV_OK) {
         TPF_CHECK(tree != NULL, "the scanner took a text jansson refuses: %s (column %d)",
                   jerr.text, jerr.column);
-        TPF_CHECK(json_is_object(tree), "the scanner took a text that is not an object");
-        same_members(&env, tree, "scanned");
-        tp__env_clear(&env);
+        if (t.batch) {
+            TPF_CHECK(json_is_array(tree) && json_array_size(tree) == t.n,
+                      "a batch of %zu messages, jansson says otherwise", t.n);
+            for (size_t i = 0; i < t.n; i++) {
+                TPF_CHECK(json_is_object(json_array_get(tree, i)),
+                          "the scanner took a batch member that is not an object");
+                same_members(&t.msgs[i], json_array_get(tree, i), "scanned");
+            }
+        } else {
+            TPF_CHECK(t.n == 1 && json_is_object(tree),
+                      "the scanner took a text that is not an object");
+            same_members(&t.msgs[0], tree, "scanned");
+        }
+        tp__text_clear(&t);
     } else {
+        TPF_CHECK(t.n == 0, "a declined scan left %zu messages", t.n);
         for (int i = 0; i < TP__M_COUNT; i++)
-            TPF_CHECK(env.m[i].kind == TP__JV_ABSENT && env.owned[i] == NULL,
+            TPF_CHECK(t.one.m[i].kind == TP__JV_ABSENT && t.one.owned[i] == NULL,
                       "a declined scan left member %s", tp__env_names[i]);
         if (json_is_object(tree)) {
+            tp__env env;
             tp__env_from_json(&env, tree);
             same_members(&env, tree, "from_json");
-            tp__env_clear(&env);
         }
     }
     json_decref(tree);
