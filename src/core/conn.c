@@ -134,7 +134,12 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     /* Issue 11: the id is a keyed permutation of the number, in 16 hex
      * digits: unique as the number is, and telling nothing of it. */
     c->idnum = tp__prp64(hub->conn_key, c->num);
-    snprintf(c->id, sizeof c->id, "c%016llx", (unsigned long long)c->idnum);
+    /* "c%016llx", without snprintf: thousands of clients may reconnect at once. */
+    static const char hex[] = "0123456789abcdef";
+    c->id[0] = 'c';
+    for (int i = 0; i < 16; i++)
+        c->id[1 + i] = hex[(c->idnum >> (60 - 4 * i)) & 0xF];
+    c->id[17] = '\0';
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
@@ -859,9 +864,6 @@ tp_conn_expire(tp_conn *c, int64_t now_ms)
 static void
 handle_message(tp_conn *c, const tp__env *msg, size_t index, int batched)
 {
-    char where[32] = "";
-    if (batched)
-        snprintf(where, sizeof where, "[%zu]", index);
     const tp__jv *jtype = msg != NULL ? MEMBER(msg, type) : NULL;
     const char *type = jtype != NULL && jtype->kind == TP__JV_STRING ? jtype->str : NULL;
     int is_resume = type != NULL && strcmp(type, "resume") == 0;
@@ -872,8 +874,10 @@ handle_message(tp_conn *c, const tp__env *msg, size_t index, int batched)
         handle_resume(c, NULL);
     if (msg == NULL) {
         char m[96];
-        snprintf(m, sizeof m, "%s: expected a message object%s", batched ? where : "(root)",
-                 batched ? "" : " or a batch array");
+        if (batched)
+            snprintf(m, sizeof m, "[%zu]: expected a message object", index);
+        else
+            snprintf(m, sizeof m, "(root): expected a message object or a batch array");
         send_error(c, 0, 0, TP_EBADREQUEST, m);
         return;
     }
