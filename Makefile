@@ -103,7 +103,7 @@ bench: build
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;
 # the committed corpus is only read.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client fuzz_jwt
+FUZZ_TARGETS = fuzz_conn fuzz_schema fuzz_patch fuzz_client fuzz_jwt fuzz_envelope
 FUZZ_FLAGS ?=
 
 fuzz: deps

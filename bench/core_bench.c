@@ -25,13 +25,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "transports.h"
+#include "util/map.h"
 
 /* ---- Options ---- */
 
 static int quick;
 static int runs = 5;
-static const char *only = "abcd"; /* --only: the sections to run (b comes with a) */
+static const char *only = "abcdm"; /* --only: the sections to run (b comes with a) */
 
 /* ---- A counting allocator ---- */
 
@@ -654,12 +657,55 @@ parse_ref(const char *name, char **texts, int ntexts, int n, parse_result *r)
     r->allocs = median(al, runs);
 }
 
+/* ---- The map (util/map.c) ---- */
+
+/* Mean ns of a get of a present key, and of an absent one, in a map of n
+ * keys like the core's (tenant keys, field names: 2 to 12 bytes). The hash
+ * is most of it for short keys. */
+static void
+map_cost(size_t n, double *hit_ns, double *miss_ns)
+{
+    char(*keys)[32] = malloc(n * sizeof *keys);
+    char(*miss)[32] = malloc(n * sizeof *miss);
+    tp__map m;
+    tp__map_init(&m, 0x1234);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof keys[i], "tenant%zu", i);
+        snprintf(miss[i], sizeof miss[i], "other%zu", i);
+        if (tp__map_put(&m, keys[i], keys[i]) != 0)
+            die("tp__map_put", NULL);
+    }
+    double h[64], mi[64];
+    const int gets = quick ? 400000 : 2000000;
+    for (int run = -1; run < runs; run++) {
+        size_t found = 0;
+        int64_t t0 = now_ns();
+        for (int i = 0; i < gets; i++)
+            found += tp__map_get(&m, keys[(size_t)i % n]) != NULL;
+        int64_t t1 = now_ns();
+        for (int i = 0; i < gets; i++)
+            found += tp__map_get(&m, miss[(size_t)i % n]) != NULL;
+        int64_t t2 = now_ns();
+        if (found != (size_t)gets)
+            die("tp__map_get", NULL);
+        if (run >= 0) {
+            h[run] = (double)(t1 - t0) / gets;
+            mi[run] = (double)(t2 - t1) / gets;
+        }
+    }
+    *hit_ns = median(h, runs);
+    *miss_ns = median(mi, runs);
+    tp__map_free(&m);
+    free(keys);
+    free(miss);
+}
+
 /* ---- Main ---- */
 
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: core_bench [--quick] [--runs N] [--only abcd] [--json FILE]\n");
+    fprintf(stderr, "usage: core_bench [--quick] [--runs N] [--only abcdm] [--json FILE]\n");
     exit(2);
 }
 
@@ -686,6 +732,7 @@ main(int argc, char **argv)
 
     static const tp_allocator counting = {count_malloc, count_realloc, count_free};
     tp_set_allocator(&counting);
+    json_set_alloc_funcs(count_malloc, count_free); /* jansson's: the host's to set */
 
     int64_t t_start = now_ns();
     int scale = quick ? 5 : 1;
@@ -795,6 +842,17 @@ main(int argc, char **argv)
                    ir[i].big / ir[i].small);
         world_free(&big);
         world_free(&small);
+    }
+
+    if (strchr(only, 'm') != NULL) {
+        printf("\n(m) the map: ns per get of a key of 7 to 11 bytes\n");
+        printf("%10s %12s %12s\n", "keys", "hit ns", "miss ns");
+        static const size_t ns[] = {100, 10000, 1000000};
+        for (int i = 0; i < 3; i++) {
+            double hit, miss;
+            map_cost(ns[i], &hit, &miss);
+            printf("%10zu %12.1f %12.1f\n", ns[i], hit, miss);
+        }
     }
 
     double total_s = (double)(now_ns() - t_start) / 1e9;

@@ -100,8 +100,10 @@ typedef struct tp_allocator {
 } tp_allocator;
 
 /**
- * tp_set_allocator replaces the allocator of the library and of jansson.
- * Pass NULL to restore malloc, realloc and free.
+ * tp_set_allocator replaces the allocator of the library. Pass NULL to
+ * restore malloc, realloc and free. jansson's allocator is left as it is:
+ * it is process-wide and the host program's to set (json_set_alloc_funcs),
+ * for the jansson values the library builds too.
  * Thread: call it before any other call of the library, never while objects
  * made with another allocator are alive.
  */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "core/json.h"
 #include "core/patch.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -96,11 +97,10 @@ tp__client_queue_json(tp_client *c, json_t *msg)
 {
     if (msg == NULL)
         return out_fail(c, NULL);
-    char *text = json_dumps(msg, JSON_COMPACT);
+    char *text = tp__json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL)
         return out_fail(c, NULL);
-    /* json_dumps allocates through jansson's allocator, which is ours. */
     return out_push(c, text, strlen(text));
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "core/json.h"
 #include "core/patch.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -625,7 +626,7 @@ tp_client_write(tp_client *c, const char *scope, const char *id, const char *pat
     jp = NULL;
     json_t *m = json_pack("{s:s,s:I,s:s,s:s,s:O}", "type", "write", "ref", (json_int_t)w->ref,
                           "scope", r->scope, "id", r->id, "patch", w->patch);
-    w->msg = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    w->msg = m ? tp__json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     if (w->msg == NULL)
         goto nomem;
@@ -679,7 +680,7 @@ tp_client_get(tp_client *c, const char *scope, const char *id, int64_t *rev, tp_
     replica *r = replica_find(c, scope, id);
     json_t *v = r ? view(r) : NULL;
     if (v != NULL) {
-        text = json_dumps(v, JSON_COMPACT);
+        text = tp__json_dumps(v, JSON_COMPACT);
         if (rev != NULL)
             *rev = r->rev;
         if (access != NULL)
@@ -721,7 +722,7 @@ tp_client_models(tp_client *c)
                                     "rev", (json_int_t)all[i]->rev, "access",
                                     all[i]->access == TP_WRITE ? "write" : "read")) == 0;
         if (ok)
-            text = json_dumps(arr, JSON_COMPACT);
+            text = tp__json_dumps(arr, JSON_COMPACT);
     }
     tp__free(all);
     json_decref(arr);

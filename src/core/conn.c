@@ -6,46 +6,25 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/envelope.h"
 #include "core/hub.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/prp.h"
 
-/* ---- Encoding the messages meant for one connection ---- */
+/* A member of a message's envelope (envelope.h). */
+#define MEMBER(env, name) (&(env)->m[TP__M_##name])
 
-static tp__buf *
-encode_json(json_t *msg)
-{
-    tp__buf *b = NULL;
-    if (msg != NULL) {
-        size_t n = json_dumpb(msg, NULL, 0, JSON_COMPACT);
-        b = n ? tp__buf_new(n) : NULL;
-        if (b != NULL) {
-            b->len = json_dumpb(msg, b->data, n, JSON_COMPACT);
-            b->data[b->len] = '\0';
-        }
-    }
-    json_decref(msg);
-    return b;
-}
+/* ---- Encoding the messages meant for one connection ---- */
 
 /* An error; has_ref says whether the refused message had a usable ref. */
 static tp__buf *
 msg_error(int has_ref, json_int_t ref, int code, const char *message)
 {
-    json_t *msg = json_pack("{s:s}", "type", "error");
-    if (msg != NULL && has_ref && json_object_set_new(msg, "ref", json_integer(ref)) != 0) {
-        json_decref(msg);
-        return NULL;
-    }
-    if (msg != NULL && (json_object_set_new(msg, "code", json_string(tp_error_name(code))) ||
-                        json_object_set_new(msg, "message", json_string(message)))) {
-        json_decref(msg);
-        return NULL;
-    }
-    return encode_json(msg);
+    return tp__wire_error(has_ref, ref, tp_error_name(code), message);
 }
 
 /* Counts and logs a refused message (every `error` the hub answers with). */
@@ -76,30 +55,6 @@ send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *messag
     tp__buf *b = msg_error(has_ref, ref, code, repaired);
     tp__conn_send(c, b);
     tp__buf_unref(b);
-}
-
-/* Room enough for any ack of a model: it is allocated before the write is
- * applied, so that nothing can fail once the model has changed. */
-#define ACK_ROOM(m) (128 + (m)->addr_len)
-
-/* Fills a buffer of ACK_ROOM bytes with an ack (no allocation). */
-static tp__buf *
-msg_ack(tp__buf *room, json_int_t ref, const tp__model *m, int64_t from)
-{
-    tp__sb sb = {room, 0};
-    room->len = 0;
-    tp__sb_puts(&sb, "{\"type\":\"ack\",\"ref\":");
-    tp__sb_int(&sb, ref);
-    tp__sb_append(&sb, ",", 1);
-    tp__sb_append(&sb, m->addr, m->addr_len);
-    tp__sb_puts(&sb, ",\"rev\":");
-    tp__sb_int(&sb, m->rev);
-    if (from >= 0) {
-        tp__sb_puts(&sb, ",\"from\":");
-        tp__sb_int(&sb, from);
-    }
-    tp__sb_puts(&sb, "}");
-    return tp__sb_finish(&sb);
 }
 
 void
@@ -134,10 +89,10 @@ send_snapshots(tp_conn *c, uint64_t skip)
     }
 }
 
+/* Sends a message built for this connection alone. */
 static void
-send_literal(tp_conn *c, const char *text)
+send_built(tp_conn *c, tp__buf *b)
 {
-    tp__buf *b = tp__buf_copy(text, strlen(text));
     tp__conn_send(c, b);
     tp__buf_unref(b);
 }
@@ -179,7 +134,12 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     /* Issue 11: the id is a keyed permutation of the number, in 16 hex
      * digits: unique as the number is, and telling nothing of it. */
     c->idnum = tp__prp64(hub->conn_key, c->num);
-    snprintf(c->id, sizeof c->id, "c%016llx", (unsigned long long)c->idnum);
+    /* "c%016llx", without snprintf: thousands of clients may reconnect at once. */
+    static const char hex[] = "0123456789abcdef";
+    c->id[0] = 'c';
+    for (int i = 0; i < 16; i++)
+        c->id[1 + i] = hex[(c->idnum >> (60 - 4 * i)) & 0xF];
+    c->id[17] = '\0';
     c->tokens = hub->limits.writes_per_second;
     c->tokens_at = tp__hub_now(hub);
     c->state = (flags & TP_CONN_RESUME) ? TP__CONN_AWAIT_RESUME : TP__CONN_LIVE;
@@ -187,24 +147,12 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
 
     /* Built from pieces encoded once (the tenant's JSON string), since
      * thousands of clients may reconnect at once. */
-    tp__sb sb;
-    tp__sb_init(&sb, 128 + strlen(s->tenant_json));
-    tp__sb_puts(&sb, "{\"type\":\"hello\",\"protocol\":1,\"tenant\":");
-    tp__sb_puts(&sb, s->tenant_json);
-    tp__sb_puts(&sb, ",\"conn\":\"");
-    tp__sb_puts(&sb, c->id);
-    tp__sb_puts(&sb, "\",\"tick_ms\":");
-    tp__sb_int(&sb, hub->tick_ms);
-    tp__sb_puts(&sb, ",\"max_message_bytes\":");
-    tp__sb_int(&sb, (int64_t)hub->limits.max_message_bytes);
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_hello(s->tenant_json, c->id, hub->tick_ms,
+                                 (int64_t)hub->limits.max_message_bytes));
     /* PROTOCOL.md: without resume=1, snapshots right after hello, then synced. */
     if (c->state == TP__CONN_LIVE) {
         send_snapshots(c, 0);
-        send_literal(c, "{\"type\":\"synced\"}");
+        send_built(c, tp__wire_synced());
     }
     c->syncing = 0;
     if (hub->observer != NULL)
@@ -321,17 +269,15 @@ tp__client_trim(tp_session *s, tp__client *keep)
 
 /* Names the connection's client (PROTOCOL.md: in `resume` or a first `ping`). */
 static int
-set_client(tp_conn *c, const json_t *jid, tp_error *err)
+set_client(tp_conn *c, const tp__jv *jid, tp_error *err)
 {
-    if (jid == NULL)
+    if (jid->kind == TP__JV_ABSENT)
         return 0;
-    if (!json_is_string(jid) || json_string_length(jid) == 0 ||
-        json_string_length(jid) > 4 * TP__CLIENT_ID_MAX ||
-        utf8_chars(json_string_value(jid), json_string_length(jid)) > TP__CLIENT_ID_MAX ||
-        strlen(json_string_value(jid)) != json_string_length(jid))
+    if (jid->kind != TP__JV_STRING || jid->len == 0 || jid->len > 4 * TP__CLIENT_ID_MAX ||
+        utf8_chars(jid->str, jid->len) > TP__CLIENT_ID_MAX || strlen(jid->str) != jid->len)
         return tp__error_set(err, TP_EBADREQUEST, "client: expected a string of 1 to %d characters",
                              TP__CLIENT_ID_MAX);
-    const char *id = json_string_value(jid);
+    const char *id = jid->str;
     if (c->client != NULL) {
         if (strcmp(c->client->id, id) == 0)
             return 0;
@@ -351,10 +297,10 @@ set_client(tp_conn *c, const json_t *jid, tp_error *err)
         cl = tp__calloc(1, sizeof *cl);
         if (cl == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
-        memcpy(cl->id, id, json_string_length(jid) + 1);
+        memcpy(cl->id, id, jid->len + 1);
         cl->session = s;
         cl->highest = INT64_MIN;
-        cl->bytes = TP__CLIENT_COST(json_string_length(jid));
+        cl->bytes = TP__CLIENT_COST(jid->len);
         if (tp__map_put(&s->clients, cl->id, cl) != 0) {
             tp__free(cl);
             return tp__error_set(err, TP_ENOMEM, "out of memory");
@@ -450,23 +396,21 @@ take_token(tp_conn *c)
 
 /* Finds the model a message names; fills err as PROTOCOL.md's echo rules say. */
 static tp__model *
-find_model(tp_conn *c, const json_t *msg, const char *where, int *shared, tp_access *access,
-           tp_error *err)
+find_model(tp_conn *c, const tp__jv *jscope, const tp__jv *jid, const char *where, int *shared,
+           tp_access *access, tp_error *err)
 {
-    const json_t *jscope = json_object_get(msg, "scope");
-    const json_t *jid = json_object_get(msg, "id");
-    const char *scope = json_string_value(jscope);
+    const char *scope = jscope->kind == TP__JV_STRING ? jscope->str : NULL;
     if (scope == NULL || (strcmp(scope, "private") != 0 && strcmp(scope, "shared") != 0)) {
         tp__error_set(err, TP_EBADREQUEST, "%sscope: expected \"private\" or \"shared\"", where);
         return NULL;
     }
-    if (!json_is_string(jid) || json_string_length(jid) == 0) {
+    if (jid->kind != TP__JV_STRING || jid->len == 0) {
         tp__error_set(err, TP_EBADREQUEST, "%sid: expected a non-empty string", where);
         return NULL;
     }
-    const char *id = json_string_value(jid);
+    const char *id = jid->str;
     *shared = scope[0] == 's';
-    if (json_string_length(jid) > TP__KEY_MAX || strlen(id) != json_string_length(jid)) {
+    if (jid->len > TP__KEY_MAX || strlen(id) != jid->len) {
         tp__error_set(err, TP_ENOTFOUND, "%sid: no model \"%.64s\" in scope \"%s\"", where, id,
                       scope);
         return NULL;
@@ -491,8 +435,9 @@ find_model(tp_conn *c, const json_t *msg, const char *where, int *shared, tp_acc
 }
 
 static int
-parse_ts(const json_t *jts, tp__stamp *st, tp_error *err)
+parse_ts(const tp__jv *ts, tp__stamp *st, tp_error *err)
 {
+    const json_t *jts = ts->kind == TP__JV_OBJECT ? ts->json : NULL;
     const json_t *wall = json_object_get(jts, "wall");
     const json_t *count = json_object_get(jts, "count");
     /* The count is bounded so that the hub's clock, which counts on from
@@ -519,18 +464,20 @@ refuse_write(tp_conn *c, json_int_t ref, int code, const char *message)
 /* Applies a write; returns the ack or error to send (NULL: out of memory)
  * and sets *code to the outcome. */
 static tp__buf *
-apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
+apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
 {
     tp_error err = {0, ""};
     int shared = 0;
     tp_access access = TP_READ;
-    const json_t *patch = json_object_get(msg, "patch");
-    const json_t *jts = json_object_get(msg, "ts");
+    const tp__jv *jpatch = MEMBER(msg, patch);
+    const json_t *patch = jpatch->kind == TP__JV_OBJECT ? jpatch->json : NULL;
+    const tp__jv *jts = MEMBER(msg, ts);
+    int has_ts = jts->kind != TP__JV_ABSENT;
     tp__stamp stamp = {0, 0, c->session->tenant, c->idnum};
-    tp__model *m = find_model(c, msg, "", &shared, &access, &err);
-    if (m != NULL && !json_is_object(patch))
+    tp__model *m = find_model(c, MEMBER(msg, scope), MEMBER(msg, id), "", &shared, &access, &err);
+    if (m != NULL && patch == NULL)
         tp__error_set(&err, TP_EBADREQUEST, "patch: expected an object");
-    else if (m != NULL && jts != NULL && parse_ts(jts, &stamp, &err) != 0)
+    else if (m != NULL && has_ts && parse_ts(jts, &stamp, &err) != 0)
         m = NULL;
     else if (m != NULL && access != TP_WRITE)
         tp__error_set(&err, TP_EFORBIDDEN, "id: shared model \"%s\" is read-only for this tenant",
@@ -555,12 +502,12 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
             return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
         }
         stamp.tenant = c->session->iname;
-        if (jts != NULL)
+        if (has_ts)
             tp__stamp_observe(c->hub, &stamp);
         else
             tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
     }
-    tp__buf *ack = tp__buf_new(ACK_ROOM(m));
+    tp__buf *ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
     if (ack == NULL) {
         *code = TP_EINTERNAL;
         return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
@@ -589,18 +536,18 @@ apply_write(tp_conn *c, const json_t *msg, json_int_t ref, int *code)
     /* PROTOCOL.md: a private write's ack carries `from` when it changed the
      * model; a shared writer already got the patch; a write that changed
      * nothing is acked with the current rev and no `from`. */
-    return msg_ack(ack, ref, m, rc > 0 && !shared ? from : -1);
+    return tp__wire_ack(ack, ref, m->addr, m->addr_len, m->rev, rc > 0 && !shared ? from : -1);
 }
 
 static void
-handle_write(tp_conn *c, const json_t *msg)
+handle_write(tp_conn *c, const tp__env *msg)
 {
-    const json_t *jref = json_object_get(msg, "ref");
-    if (!json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
         return;
     }
-    json_int_t ref = json_integer_value(jref);
+    json_int_t ref = jref->num;
     tp__client *cl = c->client;
     if (cl != NULL && ref <= cl->highest) {
         /* PROTOCOL.md, exactly once: a ref not above the highest is
@@ -643,12 +590,13 @@ handle_write(tp_conn *c, const json_t *msg)
 /* ---- Resume ---- */
 
 static int
-check_resume(const tp_conn *c, const json_t *models, tp_error *err)
+check_resume(const tp_conn *c, const tp__jv *jmodels, tp_error *err)
 {
-    if (models == NULL)
+    if (jmodels->kind == TP__JV_ABSENT)
         return 0;
-    if (!json_is_array(models))
+    if (jmodels->kind != TP__JV_ARRAY)
         return tp__error_set(err, TP_EBADREQUEST, "models: expected an array");
+    const json_t *models = jmodels->json;
     /* Each entry may cost a snapshot: a client lists each model it holds
      * once, so more entries than the tenant can see (and a few it may have
      * lost since) is refused before any work. */
@@ -706,7 +654,10 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
     tp_error err;
     int shared;
     tp_access access;
-    tp__model *m = find_model(c, e, "", &shared, &access, &err);
+    tp__jv jscope, jid;
+    tp__jv_from_json(&jscope, json_object_get(e, "scope"));
+    tp__jv_from_json(&jid, json_object_get(e, "id"));
+    tp__model *m = find_model(c, &jscope, &jid, "", &shared, &access, &err);
     if (m == NULL) {
         const char *id = json_string_value(json_object_get(e, "id"));
         tp__map *gone = &seen->gone[json_string_value(json_object_get(e, "scope"))[0] == 's'];
@@ -716,11 +667,7 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
             tp__conn_send(c, NULL); /* out of memory: closed, the client resumes */
             return;
         }
-        json_t *msg = json_pack("{s:s,s:O,s:O}", "type", "removed", "scope",
-                                json_object_get(e, "scope"), "id", json_object_get(e, "id"));
-        tp__buf *b = encode_json(msg);
-        tp__conn_send(c, b);
-        tp__buf_unref(b);
+        send_built(c, tp__wire_removed_id(jscope.str[0] == 's', jid.str, jid.len));
         return;
     }
     if (m->mark == mark)
@@ -748,24 +695,31 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
         tp__conn_send(c, tp__model_history_at(m, k));
 }
 
+/* msg: NULL for the empty resume a first message that is not one counts as. */
 static void
-handle_resume(tp_conn *c, const json_t *msg)
+handle_resume(tp_conn *c, const tp__env *msg)
 {
+    static const tp__env none; /* no members */
     tp_error err = {0, ""};
-    const json_t *models = json_object_get(msg, "models");
-    const json_t *jref = json_object_get(msg, "ref");
     int first = c->state == TP__CONN_AWAIT_RESUME;
     /* A later resume (after a rev gap) may cost a snapshot per model it
      * lists: it takes a token from the writes' budget, so a client cannot
      * make the hub encode snapshots in a loop. */
-    if (!first && msg != NULL && !take_token(c)) {
-        send_error(c, json_is_integer(jref), json_integer_value(jref), TP_ERATELIMITED,
+    int take = msg != NULL;
+    if (msg == NULL)
+        msg = &none;
+    const tp__jv *jmodels = MEMBER(msg, models);
+    const tp__jv *jref = MEMBER(msg, ref);
+    int has_ref = jref->kind == TP__JV_INTEGER;
+    json_int_t ref = has_ref ? jref->num : 0;
+    if (!first && take && !take_token(c)) {
+        send_error(c, has_ref, ref, TP_ERATELIMITED,
                    "resume: over the limit of writes per second, resend later");
         return;
     }
-    if (check_resume(c, models, &err) != 0 ||
-        set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        send_error(c, json_is_integer(jref), json_integer_value(jref), err.code, err.message);
+    const json_t *models = jmodels->kind == TP__JV_ARRAY ? jmodels->json : NULL;
+    if (check_resume(c, jmodels, &err) != 0 || set_client(c, MEMBER(msg, client), &err) != 0) {
+        send_error(c, has_ref, ref, err.code, err.message);
         if (!first)
             return;
         models = NULL; /* PROTOCOL.md: then handled as an empty resume */
@@ -798,7 +752,7 @@ handle_resume(tp_conn *c, const json_t *msg)
         if (c->state != TP__CONN_CLOSING)
             c->state = TP__CONN_LIVE;
         send_snapshots(c, mark);
-        send_literal(c, "{\"type\":\"synced\"}");
+        send_built(c, tp__wire_synced());
     }
     c->syncing = 0;
 }
@@ -806,26 +760,19 @@ handle_resume(tp_conn *c, const json_t *msg)
 /* ---- Messages ---- */
 
 static void
-handle_ping(tp_conn *c, const json_t *msg)
+handle_ping(tp_conn *c, const tp__env *msg)
 {
     tp_error err;
-    const json_t *jref = json_object_get(msg, "ref");
-    if (!json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: required, an integer");
         return;
     }
-    if (set_client(c, json_object_get(msg, "client"), &err) != 0) {
-        send_error(c, 1, json_integer_value(jref), err.code, err.message);
+    if (set_client(c, MEMBER(msg, client), &err) != 0) {
+        send_error(c, 1, jref->num, err.code, err.message);
         return;
     }
-    tp__sb sb;
-    tp__sb_init(&sb, 48);
-    tp__sb_puts(&sb, "{\"type\":\"pong\",\"ref\":");
-    tp__sb_int(&sb, json_integer_value(jref));
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_pong(jref->num));
 }
 
 /*
@@ -835,17 +782,17 @@ handle_ping(tp_conn *c, const json_t *msg)
  * the credential it has expires. Messages never hold the token.
  */
 static void
-handle_auth(tp_conn *c, const json_t *msg)
+handle_auth(tp_conn *c, const tp__env *msg)
 {
-    const json_t *jref = json_object_get(msg, "ref");
-    if (jref != NULL && !json_is_integer(jref)) {
+    const tp__jv *jref = MEMBER(msg, ref);
+    if (jref->kind != TP__JV_ABSENT && jref->kind != TP__JV_INTEGER) {
         send_error(c, 0, 0, TP_EBADREQUEST, "ref: expected an integer");
         return;
     }
-    int has_ref = jref != NULL;
-    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
-    const json_t *jtok = json_object_get(msg, "token");
-    if (!json_is_string(jtok) || json_string_length(jtok) == 0) {
+    int has_ref = jref->kind != TP__JV_ABSENT;
+    json_int_t ref = has_ref ? jref->num : 0;
+    const tp__jv *jtok = MEMBER(msg, token);
+    if (jtok->kind != TP__JV_STRING || jtok->len == 0) {
         send_error(c, has_ref, ref, TP_EBADREQUEST, "token: required, a non-empty string");
         return;
     }
@@ -862,8 +809,7 @@ handle_auth(tp_conn *c, const json_t *msg)
     memset(&cred, 0, sizeof cred);
     tp_error err = {0, ""};
     int64_t now = tp__hub_now(c->hub);
-    int rc = c->hub->verify(json_string_value(jtok), json_string_length(jtok), now, &cred, &err,
-                            c->hub->verify_user);
+    int rc = c->hub->verify(jtok->str, jtok->len, now, &cred, &err, c->hub->verify_user);
     if (rc != TP_OK) {
         send_error(c, has_ref, ref, rc == TP_EFORBIDDEN ? TP_EFORBIDDEN : TP_EINTERNAL,
                    err.message[0] != '\0' ? err.message : "token: refused");
@@ -887,17 +833,7 @@ handle_auth(tp_conn *c, const json_t *msg)
                 tp__log_value(c->session->tenant, qt, sizeof qt), c->id,
                 (long long)(cred.expires_at_ms != 0 ? (cred.expires_at_ms - now) / 1000 : -1));
     }
-    tp__sb sb;
-    tp__sb_init(&sb, 48);
-    tp__sb_puts(&sb, "{\"type\":\"ack\"");
-    if (has_ref) {
-        tp__sb_puts(&sb, ",\"ref\":");
-        tp__sb_int(&sb, ref);
-    }
-    tp__sb_puts(&sb, "}");
-    tp__buf *b = tp__sb_finish(&sb);
-    tp__conn_send(c, b);
-    tp__buf_unref(b);
+    send_built(c, tp__wire_auth_ack(has_ref, ref));
 }
 
 TP_API void
@@ -924,29 +860,30 @@ tp_conn_expire(tp_conn *c, int64_t now_ms)
     return 4401;
 }
 
+/* msg: the message's envelope, or NULL when the message is not an object. */
 static void
-handle_message(tp_conn *c, const json_t *msg, size_t index, int batched)
+handle_message(tp_conn *c, const tp__env *msg, size_t index, int batched)
 {
-    char where[32] = "";
-    if (batched)
-        snprintf(where, sizeof where, "[%zu]", index);
-    const char *type = json_string_value(json_object_get(msg, "type"));
+    const tp__jv *jtype = msg != NULL ? MEMBER(msg, type) : NULL;
+    const char *type = jtype != NULL && jtype->kind == TP__JV_STRING ? jtype->str : NULL;
     int is_resume = type != NULL && strcmp(type, "resume") == 0;
     /* PROTOCOL.md: with resume=1, a first message that is not `resume`
      * (whatever it is, even a refused one) counts as an empty resume and is
      * then handled as usual. */
     if (c->state == TP__CONN_AWAIT_RESUME && !is_resume)
         handle_resume(c, NULL);
-    if (!json_is_object(msg)) {
+    if (msg == NULL) {
         char m[96];
-        snprintf(m, sizeof m, "%s: expected a message object%s", batched ? where : "(root)",
-                 batched ? "" : " or a batch array");
+        if (batched)
+            snprintf(m, sizeof m, "[%zu]: expected a message object", index);
+        else
+            snprintf(m, sizeof m, "(root): expected a message object or a batch array");
         send_error(c, 0, 0, TP_EBADREQUEST, m);
         return;
     }
-    const json_t *jref = json_object_get(msg, "ref");
-    int has_ref = json_is_integer(jref);
-    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
+    const tp__jv *jref = MEMBER(msg, ref);
+    int has_ref = jref->kind == TP__JV_INTEGER;
+    json_int_t ref = has_ref ? jref->num : 0;
     if (type == NULL) {
         send_error(c, has_ref, ref, TP_EBADREQUEST, "type: required, a string");
         return;
@@ -980,6 +917,17 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
         c->state = TP__CONN_CLOSING;
         return TP_ECLOSED;
     }
+    /* The common message without a jansson tree (envelope.h); anything
+     * else (a batch, a refusal, a rarer form) the way it always went. */
+    tp__text t;
+    if (tp__env_scan(&t, text, len) == TP__ENV_OK) {
+        /* A batch: its messages in order, each answered on its own. */
+        for (size_t i = 0; i < t.n && c->state != TP__CONN_CLOSING; i++)
+            handle_message(c, &t.msgs[i], i, t.batch);
+        tp__text_clear(&t);
+        return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;
+    }
+    tp__env env;
     json_error_t jerr;
     json_t *msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
@@ -996,10 +944,14 @@ tp_conn_feed(tp_conn *c, const char *text, size_t len)
         {
             if (c->state == TP__CONN_CLOSING)
                 break;
-            handle_message(c, e, i, 1);
+            if (json_is_object(e))
+                tp__env_from_json(&env, e);
+            handle_message(c, json_is_object(e) ? &env : NULL, i, 1);
         }
     } else {
-        handle_message(c, msg, 0, 0);
+        if (json_is_object(msg))
+            tp__env_from_json(&env, msg);
+        handle_message(c, json_is_object(msg) ? &env : NULL, 0, 0);
     }
     json_decref(msg);
     return c->state == TP__CONN_CLOSING ? TP_ECLOSED : TP_OK;

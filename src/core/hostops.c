@@ -12,6 +12,7 @@
 
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/json.h"
 #include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -141,7 +142,7 @@ store_name(tp__host *h, const char *name, const json_t *doc, tp_error *err)
         return TP_OK;
     char key[TP__KEY_MAX + 8];
     snprintf(key, sizeof key, "sname:%s", name);
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = tp__json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
     if (text == NULL)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     tp__rec r = {TP__REC_META, key, "", 0, text, strlen(text)};
@@ -163,7 +164,7 @@ tp__host_schema_put(tp__host *h, const char *name, const json_t *doc, int *creat
                              TP__KEY_MAX);
     if (!json_is_object(doc))
         return tp__error_set(err, TP_EBADREQUEST, "body: a JSON Schema must be an object");
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = tp__json_dumps(doc, JSON_COMPACT);
     if (text == NULL)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     tp_schema *s = tp_schema_new(text, err);
@@ -610,7 +611,7 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
     if (if_match >= 0 && (old == NULL || old->rev != if_match))
         return tp__error_set(err, TP__HOST_EPRECONDITION, "If-Match: the model is at rev %lld",
                              old ? (long long)old->rev : 0LL);
-    char *text = jv ? json_dumps(jv, JSON_COMPACT) : tp__strdup("{}");
+    char *text = jv ? tp__json_dumps(jv, JSON_COMPACT) : tp__strdup("{}");
     if (text == NULL)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     /* Checked before anything changes: a refused value leaves the old model. */

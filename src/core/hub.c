@@ -7,8 +7,10 @@
 
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/json.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/error.h"
@@ -421,7 +423,7 @@ tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
 static char *
 dump_value(const tp__model *m)
 {
-    return json_dumps(m->pending ? m->pending : m->value, JSON_COMPACT);
+    return tp__json_dumps(m->pending ? m->pending : m->value, JSON_COMPACT);
 }
 
 /* ---- Sessions and private models ---- */
@@ -469,7 +471,7 @@ tp__hub_session(tp_hub *hub, const char *tenant, int pin)
     s->next_id = 1;
     s->tenant = tp__strdup(tenant);
     json_t *jt = json_string(tenant);
-    s->tenant_json = jt ? json_dumps(jt, JSON_ENCODE_ANY) : NULL;
+    s->tenant_json = jt ? tp__json_dumps(jt, JSON_ENCODE_ANY) : NULL;
     json_decref(jt);
     tp__map_init(&s->models, hub->seed ^ 0x1);
     tp__map_init(&s->subs, hub->seed ^ 0x2);
@@ -646,7 +648,7 @@ tp_session_delete(tp_session *s, const char *id)
         return TP_ENOTFOUND;
     if (remember_gone(&s->gone_ids, m->id) != TP_OK)
         return TP_ENOMEM;
-    tp__buf *msg = tp__msg_removed(m);
+    tp__buf *msg = tp__wire_removed(m->addr, m->addr_len);
     tell(s, msg);
     tp__buf_unref(msg);
     dirty_remove(m);
@@ -759,7 +761,7 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
             sub->access = access;
             sub->access_rev = m->rev;
             tp__journal_sub(s, m->id);
-            tp__buf *msg = tp__msg_access(m, access);
+            tp__buf *msg = tp__wire_access(m->addr, m->addr_len, access);
             tell(s, msg);
             tp__buf_unref(msg);
         }
@@ -798,7 +800,7 @@ sub_remove(tp__sub *sub, int notify, char *gone)
     if (gone != NULL)
         tp__map_put(&s->gone, gone, gone); /* reserved by the caller */
     if (notify) {
-        tp__buf *msg = tp__msg_removed(m);
+        tp__buf *msg = tp__wire_removed(m->addr, m->addr_len);
         tell(s, msg);
         tp__buf_unref(msg);
     }

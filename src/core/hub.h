@@ -360,8 +360,6 @@ void tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *ms
  * entry with from == rev, or -1 when that rev is no longer kept. */
 long tp__model_history_find(const tp__model *m, int64_t rev);
 tp__buf *tp__model_history_at(const tp__model *m, unsigned i);
-tp__buf *tp__msg_removed(const tp__model *m);
-tp__buf *tp__msg_access(const tp__model *m, tp_access access);
 
 /*
  * A change computed by a merge: the top-level members it sets (value) or

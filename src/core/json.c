@@ -1,5 +1,7 @@
-/* jansson glue: the library's allocator is jansson's too, and the encoded
- * size of a value without encoding it. */
+/* jansson glue (core/json.h): text encoded into the library's memory, and
+ * the encoded size of a value without encoding it. */
+#include "core/json.h"
+
 #include <string.h>
 
 #include <jansson.h>
@@ -9,23 +11,29 @@
 #include "transports.h"
 #include "util/alloc.h"
 
-static void *
-json_malloc(size_t size)
-{
-    return tp__malloc(size);
-}
-
-static void
-json_free(void *ptr)
-{
-    tp__free(ptr);
-}
-
+/* The library's allocator only: jansson's is the host program's, which
+ * may use jansson for its own ends (transports.h). */
 TP_API void
 tp_set_allocator(const tp_allocator *allocator)
 {
     tp__alloc_set(allocator);
-    json_set_alloc_funcs(json_malloc, json_free);
+}
+
+char *
+tp__json_dumps(const json_t *v, size_t flags)
+{
+    size_t n = json_dumpb(v, NULL, 0, flags);
+    char *text = n != 0 ? tp__malloc(n + 1) : NULL;
+    if (text == NULL)
+        return NULL;
+    /* Encoded again into the room measured: jansson has no way to encode
+     * into memory of another allocator in one pass. */
+    if (json_dumpb(v, text, n, flags) != n) {
+        tp__free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    return text;
 }
 
 /* The bytes of a string as jansson encodes it (UTF-8 kept, '/' not escaped). */

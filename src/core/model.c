@@ -8,47 +8,9 @@
 #include "core/hub.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/error.h"
-
-/* json_dump_callback target: append to a builder. */
-static int
-dump_to_sb(const char *buffer, size_t size, void *data)
-{
-    tp__sb *sb = data;
-    tp__sb_append(sb, buffer, size);
-    return sb->failed ? -1 : 0;
-}
-
-static void
-sb_json(tp__sb *sb, const json_t *v)
-{
-    if (sb->failed)
-        return;
-    if (json_dump_callback(v, dump_to_sb, sb, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
-        sb->failed = 1;
-}
-
-/* Encodes `"scope":"...","id":"..."` once, for every message of the model. */
-static char *
-encode_addr(int shared, const char *id, size_t *len)
-{
-    tp__sb sb;
-    tp__sb_init(&sb, 32 + strlen(id));
-    tp__sb_puts(&sb, shared ? "\"scope\":\"shared\",\"id\":" : "\"scope\":\"private\",\"id\":");
-    json_t *s = json_string(id);
-    if (s == NULL)
-        sb.failed = 1;
-    sb_json(&sb, s);
-    json_decref(s);
-    tp__buf *b = tp__sb_finish(&sb);
-    if (b == NULL)
-        return NULL;
-    char *addr = tp__strndup(b->data, b->len);
-    *len = b->len;
-    tp__buf_unref(b);
-    return addr;
-}
 
 tp__model *
 tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema, json_t *value)
@@ -63,7 +25,7 @@ tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema, 
     m->merge = tp_last_write_wins;
     tp__map_init(&m->stamps, hub->seed ^ 0x5bd1e995U);
     m->id = tp__strdup(id);
-    m->addr = m->id ? encode_addr(shared, id, &m->addr_len) : NULL;
+    m->addr = m->id ? tp__wire_addr(shared, id, &m->addr_len) : NULL;
     if (m->addr == NULL) {
         tp__free(m->id);
         tp__free(m);
@@ -105,48 +67,10 @@ tp__model_snapshot(tp__model *m, tp_access access)
         return m->snap[w];
     tp__buf_unref(m->snap[w]);
     m->snap[w] = NULL;
-    tp__sb sb;
-    tp__sb_init(&sb, 128);
-    tp__sb_puts(&sb, "{\"type\":\"snapshot\",");
-    tp__sb_append(&sb, m->addr, m->addr_len);
-    tp__sb_puts(&sb, ",\"schema\":");
-    json_t *title = json_string(tp_schema_title(m->schema));
-    if (title == NULL)
-        sb.failed = 1;
-    sb_json(&sb, title);
-    json_decref(title);
-    tp__sb_puts(&sb, ",\"rev\":");
-    tp__sb_int(&sb, m->rev);
-    tp__sb_puts(&sb, w ? ",\"access\":\"write\",\"value\":" : ",\"access\":\"read\",\"value\":");
-    sb_json(&sb, m->value);
-    tp__sb_puts(&sb, "}");
-    m->snap[w] = tp__sb_finish(&sb);
+    m->snap[w] = tp__wire_snapshot(m->addr, m->addr_len, tp_schema_title(m->schema), m->rev, access,
+                                   m->value);
     m->snap_rev[w] = m->rev;
     return m->snap[w];
-}
-
-static tp__buf *
-encode_simple(const tp__model *m, const char *head, const char *tail)
-{
-    tp__sb sb;
-    tp__sb_init(&sb, 64 + m->addr_len);
-    tp__sb_puts(&sb, head);
-    tp__sb_append(&sb, m->addr, m->addr_len);
-    tp__sb_puts(&sb, tail);
-    return tp__sb_finish(&sb);
-}
-
-tp__buf *
-tp__msg_removed(const tp__model *m)
-{
-    return encode_simple(m, "{\"type\":\"removed\",", "}");
-}
-
-tp__buf *
-tp__msg_access(const tp__model *m, tp_access access)
-{
-    return encode_simple(m, "{\"type\":\"access\",",
-                         access == TP_WRITE ? ",\"access\":\"write\"}" : ",\"access\":\"read\"}");
 }
 
 /* ---- History ---- */
@@ -339,25 +263,6 @@ tp__check_size(const tp_hub *hub, size_t bytes, tp_error *err)
     return TP_OK;
 }
 
-static tp__buf *
-encode_patch(const tp__model *m, int64_t from, const json_t *patch, const char *origin)
-{
-    tp__sb sb;
-    tp__sb_init(&sb, 96 + m->addr_len);
-    tp__sb_puts(&sb, "{\"type\":\"patch\",");
-    tp__sb_append(&sb, m->addr, m->addr_len);
-    tp__sb_puts(&sb, ",\"from\":");
-    tp__sb_int(&sb, from);
-    tp__sb_puts(&sb, ",\"rev\":");
-    tp__sb_int(&sb, from + 1);
-    tp__sb_puts(&sb, ",\"patch\":");
-    sb_json(&sb, patch);
-    tp__sb_puts(&sb, ",\"origin\":\"");
-    tp__sb_puts(&sb, origin); /* a conn id or "host": nothing to escape */
-    tp__sb_puts(&sb, "\"}");
-    return tp__sb_finish(&sb);
-}
-
 int
 tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err)
 {
@@ -399,7 +304,9 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
         if (pv == NULL || json_object_set_new(patch, mb->key, pv) != 0)
             rc = TP_ENOMEM;
     }
-    tp__buf *msg = rc == 0 ? encode_patch(m, m->rev, patch, origin ? origin->id : "host") : NULL;
+    tp__buf *msg =
+        rc == 0 ? tp__wire_patch(m->addr, m->addr_len, m->rev, patch, origin ? origin->id : "host")
+                : NULL;
     json_decref(patch);
     if (msg == NULL)
         goto nomem;

@@ -18,6 +18,7 @@
 
 #include <openssl/crypto.h>
 
+#include "core/json.h"
 #include "net/net.h"
 #include "net/webhook.h"
 #include "util/alloc.h"
@@ -160,13 +161,13 @@ respond(struct lws *wsi, int status, const char *extra, const char *body, size_t
 static int
 respond_json(struct lws *wsi, int status, const char *extra, json_t *o, int keep)
 {
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *text = o ? tp__json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL)
         return -1;
     size_t n = strlen(text);
     int rc = respond(wsi, status, extra, text, n, keep);
-    free(text);
+    tp__free(text);
     return rc;
 }
 

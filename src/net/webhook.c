@@ -32,6 +32,7 @@
 #include <openssl/hmac.h>
 
 #include "core/journal.h"
+#include "core/json.h"
 #include "net/net.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -263,13 +264,13 @@ on_journal(void *user, tp_store *st, tp_error *err)
     for (size_t i = 0; i < w->dirty.len; i++) {
         ev *e = w->dirty.items[i];
         json_t *o = record_json(e);
-        char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        char *text = o ? tp__json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (text == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         tp__rec r = {TP__REC_META, e->key, "", 0, text, strlen(text)};
         int rc = st->ops->put(st, &r, err);
-        free(text);
+        tp__free(text);
         if (rc != TP_OK)
             return rc;
     }
@@ -344,7 +345,7 @@ delivery_body(const ev *e)
     } else {
         json_object_set_new(o, "conn", json_string(e->name));
     }
-    char *text = json_dumps(o, JSON_COMPACT);
+    char *text = tp__json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }
@@ -367,7 +368,7 @@ job_free(job *j)
         return;
     tp__free(j->url);
     tp__free(j->secret);
-    free(j->body);
+    tp__free(j->body);
     tp__free(j);
 }
 

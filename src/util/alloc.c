@@ -8,8 +8,8 @@
 
 /*
  * The allocator in force. It is the library's only process-wide state: an
- * allocator is by nature global (jansson's is too: core/json.c hands it this one), and it is set
- * once before anything else runs.
+ * allocator is by nature global, and it is set once before anything else
+ * runs. jansson's own is not touched (transports.h, tp_set_allocator).
  */
 static tp_allocator current = {malloc, realloc, free};
 

@@ -1,7 +1,9 @@
 /*
- * Allocation for the whole library. Every allocation goes through these, so
- * tp_set_allocator() and the failing allocator of the chaos tests reach all
- * of it, jansson's allocations included.
+ * Allocation for the whole library. Every allocation of the library's own
+ * memory goes through these, so tp_set_allocator() and the failing
+ * allocator of the chaos tests reach all of it; memory from these is freed
+ * with tp__free, never free(). jansson's values are jansson's allocator's,
+ * which the host program sets (the chaos tests set it as a host would).
  */
 #ifndef TP_UTIL_ALLOC_H
 #define TP_UTIL_ALLOC_H

@@ -1,9 +1,15 @@
 #include "util/map.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "util/alloc.h"
+#include "util/siphash.h"
 
 /* The 64-bit finaliser of MurmurHash3: a strong, cheap bit mixer. */
 static uint64_t
@@ -17,17 +23,45 @@ mix(uint64_t h)
     return h;
 }
 
-static uint64_t
-hash(uint64_t seed, const char *key, size_t n)
+/* The process's SipHash key, drawn from getrandom(2) at the first use of
+ * a map: a hash flooding client would have to guess 128 random bits, not a
+ * clock reading and an address. */
+static uint64_t sip_key[2];
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static atomic_int key_ready; /* set once the key is drawn: the common case skips pthread_once */
+
+static void
+key_draw(void)
 {
-    /* FNV-1a over the bytes, seeded, then mixed so that the low bits used
-     * to pick a slot depend on every byte. */
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 0x100000001b3ULL;
+    unsigned char k[16];
+    size_t got = 0;
+    while (got < sizeof k) {
+        ssize_t n = getrandom(k + got, sizeof k - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
     }
-    return mix(h ^ n);
+    if (got < sizeof k) {
+        /* No getrandom (a kernel before 3.17): the clock and an address,
+         * the seed the maps had before, rather than no map at all. */
+        sip_key[0] = tp__seed(&sip_key);
+        sip_key[1] = tp__seed(k);
+    } else {
+        memcpy(sip_key, k, sizeof sip_key);
+    }
+    atomic_store_explicit(&key_ready, 1, memory_order_release);
+}
+
+static uint64_t
+hash(uint64_t seed, const char *s, size_t n)
+{
+    if (!atomic_load_explicit(&key_ready, memory_order_acquire))
+        pthread_once(&key_once, key_draw);
+    /* The map's own seed goes into the key: maps of one process still hash
+     * differently (an iteration order tells nothing of another map's). */
+    return tp__siphash13(sip_key[0] ^ seed, sip_key[1], s, n);
 }
 
 uint64_t

@@ -5,9 +5,10 @@
  *
  * Keys are borrowed: the map stores the key pointer it was given, which
  * must stay valid while the entry exists (callers point it into the value,
- * e.g. a model's own id). The hash is seeded per map, so a client that
- * chooses keys (tenant names, client ids, field names) cannot aim collisions
- * at a map it cannot see the seed of.
+ * e.g. a model's own id). The hash is SipHash-1-3 under a key drawn from
+ * getrandom(2) at the first use of a map (util/siphash.h), mixed with a
+ * seed per map, so a client that chooses keys (tenant names, client ids,
+ * field names) cannot aim collisions at a map.
  */
 #ifndef TP_UTIL_MAP_H
 #define TP_UTIL_MAP_H

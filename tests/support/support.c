@@ -1,12 +1,13 @@
 #include "support.h"
 
 #include <dirent.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 
 #include "transports.h"
 
@@ -151,6 +152,9 @@ tpt_alloc_install(void)
 {
     static const tp_allocator chaos = {chaos_malloc, chaos_realloc, chaos_free};
     tp_set_allocator(&chaos);
+    /* jansson's allocator is the host program's (the library leaves it):
+     * set as a host would, so that failures reach jansson's values too. */
+    json_set_alloc_funcs(chaos_malloc, chaos_free);
     memset(&tpt_alloc, 0, sizeof tpt_alloc);
     fail_at = 0;
 }

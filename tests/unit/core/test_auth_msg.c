@@ -246,7 +246,9 @@ Test(auth, every_allocation_failed_in_turn)
         if (used < n)
             break; /* allocation n was never reached: every failure point was tried */
     }
-    cr_assert_gt(n, 2);
+    /* The message itself takes no allocation (core/envelope.h); the ack
+     * takes at least one. */
+    cr_assert_gt(n, 1);
     cr_assert_lt(n, 10000);
     tp_set_allocator(NULL);
     setup_with(fake_verify);
