@@ -3,7 +3,8 @@
 # (DESIGN.md, "Layers"): util is libc only, core adds jansson and PCRE2 (schema
 # patterns: src/core/schema_pattern.c), store adds SQLite, net adds
 # libwebsockets; auth (JWT verification) uses util, jansson and OpenSSL, and
-# only net and daemon may use it. A stray include fails this test.
+# only net and daemon may use it; Lua (custom merges, src/daemon/luamerge.c)
+# is the daemon's alone. A stray include fails this test.
 set -eu
 root=$1
 fail=0
@@ -17,13 +18,13 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
-check core 'openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
-check store 'libwebsockets|auth/|net/|client/|daemon/|cli/'
-check auth 'pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
-check net 'client/|daemon/|cli/'
+check util 'lua|lauxlib|lualib|jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
+check core 'lua|lauxlib|lualib|openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
+check store 'lua|lauxlib|lualib|libwebsockets|auth/|net/|client/|daemon/|cli/'
+check auth 'lua|lauxlib|lualib|pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
+check net 'lua|lauxlib|lualib|client/|daemon/|cli/'
 check daemon 'client/|cli/'
-check client 'store/|auth/|net/|daemon/|cli/|sqlite3'
-check cli 'core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
+check client 'lua|lauxlib|lualib|store/|auth/|net/|daemon/|cli/|sqlite3'
+check cli 'lua|lauxlib|lualib|core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
 [ $fail -eq 0 ] && echo "check-layers: every layer includes only what it may"
 exit $fail
