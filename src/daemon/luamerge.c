@@ -736,8 +736,8 @@ table_from(back *b, int t)
             return refuse(b, "an array with holes (keys up to %lld, %lld of them)", (long long)max,
                           (long long)n);
     } else if (n > 0) {
-        return refuse(b, "%s integer keys and string keys (a mixed table)",
-                      is_object ? "an object with" : "a table with");
+        return refuse(b, is_object ? "an object with integer keys (object keys are strings)"
+                                   : "a table with integer keys and string keys (a mixed table)");
     }
     b->seen[b->depth++] = self;
     json_t *v =
