@@ -263,35 +263,42 @@ sb_rep(lua_State *L)
     return 1;
 }
 
-/* The order of pairs: numbers, then strings (bytewise), then booleans. */
-static int
-key_rank(lua_State *L, int i)
-{
-    switch (lua_type(L, i)) {
-    case LUA_TNUMBER: return 0;
-    case LUA_TSTRING: return 1;
-    case LUA_TBOOLEAN: return 2;
-    default: return 3;
-    }
-}
+/* A key of a table being iterated by pairs, for sorting. */
+typedef struct sort_key {
+    int rank; /* numbers, then strings (bytewise), then booleans, then the rest */
+    int is_int;
+    lua_Integer i;
+    double d;
+    const char *s;
+    size_t len;
+    lua_Integer pos; /* where it is in the unsorted list */
+} sort_key;
 
 static int
-key_less(lua_State *L)
+key_cmp(const void *pa, const void *pb)
 {
-    int ra = key_rank(L, 1), rb = key_rank(L, 2);
-    int less = ra < rb;
-    if (ra == rb && ra == 0) {
-        less = lua_compare(L, 1, 2, LUA_OPLT);
-    } else if (ra == rb && ra == 1) {
-        size_t la, lb;
-        const char *a = lua_tolstring(L, 1, &la), *b = lua_tolstring(L, 2, &lb);
-        int c = memcmp(a, b, la < lb ? la : lb);
-        less = c < 0 || (c == 0 && la < lb);
-    } else if (ra == rb && ra == 2) {
-        less = !lua_toboolean(L, 1) && lua_toboolean(L, 2);
+    const sort_key *a = pa, *b = pb;
+    if (a->rank != b->rank)
+        return a->rank < b->rank ? -1 : 1;
+    if (a->rank == 0) {
+        if (a->is_int && b->is_int)
+            return a->i < b->i ? -1 : a->i > b->i;
+        if (a->d != b->d)
+            return a->d < b->d ? -1 : 1;
+        if (a->is_int != b->is_int)
+            return a->is_int ? -1 : 1;
+        return a->i < b->i ? -1 : a->i > b->i;
     }
-    lua_pushboolean(L, less);
-    return 1;
+    if (a->rank == 1) {
+        int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+        if (c != 0)
+            return c;
+        return a->len < b->len ? -1 : a->len > b->len;
+    }
+    if (a->rank == 2 && a->i != b->i)
+        return a->i < b->i ? -1 : 1;
+    /* Tables and functions as keys: in the order next gave them. */
+    return a->pos < b->pos ? -1 : a->pos > b->pos;
 }
 
 /* Upvalues: the sorted keys, the position. State: the table. */
@@ -311,13 +318,18 @@ pairs_step(lua_State *L)
     }
 }
 
-/* pairs in key order, so that what a script builds from a table's members
- * never depends on the hash seed of this run. Upvalue 1: table.sort. */
+/*
+ * pairs in key order, so that what a script builds from a table's members
+ * never depends on the hash seed of this run. The sort is in C over the
+ * keys, which the list at index 2 keeps alive (nothing allocates during
+ * qsort, so no collection can move or free them).
+ */
 static int
 sb_pairs(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_newtable(L);
+    lua_settop(L, 1);
+    lua_newtable(L); /* 2: the keys, unsorted */
     lua_Integer n = 0;
     lua_pushnil(L);
     while (lua_next(L, 1) != 0) {
@@ -325,10 +337,35 @@ sb_pairs(lua_State *L)
         lua_pushvalue(L, -1);
         lua_rawseti(L, 2, ++n);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 2);
-    lua_pushcfunction(L, key_less);
-    lua_call(L, 2, 0);
+    sort_key *keys = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *keys, 0); /* 3 */
+    for (lua_Integer k = 1; k <= n; k++) {
+        sort_key *sk = &keys[k - 1];
+        memset(sk, 0, sizeof *sk);
+        sk->pos = k;
+        switch (lua_rawgeti(L, 2, k)) {
+        case LUA_TNUMBER:
+            sk->is_int = lua_isinteger(L, -1);
+            sk->i = sk->is_int ? lua_tointeger(L, -1) : 0;
+            sk->d = lua_tonumber(L, -1);
+            break;
+        case LUA_TSTRING:
+            sk->rank = 1;
+            sk->s = lua_tolstring(L, -1, &sk->len);
+            break;
+        case LUA_TBOOLEAN:
+            sk->rank = 2;
+            sk->i = lua_toboolean(L, -1);
+            break;
+        default: sk->rank = 3; break;
+        }
+        lua_pop(L, 1);
+    }
+    qsort(keys, (size_t)n, sizeof *keys, key_cmp);
+    lua_createtable(L, (int)n, 0); /* 4: the keys, sorted */
+    for (lua_Integer k = 1; k <= n; k++) {
+        lua_rawgeti(L, 2, keys[k - 1].pos);
+        lua_rawseti(L, 4, k);
+    }
     lua_pushinteger(L, 0);
     lua_pushcclosure(L, pairs_step, 2);
     lua_pushvalue(L, 1);
@@ -461,8 +498,7 @@ build_sandbox(lua_State *L)
     lua_setfield(L, G, "xpcall");
     lua_pushcfunction(L, sb_tostring);
     lua_setfield(L, G, "tostring");
-    lua_getfield(L, tab, "sort");
-    lua_pushcclosure(L, sb_pairs, 1);
+    lua_pushcfunction(L, sb_pairs);
     lua_setfield(L, G, "pairs");
     lua_pushcfunction(L, sb_array);
     lua_setfield(L, G, "array");
@@ -590,38 +626,43 @@ to_lua(lua_State *L, const json_t *v, int depth)
 
 /* ---- Lua to JSON ---- */
 
-/* Where a conversion is, for its message: "result.items[3]". */
+/*
+ * Where a conversion is: the member (key, borrowed from the table being
+ * read) or element (index) at each level. The path is spelled only for a
+ * refusal ("result.items[3]"): most conversions never need it.
+ */
+typedef struct step {
+    const char *key; /* NULL: an array element */
+    lua_Integer index;
+} step;
+
 typedef struct back {
     lua_State *L;
-    char path[256];
-    size_t len;
+    step steps[TP__LUA_DEPTH + 2];
+    int n_steps;
     const void *seen[TP__LUA_DEPTH + 1]; /* the tables being converted: a cycle */
     int depth;
     char why[600];
 } back;
 
-static void
-path_push(back *b, const char *fmt, ...)
-{
-    if (b->len >= sizeof b->path - 1)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->path + b->len, sizeof b->path - b->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        b->len += (size_t)n < sizeof b->path - b->len ? (size_t)n : sizeof b->path - 1 - b->len;
-}
-
 static json_t *
 refuse(back *b, const char *fmt, ...)
 {
+    char path[256] = "result";
+    size_t len = strlen(path);
+    for (int i = 0; i < b->n_steps && len < sizeof path - 1; i++) {
+        int n =
+            b->steps[i].key != NULL
+                ? snprintf(path + len, sizeof path - len, ".%.60s", b->steps[i].key)
+                : snprintf(path + len, sizeof path - len, "[%lld]", (long long)b->steps[i].index);
+        len += n > 0 && (size_t)n < sizeof path - len ? (size_t)n : sizeof path - 1 - len;
+    }
     char reason[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    snprintf(b->why, sizeof b->why, "%s: %s", b->path, reason);
+    snprintf(b->why, sizeof b->why, "%s: %s", path, reason);
     return NULL;
 }
 
@@ -634,14 +675,12 @@ array_from(back *b, int t, lua_Integer n)
     json_t *a = json_array();
     if (a == NULL)
         return refuse(b, "out of memory");
-    size_t at = b->len;
     for (lua_Integer k = 1; k <= n; k++) {
         lua_rawgeti(L, t, k);
-        path_push(b, "[%lld]", (long long)k - 1);
+        b->steps[b->n_steps++] = (step){NULL, k - 1};
         json_t *v = from_lua(b, lua_gettop(L));
         lua_pop(L, 1);
-        b->len = at;
-        b->path[at] = '\0';
+        b->n_steps--;
         if (v == NULL || json_array_append_new(a, v) != 0) {
             json_decref(a);
             return v == NULL ? NULL : refuse(b, "out of memory");
@@ -657,7 +696,6 @@ object_from(back *b, int t)
     json_t *o = json_object();
     if (o == NULL)
         return refuse(b, "out of memory");
-    size_t at = b->len;
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING) {
@@ -673,11 +711,10 @@ object_from(back *b, int t)
             json_decref(o);
             return refuse(b, "a key holds a NUL byte");
         }
-        path_push(b, ".%.60s", key);
+        b->steps[b->n_steps++] = (step){key, 0};
         json_t *v = from_lua(b, lua_gettop(L));
         lua_pop(L, 1);
-        b->len = at;
-        b->path[at] = '\0';
+        b->n_steps--;
         if (v == NULL) {
             lua_pop(L, 1);
             json_decref(o);
@@ -914,7 +951,6 @@ lua_merge(void *user, const json_t *current, const json_t *patch, const tp_origi
     back b;
     memset(&b, 0, sizeof b);
     b.L = L;
-    path_push(&b, "result");
     json_t *v = from_lua(&b, 1);
     lua_settop(L, 0);
     if (v == NULL) {
