@@ -352,12 +352,15 @@ BREAKERS = {
     "loop_xpcall": ("while true do xpcall(function() while true do end end,\n"
                     "  function() while true do end end) end", {},
                     "rejected", "instruction budget exceeded"),
-    "bomb_rep": ("local s = string.rep('x', 100 * 1024 * 1024)", {},
+    # A generous time budget for the bombs: the memory budget is what must stop them,
+    # even in a slow (sanitizer) build.
+    "bomb_rep": ("local s = string.rep('x', 100 * 1024 * 1024)", {"max_ms": 30000},
                  "rejected", "memory budget exceeded (8388608 bytes)"),
-    "bomb_table": ("local t = {}\n  for i = 1, math.maxinteger do t[i] = {i, i, i, i} end", {},
+    "bomb_table": ("local t = {}\n  for i = 1, math.maxinteger do t[i] = {i, i, i, i} end",
+                   {"max_ms": 30000},
                    "rejected", "memory budget exceeded"),
     "bomb_pcall": ("while true do pcall(string.rep, 'x', 64 * 1024 * 1024) end\n"
-                   "  return object{title = 'survived'}", {},
+                   "  return object{title = 'survived'}", {"max_ms": 30000},
                    "rejected", "memory budget exceeded"),
     "slow_compare": ("local a = string.rep('x', 3000000)\n"
                      "  local b = string.rep('x', 2999999) .. 'x'\n"

@@ -28,7 +28,7 @@ capture(int level, const char *line, void *user)
 }
 
 static tp__lua_merge *
-compiled(const char *code, uint64_t steps, size_t memory, tp_error *err)
+compiled(const char *code, uint64_t steps, size_t memory, unsigned ms, tp_error *err)
 {
     tp__lua_merge_config cfg = {0};
     cfg.name = "t";
@@ -37,6 +37,7 @@ compiled(const char *code, uint64_t steps, size_t memory, tp_error *err)
     cfg.chunkname = "t.lua";
     cfg.max_instructions = steps;
     cfg.max_memory = memory;
+    cfg.max_ms = ms;
     cfg.log = capture;
     cfg.log_level = TP_LOG_DEBUG;
     last_line[0] = '\0';
@@ -48,7 +49,7 @@ static tp__lua_merge *
 must(const char *code)
 {
     tp_error err = {0, ""};
-    tp__lua_merge *lm = compiled(code, 0, 0, &err);
+    tp__lua_merge *lm = compiled(code, 0, 0, 0, &err);
     cr_assert_not_null(lm, "refused: %s", err.message);
     return lm;
 }
@@ -308,21 +309,26 @@ Test(luamerge, pairs_in_key_order_and_no_addresses)
 
 Test(luamerge, budgets_refuse_and_the_state_goes_on)
 {
+    /* A generous time budget: which of the other two stops each call is
+     * the point here, even in a slow (sanitizer) build. */
+    tp_error cerr = {0, ""};
     tp__lua_merge *lm =
-        must("function merge(c, p, o)\n"
-             "  if p.k == 1 then while true do end end\n"
-             "  if p.k == 2 then local s = string.rep('x', 1 << 30) end\n"
-             "  if p.k == 3 then\n"
-             "    while true do pcall(function() while true do end end) end\n"
-             "  end\n"
-             "  if p.k == 4 then\n"
-             "    local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 10000) .. i end\n"
-             "  end\n"
-             "  if p.k == 5 then\n"
-             "    xpcall(error, function() while true do end end)\n"
-             "  end\n"
-             "  return object{ok = true}\n"
-             "end\n");
+        compiled("function merge(c, p, o)\n"
+                 "  if p.k == 1 then while true do end end\n"
+                 "  if p.k == 2 then local s = string.rep('x', 1 << 30) end\n"
+                 "  if p.k == 3 then\n"
+                 "    while true do pcall(function() while true do end end) end\n"
+                 "  end\n"
+                 "  if p.k == 4 then\n"
+                 "    local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 10000) .. i end\n"
+                 "  end\n"
+                 "  if p.k == 5 then\n"
+                 "    xpcall(error, function() while true do end end)\n"
+                 "  end\n"
+                 "  return object{ok = true}\n"
+                 "end\n",
+                 0, 0, 30000, &cerr);
+    cr_assert_not_null(lm, "%s", cerr.message);
     size_t base = tp__lua_merge_memory(lm);
     refused(lm, "{\"k\": 1}", TP_EREJECTED, "instruction budget exceeded (1000000)");
     expect(lm, "{}", "{}", "{\"ok\": true}");
@@ -347,7 +353,7 @@ Test(luamerge, budgets_can_be_set)
                                  "  local s = string.rep('x', p.m)\n"
                                  "  return object{}\n"
                                  "end\n",
-                                 20000, 512 * 1024, &err);
+                                 20000, 512 * 1024, 0, &err);
     cr_assert_not_null(lm, "%s", err.message);
     expect(lm, "{}", "{\"n\": 1000, \"m\": 1000}", "{}");
     refused(lm, "{\"n\": 100000, \"m\": 1}", TP_EREJECTED, "instruction budget exceeded (20000)");
@@ -397,7 +403,7 @@ Test(luamerge, compile_time_refusals)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tp_error err = {0, ""};
-        tp__lua_merge *lm = compiled(cases[i].code, 0, 0, &err);
+        tp__lua_merge *lm = compiled(cases[i].code, 0, 0, 0, &err);
         cr_assert_null(lm, "accepted: %s", cases[i].code);
         cr_assert_eq(err.code, TP_EINVALID);
         cr_assert(strstr(err.message, cases[i].words) != NULL, "\"%s\" not in \"%s\"",
