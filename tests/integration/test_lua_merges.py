@@ -16,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import (TIMEOUT, Daemon, DaemonTestCase, TRANSPORTSD, open_client,
+from harness import (TIMEOUT, Daemon, DaemonError, DaemonTestCase, TRANSPORTSD, open_client,
                      require_daemon, sanitizer_env)
 from test_host_api import Api
 
@@ -490,6 +490,13 @@ class Restart(DaemonTestCase):
         d.restart()
         self.run_async(bump(2))
         self.assertEqual(self.run_async(value_of(d, "visits")), {"count": 10})
+        # The stored model names its strategy: a config without it is refused.
+        d.stop()
+        d.config = dict(cfg, merges={}, shared={})
+        with self.assertRaises(DaemonError) as e:
+            d.restart()
+        self.assertIn("store: shared model \"visits\" is merged by \"add-up\": no such strategy",
+                      str(e.exception))
 
 
 class ConfigErrors(unittest.TestCase):
