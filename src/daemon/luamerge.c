@@ -43,6 +43,7 @@ struct tp__lua_merge {
     int64_t deadline_ns; /* this call's, on CLOCK_MONOTONIC */
     int in_call;         /* budgets apply only while a script runs */
     int aborted;         /* ABORT_*: set by the hook or the allocator */
+    int refused;         /* the allocator's last growth was refused */
     int chunk;           /* registry reference: the compiled script */
     int env_mt;          /* registry reference: each call's global table's metatable */
     tp_log_fn log;
@@ -86,16 +87,20 @@ budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         lm->used -= old;
         return NULL;
     }
-    /* Refused growth makes Lua collect garbage and try again, then raise
-     * "not enough memory"; the flag makes that error final (sb_pcall). */
+    /* A refused growth makes Lua collect all its garbage and try again:
+     * only a second refusal in a row means the call holds too much (then
+     * the flag makes the "not enough memory" error final, sb_pcall).
+     * Garbage of earlier calls alone never aborts one. */
     if (nsize > old && nsize - old > lm->limit - lm->used) {
-        if (lm->in_call)
+        if (lm->in_call && lm->refused)
             lm->aborted = ABORT_MEMORY;
+        lm->refused = 1;
         return NULL;
     }
     void *p = realloc(ptr, nsize);
     if (p == NULL)
         return NULL;
+    lm->refused = 0;
     lm->used = lm->used - old + nsize;
     return p;
 }
@@ -863,6 +868,7 @@ run(tp__lua_merge *lm, call_args *a)
     lua_State *L = lm->L;
     lua_settop(L, 0);
     lm->aborted = ABORT_NONE;
+    lm->refused = 0;
     lm->steps_left = (int64_t)lm->max_steps;
     lm->deadline_ns = now_ns() + (int64_t)lm->max_ms * 1000000;
     lm->in_call = 1;
@@ -885,10 +891,13 @@ error_text(lua_State *L)
 /* The end of a failed call: budgets refuse the write (rejected), a
  * script's error is a bug in it (internal); both are logged. */
 static void
-failed(tp__lua_merge *lm, int for_load, tp_error *out)
+failed(tp__lua_merge *lm, int status, int for_load, tp_error *out)
 {
     lua_State *L = lm->L;
     tp_error e = {0, ""}, *err = &e;
+    /* Out of memory without a second refusal: Lua could not collect first. */
+    if (status == LUA_ERRMEM && lm->aborted == ABORT_NONE)
+        lm->aborted = ABORT_MEMORY;
     if (lm->aborted == ABORT_STEPS) {
         tp__error_set(err, TP_EREJECTED,
                       "merge strategy \"%s\": instruction budget exceeded (%llu)", lm->name,
@@ -925,8 +934,9 @@ lua_merge(void *user, const json_t *current, const json_t *patch, const tp_origi
     tp__lua_merge *lm = user;
     lua_State *L = lm->L;
     call_args a = {current, patch, origin, 0};
-    if (run(lm, &a) != LUA_OK) {
-        failed(lm, 0, err);
+    int status = run(lm, &a);
+    if (status != LUA_OK) {
+        failed(lm, status, 0, err);
         return NULL;
     }
     if (lua_isnil(L, 1)) {
@@ -1029,9 +1039,10 @@ tp__lua_merge_new(const tp__lua_merge_config *cfg, tp_error *err)
     /* Run once: an error at its top level or a missing merge is a config
      * error, found at start rather than at the first write. */
     call_args a = {NULL, NULL, NULL, 1};
-    if (run(lm, &a) != LUA_OK) {
+    int status = run(lm, &a);
+    if (status != LUA_OK) {
         tp_error e = {0, ""};
-        failed(lm, 1, &e);
+        failed(lm, status, 1, &e);
         tp__error_set(err, TP_EINVALID, "%s", e.message);
         tp__lua_merge_free(lm);
         return NULL;

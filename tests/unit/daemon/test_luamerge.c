@@ -417,3 +417,23 @@ Test(luamerge, compile_time_refusals)
     cr_assert_null(tp__lua_merge_new(&cfg, &err));
     cr_assert(strstr(err.message, "over") != NULL, "%s", err.message);
 }
+
+Test(luamerge, garbage_alone_never_aborts_a_call)
+{
+    /* 64 MiB allocated in one call, never more than about 5 MiB alive:
+     * the heap meets the budget before the collector is done, a refused
+     * growth gets Lua's emergency collection, and only a second refusal
+     * in a row is over the budget. */
+    tp_error err = {0, ""};
+    tp__lua_merge *lm = compiled("function merge(c, p, o)\n"
+                                 "  local keep = string.rep('k', 3 << 20)\n"
+                                 "  local n = 0\n"
+                                 "  for i = 1, 32 do n = n + #(string.rep('x', 1 << 20) .. i) end\n"
+                                 "  return object{n = n}\n"
+                                 "end\n",
+                                 0, 0, 30000, &err);
+    cr_assert_not_null(lm, "%s", err.message);
+    for (int i = 0; i < 3; i++)
+        expect(lm, "{}", "{}", "{\"n\": 33554487}");
+    tp__lua_merge_free(lm);
+}
