@@ -44,6 +44,8 @@ struct tp__lua_merge {
     int in_call;         /* budgets apply only while a script runs */
     int aborted;         /* ABORT_*: set by the hook or the allocator */
     int refused;         /* the allocator's last growth was refused */
+    size_t refused_size; /* a refused growth not judged yet (memory_exhausted) */
+    int over;            /* past the budget since the last judgment */
     int chunk;           /* registry reference: the compiled script */
     int env_mt;          /* registry reference: each call's global table's metatable */
     tp_log_fn log;
@@ -77,6 +79,16 @@ logf_(tp__lua_merge *lm, int level, const char *fmt, ...)
 
 /* ---- Budgets ---- */
 
+/*
+ * The memory budget. During a call it is soft up to twice the budget: a
+ * growth past it is allowed but flagged, and the hook (within 100
+ * instructions) or pcall collects the garbage and aborts the call only if
+ * what is alive is still over. So garbage, of this call or earlier ones,
+ * never fails a call, even in the paths where Lua does not collect before
+ * giving up (string buffers). Past twice the budget a growth is refused;
+ * Lua then collects and tries once more, and a second refusal in a row
+ * aborts the call.
+ */
 static void *
 budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -87,14 +99,14 @@ budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         lm->used -= old;
         return NULL;
     }
-    /* A refused growth makes Lua collect all its garbage and try again:
-     * only a second refusal in a row means the call holds too much (then
-     * the flag makes the "not enough memory" error final, sb_pcall).
-     * Garbage of earlier calls alone never aborts one. */
-    if (nsize > old && nsize - old > lm->limit - lm->used) {
+    size_t grow = nsize > old ? nsize - old : 0;
+    size_t cap = lm->in_call ? 2 * lm->limit : lm->limit;
+    if (grow > cap - lm->used) {
         if (lm->in_call && lm->refused)
             lm->aborted = ABORT_MEMORY;
         lm->refused = 1;
+        if (lm->in_call)
+            lm->refused_size = grow;
         return NULL;
     }
     void *p = realloc(ptr, nsize);
@@ -102,6 +114,8 @@ budget_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     lm->refused = 0;
     lm->used = lm->used - old + nsize;
+    if (lm->used > lm->limit && lm->in_call)
+        lm->over = 1;
     return p;
 }
 
@@ -111,6 +125,27 @@ now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * memory_exhausted judges a growth past the budget, or a refused one that
+ * Lua did not retry after a collection (a string buffer's, which raises a
+ * plain error): with all the garbage collected, is what is alive within
+ * the budget, and would the refused growth fit? If not, the call is over
+ * its memory budget for good. Called where collecting is allowed: the
+ * hook, pcall, the end of a call.
+ */
+static int
+memory_exhausted(lua_State *L, tp__lua_merge *lm)
+{
+    if (lm->refused_size == 0 && !lm->over)
+        return lm->aborted == ABORT_MEMORY;
+    lua_gc(L, LUA_GCCOLLECT);
+    if (lm->used > lm->limit || lm->refused_size > lm->limit - lm->used)
+        lm->aborted = ABORT_MEMORY;
+    lm->refused_size = 0;
+    lm->over = 0;
+    return lm->aborted == ABORT_MEMORY;
 }
 
 /*
@@ -126,6 +161,8 @@ count_hook(lua_State *L, lua_Debug *ar)
     tp__lua_merge *lm = of(L);
     if (!lm->in_call)
         return;
+    if (lm->aborted == ABORT_NONE && (lm->refused_size > 0 || lm->over) && memory_exhausted(L, lm))
+        lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
     if (lm->aborted == ABORT_NONE) {
         lm->steps_left -= HOOK_EVERY;
         if (lm->steps_left >= 0 && now_ns() < lm->deadline_ns)
@@ -147,7 +184,7 @@ sb_pcall(lua_State *L)
 {
     luaL_checkany(L, 1);
     int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
-    if (of(L)->aborted)
+    if (of(L)->aborted || (status != LUA_OK && memory_exhausted(L, of(L))))
         return luaL_error(L, "budget exceeded");
     lua_pushboolean(L, status == LUA_OK);
     lua_insert(L, 1);
@@ -183,7 +220,7 @@ sb_xpcall(lua_State *L)
     lua_pushvalue(L, 1);
     lua_rotate(L, 3, 2); /* f, msgh, true, f, args... */
     int status = lua_pcall(L, n - 2, LUA_MULTRET, 2);
-    if (of(L)->aborted)
+    if (of(L)->aborted || (status != LUA_OK && memory_exhausted(L, of(L))))
         return luaL_error(L, "budget exceeded");
     if (status != LUA_OK) {
         lua_pushboolean(L, 0);
@@ -857,6 +894,9 @@ protected_call(lua_State *L)
         lua_pushstring(L, a->origin->conn ? a->origin->conn : "");
         lua_setfield(L, -2, "conn");
     }
+    /* The values alone may be over the budget (they count in it). */
+    if (memory_exhausted(L, lm))
+        return luaL_error(L, "budget exceeded");
     lua_call(L, 3, 2);
     return 2;
 }
@@ -869,6 +909,8 @@ run(tp__lua_merge *lm, call_args *a)
     lua_settop(L, 0);
     lm->aborted = ABORT_NONE;
     lm->refused = 0;
+    lm->refused_size = 0;
+    lm->over = 0;
     lm->steps_left = (int64_t)lm->max_steps;
     lm->deadline_ns = now_ns() + (int64_t)lm->max_ms * 1000000;
     lm->in_call = 1;
@@ -895,9 +937,12 @@ failed(tp__lua_merge *lm, int status, int for_load, tp_error *out)
 {
     lua_State *L = lm->L;
     tp_error e = {0, ""}, *err = &e;
-    /* Out of memory without a second refusal: Lua could not collect first. */
-    if (status == LUA_ERRMEM && lm->aborted == ABORT_NONE)
+    /* Out of memory without a second refusal: Lua could not collect first,
+     * or a buffer's growth was refused and raised a plain error. */
+    if (lm->aborted == ABORT_NONE && (status == LUA_ERRMEM || lm->refused_size > 0))
         lm->aborted = ABORT_MEMORY;
+    lm->refused_size = 0;
+    lm->over = 0;
     if (lm->aborted == ABORT_STEPS) {
         tp__error_set(err, TP_EREJECTED,
                       "merge strategy \"%s\": instruction budget exceeded (%llu)", lm->name,
@@ -935,7 +980,8 @@ lua_merge(void *user, const json_t *current, const json_t *patch, const tp_origi
     lua_State *L = lm->L;
     call_args a = {current, patch, origin, 0};
     int status = run(lm, &a);
-    if (status != LUA_OK) {
+    /* A call that ended well is still judged: it may hold too much. */
+    if (status != LUA_OK || lm->aborted != ABORT_NONE || memory_exhausted(L, lm)) {
         failed(lm, status, 0, err);
         return NULL;
     }

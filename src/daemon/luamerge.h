@@ -43,9 +43,9 @@ typedef struct tp__lua_merge_config {
     size_t len;                /* its length */
     const char *chunkname;     /* how messages name it: "merges/max.lua" or "merges.max-wins.lua" */
     uint64_t max_instructions; /* per call; 0: TP__LUA_INSTRUCTIONS */
-    size_t max_memory;         /* bytes the state may hold; 0: TP__LUA_MEMORY */
-    unsigned max_ms;           /* per call, wall clock; 0: TP__LUA_MS */
-    tp_log_fn log;             /* where a script's errors are logged, or NULL */
+    size_t max_memory; /* bytes the state may keep alive (twice, as garbage); 0: TP__LUA_MEMORY */
+    unsigned max_ms;   /* per call, wall clock; 0: TP__LUA_MS */
+    tp_log_fn log;     /* where a script's errors are logged, or NULL */
     void *log_user;
     int log_level; /* lines above this level (TP_LOG_*) are not logged */
 } tp__lua_merge_config;
