@@ -449,8 +449,10 @@ typedef struct tp_origin {
 /**
  * tp_merge is a merge strategy: merge() returns the new value of a shared
  * model (a new reference) from its current value and a merge patch, or NULL
- * to refuse the write, with a message in err. The result is validated
- * against the schema afterwards. name identifies the strategy (storage
+ * to refuse the write, with a message in err: the writer gets `rejected`
+ * with it, or `internal` when err->code is TP_EINTERNAL (the strategy
+ * failed rather than refused). The result is validated against the schema
+ * afterwards. name identifies the strategy (storage
  * re-attaches custom strategies by name).
  * Thread: called on the hub's thread, never reentrantly.
  */

@@ -13,6 +13,7 @@ packages=(
     chromium
     libcurl4-openssl-dev
     python3-jwt python3-cryptography
+    liblua5.4-dev
 )
 # Node.js for the JavaScript client's tests (clients/js) and the OpenAPI validator of the
 # host API's document (tests/openapi/): Debian's nodejs and npm, unless a node is there

@@ -3,7 +3,8 @@
 # above it (DESIGN.md, "Layers"): util is libc only, core adds jansson and PCRE2 (schema
 # patterns: src/core/schema_pattern.c), store adds SQLite, net adds libwebsockets; auth
 # (JWT verification) uses util, jansson and OpenSSL, and only net and daemon may use it;
-# client uses util and core; cli uses the public API only. Four checks, any failure fails:
+# client uses util and core; cli uses the public API only; Lua (custom merges,
+# src/daemon/luamerge.c) is the daemon's alone. Four checks, any failure fails:
 #
 # 1. direct includes: a grep of each file's #include lines (system headers too: the core
 #    may not include sockets or unistd);
@@ -38,29 +39,29 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
-check core 'openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
-check store 'libwebsockets|auth/|net/|client/|daemon/|cli/'
-check auth 'pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
-check net 'client/|daemon/|cli/'
+check util 'lua|lauxlib|lualib|jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
+check core 'lua|lauxlib|lualib|openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
+check store 'lua|lauxlib|lualib|libwebsockets|auth/|net/|client/|daemon/|cli/'
+check auth 'lua|lauxlib|lualib|pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
+check net 'lua|lauxlib|lualib|client/|daemon/|cli/'
 check daemon 'client/|cli/'
-check client 'store/|auth/|net/|daemon/|cli/|sqlite3'
-check cli 'core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
+check client 'lua|lauxlib|lualib|store/|auth/|net/|daemon/|cli/|sqlite3'
+check cli 'lua|lauxlib|lualib|core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
 
 # What each layer may depend on (its own layer included), and the libraries it may not
 # reach even through another header. jansson is everyone's: the public header has it.
 ALLOWED='util:util core:util,core store:util,core,store auth:util,auth
 net:util,core,store,auth,net daemon:util,core,store,auth,net,daemon
 client:util,core,client cli:cli'
-NO_LIBS='util:pcre2,openssl,sqlite3,libwebsockets,uv,curl core:openssl,sqlite3,libwebsockets,uv,curl
-store:libwebsockets,uv,curl,openssl auth:pcre2,sqlite3,libwebsockets,uv,curl
-client:sqlite3,curl,pcre2 cli:sqlite3,libwebsockets,uv,curl,pcre2,openssl'
+NO_LIBS='util:pcre2,openssl,sqlite3,libwebsockets,uv,curl,lua core:openssl,sqlite3,libwebsockets,uv,curl,lua
+store:libwebsockets,uv,curl,openssl,lua auth:pcre2,sqlite3,libwebsockets,uv,curl,lua net:lua
+client:sqlite3,curl,pcre2,lua cli:sqlite3,libwebsockets,uv,curl,pcre2,openssl,lua'
 # The core headers net may reach (check 3).
 NET_CORE='hubapi.h route.h hostops.h journal.h'
 
 # ---- 2 and 3. transitive includes ------------------------------------------------------
 sources=$(ls "$root"/src/*/*.c)
-cflags=$(pkg-config --cflags jansson libwebsockets sqlite3 libpcre2-8 libuv libcurl libssl \
+cflags=$(pkg-config --cflags jansson libwebsockets sqlite3 libpcre2-8 libuv libcurl libssl lua5.4 \
     2>/dev/null || true)
 deps=$(mktemp)
 trap 'rm -f "$deps"' EXIT
@@ -99,6 +100,7 @@ function lib_of(p) {
     if (p ~ /(^|\/)libwebsockets(\.h$|\/)/) return "libwebsockets"
     if (p ~ /(^|\/)uv(\.h$|\/)/) return "uv"
     if (p ~ /(^|\/)curl\//) return "curl"
+    if (p ~ /(^|\/)(lua|lauxlib|lualib|luaconf)\.h$/) return "lua"
     return ""
 }
 function rel(p) { sub("^" root "/", "", p); return p }

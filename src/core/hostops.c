@@ -549,14 +549,16 @@ only_members(const json_t *body, const char *const *known, tp_error *err)
     return TP_OK;
 }
 
+/* A strategy by name: built in, or one of the hub's (tp_hub_config.merges,
+ * the daemon's "merges"), as a store names them. */
 static const tp_merge *
-merge_named(const char *name)
+merge_named(tp_hub *hub, const char *name)
 {
     if (name == NULL || strcmp(name, "lww") == 0)
         return &tp_last_write_wins;
     if (strcmp(name, "lww-map") == 0)
         return &tp_lww_map_crdt;
-    return NULL;
+    return tp__map_get(&hub->merges, name);
 }
 
 typedef struct sub_copy {
@@ -588,10 +590,11 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
         const json_t *jm = json_object_get(body, "merge");
         if (jm != NULL && !json_is_string(jm))
             return tp__error_set(err, TP_EBADREQUEST, "merge: must be a string");
-        merge = merge_named(json_string_value(jm));
+        merge = merge_named(h->hub, json_string_value(jm));
         if (merge == NULL)
             return tp__error_set(err, TP_EINVALID,
-                                 "merge: no merge strategy \"%.200s\" (lww, lww-map)",
+                                 "merge: no merge strategy \"%.200s\" (lww, lww-map or one the "
+                                 "server's config names)",
                                  json_string_value(jm));
     }
     if (!tp__valid_key(id))

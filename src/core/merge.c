@@ -194,6 +194,10 @@ custom_change(tp__model *m, const json_t *patch, tp_conn *origin, tp__change *ch
     if (res == NULL) {
         if (merr.code == TP_ENOMEM)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
+        /* A strategy that failed (a bug in a Lua script) is no refusal. */
+        if (merr.code == TP_EINTERNAL)
+            return tp__error_set(err, TP_EINTERNAL, "%s",
+                                 merr.message[0] ? merr.message : "the merge strategy failed");
         return tp__error_set(err, TP_EREJECTED, "%s",
                              merr.message[0] ? merr.message
                                              : "the merge strategy refused the write");

@@ -14,6 +14,7 @@
 
 #include "auth/jwt.h"
 #include "core/route.h"
+#include "daemon/luamerge.h"
 #include "util/addr.h"
 #include "util/error.h"
 
@@ -862,8 +863,74 @@ check_subscribers(ctx *c, const json_t *subs)
     return 0;
 }
 
+/* ---- merges ---- */
+
 static int
-check_shared(ctx *c, const json_t *shared, const json_t *schemas)
+check_merge(ctx *c, const json_t *v, tp__config_merge *m)
+{
+    static const char *const keys[] = {"lua",    "lua_file", "max_instructions", "max_memory_bytes",
+                                       "max_ms", NULL};
+    if (want_object(c, v) != 0 || only(c, v, keys) != 0)
+        return -1;
+    const json_t *lua = json_object_get(v, "lua");
+    const json_t *file = json_object_get(v, "lua_file");
+    if (lua != NULL && file != NULL)
+        return fail(c, "set lua (the script) or lua_file (its file), not both");
+    if (lua == NULL && file == NULL)
+        return fail(c, "needs lua (the script) or lua_file (its file, relative to the config "
+                       "file)");
+    size_t was = push(c, lua != NULL ? "lua" : "lua_file");
+    const json_t *s = lua != NULL ? lua : file;
+    if (want_string(c, s) != 0)
+        return -1;
+    if (json_string_length(s) == 0)
+        return fail(c, "expected %s, got an empty string", lua ? "a Lua script" : "a file name");
+    if (json_string_length(s) != strlen(json_string_value(s)))
+        return fail(c, "holds a NUL byte");
+    if (lua != NULL && json_string_length(s) > TP__LUA_SCRIPT_MAX)
+        return fail(c, "a script of at most %d bytes", TP__LUA_SCRIPT_MAX);
+    char **out = lua != NULL ? &m->lua : &m->lua_file;
+    if ((*out = dup_string(c, json_string_value(s))) == NULL)
+        return -1;
+    pop(c, was);
+    return member_uint(c, v, "max_instructions", 1000, 1000000000, &m->max_instructions) != 0 ||
+                   member_uint(c, v, "max_memory_bytes", 256 * 1024, 1024 * 1024 * 1024,
+                               &m->max_memory_bytes) != 0 ||
+                   member_uint(c, v, "max_ms", 1, 60000, &m->max_ms) != 0
+               ? -1
+               : 0;
+}
+
+static int
+check_merges(ctx *c, const json_t *v, tp__config *cfg)
+{
+    if (want_object(c, v) != 0)
+        return -1;
+    size_t n = json_object_size(v);
+    if (n > TP__CONFIG_MERGES_MAX)
+        return fail(c, "at most %d merge strategies", TP__CONFIG_MERGES_MAX);
+    cfg->merges = calloc(n ? n : 1, sizeof *cfg->merges);
+    if (cfg->merges == NULL)
+        return fail(c, "out of memory");
+    const char *name;
+    const json_t *m;
+    json_object_foreach((json_t *)v, name, m)
+    {
+        size_t was = push(c, name);
+        if (strlen(name) == 0 || strlen(name) > 64)
+            return fail(c, "a merge strategy's name must be 1 to 64 bytes long");
+        if (strcmp(name, "lww") == 0 || strcmp(name, "lww-map") == 0)
+            return fail(c, "\"%s\" is a built-in strategy: pick another name", name);
+        tp__config_merge *cm = &cfg->merges[cfg->n_merges++];
+        if ((cm->name = dup_string(c, name)) == NULL || check_merge(c, m, cm) != 0)
+            return -1;
+        pop(c, was);
+    }
+    return 0;
+}
+
+static int
+check_shared(ctx *c, const json_t *shared, const json_t *schemas, const json_t *merges)
 {
     static const char *const keys[] = {"schema", "merge", "value", "subscribers", NULL};
     if (want_object(c, shared) != 0)
@@ -882,10 +949,14 @@ check_shared(ctx *c, const json_t *shared, const json_t *schemas)
             if (want_string(c, merge) != 0)
                 return -1;
             const char *name = json_string_value(merge);
-            if (strcmp(name, "lww") != 0 && strcmp(name, "lww-map") != 0) {
+            if (strcmp(name, "lww") != 0 && strcmp(name, "lww-map") != 0 &&
+                json_object_get(merges, name) == NULL) {
                 char q[128];
                 quote(name, q, sizeof q);
-                return fail(c, "unknown merge strategy %s (expected \"lww\" or \"lww-map\")", q);
+                return fail(c,
+                            "unknown merge strategy %s (expected \"lww\", \"lww-map\" or a "
+                            "name in merges)",
+                            q);
             }
             pop(c, was);
         }
@@ -1018,7 +1089,8 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
         "static_dir",
         "tls",
         "metrics_token_env",
-        "webhooks", // clang-format: one key a line
+        "webhooks",
+        "merges", // clang-format: one key a line
         NULL,
     };
     if (!json_is_object(root))
@@ -1147,9 +1219,16 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
         pop(c, was);
         cfg->tenants = json_incref((json_t *)v);
     }
+    const json_t *merges = json_object_get(root, "merges");
+    if (merges != NULL) {
+        was = push(c, "merges");
+        if (check_merges(c, merges, cfg) != 0)
+            return -1;
+        pop(c, was);
+    }
     if ((v = json_object_get(root, "shared")) != NULL) {
         was = push(c, "shared");
-        if (check_shared(c, v, schemas) != 0)
+        if (check_shared(c, v, schemas, merges) != 0)
             return -1;
         pop(c, was);
         cfg->shared = json_incref((json_t *)v);
@@ -1303,5 +1382,11 @@ tp__config_clear(tp__config *cfg)
         free(cfg->webhooks[i].secret_env);
     }
     free(cfg->webhooks);
+    for (size_t i = 0; i < cfg->n_merges; i++) {
+        free(cfg->merges[i].name);
+        free(cfg->merges[i].lua);
+        free(cfg->merges[i].lua_file);
+    }
+    free(cfg->merges);
     memset(cfg, 0, sizeof *cfg);
 }

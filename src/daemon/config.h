@@ -33,6 +33,22 @@ void tp__derror_set(tp__derror *err, const char *source, const char *path, const
 #define TP__DAEMON_AUTOSYNC_MS 50
 
 /*
+ * A merge strategy of "merges": its Lua script inline (lua) or in a file
+ * (lua_file, relative to the config file's directory), and its budgets
+ * (0: luamerge.h's defaults). Compiling it is daemon.c's job (at start).
+ */
+typedef struct tp__config_merge {
+    char *name;
+    char *lua;      /* the script, or NULL */
+    char *lua_file; /* its file as written, or NULL */
+    unsigned max_instructions;
+    unsigned max_memory_bytes;
+    unsigned max_ms;
+} tp__config_merge;
+
+#define TP__CONFIG_MERGES_MAX 64
+
+/*
  * tp__config holds a checked configuration. `server` is ready for
  * tp_server_new (its strings point into this struct) and `hub` for
  * tp_hub_new, except for the log fields, which the caller sets. The three
@@ -48,7 +64,7 @@ typedef struct tp__config {
     char *admin_token_env;  /* the host API's token variable (daemon.c, net/hostapi.c) */
     char **trusted_proxies; /* NULL-terminated, or NULL: none */
     char *client_address_header;
-    char *static_dir; /* static files served by GET (the demo page), or NULL */
+    char *static_dir;    /* static files served by GET (the demo page), or NULL */
     char *sqlite;        /* storage.sqlite: the database file, or NULL (memory) */
     tp_sync synchronous; /* storage.synchronous */
     json_t *schemas;     /* {name: JSON Schema}, never NULL once parsed */
@@ -63,9 +79,11 @@ typedef struct tp__config {
     char *base_dir;      /* the config file's directory (relative paths), or NULL: "." */
     char *tls_cert_file; /* tls.cert_file and tls.key_file, or NULL: no TLS */
     char *tls_key_file;
-    char *metrics_token_env; /* /metrics needs this variable's value as a Bearer token */
+    char *metrics_token_env;      /* /metrics needs this variable's value as a Bearer token */
     tp__webhook_config *webhooks; /* "webhooks", checked */
     size_t n_webhooks;
+    tp__config_merge *merges; /* "merges", checked, in the file's order */
+    size_t n_merges;
 } tp__config;
 
 /*

@@ -161,6 +161,20 @@ host_tenants(build *b)
     return 0;
 }
 
+/* merge_named finds a shared model's strategy: built in, or in "merges". */
+static const tp_merge *
+merge_named(const tp__daemon *d, const char *name)
+{
+    if (name == NULL || strcmp(name, "lww") == 0)
+        return &tp_last_write_wins;
+    if (strcmp(name, "lww-map") == 0)
+        return &tp_lww_map_crdt;
+    for (size_t i = 0; i < d->n_luas; i++)
+        if (strcmp(d->cfg.merges[i].name, name) == 0)
+            return tp__lua_merge_strategy(d->luas[i]);
+    return NULL; /* config.c checked every name */
+}
+
 static int
 share_models(build *b)
 {
@@ -169,11 +183,10 @@ share_models(build *b)
     char path[600];
     json_object_foreach(b->d->cfg.shared, sid, m)
     {
-        const char *merge_name = json_string_value(json_object_get(m, "merge"));
-        const tp_merge *merge = &tp_last_write_wins;
-        if (merge_name != NULL && strcmp(merge_name, "lww-map") == 0)
-            merge = &tp_lww_map_crdt;
+        const tp_merge *merge = merge_named(b->d, json_string_value(json_object_get(m, "merge")));
         path_of(path, sizeof path, "shared", sid, NULL, NULL);
+        if (merge == NULL)
+            return fail(b, path, "no such merge strategy");
         char *text = value_text(m);
         if (text == NULL)
             return fail(b, path, "out of memory");
@@ -253,6 +266,94 @@ resolve(const char *base, const char *path)
     if (out != NULL)
         snprintf(out, n, "%s/%s", base, path);
     return out;
+}
+
+/* read_script reads a lua_file whole, at most TP__LUA_SCRIPT_MAX bytes. */
+static char *
+read_script(const char *file, size_t *len, char *why, size_t why_size)
+{
+    FILE *f = fopen(file, "rb");
+    if (f == NULL) {
+        snprintf(why, why_size, "cannot open %.300s: %s", file, strerror(errno));
+        return NULL;
+    }
+    char *text = malloc(TP__LUA_SCRIPT_MAX + 1);
+    size_t n = text != NULL ? fread(text, 1, TP__LUA_SCRIPT_MAX + 1, f) : 0;
+    int bad = text == NULL || ferror(f);
+    fclose(f);
+    if (bad) {
+        snprintf(why, why_size, "cannot read %.300s: %s", file,
+                 text == NULL ? "out of memory" : strerror(errno));
+        free(text);
+        return NULL;
+    }
+    if (n > TP__LUA_SCRIPT_MAX) {
+        snprintf(why, why_size, "%.300s is over %d bytes", file, TP__LUA_SCRIPT_MAX);
+        free(text);
+        return NULL;
+    }
+    *len = n;
+    return text;
+}
+
+/*
+ * "merges": each Lua strategy compiled and run once, so that a syntax
+ * error, an error at the script's top level or a missing merge function
+ * refuses the start with the script's line. The hub gets the list before
+ * it restores a store that names them.
+ */
+static int
+load_merges(build *b)
+{
+    tp__daemon *d = b->d;
+    size_t n = d->cfg.n_merges;
+    if (n == 0)
+        return 0;
+    d->luas = calloc(n, sizeof *d->luas);
+    d->merge_list = calloc(n + 1, sizeof *d->merge_list);
+    if (d->luas == NULL || d->merge_list == NULL)
+        return fail(b, "merges", "out of memory");
+    char path[600];
+    for (size_t i = 0; i < n; i++) {
+        const tp__config_merge *cm = &d->cfg.merges[i];
+        path_of(path, sizeof path, "merges", cm->name, cm->lua ? "lua" : "lua_file", NULL);
+        char why[512];
+        char chunkname[300];
+        size_t len = 0;
+        char *text = NULL;
+        if (cm->lua_file != NULL) {
+            char *file = resolve(d->cfg.base_dir, cm->lua_file);
+            if (file == NULL)
+                return fail(b, path, "out of memory");
+            text = read_script(file, &len, why, sizeof why);
+            free(file);
+            if (text == NULL)
+                return fail(b, path, why);
+            snprintf(chunkname, sizeof chunkname, "%.200s", cm->lua_file);
+        } else {
+            snprintf(chunkname, sizeof chunkname, "%.280s", path);
+        }
+        tp__lua_merge_config lc = {0};
+        lc.name = cm->name;
+        lc.code = text != NULL ? text : cm->lua;
+        lc.len = text != NULL ? len : strlen(cm->lua);
+        lc.chunkname = chunkname;
+        lc.max_instructions = cm->max_instructions;
+        lc.max_memory = cm->max_memory_bytes;
+        lc.max_ms = cm->max_ms;
+        lc.log = d->opt.log;
+        lc.log_user = d->opt.log_user;
+        lc.log_level = d->opt.log_level;
+        tp_error e = {0, ""};
+        d->luas[i] = tp__lua_merge_new(&lc, &e);
+        free(text);
+        if (d->luas[i] == NULL)
+            return fail(b, path, e.message);
+        d->n_luas = i + 1;
+        d->merge_list[i] = tp__lua_merge_strategy(d->luas[i]);
+    }
+    d->cfg.hub.merges = d->merge_list;
+    return 0;
 }
 
 /*
@@ -358,6 +459,8 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
     tp__map_init(&b.schemas, tp__seed(d));
     tp_error herr = {0, ""};
     int rc = setup_access(&b);
+    if (rc == 0)
+        rc = load_merges(&b);
     /* A database this build creates is removed again when the config is
      * refused: else the next start, with the config corrected, would take
      * the empty store for the stored state and serve nothing. */
@@ -476,6 +579,11 @@ tp__daemon_free(tp__daemon *d)
     free(d->tls_cert);
     free(d->tls_key);
     free(d->metrics_token);
+    /* After the hub: its shared models call these strategies. */
+    for (size_t i = 0; i < d->n_luas; i++)
+        tp__lua_merge_free(d->luas[i]);
+    free(d->luas);
+    free(d->merge_list);
     tp__config_clear(&d->cfg);
     free(d);
 }

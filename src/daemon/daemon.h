@@ -13,6 +13,7 @@
 
 #include "auth/jwt.h"
 #include "daemon/config.h"
+#include "daemon/luamerge.h"
 #include "transports.h"
 
 /* What the command line adds to a configuration. */
@@ -45,6 +46,11 @@ typedef struct tp__daemon {
     const char *warn_unauthenticated;
     const char *warn_origins;
     tp__daemon_options opt; /* what it was built with (its log, for reloads) */
+    /* "merges": the Lua strategies, and the list the hub finds them in
+     * (cfg.hub.merges, NULL-terminated). They outlive the hub. */
+    tp__lua_merge **luas;
+    size_t n_luas;
+    const tp_merge **merge_list;
 } tp__daemon;
 
 /* ---- Life cycle ---- */

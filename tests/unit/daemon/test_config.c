@@ -533,8 +533,19 @@ Test(config, shared_models_merges_and_subscribers)
 {
     refused(WITH_DOC(",\"shared\":[]"), "demo.json: shared: expected an object, got array");
     refused(WITH_DOC(",\"shared\":{\"roadmap\":{\"schema\":\"Document\",\"merge\":\"crdt\"}}"),
-            "demo.json: shared.roadmap.merge: unknown merge strategy \"crdt\" (expected \"lww\" "
-            "or \"lww-map\")");
+            "demo.json: shared.roadmap.merge: unknown merge strategy \"crdt\" (expected \"lww\", "
+            "\"lww-map\" or a name in merges)");
+    /* A name in "merges" is known; a name only the other strategies hold is not. */
+    refused(WITH_DOC(",\"merges\":{\"crdt\":{\"lua\":\"function merge() end\"}},"
+                     "\"shared\":{\"roadmap\":{\"schema\":\"Document\",\"merge\":\"crdx\"}}"),
+            "demo.json: shared.roadmap.merge: unknown merge strategy \"crdx\" (expected \"lww\", "
+            "\"lww-map\" or a name in merges)");
+    refused(WITH_DOC(",\"merges\":{\"m\":{\"lua\":\"x\",\"lua_file\":\"m.lua\"}}"),
+            "demo.json: merges.m: set lua (the script) or lua_file (its file), not both");
+    refused(WITH_DOC(",\"merges\":{\"m\":{\"max_ms\":0,\"lua\":\"x\"}}"),
+            "demo.json: merges.m.max_ms: 0 is out of range (1 to 60000)");
+    refused(WITH_DOC(",\"merges\":{\"lww-map\":{\"lua\":\"x\"}}"),
+            "demo.json: merges.lww-map: \"lww-map\" is a built-in strategy: pick another name");
     refused(WITH_DOC(",\"shared\":{\"roadmap\":{\"schema\":\"Document\",\"merge\":null}}"),
             "demo.json: shared.roadmap.merge: expected a string, got null");
     refused(WITH_DOC(",\"shared\":{\"roadmap\":{\"schema\":\"Document\",\"subscribers\":[]}}"),
