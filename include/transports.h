@@ -520,6 +520,55 @@ TP_API int64_t tp_hub_shared_rev(tp_hub *hub, const char *sid);
 TP_API int tp_hub_sync(tp_hub *hub);
 
 /* ------------------------------------------------------------------------ */
+/* Presence: who is on a model (docs/api.md, "Presence")                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A client connection may set an ephemeral state (a JSON object: a name, a
+ * cursor, a selection) on any model it can see. The hub never stores it; it
+ * goes with the connection. With a tick (tp_hub_config.tick_ms > 0, the
+ * server's autosync period) a connection's states on a model reach the
+ * others at most once per tick_ms, at tp_hub_sync, the latest winning;
+ * without one, at once.
+ */
+
+/** tp_presence_event is one connection's presence changing on one model. */
+typedef struct tp_presence_event {
+    const char *tenant;      /* the model's tenant for a private model; NULL: shared */
+    const char *id;          /* the private id or the sid */
+    const char *conn;        /* the connection's id (`hello`'s conn) */
+    const char *conn_tenant; /* the connection's tenant key (clients never see it) */
+    const char *state;       /* the state's compact JSON; NULL: the connection left */
+} tp_presence_event;
+
+/** tp_presence_fn is told of every presence change the hub delivers. */
+typedef void (*tp_presence_fn)(const tp_presence_event *ev, void *user);
+
+/**
+ * tp_hub_on_presence sets the callback told of every presence change: a
+ * state delivered to the model's other connections (at the tick, once per
+ * delivery, whether or not anyone else sees the model), and a connection
+ * leaving (closed, unsubscribed, or its client sent `state: null`) after it
+ * had a state delivered. Not told: states of a model that is deleted or
+ * unshared. fn NULL: no callback.
+ * Ownership: the event and its strings are borrowed for the call only.
+ * Thread: the loop thread; the callback runs on it, inside the hub's call
+ * (tp_conn_feed, tp_hub_sync, tp_conn_close, tp_hub_unsubscribe) and must
+ * not call back into the hub.
+ */
+TP_API void tp_hub_on_presence(tp_hub *hub, tp_presence_fn fn, void *user);
+
+/**
+ * tp_hub_presence returns a model's presence as a JSON array of
+ * `{"conn": id, "tenant": key, "state": {...}}`, one per connection with a
+ * state there (the latest state, delivered or about to be), in no order.
+ * tenant NULL: the shared model `id`; else the tenant's private model `id`.
+ * Ownership: returns new (free). Errors: NULL when there is no such model
+ * (or out of memory). Thread: the loop thread.
+ */
+TP_API char *tp_hub_presence(tp_hub *hub, const char *tenant, const char *id);
+
+/* ------------------------------------------------------------------------ */
 /* Connections: the protocol without sockets                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -834,7 +883,7 @@ typedef struct tp_client_callbacks {
 typedef int (*tp_token_fn)(void *user, char *buf, size_t size, int64_t *expires_at_ms);
 
 typedef struct tp_client_options {
-    const char *token;           /* sent as Authorization: Bearer TOKEN, or NULL */
+    const char *token; /* sent as Authorization: Bearer TOKEN, or NULL */
     /* A token source (replaces token): asked before each connection, and
      * before the token expires, when its fresh token is sent in an `auth`
      * message so that the connection is not closed with 4401. */
