@@ -869,6 +869,12 @@ typedef struct tp_client_callbacks {
      * "HTTP 403", "closed 1001"), or NULL. */
     void (*state)(void *user, tp_client_state state, const char *why);
     void *user;
+    /* Another connection's presence on a model changed (docs/protocol.md,
+     * "Presence: who is here"): conn is its id, state its new state, or
+     * NULL when it left (it closed, sent null, lost access, or our own
+     * connection ended: every state held is then reported gone). */
+    void (*presence)(void *user, const char *scope, const char *id, const char *conn,
+                     const json_t *state);
 } tp_client_callbacks;
 
 /**
@@ -945,6 +951,25 @@ TP_API char *tp_client_get(tp_client *c, const char *scope, const char *id, int6
  * {"scope","id","rev","access"} (new, tp_free).
  */
 TP_API char *tp_client_models(tp_client *c);
+/**
+ * tp_client_set_presence sets this client's presence on a model: state is a
+ * JSON object text of at most 4 KiB (compact), or NULL to leave. Sent now
+ * when connected, and again on every new connection until changed (a state
+ * belongs to the connection that set it). The server coalesces states to
+ * one per tick, so calling this at every cursor move is fine.
+ * Ownership: copies. Errors: TP_EARG (scope, id), TP_EBADREQUEST (not a
+ * JSON object), TP_ETOOLARGE (over 4 KiB), TP_ENOMEM; a refusal by the
+ * server (not_found) reaches the error callback with ref 0.
+ */
+TP_API int tp_client_set_presence(tp_client *c, const char *scope, const char *id,
+                                  const char *state, tp_error *err);
+/**
+ * tp_client_presence returns the others' presence on a model as a JSON
+ * object text, {"<conn>": state, ...} ("{}" when nobody else has a state),
+ * or NULL when the client holds no such model.
+ * Ownership: returns new (tp_free).
+ */
+TP_API char *tp_client_presence(tp_client *c, const char *scope, const char *id);
 TP_API tp_client_state tp_client_get_state(tp_client *c);
 /** tp_client_pending counts the writes sent or queued and not yet acknowledged. */
 TP_API size_t tp_client_pending(tp_client *c);
