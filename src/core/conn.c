@@ -909,16 +909,14 @@ handle_auth(tp_conn *c, const json_t *msg)
 /*
  * `presence` (PROTOCOL.md): the connection's ephemeral state on a model it
  * can see, READ access included. It counts toward the write rate; nothing
- * is stored and no rev moves (presence.c).
+ * is stored and no rev moves (presence.c). It has no ref (PROTOCOL.md lists
+ * none): a refusal is an error without one, named by its field.
  */
 static void
 handle_presence(tp_conn *c, const json_t *msg)
 {
-    const json_t *jref = json_object_get(msg, "ref");
-    int has_ref = json_is_integer(jref);
-    json_int_t ref = has_ref ? json_integer_value(jref) : 0;
     if (!take_token(c)) {
-        send_error(c, has_ref, ref, TP_ERATELIMITED,
+        send_error(c, 0, 0, TP_ERATELIMITED,
                    "presence: messages per second over the limit, resend later");
         return;
     }
@@ -932,7 +930,7 @@ handle_presence(tp_conn *c, const json_t *msg)
     else if (m != NULL)
         tp__presence_set(c, m, json_is_null(state) ? NULL : state, &err);
     if (err.code != 0)
-        send_error(c, has_ref, ref, err.code == TP_ENOMEM ? TP_EINTERNAL : err.code, err.message);
+        send_error(c, 0, 0, err.code == TP_ENOMEM ? TP_EINTERNAL : err.code, err.message);
 }
 
 TP_API void

@@ -431,6 +431,35 @@ def conn_seeds():
                                                            "gift": None}]}),
         "c",
     ]
+    # Presence (issue 17): states on shared and private models (READ access
+    # included), the tick (a sync after the clock moved), leaving by null, by
+    # closing and by unsubscription, snapshots for new connections and after
+    # a resume, refusals (too large, bad state, not visible, a ref ignored).
+    def pres(scope, id, state, **kw):
+        return msg(type="presence", scope=scope, id=id, state=state, **kw)
+    seeds["presence"] = [
+        "0" + pres("shared", "roadmap", {"name": "A", "cursor": [1, 2]}),
+        "3" + pres("shared", "roadmap", {"name": "B"}),
+        "0" + pres("private", "notes", {"sel": 1}),
+        "s", "D", "t50", "s",
+        "2" + pres("shared", "roadmap", {"x": 1}),
+        "2" + pres("shared", "roadmap", {"x": 2}),
+        "o5",
+        "5" + pres("shared", "order", {"c": 1}),
+        "3" + pres("shared", "roadmap", None),
+        "3" + pres("shared", "roadmap", "bad", ref=4),
+        "3" + pres("shared", "nope", {}),
+        "3" + pres("public", "roadmap", {}),
+        "3" + pres("shared", "roadmap", {"s": "x" * 5000}),
+        "t60", "s", "D",
+        "x0",
+        "U10",
+        "o4r",
+        "4" + msg(type="resume", models=[{"scope": "shared", "id": "roadmap", "rev": 1}]),
+        "4[" + ",".join([pres("shared", "board", {"i": i}) for i in range(30)]) + "]",
+        "t100", "s",
+        "c",
+    ]
     for name, lines in seeds.items():
         write("fuzz_conn", name, "\n".join(lines) + "\n")
 

@@ -163,7 +163,8 @@ class Presence(DaemonTestCase):
                 self.assertIsNone(m["state"])
                 await c.send(presence("shared", "roadmap", {"who": "carol"}, ref=3))
                 err, _ = await c.wait_type("error")
-                self.assertEqual((err["code"], err["ref"]), ("not_found", 3))
+                self.assertEqual(err, {"type": "error", "code": "not_found",
+                                       "message": 'id: no model "roadmap" in scope "shared"'})
                 self.assertEqual(await a.barrier(), [])
             finally:
                 await close_all([a, c])
