@@ -9,6 +9,10 @@
 #   bench/run.sh --storage  the cost of durability (issue 5): W1 and W2 on transportsd in memory
 #                           and on SQLite with synchronous off, normal and full (rows
 #                           "transports+sqlite-LEVEL", their xtransp against memory)
+#   bench/run.sh --presence W5, presence (issue 17): 100 connections on one shared model, each
+#                           moving its cursor 20 times a second, transportsd's presence beside
+#                           y-websocket's Yjs awareness (bench/peers/run-presence.sh); prints
+#                           their JSON rows and exits
 #
 # Environment: BUILD_DIR (default ./build; built here when something is missing),
 # DURATION and WARMUP (seconds of each measured window and of its warm-up), PEERS=0 to skip
@@ -25,7 +29,13 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --storage) STORAGE=1 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --presence)
+        # W5 has a runner of its own: one server per system, the Node load client.
+        cmake --build "${BUILD_DIR:-$ROOT/build}" -j 2 --target transportsd >/dev/null || exit 2
+        BUILD_DIR=${BUILD_DIR:-$ROOT/build} exec "$ROOT/bench/peers/run-presence.sh" both \
+            "duration=${DURATION:-5}" "warmup=${WARMUP:-1}"
+        ;;
+    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
