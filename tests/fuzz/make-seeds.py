@@ -617,6 +617,23 @@ def client_seeds():
     seeds["url-bad"] = ["Uws://user@example.com/ws", "o", "c"]
     seeds["empty"] = ["c"]
     seeds["offline"] = ['w0{"a":1}', srv(hello), "n", "p", "x", "o", srv(hello, synced), "c"]
+    # Presence (issue 17): the application sets and clears its state (one
+    # too large, one not an object); the server sends presence, a snapshot
+    # and a leave; a cut clears the others; the state goes again after.
+    def pres(**kw):
+        return m(type="presence", scope="shared", id="roadmap", **kw)
+    seeds["presence"] = connect + [
+        'P1{"name":"A","cursor":3}', "P1[1]", 'P1{"s":"' + "x" * 5000 + '"}', "d",
+        srv(pres(conn="c2", state={"name": "B"}),
+            m(type="presence_snapshot", scope="shared", id="roadmap",
+              peers=[{"conn": "c3", "state": {"name": "C"}}])),
+        srv(pres(conn="c3", state=None)),
+        srv(pres(conn="c4", state=5)),
+        "x1006", "o", srv(hello, synced), "d",
+        srv(m(type="error", code="rate_limited",
+              message="presence: messages per second over the limit, resend later")),
+        "P1null", "p", "p", "c",
+    ]
     for name, lines in seeds.items():
         write("fuzz_client", name, "\n".join(lines) + "\n")
 
