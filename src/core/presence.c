@@ -150,6 +150,10 @@ deliver(tp__presence *p)
 
 /* ---- Setting ---- */
 
+/* What a `presence` message holds around its model's address and its state:
+ * {"type":"presence",  ,"conn":"c<16 hex>","state":  } */
+#define PRESENCE_ENVELOPE 56
+
 int
 tp__presence_set(tp_conn *c, tp__model *m, const json_t *state, tp_error *err)
 {
@@ -157,12 +161,18 @@ tp__presence_set(tp_conn *c, tp__model *m, const json_t *state, tp_error *err)
     tp__buf *text = NULL;
     if (state != NULL) {
         /* PROTOCOL.md: a state is at most 4 KiB, measured as the compact
-         * JSON the viewers get. json_dumpb stops counting nothing, so the
-         * size is asked first and nothing is allocated for a state over it. */
+         * JSON the viewers get; less when max_message_bytes is so small that
+         * the `presence` message around it would not fit (every message the
+         * server sends does). The size is asked first: nothing is allocated
+         * for a state over it. */
+        size_t limit = TP__PRESENCE_MAX, around = PRESENCE_ENVELOPE + m->addr_len;
+        size_t max = hub->limits.max_message_bytes;
+        if (max < limit + around)
+            limit = max > around ? max - around : 0;
         size_t n = json_dumpb(state, NULL, 0, JSON_COMPACT);
-        if (n > TP__PRESENCE_MAX)
-            return tp__error_set(err, TP_ETOOLARGE, "state: %zu bytes, over the limit of %d", n,
-                                 TP__PRESENCE_MAX);
+        if (n > limit)
+            return tp__error_set(err, TP_ETOOLARGE, "state: %zu bytes, over the limit of %zu", n,
+                                 limit);
         text = tp__buf_new(n);
         if (text == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
@@ -266,8 +276,10 @@ tp__presence_send_snapshot(tp_conn *c, tp__model *m)
     tp__sb_puts(&sb, "]}");
     tp__buf *b = tp__sb_finish(&sb);
     /* Out of memory: NULL closes the connection (it resumes), rather than
-     * leave it with a wrong picture. */
-    tp__conn_send_ephemeral(c, failed ? NULL : b);
+     * leave it with a wrong picture. A snapshot that none fit in (a tiny
+     * max_message_bytes) is not sent: the messages say it all. */
+    if (failed || n > 0)
+        tp__conn_send_ephemeral(c, failed ? NULL : b);
     tp__buf_unref(b);
     for (size_t i = 0; !failed && i < rest.len; i++) {
         tp__presence *p = rest.items[i];

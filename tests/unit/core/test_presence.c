@@ -156,3 +156,44 @@ Test(presence, never_stored)
     tp_store_free(st);
     doc = NULL;
 }
+
+/* With a small max_message_bytes, a state is bounded so that the presence
+ * message around it still fits: every message the server sends does. */
+Test(presence, a_small_max_message_bytes_bounds_the_state)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.limits.max_message_bytes = 1000;
+    hub = tp_hub_new(&cfg, NULL);
+    doc = tp_schema_new(DOC, NULL);
+    cr_assert_not_null(tp_hub_share_as(hub, "rm", doc, "{\"title\":\"r\"}", NULL, NULL));
+    tp_hub_subscribe(hub, "alice", "rm", TP_WRITE);
+    tp_conn *a = tp_conn_open(hub, "alice", 0, NULL);
+    tp_conn *b = tp_conn_open(hub, "alice", 0, NULL);
+    tpt_drain_all(hub);
+    /* The address `"scope":"shared","id":"rm"` is 26 bytes: 1000 - 56 - 26. */
+    const size_t limit = 1000 - 56 - 26;
+    char msg[1100];
+    for (size_t n = limit; n <= limit + 1; n++) {
+        /* {"s":"xxx"}: the state is 8 bytes more than its string. */
+        int len = snprintf(msg, sizeof msg,
+                           "{\"type\":\"presence\",\"scope\":\"shared\",\"id\":\"rm\","
+                           "\"state\":{\"s\":\"%0*d\"}}",
+                           (int)(n - 8), 0);
+        cr_assert_lt((size_t)len, 1000);
+        cr_assert_eq(tpt_feed(a, msg), TP_OK);
+    }
+    json_t *got = tpt_drain(a);
+    cr_assert_eq(json_array_size(got), 1);
+    char want[96];
+    snprintf(want, sizeof want, "state: %zu bytes, over the limit of %zu", limit + 1, limit);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(got, 0), "message")), want);
+    json_decref(got);
+    size_t flen;
+    const char *f = tp_conn_next_frame(b, &flen);
+    cr_assert_not_null(f);
+    cr_assert_eq(flen, 1000, "the largest state makes a message of exactly max_message_bytes");
+    tp_conn_close(a);
+    tp_conn_close(b);
+}
