@@ -67,7 +67,7 @@ undirty(tp__presence *p)
 {
     if (!p->pending)
         return;
-    tp_hub *hub = p->conn->hub;
+    tp_hub *hub = p->model->hub;
     tp__presence *moved = tp__vec_swap_remove(&hub->presence_dirty, p->didx);
     if (moved != NULL)
         moved->didx = p->didx;
@@ -82,24 +82,27 @@ entry_free(tp__presence *p)
     tp__presence *moved = tp__vec_swap_remove(&p->model->presence, p->midx);
     if (moved != NULL)
         moved->midx = p->midx;
-    moved = tp__vec_swap_remove(&p->conn->presence, p->cidx);
-    if (moved != NULL)
-        moved->cidx = p->cidx;
+    if (p->conn != NULL) {
+        moved = tp__vec_swap_remove(&p->conn->presence, p->cidx);
+        if (moved != NULL)
+            moved->cidx = p->cidx;
+    }
     tp__buf_unref(p->state);
+    tp__free(p->gone_tenant);
     tp__free(p);
 }
 
 /* The `presence` message of a connection's state on a model (state NULL:
  * `"state":null`), built from the model's address encoded once. */
 static tp__buf *
-encode(const tp__model *m, const tp_conn *c, const tp__buf *state)
+encode(const tp__model *m, const char *conn_id, const tp__buf *state)
 {
     tp__sb sb;
     tp__sb_init(&sb, 64 + m->addr_len + (state != NULL ? state->len : 4));
     tp__sb_puts(&sb, "{\"type\":\"presence\",");
     tp__sb_append(&sb, m->addr, m->addr_len);
     tp__sb_puts(&sb, ",\"conn\":\"");
-    tp__sb_puts(&sb, c->id);
+    tp__sb_puts(&sb, conn_id);
     tp__sb_puts(&sb, "\",\"state\":");
     if (state != NULL)
         tp__sb_append(&sb, state->data, state->len);
@@ -110,15 +113,17 @@ encode(const tp__model *m, const tp_conn *c, const tp__buf *state)
 }
 
 static void
-tell_host(tp_hub *hub, const tp__model *m, const tp_conn *c, const tp__buf *state)
+tell_host(const tp__presence *p, const tp__buf *state)
 {
+    const tp__model *m = p->model;
+    tp_hub *hub = m->hub;
     if (hub->presence_cb == NULL)
         return;
     tp_presence_event ev;
     ev.tenant = m->shared ? NULL : m->owner->tenant;
     ev.id = m->id;
-    ev.conn = c->id;
-    ev.conn_tenant = c->session->tenant;
+    ev.conn = p->id;
+    ev.conn_tenant = p->conn != NULL ? p->conn->session->tenant : p->gone_tenant;
     ev.state = state != NULL ? state->data : NULL;
     hub->presence_cb(&ev, hub->presence_user);
 }
@@ -129,20 +134,20 @@ tell_host(tp_hub *hub, const tp__model *m, const tp_conn *c, const tp__buf *stat
 static void
 deliver(tp__presence *p)
 {
-    tp_conn *c = p->conn;
+    tp_conn *c = p->conn; /* NULL: it left, and its leave waited for the tick */
     tp__model *m = p->model;
     undirty(p);
     if (p->state != NULL || p->shown) {
-        tp__buf *msg = encode(m, c, p->state);
+        tp__buf *msg = encode(m, p->id, p->state);
         /* Out of memory: the viewers miss this state. Each of them would
          * have to be closed to stay right; presence is advisory and the
          * next state replaces it, so it is dropped instead. */
         if (msg != NULL)
             each_viewer(m, c, send_one, msg);
         tp__buf_unref(msg);
-        tell_host(c->hub, m, c, p->state);
+        tell_host(p, p->state);
     }
-    p->sent_at = tp__hub_now(c->hub);
+    p->sent_at = tp__hub_now(m->hub);
     p->shown = p->state != NULL;
     if (p->state == NULL)
         entry_free(p);
@@ -183,6 +188,15 @@ tp__presence_set(tp_conn *c, tp__model *m, const json_t *state, tp_error *err)
     if (p == NULL) {
         if (text == NULL)
             return 0; /* leaving a model it had no state on: nothing to tell */
+        /* Its leave of this model (access lost, then back) still waiting for
+         * the tick: the new state replaces it, or viewers would drop it. */
+        for (size_t i = 0; i < m->presence.len; i++) {
+            tp__presence *g = m->presence.items[i];
+            if (g->conn == NULL && strcmp(g->id, c->id) == 0) {
+                entry_free(g);
+                break;
+            }
+        }
         p = tp__calloc(1, sizeof *p);
         if (p == NULL || tp__vec_reserve(&m->presence, 1) != 0 ||
             tp__vec_reserve(&c->presence, 1) != 0) {
@@ -192,6 +206,7 @@ tp__presence_set(tp_conn *c, tp__model *m, const json_t *state, tp_error *err)
         }
         p->conn = c;
         p->model = m;
+        memcpy(p->id, c->id, sizeof p->id);
         p->sent_at = INT64_MIN;
         p->midx = m->presence.len;
         tp__vec_push(&m->presence, p); /* reserved */
@@ -283,7 +298,7 @@ tp__presence_send_snapshot(tp_conn *c, tp__model *m)
     tp__buf_unref(b);
     for (size_t i = 0; !failed && i < rest.len; i++) {
         tp__presence *p = rest.items[i];
-        tp__buf *one = encode(m, p->conn, p->state);
+        tp__buf *one = encode(m, p->id, p->state);
         tp__conn_send_ephemeral(c, one);
         tp__buf_unref(one);
     }
@@ -292,18 +307,42 @@ tp__presence_send_snapshot(tp_conn *c, tp__model *m)
 
 /* ---- Leaving ---- */
 
-/* A connection's state on a model goes at once (not at the tick): its
- * viewers must not keep a cursor of someone who is no longer there. */
+/*
+ * A connection's state on a model goes with it. Its viewers hear `state:
+ * null` at the next tick, or at once when its last delivery is at least
+ * tick_ms old: PROTOCOL.md's one message per connection and model per
+ * tick_ms holds for leaves too. A leave that waits keeps the entry, off the
+ * connection (which may be freed), with the connection's id and a copy of
+ * its tenant key for the host's callback.
+ */
 static void
 leave(tp__presence *p)
 {
-    tp_hub *hub = p->conn->hub;
+    tp_hub *hub = p->model->hub;
+    tp_conn *c = p->conn;
+    int64_t now = tp__hub_now(hub);
+    if (p->shown && !hub->freeing && hub->tick_ms > 0 && p->sent_at != INT64_MIN &&
+        now - p->sent_at < (int64_t)hub->tick_ms &&
+        (p->gone_tenant = tp__strdup(c->session->tenant)) != NULL &&
+        (p->pending || tp__vec_push(&hub->presence_dirty, p) == 0)) {
+        if (!p->pending) {
+            p->didx = hub->presence_dirty.len - 1;
+            p->pending = 1;
+        }
+        tp__presence *moved = tp__vec_swap_remove(&c->presence, p->cidx);
+        if (moved != NULL)
+            moved->cidx = p->cidx;
+        p->conn = NULL;
+        tp__buf_unref(p->state);
+        p->state = NULL;
+        return;
+    }
     if (p->shown && !hub->freeing) {
-        tp__buf *msg = encode(p->model, p->conn, NULL);
+        tp__buf *msg = encode(p->model, p->id, NULL);
         if (msg != NULL)
-            each_viewer(p->model, p->conn, send_one, msg);
+            each_viewer(p->model, c, send_one, msg);
         tp__buf_unref(msg);
-        tell_host(hub, p->model, p->conn, NULL);
+        tell_host(p, NULL);
     }
     entry_free(p);
 }
@@ -371,7 +410,7 @@ tp_hub_presence(tp_hub *hub, const char *tenant, const char *id)
             continue;
         json_t *st = json_loadb(p->state->data, p->state->len, 0, NULL);
         json_t *e = st == NULL ? NULL
-                               : json_pack("{s:s,s:s,s:o}", "conn", p->conn->id, "tenant",
+                               : json_pack("{s:s,s:s,s:o}", "conn", p->id, "tenant",
                                            p->conn->session->tenant, "state", st);
         if (e == NULL || json_array_append_new(arr, e) != 0) {
             json_decref(arr);

@@ -22,15 +22,17 @@
  * and, while a state waits for the tick, by the hub.
  */
 typedef struct tp__presence {
-    tp_conn *conn;
+    tp_conn *conn; /* NULL once the connection left, while its leave waits for the tick */
     tp__model *model;
-    tp__buf *state;  /* compact JSON of the latest state; NULL: the client left (pending) */
-    int pending;     /* the latest state has not been delivered yet */
-    int shown;       /* viewers were sent a state of it (so they must hear it leave) */
-    int64_t sent_at; /* hub clock ms of the last delivery */
-    size_t midx;     /* in model->presence */
-    size_t cidx;     /* in conn->presence */
-    size_t didx;     /* in hub->presence_dirty while pending */
+    char id[24];       /* the connection's id (its leave outlives it) */
+    char *gone_tenant; /* once it left: a copy of its tenant key, for the host's callback */
+    tp__buf *state;    /* compact JSON of the latest state; NULL: the client left (pending) */
+    int pending;       /* the latest state has not been delivered yet */
+    int shown;         /* viewers were sent a state of it (so they must hear it leave) */
+    int64_t sent_at;   /* hub clock ms of the last delivery */
+    size_t midx;       /* in model->presence */
+    size_t cidx;       /* in conn->presence */
+    size_t didx;       /* in hub->presence_dirty while pending */
 } tp__presence;
 
 /* tp__presence_set takes a connection's new state on a model it can see

@@ -44,6 +44,7 @@ script(void)
     tp_hub_config cfg = {0};
     cfg.clock = tpt_clock;
     cfg.clock_user = &now;
+    cfg.tick_ms = 50; /* presence waits for the tick (tp_hub_sync), leaves too */
     tp_hub *hub = tp_hub_new(&cfg, NULL);
     if (hub == NULL)
         return 0;
@@ -105,6 +106,8 @@ script(void)
     ok &= tp_hub_unsubscribe(hub, "bob", "map") == TP_OK;
     ok &= tp_session_delete(tp_hub_tenant(hub, "alice"), "n") == TP_OK;
     tp_conn_close(a);
+    now += 50; /* a's leave of map (shown at the sync above) goes at this tick */
+    tp_hub_sync(hub);
     tp_conn_close(a2);
     /* b stays open: freeing the hub must release it too. */
     (void)b;

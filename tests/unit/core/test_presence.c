@@ -117,6 +117,16 @@ Test(presence, host_reads_presence_and_is_told_of_changes)
     cr_assert(strstr(told, "private alice/n:{\"sel\":1};") != NULL, "told: %s", told);
     told[0] = '\0';
     tp_conn_close(a);
+    cr_assert_str_eq(told, "", "a leave within tick_ms of the last delivery waits for the tick");
+    json_t *got = tpt_drain(b);
+    cr_assert_eq(tpt_count(got, "presence"), 1, "b got alice's state, not yet her leave");
+    json_decref(got);
+    now += 50;
+    tp_hub_sync(hub);
+    got = tpt_drain(b);
+    cr_assert_eq(tpt_count(got, "presence"), 1);
+    cr_assert(json_is_null(json_object_get(tpt_find(got, "presence"), "state")));
+    json_decref(got);
     cr_assert(strstr(told, "alice/rm:null;") != NULL, "told: %s", told);
     cr_assert(strstr(told, "private alice/n:null;") != NULL, "told: %s", told);
     p = tp_hub_presence(hub, NULL, "rm");
