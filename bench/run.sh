@@ -13,6 +13,10 @@
 #                           level (rows "transports+sqlite-LEVEL"), case by case; then the
 #                           storage table: the loop thread's and the whole process's CPU per
 #                           write, p99, writes/s, and each one's ratio to memory
+#   bench/run.sh --presence W5, presence (issue 17): 100 connections on one shared model, each
+#                           moving its cursor 20 times a second, transportsd's presence beside
+#                           y-websocket's Yjs awareness (bench/peers/run-presence.sh); prints
+#                           their JSON rows and exits
 #
 # STORAGE_LEVELS (default "off normal full") picks the SQLite levels of --storage.
 # Environment: BUILD_DIR (default ./build; built here when something is missing),
@@ -30,7 +34,13 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --storage) STORAGE=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    --presence)
+        # W5 has a runner of its own: one server per system, the Node load client.
+        cmake --build "${BUILD_DIR:-$ROOT/build}" -j 2 --target transportsd >/dev/null || exit 2
+        BUILD_DIR=${BUILD_DIR:-$ROOT/build} exec "$ROOT/bench/peers/run-presence.sh" both \
+            "duration=${DURATION:-5}" "warmup=${WARMUP:-1}"
+        ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done

@@ -528,6 +528,55 @@ TP_API int64_t tp_hub_shared_rev(tp_hub *hub, const char *sid);
 TP_API int tp_hub_sync(tp_hub *hub);
 
 /* ------------------------------------------------------------------------ */
+/* Presence: who is on a model (docs/api.md, "Presence")                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A client connection may set an ephemeral state (a JSON object: a name, a
+ * cursor, a selection) on any model it can see. The hub never stores it; it
+ * goes with the connection. With a tick (tp_hub_config.tick_ms > 0, the
+ * server's autosync period) a connection's states on a model reach the
+ * others at most once per tick_ms, at tp_hub_sync, the latest winning;
+ * without one, at once.
+ */
+
+/** tp_presence_event is one connection's presence changing on one model. */
+typedef struct tp_presence_event {
+    const char *tenant;      /* the model's tenant for a private model; NULL: shared */
+    const char *id;          /* the private id or the sid */
+    const char *conn;        /* the connection's id (`hello`'s conn) */
+    const char *conn_tenant; /* the connection's tenant key (clients never see it) */
+    const char *state;       /* the state's compact JSON; NULL: the connection left */
+} tp_presence_event;
+
+/** tp_presence_fn is told of every presence change the hub delivers. */
+typedef void (*tp_presence_fn)(const tp_presence_event *ev, void *user);
+
+/**
+ * tp_hub_on_presence sets the callback told of every presence change: a
+ * state delivered to the model's other connections (at the tick, once per
+ * delivery, whether or not anyone else sees the model), and a connection
+ * leaving (closed, unsubscribed, or its client sent `state: null`) after it
+ * had a state delivered. Not told: states of a model that is deleted or
+ * unshared. fn NULL: no callback.
+ * Ownership: the event and its strings are borrowed for the call only.
+ * Thread: the loop thread; the callback runs on it, inside the hub's call
+ * (tp_conn_feed, tp_hub_sync, tp_conn_close, tp_hub_unsubscribe) and must
+ * not call back into the hub.
+ */
+TP_API void tp_hub_on_presence(tp_hub *hub, tp_presence_fn fn, void *user);
+
+/**
+ * tp_hub_presence returns a model's presence as a JSON array of
+ * `{"conn": id, "tenant": key, "state": {...}}`, one per connection with a
+ * state there (the latest state, delivered or about to be), in no order.
+ * tenant NULL: the shared model `id`; else the tenant's private model `id`.
+ * Ownership: returns new (free). Errors: NULL when there is no such model
+ * (or out of memory). Thread: the loop thread.
+ */
+TP_API char *tp_hub_presence(tp_hub *hub, const char *tenant, const char *id);
+
+/* ------------------------------------------------------------------------ */
 /* Connections: the protocol without sockets                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -828,6 +877,12 @@ typedef struct tp_client_callbacks {
      * "HTTP 403", "closed 1001"), or NULL. */
     void (*state)(void *user, tp_client_state state, const char *why);
     void *user;
+    /* Another connection's presence on a model changed (docs/protocol.md,
+     * "Presence: who is here"): conn is its id, state its new state, or
+     * NULL when it left (it closed, sent null, lost access, or our own
+     * connection ended: every state held is then reported gone). */
+    void (*presence)(void *user, const char *scope, const char *id, const char *conn,
+                     const json_t *state);
 } tp_client_callbacks;
 
 /**
@@ -842,7 +897,7 @@ typedef struct tp_client_callbacks {
 typedef int (*tp_token_fn)(void *user, char *buf, size_t size, int64_t *expires_at_ms);
 
 typedef struct tp_client_options {
-    const char *token;           /* sent as Authorization: Bearer TOKEN, or NULL */
+    const char *token; /* sent as Authorization: Bearer TOKEN, or NULL */
     /* A token source (replaces token): asked before each connection, and
      * before the token expires, when its fresh token is sent in an `auth`
      * message so that the connection is not closed with 4401. */
@@ -904,6 +959,25 @@ TP_API char *tp_client_get(tp_client *c, const char *scope, const char *id, int6
  * {"scope","id","rev","access"} (new, tp_free).
  */
 TP_API char *tp_client_models(tp_client *c);
+/**
+ * tp_client_set_presence sets this client's presence on a model: state is a
+ * JSON object text of at most 4 KiB (compact), or NULL to leave. Sent now
+ * when connected, and again on every new connection until changed (a state
+ * belongs to the connection that set it). The server coalesces states to
+ * one per tick, so calling this at every cursor move is fine.
+ * Ownership: copies. Errors: TP_EARG (scope, id), TP_EBADREQUEST (not a
+ * JSON object), TP_ETOOLARGE (over 4 KiB), TP_ENOMEM; a refusal by the
+ * server (not_found) reaches the error callback with ref 0.
+ */
+TP_API int tp_client_set_presence(tp_client *c, const char *scope, const char *id,
+                                  const char *state, tp_error *err);
+/**
+ * tp_client_presence returns the others' presence on a model as a JSON
+ * object text, {"<conn>": state, ...} ("{}" when nobody else has a state),
+ * or NULL when the client holds no such model.
+ * Ownership: returns new (tp_free).
+ */
+TP_API char *tp_client_presence(tp_client *c, const char *scope, const char *id);
 TP_API tp_client_state tp_client_get_state(tp_client *c);
 /** tp_client_pending counts the writes sent or queued and not yet acknowledged. */
 TP_API size_t tp_client_pending(tp_client *c);

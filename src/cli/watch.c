@@ -155,6 +155,33 @@ on_removed(void *user, const char *scope, const char *id)
     emit(s, line);
 }
 
+/* Another connection's presence: a line per change, "left" when it went. */
+static void
+on_presence(void *user, const char *scope, const char *id, const char *conn, const json_t *state)
+{
+    tp__cli_session *s = user;
+    if (s->args->json) {
+        json_t *o = event_new("presence", scope, id);
+        json_object_set_new(o, "conn", json_string(conn));
+        json_object_set_new(o, "state", state != NULL ? json_deep_copy(state) : json_null());
+        emit_json(s, o);
+        return;
+    }
+    char *v = state != NULL ? dump(state) : NULL;
+    char line[512];
+    snprintf(line, sizeof line, "%s/%s presence %s%s", scope, id, conn,
+             state != NULL ? ": " : " left");
+    size_t n = strlen(line), vn = v != NULL ? strlen(v) : 0;
+    char *full = malloc(n + vn + 1);
+    if (full != NULL) {
+        memcpy(full, line, n);
+        memcpy(full + n, v != NULL ? v : "", vn + 1);
+        emit(s, full);
+    }
+    free(full);
+    free(v);
+}
+
 static void
 on_error(void *user, int64_t ref, const char *scope, const char *id, int code, const char *message,
          const json_t *value)
@@ -239,6 +266,7 @@ tp__cli_watch(const tp__cli_args *args)
     cb.removed = on_removed;
     cb.error = on_error;
     cb.state = on_state;
+    cb.presence = on_presence;
     int rc = tp__cli_session_open(&s, args, &cb, 0);
     if (rc != TP__CLI_OK) {
         if (s.client != NULL)

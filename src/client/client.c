@@ -474,6 +474,7 @@ tp_client_free(tp_client *c)
     tp__free(p->out_lens);
     tp__free(p->frame);
     tp__free(p->conn_id);
+    tp__client_presence_free(c);
     tp__free(p);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -794,6 +795,10 @@ tp_client_opened(tp_client *c)
     p->retry_at = 0;
     if (rc == TP_OK)
         tp__client_send_unsent(c);
+    /* A presence state belongs to the connection that set it: each one
+     * this client set goes again, after the resume. */
+    if (rc == TP_OK)
+        tp__client_presence_resend(c);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -909,6 +914,8 @@ tp_client_closed(tp_client *c, int close_code, const char *reason)
      * original outcome (exactly once). */
     for (size_t i = 0; i < p->writes.len; i++)
         ((pending *)p->writes.items[i])->sent = 0;
+    /* The others' presence was this connection's view: gone with it. */
+    tp__client_presence_closed(c);
     char why[256];
     tp_client_state next;
     int http = close_code >= 100 && close_code < 600;
@@ -975,6 +982,8 @@ tp__client_retry(tp_client *c, int64_t now_ms)
         p->resume_held = 0;
         if (p->connected)
             tp__client_send_unsent(c);
+        if (p->connected && p->pres_held)
+            tp__client_presence_resend(c);
     } else if (p->holding) {
         at = p->retry_at;
     }

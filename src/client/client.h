@@ -159,6 +159,13 @@ typedef struct tp__proto {
     size_t *out_lens;
     size_t out_head, out_len, out_cap;
     char *frame; /* the frame tp_client_next_frame last returned */
+    /* Presence (presence.c): the states this client set, "p/<id>" or
+     * "s/<id>" -> {scope, id, state}, sent again on every connection; the
+     * others' states, key -> {conn: state}, cleared when it ends; pres_held:
+     * refused with rate_limited, sent again at the retry. */
+    json_t *pres_mine;
+    json_t *pres_others;
+    int pres_held;
 } tp__proto;
 
 #define TP__PROTO(c) ((tp__proto *)(c)->proto)
@@ -182,6 +189,15 @@ void tp__replica_free(tp__replica *r);
 /* tp__client_on_message handles one message from the server; TP_OK, or
  * TP_EBADREQUEST (protocol violation, logged) or TP_ENOMEM. */
 int tp__client_on_message(tp_client *c, const json_t *msg);
+
+/* presence.c: `presence` (snapshot 0) and `presence_snapshot` (1); a model
+ * removed; the connection ended (the others' states go, each told); the
+ * states this client set, queued again; freeing. */
+int tp__client_on_presence(tp_client *c, const json_t *msg, int snapshot);
+void tp__client_presence_removed(tp_client *c, const char *scope, const char *id);
+void tp__client_presence_closed(tp_client *c);
+int tp__client_presence_resend(tp_client *c);
+void tp__client_presence_free(tp_client *c);
 
 /* The transport, in transport.c: start runs the thread; stop ends it and
  * waits. Both called under no lock by tp_client_start/stop. */

@@ -461,6 +461,13 @@ on_error(tp_client *c, const json_t *msg)
     int code = code_of(name);
     int64_t ref = 0;
     pending *w = get_int(msg, "ref", &ref) == 0 && ref > 0 ? pending_find(c, ref) : NULL;
+    if (w == NULL && ref <= 0 && code == TP_ERATELIMITED && strncmp(message, "presence:", 9) == 0) {
+        /* Our presence went over the write rate: the states we set are
+         * sent again once tp__client_retry's delay has passed. */
+        P(c)->holding = 1;
+        P(c)->pres_held = 1;
+        return TP_OK;
+    }
     if (w == NULL && ref <= 0 && code == TP_ERATELIMITED) {
         /* A resume after a rev gap takes a write token (protocol.md):
          * asked again once tp__client_retry's delay has passed. */
@@ -537,6 +544,7 @@ on_removed(tp_client *c, const json_t *msg)
         return TP_OK;
     /* Detached first: callbacks see a client without the model. */
     tp__map_del(&P(c)->replicas, r->key);
+    tp__client_presence_removed(c, scope, id);
     for (size_t i = 0; i < r->writes.len; i++)
         vec_remove(&P(c)->writes, r->writes.items[i]);
     for (size_t i = 0; i < r->writes.len; i++) {
@@ -581,6 +589,10 @@ tp__client_on_message(tp_client *c, const json_t *msg)
         return on_removed(c, msg);
     if (strcmp(type, "pong") == 0)
         return TP_OK;
+    if (strcmp(type, "presence") == 0 || strcmp(type, "presence_snapshot") == 0) {
+        int rc = tp__client_on_presence(c, msg, type[8] == '_');
+        return rc == TP_EBADREQUEST ? violation(c, "scope, id, conn, state or peers", type) : rc;
+    }
     /* A newer server's message: ignored, as a later protocol version may add some. */
     tp__log(&c->log, TP_LOG_DEBUG, "client ignores message type=%.64s", type);
     return TP_OK;

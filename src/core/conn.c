@@ -9,6 +9,7 @@
 #include "core/envelope.h"
 #include "core/hub.h"
 #include "core/patch.h"
+#include "core/presence.h"
 #include "core/schema.h"
 #include "core/wire.h"
 #include "util/alloc.h"
@@ -69,6 +70,7 @@ tp__conn_send_snapshot(tp_conn *c, tp__model *m, tp_access access)
         tp__buf_unref(m->snap[w]);
         m->snap[w] = NULL;
     }
+    tp__presence_send_snapshot(c, m); /* PROTOCOL.md: with a model's snapshot */
 }
 
 /* Every model the tenant can see, unless marked with `skip` (resume). */
@@ -169,6 +171,7 @@ tp_conn_close(tp_conn *c)
     tp_session *s = c->session;
     if (s->hub->observer != NULL && !s->hub->freeing)
         s->hub->observer->conn_event(s->hub->observer->user, s->tenant, c->id, 0);
+    tp__presence_conn_gone(c); /* its viewers hear it leave */
     tp_conn *moved = tp__vec_swap_remove(&s->conns, c->idx);
     if (moved != NULL)
         moved->idx = c->idx;
@@ -678,8 +681,10 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
      * rev: a snapshot tells it. */
     int access_known =
         (!shared || rev > tp__session_sub(c->session, m->id)->access_rev) && rev > m->reborn;
-    if (rev == m->rev && access_known)
+    if (rev == m->rev && access_known) {
+        tp__presence_send_snapshot(c, m); /* PROTOCOL.md: after resume */
         return;
+    }
     long i = access_known ? tp__model_history_find(m, rev) : -1;
     /* Patches are the answer while they fit in what is left of the
      * resume's room (max_outbox_bytes), or take no more than the snapshot:
@@ -693,6 +698,7 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
     seen->patch_room -= bytes < seen->patch_room ? bytes : seen->patch_room;
     for (unsigned k = (unsigned)i; k < m->hist_len; k++)
         tp__conn_send(c, tp__model_history_at(m, k));
+    tp__presence_send_snapshot(c, m); /* PROTOCOL.md: after resume */
 }
 
 /* msg: NULL for the empty resume a first message that is not one counts as. */
@@ -836,6 +842,33 @@ handle_auth(tp_conn *c, const tp__env *msg)
     send_built(c, tp__wire_auth_ack(has_ref, ref));
 }
 
+/*
+ * `presence` (PROTOCOL.md): the connection's ephemeral state on a model it
+ * can see, READ access included. It counts toward the write rate; nothing
+ * is stored and no rev moves (presence.c). It has no ref (PROTOCOL.md lists
+ * none): a refusal is an error without one, named by its field.
+ */
+static void
+handle_presence(tp_conn *c, const json_t *msg)
+{
+    if (!take_token(c)) {
+        send_error(c, 0, 0, TP_ERATELIMITED,
+                   "presence: messages per second over the limit, resend later");
+        return;
+    }
+    tp_error err = {0, ""};
+    int shared;
+    tp_access access;
+    tp__model *m = find_model(c, msg, "", &shared, &access, &err);
+    const json_t *state = json_object_get(msg, "state");
+    if (m != NULL && (state == NULL || (!json_is_object(state) && !json_is_null(state))))
+        tp__error_set(&err, TP_EBADREQUEST, "state: required, an object or null");
+    else if (m != NULL)
+        tp__presence_set(c, m, json_is_null(state) ? NULL : state, &err);
+    if (err.code != 0)
+        send_error(c, 0, 0, err.code == TP_ENOMEM ? TP_EINTERNAL : err.code, err.message);
+}
+
 TP_API void
 tp_conn_set_expiry(tp_conn *c, int64_t expires_at_ms)
 {
@@ -896,6 +929,8 @@ handle_message(tp_conn *c, const tp__env *msg, size_t index, int batched)
         handle_ping(c, msg);
     else if (strcmp(type, "auth") == 0)
         handle_auth(c, msg);
+    else if (strcmp(type, "presence") == 0)
+        handle_presence(c, msg);
     else {
         char m[128];
         snprintf(m, sizeof m, "type: unknown message type \"%.64s\"", type);

@@ -9,6 +9,7 @@
 #include "core/journal.h"
 #include "core/json.h"
 #include "core/patch.h"
+#include "core/presence.h"
 #include "core/schema.h"
 #include "core/wire.h"
 #include "util/alloc.h"
@@ -210,6 +211,7 @@ tp_hub_free(tp_hub *hub)
     gone_free(&hub->names);
     tp__vec_free(&hub->dirty);
     tp__vec_free(&hub->ready);
+    tp__presence_hub_free(hub);
     tp__free(hub);
 }
 
@@ -390,6 +392,7 @@ tp_hub_sync(tp_hub *hub)
     }
     if (published > 0)
         hub->syncs++;
+    tp__presence_tick(hub); /* the tick: presence that waited for it goes out */
     return published;
 }
 
@@ -807,6 +810,9 @@ sub_remove(tp__sub *sub, int notify, char *gone)
     tp__sub *moved = tp__vec_swap_remove(&m->subs, sub->idx);
     if (moved != NULL)
         moved->idx = sub->idx;
+    /* Access withdrawn: the tenant's connections leave the model's
+     * presence (its own connections were just told `removed`). */
+    tp__presence_session_leave(s, m);
     tp__journal_sub(s, m->id);
     tp__journal_session(s);
     tp__map_del(&s->subs, m->id);

@@ -121,6 +121,8 @@ typedef struct tp__model {
     size_t sundo_len, sundo_cap;
     int64_t hist_saved; /* the newest rev whose patch is stored */
     int64_t hist_floor; /* stored patches below this rev were deleted */
+
+    tp__vec presence; /* struct tp__presence * (presence.c): connections' states here */
 } tp__model;
 
 struct tp__sub {
@@ -220,6 +222,8 @@ struct tp_conn {
     int64_t tokens_at;
     /* When the credential expires (hub clock, ms); 0: never. */
     int64_t expires_at_ms;
+
+    tp__vec presence; /* struct tp__presence * (presence.c): its states, a model each */
 };
 
 /* The observer of the hub's changes (tp__observer) is in hubapi.h. */
@@ -249,6 +253,11 @@ struct tp_hub {
 
     tp__vec dirty; /* tp__model * with a pending host value */
     tp__vec ready; /* tp_conn * with a non-empty outbox not yet handed out */
+
+    /* Presence (presence.c): states waiting for the tick, the host's callback. */
+    tp__vec presence_dirty; /* struct tp__presence * */
+    tp_presence_fn presence_cb;
+    void *presence_user;
 
     int64_t hlc_wall, hlc_count; /* the hybrid logical clock of lww-map stamps */
 
@@ -408,6 +417,9 @@ void tp__stamps_free(tp__map *stamps);
 /* ---- outbox.c ---- */
 /* tp__conn_send queues a message for a connection (takes a new reference). */
 void tp__conn_send(tp_conn *c, tp__buf *msg);
+/* tp__conn_send_ephemeral queues a message that reveals nothing stored
+ * (presence): it is never held for a commit. */
+void tp__conn_send_ephemeral(tp_conn *c, tp__buf *msg);
 void tp__conn_outbox_clear(tp_conn *c);
 /* tp__conn_mark_ready puts a connection on the hub's ready list (once). */
 void tp__conn_mark_ready(tp_conn *c);

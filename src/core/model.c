@@ -7,6 +7,7 @@
 
 #include "core/hub.h"
 #include "core/patch.h"
+#include "core/presence.h"
 #include "core/schema.h"
 #include "core/wire.h"
 #include "util/alloc.h"
@@ -42,6 +43,7 @@ tp__model_free(tp__model *m)
 {
     if (m == NULL)
         return;
+    tp__presence_model_gone(m);
     for (unsigned i = 0; i < m->hist_len; i++)
         tp__buf_unref(m->hist[(m->hist_start + i) % m->hist_cap].msg);
     tp__free(m->hist);

@@ -46,8 +46,8 @@ taken(tp_conn *c, size_t len)
     c->out_exempt -= len < c->out_exempt ? len : c->out_exempt;
 }
 
-void
-tp__conn_send(tp_conn *c, tp__buf *msg)
+static void
+queue(tp_conn *c, tp__buf *msg, int held)
 {
     if (c->state == TP__CONN_CLOSING)
         return;
@@ -69,7 +69,7 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
             size_t cap = c->out_cap ? c->out_cap * 2 : 4;
             tp__buf **out = tp__reallocarray(c->out, cap, sizeof *out);
             if (out == NULL) {
-                tp__conn_send(c, NULL);
+                queue(c, NULL, held);
                 return;
             }
             c->out = out;
@@ -78,7 +78,10 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
     }
     c->out[c->out_len++] = tp__buf_ref(msg);
     c->hub->deliveries++;
-    tp__journal_conn(c);
+    if (held)
+        tp__journal_conn(c);
+    else if (c->held > 0)
+        c->held++; /* behind held messages: inside the window a failed commit reviews */
     c->out_bytes += msg->len;
     if (c->syncing)
         c->out_exempt += msg->len;
@@ -96,6 +99,20 @@ tp__conn_send(tp_conn *c, tp__buf *msg)
         c->state = TP__CONN_CLOSING;
     }
     tp__conn_mark_ready(c);
+}
+
+void
+tp__conn_send(tp_conn *c, tp__buf *msg)
+{
+    queue(c, msg, 1);
+}
+
+void
+tp__conn_send_ephemeral(tp_conn *c, tp__buf *msg)
+{
+    /* Presence is never stored, so nothing it reveals waits for a commit
+     * (issue 17): it does not count among the messages held for one. */
+    queue(c, msg, 0);
 }
 
 void

@@ -15,6 +15,8 @@
  *              model the client does not hold
  *   b I K      the same with the patch {"b":"xxx..."}, K KiB of x (K a byte
  *              modulo 64): big writes, batches cut at 64 KiB, too_large
+ *   P I TEXT   the application sets its presence on model I (as `w` picks
+ *              it) to TEXT, "null" to leave (tp_client_set_presence)
  *   n          take one frame (tp_client_next_frame)   d  take every frame
  *   p          a keepalive tick (tp__client_ping, what the transport calls),
  *              and the delay of writes refused with rate_limited passing
@@ -521,9 +523,48 @@ check_sent(world *w, const json_t *msg, const char *frame)
                       (long long)ref, frame);
             s->allowance--;
         }
+    } else if (strcmp(type, "presence") == 0) {
+        /* Issue 17: what the application set (tp_client_set_presence). */
+        const json_t *st = json_object_get(msg, "state");
+        TPF_CHECK(valid_scope(str(msg, "scope")) && str(msg, "id") != NULL &&
+                      (json_is_object(st) || json_is_null(st)) &&
+                      (json_is_null(st) || json_dumpb(st, NULL, 0, JSON_COMPACT) <= 4096),
+                  "a bad presence: %s", frame);
     } else {
         tpf_fail("the client sent a message of type %s: %s", type, frame);
     }
+}
+
+static json_t *models_now(world *w);
+
+/* The application sets its presence on model I (as `w` picks it), TEXT
+ * ("null": leaves); tp_client_set_presence must answer as documented. */
+static void
+app_presence(world *w, unsigned pick, const char *text)
+{
+    json_t *list = models_now(w);
+    size_t n = json_array_size(list);
+    json_t *e = n > 0 ? json_array_get(list, pick % n) : NULL;
+    const char *scope = e != NULL ? str(e, "scope") : "shared";
+    const char *id = e != NULL ? str(e, "id") : "no-such-model";
+    int leave = strcmp(text, "null") == 0;
+    json_t *v = leave ? NULL : json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    int expect = leave                                         ? TP_OK
+                 : !json_is_object(v)                          ? TP_EBADREQUEST
+                 : json_dumpb(v, NULL, 0, JSON_COMPACT) > 4096 ? TP_ETOOLARGE
+                                                               : TP_OK;
+    tp_error err;
+    int rc = tp_client_set_presence(w->c, scope, id, leave ? NULL : text, &err);
+    TPF_CHECK(rc == expect || rc == TP_ENOMEM, "tp_client_set_presence(%s): %d, expected %d", text,
+              rc, expect);
+    char *others = tp_client_presence(w->c, scope, id);
+    json_t *o = others != NULL ? json_loads(others, 0, NULL) : NULL;
+    TPF_CHECK(e == NULL || others == NULL || json_is_object(o), "tp_client_presence: %s",
+              others ? others : "(null)");
+    json_decref(o);
+    tp_free(others);
+    json_decref(v);
+    json_decref(list);
 }
 
 /* Takes one frame; returns 0 when there was none. */
@@ -597,6 +638,23 @@ well_formed(const json_t *m)
         return get_addr(m, &scope, &id) && parse_access(m, &acc);
     if (strcmp(type, "removed") == 0)
         return get_addr(m, &scope, &id);
+    if (strcmp(type, "presence") == 0) {
+        const json_t *st = json_object_get(m, "state");
+        return get_addr(m, &scope, &id) && str(m, "conn") != NULL &&
+               (json_is_object(st) || json_is_null(st));
+    }
+    if (strcmp(type, "presence_snapshot") == 0) {
+        const json_t *peers = json_object_get(m, "peers"), *p;
+        size_t i;
+        if (!get_addr(m, &scope, &id) || !json_is_array(peers))
+            return 0;
+        json_array_foreach(peers, i, p)
+        {
+            if (str(p, "conn") == NULL || !json_is_object(json_object_get(p, "state")))
+                return 0;
+        }
+        return 1;
+    }
     return strcmp(type, "synced") == 0 || strcmp(type, "pong") == 0;
 }
 
@@ -1091,6 +1149,12 @@ run_line(world *w, const uint8_t *line, size_t len)
         memcpy(patch + 6 + n, "\"}", 3);
         app_write(w, arg(line, len, 1), patch);
         free(patch);
+        break;
+    }
+    case 'P': {
+        char *text = tpf_strndup(line + (len < 2 ? len : 2), len < 2 ? 0 : len - 2);
+        app_presence(w, arg(line, len, 1), text);
+        free(text);
         break;
     }
     case 'n': take(w); break;

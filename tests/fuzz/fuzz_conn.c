@@ -40,7 +40,10 @@
  * gets an error with its ref exactly when it is refused (malformed models or
  * client, or a second client name);
  * an ack with `from` continues the rev held, or is an old outcome replayed;
- * snapshot values validate against their model's schema; every replica
+ * snapshot values validate against their model's schema; presence and
+ * presence_snapshot only about a held model, from another connection the hub
+ * made (of the same tenant for a private model), with states of at most
+ * 4 KiB; every replica
  * computed from a snapshot, a patch or a private writer's own patch agrees
  * with every other replica of that model at that rev; no connection is
  * closed with 1011 (internal error), nor with 1009 unless it sent too much.
@@ -196,6 +199,7 @@ typedef struct slot {
     int got_hello;    /* messages drained so far */
     int synced;       /* `synced` messages seen */
     int oversized;    /* fed a frame over max_message_bytes */
+    int big_presence; /* fed a presence state over 4 KiB: too_large, the connection stays */
     char client[260]; /* the client id the connection named itself with, or "" */
     json_t *models;   /* "p:<id>" / "s:<sid>" -> {"rev": n, "access": "read"|"write"} */
     /* For the frame being fed: */
@@ -214,6 +218,7 @@ typedef struct world {
     int nshared;
     json_t *hist;    /* global model key -> {"<rev>": value}: every replica at every rev */
     json_t *checked; /* global model key -> the server's text last found valid */
+    json_t *conns;   /* every connection id handed out -> its tenant's index */
     veto_state veto;
     tp_merge veto_strategy;
     slot slots[NSLOTS];
@@ -453,7 +458,8 @@ on_message(world *w, int si, const json_t *msg, int in_feed)
             known |= strcmp(code, codes[i]) == 0;
         TPF_CHECK(known, "error with code %s", code ? code : "(none)");
         TPF_CHECK(message != NULL && message[0] != '\0', "error without a message");
-        TPF_CHECK(strcmp(code, "too_large") != 0 || s->oversized, "too_large for a small frame");
+        TPF_CHECK(strcmp(code, "too_large") != 0 || s->oversized || s->big_presence,
+                  "too_large for a small frame");
         json_int_t ref;
         if (has_int(msg, "ref", &ref))
             expect_next(s, "error", ref);
@@ -479,6 +485,33 @@ on_message(world *w, int si, const json_t *msg, int in_feed)
     json_t *t = json_object_get(s->models, key);
     json_int_t held = t ? json_integer_value(json_object_get(t, "rev")) : -1;
 
+    if (strcmp(type, "presence") == 0 || strcmp(type, "presence_snapshot") == 0) {
+        /* Issue 17: only about a model the connection holds, from another
+         * connection (named by its id, never a tenant key), of the same
+         * tenant for a private model; a state is an object of at most 4 KiB,
+         * or null (left) in a presence message. */
+        TPF_CHECK(t != NULL, "slot %d: %s for %s, a model it does not hold", si, type, key);
+        int snap = type[8] == '_';
+        const json_t *peers = json_object_get(msg, "peers");
+        TPF_CHECK(!snap || (json_is_array(peers) && json_array_size(peers) > 0),
+                  "presence_snapshot: peers");
+        size_t n = snap ? json_array_size(peers) : 1;
+        for (size_t i = 0; i < n; i++) {
+            const json_t *p = snap ? json_array_get(peers, i) : msg;
+            const char *conn = str(p, "conn");
+            const json_t *state = json_object_get(p, "state");
+            TPF_CHECK(conn != NULL && strcmp(conn, tp_conn_id(s->c)) != 0,
+                      "slot %d: %s: conn is missing or its own", si, type);
+            const json_t *ct = json_object_get(w->conns, conn);
+            TPF_CHECK(ct != NULL, "%s: conn %s was never handed out", type, conn);
+            TPF_CHECK(shared || json_integer_value(ct) == tenant,
+                      "%s: private presence of another tenant's connection", type);
+            TPF_CHECK(json_is_object(state) || (!snap && json_is_null(state)), "%s: state", type);
+            TPF_CHECK(json_is_null(state) || json_dumpb(state, NULL, 0, JSON_COMPACT) <= 4096,
+                      "%s: a state over 4 KiB", type);
+        }
+        return;
+    }
     if (strcmp(type, "snapshot") == 0) {
         json_int_t rev;
         const char *access = str(msg, "access"), *title = str(msg, "schema");
@@ -675,6 +708,8 @@ slot_open(world *w, int si, int resume)
     TPF_CHECK(s->c != NULL, "tp_conn_open: %s", err.message);
     TPF_CHECK(strcmp(tp_conn_tenant(s->c), tenants[slot_tenant[si]]) == 0, "tp_conn_tenant");
     tp_conn_set_user(s->c, s);
+    TPF_CHECK(json_object_set_new(w->conns, tp_conn_id(s->c), json_integer(slot_tenant[si])) == 0,
+              "out of memory");
     s->models = json_object();
     s->claims = json_object();
     s->expect = json_array();
@@ -780,7 +815,12 @@ expect_frame(world *w, int si, const uint8_t *text, size_t len)
             }
             continue;
         }
-        if (!has_ref)
+        if (type != NULL && strcmp(type, "presence") == 0 &&
+            json_dumpb(json_object_get(e, "state"), NULL, 0, JSON_COMPACT) > 4096)
+            s->big_presence = 1;
+        /* presence has no ref (PROTOCOL.md): nothing answers it but an
+         * error without one. */
+        if (!has_ref || (type != NULL && strcmp(type, "presence") == 0))
             continue;
         if (type != NULL && strcmp(type, "ping") == 0)
             name_client(s, json_object_get(e, "client"));
@@ -1049,6 +1089,7 @@ setup(world *w, int profile)
     w->veto_strategy.user = &w->veto;
     w->hist = json_object();
     w->checked = json_object();
+    w->conns = json_object();
     TPF_CHECK(w->hist != NULL && w->checked != NULL, "out of memory");
 
     host(w, 0, "notes", SCH_DOC, "{\"title\":\"Alice notes\"}");
@@ -1088,6 +1129,7 @@ teardown(world *w)
         slot_reset(&w->slots[si]);
     }
     json_decref(w->hist);
+    json_decref(w->conns);
     json_decref(w->checked);
     json_decref(w->veto.held);
     json_decref(w->veto.copy);

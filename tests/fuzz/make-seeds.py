@@ -431,6 +431,35 @@ def conn_seeds():
                                                            "gift": None}]}),
         "c",
     ]
+    # Presence (issue 17): states on shared and private models (READ access
+    # included), the tick (a sync after the clock moved), leaving by null, by
+    # closing and by unsubscription, snapshots for new connections and after
+    # a resume, refusals (too large, bad state, not visible, a ref ignored).
+    def pres(scope, id, state, **kw):
+        return msg(type="presence", scope=scope, id=id, state=state, **kw)
+    seeds["presence"] = [
+        "0" + pres("shared", "roadmap", {"name": "A", "cursor": [1, 2]}),
+        "3" + pres("shared", "roadmap", {"name": "B"}),
+        "0" + pres("private", "notes", {"sel": 1}),
+        "s", "D", "t50", "s",
+        "2" + pres("shared", "roadmap", {"x": 1}),
+        "2" + pres("shared", "roadmap", {"x": 2}),
+        "o5",
+        "5" + pres("shared", "order", {"c": 1}),
+        "3" + pres("shared", "roadmap", None),
+        "3" + pres("shared", "roadmap", "bad", ref=4),
+        "3" + pres("shared", "nope", {}),
+        "3" + pres("public", "roadmap", {}),
+        "3" + pres("shared", "roadmap", {"s": "x" * 5000}),
+        "t60", "s", "D",
+        "x0",
+        "U10",
+        "o4r",
+        "4" + msg(type="resume", models=[{"scope": "shared", "id": "roadmap", "rev": 1}]),
+        "4[" + ",".join([pres("shared", "board", {"i": i}) for i in range(30)]) + "]",
+        "t100", "s",
+        "c",
+    ]
     for name, lines in seeds.items():
         write("fuzz_conn", name, "\n".join(lines) + "\n")
 
@@ -588,6 +617,23 @@ def client_seeds():
     seeds["url-bad"] = ["Uws://user@example.com/ws", "o", "c"]
     seeds["empty"] = ["c"]
     seeds["offline"] = ['w0{"a":1}', srv(hello), "n", "p", "x", "o", srv(hello, synced), "c"]
+    # Presence (issue 17): the application sets and clears its state (one
+    # too large, one not an object); the server sends presence, a snapshot
+    # and a leave; a cut clears the others; the state goes again after.
+    def pres(**kw):
+        return m(type="presence", scope="shared", id="roadmap", **kw)
+    seeds["presence"] = connect + [
+        'P1{"name":"A","cursor":3}', "P1[1]", 'P1{"s":"' + "x" * 5000 + '"}', "d",
+        srv(pres(conn="c2", state={"name": "B"}),
+            m(type="presence_snapshot", scope="shared", id="roadmap",
+              peers=[{"conn": "c3", "state": {"name": "C"}}])),
+        srv(pres(conn="c3", state=None)),
+        srv(pres(conn="c4", state=5)),
+        "x1006", "o", srv(hello, synced), "d",
+        srv(m(type="error", code="rate_limited",
+              message="presence: messages per second over the limit, resend later")),
+        "P1null", "p", "p", "c",
+    ]
     for name, lines in seeds.items():
         write("fuzz_client", name, "\n".join(lines) + "\n")
 

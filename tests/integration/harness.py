@@ -548,15 +548,22 @@ class Client:
         return before
 
     async def open(self, timeout=None):
-        """Reads hello, the snapshots and synced: returns (hello, {(scope, id): snapshot})."""
+        """Reads hello, the snapshots (and their presence_snapshots, kept in
+        self.presence) and synced: returns (hello, {(scope, id): snapshot})."""
         hello = await self.recv(timeout)
         assert hello.get("type") == "hello", "first message must be hello: %r" % hello
         self.hello = hello
         snaps = {}
+        self.presence = {}  # (scope, id) -> the presence_snapshot's peers, when one came
         while True:
             m = await self.recv(timeout)
             if m.get("type") == "synced":
                 return hello, snaps
+            if m.get("type") == "presence_snapshot":
+                key = (m["scope"], m["id"])
+                assert key in snaps, "presence_snapshot before its snapshot: %r" % m
+                self.presence[key] = m["peers"]
+                continue
             assert m.get("type") == "snapshot", "expected snapshot or synced: %r" % m
             key = (m["scope"], m["id"])
             assert key not in snaps, "two snapshots of %r" % (key,)

@@ -555,6 +555,50 @@ class Watching(CliMixin, DaemonTestCase):
         self.no_sanitizer_report(err)
         self.assertIn("transports: connecting to %s" % d.url("/ws/bob"), err)
 
+    def test_watch_shows_presence(self):
+        """Issue 17: presence lines, text and --json, from a Python client's presence on
+        the shared roadmap (read by bob) and on alice's private notes (never shown to
+        bob), with a line when it leaves."""
+        d = self.start_daemon(demo=True)
+        wj = self.watch(d.url("/ws/alice"), "--json")
+        wt = self.watch(d.url("/ws/bob"))
+        wj.json_event(lambda e: e["event"] == "state" and e["state"] == "live", "live")
+        wt.err_line(r"^transports: live$")
+
+        async def py():
+            c, hello, _ = await open_client(d, "alice")
+            await c.send({"type": "presence", "scope": "private", "id": "notes",
+                          "state": {"sel": 1}})
+            await c.send({"type": "presence", "scope": "shared", "id": "roadmap",
+                          "state": {"name": "Py", "cursor": 2}})
+            return c, hello["conn"]
+        loop = asyncio.new_event_loop()
+        try:
+            c, conn = loop.run_until_complete(py())
+            ev = wj.json_event(lambda e: e["event"] == "presence" and e["id"] == "roadmap",
+                               "presence")
+            self.assertEqual(ev, {"event": "presence", "scope": "shared", "id": "roadmap",
+                                  "conn": conn, "state": {"name": "Py", "cursor": 2}})
+            ev = wj.json_event(lambda e: e["event"] == "presence" and e["id"] == "notes",
+                               "presence")
+            self.assertEqual(ev["state"], {"sel": 1})
+            line = wt.line(lambda ln: " presence " in ln, "presence")
+            self.assertEqual(line, 'shared/roadmap presence %s: {"name":"Py","cursor":2}'
+                             % conn)
+            loop.run_until_complete(close_all([c]))
+        finally:
+            loop.close()
+        line = wt.line(lambda ln: " presence " in ln, "presence left")
+        self.assertEqual(line, "shared/roadmap presence %s left" % conn)
+        ev = wj.json_event(lambda e: e["event"] == "presence" and e["state"] is None, "left")
+        self.assertEqual(ev["conn"], conn)
+        for w in (wt, wj):
+            code, err = w.stop(signal.SIGTERM)
+            self.assertEqual(code, 0, err)
+            self.no_sanitizer_report(err)
+        self.assertFalse([ln for ln in wt.out_lines if "notes presence" in ln],
+                         "alice's private presence never reaches bob")
+
     def test_watch_reconnects_after_a_restart(self):
         d = self.start_daemon(demo=True)
         w = self.watch(d.url("/ws/alice"), "--json")

@@ -56,8 +56,24 @@ class Valgrind(DaemonTestCase):
                              ["bad_request", "bad_request", "not_found"])
             await a2.ws.send(b"\x00\x01binary")
             self.assertEqual(await a2.wait_closed(T), 1003)
-            # A dropped connection, then a resume with a resent write.
+            # Presence (issue 17): set, fanned out, refused over 4 KiB, gone with a
+            # dropped connection.
+            await b.send({"type": "presence", "scope": "shared", "id": "roadmap",
+                          "state": {"name": "B"}})
+            self.assertEqual((await a1.wait_type("presence", T))[0]["state"], {"name": "B"})
+            await a1.send({"type": "presence", "scope": "shared", "id": "roadmap",
+                           "state": {"name": "A"}})
+            await b.wait_for(lambda m: m.get("type") == "presence"
+                             and m.get("state") == {"name": "A"}, T)
+            await b.send({"type": "presence", "scope": "shared", "id": "roadmap",
+                          "state": {"s": "x" * 5000}})
+            self.assertEqual((await b.wait_type("error", T))[0]["code"], "too_large")
+            # A dropped connection (its presence leaves), then a resume with a resent
+            # write.
             a1.abort()
+            m, _ = await b.wait_for(lambda m: m.get("type") == "presence"
+                                    and m.get("state") is None, T)
+            self.assertEqual(m["conn"], h1["conn"])
             r = await connect(d, "alice", query="resume=1", timeout=T)
             self.assertEqual((await r.recv(T))["type"], "hello")
             await r.send({"type": "resume", "client": "vg-1", "models": [

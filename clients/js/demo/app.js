@@ -62,8 +62,18 @@ function start(tenant) {
 }
 
 // Shows one model in a textarea and writes what is typed into its `body`.
+// On the shared model, presence: who else is here and where their caret is.
 function bind(client, scope, id, area, title, rev, badge, showError, showPending) {
-  let off;
+  let off, offHere;
+  const here = document.getElementById(id + "-here");
+  const showHere = (m) => {
+    const names = [...m.presence.others.values()].map((s) => `${s.name} (at ${s.caret})`);
+    here.textContent = names.length ? "here too: " + names.join(", ") : "nobody else here";
+  };
+  const caret = () => {
+    const m = client.model(scope, id);
+    if (here && m) m.presence.set({ name: client.tenant ?? "?", caret: area.selectionStart ?? 0 });
+  };
   const render = (m) => {
     const body = m.value.body ?? "";
     if (area.value !== body) {
@@ -91,6 +101,12 @@ function bind(client, scope, id, area, title, rev, badge, showError, showPending
     off?.();
     off = m.subscribe(() => render(m));
     render(m);
+    if (here) {
+      offHere?.();
+      offHere = m.presence.subscribe(() => showHere(m));
+      showHere(m);
+      caret();
+    }
   };
   client.on("model", (e) => {
     if (e.scope !== scope || e.id !== id) return;
@@ -111,6 +127,8 @@ function bind(client, scope, id, area, title, rev, badge, showError, showPending
       showError(`${id}: ${e.code}: ${e.message}`);
     });
     showPending();
+    caret();
   });
+  for (const ev of ["keyup", "click", "select"]) area.addEventListener(ev, caret);
   attach();
 }

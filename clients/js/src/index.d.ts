@@ -83,6 +83,32 @@ export interface ChangeInfo {
   local: boolean;
 }
 
+/** What a presence subscriber is told: which connection changed, and its state (null: it left). */
+export interface PresenceChange {
+  conn: string;
+  state: JsonObject | null;
+}
+
+/**
+ * A model's presence (docs/protocol.md, "Presence: who is here"): who else is
+ * on the model and their state (a name, a cursor), by connection id.
+ */
+export interface Presence {
+  /** This client's state on the model, or null. */
+  readonly state: JsonObject | null;
+  /**
+   * Sets this client's state (an object of at most 4 KiB as JSON), or clears it
+   * (null). Sent at once when connected and again after every reconnect; the
+   * server coalesces to one state per tick. Throws TransportsError
+   * ("bad_request", "too_large").
+   */
+  set(state: JsonObject | null): void;
+  /** The others' states by connection id; empty while disconnected. */
+  readonly others: ReadonlyMap<string, JsonObject>;
+  /** Called at each change of others. Returns the function that unsubscribes. */
+  subscribe(fn: (others: ReadonlyMap<string, JsonObject>, change: PresenceChange) => void): () => void;
+}
+
 export interface Model<T extends JsonObject = JsonObject> {
   readonly scope: Scope;
   readonly id: string;
@@ -95,6 +121,8 @@ export interface Model<T extends JsonObject = JsonObject> {
   readonly schema: string;
   /** Called each time the local view changes. Returns the function that unsubscribes. */
   subscribe(fn: (value: T, info: ChangeInfo) => void): () => void;
+  /** Who else is on the model: presence (set yours with presence.set). */
+  readonly presence: Presence;
   /** An RFC 7396 merge patch: applied to `value` at once; resolves at the ack, rejects (rolled back) at an error. */
   write(patch: Partial<{ [K in keyof T]: T[K] | null }> & JsonObject): Promise<{ rev: number }>;
 }

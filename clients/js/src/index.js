@@ -58,6 +58,48 @@ function tokenExpMs(token) {
   }
 }
 
+const PRESENCE_MAX = 4096; // a presence state's bound, as compact JSON (protocol)
+
+// A model's presence (docs/protocol.md, "Presence: who is here"): this
+// client's own state, set again on every connection, and the others' states
+// by their connection id, kept from the server's presence messages and
+// cleared when the connection ends.
+class Presence {
+  constructor(model) {
+    this._m = model;
+    this._mine = null;
+    this.others = new Map();
+    this._subs = new Set();
+  }
+  get state() {
+    return this._mine;
+  }
+  // Sets (an object) or clears (null) this client's state on the model. The
+  // server coalesces to one state per tick: call it at every cursor move.
+  set(state) {
+    if (state !== null && !isObject(state)) throw new TransportsError("bad_request", "state: expected an object or null");
+    const t = JSON.stringify(state);
+    if (new TextEncoder().encode(t).length > PRESENCE_MAX) throw new TransportsError("too_large", `state: over the limit of ${PRESENCE_MAX} bytes`);
+    this._mine = JSON.parse(t);
+    this._m._c._presence(this._m);
+  }
+  subscribe(fn) {
+    this._subs.add(fn);
+    return () => this._subs.delete(fn);
+  }
+  _put(conn, state) {
+    if (state === null) {
+      if (!this.others.delete(conn)) return;
+    } else this.others.set(conn, state);
+    for (const fn of [...this._subs]) fn(this.others, { conn, state });
+  }
+  _reset(peers) {
+    const next = new Map(peers.map((p) => [p.conn, p.state]));
+    for (const conn of [...this.others.keys()]) if (!next.has(conn)) this._put(conn, null);
+    for (const [conn, state] of next) this._put(conn, state);
+  }
+}
+
 class Model {
   constructor(client, scope, id) {
     this._c = client;
@@ -70,6 +112,7 @@ class Model {
     this._view = {};
     this._subs = new Set();
     this._gap = false;
+    this.presence = new Presence(this);
   }
   get value() {
     return this._view;
@@ -297,6 +340,8 @@ export class Client {
   }
 
   _detach() {
+    // The others' presence was this connection's: gone with it.
+    for (const m of this._models.values()) m.presence._reset([]);
     const ws = this._ws;
     if (ws) ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
     this._ws = null;
@@ -342,6 +387,26 @@ export class Client {
     if (revs.length > 0) this._queue({ type: "resume", models: revs, client: this._clientId });
     else this._queue({ type: "ping", ref: --this._pingRef, client: this._clientId });
     this._sendUnsent();
+    // A state belongs to the connection that set it: each one goes again.
+    this._presHeld = false;
+    for (const m of this._models.values()) if (m.presence._mine) this._presence(m);
+  }
+
+  _presence(m) {
+    if (this._models.get(m._key) === m && this._ws && this._ws.readyState === 1 && !this._presHeld)
+      this._queue({ type: "presence", scope: m.scope, id: m.id, state: m.presence._mine });
+  }
+
+  _on_presence(msg) {
+    if (typeof msg.conn !== "string" || !(msg.state === null || isObject(msg.state))) return false;
+    const m = this._models.get(keyOf(msg.scope, msg.id));
+    if (m) m.presence._put(msg.conn, msg.state);
+  }
+
+  _on_presence_snapshot(msg) {
+    if (!Array.isArray(msg.peers) || !msg.peers.every((p) => isObject(p) && typeof p.conn === "string" && isObject(p.state))) return false;
+    const m = this._models.get(keyOf(msg.scope, msg.id));
+    if (m) m.presence._reset(msg.peers);
   }
 
   _closed(code, why) {
@@ -587,7 +652,8 @@ export class Client {
       if (w) {
         w.sent = false;
         w.held = true;
-      } else this._resumeHeld = true;
+      } else if (message.startsWith("presence:")) this._presHeld = true;
+      else this._resumeHeld = true;
       this._held = true;
       if (this._timers.retry === undefined) {
         const d = Math.min(10000, 100 * 2 ** this._streak);
@@ -607,6 +673,10 @@ export class Client {
   _retry() {
     this._held = false;
     for (const w of this._pending) w.held = false;
+    if (this._presHeld) {
+      this._presHeld = false;
+      for (const m of this._models.values()) if (m.presence._mine) this._presence(m);
+    }
     if (this._resumeHeld) {
       this._resumeHeld = false;
       const models = [...this._models.values()].filter((m) => m._gap).map((m) => ({ scope: m.scope, id: m.id, rev: m.rev }));

@@ -474,3 +474,70 @@ test("auth rate_limited or internal: asked again and sent after 1 s; a connectio
   assert.deepEqual(authsIn(ws), []);
   assert.equal(WS.made.length, 1);
 });
+
+test("presence: set sends a presence message, others fill from presence and presence_snapshot, subscribers told", async () => {
+  const { c, ws } = await connected();
+  ws.take();
+  const m = c.model("shared", "roadmap");
+  assert.equal(m.presence.state, null);
+  m.presence.set({ name: "Ann", cursor: 3 });
+  await tick();
+  assert.deepEqual(ws.take(), [{ type: "presence", scope: "shared", id: "roadmap", state: { name: "Ann", cursor: 3 } }]);
+  assert.deepEqual(m.presence.state, { name: "Ann", cursor: 3 });
+  assert.throws(() => m.presence.set([1]), (e) => e instanceof TransportsError && e.code === "bad_request");
+  assert.throws(() => m.presence.set({ s: "x".repeat(4089) }), (e) => e.code === "too_large" && /state/.test(e.message));
+  m.presence.set({ s: "x".repeat(4088) }); // exactly 4096 bytes of JSON
+  await tick();
+  assert.equal(ws.take().length, 1);
+  const seen = [];
+  m.presence.subscribe((others, ch) => seen.push([others.size, ch.conn, ch.state]));
+  ws.recv({ type: "presence", scope: "shared", id: "roadmap", conn: "c2", state: { name: "Bob" } });
+  ws.recv({ type: "presence_snapshot", scope: "shared", id: "roadmap", peers: [{ conn: "c3", state: { name: "Cy" } }] });
+  assert.deepEqual([...m.presence.others], [["c3", { name: "Cy" }]]);
+  ws.recv({ type: "presence", scope: "shared", id: "roadmap", conn: "c3", state: null });
+  assert.equal(m.presence.others.size, 0);
+  assert.deepEqual(seen, [[1, "c2", { name: "Bob" }], [0, "c2", null], [1, "c3", { name: "Cy" }], [0, "c3", null]]);
+  assert.equal(c.model("private", "notes").presence.others.size, 0, "per model");
+  ws.recv({ type: "presence", scope: "shared", id: "roadmap", conn: "c4", state: "x" });
+  assert.equal(c.status, "waiting", "a malformed presence is a protocol violation");
+});
+
+test("presence: the others are cleared when the connection ends; the own state is set again after the reconnect", async () => {
+  const { c, ws, WS, clock } = await connected();
+  const m = c.model("shared", "roadmap");
+  m.presence.set({ cursor: 1 });
+  ws.recv({ type: "presence", scope: "shared", id: "roadmap", conn: "c2", state: { name: "Bob" } });
+  await tick();
+  const seen = [];
+  m.presence.subscribe((others, ch) => seen.push([ch.conn, ch.state]));
+  ws.serverClose(1006);
+  assert.equal(m.presence.others.size, 0);
+  assert.deepEqual(seen, [["c2", null]]);
+  clock.advance(125);
+  await tick();
+  const ws2 = WS.made[1];
+  ws2.open();
+  await tick();
+  const sent = ws2.take();
+  assert.equal(sent[0].type, "resume");
+  assert.deepEqual(sent.filter((x) => x.type === "presence"), [{ type: "presence", scope: "shared", id: "roadmap", state: { cursor: 1 } }]);
+  m.presence.set(null);
+  await tick();
+  assert.deepEqual(ws2.take(), [{ type: "presence", scope: "shared", id: "roadmap", state: null }]);
+});
+
+test("presence: rate_limited holds the states and sends the latest again after the backoff", async () => {
+  const { c, ws, clock } = await connected();
+  ws.take();
+  const m = c.model("shared", "roadmap");
+  m.presence.set({ x: 1 });
+  await tick();
+  ws.take();
+  ws.recv({ type: "error", code: "rate_limited", message: "presence: messages per second over the limit, resend later" });
+  m.presence.set({ x: 2 });
+  await tick();
+  assert.deepEqual(ws.take(), [], "held until the retry");
+  clock.advance(75);
+  await tick();
+  assert.deepEqual(ws.take(), [{ type: "presence", scope: "shared", id: "roadmap", state: { x: 2 } }]);
+});

@@ -101,6 +101,25 @@ test("Node 20 with ws: sync, a write acked, a patch to the other tenant, a refus
   await assert.rejects(rb.write({ body: "x" }), (e) => e.code === "forbidden");
 });
 
+test("presence against the daemon: bob (read) sets his cursor, alice sees it by conn id; it goes when bob closes", async () => {
+  const alice = open("alice");
+  const bob = open("bob");
+  await Promise.all([alice.synced(), bob.synced()]);
+  const pa = alice.model("shared", "roadmap").presence;
+  const pb = bob.model("shared", "roadmap").presence;
+  for (let i = 0; i < 20; i++) pb.set({ name: "Bob", cursor: i }); // coalesced by the server's tick
+  await until(() => pa.others.get(bob.conn)?.cursor === 19);
+  assert.deepEqual([...pa.others.keys()], [bob.conn]);
+  assert.equal(pb.others.size, 0, "no echo");
+  // A third client opened now gets the presence_snapshot.
+  const alice2 = open("alice");
+  await alice2.synced();
+  await until(() => alice2.model("shared", "roadmap").presence.others.size === 1);
+  assert.deepEqual(alice2.model("shared", "roadmap").presence.others.get(bob.conn), { name: "Bob", cursor: 19 });
+  bob.close();
+  await until(() => pa.others.size === 0 && alice2.model("shared", "roadmap").presence.others.size === 0);
+});
+
 test("a refused handshake (404) closes the client without retrying", async () => {
   const c = new Client(`ws://127.0.0.1:${port}/nowhere/alice`, { WebSocket });
   clients.push(c);

@@ -126,6 +126,15 @@ test("alice's roadmap edit reaches bob's window in under a second", async () => 
   await shot(bobPage, "02-bob-sees-roadmap");
 });
 
+test("presence: bob's page shows alice on the roadmap with her caret; her own page shows bob", async () => {
+  await bobPage.waitForFunction(() => /here too: alice \(at \d+\)/.test(document.getElementById("roadmap-here").textContent), null, { timeout: 5000, polling: 20 });
+  await alicePage.waitForFunction(() => /here too: bob/.test(document.getElementById("roadmap-here").textContent), null, { timeout: 5000, polling: 20 });
+  await alicePage.click("#roadmap");
+  await alicePage.keyboard.press("Home");
+  await bobPage.waitForFunction(() => document.getElementById("roadmap-here").textContent.includes("alice (at 0)"), null, { timeout: 5000, polling: 20 });
+  await shot(bobPage, "02b-bob-sees-alice-here");
+});
+
 test("alice's private notes never reach bob's page", async () => {
   await alicePage.click("#notes");
   await alicePage.keyboard.type("alice-only secret plan");

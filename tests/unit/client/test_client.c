@@ -35,8 +35,10 @@ typedef struct rec {
     char error_scope[16], error_id[16];
     char *error_value; /* the view the error callback got (malloc'd), or NULL */
     tp_client_state last_state;
-    int check_view;  /* the patch callback compares its value with tp_client_get */
-    int write_in_cb; /* the patch callback writes once (the recursive lock) */
+    int presence;            /* presence callbacks */
+    char presence_last[256]; /* "scope/id conn state" of the last one */
+    int check_view;          /* the patch callback compares its value with tp_client_get */
+    int write_in_cb;         /* the patch callback writes once (the recursive lock) */
 } rec;
 
 /* A client and the hub's end of its connection. */
@@ -135,6 +137,18 @@ on_state(void *user, tp_client_state state, const char *why)
     p->r.last_state = state;
 }
 
+static void
+on_presence(void *user, const char *scope, const char *id, const char *conn, const json_t *state)
+{
+    peer *p = user;
+    cr_assert(state == NULL || json_is_object(state));
+    char *st = state != NULL ? json_dumps(state, JSON_COMPACT) : NULL;
+    p->r.presence++;
+    snprintf(p->r.presence_last, sizeof p->r.presence_last, "%s/%s %s %s", scope, id, conn,
+             st != NULL ? st : "null");
+    free(st);
+}
+
 static peer *
 add_peer(const char *tenant, const char *token, int token_in_query)
 {
@@ -145,8 +159,8 @@ add_peer(const char *tenant, const char *token, int token_in_query)
     tp_client_options o = {0};
     o.token = token;
     o.token_in_query = token_in_query;
-    o.cb = (tp_client_callbacks){on_snapshot, on_patch, on_access, on_removed,
-                                 on_ack,      on_error, on_state,  p};
+    o.cb = (tp_client_callbacks){on_snapshot, on_patch, on_access, on_removed, on_ack,
+                                 on_error,    on_state, p,         on_presence};
     char url[128];
     snprintf(url, sizeof url, "ws://127.0.0.1:8080/ws/%s", tenant);
     tp_error err;
@@ -1383,4 +1397,85 @@ Test(client, at_most_256_writes_in_flight)
     tp_client_opened(c);
     cr_assert_eq(take_writes(c), TP__CLIENT_WINDOW);
     tp_client_free(c);
+}
+
+/* ---- Presence ---- */
+
+/* The others' presence a client holds for a model, as JSON (new). */
+static json_t *
+others(peer *p, const char *scope, const char *id)
+{
+    char *t = tp_client_presence(p->cl, scope, id);
+    cr_assert_not_null(t, "%s/%s held", scope, id);
+    json_t *v = json_loads(t, 0, NULL);
+    tp_free(t);
+    return v;
+}
+
+Test(client, presence_set_seen_and_set_again_after_a_reconnect)
+{
+    peer *a = add_peer("alice", NULL, 0), *b = add_peer("bob", NULL, 0);
+    connect_peer(a);
+    connect_peer(b);
+    pump();
+    tp_error err;
+    cr_assert_eq(tp_client_set_presence(a->cl, "shared", "rw", "{\"cursor\":3}", &err), TP_OK);
+    cr_assert_eq(tp_client_set_presence(a->cl, "private", "n", "[1]", &err), TP_EBADREQUEST);
+    cr_assert_eq(tp_client_set_presence(a->cl, "nope", "n", "{}", &err), TP_EARG);
+    char big[5000];
+    memset(big, 'x', sizeof big);
+    memcpy(big, "{\"s\":\"", 6);
+    memcpy(big + sizeof big - 3, "\"}", 3);
+    cr_assert_eq(tp_client_set_presence(a->cl, "shared", "rw", big, &err), TP_ETOOLARGE);
+    cr_assert(strstr(err.message, "state") != NULL, "%s", err.message);
+    pump();
+    char aid[32];
+    snprintf(aid, sizeof aid, "%s", tp_conn_id(a->conn));
+    char want[128];
+    snprintf(want, sizeof want, "shared/rw %s {\"cursor\":3}", aid);
+    cr_assert_str_eq(b->r.presence_last, want);
+    json_t *o = others(b, "shared", "rw");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(o, aid), "cursor")), 3);
+    json_decref(o);
+    cr_assert_eq(a->r.presence, 0, "no echo of its own state");
+    o = others(a, "shared", "rw");
+    cr_assert_eq(json_object_size(o), 0);
+    json_decref(o);
+    cr_assert_null(tp_client_presence(a->cl, "shared", "nope"));
+    /* A cut: b hears a leave; a's own table is cleared. */
+    cut_peer(a);
+    pump();
+    snprintf(want, sizeof want, "shared/rw %s null", aid);
+    cr_assert_str_eq(b->r.presence_last, want);
+    o = others(b, "shared", "rw");
+    cr_assert_eq(json_object_size(o), 0);
+    json_decref(o);
+    /* The reconnected client sets its state again, under its new conn id. */
+    connect_peer(a);
+    pump();
+    const char *aid2 = tp_conn_id(a->conn);
+    cr_assert_str_neq(aid, aid2);
+    o = others(b, "shared", "rw");
+    cr_assert_eq(json_object_size(o), 1);
+    cr_assert_not_null(json_object_get(o, aid2), "set again after the reconnect");
+    json_decref(o);
+    /* b sets one: a gets it; b leaves with NULL. */
+    cr_assert_eq(tp_client_set_presence(b->cl, "shared", "rw", "{\"name\":\"B\"}", NULL), TP_OK);
+    pump();
+    o = others(a, "shared", "rw");
+    cr_assert_eq(json_object_size(o), 1);
+    json_decref(o);
+    cr_assert_eq(tp_client_set_presence(b->cl, "shared", "rw", NULL, NULL), TP_OK);
+    pump();
+    o = others(a, "shared", "rw");
+    cr_assert_eq(json_object_size(o), 0);
+    json_decref(o);
+    /* A third client connecting gets the snapshot of a's state. */
+    peer *b2 = add_peer("bob", NULL, 0);
+    connect_peer(b2);
+    pump();
+    o = others(b2, "shared", "rw");
+    cr_assert_not_null(json_object_get(o, aid2));
+    json_decref(o);
+    cr_assert_eq(a->r.errors + b->r.errors + b2->r.errors, 0);
 }

@@ -188,6 +188,8 @@ is_matcher(const json_t *v, const char *key)
     return json_is_object(v) && json_object_size(v) == 1 && json_object_get(v, key) != NULL;
 }
 
+static int match_group(const json_t *want, size_t i, const json_t *got, size_t base, int *used);
+
 /*
  * match compares an expected value with an actual one: structurally (member
  * order ignored, integers and reals told apart as json_equal does), except
@@ -217,6 +219,19 @@ match(const json_t *want, const json_t *got)
                 return 0;
         }
         return 1;
+    }
+    if (json_is_array(want) && json_array_size(want) == 1 &&
+        is_matcher(json_array_get(want, 0), "$unordered")) {
+        /* An array inside a message whose order the protocol leaves open
+         * (presence_snapshot's peers): its elements in any order. */
+        const json_t *group = json_object_get(json_array_get(want, 0), "$unordered");
+        size_t k = json_array_size(group);
+        if (!json_is_array(got) || json_array_size(got) != k)
+            return 0;
+        int *used = calloc(k + 1, sizeof *used);
+        int ok = used != NULL && match_group(group, 0, got, 0, used);
+        free(used);
+        return ok;
     }
     if (json_is_array(want)) {
         if (!json_is_array(got) || json_array_size(want) != json_array_size(got))

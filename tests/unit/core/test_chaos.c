@@ -44,6 +44,7 @@ script(void)
     tp_hub_config cfg = {0};
     cfg.clock = tpt_clock;
     cfg.clock_user = &now;
+    cfg.tick_ms = 50; /* presence waits for the tick (tp_hub_sync), leaves too */
     tp_hub *hub = tp_hub_new(&cfg, NULL);
     if (hub == NULL)
         return 0;
@@ -71,6 +72,24 @@ script(void)
         ok &= tpt_feed(a2, "{\"type\":\"resume\",\"client\":\"k\",\"models\":["
                            "{\"scope\":\"shared\",\"id\":\"lww\",\"rev\":1},"
                            "{\"scope\":\"private\",\"id\":\"gone\",\"rev\":1}]}") == TP_OK;
+    /* Presence (issue 17): states on a shared and a private model, a
+     * leave, a snapshot for a connection opened later, the host's view. */
+    if (a != NULL && b != NULL) {
+        ok &= tpt_feed(a, "{\"type\":\"presence\",\"scope\":\"shared\",\"id\":\"map\","
+                          "\"state\":{\"name\":\"A\",\"at\":[1,2]}}") == TP_OK;
+        ok &= tpt_feed(a, "{\"type\":\"presence\",\"scope\":\"private\",\"id\":\"n\","
+                          "\"state\":{\"name\":\"A\"}}") == TP_OK;
+        ok &= tpt_feed(b, "{\"type\":\"presence\",\"scope\":\"shared\",\"id\":\"map\","
+                          "\"state\":{\"name\":\"B\"}}") == TP_OK;
+        ok &= tpt_feed(b, "{\"type\":\"presence\",\"scope\":\"shared\",\"id\":\"map\","
+                          "\"state\":null}") == TP_OK;
+        char *p = tp_hub_presence(hub, NULL, "map");
+        ok &= p != NULL;
+        tp_free(p);
+    }
+    tp_conn *b2 = tp_conn_open(hub, "bob", 0, NULL);
+    ok &= b2 != NULL;
+    tp_conn_close(b2);
     ok &= tp_hub_set_shared(hub, "map", "{\"title\":\"h\",\"n\":9}", NULL) == TP_OK;
     ok &= tp_session_set(tp_hub_tenant(hub, "alice"), "n", "{\"title\":\"h\"}", NULL) == TP_OK;
     ok &= tp_hub_sync(hub) == 2;
@@ -87,6 +106,8 @@ script(void)
     ok &= tp_hub_unsubscribe(hub, "bob", "map") == TP_OK;
     ok &= tp_session_delete(tp_hub_tenant(hub, "alice"), "n") == TP_OK;
     tp_conn_close(a);
+    now += 50; /* a's leave of map (shown at the sync above) goes at this tick */
+    tp_hub_sync(hub);
     tp_conn_close(a2);
     /* b stays open: freeing the hub must release it too. */
     (void)b;
