@@ -849,7 +849,7 @@ handle_auth(tp_conn *c, const tp__env *msg)
  * none): a refusal is an error without one, named by its field.
  */
 static void
-handle_presence(tp_conn *c, const json_t *msg)
+handle_presence(tp_conn *c, const tp__env *msg)
 {
     if (!take_token(c)) {
         send_error(c, 0, 0, TP_ERATELIMITED,
@@ -859,12 +859,12 @@ handle_presence(tp_conn *c, const json_t *msg)
     tp_error err = {0, ""};
     int shared;
     tp_access access;
-    tp__model *m = find_model(c, msg, "", &shared, &access, &err);
-    const json_t *state = json_object_get(msg, "state");
-    if (m != NULL && (state == NULL || (!json_is_object(state) && !json_is_null(state))))
+    tp__model *m = find_model(c, MEMBER(msg, scope), MEMBER(msg, id), "", &shared, &access, &err);
+    const tp__jv *state = MEMBER(msg, state);
+    if (m != NULL && state->kind != TP__JV_OBJECT && state->kind != TP__JV_NULL)
         tp__error_set(&err, TP_EBADREQUEST, "state: required, an object or null");
     else if (m != NULL)
-        tp__presence_set(c, m, json_is_null(state) ? NULL : state, &err);
+        tp__presence_set(c, m, state->kind == TP__JV_NULL ? NULL : state->json, &err);
     if (err.code != 0)
         send_error(c, 0, 0, err.code == TP_ENOMEM ? TP_EINTERNAL : err.code, err.message);
 }

@@ -37,7 +37,8 @@
     X(patch)                                                                                       \
     X(models)                                                                                      \
     X(client)                                                                                      \
-    X(token)
+    X(token)                                                                                       \
+    X(state)
 
 enum {
 #define TP__ENV_ENUM(name) TP__M_##name,
