@@ -66,6 +66,12 @@ typedef struct tp__ws {
     int peer_closed;
     int close_sent; /* our close frame is out: nothing more is sent */
     int ready;      /* has frames waiting for the flush */
+    /* The last message ended in a later read than it began (fragments, or a
+     * frame cut by the socket): a ping may have come in between, and lws
+     * holds its pong for the writeable callback. Its answer waits for that
+     * callback too, so it cannot overtake the pong (RFC 6455 5.5.3, the
+     * Autobahn testsuite's 5.6, 5.8, 5.19 and 5.20). */
+    int after_pong;
     char peer[64];
     const char *close_why; /* the close frame's reason when not close_reason()'s */
     tp__peer *addr;        /* the client address this connection counts against, or NULL */

@@ -227,16 +227,19 @@ want_write(tp__ws *ws)
  * Writes a connection's frames at once, outside lws's writeable callback:
  * the socket is almost always writable, and asking lws for POLLOUT first
  * would cost an epoll round and lws's bookkeeping per connection. When lws
- * still holds bytes the socket did not take, or the connection must close,
- * the writeable callback does it instead.
+ * still holds bytes the socket did not take, or may hold a pong (after a
+ * message received in pieces: after_pong), or the connection must close,
+ * the writeable callback does it instead: lws sends its pong first there.
+ * lws 4.1.6 says nowhere that a pong is pending, so a ping in the same read
+ * before a message in one frame is answered after the message's answer.
  */
 static void
 write_now(tp_server *s, tp__ws *ws)
 {
     if (ws == NULL || ws->wsi == NULL)
         return;
-    if (ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 || lws_partial_buffered(ws->wsi) ||
-        flush_conn(s, ws) < 0)
+    if (ws->after_pong || ws->close_code != 0 || tp_conn_close_code(ws->conn) != 0 ||
+        lws_partial_buffered(ws->wsi) || flush_conn(s, ws) < 0)
         want_write(ws);
 }
 
@@ -468,6 +471,7 @@ receive_frame(tp_server *s, tp__ws *ws, const char *in, size_t len)
             return -1;
         }
         unfinished_end(s, ws);
+        ws->after_pong = 1;
         feed_result(ws, tp_conn_feed(ws->conn, ws->rx, ws->rx_len));
         ws->rx_len = 0;
         if (ws->rx_cap > 65536) /* a large message does not keep its buffer */
@@ -900,7 +904,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return s->pending_wsi == wsi ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED: return established(s, wsi, ws);
     case LWS_CALLBACK_RECEIVE: return receive(s, ws, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE: return flush_conn(s, ws);
+    case LWS_CALLBACK_SERVER_WRITEABLE: ws->after_pong = 0; return flush_conn(s, ws);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: return peer_close(ws, in, len);
     case LWS_CALLBACK_CLOSED: closed(s, ws); return 0;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED: return accepted(s, wsi);

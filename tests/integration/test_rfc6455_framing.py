@@ -374,8 +374,31 @@ class Fragmentation(Case):
         c.send(rawws.encode_frame(OP_CONT, body[6:12], fin=False) +
                rawws.encode_frame(OP_PING, b"mid2") +
                rawws.encode_frame(OP_CONT, body[12:]))
-        # The ping and the end of the message in one read: both answered, in either order.
-        c.expect_pongs(5, b"mid2")
+        # The ping and the end of the message in one read: the ping came first, so its pong
+        # comes before the answer to the message (the Autobahn testsuite's 5.6 and 5.8).
+        pong, before = c.expect_control(OP_PONG)
+        self.assertEqual((pong.payload, before), (b"mid2", []))
+        c.expect_pong(5)
+
+    def test_pings_between_fragments_with_pauses(self):
+        # The Autobahn testsuite's 5.19: five fragments, a ping after the second and the
+        # fourth, a pause after each ping. Each pong comes before the message's answer.
+        body = ping(7)
+        parts = [body[i * 4:(i + 1) * 4] for i in range(4)] + [body[16:]]
+        c = self.conn()
+        c.send(rawws.encode_frame(OP_TEXT, parts[0], fin=False) +
+               rawws.encode_frame(OP_CONT, parts[1], fin=False) +
+               rawws.encode_frame(OP_PING, b"p1"))
+        pong, before = c.expect_control(OP_PONG)
+        self.assertEqual((pong.payload, before), (b"p1", []))
+        time.sleep(0.2)
+        c.send(rawws.encode_frame(OP_CONT, parts[2], fin=False) +
+               rawws.encode_frame(OP_CONT, parts[3], fin=False) +
+               rawws.encode_frame(OP_PING, b"p2") +
+               rawws.encode_frame(OP_CONT, parts[4]))
+        pong, before = c.expect_control(OP_PONG)
+        self.assertEqual((pong.payload, before), (b"p2", []))
+        c.expect_pong(7)
 
     def test_pong_between_fragments(self):
         body = ping(6)
