@@ -12,6 +12,7 @@
 
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/notes.h"
 #include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -97,10 +98,16 @@ tp__host_new(tp_hub *hub, tp_error *err)
         return NULL;
     }
     h->hub = hub;
-    if (hub->store != NULL &&
-        hub->store->ops->scan(hub->store, TP__REC_META, NULL, NULL, load_name, h, err) != TP_OK) {
-        tp__host_free(h);
-        return NULL;
+    if (hub->store != NULL) {
+        int rc = tp__store_read_begin(hub, err);
+        if (rc == TP_OK) {
+            rc = hub->store->ops->scan(hub->store, TP__REC_META, NULL, NULL, load_name, h, err);
+            tp__store_read_end(hub);
+        }
+        if (rc != TP_OK) {
+            tp__host_free(h);
+            return NULL;
+        }
     }
     return h;
 }
@@ -145,11 +152,19 @@ store_name(tp__host *h, const char *name, const json_t *doc, tp_error *err)
     if (text == NULL)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     tp__rec r = {TP__REC_META, key, "", 0, text, strlen(text)};
-    int rc = st->ops->begin(st, err);
+    /* Written at once, the committer kept off the store meanwhile (a rare
+     * call: the loop waits for this one fsync). */
+    int rc = tp__store_read_begin(h->hub, err);
+    if (rc != TP_OK) {
+        tp__free(text);
+        return rc;
+    }
+    rc = st->ops->begin(st, err);
     if (rc == TP_OK && (rc = st->ops->put(st, &r, err)) == TP_OK)
         rc = st->ops->commit(st, err);
     else if (rc != TP_OK)
         st->ops->rollback(st);
+    tp__store_read_end(h->hub);
     tp__free(text);
     return rc;
 }
@@ -231,8 +246,10 @@ tenant_exists(tp_hub *hub, const char *tenant)
     if (tp__map_get(&hub->tenants, tenant) != NULL)
         return 1;
     int found = 0;
-    if (hub->store != NULL)
+    if (hub->store != NULL && tp__store_read_begin(hub, NULL) == TP_OK) {
         hub->store->ops->scan(hub->store, TP__REC_TENANT, tenant, NULL, found_one, &found, NULL);
+        tp__store_read_end(hub);
+    }
     return found;
 }
 
@@ -346,9 +363,17 @@ list_names(tp__host *h, names *ns, tp__rec_kind kind, tp__rec_fn fn, void *fn_us
            json_t **out, tp_error *err)
 {
     int rc = TP_OK;
-    if (h->hub->store != NULL &&
-        h->hub->store->ops->scan(h->hub->store, kind, NULL, NULL, fn, fn_user, err) != TP_OK)
-        rc = TP_EINTERNAL;
+    if (h->hub->store != NULL) {
+        rc = tp__store_read_begin(h->hub, err);
+        if (rc == TP_OK) {
+            if (h->hub->store->ops->scan(h->hub->store, kind, NULL, NULL, fn, fn_user, err) !=
+                TP_OK)
+                rc = TP_EINTERNAL;
+            tp__store_read_end(h->hub);
+        }
+    }
+    if (rc != TP_OK)
+        ;
     else if (ns->oom)
         rc = tp__error_set(err, TP_ENOMEM, "out of memory");
     if (rc == TP_OK) {
