@@ -1361,6 +1361,9 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     }
     s->commit_w.data = s;
     s->commit_ok = 1;
+    /* It must not keep the loop running by itself (tp_server_free runs the
+     * loop until lws's handles are closed). */
+    uv_unref((uv_handle_t *)&s->commit_w);
     tp__hub_set_wake(hub, commit_wake, s);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
     s->message_w.data = s->expiry_w.data = s;
