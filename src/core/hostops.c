@@ -471,6 +471,8 @@ tp__host_close_connections(tp__host *h, const char *tenant, int code)
 int
 tp__host_tenant_delete(tp__host *h, const char *tenant, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     tp_session *s = existing(h, tenant, err);
     if (s == NULL)
         return err ? err->code : TP_ENOTFOUND;
@@ -592,6 +594,8 @@ int
 tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, const json_t *body,
                    int64_t if_match, int *created, json_t **out, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     static const char *const known_private[] = {"schema", "value", NULL};
     static const char *const known_shared[] = {"schema", "merge", "value", NULL};
     *created = 0;
@@ -692,6 +696,8 @@ int
 tp__host_model_patch(tp__host *h, int shared, const char *tenant, const char *id,
                      const json_t *patch, int64_t if_match, json_t **out, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     if (!json_is_object(patch))
         return tp__error_set(err, TP_EBADREQUEST, "body: a merge patch must be a JSON object");
     tp__model *m = find_model(h, shared, tenant, id, err);
@@ -721,6 +727,8 @@ tp__host_model_patch(tp__host *h, int shared, const char *tenant, const char *id
 int
 tp__host_model_delete(tp__host *h, int shared, const char *tenant, const char *id, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     tp__model *m = find_model(h, shared, tenant, id, err);
     if (m == NULL)
         return err ? err->code : TP_ENOTFOUND;
@@ -774,6 +782,8 @@ int
 tp__host_subscribe(tp__host *h, const char *sid, const char *tenant, const json_t *body,
                    tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     static const char *const known[] = {"access", NULL};
     if (only_members(body, known, err) != TP_OK)
         return TP_EBADREQUEST;
@@ -794,6 +804,8 @@ tp__host_subscribe(tp__host *h, const char *sid, const char *tenant, const json_
 int
 tp__host_unsubscribe(tp__host *h, const char *sid, const char *tenant, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     if (check_tenant(tenant, err) != TP_OK)
         return TP_EBADREQUEST;
     if (find_model(h, 1, NULL, sid, err) == NULL)

@@ -236,6 +236,9 @@ fail_code(tp_server *s, struct lws *wsi, const tp_error *err)
 {
     int st;
     const char *code;
+    if (err->code == TP_EINTERNAL && strncmp(err->message, "storage", 7) == 0)
+        /* The store fails: refused until a commit succeeds (HOST-API.md's 503). */
+        return fail(s, wsi, 503, "unavailable", err->message, 1, "Retry-After: 1\r\n");
     switch (err->code) {
     case TP_EBADREQUEST:
     case TP_EARG: st = 400, code = "bad_request"; break;
