@@ -362,19 +362,23 @@ TP_API tp_hub *tp_hub_new(const tp_hub_config *config, tp_error *err);
  */
 TP_API int tp_hub_restored(const tp_hub *hub);
 /**
- * tp_hub_commit stores every change not yet stored, in one transaction.
+ * tp_hub_commit makes every change noted so far durable and waits until it
+ * is (the store's commit runs on the hub's commit thread, "tp-commit").
  * Transports need not call it: tp_hub_next_ready and tp_conn_next_frame
- * commit before they hand out a frame. Host code calls it to know that its
- * own changes (a share, a subscription, a published value) are on disk.
- * Returns TP_OK (also without a store), or TP_EINTERNAL with the store's
- * reason: nothing of the transaction is stored, and frames are held until a
- * commit succeeds.
+ * commit before they hand out a frame (the built-in server instead seals
+ * each loop iteration's changes and never waits). Host code calls it to
+ * know that its own changes are on disk; tp_hub_free calls it. Returns
+ * TP_OK (also without a store), or TP_EINTERNAL with the store's reason:
+ * nothing in memory is undone, the changes stay queued and are stored by
+ * the next commit that succeeds (calling it again retries); meanwhile
+ * frames are held and new changes are refused with TP_EINTERNAL.
  */
 TP_API int tp_hub_commit(tp_hub *hub, tp_error *err);
 /**
  * tp_hub_evict evicts idle tenants (tp_hub_config.evict_idle_ms and
- * memory_budget), after committing. The built-in server calls it every
- * second. Returns how many tenants it evicted (0 without a store).
+ * memory_budget) whose changes are durable (never while commits fail). The
+ * built-in server calls it every second. Returns how many tenants it
+ * evicted (0 without a store).
  */
 TP_API int tp_hub_evict(tp_hub *hub);
 /** tp_hub_free frees the hub, its sessions, models and connections. NULL is allowed.

@@ -57,7 +57,7 @@ NO_LIBS='util:pcre2,openssl,sqlite3,libwebsockets,uv,curl,lua core:openssl,sqlit
 store:libwebsockets,uv,curl,openssl,lua auth:pcre2,sqlite3,libwebsockets,uv,curl,lua net:lua
 client:sqlite3,curl,pcre2,lua cli:sqlite3,libwebsockets,uv,curl,pcre2,openssl,lua'
 # The core headers net may reach (check 3).
-NET_CORE='hubapi.h route.h hostops.h journal.h json.h'
+NET_CORE='hubapi.h route.h hostops.h journal.h json.h commit.h'
 
 # ---- 2 and 3. transitive includes ------------------------------------------------------
 sources=$(ls "$root"/src/*/*.c)

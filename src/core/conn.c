@@ -8,6 +8,7 @@
 
 #include "core/envelope.h"
 #include "core/hub.h"
+#include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/schema.h"
@@ -54,7 +55,10 @@ send_error(tp_conn *c, int has_ref, json_int_t ref, int code, const char *messag
     tp__utf8_repair(repaired);
     note_refused(c, has_ref, ref, code, repaired);
     tp__buf *b = msg_error(has_ref, ref, code, repaired);
-    tp__conn_send(c, b);
+    /* An error that is not a recorded outcome reveals no stored state: it
+     * waits for nothing but what is before it (so writes refused while the
+     * store fails are answered at once). */
+    tp__conn_send_plain(c, b);
     tp__buf_unref(b);
 }
 
@@ -96,6 +100,14 @@ static void
 send_built(tp_conn *c, tp__buf *b)
 {
     tp__conn_send(c, b);
+    tp__buf_unref(b);
+}
+
+/* The same, for a message that reveals no state (tp__conn_send_plain). */
+static void
+send_plain(tp_conn *c, tp__buf *b)
+{
+    tp__conn_send_plain(c, b);
     tp__buf_unref(b);
 }
 
@@ -181,6 +193,7 @@ tp_conn_close(tp_conn *c)
     if (c->client != NULL)
         c->client->conns--;
     tp__free(c->out);
+    tp__free(c->out_tag);
     tp__buf_unref(c->taken);
     tp__sb_free(&c->frame);
     tp__free(c);
@@ -568,6 +581,12 @@ handle_write(tp_conn *c, const tp__env *msg)
         /* Within the remembered window and not recorded: never applied
          * (refused with rate_limited or internal), so it is new. */
     }
+    tp_error serr;
+    if (tp__hub_writable(c->hub, &serr) != TP_OK) {
+        /* The store fails: memory is ahead of it, and goes no further. */
+        send_error(c, 1, ref, TP_EINTERNAL, serr.message);
+        return;
+    }
     if (!take_token(c)) {
         send_error(c, 1, ref, TP_ERATELIMITED,
                    "ref: writes per second over the limit, resend later");
@@ -778,7 +797,7 @@ handle_ping(tp_conn *c, const tp__env *msg)
         send_error(c, 1, jref->num, err.code, err.message);
         return;
     }
-    send_built(c, tp__wire_pong(jref->num));
+    send_plain(c, tp__wire_pong(jref->num)); /* a pong reveals nothing */
 }
 
 /*

@@ -13,6 +13,7 @@
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
+#include "core/notes.h"
 #include "core/schema.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -98,10 +99,16 @@ tp__host_new(tp_hub *hub, tp_error *err)
         return NULL;
     }
     h->hub = hub;
-    if (hub->store != NULL &&
-        hub->store->ops->scan(hub->store, TP__REC_META, NULL, NULL, load_name, h, err) != TP_OK) {
-        tp__host_free(h);
-        return NULL;
+    if (hub->store != NULL) {
+        int rc = tp__store_read_begin(hub, err);
+        if (rc == TP_OK) {
+            rc = hub->store->ops->scan(hub->store, TP__REC_META, NULL, NULL, load_name, h, err);
+            tp__store_read_end(hub);
+        }
+        if (rc != TP_OK) {
+            tp__host_free(h);
+            return NULL;
+        }
     }
     return h;
 }
@@ -146,11 +153,19 @@ store_name(tp__host *h, const char *name, const json_t *doc, tp_error *err)
     if (text == NULL)
         return tp__error_set(err, TP_ENOMEM, "out of memory");
     tp__rec r = {TP__REC_META, key, "", 0, text, strlen(text)};
-    int rc = st->ops->begin(st, err);
+    /* Written at once, the committer kept off the store meanwhile (a rare
+     * call: the loop waits for this one fsync). */
+    int rc = tp__store_read_begin(h->hub, err);
+    if (rc != TP_OK) {
+        tp__free(text);
+        return rc;
+    }
+    rc = st->ops->begin(st, err);
     if (rc == TP_OK && (rc = st->ops->put(st, &r, err)) == TP_OK)
         rc = st->ops->commit(st, err);
     else if (rc != TP_OK)
         st->ops->rollback(st);
+    tp__store_read_end(h->hub);
     tp__free(text);
     return rc;
 }
@@ -232,8 +247,10 @@ tenant_exists(tp_hub *hub, const char *tenant)
     if (tp__map_get(&hub->tenants, tenant) != NULL)
         return 1;
     int found = 0;
-    if (hub->store != NULL)
+    if (hub->store != NULL && tp__store_read_begin(hub, NULL) == TP_OK) {
         hub->store->ops->scan(hub->store, TP__REC_TENANT, tenant, NULL, found_one, &found, NULL);
+        tp__store_read_end(hub);
+    }
     return found;
 }
 
@@ -347,9 +364,17 @@ list_names(tp__host *h, names *ns, tp__rec_kind kind, tp__rec_fn fn, void *fn_us
            json_t **out, tp_error *err)
 {
     int rc = TP_OK;
-    if (h->hub->store != NULL &&
-        h->hub->store->ops->scan(h->hub->store, kind, NULL, NULL, fn, fn_user, err) != TP_OK)
-        rc = TP_EINTERNAL;
+    if (h->hub->store != NULL) {
+        rc = tp__store_read_begin(h->hub, err);
+        if (rc == TP_OK) {
+            if (h->hub->store->ops->scan(h->hub->store, kind, NULL, NULL, fn, fn_user, err) !=
+                TP_OK)
+                rc = TP_EINTERNAL;
+            tp__store_read_end(h->hub);
+        }
+    }
+    if (rc != TP_OK)
+        ;
     else if (ns->oom)
         rc = tp__error_set(err, TP_ENOMEM, "out of memory");
     if (rc == TP_OK) {
@@ -447,6 +472,8 @@ tp__host_close_connections(tp__host *h, const char *tenant, int code)
 int
 tp__host_tenant_delete(tp__host *h, const char *tenant, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     tp_session *s = existing(h, tenant, err);
     if (s == NULL)
         return err ? err->code : TP_ENOTFOUND;
@@ -570,6 +597,8 @@ int
 tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, const json_t *body,
                    int64_t if_match, int *created, json_t **out, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     static const char *const known_private[] = {"schema", "value", NULL};
     static const char *const known_shared[] = {"schema", "merge", "value", NULL};
     *created = 0;
@@ -671,6 +700,8 @@ int
 tp__host_model_patch(tp__host *h, int shared, const char *tenant, const char *id,
                      const json_t *patch, int64_t if_match, json_t **out, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     if (!json_is_object(patch))
         return tp__error_set(err, TP_EBADREQUEST, "body: a merge patch must be a JSON object");
     tp__model *m = find_model(h, shared, tenant, id, err);
@@ -700,6 +731,8 @@ tp__host_model_patch(tp__host *h, int shared, const char *tenant, const char *id
 int
 tp__host_model_delete(tp__host *h, int shared, const char *tenant, const char *id, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     tp__model *m = find_model(h, shared, tenant, id, err);
     if (m == NULL)
         return err ? err->code : TP_ENOTFOUND;
@@ -753,6 +786,8 @@ int
 tp__host_subscribe(tp__host *h, const char *sid, const char *tenant, const json_t *body,
                    tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     static const char *const known[] = {"access", NULL};
     if (only_members(body, known, err) != TP_OK)
         return TP_EBADREQUEST;
@@ -773,6 +808,8 @@ tp__host_subscribe(tp__host *h, const char *sid, const char *tenant, const json_
 int
 tp__host_unsubscribe(tp__host *h, const char *sid, const char *tenant, tp_error *err)
 {
+    if (tp__hub_writable(h->hub, err) != TP_OK)
+        return TP_EINTERNAL; /* the store fails: memory goes no further ahead */
     if (check_tenant(tenant, err) != TP_OK)
         return TP_EBADREQUEST;
     if (find_model(h, 1, NULL, sid, err) == NULL)

@@ -8,8 +8,10 @@
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
+#include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
+#include "core/restore.h"
 #include "core/schema.h"
 #include "core/wire.h"
 #include "util/alloc.h"
@@ -96,7 +98,8 @@ tp_hub_new(const tp_hub_config *config, tp_error *err)
             store->hub = hub;
     }
     if ((config && config->store && store == NULL) ||
-        tp__hub_restore(hub, config ? config->merges : NULL, err) != TP_OK) {
+        tp__hub_restore(hub, config ? config->merges : NULL, err) != TP_OK ||
+        tp__hub_persist_start(hub, err) != TP_OK) {
         /* What was restored goes without being stored again. */
         if (hub->store != NULL)
             hub->store->hub = NULL;
@@ -302,6 +305,8 @@ static int
 host_set(tp__model *m, const char *value, tp_error *err)
 {
     tp_error local;
+    if (tp__hub_writable(m->hub, err ? err : &local) != TP_OK)
+        return TP_EINTERNAL;
     json_t *v = tp__parse_value(m->hub, m->schema, value, err ? err : &local);
     if (v == NULL)
         return err ? err->code : local.code;
@@ -362,8 +367,6 @@ tp__publish_pending(tp__model *m)
     if (rc == 0)
         rc = tp__model_commit(m, &ch, NULL, NULL, &err);
     tp__schema_budget_end(m->schema);
-    if (rc > 0)
-        tp__journal_republish(m, m->pending);
     tp__change_free(&ch);
     json_decref(patch);
     if (rc == TP_ENOMEM)
@@ -416,8 +419,7 @@ tp_hub_get_stats(const tp_hub *hub, tp_hub_stats *out)
     memcpy(out->writes_refused, hub->refused, sizeof out->writes_refused);
     out->deliveries = hub->deliveries;
     out->syncs = hub->syncs;
-    out->commits = hub->commits;
-    out->commit_failures = hub->commit_failures;
+    tp__hub_persist_stats(hub, &out->commits, &out->commit_failures);
     out->evictions = hub->evictions;
     out->loads = hub->loads;
     out->resident_bytes = hub->resident_bytes;
@@ -556,6 +558,8 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
         tp__error_set(err, TP_EARG, s ? "schema: missing" : "session: missing");
         return NULL;
     }
+    if (tp__hub_writable(s->hub, err) != TP_OK)
+        return NULL;
     if (tp__session_ready(s) != TP_OK) {
         tp__error_set(err, TP_EINTERNAL, "tenant \"%s\": its stored state cannot be loaded",
                       s->tenant);
@@ -649,6 +653,8 @@ tp_session_delete(tp_session *s, const char *id)
     tp__model *m = private_model(s, id);
     if (m == NULL)
         return TP_ENOTFOUND;
+    if (tp__hub_writable(s->hub, NULL) != TP_OK)
+        return TP_EINTERNAL;
     if (remember_gone(&s->gone_ids, m->id) != TP_OK)
         return TP_ENOMEM;
     tp__buf *msg = tp__wire_removed(m->addr, m->addr_len);
@@ -683,6 +689,8 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
         tp__error_set(err, TP_EARG, "merge: the strategy has no merge function");
         return NULL;
     }
+    if (tp__hub_writable(hub, err) != TP_OK)
+        return NULL;
     if (sid == NULL) {
         do
             snprintf(assigned, sizeof assigned, "s%llu", (unsigned long long)++hub->next_sid);
@@ -755,6 +763,8 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
         return TP_ENOTFOUND;
     if (!valid_key(tenant))
         return TP_EARG;
+    if (tp__hub_writable(hub, NULL) != TP_OK)
+        return TP_EINTERNAL;
     tp_session *s = tp__hub_session(hub, tenant, 0);
     if (s == NULL)
         return TP_ENOMEM;
@@ -827,6 +837,8 @@ tp_hub_unsubscribe(tp_hub *hub, const char *tenant, const char *sid)
     tp__sub *sub = s && sid ? tp__session_sub(s, sid) : NULL;
     if (sub == NULL)
         return TP_ENOTFOUND;
+    if (tp__hub_writable(hub, NULL) != TP_OK)
+        return TP_EINTERNAL;
     char *gone = tp__strdup(sid);
     if (gone == NULL || tp__map_reserve(&s->gone, 1) != 0) {
         tp__free(gone);
@@ -842,6 +854,8 @@ tp_hub_unshare(tp_hub *hub, const char *sid)
     tp__model *m = shared_model(hub, sid);
     if (m == NULL)
         return TP_ENOTFOUND;
+    if (tp__hub_writable(hub, NULL) != TP_OK)
+        return TP_EINTERNAL;
     if (remember_gone(&hub->gone_sids, m->id) != TP_OK)
         return TP_ENOMEM;
     while (m->subs.len > 0) {

@@ -103,22 +103,10 @@ typedef struct tp__model {
     tp__buf *snap[2];
     int64_t snap_rev[2];
 
-    /* Storage (persist.c): changed since the last commit (index in
-     * hub->jmodels), the state at the last commit to go back to when a
-     * commit fails (base_*, stamp changes to undo, a host value published
-     * since, to publish again), and what of the history the store holds. */
+    /* Storage (journal.c): changed since the last seal (index in
+     * hub->jmodels), and what of the history the store holds. */
     int jdirty;
     size_t jidx;
-    json_t *base_value;
-    int64_t base_rev;
-    size_t base_bytes;
-    json_t *republish;
-    struct tp__stamp_undo {
-        tp__stamp_entry *e;
-        tp__stamp old;
-        int fresh; /* the entry was made since the commit: undoing removes it */
-    } * sundo;
-    size_t sundo_len, sundo_cap;
     int64_t hist_saved; /* the newest rev whose patch is stored */
     int64_t hist_floor; /* stored patches below this rev were deleted */
 
@@ -146,11 +134,9 @@ typedef struct tp__client {
     unsigned conns;  /* live connections named with this id: never evicted while > 0 */
     size_t bytes;    /* what it costs against client_record_bytes (TP__CLIENT_COST...) */
     unsigned start, len;
-    /* Storage (persist.c): outcomes recorded ever (the newest one's number;
+    /* Storage (journal.c): outcomes recorded ever (the newest one's number;
      * outcome k of the ring has seq - len + 1 + k), what the store holds. */
     uint64_t seq, seq_saved, seq_floor;
-    int64_t base_highest; /* at the last commit, to go back to */
-    uint64_t base_seq;
     int jdirty;
     size_t jidx; /* in hub->jclients */
     struct {
@@ -178,6 +164,7 @@ struct tp_session {
     int64_t idle_since;  /* hub clock ms: the last use without a connection */
     int jdirty;          /* storage: the tenant's record changed (index in hub->jsessions) */
     size_t jidx;
+    uint64_t jepoch; /* the epoch of its last change noted: evicted once released */
     /* Pattern-checking steps its writes owe, as of pattern_at (hub clock
      * ms): conn.c, TP__PATTERN_SHARE_STEPS. */
     double pattern_debt;
@@ -198,8 +185,11 @@ struct tp_conn {
     void *user;
     tp__client *client;
 
-    /* The outbox: encoded messages in order, from head to len. */
+    /* The outbox: encoded messages in order, from head to len, each with
+     * the epoch it was queued in (out_tag, same indexes): it leaves once
+     * hub->released reaches it. */
     tp__buf **out;
+    uint64_t *out_tag;
     size_t out_head, out_len, out_cap;
     size_t out_bytes;
     /* Bytes of the initial sync (hello, snapshots, the first resume's
@@ -211,10 +201,9 @@ struct tp_conn {
     int ready;        /* in hub->ready */
     size_t ready_idx; /* index in hub->ready */
     tp__buf *taken;   /* the buffer last returned by tp_conn_next_frame */
-    /* Storage: the last `held` messages were queued since the last commit
-     * (in hub->jconns while jconn): when it fails they are reviewed. */
-    size_t held;
-    int jconn;
+    /* Storage: it holds messages not yet released (in hub->held). */
+    int in_held;
+    size_t held_idx;
     tp__sb frame; /* scratch for batch frames */
 
     /* Token bucket of writes per second. */
@@ -261,8 +250,9 @@ struct tp_hub {
 
     int64_t hlc_wall, hlc_count; /* the hybrid logical clock of lww-map stamps */
 
-    /* Storage (persist.c): what changed since the last commit. */
+    /* Storage (journal.c, restore.c): what changed since the last seal. */
     tp_store *store;
+    struct tp__committer *committer; /* the commit thread, with a store */
     tp__map schemas;   /* schema key -> tp_schema * (a reference) known to be stored */
     tp__map merges;    /* name -> const tp_merge * (config.merges) */
     tp__vec jmodels;   /* tp__model * with jdirty */
@@ -270,18 +260,24 @@ struct tp_hub {
     tp__vec jclients;  /* tp__client * with jdirty */
     tp__vec jsubs;     /* struct tp__jsub *: subscriptions to store again */
     tp__vec jdels;     /* struct tp__jdel *: records to delete */
-    tp__vec jconns;    /* tp_conn * with held messages */
     int jmeta;         /* the hub's record changed */
+    int jbroken;       /* a change could not be noted: the next seal stores everything */
     int restored;      /* tp_hub_restored */
     int lazy;          /* sessions are loaded from the store when first needed */
     tp__map names;     /* interned tenant keys of lww-map stamps */
     unsigned evict_idle_ms;
     size_t memory_budget;
     uint64_t evictions, loads, resident_bytes;
-    int commit_failed;   /* the last commit failed (2: and the journal is incomplete) */
-    uint64_t jgen;       /* bumped by every note in the journal */
-    uint64_t failed_gen; /* jgen when the last commit failed */
-    uint64_t commits, commit_failures;
+    /* Epochs: one per seal. Messages are tagged with the epoch they are
+     * queued in; those up to `released` may leave (UINT64_MAX without a
+     * store). inflight: the sequences (epochs) of the transactions sealed
+     * and not yet durable, oldest first. */
+    uint64_t epoch, released, observed;
+    uint64_t *inflight;
+    size_t in_head, in_len, in_cap;
+    tp__vec held;      /* tp_conn * holding messages not yet released */
+    int async;         /* a transport's loop drives commits (tp__hub_set_wake) */
+    int was_failing;   /* for the log: the committer's state last seen */
     uint64_t mark_gen; /* the last mark handed out to a resume */
     int freeing;       /* tp_hub_free is running: sessions go all at once */
 };
@@ -313,44 +309,12 @@ int tp__set_pending(tp__model *m, json_t *v, tp_error *err);
 json_t *tp__parse_value(const tp_hub *hub, const tp_schema *schema, const char *text,
                         tp_error *err);
 
-/* ---- persist.c ---- */
-/* Each change of what a store keeps is noted here; nothing is written until
- * tp__hub_commit. All are no-ops without a store. tp__journal_model and
- * tp__journal_client come BEFORE the change: they keep the state to go back
- * to when the commit fails. */
-void tp__journal_model(tp__model *m);
-/* A field stamp about to change (e: its entry; fresh: made by this change). */
-void tp__journal_stamp(tp__model *m, tp__stamp_entry *e, int fresh);
-/* A host value published (after tp__journal_model): published again if the
- * commit fails. */
-void tp__journal_republish(tp__model *m, json_t *value);
-/* A message queued for a connection (outbox.c). */
-void tp__journal_conn(tp_conn *c);
-void tp__journal_conn_gone(tp_conn *c);
-/* Frees what a model keeps for storage (tp__model_free). */
-void tp__journal_model_free(tp__model *m);
-void tp__journal_model_gone(tp__model *m); /* before the model is freed */
-void tp__journal_session(tp_session *s);
-void tp__journal_session_gone(tp_session *s); /* before the session is freed */
-void tp__journal_sub(tp_session *s, const char *sid);
-void tp__journal_client(tp__client *cl);
-void tp__journal_client_gone(tp__client *cl); /* before the record is freed */
-void tp__journal_meta(tp_hub *hub);
-/* tp__hub_commit stores what changed; returns TP_OK (also without a store)
- * or TP_EINTERNAL: then frames stay held until a commit succeeds. */
-int tp__hub_commit(tp_hub *hub, tp_error *err);
-/* tp__hub_flushable, tp__hub_commit_pending, tp__hub_store_state: hubapi.h. */
 /* tp__session_ready loads an evicted session's contents back; returns
  * TP_OK or a negative code. */
 int tp__session_ready(tp_session *s);
-/* tp__session_load fills a new session from the store (tp__hub_session). */
-int tp__session_load(tp_session *s, tp_error *err);
 /* tp__hub_intern returns a copy of a tenant key that lives as long as the
  * hub (lww-map stamps name tenants that may be evicted), or NULL. */
 const char *tp__hub_intern(tp_hub *hub, const char *tenant);
-/* tp__hub_restore loads a store's state into a new hub (tp_hub_new). */
-int tp__hub_restore(tp_hub *hub, const tp_merge *const *merges, tp_error *err);
-void tp__hub_persist_free(tp_hub *hub);
 
 /* ---- model.c ---- */
 tp__model *tp__model_new(tp_hub *hub, int shared, const char *id, const tp_schema *schema,
@@ -417,14 +381,18 @@ void tp__stamps_free(tp__map *stamps);
 /* ---- outbox.c ---- */
 /* tp__conn_send queues a message for a connection (takes a new reference). */
 void tp__conn_send(tp_conn *c, tp__buf *msg);
-/* tp__conn_send_ephemeral queues a message that reveals nothing stored
- * (presence): it is never held for a commit. */
-void tp__conn_send_ephemeral(tp_conn *c, tp__buf *msg);
 void tp__conn_outbox_clear(tp_conn *c);
 /* tp__conn_mark_ready puts a connection on the hub's ready list (once). */
 void tp__conn_mark_ready(tp_conn *c);
 /* tp__conn_unready takes a closing connection off the hub's ready list. */
 void tp__conn_unready(tp_conn *c);
+/* tp__conn_send_plain queues a message that reveals no state (a pong, an
+ * error that is not a recorded outcome): it waits for nothing but the
+ * messages before it. */
+void tp__conn_send_plain(tp_conn *c, tp__buf *msg);
+/* tp__conn_release marks a connection ready when its head may now leave;
+ * returns 1 while it still holds messages not released (journal.c). */
+int tp__conn_release(tp_conn *c);
 /* tp__conn_frame_plan and tp__conn_frame_take: hubapi.h. */
 /* tp__fanout sends a message to every live connection that sees the model. */
 void tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except);

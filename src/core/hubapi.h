@@ -20,15 +20,19 @@
  * told of every published model change and every connection opened or
  * closed, with plain values, and given each store transaction to add its
  * own records to, so that what it noted is stored with the change that
- * caused it. pending says it has records to store (a commit is due even
- * when the hub noted nothing); committed says whether they were stored.
+ * caused it. pending says it has records to store (a transaction is due
+ * even when the hub noted nothing); committed says which are durable.
  */
+struct tp__txn;
 typedef struct tp__observer {
     void (*model_changed)(void *user, int shared, const char *tenant, const char *id, int64_t rev);
     void (*conn_event)(void *user, const char *tenant, const char *conn, int opened);
-    int (*journal)(void *user, tp_store *st, tp_error *err);
+    /* Adds its records to the transaction tx of sequence seq (tx NULL: no
+     * store; they count as stored); TP_OK means they are in it. */
+    int (*journal)(void *user, struct tp__txn *tx, uint64_t seq, tp_error *err);
     int (*pending)(void *user);
-    void (*committed)(void *user, int ok);
+    /* Every transaction up to seq is durable. */
+    void (*committed)(void *user, uint64_t seq);
     void *user;
 } tp__observer;
 
@@ -39,18 +43,48 @@ int tp__valid_key(const char *key);
 /* The hub's clock, ms (tp_hub_config.clock). */
 int64_t tp__hub_now(tp_hub *hub);
 
-/* ---- persist.c ---- */
-/* Commits what is noted, if anything, before frames leave: then they may
- * (after a failed commit, changed to say so). Returns 1. */
-int tp__hub_flushable(tp_hub *hub);
-/* Whether something is noted and not yet stored (a failed commit's host
- * changes): the transport tries tp_hub_commit again later. */
+/* ---- journal.c: transactions, durability, the store's reads ---- */
+/*
+ * tp__hub_seal ends an epoch: what is noted becomes one transaction, queued
+ * for the committer (with no store: nothing is held). Returns the epoch
+ * sealed: everything changed before the call is durable once
+ * tp__hub_released reaches it. made: set to 1 when a transaction was made.
+ * The transport calls it at the end of each loop iteration.
+ */
+uint64_t tp__hub_seal(tp_hub *hub, int *made);
+/* Every message queued in an epoch up to this one may leave. */
+uint64_t tp__hub_released(const tp_hub *hub);
+/* tp__hub_collect takes in what the committer made durable: frames are
+ * released (their connections become ready) and the observer is told. The
+ * transport calls it when the committer's wake callback fired. */
+void tp__hub_collect(tp_hub *hub);
+/* tp__hub_set_wake registers the callback the committer calls (its own
+ * thread, under its lock: only signal the loop, as uv_async_send does)
+ * after each attempt. Registered, the hub is driven by the transport's
+ * loop: tp_hub_next_ready no longer commits. NULL unregisters. */
+void tp__hub_set_wake(tp_hub *hub, void (*fn)(void *user), void *user);
+/* tp__hub_commit seals and waits until durable (tp_hub_commit); returns
+ * TP_OK (also without a store) or TP_EINTERNAL while the store fails: the
+ * transactions stay queued, memory stays ahead, frames stay held. */
+int tp__hub_commit(tp_hub *hub, tp_error *err);
+/* Asks the committer to try again after a failure. */
+void tp__hub_commit_retry(tp_hub *hub);
+/* Whether transactions wait for a retry (commits are failing). */
 int tp__hub_commit_pending(const tp_hub *hub);
+/* tp__hub_writable is TP_OK, or TP_EINTERNAL (err names the storage
+ * failure) while commits fail: new writes are refused until one succeeds. */
+int tp__hub_writable(tp_hub *hub, tp_error *err);
 /* The store's state for health checks: TP__STORE_NONE (no store),
  * TP__STORE_OK, or TP__STORE_FAILING while the last commit failed (writes
- * cannot commit: it turns OK again with the next commit that succeeds). */
+ * are refused: it turns OK again with the next commit that succeeds). */
 enum { TP__STORE_NONE, TP__STORE_OK, TP__STORE_FAILING };
 int tp__hub_store_state(const tp_hub *hub);
+/* Reads of the store from the loop thread (a tenant's load, the host
+ * API's listings, the webhooks' records at start): _begin seals, waits
+ * until every transaction is durable and keeps the committer off the store
+ * until _end. TP_EINTERNAL (nothing to end) while commits fail. */
+int tp__store_read_begin(tp_hub *hub, tp_error *err);
+void tp__store_read_end(tp_hub *hub);
 
 /* ---- outbox.c ---- */
 /*
@@ -60,6 +94,8 @@ int tp__hub_store_state(const tp_hub *hub);
  * tp__conn_frame_take writes that frame (a message alone, or a batch
  * `[m,m,...]`) to dst and takes the messages off the outbox.
  */
+/* tp__conn_sendable says whether the message at the head may leave. */
+int tp__conn_sendable(const tp_conn *c);
 size_t tp__conn_frame_plan(const tp_conn *c, size_t *len);
 void tp__conn_frame_take(tp_conn *c, size_t n, char *dst);
 

@@ -82,8 +82,7 @@ typedef struct tp__store_ops {
                      tp_error *err);
     /* del_key deletes every record of (kind, k1, k2), or of (kind, k1) when
      * k2 is NULL. */
-    int (*del_key)(tp_store *s, tp__rec_kind kind, const char *k1, const char *k2,
-                   tp_error *err);
+    int (*del_key)(tp_store *s, tp__rec_kind kind, const char *k1, const char *k2, tp_error *err);
     int (*commit)(tp_store *s, tp_error *err);
     void (*rollback)(tp_store *s);
     /* scan calls fn for every record of kind (k1 NULL), of (kind, k1) (k2

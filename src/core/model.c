@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/hub.h"
+#include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/schema.h"
@@ -49,7 +50,6 @@ tp__model_free(tp__model *m)
     tp__free(m->hist);
     tp__buf_unref(m->snap[0]);
     tp__buf_unref(m->snap[1]);
-    tp__journal_model_free(m);
     tp__stamps_free(&m->stamps);
     tp__vec_free(&m->subs);
     json_decref(m->value);
@@ -226,12 +226,10 @@ install_stamps(tp__model *m, const tp__change *ch, tp__stamp_entry **made)
     size_t k = 0;
     for (size_t i = 0; i < ch->n; i++) {
         tp__stamp_entry *e = tp__map_get(&m->stamps, ch->members[i].key);
-        int fresh = e == NULL;
-        if (fresh) {
+        if (e == NULL) {
             e = made[k++];
             tp__map_put(&m->stamps, e->field, e); /* reserved: cannot fail */
         }
-        tp__journal_stamp(m, e, fresh);
         e->st = ch->stamp;
     }
     tp__free(made);
@@ -312,8 +310,6 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     json_decref(patch);
     if (msg == NULL)
         goto nomem;
-    /* The state to go back to if the store cannot commit this (it holds a
-     * reference to the root, so the root is copied below, not changed). */
     tp__journal_model(m);
     /* Values below the root are shared, never changed in place; the root is
      * changed in place when nobody else holds it (a merge callback may). */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/hub.h"
+#include "core/notes.h"
 #include "util/alloc.h"
 
 void
@@ -34,7 +35,6 @@ tp__conn_outbox_clear(tp_conn *c)
     c->out_head = c->out_len = 0;
     c->out_bytes = 0;
     c->out_exempt = 0;
-    c->held = 0;
 }
 
 /* Takes a message's bytes off the outbox's counts (the exempt ones first:
@@ -46,8 +46,9 @@ taken(tp_conn *c, size_t len)
     c->out_exempt -= len < c->out_exempt ? len : c->out_exempt;
 }
 
+/* Queues a message tagged with the epoch it may leave in. */
 static void
-queue(tp_conn *c, tp__buf *msg, int held)
+send_tagged(tp_conn *c, tp__buf *msg, uint64_t tag)
 {
     if (c->state == TP__CONN_CLOSING)
         return;
@@ -62,32 +63,35 @@ queue(tp_conn *c, tp__buf *msg, int held)
     }
     if (c->out_len == c->out_cap) {
         if (c->out_head > 0) {
-            memmove(c->out, c->out + c->out_head, (c->out_len - c->out_head) * sizeof *c->out);
+            size_t n = c->out_len - c->out_head;
+            memmove(c->out, c->out + c->out_head, n * sizeof *c->out);
+            memmove(c->out_tag, c->out_tag + c->out_head, n * sizeof *c->out_tag);
             c->out_len -= c->out_head;
             c->out_head = 0;
         } else {
             size_t cap = c->out_cap ? c->out_cap * 2 : 4;
             tp__buf **out = tp__reallocarray(c->out, cap, sizeof *out);
-            if (out == NULL) {
-                queue(c, NULL, held);
+            if (out != NULL)
+                c->out = out;
+            uint64_t *tags = out ? tp__reallocarray(c->out_tag, cap, sizeof *tags) : NULL;
+            if (tags == NULL) {
+                send_tagged(c, NULL, 0);
                 return;
             }
-            c->out = out;
+            c->out_tag = tags;
             c->out_cap = cap;
         }
     }
+    c->out_tag[c->out_len] = tag;
     c->out[c->out_len++] = tp__buf_ref(msg);
     c->hub->deliveries++;
-    if (held)
-        tp__journal_conn(c);
-    else if (c->held > 0)
-        c->held++; /* behind held messages: inside the window a failed commit reviews */
     c->out_bytes += msg->len;
     if (c->syncing)
         c->out_exempt += msg->len;
     /* The message at the head does not count either (when it is not
      * already exempt): the socket has not had a chance at it, and a single
-     * message may be as large as max_message_bytes. */
+     * message may be as large as max_message_bytes. Messages held until
+     * their transaction is durable count like any other. */
     size_t behind = c->out_bytes - c->out_exempt;
     if (c->out_exempt == 0)
         behind -= c->out[c->out_head]->len;
@@ -97,6 +101,8 @@ queue(tp_conn *c, tp__buf *msg, int held)
         tp__conn_outbox_clear(c);
         c->close_code = 1013;
         c->state = TP__CONN_CLOSING;
+    } else if (tag > c->hub->released) {
+        tp__journal_conn_held(c);
     }
     tp__conn_mark_ready(c);
 }
@@ -104,15 +110,28 @@ queue(tp_conn *c, tp__buf *msg, int held)
 void
 tp__conn_send(tp_conn *c, tp__buf *msg)
 {
-    queue(c, msg, 1);
+    send_tagged(c, msg, c->hub->epoch);
 }
 
 void
-tp__conn_send_ephemeral(tp_conn *c, tp__buf *msg)
+tp__conn_send_plain(tp_conn *c, tp__buf *msg)
 {
-    /* Presence is never stored, so nothing it reveals waits for a commit
-     * (issue 17): it does not count among the messages held for one. */
-    queue(c, msg, 0);
+    /* Tags never go down along an outbox: the last one is the largest. */
+    send_tagged(c, msg, c->out_len > c->out_head ? c->out_tag[c->out_len - 1] : 0);
+}
+
+int
+tp__conn_sendable(const tp_conn *c)
+{
+    return c->out_len > c->out_head && c->out_tag[c->out_head] <= c->hub->released;
+}
+
+int
+tp__conn_release(tp_conn *c)
+{
+    if (tp__conn_sendable(c))
+        tp__conn_mark_ready(c);
+    return c->out_len > c->out_head && c->out_tag[c->out_len - 1] > c->hub->released;
 }
 
 void
@@ -140,12 +159,18 @@ tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
 TP_API tp_conn *
 tp_hub_next_ready(tp_hub *hub)
 {
-    /* Nothing leaves before the changes it may reveal are stored. */
-    if (hub->ready.len == 0 || !tp__hub_flushable(hub))
-        return NULL;
-    tp_conn *c = hub->ready.items[--hub->ready.len];
-    c->ready = 0;
-    return c;
+    /* Without a loop of ours, what is noted is committed first; either way
+     * only messages whose transaction is durable leave. */
+    tp__hub_commit_for_frames(hub);
+    while (hub->ready.len > 0) {
+        tp_conn *c = hub->ready.items[--hub->ready.len];
+        c->ready = 0;
+        /* Held only: it is marked ready again when released. Closing: the
+         * transport closes it once what may leave is out. */
+        if (tp__conn_sendable(c) || c->state == TP__CONN_CLOSING || c->out_len == c->out_head)
+            return c;
+    }
+    return NULL;
 }
 
 void
@@ -162,7 +187,11 @@ tp__conn_unready(tp_conn *c)
 size_t
 tp__conn_frame_plan(const tp_conn *c, size_t *len)
 {
-    size_t avail = c->out_len - c->out_head;
+    /* Only the messages released: the first one held ends the frames. */
+    size_t avail = 0;
+    uint64_t released = c->hub->released;
+    while (c->out_head + avail < c->out_len && c->out_tag[c->out_head + avail] <= released)
+        avail++;
     if (avail == 0)
         return 0;
     const tp__buf *first = c->out[c->out_head];
@@ -172,7 +201,7 @@ tp__conn_frame_plan(const tp_conn *c, size_t *len)
     }
     /* A batch: a JSON array of messages, in order, of at most 64 KiB. */
     size_t total = 2, n = 0;
-    for (size_t i = c->out_head; i < c->out_len; i++) {
+    for (size_t i = c->out_head; i < c->out_head + avail; i++) {
         size_t m = c->out[i]->len;
         if (n > 0 && total + 1 + m > TP__FRAME_MAX)
             break;
@@ -208,15 +237,14 @@ tp_conn_next_frame(tp_conn *c, size_t *len)
 {
     tp__buf_unref(c->taken);
     c->taken = NULL;
-    if (!tp__hub_flushable(c->hub)) {
-        /* Held until a commit succeeds: tp_hub_next_ready hands it out again. */
-        tp__conn_mark_ready(c);
-        return NULL;
-    }
+    tp__hub_commit_for_frames(c->hub);
     size_t total;
     size_t n = tp__conn_frame_plan(c, &total);
     if (n == 0) {
-        c->out_head = c->out_len = 0;
+        /* Empty, or held until durable: tp_hub_next_ready hands it out
+         * again once released. */
+        if (c->out_head == c->out_len)
+            c->out_head = c->out_len = 0;
         return NULL;
     }
     if (n == 1) {

@@ -46,7 +46,7 @@ each_viewer(tp__model *m, const tp_conn *except, void (*fn)(tp_conn *c, void *ar
 static void
 send_one(tp_conn *c, void *arg)
 {
-    tp__conn_send_ephemeral(c, arg);
+    tp__conn_send_plain(c, arg);
 }
 
 /* ---- Entries ---- */
@@ -294,12 +294,12 @@ tp__presence_send_snapshot(tp_conn *c, tp__model *m)
      * leave it with a wrong picture. A snapshot that none fit in (a tiny
      * max_message_bytes) is not sent: the messages say it all. */
     if (failed || n > 0)
-        tp__conn_send_ephemeral(c, failed ? NULL : b);
+        tp__conn_send_plain(c, failed ? NULL : b);
     tp__buf_unref(b);
     for (size_t i = 0; !failed && i < rest.len; i++) {
         tp__presence *p = rest.items[i];
         tp__buf *one = encode(m, p->id, p->state);
-        tp__conn_send_ephemeral(c, one);
+        tp__conn_send_plain(c, one);
         tp__buf_unref(one);
     }
     tp__vec_free(&rest);

@@ -6,8 +6,11 @@
  * before a byte of the body is read) and by the handshake timeout (a slow
  * sender is dropped). It is then routed and handed to the core
  * (core/hostops.c), which changes the hub as the C host would. A 2xx to a
- * change is written only after tp_hub_commit stored it: the same promise
- * as an `ack`. Connections see the change at the end of this iteration.
+ * change is written only once the transaction holding it is durable: the
+ * same promise as an `ack`. The loop does not wait for it: the answer is
+ * built, kept with the request (a waiter), and written when the committer
+ * says the transaction is durable (tp__hostapi_durable), or replaced by a
+ * 503 when the commit fails.
  */
 #include "net/hostapi.h"
 
@@ -37,7 +40,19 @@ struct tp__apireq {
     int too_large;
 };
 
+/* An answer waiting for the transaction holding its change. */
+typedef struct tp__apiwait {
+    struct lws *wsi;
+    tp__ws *ws;
+    uint64_t seq;       /* durable once the hub released this epoch */
+    unsigned char *buf; /* LWS_PRE, then the whole answer; NULL until built */
+    size_t len;
+    int status, keep, due;
+    struct tp__apiwait *prev, *next;
+} tp__apiwait;
+
 struct tp__hostapi {
+    tp__apiwait *waits; /* answers waiting, in no order */
     char *token;
     size_t token_len;
     tp__host *host;
@@ -66,6 +81,14 @@ tp__hostapi_free(tp__hostapi *api)
 {
     if (api == NULL)
         return;
+    while (api->waits != NULL) {
+        tp__apiwait *w = api->waits;
+        api->waits = w->next;
+        if (w->ws != NULL)
+            w->ws->wait = NULL;
+        tp__free(w->buf);
+        tp__free(w);
+    }
     OPENSSL_cleanse(api->token, api->token_len);
     tp__free(api->token);
     tp__host_free(api->host);
@@ -87,6 +110,21 @@ req_free(tp__apireq *r)
     }
 }
 
+static void
+wait_free(tp_server *s, tp__apiwait *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else if (s != NULL && s->api != NULL && s->api->waits == w)
+        s->api->waits = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    if (w->ws != NULL)
+        w->ws->wait = NULL;
+    tp__free(w->buf);
+    tp__free(w);
+}
+
 void
 tp__hostapi_gone(void *user)
 {
@@ -94,6 +132,10 @@ tp__hostapi_gone(void *user)
     if (ws != NULL && ws->api != NULL) {
         req_free(ws->api);
         ws->api = NULL;
+    }
+    if (ws != NULL && ws->wait != NULL) {
+        tp_server *s = lws_context_user(lws_get_context(ws->wait->wsi));
+        wait_free(s, ws->wait);
     }
 }
 
@@ -131,6 +173,7 @@ status_text(int status)
 static int
 respond(struct lws *wsi, int status, const char *extra, const char *body, size_t len, int keep)
 {
+    tp__ws *ws = lws_wsi_user(wsi);
     char head[1024];
     int h = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\n%s%zu\r\nCache-Control: no-store\r\n%s%s\r\n", status,
@@ -146,6 +189,14 @@ respond(struct lws *wsi, int status, const char *extra, const char *body, size_t
     memcpy(buf + LWS_PRE, head, (size_t)h);
     if (len > 0)
         memcpy(buf + LWS_PRE + h, body, len);
+    if (ws != NULL && ws->wait != NULL && ws->wait->buf == NULL) {
+        /* Kept until the change is durable (tp__hostapi_durable). */
+        ws->wait->buf = buf;
+        ws->wait->len = (size_t)h + len;
+        ws->wait->status = status;
+        ws->wait->keep = keep;
+        return 0;
+    }
     int w = lws_write(wsi, buf + LWS_PRE, (size_t)h + len, LWS_WRITE_HTTP_FINAL);
     tp__free(buf);
     tp_server *s = lws_context_user(lws_get_context(wsi));
@@ -186,6 +237,9 @@ fail_code(tp_server *s, struct lws *wsi, const tp_error *err)
 {
     int st;
     const char *code;
+    if (err->code == TP_EINTERNAL && strncmp(err->message, "storage", 7) == 0)
+        /* The store fails: refused until a commit succeeds (HOST-API.md's 503). */
+        return fail(s, wsi, 503, "unavailable", err->message, 1, "Retry-After: 1\r\n");
     switch (err->code) {
     case TP_EBADREQUEST:
     case TP_EARG: st = 400, code = "bad_request"; break;
@@ -351,14 +405,39 @@ describe_conn(tp_conn *c, json_t *item, void *user)
     json_object_set_new(item, "since", json_string(since));
 }
 
-/* What a change answers once it is stored: 503 when the store refused it. */
+/*
+ * What a change answers once it is stored: 0 to answer (at once when the
+ * change is durable already, else the answer waits: a waiter, completed by
+ * tp__hostapi_durable), 503 when the store refused it.
+ */
 static int
 committed(tp_server *s, struct lws *wsi, int sync)
 {
     if (sync)
         tp_hub_sync(s->hub);
     tp_error err = {0, ""};
-    if (tp_hub_commit(s->hub, &err) == TP_OK)
+    tp__ws *ws = lws_wsi_user(wsi);
+    if (ws != NULL && tp__hub_store(s->hub) != NULL && ws->wait == NULL) {
+        uint64_t seq = tp__hub_seal(s->hub, NULL);
+        tp__hub_collect(s->hub);
+        if (tp__hub_released(s->hub) >= seq)
+            return 0;
+        if (tp__hub_writable(s->hub, &err) == TP_OK) {
+            tp__apiwait *w = tp__calloc(1, sizeof *w);
+            if (w != NULL) {
+                w->wsi = wsi;
+                w->ws = ws;
+                w->seq = seq;
+                w->next = s->api->waits;
+                if (w->next != NULL)
+                    w->next->prev = w;
+                s->api->waits = w;
+                ws->wait = w;
+                return 0;
+            }
+        }
+    }
+    if (err.code == 0 && tp_hub_commit(s->hub, &err) == TP_OK)
         return 0;
     char m[400];
     /* A merge patch is undone with the failed transaction; a structure
@@ -572,6 +651,61 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
         return respond_json(wsi, 200, NULL, o, 1);
     }
     return fail(s, wsi, 404, "not_found", "path: no such API path", 1, NULL);
+}
+
+/* ---- Answers that wait for durability ---- */
+
+void
+tp__hostapi_durable(tp_server *s)
+{
+    if (s->api == NULL || s->api->waits == NULL)
+        return;
+    uint64_t released = tp__hub_released(s->hub);
+    tp_error err = {0, ""};
+    int failing = tp__hub_writable(s->hub, &err) != TP_OK;
+    for (tp__apiwait *w = s->api->waits; w != NULL; w = w->next) {
+        if (w->due || w->buf == NULL || (released < w->seq && !failing))
+            continue;
+        if (released < w->seq) {
+            /* The commit failed: the change stays in memory and is stored
+             * when the store recovers; the caller is told to retry (a
+             * retried PUT or PATCH converges). */
+            char m[400];
+            snprintf(m, sizeof m, "storage: the change could not be stored (%s): retry",
+                     err.message);
+            json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", "unavailable", "message", m);
+            char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            json_decref(o);
+            tp__free(w->buf);
+            w->buf = NULL;
+            if (text != NULL) {
+                /* Built like any answer, kept in the waiter (w->buf). */
+                respond(w->wsi, 503, "Retry-After: 1\r\n", text, strlen(text), 1);
+                free(text);
+            }
+            if (w->buf == NULL)
+                continue; /* out of memory: tried again at the next release */
+        }
+        w->due = 1;
+        lws_callback_on_writable(w->wsi);
+    }
+}
+
+int
+tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
+{
+    tp__ws *ws = user;
+    tp__apiwait *w = ws ? ws->wait : NULL;
+    if (w == NULL || !w->due)
+        return 0;
+    int n = lws_write(wsi, w->buf + LWS_PRE, w->len, LWS_WRITE_HTTP_FINAL);
+    int status = w->status, keep = w->keep;
+    wait_free(s, w);
+    if (s->api != NULL && status / 100 < 6)
+        s->api->answers[status / 100]++;
+    if (n < 0 || !keep)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* ---- lws callbacks ---- */

@@ -30,6 +30,11 @@ int tp__hostapi_body(tp_server *s, struct lws *wsi, void *user, const void *in, 
 int tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user);
 /* tp__hostapi_gone frees what a wsi still holds of a request. */
 void tp__hostapi_gone(void *user);
+/* Answers whose change became durable (or whose commit failed) are
+ * written: the server calls it when the hub released more (loop thread). */
+void tp__hostapi_durable(tp_server *s);
+/* LWS_CALLBACK_HTTP_WRITEABLE: writes an answer that waited. */
+int tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user);
 void tp__hostapi_free(tp__hostapi *api);
 
 /* tp__hostapi_metrics appends the host API's and the webhooks' counters to

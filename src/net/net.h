@@ -83,8 +83,9 @@ typedef struct tp__ws {
     struct tp__ws *un_prev, *un_next;
     int unfinished;
     /* HTTP responses (/healthz, /metrics, refusals) are written whole. */
-    struct tp__apireq *api; /* a host API request whose body is being read (hostapi.c) */
-    int64_t since_ms;       /* when the connection opened (hub clock), for the host API */
+    struct tp__apireq *api;   /* a host API request whose body is being read (hostapi.c) */
+    struct tp__apiwait *wait; /* its answer, waiting for the change to be durable */
+    int64_t since_ms;         /* when the connection opened (hub clock), for the host API */
 } tp__ws;
 
 struct tp_server {
@@ -117,7 +118,9 @@ struct tp_server {
     int loop_ok;
     uv_prepare_t prepare; /* before_sleep(): the end of each loop iteration */
     uv_timer_t sync_w;    /* the autosync tick */
-    uv_timer_t flush_w;   /* the end of a flush_ms window */
+    uv_timer_t flush_w;   /* the end of a flush_ms window; a failed commit's retry */
+    uv_async_t commit_w;  /* the committer made transactions durable (or failed) */
+    int commit_ok;        /* commit_w is initialized */
     uv_timer_t stop_w;    /* the end of the grace period at stop */
     uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
     uv_timer_t message_w; /* the deadline of the oldest unfinished message */

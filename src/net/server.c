@@ -191,12 +191,15 @@ flush_conn(tp_server *s, tp__ws *ws)
      * nothing more may follow it (RFC 6455, 5.5.1). */
     if (lws_get_close_length(ws->wsi) > 0 || ws->close_sent)
         return 0;
-    tp__hub_flushable(s->hub); /* commits what the frames may reveal */
     if (write_frames(s, ws) != 0)
         return -1;
     int code = ws->close_code ? ws->close_code : tp_conn_close_code(ws->conn);
     if (tp_conn_outbox_bytes(ws->conn) > 0 && code != 1011 && code != 1013) {
-        lws_callback_on_writable(ws->wsi);
+        /* More than one write holds, or messages wait for their
+         * transaction to be durable: then the loop marks the connection
+         * ready again when it is (tp__hub_collect), not lws. */
+        if (tp__conn_sendable(ws->conn))
+            lws_callback_on_writable(ws->wsi);
         return 0;
     }
     if (code == 0)
@@ -245,10 +248,10 @@ write_now(tp_server *s, tp__ws *ws)
 
 static void flush_timer(uv_timer_t *w);
 
-/* Writes every ready connection (tp_hub_next_ready commits first). When a
- * commit failed, the changes of clients were undone and their writers told;
- * what the host changed is left to store, tried again every
- * TP__COMMIT_RETRY_MS until the store takes it. */
+/* Writes every ready connection: what tp_hub_next_ready hands out is what
+ * is durable. When a commit failed, its transactions stay queued, memory
+ * stays ahead and their frames held: the committer is asked to try again
+ * every TP__COMMIT_RETRY_MS until the store takes them. */
 static void
 drain_ready(tp_server *s)
 {
@@ -267,8 +270,26 @@ flush_timer(uv_timer_t *w)
     tp_server *s = w->data;
     s->flush_armed = 0;
     if (tp__hub_commit_pending(s->hub))
-        tp_hub_commit(s->hub, NULL);
+        tp__hub_commit_retry(s->hub);
     drain_ready(s);
+}
+
+/* The committer's wake (its thread): the loop takes in what is durable. */
+static void
+commit_wake(void *user)
+{
+    tp_server *s = user;
+    uv_async_send(&s->commit_w);
+}
+
+/* Loop thread: frames of durable transactions are released; before_sleep()
+ * writes them at the end of this iteration. */
+static void
+commit_done(uv_async_t *w)
+{
+    tp_server *s = w->data;
+    tp__hub_collect(s->hub);
+    tp__hostapi_durable(s);
 }
 
 /*
@@ -901,6 +922,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
     case LWS_CALLBACK_HTTP_BODY: return tp__hostapi_body(s, wsi, ws, in, len);
     case LWS_CALLBACK_HTTP_BODY_COMPLETION: return tp__hostapi_body_done(s, wsi, ws);
     case LWS_CALLBACK_CLOSED_HTTP: tp__hostapi_gone(ws); return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE: return tp__hostapi_writeable(s, wsi, ws);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: return s->pending_wsi == wsi ? 0 : 1;
     case LWS_CALLBACK_ESTABLISHED: return established(s, wsi, ws);
     case LWS_CALLBACK_RECEIVE: return receive(s, ws, in, len);
@@ -1342,6 +1364,16 @@ tp_server_new(tp_hub *hub, const tp_server_config *config, tp_error *err)
     uv_timer_init(&s->loop, &s->accept_w);
     s->accept_w.data = s;
     uv_prepare_init(&s->loop, &s->prepare);
+    if (uv_async_init(&s->loop, &s->commit_w, commit_done) != 0) {
+        tp__error_set(err, TP_EINTERNAL, "listen: the server's loop could not start");
+        goto fail;
+    }
+    s->commit_w.data = s;
+    s->commit_ok = 1;
+    /* It must not keep the loop running by itself (tp_server_free runs the
+     * loop until lws's handles are closed). */
+    uv_unref((uv_handle_t *)&s->commit_w);
+    tp__hub_set_wake(hub, commit_wake, s);
     s->sync_w.data = s->flush_w.data = s->stop_w.data = s->evict_w.data = s->prepare.data = s;
     s->message_w.data = s->expiry_w.data = s;
     void *loops[1] = {&s->loop};
@@ -1407,6 +1439,11 @@ before_sleep(uv_prepare_t *w)
         uv_stop(&s->loop);
         return;
     }
+    /* Redis's beforeSleep(): this iteration's changes become one
+     * transaction, made durable on the commit thread; the loop goes on. */
+    tp__hub_seal(s->hub, NULL);
+    tp__hub_collect(s->hub);
+    tp__hostapi_durable(s);
     flush_ready(s);
 }
 
@@ -1471,6 +1508,12 @@ tp_server_free(tp_server *s)
         if (s->listen_ok)
             uv_close((uv_handle_t *)&s->listen_w, NULL);
         uv_close((uv_handle_t *)&s->prepare, NULL);
+        if (s->commit_ok) {
+            /* The committer must not signal a handle that is gone: the
+             * hub commits for itself from now on. */
+            tp__hub_set_wake(s->hub, NULL, NULL);
+            uv_close((uv_handle_t *)&s->commit_w, NULL);
+        }
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
     }

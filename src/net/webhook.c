@@ -6,7 +6,8 @@
  * records), so that a model changed a thousand times between two
  * deliveries is one record holding its latest rev: debouncing costs one
  * record per model, not per change. Each record is written in the hub's
- * next commit, the same transaction as the change. Once committed, an event
+ * next transaction, the one holding the change; once that transaction is
+ * durable (the committed callback names the highest durable one), an event
  * is due at min(last change + debounce_ms, first change + max_delay_ms),
  * and not before the previous delivery for that model + debounce_ms. Due
  * events go to worker threads (libcurl, one keep-alive handle each) as jobs
@@ -31,6 +32,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "core/commit.h"
 #include "core/journal.h"
 #include "core/json.h"
 #include "net/net.h"
@@ -56,10 +58,10 @@ typedef struct ev {
     int64_t rev;
     int64_t first_ms, last_ms, not_before_ms, retry_at_ms;
     unsigned attempts;
-    int dirty;  /* its record must be written at the next commit */
-    int ready;  /* its record is committed: it may be delivered */
-    int queued; /* a worker has it */
-    int orphan; /* replaced while queued: the record belongs to the newer event */
+    int dirty;    /* its record must be written at the next commit */
+    uint64_t seq; /* the transaction holding its record: delivered once durable */
+    int queued;   /* a worker has it */
+    int orphan;   /* replaced while queued: the record belongs to the newer event */
 } ev;
 
 typedef struct job {
@@ -80,8 +82,9 @@ struct tp__webhooks {
     char **secrets;
     size_t n;
     tp__map evs;
-    tp__vec dirty; /* ev * */
-    tp__vec dels;  /* char *: keys of records to delete */
+    tp__vec dirty;    /* ev * */
+    tp__vec dels;     /* char *: keys of records to delete */
+    uint64_t durable; /* every transaction up to this one is durable */
     uint64_t id_prefix, id_seq;
     uv_timer_t timer;
     int timer_armed;
@@ -252,16 +255,18 @@ record_json(const ev *e)
     return o;
 }
 
+/* Adds the records noted to the hub's transaction tx (NULL: no store);
+ * from then on they are the transaction's, delivered once it is durable. */
 static int
-on_journal(void *user, tp_store *st, tp_error *err)
+on_journal(void *user, struct tp__txn *tx, uint64_t seq, tp_error *err)
 {
     tp__webhooks *w = user;
-    for (size_t i = 0; i < w->dels.len; i++) {
-        int rc = st->ops->del(st, TP__REC_META, w->dels.items[i], "", 0, err);
+    for (size_t i = 0; tx != NULL && i < w->dels.len; i++) {
+        int rc = tp__txn_del(tx, TP__REC_META, w->dels.items[i], "", 0, err);
         if (rc != TP_OK)
             return rc;
     }
-    for (size_t i = 0; i < w->dirty.len; i++) {
+    for (size_t i = 0; tx != NULL && i < w->dirty.len; i++) {
         ev *e = w->dirty.items[i];
         json_t *o = record_json(e);
         char *text = o ? tp__json_dumps(o, JSON_COMPACT) : NULL;
@@ -269,11 +274,20 @@ on_journal(void *user, tp_store *st, tp_error *err)
         if (text == NULL)
             return tp__error_set(err, TP_ENOMEM, "out of memory");
         tp__rec r = {TP__REC_META, e->key, "", 0, text, strlen(text)};
-        int rc = st->ops->put(st, &r, err);
+        int rc = tp__txn_put(tx, &r, err);
         tp__free(text);
         if (rc != TP_OK)
             return rc;
     }
+    for (size_t i = 0; i < w->dirty.len; i++) {
+        ev *e = w->dirty.items[i];
+        e->dirty = 0;
+        e->seq = seq;
+    }
+    w->dirty.len = 0;
+    for (size_t i = 0; i < w->dels.len; i++)
+        tp__free(w->dels.items[i]);
+    w->dels.len = 0;
     return TP_OK;
 }
 
@@ -285,20 +299,11 @@ on_pending(void *user)
 }
 
 static void
-on_committed(void *user, int ok)
+on_committed(void *user, uint64_t seq)
 {
     tp__webhooks *w = user;
-    if (!ok)
-        return; /* everything noted stays noted for the next commit */
-    for (size_t i = 0; i < w->dirty.len; i++) {
-        ev *e = w->dirty.items[i];
-        e->dirty = 0;
-        e->ready = 1;
-    }
-    w->dirty.len = 0;
-    for (size_t i = 0; i < w->dels.len; i++)
-        tp__free(w->dels.items[i]);
-    w->dels.len = 0;
+    if (seq > w->durable)
+        w->durable = seq;
     if (!w->timer_armed)
         arm(w, SCHEDULE_MS);
 }
@@ -409,7 +414,7 @@ schedule(tp__webhooks *w)
         ev *e = v;
         /* Dirty: a change since its record was stored, not yet committed;
          * it goes once the commit says the change happened. */
-        if (!e->ready || e->queued || e->dirty)
+        if (e->seq > w->durable || e->queued || e->dirty)
             continue;
         int64_t due = due_at(w, e);
         if (due <= now && w->queued < MAX_QUEUED) {
@@ -654,7 +659,7 @@ load_record(const tp__rec *r, void *user)
             e->rev = json_integer_value(json_object_get(o, "rev"));
             e->first_ms = json_integer_value(json_object_get(o, "first"));
             e->last_ms = json_integer_value(json_object_get(o, "last"));
-            e->ready = 1;
+            e->seq = 0; /* stored already */
             if (e->key == NULL || e->id == NULL || e->name == NULL ||
                 (tenant != NULL && e->tenant == NULL) || tp__map_put(&w->evs, e->key, e) != 0) {
                 ev_free(e);
@@ -705,8 +710,15 @@ tp__server_webhooks(tp_server *s, const tp__webhook_config *cfg, const char *con
             return tp__error_set(err, TP_ENOMEM, "out of memory");
     }
     tp_store *st = tp__hub_store(s->hub);
-    if (st != NULL && st->ops->scan(st, TP__REC_META, NULL, NULL, load_record, w, err) != TP_OK)
-        return err ? err->code : TP_EINTERNAL;
+    if (st != NULL) {
+        int rc = tp__store_read_begin(s->hub, err);
+        if (rc != TP_OK)
+            return rc;
+        rc = st->ops->scan(st, TP__REC_META, NULL, NULL, load_record, w, err);
+        tp__store_read_end(s->hub);
+        if (rc != TP_OK)
+            return err ? err->code : TP_EINTERNAL;
+    }
     w->ob = (tp__observer){on_model, on_conn, on_journal, on_pending, on_committed, w};
     tp__hub_set_observer(s->hub, &w->ob);
     for (int i = 0; i < WORKERS; i++) {

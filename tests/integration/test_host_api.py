@@ -366,7 +366,10 @@ class Durability(HostApiTestCase):
         self.assertEqual(lst["items"], [{"tenant": "zed", "access": "write"}])
 
 
-    def test_storage_failing_answers_503_and_keeps_nothing(self):
+    def test_storage_failing_answers_503_then_stores_the_change(self):
+        # Issue 16: a failed commit changes nothing in memory. The change is kept and stored
+        # once the store recovers (a retried PATCH converges); further changes are refused
+        # with 503 while the store fails.
         import resource
         st, _, before = self.api.call("GET", "/v1/tenants/alice/models/notes")
         resource.prlimit(self.d.proc.pid, resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
@@ -374,13 +377,19 @@ class Durability(HostApiTestCase):
             got = self.api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 42})
             self.assertError(got, 503, "unavailable", "storage")
             self.assertIn("retry-after", got[1])
+            got = self.api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 43})
+            self.assertError(got, 503, "unavailable", "storage")
         finally:
             resource.prlimit(self.d.proc.pid, resource.RLIMIT_FSIZE,
                              (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        deadline = time.monotonic() + 10
+        while self.d.http_get("/healthz")[0] != 200:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
         st, _, after = self.api.call("GET", "/v1/tenants/alice/models/notes")
-        self.assertEqual((after["rev"], after["value"]), (before["rev"], before["value"]))
+        self.assertEqual((after["rev"], after["value"].get("n")), (before["rev"] + 1, 42))
         st, _, m = self.api.call("PATCH", "/v1/tenants/alice/models/notes", {"n": 42})
-        self.assertEqual((st, m["rev"]), (200, before["rev"] + 1))
+        self.assertEqual((st, m["rev"]), (200, before["rev"] + 1), "the retry converges")
 
 
 class BadInput(HostApiTestCase):

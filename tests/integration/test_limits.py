@@ -146,7 +146,10 @@ class LogsAndHealth(DaemonTestCase):
         status, _, body = d.http_get("/healthz")
         self.assertEqual((status, json.loads(body)), (200, {"status": "ok", "storage": "memory"}))
 
-    def test_full_disk_healthz_503_reads_go_on_writes_internal_resend_acked_once(self):
+    def test_full_disk_healthz_503_acks_held_writes_internal_then_all_delivered_once(self):
+        # Issue 16: a failed commit changes nothing in memory. The write in the failed
+        # transaction stays applied and its ack is held; new writes are refused with internal
+        # until a commit succeeds; then the held ack goes, once, and everything is stored.
         import resource
         d = self.start_daemon(doc_config(storage={"sqlite": "t.db"}))
         status, _, body = d.http_get("/healthz")
@@ -154,8 +157,9 @@ class LogsAndHealth(DaemonTestCase):
 
         async def run():
             a, _, s = await open_client(d, "alice")
-            b, _, _ = await open_client(d, "bob")
+            b, _, sb = await open_client(d, "bob")
             rev = s[("private", "notes")]["rev"]
+            brev = sb[("private", "notes")]["rev"]
             await a.send(write(1, "private", "notes", {"body": "before"}))
             self.assertEqual((await a.recv())["type"], "ack")
             # The disk is full: every file write past 1 KiB fails (EFBIG, SIGXFSZ ignored).
@@ -164,37 +168,45 @@ class LogsAndHealth(DaemonTestCase):
             resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
             try:
                 await a.send(write(2, "private", "notes", {"body": "during"}))
-                m = await a.recv()
-                self.assertEqual((m["type"], m["ref"], m["code"]), ("error", 2, "internal"), m)
+                deadline = asyncio.get_running_loop().time() + TIMEOUT
+                while d.http_get("/healthz")[0] != 503:
+                    self.assertLess(asyncio.get_running_loop().time(), deadline)
+                    await asyncio.sleep(0.05)
                 status, _, body = d.http_get("/healthz")
                 self.assertEqual((status, json.loads(body)),
                                  (503, {"status": "failing", "storage": "failing"}))
-                # The server tries the store again every 100 ms: a retry that writes nothing
-                # would succeed on a full disk; it must stay 503 while the disk is full.
-                await asyncio.sleep(0.5)
+                # The server tries the store again every 100 ms; it stays 503 while the disk
+                # is full, and the ack of ref 2 is not sent: it is not durable.
+                with self.assertRaises(asyncio.TimeoutError):
+                    await asyncio.wait_for(a.recv(), 0.5)
                 self.assertEqual(d.http_get("/healthz")[0], 503)
                 self.assertGreaterEqual(metric(d, "transports_store_commit_failures_total"), 1)
-                # Reads go on: bob connects and reads his notes, alice's connection lives.
-                b2, _, sb = await open_client(d, "bob")
-                self.assertEqual(sb[("private", "notes")]["value"]["title"], "Bob notes")
-                await close_all([b2])
-                await a.send({"type": "ping", "ref": 3})
-                self.assertEqual(await a.recv(), {"type": "pong", "ref": 3})
+                # Bob, who has nothing held: his write is refused at once, naming the storage
+                # failure, and not applied; a ping is answered.
+                await b.send(write(1, "private", "notes", {"body": "bob"}))
+                m = await b.recv()
+                self.assertEqual((m["type"], m["ref"], m["code"]), ("error", 1, "internal"), m)
+                self.assertIn("storage", m["message"])
+                await b.send({"type": "ping", "ref": 3})
+                self.assertEqual(await b.recv(), {"type": "pong", "ref": 3})
             finally:
                 resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
                                  (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-            # Space is back: /healthz turns ok by itself (the retry), with no write at all.
+            # Space is back: the retry stores the held transaction, the ack leaves, once.
+            m = await a.recv()
+            self.assertEqual((m["type"], m["ref"], m["rev"]), ("ack", 2, rev + 2), m)
             deadline = asyncio.get_running_loop().time() + TIMEOUT
             while d.http_get("/healthz")[0] != 200:
                 self.assertLess(asyncio.get_running_loop().time(), deadline)
                 await asyncio.sleep(0.05)
-            # The resend of ref 2 is acked, applied once.
+            # A resend of ref 2 gets its outcome, not a second application.
             await a.send(write(2, "private", "notes", {"body": "during"}))
             m = await a.recv()
             self.assertEqual((m["type"], m["ref"], m["rev"]), ("ack", 2, rev + 2), m)
-            await a.send(write(2, "private", "notes", {"body": "during"}))
-            m = await a.recv()
-            self.assertEqual((m["type"], m["ref"], m["rev"]), ("ack", 2, rev + 2), m)
+            # Bob's refused write, sent again, is applied now.
+            await b.send(write(1, "private", "notes", {"body": "bob"}))
+            m = await b.recv()
+            self.assertEqual((m["type"], m["ref"], m["rev"]), ("ack", 1, brev + 1), m)
             self.assertEqual(await a.barrier(), [])
             status, _, body = d.http_get("/healthz")
             self.assertEqual((status, json.loads(body)), (200, {"status": "ok", "storage": "ok"}))
