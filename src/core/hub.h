@@ -107,8 +107,9 @@ typedef struct tp__model {
      * hub->jmodels), and what of the history the store holds. */
     int jdirty;
     size_t jidx;
-    int64_t hist_saved; /* the newest rev whose patch is stored */
-    int64_t hist_floor; /* stored patches below this rev were deleted */
+    int64_t hist_saved;  /* the newest rev whose patch is stored */
+    int64_t hist_floor;  /* stored patches below this rev were deleted */
+    size_t hist_dropped; /* bytes of patches dropped from the history since (journal.c) */
 
     tp__vec presence; /* struct tp__presence * (presence.c): connections' states here */
 } tp__model;

@@ -33,6 +33,17 @@
 #include "util/alloc.h"
 #include "util/error.h"
 
+/*
+ * Stored patches the history no longer keeps are deleted once
+ * TP__TRIM_EVERY of them, or TP__TRIM_BYTES, have gathered, not one by one:
+ * a delete per write was about a fifth of the commit thread's work in W2.
+ * The restore keeps only what the history holds, so the extra rows cost
+ * only disk, bounded per model by those two. (Outcomes are deleted at once:
+ * client_record_bytes bounds them on disk too.)
+ */
+#define TP__TRIM_EVERY 32
+#define TP__TRIM_BYTES (64 * 1024)
+
 /* A record to delete: (kind, k1, k2), or all of (kind, k1) when k2 is NULL. */
 struct tp__jdel {
     tp__rec_kind kind;
@@ -344,8 +355,13 @@ store_model(commit_ctx *c, tp__model *m)
             rc = put(c, TP__REC_HIST, owner, m->id, h->rev, h->msg->data, h->msg->len);
     }
     int64_t oldest = m->hist_len > 0 ? m->hist[m->hist_start].rev : m->rev + 1;
-    if (rc == TP_OK && oldest > m->hist_floor)
+    if (rc == TP_OK && oldest > m->hist_floor &&
+        (m->hist_len == 0 || oldest - m->hist_floor >= TP__TRIM_EVERY ||
+         m->hist_dropped > TP__TRIM_BYTES)) {
         rc = tp__txn_del_below(c->tx, TP__REC_HIST, owner, m->id, oldest, c->err);
+        m->hist_floor = oldest;
+        m->hist_dropped = 0;
+    }
     return rc;
 }
 
@@ -450,7 +466,6 @@ sealed_done(tp_hub *hub)
         tp__model *m = hub->jmodels.items[i];
         m->jdirty = 0;
         m->hist_saved = m->rev;
-        m->hist_floor = m->hist_len > 0 ? m->hist[m->hist_start].rev : m->rev + 1;
         const char *key = tp__schema_key(m->schema);
         if (key != NULL && tp__map_get(&hub->schemas, key) == NULL) {
             tp_schema *ref = tp__schema_ref(m->schema);

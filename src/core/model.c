@@ -105,6 +105,7 @@ tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg)
      * chain: start over when this patch does not follow the newest kept. */
     if (m->hist_len > 0 && m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap].rev != from) {
         while (m->hist_len > 0) {
+            m->hist_dropped += m->hist[m->hist_start].msg->len;
             tp__buf_unref(m->hist[m->hist_start].msg);
             m->hist_start = (m->hist_start + 1) % m->hist_cap;
             m->hist_len--;
@@ -115,6 +116,7 @@ tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg)
            (m->hist_len == m->hist_cap || m->hist_bytes + msg->len > lim->history_bytes)) {
         tp__hist *old = &m->hist[m->hist_start];
         m->hist_bytes -= old->msg->len;
+        m->hist_dropped += old->msg->len;
         tp__buf_unref(old->msg);
         m->hist_start = (m->hist_start + 1) % m->hist_cap;
         m->hist_len--;

@@ -1010,3 +1010,74 @@ Test(restore, a_live_client_over_the_bytes_forgets_its_oldest_outcomes)
     tp_conn_close(c);
     tp_hub_free(hub);
 }
+
+static int
+count_rec(const tp__rec *r, void *user)
+{
+    (void)r;
+    (*(size_t *)user)++;
+    return 0;
+}
+
+Test(restore, stored_patches_the_history_dropped_are_deleted_in_batches)
+{
+    /* journal.c deletes the patches the history no longer keeps once 32 of
+     * them gathered: the store holds at most history_patches + 32, and what
+     * is loaded again is the history as it was. */
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    cfg.store = store;
+    cfg.limits.history_patches = 8;
+    tp_error err;
+    tp_hub *hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    cr_assert_not_null(
+        tp_session_host_as(tp_hub_tenant(hub, "alice"), "n", doc, "{\"title\":\"n\"}", &err));
+    tp_conn *c = tp_conn_open(hub, "alice", 0, NULL);
+    json_decref(tpt_drain(c));
+    size_t most = 0;
+    for (int i = 1; i <= 200; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"n\",\"patch\":"
+                 "{\"n\":%d}}",
+                 i, i);
+        json_decref(reply(c, w));
+        cr_assert_eq(tp_hub_commit(hub, &err), TP_OK);
+        size_t rows = 0;
+        cr_assert_eq(store->ops->scan(store, TP__REC_HIST, "alice", "n", count_rec, &rows, &err),
+                     TP_OK);
+        cr_assert_geq(rows, (size_t)(i < 8 ? i : 8), "the history's patches are stored: %zu", rows);
+        cr_assert_leq(rows, 8 + 32, "write %d: %zu patches stored", i, rows);
+        if (rows > most)
+            most = rows;
+    }
+    cr_assert_gt(most, 8, "deleted in batches, not one by one");
+    tp_conn_close(c);
+    tp_hub_free(hub);
+    /* Loaded again: a client 8 revs behind gets patches, one 9 behind a snapshot. */
+    hub = tp_hub_new(&cfg, &err);
+    cr_assert_not_null(hub, "%s", err.message);
+    for (int behind = 8; behind <= 9; behind++) {
+        c = tp_conn_open(hub, "alice", TP_CONN_RESUME, NULL);
+        cr_assert_not_null(c);
+        char r[160];
+        snprintf(
+            r, sizeof r,
+            "{\"type\":\"resume\",\"models\":[{\"scope\":\"private\",\"id\":\"n\",\"rev\":%d}]}",
+            201 - behind);
+        json_decref(tpt_drain(c)); /* hello */
+        cr_assert_eq(tpt_feed(c, r), TP_OK);
+        json_t *got = tpt_drain(c);
+        char *text = json_dumps(got, JSON_COMPACT);
+        if (behind == 8)
+            cr_assert_not_null(strstr(text, "\"patch\""), "%s", text);
+        else
+            cr_assert_not_null(strstr(text, "\"snapshot\""), "%s", text);
+        free(text);
+        json_decref(got);
+        tp_conn_close(c);
+    }
+    tp_hub_free(hub);
+}
