@@ -24,6 +24,16 @@
 #include "util/error.h"
 
 #define TP__SQLITE_CACHE_KIB "16384" /* the page cache, KiB */
+/* Pages the WAL may hold before a commit checkpoints it into the database
+ * (SQLite's default is 1000). A checkpoint writes every page changed since
+ * the last one and syncs the database: the commit that runs it holds the
+ * acks of its transactions that long. W2 at 2000 tenants dirties a few
+ * hundred pages per commit, so at 1000 nearly every other commit was a
+ * checkpoint (p50 of an ack 104 ms against 6 ms at 16384, bench/run.sh
+ * --storage); rarer checkpoints also write a page once for many commits. */
+#define TP__SQLITE_CHECKPOINT_PAGES "8192"
+/* The WAL file is cut back to this after a checkpoint resets it. */
+#define TP__SQLITE_WAL_LIMIT "33554432"
 
 /* "tpst": the file's PRAGMA application_id, so that `file` and this code
  * can tell a transports store from another program's database. */
@@ -615,6 +625,13 @@ setup(sql_store *q, const char *path, const tp_store_options *o, tp_error *err)
     if (sqlite3_exec(db, "PRAGMA cache_size = -" TP__SQLITE_CACHE_KIB, NULL, NULL, NULL) !=
         SQLITE_OK)
         return tp__error_set(err, TP_EINTERNAL, "sqlite: open \"%s\": cache_size: %s", path,
+                             sqlite3_errmsg(db));
+
+    if (sqlite3_exec(db,
+                     "PRAGMA wal_autocheckpoint = " TP__SQLITE_CHECKPOINT_PAGES
+                     "; PRAGMA journal_size_limit = " TP__SQLITE_WAL_LIMIT,
+                     NULL, NULL, NULL) != SQLITE_OK)
+        return tp__error_set(err, TP_EINTERNAL, "sqlite: open \"%s\": wal_autocheckpoint: %s", path,
                              sqlite3_errmsg(db));
 
     rc = migrate(db, path, err);

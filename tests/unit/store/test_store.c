@@ -778,6 +778,9 @@ Test(sqlite, file_schema, .init = setup_sqlite, .fini = teardown)
 {
     cr_assert_eq(pragma(st, "PRAGMA user_version"), 1);
     cr_assert_eq(pragma(st, "PRAGMA application_id"), 0x74707374);
+    /* Checkpoints every 8192 WAL pages, not SQLite's 1000 (sqlite.c says why). */
+    cr_assert_eq(pragma(st, "PRAGMA wal_autocheckpoint"), 8192);
+    cr_assert_eq(pragma(st, "PRAGMA journal_size_limit"), 33554432);
     sqlite3 *db = tp__store_sqlite_db(st);
     sqlite3_stmt *stmt;
     cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, NULL), SQLITE_OK);
