@@ -5,14 +5,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/restore.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "core/wire.h"
 #include "util/alloc.h"
 #include "util/clock.h"

@@ -4,6 +4,7 @@
  */
 #include "core/hubapi.h"
 #include "core/hub.h"
+#include "core/session.h"
 #include "util/error.h"
 
 const tp_limits *

@@ -14,9 +14,13 @@
  */
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/patch.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

@@ -5,7 +5,10 @@
  */
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"

@@ -10,6 +10,7 @@
 
 #include "core/hub.h"
 #include "core/notes.h"
+#include "core/session.h"
 #include "store/store.h"
 #include "support.h"
 #include "transports.h"
