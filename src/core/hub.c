@@ -222,12 +222,6 @@ tp_hub_free(tp_hub *hub)
     tp__free(hub);
 }
 
-int64_t
-tp__hub_now(tp_hub *hub)
-{
-    return hub->clock(hub->clock_user);
-}
-
 TP_API const char *
 tp_hub_key(tp_hub *hub, const tp_request *req)
 {
@@ -749,12 +743,6 @@ tp_hub_share(tp_hub *hub, const tp_schema *schema, const char *value, const tp_m
              tp_error *err)
 {
     return tp_hub_share_as(hub, NULL, schema, value, merge, err);
-}
-
-tp__sub *
-tp__session_sub(tp_session *s, const char *sid)
-{
-    return tp__map_get(&s->subs, sid);
 }
 
 TP_API int

@@ -7,6 +7,12 @@
 #include "core/session.h"
 #include "util/error.h"
 
+int64_t
+tp__hub_now(tp_hub *hub)
+{
+    return hub->clock(hub->clock_user);
+}
+
 const tp_limits *
 tp__hub_limits(const tp_hub *hub)
 {

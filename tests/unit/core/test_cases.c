@@ -17,7 +17,6 @@
 #include <sys/stat.h>
 
 #include "core/conn_int.h"
-#include "core/hub.h"
 #include "support.h"
 #include "transports.h"
 

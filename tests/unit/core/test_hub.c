@@ -370,7 +370,6 @@ Test(hub, custom_key_function_and_requests)
 }
 
 #include "core/hub.h"
-#include "core/session.h"
 
 /* Clients cannot grow the hub by naming tenants: a session that only a
  * connection made goes with its last connection when it holds nothing. */

@@ -17,7 +17,6 @@
 #include "core/commit.h"
 #include "core/hub.h"
 #include "core/notes.h"
-#include "core/session.h"
 #include "store/store.h"
 #include "support.h"
 #include "transports.h"

@@ -8,9 +8,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "core/hub.h"
 #include "core/notes.h"
-#include "core/session.h"
 #include "store/store.h"
 #include "support.h"
 #include "transports.h"
