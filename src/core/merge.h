@@ -10,6 +10,12 @@
 #include "transports.h"
 #include "util/map.h"
 
+/* tp__change_free frees a change's members (merge.c, beside the merges
+ * that fill it: merge.c then calls nothing of model.c). */
+void tp__change_free(tp__change *ch);
+/* tp__change_add appends a member change (takes the value reference, even on
+ * failure); returns 0 or TP_ENOMEM. */
+int tp__change_add(tp__change *ch, const char *key, json_t *value, int same);
 /* tp__merge_compute turns a write's merge patch into a change of the model. */
 int tp__merge_compute(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp_conn *origin,
                       tp__change *ch, tp_error *err);

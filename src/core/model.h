@@ -129,10 +129,7 @@ typedef struct tp__change {
     tp__stamp stamp;
 } tp__change;
 
-void tp__change_free(tp__change *ch);
-/* tp__change_add appends a member change (takes the value reference, even on
- * failure); returns 0 or TP_ENOMEM. */
-int tp__change_add(tp__change *ch, const char *key, json_t *value, int same);
+/* tp__change_free and tp__change_add: merge.h. */
 
 /*
  * tp__model_commit validates a change against the schema, applies it,
