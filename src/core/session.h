@@ -96,7 +96,13 @@ void tp__client_free(tp__client *cl);
 void tp__client_trim(tp_session *s, tp__client *keep);
 /* tp__session_release frees an unpinned session that holds nothing. */
 void tp__session_release(tp_session *s);
-tp__sub *tp__session_sub(tp_session *s, const char *sid);
+/* tp__session_sub finds a session's subscription to a shared model. Inline:
+ * journal.c needs it, and would otherwise call hub.c (a cycle). */
+static inline tp__sub *
+tp__session_sub(tp_session *s, const char *sid)
+{
+    return tp__map_get(&s->subs, sid);
+}
 /* tp__session_ready loads an evicted session's contents back; returns
  * TP_OK or a negative code. */
 int tp__session_ready(tp_session *s);
