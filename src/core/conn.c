@@ -6,12 +6,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/envelope.h"
 #include "core/hub.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "core/wire.h"
 #include "util/alloc.h"
 #include "util/error.h"

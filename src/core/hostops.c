@@ -10,11 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

@@ -5,14 +5,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/restore.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "core/wire.h"
 #include "util/alloc.h"
 #include "util/clock.h"
@@ -216,12 +220,6 @@ tp_hub_free(tp_hub *hub)
     tp__vec_free(&hub->ready);
     tp__presence_hub_free(hub);
     tp__free(hub);
-}
-
-int64_t
-tp__hub_now(tp_hub *hub)
-{
-    return hub->clock(hub->clock_user);
 }
 
 TP_API const char *
@@ -745,12 +743,6 @@ tp_hub_share(tp_hub *hub, const tp_schema *schema, const char *value, const tp_m
              tp_error *err)
 {
     return tp_hub_share_as(hub, NULL, schema, value, merge, err);
-}
-
-tp__sub *
-tp__session_sub(tp_session *s, const char *sid)
-{
-    return tp__map_get(&s->subs, sid);
 }
 
 TP_API int

@@ -4,7 +4,14 @@
  */
 #include "core/hubapi.h"
 #include "core/hub.h"
+#include "core/session.h"
 #include "util/error.h"
+
+int64_t
+tp__hub_now(tp_hub *hub)
+{
+    return hub->clock(hub->clock_user);
+}
 
 const tp_limits *
 tp__hub_limits(const tp_hub *hub)

@@ -40,8 +40,6 @@ typedef struct tp__observer {
 /* tp__valid_key says whether a tenant key, id or sid is usable: 1 to
  * TP__KEY_MAX bytes of UTF-8. */
 int tp__valid_key(const char *key);
-/* The hub's clock, ms (tp_hub_config.clock). */
-int64_t tp__hub_now(tp_hub *hub);
 
 /* ---- journal.c: transactions, durability, the store's reads ---- */
 /*
@@ -100,6 +98,9 @@ size_t tp__conn_frame_plan(const tp_conn *c, size_t *len);
 void tp__conn_frame_take(tp_conn *c, size_t n, char *dst);
 
 /* ---- hubapi.c: what the hub's config and state say, read for net ---- */
+/* The hub's clock, ms (tp_hub_config.clock). Here, not in hub.c, so that
+ * merge.c and presence.c, which only need the time, do not call hub.c. */
+int64_t tp__hub_now(tp_hub *hub);
 const tp_limits *tp__hub_limits(const tp_hub *hub);
 /* The hub's logger (tp_hub_config.log): the server logs through it. */
 tp__logger *tp__hub_logger(tp_hub *hub);

@@ -26,10 +26,13 @@
 #include <string.h>
 
 #include "core/commit.h"
+#include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

@@ -5,7 +5,10 @@
  */
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
+#include "core/merge.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/patch.h"
 #include "core/presence.h"
@@ -148,38 +151,6 @@ tp__buf *
 tp__model_history_at(const tp__model *m, unsigned i)
 {
     return m->hist[(m->hist_start + i) % m->hist_cap].msg;
-}
-
-/* ---- Changes ---- */
-
-void
-tp__change_free(tp__change *ch)
-{
-    for (size_t i = 0; i < ch->n; i++)
-        json_decref(ch->members[i].value);
-    tp__free(ch->members);
-    json_decref(ch->hold);
-    memset(ch, 0, sizeof *ch);
-}
-
-int
-tp__change_add(tp__change *ch, const char *key, json_t *value, int same)
-{
-    if (ch->n == ch->cap) {
-        size_t cap = ch->cap ? ch->cap * 2 : 8;
-        void *members = tp__reallocarray(ch->members, cap, sizeof *ch->members);
-        if (members == NULL) {
-            json_decref(value);
-            return TP_ENOMEM;
-        }
-        ch->members = members;
-        ch->cap = cap;
-    }
-    ch->members[ch->n].key = key;
-    ch->members[ch->n].value = value;
-    ch->members[ch->n].same = same;
-    ch->n++;
-    return 0;
 }
 
 /*

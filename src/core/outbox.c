@@ -6,8 +6,11 @@
  */
 #include <string.h>
 
+#include "core/conn_int.h"
 #include "core/hub.h"
+#include "core/model.h"
 #include "core/notes.h"
+#include "core/session.h"
 #include "util/alloc.h"
 
 void

@@ -12,7 +12,11 @@
  */
 #include <string.h>
 
+#include "core/conn_int.h"
+#include "core/hub.h"
+#include "core/model.h"
 #include "core/presence.h"
+#include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

@@ -12,7 +12,7 @@
 
 #include <jansson.h>
 
-#include "core/hub.h"
+#include "core/model.h"
 
 #define TP__PRESENCE_MAX 4096 /* PROTOCOL.md: a state is at most 4 KiB (its compact JSON) */
 

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/hub.h"
 #include "core/route.h"
 #include "util/alloc.h"
 

@@ -17,9 +17,11 @@
 
 #include "core/hub.h"
 #include "core/journal.h"
+#include "core/model.h"
 #include "core/notes.h"
 #include "core/restore.h"
 #include "core/schema.h"
+#include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

@@ -2,7 +2,7 @@
  * Webhooks (HOST-API.md, "Webhooks"): model.changed (debounced per model),
  * connection.opened and connection.closed, POSTed as signed JSON to the
  * backend. At least once: each event is a record stored in the same
- * transaction as the change that caused it (the hub's observer, core/hub.h)
+ * transaction as the change that caused it (the hub's observer, core/hubapi.h)
  * and deleted once the receiver answered 2xx; retries back off
  * exponentially with jitter up to 24 h and resume after a restart.
  * Deliveries run on worker threads (libcurl), never on the loop thread.

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "core/hub.h"
+#include "core/conn_int.h"
 #include "support.h"
 #include "transports.h"
 

@@ -8,7 +8,6 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "core/hub.h"
 #include "core/notes.h"
 #include "store/store.h"
 #include "support.h"
