@@ -80,6 +80,10 @@ void tp__conn_send_plain(tp_conn *c, tp__buf *msg);
  * returns 1 while it still holds messages not released (journal.c). */
 int tp__conn_release(tp_conn *c);
 /* tp__conn_frame_plan and tp__conn_frame_take: hubapi.h. */
+/* tp__each_viewer calls fn for every live connection that sees m, but
+ * `except`. A private model is seen by its tenant's connections only. */
+void tp__each_viewer(tp__model *m, const tp_conn *except, void (*fn)(tp_conn *c, void *arg),
+                     void *arg);
 /* tp__fanout sends a message to every live connection that sees the model. */
 void tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except);
 

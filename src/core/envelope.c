@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "util/alloc.h"
+#include "util/error.h"
 
 const char *const tp__env_names[TP__M_COUNT] = {
 #define TP__ENV_NAME(name) #name,
@@ -33,38 +34,6 @@ skip_ws(scan *s)
         s->p++;
 }
 
-/* The length of the UTF-8 sequence at p (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
-static size_t
-utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
-        return 0;
-    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 /* A string without escapes, s->p after its opening quote: copied into the
  * arena, NUL-terminated. Returns 0, or -1 for anything else. */
 static int
@@ -78,7 +47,7 @@ scan_string(scan *s, const char **str, size_t *len)
         if (c < 0x80) {
             s->p++;
         } else {
-            size_t n = utf8_seq(s->p, s->end);
+            size_t n = tp__utf8_seq(s->p, (size_t)(s->end - s->p));
             if (n == 0)
                 return -1;
             s->p += n;

@@ -138,14 +138,14 @@ tp__conn_release(tp_conn *c)
 }
 
 void
-tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
+tp__each_viewer(tp__model *m, const tp_conn *except, void (*fn)(tp_conn *c, void *arg), void *arg)
 {
     if (!m->shared) {
         tp_session *s = m->owner;
-        for (size_t i = 0; i < s->conns.len; i++) {
+        for (size_t i = 0; s != NULL && i < s->conns.len; i++) {
             tp_conn *c = s->conns.items[i];
             if (c != except && c->state == TP__CONN_LIVE)
-                tp__conn_send(c, msg);
+                fn(c, arg);
         }
         return;
     }
@@ -154,9 +154,21 @@ tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
         for (size_t i = 0; i < s->conns.len; i++) {
             tp_conn *c = s->conns.items[i];
             if (c != except && c->state == TP__CONN_LIVE)
-                tp__conn_send(c, msg);
+                fn(c, arg);
         }
     }
+}
+
+static void
+send_held(tp_conn *c, void *msg)
+{
+    tp__conn_send(c, msg);
+}
+
+void
+tp__fanout(tp__model *m, tp__buf *msg, tp_conn *except)
+{
+    tp__each_viewer(m, except, send_held, msg);
 }
 
 TP_API tp_conn *

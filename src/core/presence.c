@@ -20,33 +20,6 @@
 #include "util/alloc.h"
 #include "util/error.h"
 
-/* ---- Who sees a model ---- */
-
-/* Calls fn for every live connection that sees m, but `except`. A private
- * model is seen by its tenant's connections only: its presence never leaves
- * the tenant. */
-static void
-each_viewer(tp__model *m, const tp_conn *except, void (*fn)(tp_conn *c, void *arg), void *arg)
-{
-    if (!m->shared) {
-        tp_session *s = m->owner;
-        for (size_t i = 0; s != NULL && i < s->conns.len; i++) {
-            tp_conn *c = s->conns.items[i];
-            if (c != except && c->state == TP__CONN_LIVE)
-                fn(c, arg);
-        }
-        return;
-    }
-    for (size_t j = 0; j < m->subs.len; j++) {
-        tp_session *s = ((tp__sub *)m->subs.items[j])->session;
-        for (size_t i = 0; i < s->conns.len; i++) {
-            tp_conn *c = s->conns.items[i];
-            if (c != except && c->state == TP__CONN_LIVE)
-                fn(c, arg);
-        }
-    }
-}
-
 static void
 send_one(tp_conn *c, void *arg)
 {
@@ -147,7 +120,7 @@ deliver(tp__presence *p)
          * have to be closed to stay right; presence is advisory and the
          * next state replaces it, so it is dropped instead. */
         if (msg != NULL)
-            each_viewer(m, c, send_one, msg);
+            tp__each_viewer(m, c, send_one, msg);
         tp__buf_unref(msg);
         tell_host(p, p->state);
     }
@@ -344,7 +317,7 @@ leave(tp__presence *p)
     if (p->shown && !hub->freeing) {
         tp__buf *msg = encode(p->model, p->id, NULL);
         if (msg != NULL)
-            each_viewer(p->model, c, send_one, msg);
+            tp__each_viewer(p->model, c, send_one, msg);
         tp__buf_unref(msg);
         tell_host(p, NULL);
     }

@@ -4,12 +4,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* The length of the valid UTF-8 sequence at s, of at most avail bytes
- * (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or
- * 0 when it is not one. In a NUL-terminated string avail may be SIZE_MAX:
- * the NUL fails the continuation checks. */
-static size_t
-utf8_seq(const unsigned char *s, size_t avail)
+size_t
+tp__utf8_seq(const unsigned char *s, size_t avail)
 {
     unsigned char c = s[0];
     if (c < 0x80)
@@ -61,7 +57,7 @@ tp__utf8_valid_n(const char *s, size_t len)
             p++;
             continue;
         }
-        size_t n = utf8_seq(p, (size_t)(end - p));
+        size_t n = tp__utf8_seq(p, (size_t)(end - p));
         if (n == 0)
             return 0;
         p += n;
@@ -74,7 +70,7 @@ tp__utf8_valid(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
     while (*p != '\0') {
-        size_t n = utf8_seq(p, SIZE_MAX);
+        size_t n = tp__utf8_seq(p, SIZE_MAX);
         if (n == 0)
             return 0;
         p += n;
@@ -87,7 +83,7 @@ tp__utf8_repair(char *s)
 {
     unsigned char *p = (unsigned char *)s;
     while (*p != '\0') {
-        size_t n = utf8_seq(p, SIZE_MAX);
+        size_t n = tp__utf8_seq(p, SIZE_MAX);
         if (n == 0)
             *p++ = '?';
         else

@@ -18,6 +18,11 @@ int tp__error_set(tp_error *err, int code, const char *fmt, ...) TP__PRINTF(3, 4
  * UTF-8 sequence (a sequence cut short by truncation included) with '?'. */
 void tp__utf8_repair(char *s);
 
+/* tp__utf8_seq returns the length of the valid UTF-8 sequence at s, of at
+ * most avail bytes (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), or 0 when it is not one. In a NUL-terminated string
+ * avail may be SIZE_MAX: the NUL fails the continuation checks. */
+size_t tp__utf8_seq(const unsigned char *s, size_t avail);
 /* tp__utf8_valid says whether a NUL-terminated string is all valid UTF-8. */
 int tp__utf8_valid(const char *s);
 /* tp__utf8_valid_n says whether len bytes at s are all valid UTF-8. */
