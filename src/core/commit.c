@@ -18,6 +18,7 @@
 
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/map.h"
 
 enum { OP_PUT, OP_DEL, OP_DEL_BELOW, OP_DEL_KEY };
 
@@ -53,6 +54,8 @@ struct tp__committer {
     int stop;
     int gate; /* test hook: attempts wait while closed */
     uint64_t attempts, commits, failures, max_group;
+    uint64_t skipped;    /* ops a later op of their group made pointless (plan) */
+    uint64_t seed;       /* of plan's hash */
     uint64_t tried;      /* attempts ended */
     uint64_t last_tried; /* the last sequence the last attempt held */
     char why[sizeof(((tp_error *)0)->message)];
@@ -165,31 +168,120 @@ tp__txn_del_key(tp__txn *t, tp__rec_kind kind, const char *k1, const char *k2, t
 }
 
 static int
-apply(tp_store *st, const tp__txn *t, tp_error *err)
+apply(tp_store *st, const tp__txn *t, const txop *o, tp_error *err)
 {
-    for (size_t i = 0; i < t->nops; i++) {
-        const txop *o = &t->ops[i];
-        const char *k1 = t->bytes + o->k1;
-        const char *k2 = o->k2 == NO_K2 ? NULL : t->bytes + o->k2;
-        int rc;
-        switch (o->op) {
-        case OP_PUT: {
-            tp__rec r = {(tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, t->bytes + o->body, o->len};
-            rc = st->ops->put(st, &r, err);
-            break;
-        }
-        case OP_DEL:
-            rc = st->ops->del(st, (tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, err);
-            break;
-        case OP_DEL_BELOW:
-            rc = st->ops->del_below(st, (tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, err);
-            break;
-        default: rc = st->ops->del_key(st, (tp__rec_kind)o->kind, k1, k2, err); break;
-        }
-        if (rc != TP_OK)
-            return rc;
+    const char *k1 = t->bytes + o->k1;
+    const char *k2 = o->k2 == NO_K2 ? NULL : t->bytes + o->k2;
+    switch (o->op) {
+    case OP_PUT: {
+        tp__rec r = {(tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, t->bytes + o->body, o->len};
+        return st->ops->put(st, &r, err);
     }
-    return TP_OK;
+    case OP_DEL: return st->ops->del(st, (tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, err);
+    case OP_DEL_BELOW:
+        return st->ops->del_below(st, (tp__rec_kind)o->kind, k1, k2 ? k2 : "", o->n, err);
+    default: return st->ops->del_key(st, (tp__rec_kind)o->kind, k1, k2, err);
+    }
+}
+
+/* ---- A group's plan: the ops a later op of the group makes pointless ---- */
+
+/* An op of the group, in order; skip: a later op makes it pointless. */
+typedef struct gop {
+    const tp__txn *t;
+    const txop *o;
+    int skip;
+} gop;
+
+typedef struct gslot {
+    size_t at; /* index + 1 in the plan; 0: empty */
+    uint64_t hash;
+} gslot;
+
+/* The bytes of an op's key, the kind aside: k1, NUL, k2, NUL (k1 and k2
+ * are appended one after the other, add()). Only for ops with a k2. */
+static const char *
+key_bytes(const gop *g, size_t *len)
+{
+    *len = g->o->k2 - g->o->k1 + strlen(g->t->bytes + g->o->k2) + 1;
+    return g->t->bytes + g->o->k1;
+}
+
+static int
+same_record(const gop *a, const gop *b)
+{
+    if (a->o->op != b->o->op || a->o->kind != b->o->kind ||
+        (a->o->op == OP_PUT && a->o->n != b->o->n))
+        return 0;
+    size_t la, lb;
+    const char *ka = key_bytes(a, &la), *kb = key_bytes(b, &lb);
+    return la == lb && memcmp(ka, kb, la) == 0;
+}
+
+/*
+ * plan lists the ops of the transactions first..last in order, and marks
+ * those a later op of the same group makes pointless:
+ *   - a put whose record a later put replaces: the later one decides what
+ *     the record holds, whatever came between;
+ *   - a del_below whose range a later del_below of the same key covers
+ *     (its n at least as high): everything it would delete, the later one
+ *     deletes, including what was put between them.
+ * Under load, a model's record and a client's record are then written once
+ * per store commit instead of once per loop iteration the commit groups.
+ * The hash is the maps' keyed one: a client choosing model and client ids
+ * cannot make the table's probes long. Returns NULL when out of memory
+ * (then every op is applied).
+ */
+static gop *
+plan(const tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
+{
+    size_t n = 0;
+    for (const tp__txn *t = first;; t = t->next) {
+        n += t->nops;
+        if (t == last)
+            break;
+    }
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    gop *ops = tp__malloc(n * sizeof *ops + 1);
+    gslot *slots = tp__calloc(cap, sizeof *slots);
+    if (ops == NULL || slots == NULL) {
+        tp__free(ops);
+        tp__free(slots);
+        return NULL;
+    }
+    size_t k = 0;
+    for (const tp__txn *t = first;; t = t->next) {
+        for (size_t i = 0; i < t->nops; i++)
+            ops[k++] = (gop){t, &t->ops[i], 0};
+        if (t == last)
+            break;
+    }
+    for (size_t i = n; i-- > 0;) {
+        gop *g = &ops[i];
+        if ((g->o->op != OP_PUT && g->o->op != OP_DEL_BELOW) || g->o->k2 == NO_K2)
+            continue;
+        size_t len;
+        const char *key = key_bytes(g, &len);
+        uint64_t seed = c->seed ^ ((uint64_t)g->o->op << 56 | (uint64_t)g->o->kind << 48);
+        if (g->o->op == OP_PUT)
+            seed ^= (uint64_t)g->o->n * 0x9e3779b97f4a7c15ULL;
+        uint64_t h = tp__hash(seed, key, len);
+        size_t j = h & (cap - 1);
+        while (slots[j].at != 0 && (slots[j].hash != h || !same_record(&ops[slots[j].at - 1], g)))
+            j = (j + 1) & (cap - 1);
+        if (slots[j].at == 0) {
+            slots[j] = (gslot){i + 1, h};
+        } else if (g->o->op == OP_PUT || ops[slots[j].at - 1].o->n >= g->o->n) {
+            g->skip = 1;
+        } else {
+            slots[j].at = i + 1; /* a del_below reaching higher: it covers more */
+        }
+    }
+    tp__free(slots);
+    *count = n;
+    return ops;
 }
 
 /* ---- The thread ---- */
@@ -214,13 +306,23 @@ run(void *arg)
 
         tp_error err = {0, ""};
         uint64_t group = 0;
+        size_t nops = 0, skipped = 0;
+        gop *ops = plan(c, first, last, &nops);
         int rc = c->st->ops->begin(c->st, &err);
+        for (size_t i = 0; ops != NULL && rc == TP_OK && i < nops; i++) {
+            if (ops[i].skip)
+                skipped++;
+            else
+                rc = apply(c->st, ops[i].t, ops[i].o, &err);
+        }
         for (tp__txn *t = first; rc == TP_OK; t = t->next) {
-            rc = apply(c->st, t, &err);
+            for (size_t i = 0; ops == NULL && rc == TP_OK && i < t->nops; i++)
+                rc = apply(c->st, t, &t->ops[i], &err);
             group++;
             if (t == last)
                 break;
         }
+        tp__free(ops);
         if (rc == TP_OK)
             rc = c->st->ops->commit(c->st, &err);
         if (rc != TP_OK)
@@ -238,6 +340,7 @@ run(void *arg)
                 c->tail = NULL;
             last->next = NULL;
             c->commits++;
+            c->skipped += skipped;
             if (group > c->max_group)
                 c->max_group = group;
             atomic_store(&c->durable, last->seq);
@@ -273,6 +376,7 @@ tp__committer_new(tp_store *st, tp_error *err)
         return NULL;
     }
     c->st = st;
+    c->seed = tp__seed(c);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->work, NULL);
     pthread_cond_init(&c->done, NULL);
@@ -430,6 +534,15 @@ tp__committer_stats(tp__committer *c, uint64_t *commits, uint64_t *failures, uin
     *failures = c->failures;
     *max_group = c->max_group;
     pthread_mutex_unlock(&c->mu);
+}
+
+uint64_t
+tp__committer_skipped(tp__committer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t n = c->skipped;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 void

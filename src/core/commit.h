@@ -89,6 +89,10 @@ void tp__committer_read_end(tp__committer *c);
  * failed, and the largest number of loop transactions one commit held. */
 void tp__committer_stats(tp__committer *c, uint64_t *commits, uint64_t *failures,
                          uint64_t *max_group);
+/* tp__committer_skipped counts the ops not applied because a later op of
+ * the same store commit made them pointless (a put replaced, a del_below
+ * covered): the store writes they saved. */
+uint64_t tp__committer_skipped(tp__committer *c);
 
 /* Test hook (memory store tests): every attempt first waits while the gate
  * is closed; attempts counts the store commits begun. */

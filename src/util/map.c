@@ -54,8 +54,8 @@ key_draw(void)
     atomic_store_explicit(&key_ready, 1, memory_order_release);
 }
 
-static uint64_t
-hash(uint64_t seed, const char *s, size_t n)
+uint64_t
+tp__hash(uint64_t seed, const void *s, size_t n)
 {
     if (!atomic_load_explicit(&key_ready, memory_order_acquire))
         pthread_once(&key_once, key_draw);
@@ -107,7 +107,7 @@ find(const tp__map *map, const char *key, size_t n, uint64_t h)
 void *
 tp__map_getn(const tp__map *map, const char *key, size_t n)
 {
-    tp__map_slot *s = find(map, key, n, hash(map->seed, key, n));
+    tp__map_slot *s = find(map, key, n, tp__hash(map->seed, key, n));
     return s ? s->value : NULL;
 }
 
@@ -167,7 +167,7 @@ int
 tp__map_put(tp__map *map, const char *key, void *value)
 {
     size_t n = strlen(key);
-    uint64_t h = hash(map->seed, key, n);
+    uint64_t h = tp__hash(map->seed, key, n);
     tp__map_slot *s = find(map, key, n, h);
     if (s != NULL) {
         s->key = key;
@@ -185,7 +185,7 @@ void *
 tp__map_del(tp__map *map, const char *key)
 {
     size_t n = strlen(key);
-    tp__map_slot *s = find(map, key, n, hash(map->seed, key, n));
+    tp__map_slot *s = find(map, key, n, tp__hash(map->seed, key, n));
     if (s == NULL)
         return NULL;
     void *value = s->value;

@@ -47,6 +47,10 @@ void *tp__map_del(tp__map *map, const char *key);
  * The map must not change during an iteration. */
 int tp__map_next(const tp__map *map, size_t *iter, const char **key, void **value);
 
+/* tp__hash is the maps' keyed hash of n bytes under a seed, for tables of
+ * other shapes that must resist chosen keys as the maps do. */
+uint64_t tp__hash(uint64_t seed, const void *s, size_t n);
+
 /* tp__seed mixes a few sources (an address, the clock) into a hash seed. */
 uint64_t tp__seed(const void *addr);
 
