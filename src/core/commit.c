@@ -54,8 +54,11 @@ struct tp__committer {
     int stop;
     int gate; /* test hook: attempts wait while closed */
     uint64_t attempts, commits, failures, max_group;
-    uint64_t skipped;    /* ops a later op of their group made pointless (plan) */
-    uint64_t seed;       /* of plan's hash */
+    uint64_t skipped;     /* ops a later op of their group made pointless (plan) */
+    uint64_t seed;        /* of plan's hash */
+    struct gop *plan_ops; /* plan's buffers (the committer's thread) */
+    struct gslot *slots;
+    size_t plan_cap, slots_cap;
     uint64_t tried;      /* attempts ended */
     uint64_t last_tried; /* the last sequence the last attempt held */
     char why[sizeof(((tp_error *)0)->message)];
@@ -187,16 +190,18 @@ apply(tp_store *st, const tp__txn *t, const txop *o, tp_error *err)
 /* ---- A group's plan: the ops a later op of the group makes pointless ---- */
 
 /* An op of the group, in order; skip: a later op makes it pointless. */
-typedef struct gop {
+struct gop {
     const tp__txn *t;
     const txop *o;
     int skip;
-} gop;
+};
+typedef struct gop gop;
 
-typedef struct gslot {
+struct gslot {
     size_t at; /* index + 1 in the plan; 0: empty */
     uint64_t hash;
-} gslot;
+};
+typedef struct gslot gslot;
 
 /* The bytes of an op's key, the kind aside: k1, NUL, k2, NUL (k1 and k2
  * are appended one after the other, add()). Only for ops with a k2. */
@@ -233,7 +238,7 @@ same_record(const gop *a, const gop *b)
  * (then every op is applied).
  */
 static gop *
-plan(const tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
+plan(tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
 {
     size_t n = 0;
     for (const tp__txn *t = first;; t = t->next) {
@@ -244,13 +249,26 @@ plan(const tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *
     size_t cap = 16;
     while (cap < 2 * n)
         cap *= 2;
-    gop *ops = tp__malloc(n * sizeof *ops + 1);
-    gslot *slots = tp__calloc(cap, sizeof *slots);
-    if (ops == NULL || slots == NULL) {
-        tp__free(ops);
-        tp__free(slots);
-        return NULL;
+    /* Kept from one commit to the next, grown only: a buffer allocated and
+     * freed per commit made the allocator grow and shrink the thread's heap
+     * (an mprotect each time) dozens of times a commit. */
+    if (n > c->plan_cap) {
+        gop *ops = tp__reallocarray(c->plan_ops, n, sizeof *ops);
+        if (ops == NULL)
+            return NULL;
+        c->plan_ops = ops;
+        c->plan_cap = n;
     }
+    if (cap > c->slots_cap) {
+        gslot *slots = tp__reallocarray(c->slots, cap, sizeof *slots);
+        if (slots == NULL)
+            return NULL;
+        c->slots = slots;
+        c->slots_cap = cap;
+    }
+    gop *ops = c->plan_ops;
+    gslot *slots = c->slots;
+    memset(slots, 0, cap * sizeof *slots);
     size_t k = 0;
     for (const tp__txn *t = first;; t = t->next) {
         for (size_t i = 0; i < t->nops; i++)
@@ -279,7 +297,6 @@ plan(const tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *
             slots[j].at = i + 1; /* a del_below reaching higher: it covers more */
         }
     }
-    tp__free(slots);
     *count = n;
     return ops;
 }
@@ -322,7 +339,6 @@ run(void *arg)
             if (t == last)
                 break;
         }
-        tp__free(ops);
         if (rc == TP_OK)
             rc = c->st->ops->commit(c->st, &err);
         if (rc != TP_OK)
@@ -415,6 +431,8 @@ tp__committer_free(tp__committer *c)
     pthread_cond_destroy(&c->done);
     pthread_cond_destroy(&c->work);
     pthread_mutex_destroy(&c->mu);
+    tp__free(c->plan_ops);
+    tp__free(c->slots);
     tp__free(c);
 }
 
