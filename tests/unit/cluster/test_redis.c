@@ -398,6 +398,22 @@ Test(redis, auth_and_select)
     drop(r);
 }
 
+Test(redis, unix_socket)
+{
+    char sock[600], u[640];
+    snprintf(sock, sizeof sock, "%s/r.sock", base);
+    const char *extra[] = {"--unixsocket", sock, NULL};
+    start1(extra);
+    snprintf(u, sizeof u, "unix://%s", sock);
+    tp__redis *r = link_to(u, NULL);
+    cr_assert(run_until(&S.up, 1, 3000), "the link never came up");
+    cr_assert_eq(cmd(r, 0, "SET", "over", "unix", NULL), TP_OK);
+    cr_assert_eq(cmd(r, 1, "GET", "over", NULL, NULL), TP_OK);
+    cr_assert(wait_calls(0, 2, 3000));
+    cr_expect_str_eq(S.str[1], "unix");
+    drop(r);
+}
+
 Test(redis, script_evalsha_and_noscript)
 {
     start1(NULL);
@@ -814,5 +830,42 @@ Test(redis, cluster_three_masters, .timeout = 90)
     tp__redis_stats_get(r, &st);
     cr_expect_eq(st.moved, 1);
     cr_expect_eq(st.masters, 3);
+
+    /* One master killed: the link is down, commands for its slots fail at once, the other
+     * masters still serve theirs; back on its port (nodes.conf, AOF), the link is up again
+     * and the key written before is there. */
+    tpt_redisd *victim = NULL;
+    for (int j = 0; j < 3; j++)
+        if (servers[j].port == other)
+            victim = &servers[j];
+    cr_assert(victim);
+    tpt_redisd_signal(victim, SIGKILL);
+    cr_assert(run_until(&S.nev, S.nev + 1, 3000));
+    int never = 0;
+    uv_update_time(&loop);
+    for (uint64_t end = uv_now(&loop) + 3000; S.up && uv_now(&loop) < end;)
+        run_until(&never, 1, 10);
+    cr_expect_eq(S.up, 0, "still up with a master gone");
+    tp_error err = {0};
+    const char *argv[2] = {"GET", tagged[2]};
+    size_t argvlen[2] = {3, strlen(tagged[2])};
+    cr_expect_eq(tp__redis_command(r, 2, argv, argvlen, 1, on_reply, (void *)11, &err), TP_ECLOSED);
+    cr_expect(strstr(err.message, "down"), "%s", err.message);
+    cr_assert_eq(cmd(r, 12, "GET", tagged[1], NULL, NULL), TP_OK);
+    cr_assert(wait_calls(12, 13, 3000));
+    cr_expect_str_eq(S.str[12], tagged[1], "another master: %s", S.str[12]);
+    cr_assert_eq(tpt_redisd_restart(victim), 0);
+    cr_assert(run_until(&S.up, 1, 10000), "not up after the master came back");
+    /* Connected is not joined: until it has heard from the others, the restarted master
+     * answers -CLUSTERDOWN, an error reply the link passes on and its caller retries. */
+    int tries = 0;
+    do {
+        if (tries)
+            run_ms(50);
+        S.calls[13] = 0;
+        cr_assert_eq(cmd(r, 13, "GET", tagged[2], NULL, NULL), TP_OK);
+        cr_assert(wait_calls(13, 14, 3000));
+    } while (S.code[13] == 1 && strstr(S.str[13], "CLUSTERDOWN") && ++tries < 100);
+    cr_expect_str_eq(S.str[13], tagged[2], "%s", S.str[13]);
     drop(r);
 }
