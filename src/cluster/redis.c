@@ -1104,12 +1104,20 @@ node_down(node *n, int was_ready)
     }
     if (was_ready && n->kind == NODE_SUB)
         n->resub_notify = 1;
+    if (r->mode == MODE_CLUSTER && n->kind == NODE_MAIN && n != r->seed && n->owns == 0) {
+        /* A node that serves no slot any more (its slots failed over or moved): no need to
+         * keep trying; node_get connects it again if a map or a redirection names it. */
+        return;
+    }
     uint32_t delay = backoff(n);
     n->retry_at = now_ms(r) + delay;
     uv_timer_start(&n->timer, on_retry, delay, 0);
     emit(r, TP__REDIS_RETRY, why, delay);
-    if (was_ready && r->mode == MODE_CLUSTER && n->kind == NODE_MAIN)
-        map_refresh(r, NULL); /* a failover may have moved its slots */
+    /* A failover may move its slots to a promoted replica: read the map again after each
+     * loss and each failed attempt (so at the pace of the backoff), or its slots would stay
+     * refused as down for ever. */
+    if (r->mode == MODE_CLUSTER && n->kind == NODE_MAIN && (was_ready || n->owns))
+        map_refresh(r, NULL);
 }
 
 static void
@@ -1271,8 +1279,12 @@ node_get(tp__redis *r, const char *host, size_t hostlen, int port)
         return NULL;
     for (node *n = r->nodes; n; n = n->next)
         if (n->kind == NODE_MAIN && n->port == port && strlen(n->host) == hostlen &&
-            memcmp(n->host, host, hostlen) == 0)
+            memcmp(n->host, host, hostlen) == 0) {
+            /* Idle since it served nothing (node_down): named again, so try it again. */
+            if (!n->ac && !uv_is_active((uv_handle_t *)&n->timer))
+                node_connect(n);
             return n;
+        }
     node *n = tp__calloc(1, sizeof *n);
     if (!n)
         return NULL;
