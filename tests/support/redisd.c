@@ -96,7 +96,8 @@ tpt_redis_sync(int port)
 static int
 spawn(tpt_redisd *d)
 {
-    char port[16], log[600], aof[600];
+    char port[16], log[600], aof[600], timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", d->node_timeout_ms ? d->node_timeout_ms : 5000);
     snprintf(port, sizeof port, "%d", d->port);
     snprintf(log, sizeof log, "%s/redis.log", d->dir);
     snprintf(aof, sizeof aof, "%s/nodes.conf", d->dir);
@@ -125,7 +126,7 @@ spawn(tpt_redisd *d)
         argv[n++] = "--cluster-config-file";
         argv[n++] = aof;
         argv[n++] = "--cluster-node-timeout";
-        argv[n++] = "5000";
+        argv[n++] = timeout;
     }
     for (int i = 0; i < 8 && d->extra[i]; i++)
         argv[n++] = d->extra[i];
@@ -222,7 +223,7 @@ tpt_redisd_stop(tpt_redisd *d)
 }
 
 static int
-cluster_ok(int port, int n)
+cluster_ok(int port, int masters)
 {
     redisContext *c = tpt_redis_sync(port);
     if (!c)
@@ -236,7 +237,7 @@ cluster_ok(int port, int n)
     if (ok) {
         /* And the whole map, with every master, is known to this node. */
         r = redisCommand(c, "CLUSTER SLOTS");
-        ok = r && r->type == REDIS_REPLY_ARRAY && (int)r->elements == n;
+        ok = r && r->type == REDIS_REPLY_ARRAY && (int)r->elements == masters;
         if (r)
             freeReplyObject(r);
     }
@@ -245,9 +246,10 @@ cluster_ok(int port, int n)
 }
 
 int
-tpt_cluster_create(tpt_redisd *d, int n)
+tpt_cluster_create(tpt_redisd *d, int n, int replicas)
 {
-    char addrs[8][32];
+    char addrs[8][32], reps[8];
+    snprintf(reps, sizeof reps, "%d", replicas);
     const char *argv[20];
     int k = 0;
     argv[k++] = TPT_REDIS_CLI;
@@ -258,7 +260,7 @@ tpt_cluster_create(tpt_redisd *d, int n)
         argv[k++] = addrs[i];
     }
     argv[k++] = "--cluster-replicas";
-    argv[k++] = "0";
+    argv[k++] = reps;
     argv[k++] = "--cluster-yes";
     argv[k] = NULL;
     pid_t pid = fork();
@@ -279,7 +281,7 @@ tpt_cluster_create(tpt_redisd *d, int n)
     for (int i = 0; i < 2000; i++) {
         int all = 1;
         for (int j = 0; j < n && all; j++)
-            all = cluster_ok(d[j].port, n);
+            all = cluster_ok(d[j].port, n / (1 + replicas));
         if (all)
             return 0;
         sleep_ms(10);

@@ -17,6 +17,7 @@ typedef struct tpt_redisd {
     int cluster;
     char dir[512];        /* its own directory: AOF, nodes.conf, log */
     const char *extra[8]; /* more arguments (e.g. "--requirepass", "secret"), NULL-ended */
+    int node_timeout_ms;  /* cluster-node-timeout; 0: 5000 */
 } tpt_redisd;
 
 /* tpt_tempdir makes a fresh directory under $TMPDIR (or /tmp) and returns its path
@@ -43,8 +44,8 @@ void tpt_redisd_stop(tpt_redisd *d);
 redisContext *tpt_redis_sync(int port);
 
 /* tpt_cluster_create joins n started cluster-enabled servers into one cluster (redis-cli
- * --cluster create, no replicas) and waits until every node says cluster_state:ok and
- * knows the whole slot map (20 s at most). Returns 0 or -1. */
-int tpt_cluster_create(tpt_redisd *d, int n);
+ * --cluster create, `replicas` replicas per master) and waits until every node says
+ * cluster_state:ok and knows every master (20 s at most). Returns 0 or -1. */
+int tpt_cluster_create(tpt_redisd *d, int n, int replicas);
 
 #endif /* TP_TESTS_REDISD_H */

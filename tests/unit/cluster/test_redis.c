@@ -38,7 +38,7 @@ typedef struct seen {
 static seen S;
 static uv_loop_t loop;
 static char base[512];
-static tpt_redisd servers[3];
+static tpt_redisd servers[6];
 
 static void
 setup(void)
@@ -69,7 +69,7 @@ teardown(void)
         if (live[i])
             tp__redis_free(live[i]);
     memset(live, 0, sizeof live);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 6; i++)
         tpt_redisd_stop(&servers[i]);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(uv_loop_close(&loop), 0, "a handle is left open on the loop");
@@ -688,7 +688,7 @@ Test(redis, cluster_three_masters, .timeout = 90)
 {
     for (int i = 0; i < 3; i++)
         cr_assert_eq(tpt_redisd_start(&servers[i], base, 0, 1), 0, "redis-server %d", i);
-    cr_assert_eq(tpt_cluster_create(servers, 3), 0, "the cluster did not form");
+    cr_assert_eq(tpt_cluster_create(servers, 3, 0), 0, "the cluster did not form");
     tp__redis *r = link_to(url_of(servers[0].port, NULL), NULL);
     cr_assert(run_until(&S.up, 1, 5000), "the link never came up");
     tp__redis_stats st;
@@ -867,5 +867,68 @@ Test(redis, cluster_three_masters, .timeout = 90)
         cr_assert(wait_calls(13, 14, 3000));
     } while (S.code[13] == 1 && strstr(S.str[13], "CLUSTERDOWN") && ++tries < 100);
     cr_expect_str_eq(S.str[13], tagged[2], "%s", S.str[13]);
+    drop(r);
+}
+
+Test(redis, cluster_failover, .timeout = 90)
+{
+    /* Three masters and three replicas, a short node timeout: a master SIGKILLed is
+     * replaced by its replica, and the link must find it (the map read again at each failed
+     * attempt), not refuse the slots as down for ever. */
+    for (int i = 0; i < 6; i++) {
+        servers[i].node_timeout_ms = 1000;
+        cr_assert_eq(tpt_redisd_start(&servers[i], base, 0, 1), 0, "redis-server %d", i);
+    }
+    cr_assert_eq(tpt_cluster_create(servers, 6, 1), 0, "the cluster did not form");
+    tp__redis_config cfg = {.backoff_min_ms = 50, .backoff_max_ms = 400};
+    tp__redis *r = link_to(url_of(servers[0].port, NULL), &cfg);
+    cr_assert(run_until(&S.up, 1, 5000), "the link never came up");
+    tp__redis_stats st;
+    tp__redis_stats_get(r, &st);
+    cr_expect_eq(st.masters, 3);
+
+    /* A key on a master that is not the URL's, written there and replicated (WAIT). */
+    char key[32];
+    int port = -1;
+    for (int t = 0; t < 1000; t++) {
+        snprintf(key, sizeof key, "{f%d}:k", t);
+        port = port_of_slot(servers[0].port, tp__redis_keyslot(key, strlen(key)));
+        if (port != servers[0].port)
+            break;
+    }
+    redisContext *c = tpt_redis_sync(port);
+    cr_assert(c);
+    redisReply *rep = redisCommand(c, "SET %s v1", key);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "WAIT 1 5000");
+    cr_assert(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1, "not replicated");
+    freeReplyObject(rep);
+    redisFree(c);
+    tpt_redisd *victim = NULL;
+    for (int j = 0; j < 6; j++)
+        if (servers[j].port == port)
+            victim = &servers[j];
+    cr_assert(victim);
+    uint64_t maps = st.map_updates;
+    tpt_redisd_signal(victim, SIGKILL);
+
+    /* Read it through the link until the promoted replica answers (15 s at most). */
+    uv_update_time(&loop);
+    uint64_t t0 = uv_now(&loop), end = t0 + 15000;
+    int got = 0;
+    for (int i = 0; !got && uv_now(&loop) < end && i < MAXCALLS; i++) {
+        if (cmd(r, i, "GET", key, NULL, NULL) == TP_OK) {
+            cr_assert(wait_calls(i, i + 1, 3000));
+            got = S.code[i] == 0 && strcmp(S.str[i], "v1") == 0;
+        }
+        if (!got)
+            run_ms(100);
+    }
+    cr_assert(got, "the link never reached the promoted replica");
+    cr_expect(run_until(&S.up, 1, 3000), "not up after the failover");
+    tp__redis_stats_get(r, &st);
+    cr_expect_gt(st.map_updates, maps);
+    cr_expect_eq(st.masters, 3);
+    cr_log_info("failover followed in %llu ms", (unsigned long long)(uv_now(&loop) - t0));
     drop(r);
 }
