@@ -589,7 +589,8 @@ cmd_new(tp__redis *r, int argc, const char *const *argv, const size_t *argvlen, 
     c->argvlen = (size_t *)(c->argv + argc);
     char *p = (char *)(c->argvlen + argc);
     for (int i = first; i < argc; i++) {
-        memcpy(p, argv[i], argvlen[i]);
+        if (argvlen[i]) /* an empty argument may come as NULL */
+            memcpy(p, argv[i], argvlen[i]);
         p[argvlen[i]] = '\0';
         c->argv[i] = p;
         c->argvlen[i] = argvlen[i];
