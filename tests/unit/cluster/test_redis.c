@@ -199,8 +199,9 @@ cmd(tp__redis *r, int slot, const char *a0, const char *a1, const char *a2, cons
         argc++;
     }
     tp_error err = {0};
-    return tp__redis_command(r, argc, argv, argvlen, argc > 1 ? 1 : -1, on_reply,
-                             (void *)(intptr_t)slot, &err);
+    /* argv[1] is the key, but PUBLISH has none (any master carries it). */
+    int key = argc > 1 && strcmp(a0, "PUBLISH") != 0 ? 1 : -1;
+    return tp__redis_command(r, argc, argv, argvlen, key, on_reply, (void *)(intptr_t)slot, &err);
 }
 
 static int
@@ -867,6 +868,17 @@ Test(redis, cluster_three_masters, .timeout = 90)
         cr_assert(wait_calls(13, 14, 3000));
     } while (S.code[13] == 1 && strstr(S.str[13], "CLUSTERDOWN") && ++tries < 100);
     cr_expect_str_eq(S.str[13], tagged[2], "%s", S.str[13]);
+
+    /* The master the pub/sub connection is on (the URL's) killed for good: it moves to
+     * another master, subscribes again, tells the owner, and PUBLISH still reaches it. */
+    int resubs = S.resubscribed, msgs = S.nmsg;
+    tpt_redisd_signal(&servers[0], SIGKILL);
+    cr_assert(run_until(&S.resubscribed, resubs + 1, 5000), "pub/sub did not move");
+    cr_assert_eq(cmd(r, 14, "PUBLISH", "bus", "again", NULL), TP_OK);
+    cr_assert(wait_calls(14, 15, 3000));
+    cr_expect_eq(S.integer[14], 1, "subscribers: %lld (%s)", S.integer[14], S.str[14]);
+    cr_assert(run_until(&S.nmsg, msgs + 1, 3000));
+    cr_expect_str_eq(S.messages[msgs], "bus=again");
     drop(r);
 }
 
