@@ -468,10 +468,10 @@ route(tp__redis *r, int slot)
     return r->seed;
 }
 
-/* redirect follows "MOVED slot host:port" or "ASK slot host:port". Returns 1 when the reply
- * was one (and the command is sent again or ended), 0 when not. */
+/* redirect follows "MOVED slot host:port" or "ASK slot host:port" from node `from`. Returns
+ * 1 when the reply was one (and the command is sent again or ended), 0 when not. */
 static int
-redirect(cmd *c, const redisReply *reply)
+redirect(cmd *c, node *from, const redisReply *reply)
 {
     tp__redis *r = c->r;
     int ask = 0;
@@ -499,7 +499,13 @@ redirect(cmd *c, const redisReply *reply)
                  MAX_REDIRECTS, reply->str);
         return 1;
     }
-    node *n = node_get(r, addr, (size_t)(colon - addr), (int)port);
+    /* An empty host (Redis 7 when the endpoint is unknown): the host of the node asked. */
+    size_t hostlen = (size_t)(colon - addr);
+    if (hostlen == 0 && from) {
+        addr = from->host;
+        hostlen = strlen(from->host);
+    }
+    node *n = node_get(r, addr, hostlen, (int)port);
     if (!n) {
         cmd_done(c, NULL, TP_ENOMEM, "redis: out of memory following '%.100s'", reply->str);
         return 1;
@@ -547,7 +553,7 @@ on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        if (redirect(c, reply))
+        if (redirect(c, n, reply))
             return;
         if (c->script && !c->eval && reply->len >= 8 && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
             /* The script cache is empty (restart, SCRIPT FLUSH): EVAL runs the body and
