@@ -6,7 +6,10 @@
 #     core file: only the compiler's dependency list sees it (check 2);
 #   - core/hubapi.h including core/hub.h, so that net reaches the hub's structs through it,
 #     and a struct of the hub defined in core/hubapi.h itself (check 3);
-#   - an object of the core that calls a function of the store (check 4);
+#   - a net file that reaches the cluster layer's header (and so hiredis) through a header
+#     whose #include names it by a macro, past the direct grep (check 2);
+#   - an object of the core that calls a function of the store, and one of the cluster
+#     layer (check 4);
 #   - a source without an object (check 4 refuses to pass on a build it cannot see);
 # and expects check-layers.sh to pass on the clean copy and to fail, naming each, on the
 # planted ones.
@@ -48,14 +51,21 @@ printf '#include "../store/store.h" /* planted */\n' >"$s/core/planted.h"
 printf '#include "core/planted.h"\n' | cat - "$s/core/hubapi.c" >"$tmp/x" && mv "$tmp/x" "$s/core/hubapi.c"
 printf '#include "core/hub.h" /* planted */\nstruct tp__model {\n    int planted;\n};\n' \
     >>"$s/core/hubapi.h"
+printf '#define TP_PLANTED_CLUSTER "cluster/redis.h"\n#include TP_PLANTED_CLUSTER\n' \
+    >"$s/net/planted_cluster.h"
+printf '#include "net/planted_cluster.h"\n' | cat - "$s/net/http.c" >"$tmp/x" && mv "$tmp/x" "$s/net/http.c"
 cat >"$s/core/planted_call.c" <<'EOF'
+#include <stddef.h>
+#include <stdint.h>
 struct tp_store;
 void tp_store_free(struct tp_store *s);
+uint16_t tp__redis_keyslot(const char *key, size_t len);
 void tp__planted_call(void);
 void
 tp__planted_call(void)
 {
     tp_store_free(0);
+    (void)tp__redis_keyslot("k", 1);
 }
 EOF
 obj="$tmp/build/CMakeFiles/tp_core.dir/src/core/planted_call.c.o"
@@ -69,6 +79,9 @@ expect "$tmp/bad.out" "layer core reaches layer store: src/core/hubapi.c include
 expect "$tmp/bad.out" "net sees hub internals: src/net/server.c reaches src/core/hub.h"
 expect "$tmp/bad.out" "net sees hub internals: src/core/hubapi.h (which net reaches) defines a struct of the hub"
 expect "$tmp/bad.out" "layer core calls layer store: src/core/planted_call.c uses tp_store_free"
+expect "$tmp/bad.out" "layer net reaches layer cluster: src/net/http.c includes src/cluster/redis.h"
+expect "$tmp/bad.out" "layer net reaches hiredis: src/net/http.c includes"
+expect "$tmp/bad.out" "layer core calls layer cluster: src/core/planted_call.c uses tp__redis_keyslot"
 # The direct grep alone saw none of them.
 if grep -q "includes what it may not" "$tmp/bad.out"; then
     echo "selftest: the planted includes were meant to get past the direct grep"

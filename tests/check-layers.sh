@@ -4,7 +4,9 @@
 # patterns: src/core/schema_pattern.c), store adds SQLite, net adds libwebsockets; auth
 # (JWT verification) uses util, jansson and OpenSSL, and only net and daemon may use it;
 # client uses util and core; cli uses the public API only; Lua (custom merges,
-# src/daemon/luamerge.c) is the daemon's alone. Four checks, any failure fails:
+# src/daemon/luamerge.c) is the daemon's alone; cluster (the Redis link, issue 18) uses util,
+# the public header, libuv, hiredis and OpenSSL (SHA-1 of scripts), only the daemon may use
+# it, and hiredis is cluster's alone. Four checks, any failure fails:
 #
 # 1. direct includes: a grep of each file's #include lines (system headers too: the core
 #    may not include sockets or unistd);
@@ -39,29 +41,31 @@ check() { # layer, forbidden regexp
         fail=1
     fi
 }
-check util 'lua|lauxlib|lualib|jansson|pcre2|openssl/|sqlite3|libwebsockets|core/|store/|auth/|net/|client/|daemon/|cli/'
-check core 'lua|lauxlib|lualib|openssl/|sqlite3|libwebsockets|store/|auth/|net/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
-check store 'lua|lauxlib|lualib|libwebsockets|auth/|net/|client/|daemon/|cli/'
-check auth 'lua|lauxlib|lualib|pcre2|sqlite3|libwebsockets|core/|store/|net/|client/|daemon/|cli/'
-check net 'lua|lauxlib|lualib|client/|daemon/|cli/'
+check util 'lua|lauxlib|lualib|jansson|pcre2|openssl/|sqlite3|libwebsockets|hiredis|core/|store/|auth/|net/|cluster/|client/|daemon/|cli/'
+check core 'lua|lauxlib|lualib|openssl/|sqlite3|libwebsockets|hiredis|store/|auth/|net/|cluster/|client/|daemon/|cli/|sys/socket|netinet/|unistd'
+check store 'lua|lauxlib|lualib|libwebsockets|hiredis|auth/|net/|cluster/|client/|daemon/|cli/'
+check auth 'lua|lauxlib|lualib|pcre2|sqlite3|libwebsockets|hiredis|core/|store/|net/|cluster/|client/|daemon/|cli/'
+check net 'lua|lauxlib|lualib|hiredis|cluster/|client/|daemon/|cli/'
+check cluster 'lua|lauxlib|lualib|jansson|pcre2|sqlite3|libwebsockets|curl/|core/|store/|auth/|net/|client/|daemon/|cli/'
 check daemon 'client/|cli/'
-check client 'lua|lauxlib|lualib|store/|auth/|net/|daemon/|cli/|sqlite3'
-check cli 'lua|lauxlib|lualib|core/|store/|auth/|net/|client/|daemon/|util/|sqlite3|libwebsockets'
+check client 'lua|lauxlib|lualib|hiredis|store/|auth/|net/|cluster/|daemon/|cli/|sqlite3'
+check cli 'lua|lauxlib|lualib|hiredis|core/|store/|auth/|net/|cluster/|client/|daemon/|util/|sqlite3|libwebsockets'
 
 # What each layer may depend on (its own layer included), and the libraries it may not
 # reach even through another header. jansson is everyone's: the public header has it.
 ALLOWED='util:util core:util,core store:util,core,store auth:util,auth
-net:util,core,store,auth,net daemon:util,core,store,auth,net,daemon
+net:util,core,store,auth,net cluster:util,cluster daemon:util,core,store,auth,net,cluster,daemon
 client:util,core,client cli:cli'
-NO_LIBS='util:pcre2,openssl,sqlite3,libwebsockets,uv,curl,lua core:openssl,sqlite3,libwebsockets,uv,curl,lua
-store:libwebsockets,uv,curl,openssl,lua auth:pcre2,sqlite3,libwebsockets,uv,curl,lua net:lua
-client:sqlite3,curl,pcre2,lua cli:sqlite3,libwebsockets,uv,curl,pcre2,openssl,lua'
+NO_LIBS='util:pcre2,openssl,sqlite3,libwebsockets,uv,curl,lua,hiredis core:openssl,sqlite3,libwebsockets,uv,curl,lua,hiredis
+store:libwebsockets,uv,curl,openssl,lua,hiredis auth:pcre2,sqlite3,libwebsockets,uv,curl,lua,hiredis net:lua,hiredis
+cluster:pcre2,sqlite3,libwebsockets,curl,lua
+client:sqlite3,curl,pcre2,lua,hiredis cli:sqlite3,libwebsockets,uv,curl,pcre2,openssl,lua,hiredis'
 # The core headers net may reach (check 3).
 NET_CORE='hubapi.h route.h hostops.h journal.h json.h commit.h'
 
 # ---- 2 and 3. transitive includes ------------------------------------------------------
 sources=$(ls "$root"/src/*/*.c)
-cflags=$(pkg-config --cflags jansson libwebsockets sqlite3 libpcre2-8 libuv libcurl libssl lua5.4 \
+cflags=$(pkg-config --cflags jansson libwebsockets sqlite3 libpcre2-8 libuv libcurl libssl lua5.4 hiredis \
     2>/dev/null || true)
 deps=$(mktemp)
 trap 'rm -f "$deps"' EXIT
@@ -89,7 +93,7 @@ function layer_of(p,    r) {
     if (index(p, r) == 1) { p = substr(p, length(r) + 1); sub(/\/.*/, "", p); return p }
     if (index(p, root "/include/") == 1) return "public"
     # -MG: a project header that is not there, as written ("core/x.h")
-    if (p ~ /^(util|core|store|auth|net|daemon|client|cli)\//) { sub(/\/.*/, "", p); return p }
+    if (p ~ /^(util|core|store|auth|net|cluster|daemon|client|cli)\//) { sub(/\/.*/, "", p); return p }
     return ""
 }
 function lib_of(p) {
@@ -101,6 +105,7 @@ function lib_of(p) {
     if (p ~ /(^|\/)uv(\.h$|\/)/) return "uv"
     if (p ~ /(^|\/)curl\//) return "curl"
     if (p ~ /(^|\/)(lua|lauxlib|lualib|luaconf)\.h$/) return "lua"
+    if (p ~ /(^|\/)hiredis\//) return "hiredis"
     return ""
 }
 function rel(p) { sub("^" root "/", "", p); return p }

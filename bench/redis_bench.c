@@ -1,0 +1,248 @@
+/*
+ * redis_bench: the Redis link's figures (src/cluster/redis.c) against a redis-server it starts
+ * itself on a free loopback port, with the cluster layer's durable default (appendonly yes,
+ * appendfsync always), or against --url. Prints, per command kind:
+ *   - one at a time: round trip p50/p99 in microseconds (what a write waits for Redis);
+ *   - pipelined (--window commands in flight): commands per second and the bench process's
+ *     CPU per command (the link's and hiredis's cost on our side, not Redis's).
+ * Usage: redis_bench [--quick] [--count N] [--window W] [--url redis://...] [--fsync everysec]
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "cluster/redis.h"
+
+static uv_loop_t loop;
+static tp__redis *link_;
+static tp__redis_script *script;
+static int up;
+static long issued, done_, total, window, failed;
+static int kind; /* 0 INCR, 1 GET, 2 EVALSHA */
+static uint64_t *lat;
+static uint64_t sent_at;
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double
+cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void
+on_state(tp__redis_event ev, const char *reason, uint32_t retry_ms, void *user)
+{
+    (void)retry_ms;
+    (void)user;
+    if (ev == TP__REDIS_UP)
+        up = 1;
+    else
+        fprintf(stderr, "redis_bench: %s\n", reason);
+}
+
+static void issue(void);
+
+static void
+on_reply(const redisReply *reply, const tp_error *err, void *user)
+{
+    (void)user;
+    if (err || reply->type == REDIS_REPLY_ERROR)
+        failed++;
+    if (window == 1)
+        lat[done_] = now_ns() - sent_at;
+    done_++;
+    if (done_ == total)
+        uv_stop(&loop);
+    else
+        issue();
+}
+
+static void
+issue(void)
+{
+    while (issued < total && issued - done_ < window) {
+        static const char *incr[2] = {"INCR", "bench:counter"};
+        static const char *get[2] = {"GET", "bench:counter"};
+        static const size_t len[2] = {4, 13};
+        static const size_t getlen[2] = {3, 13};
+        const char *keys[1] = {"bench:counter"};
+        size_t keylens[1] = {13};
+        tp_error err;
+        int rc;
+        sent_at = now_ns();
+        if (kind == 0)
+            rc = tp__redis_command(link_, 2, incr, len, 1, on_reply, NULL, &err);
+        else if (kind == 1)
+            rc = tp__redis_command(link_, 2, get, getlen, 1, on_reply, NULL, &err);
+        else
+            rc = tp__redis_script_call(link_, script, 1, keys, keylens, 0, NULL, NULL, on_reply,
+                                       NULL, &err);
+        if (rc != TP_OK) {
+            fprintf(stderr, "redis_bench: %s\n", err.message);
+            exit(1);
+        }
+        issued++;
+    }
+}
+
+static int
+cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void
+run(int k, long n, long w)
+{
+    static const char *names[3] = {"INCR", "GET", "EVALSHA"};
+    kind = k;
+    total = n;
+    window = w;
+    issued = done_ = failed = 0;
+    double c0 = cpu_s();
+    uint64_t t0 = now_ns();
+    issue();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    double cpu = cpu_s() - c0;
+    if (w == 1) {
+        qsort(lat, (size_t)n, sizeof *lat, cmp);
+        printf("%-8s one at a time   %7ld  p50 %7.1f us  p99 %7.1f us  (%ld failed)\n", names[k], n,
+               (double)lat[n / 2] / 1e3, (double)lat[n * 99 / 100] / 1e3, failed);
+    } else {
+        printf("%-8s %4ld in flight  %7ld  %9.0f /s     %5.2f us CPU each  (%ld failed)\n",
+               names[k], w, n, (double)n / secs, cpu * 1e6 / (double)n, failed);
+    }
+}
+
+static pid_t
+start_redis(int *port, char *dir, size_t cap, const char *fsync)
+{
+    snprintf(dir, cap, "/tmp/tp-redis-bench-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    srand((unsigned)getpid());
+    for (int tries = 0; tries < 20; tries++) {
+        *port = 20000 + rand() % 25000;
+        char p[16];
+        snprintf(p, sizeof p, "%d", *port);
+        pid_t pid = fork();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            execl("/usr/bin/redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
+                  "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", fsync,
+                  "--logfile", "redis.log", (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 300; i++) {
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break;
+            redisContext *c = redisConnect("127.0.0.1", *port);
+            if (c && !c->err) {
+                redisReply *r = redisCommand(c, "PING");
+                int ok = r && r->type == REDIS_REPLY_STATUS;
+                if (r)
+                    freeReplyObject(r);
+                redisFree(c);
+                if (ok)
+                    return pid;
+            } else if (c) {
+                redisFree(c);
+            }
+            usleep(10000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+    long count = 100000, win = 256;
+    const char *url = NULL, *fsync = "always";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            count = 10000;
+        else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            count = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc)
+            win = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+            url = argv[++i];
+        else if (strcmp(argv[i], "--fsync") == 0 && i + 1 < argc)
+            fsync = argv[++i];
+        else {
+            fprintf(stderr, "usage: redis_bench [--quick] [--count N] [--window W] "
+                            "[--url redis://...] [--fsync always|everysec|no]\n");
+            return 2;
+        }
+    }
+    if (count < 100 || win < 1)
+        return 2;
+    char dir[64] = "", buf[64];
+    int port = 0;
+    pid_t pid = 0;
+    if (!url) {
+        pid = start_redis(&port, dir, sizeof dir, fsync);
+        if (pid < 0) {
+            fprintf(stderr, "redis_bench: could not start /usr/bin/redis-server\n");
+            return 1;
+        }
+        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", port);
+        url = buf;
+        printf("redis_bench: redis-server %s, appendonly yes, appendfsync %s\n", url, fsync);
+    }
+    uv_loop_init(&loop);
+    tp__redis_config cfg = {.url = url, .on_state = on_state, .max_inflight = 100000};
+    tp_error err;
+    link_ = tp__redis_new(&loop, &cfg, &err);
+    if (!link_) {
+        fprintf(stderr, "redis_bench: %s\n", err.message);
+        return 1;
+    }
+    while (!up)
+        uv_run(&loop, UV_RUN_ONCE);
+    const char lua[] = "return redis.call('INCR', KEYS[1])";
+    script = tp__redis_script_new(link_, lua, sizeof lua - 1, &err);
+    lat = calloc((size_t)count, sizeof *lat);
+    long seq = count / 10;
+    for (int k = 0; k < 3; k++) {
+        run(k, seq, 1);
+        run(k, count, win);
+    }
+    tp__redis_free(link_);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free(lat);
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            return 1;
+    }
+    return 0;
+}
