@@ -14,6 +14,7 @@ packages=(
     libcurl4-openssl-dev
     python3-jwt python3-cryptography
     liblua5.4-dev
+    redis-server python3-redis
 )
 # Node.js for the JavaScript client's tests (clients/js) and the OpenAPI validator of the
 # host API's document (tests/openapi/): Debian's nodejs and npm, unless a node is there
