@@ -14,7 +14,8 @@ History may be shared by threads):
   the revs the client then sees must carry on from the ones it held.
 - `invoke(client, node, conn, model, ref, patch, marks)`: a write was sent. `marks` is the
   part of the patch that identifies this write ({field: value}, top-level fields of the
-  model no other write sets): the checks look for it in patches and final values. Returns
+  model no other write sets, with integer or string values): the checks look for it in
+  patches and final values. Returns
   the write's id, `client#ref` (the protocol's exactly-once identity: a client id and a ref).
 - `resend(wid, node, conn)`: the same write (same client id and ref) sent again after a
   reconnect.
@@ -40,7 +41,8 @@ Checks (each returns a list of Anomaly; `check_all` runs them all):
   names a rev past the node's final rev, or whose ack rev's published patch does not carry
   it; a failed write whose marks are in a final value or in a patch.
 - `check_duplicates`: a write's marks set by patches at two revs; two acks of one write id
-  that name different revs (a resend applied again); and, for models with an `initial`
+  that name different revs, or an ack naming a later rev than the patch that set the
+  write's marks (a resend applied again); and, for models with an `initial`
   record, a final rev that is not the initial rev plus the number of writes present (a
   write applied twice adds a rev and no new mark; this needs every write to change its model
   and nobody else to write it).
@@ -66,8 +68,6 @@ failing run's history can be kept and checked again.
 import json
 import threading
 import time
-
-_UNKNOWN = object()   # a replica value the checker could not follow (after a gap)
 
 # Refusals that do not say "not applied" for the write id: `duplicate` answers a ref whose
 # outcome the server forgot (the first attempt may have been applied).
@@ -272,17 +272,39 @@ class History:
                 out.setdefault((ev["model"], ev["rev"]), []).append(ev)
         return out
 
+    def marks_published(self):
+        """(model, mark field, value) -> sorted revs whose published patch sets it. One
+        patch per rev is read (check_revs reports revs published with different patches)."""
+        out = {}
+        for (model, rev), ps in self.published().items():
+            p = ps[0]["patch"]
+            if isinstance(p, dict):
+                for k, v in p.items():
+                    if isinstance(v, (int, str)) and not isinstance(v, bool):
+                        out.setdefault((model, k, v), []).append(rev)
+        for revs in out.values():
+            revs.sort()
+        return out
+
     def streams(self):
         """Replays every client's stream by the protocol's replica rules. Returns (anomalies,
-        values) where values maps (model, rev) -> [(value, who, event index)]."""
+        values) where values maps (model, rev) -> [(value, who, event index)]. Cached until
+        the next record."""
+        cached = getattr(self, "_streams", None)
+        if cached is not None and cached[0] == len(self.events):
+            return cached[1]
+        result = self._streams_uncached()
+        self._streams = (len(self.events), result)
+        return result
+
+    def _streams_uncached(self):
         writes = {ev["wid"]: ev for ev in self.events if ev["type"] == "invoke"}
-        held = {}       # (client, model) -> [rev, value]
+        held = {}       # (client, model) -> _Replica
         values = {}
         anomalies = []
 
-        def saw(model, rev, value, who, i):
-            if value is not _UNKNOWN:
-                values.setdefault((model, rev), []).append((value, who, i))
+        def saw(model, rev, fp, who, i):
+            values.setdefault((model, rev), []).append((fp, who, i))
 
         for ev in self.events:
             typ = ev["type"]
@@ -291,67 +313,151 @@ class History:
                     for k in [k for k in held if k[0] == ev["client"]]:
                         del held[k]
                 continue
-            if typ == "final":
-                saw(ev["model"], ev["rev"], ev["value"], "final read on %s" % ev["node"],
-                    ev["i"])
-                continue
-            if typ == "initial":
-                saw(ev["model"], ev["rev"], ev["value"], "initial", ev["i"])
+            if typ in ("final", "initial"):
+                who = "final read on %s" % ev["node"] if typ == "final" else "initial"
+                saw(ev["model"], ev["rev"], _fingerprint(ev["value"]), who, ev["i"])
                 continue
             if typ not in ("snapshot", "patch", "ok"):
                 continue
             client, model = ev["client"], ev["model"]
             who = "client %s (conn %s on %s)" % (client, ev["conn"], ev["node"])
-            h = held.get((client, model))
+            r = held.get((client, model))
             if typ == "snapshot":
-                if h is not None and ev["rev"] < h[0]:
+                if r is not None and ev["rev"] < r.rev:
                     anomalies.append(Anomaly(
                         "rev-back", model, "%s got a snapshot at rev %d after holding rev %d"
-                        % (who, ev["rev"], h[0]), [ev["i"]]))
-                held[(client, model)] = [ev["rev"], ev["value"]]
-                saw(model, ev["rev"], ev["value"], who, ev["i"])
-            elif typ == "patch":
+                        % (who, ev["rev"], r.rev), [ev["i"]]))
+                r = held[(client, model)] = _Replica(ev["rev"], ev["value"])
+                saw(model, r.rev, r.fp, who, ev["i"])
+                continue
+            if typ == "patch":
                 if ev["rev"] <= ev["from"]:
                     anomalies.append(Anomaly(
                         "rev-back", model, "%s got a patch from rev %d to rev %d"
                         % (who, ev["from"], ev["rev"]), [ev["i"]]))
                     continue
-                if h is None:
+                if r is None:
                     anomalies.append(Anomaly(
                         "gap", model, "%s got a patch (rev %d to %d) for a model it holds no "
                         "snapshot of" % (who, ev["from"], ev["rev"]), [ev["i"]]))
-                    held[(client, model)] = [ev["rev"], _UNKNOWN]
+                    held[(client, model)] = _Replica(ev["rev"], None)
                     continue
-                if ev["rev"] <= h[0]:
+                if ev["rev"] <= r.rev:
                     anomalies.append(Anomaly(
                         "rev-back", model, "%s got a patch to rev %d while holding rev %d "
-                        "(a rev going back or repeated)" % (who, ev["rev"], h[0]), [ev["i"]]))
+                        "(a rev going back or repeated)" % (who, ev["rev"], r.rev), [ev["i"]]))
                     continue
-                if ev["from"] != h[0]:
+                if ev["from"] != r.rev:
                     anomalies.append(Anomaly(
                         "gap", model, "%s got a patch from rev %d while holding rev %d"
-                        % (who, ev["from"], h[0]), [ev["i"]]))
-                    h[0], h[1] = ev["rev"], _UNKNOWN
+                        % (who, ev["from"], r.rev), [ev["i"]]))
+                    r.lose(ev["rev"])
                     continue
-                h[0] = ev["rev"]
-                if h[1] is not _UNKNOWN:
-                    h[1] = merge_patch(h[1], ev["patch"])
-                saw(model, ev["rev"], h[1], who, ev["i"])
+                r.apply(ev["rev"], ev["patch"])
             else:   # ok
-                if h is None or ev["rev"] <= h[0]:
+                if r is None or ev["rev"] <= r.rev:
                     continue
-                if ev.get("from") is None or ev["from"] != h[0]:
+                if ev.get("from") is None or ev["from"] != r.rev:
                     anomalies.append(Anomaly(
                         "gap", model, "%s got the ack of %s at rev %d (from %s) while holding "
-                        "rev %d" % (who, ev["wid"], ev["rev"], ev.get("from"), h[0]),
+                        "rev %d" % (who, ev["wid"], ev["rev"], ev.get("from"), r.rev),
                         [ev["i"]]))
-                    h[0], h[1] = ev["rev"], _UNKNOWN
+                    r.lose(ev["rev"])
                     continue
-                h[0] = ev["rev"]
-                if h[1] is not _UNKNOWN:
-                    h[1] = merge_patch(h[1], writes[ev["wid"]]["patch"])
-                saw(model, ev["rev"], h[1], who, ev["i"])
+                r.apply(ev["rev"], writes[ev["wid"]]["patch"])
+            if r.value is not None:
+                saw(model, r.rev, r.fp, who, ev["i"])
         return anomalies, values
+
+    def value_at(self, i):
+        """The value a history event shows: a snapshot's, final or initial read's own value,
+        or the replica its client held after the patch or ack of event i (replayed)."""
+        ev = self.events[i]
+        if ev["type"] in ("snapshot", "final", "initial"):
+            return ev["value"]
+        writes = {e["wid"]: e for e in self.events if e["type"] == "invoke"}
+        r = None
+        for e in self.events[:i + 1]:
+            if e.get("client") != ev["client"]:
+                continue
+            if e["type"] == "connect" and not e["resume"]:
+                r = None
+            if e.get("model") != ev["model"]:
+                continue
+            if e["type"] == "snapshot":
+                r = _Replica(e["rev"], e["value"])
+            elif r is not None and r.value is not None and e["type"] == "patch":
+                if e["from"] == r.rev and e["rev"] > r.rev:
+                    r.apply(e["rev"], e["patch"])
+            elif (r is not None and r.value is not None and e["type"] == "ok"
+                  and e.get("from") == r.rev and e["rev"] > r.rev):
+                r.apply(e["rev"], writes[e["wid"]]["patch"])
+        return None if r is None else r.value
+
+
+_MASK = (1 << 64) - 1
+
+
+def _member_fp(k, v):
+    return hash((k, _canon(v))) & _MASK
+
+
+def _fingerprint(value):
+    """A value's fingerprint: the sum of its members' hashes (of their canonical JSON), so a
+    patch updates it in the time of the members it touches. Distinguishes 1 from true and
+    from 1.0, which == on decoded JSON would not."""
+    if not isinstance(value, dict):
+        return hash(("", _canon(value))) & _MASK
+    return sum(_member_fp(k, v) for k, v in value.items()) & _MASK
+
+
+class _Replica:
+    """A client's copy of a model, patched in place (the checker follows thousands of revs of
+    models with thousands of members: copying each value would be quadratic)."""
+
+    def __init__(self, rev, value):
+        self.rev = rev
+        self.value = json.loads(json.dumps(value)) if value is not None else None
+        self.fp = _fingerprint(self.value) if value is not None else None
+
+    def lose(self, rev):
+        self.rev, self.value, self.fp = rev, None, None
+
+    def apply(self, rev, patch):
+        self.rev = rev
+        if self.value is None:
+            return
+        if not isinstance(self.value, dict) or not isinstance(patch, dict):
+            self.value = merge_patch(self.value, patch)
+            self.fp = _fingerprint(self.value)
+            return
+        fp = self.fp
+        for k, pv in patch.items():
+            if k in self.value:
+                fp -= _member_fp(k, self.value[k])
+            if pv is None:
+                self.value.pop(k, None)
+            else:
+                self.value[k] = merge_patch(self.value.get(k), pv)
+                fp += _member_fp(k, self.value[k])
+        self.fp = fp & _MASK
+
+
+def _diff(a, b, limit=6):
+    """A short description of how two values differ (their top-level members)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return "%s vs %s" % (_canon(a)[:200], _canon(b)[:200])
+    only_a = sorted(k for k in a if k not in b)
+    only_b = sorted(k for k in b if k not in a)
+    differ = sorted(k for k in a if k in b and _canon(a[k]) != _canon(b[k]))
+    parts = []
+    if only_a:
+        parts.append("only in the first: %s" % ", ".join(only_a[:limit]))
+    if only_b:
+        parts.append("only in the second: %s" % ", ".join(only_b[:limit]))
+    for k in differ[:limit]:
+        parts.append("%s: %s vs %s" % (k, _canon(a[k])[:80], _canon(b[k])[:80]))
+    return "; ".join(parts) or "equal"
 
 
 # -- the checks -----------------------------------------------------------------
@@ -370,6 +476,7 @@ def check_lost(h):
     out = []
     finals = h.finals()
     published = h.published()
+    marked = h.marks_published()
     for wid, w in sorted(h.writes().items()):
         inv = w["invoke"]
         model, marks = inv["model"], inv["marks"]
@@ -407,13 +514,14 @@ def check_lost(h):
                         "failed-applied", model, "write %s was refused (%s) but node %s's "
                         "final value (rev %d) holds it" % (wid, last["code"], node, f["rev"]),
                         [last["i"], f["i"]]))
-            for (m, rev), ps in sorted(published.items()):
-                if m == model and any(_any_mark(p["patch"], marks) for p in ps):
-                    out.append(Anomaly(
-                        "failed-applied", model, "write %s was refused (%s) but the patch "
-                        "at rev %d carries it" % (wid, last["code"], rev),
-                        [last["i"], ps[0]["i"]]))
-                    break
+            revs = sorted({r for k, v in marks.items()
+                           for r in marked.get((model, k, v), [])})
+            if revs:
+                ps = published[(model, revs[0])]
+                out.append(Anomaly(
+                    "failed-applied", model, "write %s was refused (%s) but the patch "
+                    "at rev %d carries it" % (wid, last["code"], revs[0]),
+                    [last["i"], ps[0]["i"]]))
     return out
 
 
@@ -421,6 +529,7 @@ def check_duplicates(h):
     out = []
     writes = h.writes()
     published = h.published()
+    marked = h.marks_published()
     for wid, w in sorted(writes.items()):
         revs = sorted({a["rev"] for a in w["acks"]})
         if len(revs) > 1:
@@ -432,15 +541,24 @@ def check_duplicates(h):
         if not marks:
             continue
         model = w["invoke"]["model"]
-        # The revs whose published patch sets one of the write's marks. One patch per rev
-        # is enough (check_revs reports revs published with different patches).
-        at = sorted(rev for (m, rev), ps in published.items()
-                    if m == model and _any_mark(ps[0]["patch"], marks))
+        # The revs whose published patch sets one of the write's marks.
+        at = sorted({r for k, v in marks.items() for r in marked.get((model, k, v), [])})
         if len(at) > 1:
             out.append(Anomaly(
                 "duplicate", model, "write %s is set by the patches of revs %s: applied more "
                 "than once" % (wid, at),
                 [published[(model, r)][0]["i"] for r in at]))
+        elif len(at) == 1 and w["acks"]:
+            # A resend applied again re-sets marks that are already there: its patch then
+            # lacks them, and its ack names that later rev instead of the one that set them.
+            ack = w["acks"][-1]
+            later = published.get((model, ack["rev"]))
+            if ack["rev"] > at[0] and later:
+                out.append(Anomaly(
+                    "duplicate", model, "write %s was set by the patch of rev %d, but its ack "
+                    "names rev %d, whose patch is %s: applied again"
+                    % (wid, at[0], ack["rev"], _canon(later[0]["patch"])),
+                    [published[(model, at[0])][0]["i"], ack["i"], later[0]["i"]]))
     initial = {ev["model"]: ev for ev in h.events if ev["type"] == "initial"}
     by_model = {}
     for wid, w in writes.items():
@@ -499,14 +617,19 @@ def check_divergence(h):
                     % (first_node, first["rev"], _canon(first["value"]), node, f["rev"],
                        _canon(f["value"])), [first["i"], f["i"]]))
     _, values = h.streams()
+    detailed = 0
     for (model, rev), vs in sorted(values.items()):
-        base_value, base_who, base_i = vs[0]
-        base = _canon(base_value)
-        for value, who, i in vs[1:]:
-            if _canon(value) != base:
+        base_fp, base_who, base_i = vs[0]
+        for fp, who, i in vs[1:]:
+            if fp != base_fp:
+                # The values themselves, replayed, for the first few (a replay is slow).
+                how = ""
+                if detailed < 5:
+                    detailed += 1
+                    how = ": " + _diff(h.value_at(base_i), h.value_at(i))
                 out.append(Anomaly(
-                    "divergence", model, "at rev %d, %s had %s but %s had %s"
-                    % (rev, base_who, base, who, _canon(value)), [base_i, i]))
+                    "divergence", model, "at rev %d, %s and %s had different values%s"
+                    % (rev, base_who, who, how), [base_i, i]))
                 break
     return out
 

@@ -236,6 +236,22 @@ class Duplicates(unittest.TestCase):
         self.assertIn("revs [2, 4]", details)
         self.assertIn("a1#1", details)
 
+    def test_a_resend_applied_again_whose_first_ack_was_lost(self):
+        # a1#1's first ack was lost with the connection; its resend was applied again: the
+        # marks were already there, so the new patch only moves `last`, at rev 4, and the
+        # resend's ack names rev 4 instead of rev 2.
+        def again(b):
+            b.h.resend("a1#1", "n1", "c3")
+            b.h.patch("a2", "n1", "c2", M, 3, 4, {"last": "a1#1"}, "c3")
+            b.h.ok("a1#1", 4, 3)
+            b.m = history.merge_patch(b.m, {"last": "a1#1"})
+        b = Builder()
+        h = b.build(before_final=again, final_m=lambda n: (4, b.m))
+        found = history.check_duplicates(h)
+        self.assertIn("duplicate", kinds(found))
+        self.assertTrue(any("set by the patch of rev 2, but its ack names rev 4" in a.detail
+                            for a in found), found)
+
     def test_rev_accounting_shows_an_invisible_second_application(self):
         # Nobody saw rev 4's patch, but the model went one rev further than its writes.
         b = Builder()
@@ -331,6 +347,18 @@ class Divergence(unittest.TestCase):
         self.assertIn("at rev 2", found[0].detail)
         # check_lost sees it too: the patch at a1#1's ack rev does not carry a1#1's mark.
         self.assertEqual(kinds(history.check_lost(h)), ["wrong-ack-rev"])
+
+
+    def test_a_replica_holding_true_where_the_node_holds_1(self):
+        # Python's 1 == True: the checker compares JSON, where they differ.
+        h = History()
+        h.connect("a2", "n1", "c2")
+        h.snapshot("a2", "n1", "c2", M, 1, {})
+        h.patch("a2", "n1", "c2", M, 1, 2, {"x": True}, "c1")
+        h.final("n1", M, 2, {"x": 1})
+        found = history.check_divergence(h)
+        self.assertEqual(kinds(found), ["divergence"])
+        self.assertIn("x: true vs 1", found[0].detail)
 
 
 class DistinctAckRevs(unittest.TestCase):
