@@ -93,6 +93,11 @@ class Writer:
         self.board = 0        # writes to board
         self.ref = 0
         self.pending = {}     # ref -> (message, wid)
+        self.sent_here = set()  # refs sent on the current connection
+        self.resent = set()     # refs resent on the current connection
+        self.resumed = {}       # (scope, id) -> the rev held when it resumed
+        self.from_record = 0    # resends answered as stored before the kill
+        self.after_kill = 0     # resends applied after the kill (missing before)
         self.revs = {}        # (scope, id) -> the rev held
         self.conn = None
         self.c = None
@@ -111,8 +116,10 @@ class Writer:
             if await self.session():
                 return
             self.drops += 1
-            for ref in sorted(self.pending):
+            # Unknown: the writes sent on the connection that died, not yet answered.
+            for ref in sorted(self.sent_here & set(self.pending)):
                 self.h.info(self.pending[ref][1], "connection lost")
+            self.sent_here.clear()
 
     async def connect(self, query):
         # The daemon is down between a kill and its restart (the test restarts it in the
@@ -151,9 +158,12 @@ class Writer:
             self.c = c
             self.sessions += 1
             # Every write not answered, again, with its ref.
+            self.resumed = dict(self.revs)
+            self.resent = set(self.pending)
             for ref in sorted(self.pending):
                 msg, wid = self.pending[ref]
                 self.h.resend(wid, NODE, self.conn)
+                self.sent_here.add(ref)
                 await c.send(msg)
             while True:
                 while (len(self.pending) < WINDOW and not self.stopping
@@ -194,6 +204,7 @@ class Writer:
         wid = self.h.invoke(self.client, NODE, self.conn, self.key(scope, id), self.ref,
                             patch, {mark: self.ref})
         self.pending[self.ref] = (msg, wid)
+        self.sent_here.add(self.ref)
         await c.send(msg)
 
     def apply(self, m):
@@ -214,6 +225,11 @@ class Writer:
             if t == "ack":
                 k = (m["scope"], m["id"])
                 self.h.ok(wid, m["rev"], m.get("from"))
+                if m["ref"] in self.resent:
+                    if m["rev"] <= self.resumed.get(k, 0):
+                        self.from_record += 1
+                    else:
+                        self.after_kill += 1
                 if m.get("from") is not None and m["from"] == self.revs.get(k):
                     self.revs[k] = m["rev"]
             elif m["code"] in ("rate_limited", "internal"):
@@ -309,9 +325,12 @@ class HistorySingleNode(DaemonTestCase):
         anomalies = history.check_all(h)
         s = history.summary(h)
         print("test_history_single_node: %d kills (writes in flight at each: %s, then 0); "
-              "%d writes: %d acked, %d refused, %d unknown; %d resent; %d sessions; %d events"
+              "%d writes: %d acked, %d refused, %d unknown; %d resent (%d acked as stored "
+              "before the kill, %d applied after it); %d sessions; %d events"
               % (KILLS + 1, inflight, s["writes"], s["ok"], s["fail"], s["info"],
-                 s["resends"], sum(wr.sessions for wr in writers), s["events"]),
+                 s["resends"], sum(wr.from_record for wr in writers),
+                 sum(wr.after_kill for wr in writers), sum(wr.sessions for wr in writers),
+                 s["events"]),
               file=sys.stderr, flush=True)
         if anomalies:
             path = os.path.join(tempfile.mkdtemp(prefix="tp-history-"), "history.jsonl")
