@@ -124,7 +124,7 @@ class History:
 
     def __init__(self):
         self.events = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._writes = {}   # wid -> the invoke event
         self._sent = {}     # wid -> (node, conn) of its latest attempt
 
@@ -146,11 +146,11 @@ class History:
         with self._lock:
             if wid in self._writes:
                 raise ValueError("write %s invoked twice (use resend)" % wid)
-        ev = self._add({"type": "invoke", "client": client, "node": node, "conn": conn,
-                        "model": model, "wid": wid, "ref": ref, "patch": patch,
-                        "marks": dict(marks or {})})
-        self._writes[wid] = ev
-        self._sent[wid] = (node, conn)
+            ev = self._add({"type": "invoke", "client": client, "node": node, "conn": conn,
+                            "model": model, "wid": wid, "ref": ref, "patch": patch,
+                            "marks": dict(marks or {})})
+            self._writes[wid] = ev
+            self._sent[wid] = (node, conn)
         return wid
 
     def resend(self, wid, node, conn):
