@@ -22,6 +22,10 @@ record, or a new one when the write was not stored) complete them. After the kil
 writers finish their writes, the daemon is killed once more, and the final reads are a fresh
 connection's snapshots on the restarted daemon.
 
+Nothing here is tied to one daemon but the daemon itself: a Writer takes the list of nodes
+up and picks one per connection (recording which), and final reads are recorded per node, so
+a cluster test can drive the same writers over three daemons.
+
 TP_HISTORY_SEED picks the seed (printed: the kill moments and the writers' choices follow
 from it, the scheduling does not), TP_HISTORY_KILLS the number of kills under writes (4),
 Writers write until the end (at most TP_HISTORY_WRITES each, 20000; each at most BOARD_CAP
@@ -82,13 +86,17 @@ def key_of(tenant, scope, id):
 
 class Writer:
 
-    def __init__(self, h, port_of, w, tenant):
+    def __init__(self, h, nodes, w, tenant):
+        """nodes: a function returning [(node name, port)] of the daemons up now; each
+        session picks one (one node today: a cluster test passes its three)."""
         self.h = h
-        self.port_of = port_of
+        self.nodes = nodes
+        self.node = None
         self.w = w
         self.tenant = tenant
         self.client = "hist-w%d-%d" % (w, SEED)
         self.rng = random.Random(SEED * 7 + w)
+        self.node_rng = random.Random(SEED * 13 + w)   # apart: retries vary per run
         self.targets = [("private", "p")] + [("shared", s) for s in SHARED]
         self.board = 0        # writes to board
         self.ref = 0
@@ -126,9 +134,10 @@ class Writer:
         # same step of the loop as the kill, so that window is short): retry until it is up.
         deadline = asyncio.get_running_loop().time() + 3 * TIMEOUT
         while True:
+            self.node, port = self.node_rng.choice(self.nodes())
             try:
                 return await Client.connect("ws://127.0.0.1:%d/ws/%s%s"
-                                            % (self.port_of(), self.tenant, query))
+                                            % (port, self.tenant, query))
             except (OSError, asyncio.TimeoutError, websockets.WebSocketException):
                 if asyncio.get_running_loop().time() > deadline:
                     raise
@@ -144,7 +153,7 @@ class Writer:
             if hello.get("type") != "hello":
                 self.fail("first message %r" % hello)
             self.conn = hello["conn"]
-            self.h.connect(self.client, NODE, self.conn, resume=resume)
+            self.h.connect(self.client, self.node, self.conn, resume=resume)
             if resume:
                 await c.send({"type": "resume", "client": self.client, "models": [
                     {"scope": k[0], "id": k[1], "rev": r} for k, r in self.revs.items()]})
@@ -162,7 +171,7 @@ class Writer:
             self.resent = set(self.pending)
             for ref in sorted(self.pending):
                 msg, wid = self.pending[ref]
-                self.h.resend(wid, NODE, self.conn)
+                self.h.resend(wid, self.node, self.conn)
                 self.sent_here.add(ref)
                 await c.send(msg)
             while True:
@@ -201,7 +210,7 @@ class Writer:
         if self.rng.random() < 1.0 / 12:
             patch["n"] = -1   # refused by the schema: `invalid`
         msg = {"type": "write", "scope": scope, "id": id, "ref": self.ref, "patch": patch}
-        wid = self.h.invoke(self.client, NODE, self.conn, self.key(scope, id), self.ref,
+        wid = self.h.invoke(self.client, self.node, self.conn, self.key(scope, id), self.ref,
                             patch, {mark: self.ref})
         self.pending[self.ref] = (msg, wid)
         self.sent_here.add(self.ref)
@@ -212,11 +221,12 @@ class Writer:
         if t in ("snapshot", "patch"):
             k = (m["scope"], m["id"])
             if t == "snapshot":
-                self.h.snapshot(self.client, NODE, self.conn, self.key(*k), m["rev"],
+                self.h.snapshot(self.client, self.node, self.conn, self.key(*k), m["rev"],
                                 m["value"])
                 self.revs[k] = m["rev"]
             else:
-                self.h.patch(self.client, NODE, self.conn, self.key(*k), m["from"], m["rev"],
+                self.h.patch(self.client, self.node, self.conn, self.key(*k), m["from"],
+                             m["rev"],
                              m["patch"], m.get("origin"))
                 if m["from"] == self.revs.get(k):
                     self.revs[k] = m["rev"]
@@ -273,7 +283,7 @@ class HistorySingleNode(DaemonTestCase):
         h = history.History()
         rng = random.Random(SEED)
         port = d.port
-        writers = [Writer(h, lambda: port, w, t) for w, t in WRITERS]
+        writers = [Writer(h, lambda: [(NODE, port)], w, t) for w, t in WRITERS]
         inflight = []   # writes in flight at each kill under writes
 
         async def run():
