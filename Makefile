@@ -14,6 +14,10 @@
 #   make test-crash-stress  builds and runs tests/integration/test_crash.py with 200 SIGKILLs
 #               (make test runs it with 8; TP_CRASH_SEED=N repeats a run's kill moments);
 #               not part of make test
+#   make test-history-stress  builds and runs tests/integration/test_history_single_node.py with
+#               60 SIGKILLs under writes (make test runs it with 4; TP_HISTORY_SEED=N repeats a
+#               run's kill moments), the history checker of issue 18 on the result; bounded
+#               to 10 minutes; not part of make test
 #   make test-client-stress  the client's tests with the long stress (five in-process server
 #               restarts under 1500 writes a writer); not part of make test
 #   make test-limits-stress  issue 11's bounds at the issue's own figures against the daemon:
@@ -32,7 +36,7 @@ PYDANTIC_PYTHON ?= python3
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-client-stress test-limits-stress test-pydantic bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-history-stress test-client-stress test-limits-stress test-pydantic bench fuzz install clean format
 
 all: build
 
@@ -84,6 +88,11 @@ test-limits-stress: build
 
 test-crash-stress: build
 	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_CRASH_KILLS=$(TP_CRASH_KILLS) PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest -v test_crash
+
+# Not part of make test: the history checker's test with 60 kills instead of 4 (about a minute).
+TP_HISTORY_KILLS ?= 60
+test-history-stress: build
+	cd tests/integration && TRANSPORTSD=$(CURDIR)/build/transportsd TP_SANITIZE=0 TP_HISTORY_KILLS=$(TP_HISTORY_KILLS) PYTHONDONTWRITEBYTECODE=1 timeout 600 /usr/bin/python3 -m unittest -v test_history_single_node
 
 test-pydantic: build
 	$(PYDANTIC_PYTHON) tests/cases/pydantic/check.py --build build

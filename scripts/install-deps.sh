@@ -14,8 +14,9 @@ packages=(
     libcurl4-openssl-dev
     python3-jwt python3-cryptography
     liblua5.4-dev
-    # The Redis link (src/cluster/) and its tests: the tests start redis-server themselves on
-    # free loopback ports; the Debian service, if the package starts one, is never used.
+    # The Redis link (src/cluster/) and its tests, C and Python (python3-redis): the tests start
+    # redis-server themselves on free loopback ports; the Debian service, if the package starts
+    # one, is never used.
     libhiredis-dev redis-server python3-redis
 )
 # Node.js for the JavaScript client's tests (clients/js) and the OpenAPI validator of the
