@@ -1143,3 +1143,51 @@ Test(clog, cluster_three_masters, .timeout = 120)
     cr_expect_eq(st.redirects, 0, "every call went to its master first time");
     cr_expect_eq(st.failed, 0);
 }
+
+/* ---- Life cycle ---------------------------------------------------------------------- */
+
+static int freed_cb_calls;
+
+static void
+on_append_free(int conflict, int64_t rev, const tp_error *err, void *user)
+{
+    (void)conflict;
+    (void)rev;
+    (void)err;
+    (void)user;
+    freed_cb_calls++;
+    /* Freed from inside its own callback, with another call still in flight. */
+    tp__clog_free(logs[0]);
+    logs[0] = NULL;
+}
+
+Test(clog, free_with_calls_in_flight)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    ares a = {0};
+    freed_cb_calls = 0;
+    tp__clog_append_req q = {.owner = "t", .id = "m", .entry = "e", .entry_len = 1, .keep = 4};
+    cr_assert_eq(tp__clog_append(c, &q, on_append_free, NULL, NULL), TP_OK);
+    q.base_rev = 1;
+    cr_assert_eq(tp__clog_append(c, &q, on_append, &a, NULL), TP_OK);
+    run_until(&freed_cb_calls, 1, 5000);
+    run_ms(100);
+    cr_expect_eq(freed_cb_calls, 1);
+    cr_expect_eq(a.done, 0, "a callback ran after tp__clog_free");
+    /* The second append ran in Redis all the same (it was sent). */
+    cr_expect_eq(sync_int(port, "LLEN %b", "tp:{t}:l:m"), 2);
+
+    /* Freed with calls in flight and never answered before the link goes: no callback. */
+    c = logs[0] = tp__clog_new(links[0], NULL);
+    cr_assert(c);
+    memset(&a, 0, sizeof a);
+    q.base_rev = 2;
+    cr_assert_eq(tp__clog_append(c, &q, on_append, &a, NULL), TP_OK);
+    tp__clog_free(c);
+    logs[0] = NULL;
+    tp__redis_free(links[0]);
+    links[0] = NULL;
+    run_ms(50);
+    cr_expect_eq(a.done, 0);
+}
