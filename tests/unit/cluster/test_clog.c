@@ -1138,6 +1138,36 @@ Test(clog, cluster_three_masters, .timeout = 120)
             ports_seen[nports++] = pm;
     }
     cr_expect_eq(nports, 3, "the models did not spread over the three masters");
+
+    /* A follower on another link gets what scripts publish on every master (plain PUBLISH
+     * crosses the cluster bus): append until each of three models has published once. */
+    tp__clog *f = open_link(1, servers[1].port);
+    const char *own[3] = {"t1", "t3", ""}, *mids[3] = {"notes", "notes", "s0"};
+    tp_error err = {0};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tp__clog_subscribe(f, own[i], mids[i], &err), TP_OK, "%s", err.message);
+    int64_t revs[3] = {3, 3, 3};
+    int got[3] = {0, 0, 0};
+    for (int tries = 0; tries < 100 && !(got[0] && got[1] && got[2]); tries++) {
+        for (int i = 0; i < 3; i++) {
+            ares a = append(c, own[i], mids[i], revs[i], "p", "r", 8, NULL, 0);
+            cr_assert(!a.conflict, "%s", a.msg);
+            revs[i] = a.rev;
+        }
+        run_ms(20);
+        for (int m = 0; m < nmsg; m++)
+            for (int i = 0; i < 3; i++) {
+                char ch[TP__CLOG_NAME_MAX];
+                size_t chn;
+                tp__clog_channel(own[i], mids[i], ch, sizeof ch, &chn, NULL);
+                tp__clog_entry e;
+                if (msgs[m].link == 1 && msgs[m].channel_len == chn &&
+                    !memcmp(msgs[m].channel, ch, chn) &&
+                    tp__clog_decode(msgs[m].data, msgs[m].len, &e, NULL) == TP_OK && e.rev > 3)
+                    got[i] = 1;
+            }
+    }
+    cr_expect(got[0] && got[1] && got[2], "published: %d %d %d", got[0], got[1], got[2]);
     tp__clog_stats st;
     tp__clog_stats_get(c, &st);
     cr_expect_eq(st.redirects, 0, "every call went to its master first time");
