@@ -1,0 +1,279 @@
+/*
+ * clog_bench: the change log's figures (src/cluster/clog.c) against a redis-server it starts
+ * itself on a free loopback port (appendonly yes, appendfsync always unless --fsync), or
+ * against --url. An append is the write path of issue 18: one Lua script that checks the
+ * base rev, stores the record (--record bytes), logs and trims the entry (--entry bytes, keep
+ * 256), records the writer's outcome (a private model) and publishes. Prints:
+ *   - one at a time (one model, each append waits for the last): p50/p99 in microseconds;
+ *   - pipelined (--models models, one append in flight each): appends per second, p50/p99,
+ *     and the bench process's CPU per append (ours: the log, the link, hiredis);
+ *   - Redis round trips per append (commands sent, plus NOSCRIPT fallbacks).
+ * Usage: clog_bench [--quick] [--count N] [--models M] [--entry B] [--record B]
+ *                   [--url redis://...] [--fsync everysec]
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "cluster/clog.h"
+#include "cluster/redis.h"
+
+static uv_loop_t loop;
+static tp__redis *link_;
+static tp__clog *log_;
+static int up;
+static long issued, done_, total, failed, conflicts;
+static uint64_t *lat;
+static char *entry, *record;
+static size_t entry_len, record_len;
+
+#define MAXMODELS 4096
+static struct model {
+    char id[16];
+    int64_t rev;
+    uint64_t sent_at;
+} models[MAXMODELS];
+static int run_no; /* each run writes its own models */
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double
+cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void
+on_state(tp__redis_event ev, const char *reason, uint32_t retry_ms, void *user)
+{
+    (void)retry_ms;
+    (void)user;
+    if (ev == TP__REDIS_UP)
+        up = 1;
+    else
+        fprintf(stderr, "clog_bench: %s\n", reason);
+}
+
+static void issue(int m);
+
+static void
+on_append(int conflict, int64_t rev, const tp_error *err, void *user)
+{
+    int m = (int)(intptr_t)user;
+    if (err)
+        failed++;
+    else if (conflict)
+        conflicts++;
+    else
+        models[m].rev = rev;
+    lat[done_++] = now_ns() - models[m].sent_at;
+    if (done_ == total)
+        uv_stop(&loop);
+    else if (issued < total)
+        issue(m);
+}
+
+static void
+issue(int m)
+{
+    tp__clog_append_req q = {.owner = "bench",
+                             .id = models[m].id,
+                             .base_rev = models[m].rev,
+                             .entry = entry,
+                             .entry_len = entry_len,
+                             .record = record,
+                             .record_len = record_len,
+                             .keep = 256,
+                             .writer = {"k7Qx2", issued + 1},
+                             .outcome = entry,
+                             .outcome_len = 60,
+                             .outcome_keep = 256};
+    tp_error err;
+    models[m].sent_at = now_ns();
+    if (tp__clog_append(log_, &q, on_append, (void *)(intptr_t)m, &err) != TP_OK) {
+        fprintf(stderr, "clog_bench: %s\n", err.message);
+        exit(1);
+    }
+    issued++;
+}
+
+static int
+cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void
+run(long n, int nmodels)
+{
+    run_no++;
+    for (int m = 0; m < nmodels; m++) {
+        snprintf(models[m].id, sizeof models[m].id, "r%dm%d", run_no, m);
+        models[m].rev = 0;
+    }
+    total = n;
+    issued = done_ = failed = conflicts = 0;
+    tp__clog_stats s0, s1;
+    tp__clog_stats_get(log_, &s0);
+    double c0 = cpu_s();
+    uint64_t t0 = now_ns();
+    for (int m = 0; m < nmodels && issued < total; m++)
+        issue(m);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    double cpu = cpu_s() - c0;
+    tp__clog_stats_get(log_, &s1);
+    qsort(lat, (size_t)n, sizeof *lat, cmp);
+    double trips =
+        (double)(s1.calls - s0.calls + s1.noscript - s0.noscript + s1.redirects - s0.redirects) /
+        (double)n;
+    printf("%4d model%s in flight  %7ld appends  %8.0f /s  p50 %7.1f us  p99 %7.1f us  "
+           "%5.2f us CPU each  %.3f round trips each  (%ld conflicts, %ld failed)\n",
+           nmodels, nmodels == 1 ? " " : "s", n, (double)n / secs, (double)lat[n / 2] / 1e3,
+           (double)lat[n * 99 / 100] / 1e3, cpu * 1e6 / (double)n, trips, conflicts, failed);
+}
+
+static pid_t
+start_redis(int *port, char *dir, size_t cap, const char *fsync)
+{
+    snprintf(dir, cap, "/tmp/tp-log_-bench-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    srand((unsigned)getpid());
+    for (int tries = 0; tries < 20; tries++) {
+        *port = 20000 + rand() % 25000;
+        char p[16];
+        snprintf(p, sizeof p, "%d", *port);
+        pid_t pid = fork();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            execl("/usr/bin/redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
+                  "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", fsync,
+                  "--logfile", "redis.log", (char *)NULL);
+            _exit(127);
+        }
+        for (int i = 0; i < 300; i++) {
+            if (waitpid(pid, NULL, WNOHANG) == pid)
+                break;
+            redisContext *c = redisConnect("127.0.0.1", *port);
+            if (c && !c->err) {
+                redisReply *r = redisCommand(c, "PING");
+                int ok = r && r->type == REDIS_REPLY_STATUS;
+                if (r)
+                    freeReplyObject(r);
+                redisFree(c);
+                if (ok)
+                    return pid;
+            } else if (c) {
+                redisFree(c);
+            }
+            usleep(10000);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+    long count = 50000, nmodels = 256;
+    long elen = 120, rlen = 1024;
+    const char *url = NULL, *fsync = "always";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            count = 5000;
+        else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            count = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--models") == 0 && i + 1 < argc)
+            nmodels = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--entry") == 0 && i + 1 < argc)
+            elen = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--record") == 0 && i + 1 < argc)
+            rlen = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+            url = argv[++i];
+        else if (strcmp(argv[i], "--fsync") == 0 && i + 1 < argc)
+            fsync = argv[++i];
+        else {
+            fprintf(stderr, "usage: clog_bench [--quick] [--count N] [--models M] [--entry B] "
+                            "[--record B] [--url redis://...] [--fsync always|everysec|no]\n");
+            return 2;
+        }
+    }
+    if (count < 100 || nmodels < 1 || nmodels > MAXMODELS || elen < 60 || elen > 1000000 ||
+        rlen < 0 || rlen > 10000000)
+        return 2;
+    entry_len = (size_t)elen;
+    record_len = (size_t)rlen;
+    entry = malloc(entry_len);
+    record = malloc(record_len + 1);
+    memset(entry, 'e', entry_len);
+    memset(record, 'r', record_len + 1);
+    char dir[64] = "", buf[64];
+    int port = 0;
+    pid_t pid = 0;
+    if (!url) {
+        pid = start_redis(&port, dir, sizeof dir, fsync);
+        if (pid < 0) {
+            fprintf(stderr, "clog_bench: could not start /usr/bin/redis-server\n");
+            return 1;
+        }
+        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", port);
+        url = buf;
+        printf("clog_bench: redis-server %s, appendonly yes, appendfsync %s; entry %zu B, "
+               "record %zu B, keep 256, outcome recorded\n",
+               url, fsync, entry_len, record_len);
+    }
+    uv_loop_init(&loop);
+    tp__redis_config cfg = {.url = url, .on_state = on_state, .max_inflight = 100000};
+    tp_error err;
+    link_ = tp__redis_new(&loop, &cfg, &err);
+    if (!link_) {
+        fprintf(stderr, "clog_bench: %s\n", err.message);
+        return 1;
+    }
+    while (!up)
+        uv_run(&loop, UV_RUN_ONCE);
+    log_ = tp__clog_new(link_, &err);
+    lat = calloc((size_t)count, sizeof *lat);
+    run(count / 10, 1);
+    run(count, (int)nmodels);
+    tp__clog_free(log_);
+    tp__redis_free(link_);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    free(lat);
+    free(entry);
+    free(record);
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0)
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,875 @@
+/* A model's change log in Redis: key layout, Lua scripts and replies (see clog.h and
+ * docs/internals/cluster-log.md). */
+#include "cluster/clog.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/alloc.h"
+#include "util/error.h"
+
+/* ---- The scripts --------------------------------------------------------------------- */
+
+/* Shared by the writing scripts. Redis does not roll a script back when a command inside it
+ * fails, so every script checks the types of all its keys before its first write: after
+ * that, no command can fail. refgt compares two canonical signed decimal int64 strings (refs
+ * are int64, which Lua's doubles cannot hold). */
+#define LUA_COMMON                                                                                 \
+    "local function wrong(k, want)\n"                                                              \
+    "  local t = redis.call('TYPE', k)['ok']\n"                                                    \
+    "  if t ~= 'none' and t ~= want then\n"                                                        \
+    "    return redis.error_reply('WRONGTYPE clog: a key holds a ' .. t .. ', not a ' .. "         \
+    "want)\n"                                                                                      \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local function refgt(a, b)\n"                                                                 \
+    "  if a == b then return false end\n"                                                          \
+    "  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'\n"                                    \
+    "  if na ~= nb then return nb end\n"                                                           \
+    "  local gt\n"                                                                                 \
+    "  if #a ~= #b then gt = #a > #b else gt = a > b end\n"                                        \
+    "  if na then return not gt end\n"                                                             \
+    "  return gt\n"                                                                                \
+    "end\n"                                                                                        \
+    "local function put_outcome(c, q, ref, bytes, keep)\n"                                         \
+    "  if redis.call('HSET', c, 'o' .. ref, bytes) == 1 then\n"                                    \
+    "    redis.call('RPUSH', q, ref)\n"                                                            \
+    "    while redis.call('LLEN', q) > keep do\n"                                                  \
+    "      redis.call('HDEL', c, 'o' .. redis.call('LPOP', q))\n"                                  \
+    "      redis.call('HINCRBY', c, 'forgotten', 1)\n"                                             \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  local hi = redis.call('HGET', c, 'highest')\n"                                              \
+    "  if not hi or refgt(ref, hi) then redis.call('HSET', c, 'highest', ref) end\n"               \
+    "end\n"
+
+/* KEYS: model hash, log list[, client hash, client ref list]. ARGV: base rev, entry, record,
+ * keep, channel, writer bytes, kind ('a' or 'd'), ref, outcome, outcome keep. */
+static const char lua_append[] = LUA_COMMON
+    "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list')\n"
+    "if not e and #KEYS == 4 then e = wrong(KEYS[3], 'hash') or wrong(KEYS[4], 'list') end\n"
+    "if e then return e end\n"
+    "local cur = redis.call('HGET', KEYS[1], 'rev') or '0'\n"
+    "if cur ~= ARGV[1] then return {0, cur} end\n"
+    "local rev = string.format('%d', tonumber(cur) + 1)\n"
+    "local el = '1' .. ARGV[7] .. rev .. ':' .. ARGV[6] .. ARGV[2]\n"
+    "if ARGV[7] == 'd' then\n"
+    "  redis.call('HSET', KEYS[1], 'rev', rev)\n"
+    "  redis.call('HDEL', KEYS[1], 'record')\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  redis.call('RPUSH', KEYS[2], el)\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[1], 'rev', rev, 'record', ARGV[3])\n"
+    "  redis.call('RPUSH', KEYS[2], el)\n"
+    "  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)\n"
+    "end\n"
+    "if #KEYS == 4 then put_outcome(KEYS[3], KEYS[4], ARGV[8], ARGV[9], tonumber(ARGV[10])) end\n"
+    "redis.call('PUBLISH', ARGV[5], el)\n"
+    "return {1, rev}\n";
+
+/* KEYS: client hash, client ref list. ARGV: ref, outcome, keep. */
+static const char lua_outcome[] =
+    LUA_COMMON "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list')\n"
+               "if e then return e end\n"
+               "put_outcome(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]))\n"
+               "return 1\n";
+
+/* KEYS: model hash, log list. ARGV: after rev, max entries. The log holds the revs
+ * rev - LLEN + 1 .. rev, one element each, in order (every rev is one RPUSH). */
+static const char lua_read[] =
+    "local cur = redis.call('HGET', KEYS[1], 'rev')\n"
+    "if not cur then return {0} end\n"
+    "local n = tonumber(cur) - tonumber(ARGV[1])\n"
+    "if n == 0 then return {1, cur, {}} end\n"
+    "if n > 0 and n <= tonumber(ARGV[2]) and n <= redis.call('LLEN', KEYS[2]) then\n"
+    "  return {1, cur, redis.call('LRANGE', KEYS[2], -n, -1)}\n"
+    "end\n"
+    "local rec = redis.call('HGET', KEYS[1], 'record')\n"
+    "if not rec then return {3, cur} end\n"
+    "return {2, cur, rec}\n";
+
+/* KEYS: model hash, log list. ARGV: the writer's bytes as an element carries them. */
+static const char lua_writer[] = "local cur = redis.call('HGET', KEYS[1], 'rev') or '0'\n"
+                                 "local els = redis.call('LRANGE', KEYS[2], 0, -1)\n"
+                                 "local w = ARGV[1]\n"
+                                 "for i = #els, 1, -1 do\n"
+                                 "  local el = els[i]\n"
+                                 "  local p = string.find(el, ':', 3, true)\n"
+                                 "  if p and string.sub(el, p + 1, p + #w) == w then\n"
+                                 "    return {string.sub(el, 3, p - 1), cur, #els}\n"
+                                 "  end\n"
+                                 "end\n"
+                                 "return {'0', cur, #els}\n";
+
+/* ---- The log ------------------------------------------------------------------------- */
+
+struct tp__clog {
+    tp__redis *r;
+    tp__redis_script *append, *outcome, *read, *writer;
+    tp__clog_stats st;
+    uint64_t inflight;
+    int freed; /* tp__clog_free ran: the last call in flight releases the memory */
+};
+
+enum op { OP_APPEND, OP_READ, OP_SNAPSHOT, OP_OUTCOME_PUT, OP_OUTCOMES_GET, OP_WRITER };
+
+typedef struct call {
+    tp__clog *c;
+    enum op op;
+    void (*cb)(void);
+    void *user;
+} call;
+
+tp__clog *
+tp__clog_new(tp__redis *r, tp_error *err)
+{
+    if (!r) {
+        tp__error_set(err, TP_EARG, "clog: no Redis link");
+        return NULL;
+    }
+    tp__clog *c = tp__calloc(1, sizeof *c);
+    if (!c) {
+        tp__error_set(err, TP_ENOMEM, "clog: out of memory");
+        return NULL;
+    }
+    c->r = r;
+    c->append = tp__redis_script_new(r, lua_append, sizeof lua_append - 1, err);
+    c->outcome =
+        c->append ? tp__redis_script_new(r, lua_outcome, sizeof lua_outcome - 1, err) : NULL;
+    c->read = c->outcome ? tp__redis_script_new(r, lua_read, sizeof lua_read - 1, err) : NULL;
+    c->writer = c->read ? tp__redis_script_new(r, lua_writer, sizeof lua_writer - 1, err) : NULL;
+    if (!c->writer) {
+        tp__free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+tp__clog_free(tp__clog *c)
+{
+    if (!c)
+        return;
+    c->freed = 1;
+    if (c->inflight == 0)
+        tp__free(c);
+}
+
+void
+tp__clog_stats_get(const tp__clog *c, tp__clog_stats *out)
+{
+    *out = c->st;
+    tp__redis_stats rs;
+    tp__redis_stats_get(c->r, &rs);
+    out->noscript = rs.noscript;
+    out->redirects = rs.moved + rs.ask;
+}
+
+/* ---- Names --------------------------------------------------------------------------- */
+
+static int
+check_name(const char *s, size_t max, const char *field, tp_error *err)
+{
+    if (!s || !*s)
+        return tp__error_set(err, TP_EARG, "clog: %s: empty", field);
+    size_t n = strnlen(s, max + 1);
+    if (n > max)
+        return tp__error_set(err, TP_EARG, "clog: %s: longer than %zu bytes", field, max);
+    return TP_OK;
+}
+
+/* A key: "tp:{" TAG "}:" kind [":" tail], where TAG is the tenant (private model, client) or
+ * "shared:" id (shared model), with '%', '{' and '}' escaped as %25, %7B, %7D so that the
+ * hash tag is exactly the tag whatever the bytes, and two names never make one key. */
+typedef struct name {
+    char b[TP__CLOG_NAME_MAX];
+    size_t n;
+} name;
+
+static void
+put(name *k, const char *s, size_t n)
+{
+    memcpy(k->b + k->n, s, n);
+    k->n += n;
+}
+
+static void
+put_escaped(name *k, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '%' || *s == '{' || *s == '}') {
+            char e[4];
+            snprintf(e, sizeof e, "%%%02X", (unsigned)(unsigned char)*s);
+            put(k, e, 3);
+        } else {
+            put(k, s, 1);
+        }
+    }
+}
+
+/* model_key builds the model's key for kind 'm' (its hash, also its channel) or 'l' (its
+ * log). */
+static int
+model_key(const char *owner, const char *id, char kind, name *k, tp_error *err)
+{
+    if (!owner)
+        return tp__error_set(err, TP_EARG, "clog: owner: NULL (\"\" for a shared model)");
+    int rc;
+    if (*owner && (rc = check_name(owner, TP__CLOG_KEY_MAX, "owner", err)) < 0)
+        return rc;
+    if ((rc = check_name(id, TP__CLOG_KEY_MAX, "id", err)) < 0)
+        return rc;
+    k->n = 0;
+    put(k, "tp:{", 4);
+    if (*owner) {
+        put_escaped(k, owner);
+        put(k, "}:", 2);
+        put(k, &kind, 1);
+        put(k, ":", 1);
+        put(k, id, strlen(id));
+    } else {
+        put(k, "shared:", 7);
+        put_escaped(k, id);
+        put(k, "}:", 2);
+        put(k, &kind, 1);
+    }
+    return TP_OK;
+}
+
+/* client_key: kind 'c' (the client's hash: outcomes, highest, forgotten) or 'q' (its refs in
+ * the order recorded, for keep). */
+static int
+client_key(const char *tenant, const char *client, char kind, name *k, tp_error *err)
+{
+    int rc = check_name(tenant, TP__CLOG_KEY_MAX, "tenant", err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_name(client, TP__CLOG_CLIENT_MAX, "client", err)) < 0)
+        return rc;
+    k->n = 0;
+    put(k, "tp:{", 4);
+    put_escaped(k, tenant);
+    put(k, "}:", 2);
+    put(k, &kind, 1);
+    put(k, ":", 1);
+    put(k, client, strlen(client));
+    return TP_OK;
+}
+
+int
+tp__clog_channel(const char *owner, const char *id, char *out, size_t cap, size_t *len,
+                 tp_error *err)
+{
+    name k;
+    int rc = model_key(owner, id, 'm', &k, err);
+    if (rc < 0)
+        return rc;
+    if (k.n > cap)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: channel: %zu bytes, more than %zu", k.n,
+                             cap);
+    memcpy(out, k.b, k.n);
+    *len = k.n;
+    return TP_OK;
+}
+
+int
+tp__clog_subscribe(tp__clog *c, const char *owner, const char *id, tp_error *err)
+{
+    name k;
+    int rc = model_key(owner, id, 'm', &k, err);
+    return rc < 0 ? rc : tp__redis_subscribe(c->r, k.b, k.n, err);
+}
+
+int
+tp__clog_unsubscribe(tp__clog *c, const char *owner, const char *id, tp_error *err)
+{
+    name k;
+    int rc = model_key(owner, id, 'm', &k, err);
+    return rc < 0 ? rc : tp__redis_unsubscribe(c->r, k.b, k.n, err);
+}
+
+/* The writer as an element carries it: one byte L (the client id's length, 0: none), the
+ * client id, its ref in decimal (when L > 0), then ':'. */
+typedef struct wbytes {
+    char b[1 + TP__CLOG_CLIENT_MAX + 24];
+    size_t n;
+} wbytes;
+
+static int
+writer_bytes(const tp__clog_writer *w, wbytes *out, tp_error *err)
+{
+    if (!w || !w->client || !*w->client) {
+        out->b[0] = 0;
+        out->b[1] = ':';
+        out->n = 2;
+        return TP_OK;
+    }
+    int rc = check_name(w->client, TP__CLOG_CLIENT_MAX, "writer.client", err);
+    if (rc < 0)
+        return rc;
+    size_t l = strlen(w->client);
+    out->b[0] = (char)l;
+    memcpy(out->b + 1, w->client, l);
+    int m = snprintf(out->b + 1 + l, sizeof out->b - 1 - l, "%" PRId64 ":", w->ref);
+    out->n = 1 + l + (size_t)m;
+    return TP_OK;
+}
+
+/* ---- Decoding ------------------------------------------------------------------------ */
+
+/* parse_i64 reads a whole decimal (optional '-') from s[0..n). */
+static int
+parse_i64(const char *s, size_t n, int64_t *out)
+{
+    char buf[24];
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    for (size_t i = buf[0] == '-' ? 1 : 0; i < n; i++)
+        if (buf[i] < '0' || buf[i] > '9')
+            return -1;
+    if (n == 1 && buf[0] == '-')
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int
+reply_i64(const redisReply *r, int64_t *out)
+{
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return 0;
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        return parse_i64(r->str, r->len, out);
+    return -1;
+}
+
+int
+tp__clog_decode(const char *d, size_t len, tp__clog_entry *out, tp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (len < 5 || d[0] != '1')
+        return tp__error_set(err, TP_EINVALID, "clog: entry: not a version 1 log entry");
+    if (d[1] != 'a' && d[1] != 'd')
+        return tp__error_set(err, TP_EINVALID, "clog: entry: kind: '%c' is neither a nor d",
+                             d[1] >= 32 && d[1] < 127 ? d[1] : '?');
+    out->kind = d[1];
+    const char *colon = memchr(d + 2, ':', len - 2);
+    if (!colon || parse_i64(d + 2, (size_t)(colon - d - 2), &out->rev) < 0 || out->rev < 1)
+        return tp__error_set(err, TP_EINVALID, "clog: entry: rev: not a positive integer");
+    size_t i = (size_t)(colon - d) + 1;
+    if (i >= len)
+        return tp__error_set(err, TP_EINVALID, "clog: entry: writer: missing");
+    size_t l = (unsigned char)d[i++];
+    if (l > TP__CLOG_CLIENT_MAX || l > len - i)
+        return tp__error_set(err, TP_EINVALID, "clog: entry: writer: client id of %zu bytes", l);
+    out->client = d + i;
+    out->client_len = l;
+    i += l;
+    const char *end = i < len ? memchr(d + i, ':', len - i) : NULL;
+    if (!end)
+        return tp__error_set(err, TP_EINVALID, "clog: entry: writer: no ':' after it");
+    size_t rl = (size_t)(end - d) - i;
+    if (l == 0 ? rl != 0 : parse_i64(d + i, rl, &out->ref) < 0)
+        return tp__error_set(err, TP_EINVALID, "clog: entry: writer: bad ref");
+    i += rl + 1;
+    out->entry = d + i;
+    out->entry_len = len - i;
+    return TP_OK;
+}
+
+/* ---- Calls --------------------------------------------------------------------------- */
+
+static void on_reply(const redisReply *reply, const tp_error *lerr, void *user);
+
+static int
+call_new(tp__clog *c, enum op op, void (*cb)(void), void *user, call **out, tp_error *err)
+{
+    if (c->freed)
+        return tp__error_set(err, TP_ECLOSED, "clog: freed");
+    call *k = tp__malloc(sizeof *k);
+    if (!k)
+        return tp__error_set(err, TP_ENOMEM, "clog: out of memory");
+    *k = (call){c, op, cb, user};
+    *out = k;
+    return TP_OK;
+}
+
+/* sent accounts a call handed to the link (rc TP_OK) or frees it. */
+static int
+sent(call *k, int rc)
+{
+    if (rc < 0) {
+        tp__free(k);
+        return rc;
+    }
+    k->c->inflight++;
+    k->c->st.calls++;
+    return TP_OK;
+}
+
+static int
+script(call *k, tp__redis_script *s, int nkeys, name *keys, int nargs, const char *const *args,
+       const size_t *arglens, tp_error *err)
+{
+    const char *kp[4];
+    size_t kl[4];
+    for (int i = 0; i < nkeys; i++) {
+        kp[i] = keys[i].b;
+        kl[i] = keys[i].n;
+    }
+    return sent(k, tp__redis_script_call(k->c->r, s, nkeys, kp, kl, nargs, args, arglens, on_reply,
+                                         k, err));
+}
+
+static int
+check_rev(int64_t rev, const char *field, tp_error *err)
+{
+    if (rev < 0 || rev >= TP__CLOG_REV_MAX)
+        return tp__error_set(err, TP_EARG, "clog: %s: %" PRId64 " is not within 0 to 2^53 - 1",
+                             field, rev);
+    return TP_OK;
+}
+
+static int
+append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_append_cb cb, void *user,
+            tp_error *err)
+{
+    name keys[4];
+    int rc;
+    if ((rc = model_key(q->owner, q->id, 'm', &keys[0], err)) < 0 ||
+        (rc = model_key(q->owner, q->id, 'l', &keys[1], err)) < 0 ||
+        (rc = check_rev(q->base_rev, "base_rev", err)) < 0)
+        return rc;
+    if (q->entry_len > TP__CLOG_ENTRY_MAX)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: entry: %zu bytes, more than %u",
+                             q->entry_len, TP__CLOG_ENTRY_MAX);
+    if (q->record_len > TP__CLOG_RECORD_MAX)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: record: %zu bytes, more than %u",
+                             q->record_len, TP__CLOG_RECORD_MAX);
+    if ((q->entry_len && !q->entry) || (q->record_len && !q->record))
+        return tp__error_set(err, TP_EARG, "clog: %s: NULL with a length",
+                             q->entry_len && !q->entry ? "entry" : "record");
+    if (kind == 'a' && (q->keep < 1 || q->keep > TP__CLOG_KEEP_MAX))
+        return tp__error_set(err, TP_EARG, "clog: keep: %u is not within 1 to %u", q->keep,
+                             TP__CLOG_KEEP_MAX);
+    wbytes w;
+    if ((rc = writer_bytes(&q->writer, &w, err)) < 0)
+        return rc;
+    int nkeys = 2;
+    if (q->outcome) {
+        if (!*q->owner)
+            return tp__error_set(err, TP_EARG,
+                                 "clog: outcome: a shared model's client is in another slot "
+                                 "(record it with tp__clog_outcome_put)");
+        if (!q->writer.client || !*q->writer.client)
+            return tp__error_set(err, TP_EARG, "clog: outcome: no writer.client to record it for");
+        if (q->outcome_len > TP__CLOG_OUTCOME_MAX)
+            return tp__error_set(err, TP_ETOOLARGE, "clog: outcome: %zu bytes, more than %u",
+                                 q->outcome_len, TP__CLOG_OUTCOME_MAX);
+        if (q->outcome_keep < 1 || q->outcome_keep > TP__CLOG_OUTCOMES_MAX)
+            return tp__error_set(err, TP_EARG, "clog: outcome_keep: %u is not within 1 to %u",
+                                 q->outcome_keep, TP__CLOG_OUTCOMES_MAX);
+        if ((rc = client_key(q->owner, q->writer.client, 'c', &keys[2], err)) < 0 ||
+            (rc = client_key(q->owner, q->writer.client, 'q', &keys[3], err)) < 0)
+            return rc;
+        nkeys = 4;
+    }
+    char base[24], keep[16], ref[24], okeep[16];
+    snprintf(base, sizeof base, "%" PRId64, q->base_rev);
+    snprintf(keep, sizeof keep, "%u", q->keep ? q->keep : 1);
+    snprintf(ref, sizeof ref, "%" PRId64, q->writer.ref);
+    snprintf(okeep, sizeof okeep, "%u", q->outcome_keep);
+    const char *args[10] = {base,
+                            q->entry ? q->entry : "",
+                            q->record ? q->record : "",
+                            keep,
+                            keys[0].b,
+                            w.b,
+                            kind == 'd' ? "d" : "a",
+                            ref,
+                            q->outcome ? q->outcome : "",
+                            okeep};
+    size_t lens[10] = {strlen(base), q->entry_len,   q->record_len, strlen(keep), keys[0].n, w.n, 1,
+                       strlen(ref),  q->outcome_len, strlen(okeep)};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_APPEND, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = script(k, c->append, nkeys, keys, 10, args, lens, err)) == TP_OK)
+        c->st.appends++;
+    return rc;
+}
+
+int
+tp__clog_append(tp__clog *c, const tp__clog_append_req *req, tp__clog_append_cb cb, void *user,
+                tp_error *err)
+{
+    if (!req || !cb)
+        return tp__error_set(err, TP_EARG, "clog: append: no request or callback");
+    return append_call(c, req, 'a', cb, user, err);
+}
+
+int
+tp__clog_delete(tp__clog *c, const char *owner, const char *id, int64_t base_rev,
+                const tp__clog_writer *writer, tp__clog_append_cb cb, void *user, tp_error *err)
+{
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: delete: no callback");
+    tp__clog_append_req q = {.owner = owner, .id = id, .base_rev = base_rev, .keep = 1};
+    if (writer)
+        q.writer = *writer;
+    return append_call(c, &q, 'd', cb, user, err);
+}
+
+int
+tp__clog_read(tp__clog *c, const char *owner, const char *id, int64_t after_rev,
+              uint32_t max_entries, tp__clog_read_cb cb, void *user, tp_error *err)
+{
+    name keys[2];
+    int rc;
+    if ((rc = model_key(owner, id, 'm', &keys[0], err)) < 0 ||
+        (rc = model_key(owner, id, 'l', &keys[1], err)) < 0 ||
+        (rc = check_rev(after_rev, "after_rev", err)) < 0)
+        return rc;
+    if (max_entries < 1 || max_entries > TP__CLOG_KEEP_MAX)
+        return tp__error_set(err, TP_EARG, "clog: max_entries: %u is not within 1 to %u",
+                             max_entries, TP__CLOG_KEEP_MAX);
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: read: no callback");
+    char after[24], max[16];
+    snprintf(after, sizeof after, "%" PRId64, after_rev);
+    snprintf(max, sizeof max, "%u", max_entries);
+    const char *args[2] = {after, max};
+    size_t lens[2] = {strlen(after), strlen(max)};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_READ, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = script(k, c->read, 2, keys, 2, args, lens, err)) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+int
+tp__clog_snapshot(tp__clog *c, const char *owner, const char *id, tp__clog_read_cb cb, void *user,
+                  tp_error *err)
+{
+    name key;
+    int rc = model_key(owner, id, 'm', &key, err);
+    if (rc < 0)
+        return rc;
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: snapshot: no callback");
+    const char *argv[4] = {"HMGET", key.b, "rev", "record"};
+    size_t lens[4] = {5, key.n, 3, 6};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_SNAPSHOT, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = sent(k, tp__redis_command(c->r, 4, argv, lens, 1, on_reply, k, err))) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+int
+tp__clog_outcome_put(tp__clog *c, const char *tenant, const char *client, int64_t ref,
+                     const char *bytes, size_t len, uint32_t keep, tp__clog_done_cb cb, void *user,
+                     tp_error *err)
+{
+    name keys[2];
+    int rc;
+    if ((rc = client_key(tenant, client, 'c', &keys[0], err)) < 0 ||
+        (rc = client_key(tenant, client, 'q', &keys[1], err)) < 0)
+        return rc;
+    if (len > TP__CLOG_OUTCOME_MAX)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: outcome: %zu bytes, more than %u", len,
+                             TP__CLOG_OUTCOME_MAX);
+    if (len && !bytes)
+        return tp__error_set(err, TP_EARG, "clog: outcome: NULL with a length");
+    if (keep < 1 || keep > TP__CLOG_OUTCOMES_MAX)
+        return tp__error_set(err, TP_EARG, "clog: keep: %u is not within 1 to %u", keep,
+                             TP__CLOG_OUTCOMES_MAX);
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: outcome_put: no callback");
+    char r[24], kp[16];
+    snprintf(r, sizeof r, "%" PRId64, ref);
+    snprintf(kp, sizeof kp, "%u", keep);
+    const char *args[3] = {r, bytes ? bytes : "", kp};
+    size_t lens[3] = {strlen(r), len, strlen(kp)};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_OUTCOME_PUT, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = script(k, c->outcome, 2, keys, 3, args, lens, err)) == TP_OK)
+        c->st.outcomes++;
+    return rc;
+}
+
+int
+tp__clog_outcomes_get(tp__clog *c, const char *tenant, const char *client, tp__clog_outcomes_cb cb,
+                      void *user, tp_error *err)
+{
+    name key;
+    int rc = client_key(tenant, client, 'c', &key, err);
+    if (rc < 0)
+        return rc;
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: outcomes_get: no callback");
+    const char *argv[2] = {"HGETALL", key.b};
+    size_t lens[2] = {7, key.n};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_OUTCOMES_GET, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = sent(k, tp__redis_command(c->r, 2, argv, lens, 1, on_reply, k, err))) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+int
+tp__clog_writer_in_log(tp__clog *c, const char *owner, const char *id,
+                       const tp__clog_writer *writer, tp__clog_writer_cb cb, void *user,
+                       tp_error *err)
+{
+    name keys[2];
+    int rc;
+    if ((rc = model_key(owner, id, 'm', &keys[0], err)) < 0 ||
+        (rc = model_key(owner, id, 'l', &keys[1], err)) < 0)
+        return rc;
+    if (!writer || !writer->client || !*writer->client)
+        return tp__error_set(err, TP_EARG, "clog: writer.client: empty");
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: writer_in_log: no callback");
+    wbytes w;
+    if ((rc = writer_bytes(writer, &w, err)) < 0)
+        return rc;
+    const char *args[1] = {w.b};
+    size_t lens[1] = {w.n};
+    call *k = NULL;
+    if ((rc = call_new(c, OP_WRITER, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = script(k, c->writer, 2, keys, 1, args, lens, err)) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+/* ---- Replies ------------------------------------------------------------------------- */
+
+static const char *op_name[] = {"append",      "read",         "snapshot",
+                                "outcome_put", "outcomes_get", "writer_in_log"};
+
+static void
+deliver_append(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t rev = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || reply_i64(r->element[1], &rev) < 0) {
+        tp__error_set(e, TP_EINTERNAL, "clog: append: unexpected reply");
+        ((tp__clog_append_cb)k->cb)(0, 0, e, k->user);
+        return;
+    }
+    int conflict = r->element[0]->integer == 0;
+    if (conflict)
+        k->c->st.conflicts++;
+    ((tp__clog_append_cb)k->cb)(conflict, rev, NULL, k->user);
+}
+
+static void
+deliver_read(call *k, const redisReply *r, tp_error *e)
+{
+    tp__clog_read_result res = {0};
+    tp__clog_entry *ents = NULL;
+    int64_t st = -1;
+    if (k->op == OP_SNAPSHOT) {
+        /* HMGET rev record */
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            goto bad;
+        if (r->element[0]->type == REDIS_REPLY_NIL) {
+            res.state = TP__CLOG_ABSENT;
+        } else {
+            if (reply_i64(r->element[0], &res.rev) < 0)
+                goto bad;
+            if (r->element[1]->type == REDIS_REPLY_STRING) {
+                res.state = TP__CLOG_SNAPSHOT;
+                res.record = r->element[1]->str;
+                res.record_len = r->element[1]->len;
+            } else {
+                res.state = TP__CLOG_DELETED;
+            }
+        }
+        ((tp__clog_read_cb)k->cb)(&res, NULL, k->user);
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || reply_i64(r->element[0], &st) < 0 ||
+        st < 0 || st > 3)
+        goto bad;
+    res.state = (tp__clog_state)st;
+    if (st != 0 && (r->elements < 2 || reply_i64(r->element[1], &res.rev) < 0))
+        goto bad;
+    if (st == TP__CLOG_SNAPSHOT) {
+        if (r->elements != 3 || r->element[2]->type != REDIS_REPLY_STRING)
+            goto bad;
+        res.record = r->element[2]->str;
+        res.record_len = r->element[2]->len;
+    } else if (st == TP__CLOG_ENTRIES) {
+        const redisReply *a = r->elements == 3 ? r->element[2] : NULL;
+        if (!a || (a->type != REDIS_REPLY_ARRAY && a->type != REDIS_REPLY_NIL))
+            goto bad;
+        size_t n = a->type == REDIS_REPLY_ARRAY ? a->elements : 0;
+        if (n) {
+            ents = tp__calloc(n, sizeof *ents);
+            if (!ents) {
+                tp__error_set(e, TP_ENOMEM, "clog: read: out of memory");
+                ((tp__clog_read_cb)k->cb)(NULL, e, k->user);
+                return;
+            }
+        }
+        /* The log holds consecutive revs ending at the current one: check it, so that a log
+         * broken by hand is an error rather than a silent gap. */
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *el = a->element[i];
+            if (el->type != REDIS_REPLY_STRING ||
+                tp__clog_decode(el->str, el->len, &ents[i], e) < 0 ||
+                ents[i].rev != res.rev - (int64_t)(n - 1 - i)) {
+                tp__free(ents);
+                tp__error_set(e, TP_EINTERNAL, "clog: read: log entry %zu of %zu is broken", i, n);
+                ((tp__clog_read_cb)k->cb)(NULL, e, k->user);
+                return;
+            }
+        }
+        res.entries = ents;
+        res.n = n;
+    }
+    ((tp__clog_read_cb)k->cb)(&res, NULL, k->user);
+    tp__free(ents);
+    return;
+bad:
+    tp__error_set(e, TP_EINTERNAL, "clog: %s: unexpected reply", op_name[k->op]);
+    ((tp__clog_read_cb)k->cb)(NULL, e, k->user);
+}
+
+static int
+cmp_outcome(const void *a, const void *b)
+{
+    int64_t x = ((const tp__clog_outcome *)a)->ref, y = ((const tp__clog_outcome *)b)->ref;
+    return (x > y) - (x < y);
+}
+
+static void
+deliver_outcomes(call *k, const redisReply *r, tp_error *e)
+{
+    tp__clog_outcomes res = {0};
+    tp__clog_outcome *items = NULL;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2)
+        goto bad;
+    res.found = r->elements > 0;
+    if (r->elements) {
+        items = tp__calloc(r->elements / 2, sizeof *items);
+        if (!items) {
+            tp__error_set(e, TP_ENOMEM, "clog: outcomes_get: out of memory");
+            ((tp__clog_outcomes_cb)k->cb)(NULL, e, k->user);
+            return;
+        }
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len < 1)
+            goto bad;
+        int64_t x;
+        if (f->str[0] == 'o') {
+            if (parse_i64(f->str + 1, f->len - 1, &x) < 0)
+                goto bad;
+            items[res.n++] = (tp__clog_outcome){x, v->str, v->len};
+        } else if (f->len == 7 && !memcmp(f->str, "highest", 7)) {
+            if (parse_i64(v->str, v->len, &res.highest) < 0)
+                goto bad;
+        } else if (f->len == 9 && !memcmp(f->str, "forgotten", 9)) {
+            if (parse_i64(v->str, v->len, &x) < 0 || x < 0)
+                goto bad;
+            res.forgotten = (uint64_t)x;
+        }
+    }
+    if (res.n > 1)
+        qsort(items, res.n, sizeof *items, cmp_outcome);
+    res.items = items;
+    ((tp__clog_outcomes_cb)k->cb)(&res, NULL, k->user);
+    tp__free(items);
+    return;
+bad:
+    tp__free(items);
+    tp__error_set(e, TP_EINTERNAL, "clog: outcomes_get: unexpected reply");
+    ((tp__clog_outcomes_cb)k->cb)(NULL, e, k->user);
+}
+
+static void
+deliver_writer(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t rev, cur, n;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || reply_i64(r->element[0], &rev) < 0 ||
+        reply_i64(r->element[1], &cur) < 0 || reply_i64(r->element[2], &n) < 0) {
+        tp__error_set(e, TP_EINTERNAL, "clog: writer_in_log: unexpected reply");
+        ((tp__clog_writer_cb)k->cb)(0, 0, 0, e, k->user);
+        return;
+    }
+    ((tp__clog_writer_cb)k->cb)(rev, cur, n ? cur - n + 1 : 0, NULL, k->user);
+}
+
+/* fail calls the call's callback with an error, whatever its type. */
+static void
+fail(call *k, const tp_error *e)
+{
+    switch (k->op) {
+    case OP_APPEND: ((tp__clog_append_cb)k->cb)(0, 0, e, k->user); break;
+    case OP_READ:
+    case OP_SNAPSHOT: ((tp__clog_read_cb)k->cb)(NULL, e, k->user); break;
+    case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(e, k->user); break;
+    case OP_OUTCOMES_GET: ((tp__clog_outcomes_cb)k->cb)(NULL, e, k->user); break;
+    case OP_WRITER: ((tp__clog_writer_cb)k->cb)(0, 0, 0, e, k->user); break;
+    }
+}
+
+static void
+dispatch(call *k, const redisReply *reply, const tp_error *lerr)
+{
+    tp__clog *c = k->c;
+    tp_error e = {0};
+    if (lerr || reply->type == REDIS_REPLY_ERROR) {
+        c->st.failed++;
+        if (!lerr)
+            tp__error_set(&e, TP_EINTERNAL, "clog: %s: redis: %.*s", op_name[k->op],
+                          (int)(reply->len > 180 ? 180 : reply->len), reply->str);
+        fail(k, lerr ? lerr : &e);
+        return;
+    }
+    switch (k->op) {
+    case OP_APPEND: deliver_append(k, reply, &e); break;
+    case OP_READ:
+    case OP_SNAPSHOT: deliver_read(k, reply, &e); break;
+    case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(NULL, k->user); break;
+    case OP_OUTCOMES_GET: deliver_outcomes(k, reply, &e); break;
+    case OP_WRITER: deliver_writer(k, reply, &e); break;
+    }
+    if (e.code)
+        c->st.failed++;
+}
+
+static void
+on_reply(const redisReply *reply, const tp_error *lerr, void *user)
+{
+    call *k = user;
+    tp__clog *c = k->c;
+    /* The call stays counted in flight while its callback runs, so that a tp__clog_free
+     * from inside it leaves the memory to the end of this function. */
+    if (!c->freed)
+        dispatch(k, reply, lerr);
+    tp__free(k);
+    if (--c->inflight == 0 && c->freed)
+        tp__free(c);
+}
