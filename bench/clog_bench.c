@@ -27,6 +27,7 @@
 
 #include "cluster/clog.h"
 #include "cluster/redis.h"
+#include "redisd.h"
 
 static uv_loop_t loop;
 static tp__redis *link_;
@@ -153,48 +154,6 @@ run(long n, int nmodels)
            (double)lat[n * 99 / 100] / 1e3, cpu * 1e6 / (double)n, trips, conflicts, failed);
 }
 
-static pid_t
-start_redis(int *port, char *dir, size_t cap, const char *fsync)
-{
-    snprintf(dir, cap, "/tmp/tp-log_-bench-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    srand((unsigned)getpid());
-    for (int tries = 0; tries < 20; tries++) {
-        *port = 20000 + rand() % 25000;
-        char p[16];
-        snprintf(p, sizeof p, "%d", *port);
-        pid_t pid = fork();
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            execl("/usr/bin/redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1",
-                  "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", fsync,
-                  "--logfile", "redis.log", (char *)NULL);
-            _exit(127);
-        }
-        for (int i = 0; i < 300; i++) {
-            if (waitpid(pid, NULL, WNOHANG) == pid)
-                break;
-            redisContext *c = redisConnect("127.0.0.1", *port);
-            if (c && !c->err) {
-                redisReply *r = redisCommand(c, "PING");
-                int ok = r && r->type == REDIS_REPLY_STATUS;
-                if (r)
-                    freeReplyObject(r);
-                redisFree(c);
-                if (ok)
-                    return pid;
-            } else if (c) {
-                redisFree(c);
-            }
-            usleep(10000);
-        }
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    return -1;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -231,16 +190,18 @@ main(int argc, char **argv)
     record = malloc(record_len + 1);
     memset(entry, 'e', entry_len);
     memset(record, 'r', record_len + 1);
-    char dir[64] = "", buf[64];
-    int port = 0;
-    pid_t pid = 0;
+    char base[512] = "", buf[64];
+    /* The tests' redis-server (tests/support/redisd.c), with the fsync asked for. */
+    tpt_redisd rd = {0};
+    rd.extra[0] = "--appendfsync";
+    rd.extra[1] = fsync;
     if (!url) {
-        pid = start_redis(&port, dir, sizeof dir, fsync);
-        if (pid < 0) {
+        tpt_tempdir(base, sizeof base);
+        if (tpt_redisd_start(&rd, base, 0, 0) != 0) {
             fprintf(stderr, "clog_bench: could not start /usr/bin/redis-server\n");
             return 1;
         }
-        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", port);
+        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", rd.port);
         url = buf;
         printf("clog_bench: redis-server %s, appendonly yes, appendfsync %s; entry %zu B, "
                "record %zu B, keep 256, outcome recorded\n",
@@ -267,13 +228,9 @@ main(int argc, char **argv)
     free(lat);
     free(entry);
     free(record);
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-        if (system(cmd) != 0)
-            return 1;
+    if (rd.pid > 0) {
+        tpt_redisd_stop(&rd);
+        tpt_rm_rf(base);
     }
     return 0;
 }

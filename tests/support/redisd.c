@@ -288,3 +288,43 @@ tpt_cluster_create(tpt_redisd *d, int n, int replicas)
     }
     return -1;
 }
+
+static void
+tick(uv_timer_t *t)
+{
+    (void)t; /* only turns the loop */
+}
+
+int
+tpt_uv_run_while(uv_loop_t *loop, int (*done)(const void *arg), const void *arg, int ms)
+{
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, tick, 5, 5);
+    uv_update_time(loop);
+    uint64_t end = uv_now(loop) + (uint64_t)ms;
+    while (!done(arg) && uv_now(loop) < end)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return done(arg);
+}
+
+typedef struct flag_at {
+    const int *flag;
+    int want;
+} flag_at;
+
+static int
+flag_reached(const void *arg)
+{
+    const flag_at *f = arg;
+    return *f->flag >= f->want;
+}
+
+int
+tpt_uv_run_until(uv_loop_t *loop, const int *flag, int want, int ms)
+{
+    flag_at f = {flag, want};
+    return tpt_uv_run_while(loop, flag_reached, &f, ms);
+}

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <hiredis/hiredis.h>
+#include <uv.h>
 
 #define TPT_REDIS_SERVER "/usr/bin/redis-server"
 #define TPT_REDIS_CLI "/usr/bin/redis-cli"
@@ -47,5 +48,11 @@ redisContext *tpt_redis_sync(int port);
  * --cluster create, `replicas` replicas per master) and waits until every node says
  * cluster_state:ok and knows every master (20 s at most). Returns 0 or -1. */
 int tpt_cluster_create(tpt_redisd *d, int n, int replicas);
+
+/* tpt_uv_run_until runs loop until *flag reaches want or ms pass (a 5 ms timer keeps it
+ * turning); returns whether it did. */
+int tpt_uv_run_until(uv_loop_t *loop, const int *flag, int want, int ms);
+/* tpt_uv_run_while runs loop until done(arg) or ms pass; returns done(arg). */
+int tpt_uv_run_while(uv_loop_t *loop, int (*done)(const void *arg), const void *arg, int ms);
 
 #endif /* TP_TESTS_REDISD_H */

@@ -86,25 +86,11 @@ on_message(const char *ch, size_t chlen, const char *data, size_t len, void *use
     memcpy(m->data, data, m->len);
 }
 
-static void
-wake(uv_timer_t *t)
-{
-    (void)t;
-}
-
+/* Runs the loop until *flag reaches want or ms pass; returns whether it did. */
 static int
 run_until(const int *flag, int want, int ms)
 {
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, wake, 5, 5);
-    uv_update_time(&loop);
-    uint64_t end = uv_now(&loop) + (uint64_t)ms;
-    while (*flag < want && uv_now(&loop) < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return *flag >= want;
+    return tpt_uv_run_until(&loop, flag, want, ms);
 }
 
 static void

@@ -141,26 +141,11 @@ on_reply(const redisReply *reply, const tp_error *err, void *user)
     }
 }
 
-static void
-wake(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* run runs the loop until *flag reaches want or ms pass; returns whether it did. */
+/* Runs the loop until *flag reaches want or ms pass; returns whether it did. */
 static int
 run_until(const int *flag, int want, int ms)
 {
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, wake, 5, 5);
-    uv_update_time(&loop);
-    uint64_t end = uv_now(&loop) + (uint64_t)ms;
-    while (*flag < want && uv_now(&loop) < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return *flag >= want;
+    return tpt_uv_run_until(&loop, flag, want, ms);
 }
 
 static void
@@ -207,10 +192,15 @@ cmd(tp__redis *r, int slot, const char *a0, const char *a1, const char *a2, cons
     return tp__redis_command(r, argc, argv, argvlen, key, on_reply, (void *)(intptr_t)slot, &err);
 }
 
+typedef struct span {
+    int from, to;
+} span;
+
 static int
-all_called(int from, int to)
+all_called(const void *arg)
 {
-    for (int i = from; i < to; i++)
+    const span *sp = arg;
+    for (int i = sp->from; i < sp->to; i++)
         if (S.calls[i] == 0)
             return 0;
     return 1;
@@ -219,16 +209,8 @@ all_called(int from, int to)
 static int
 wait_calls(int from, int to, int ms)
 {
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    uv_timer_start(&t, wake, 5, 5);
-    uv_update_time(&loop);
-    uint64_t end = uv_now(&loop) + (uint64_t)ms;
-    while (!all_called(from, to) && uv_now(&loop) < end)
-        uv_run(&loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return all_called(from, to);
+    span sp = {from, to};
+    return tpt_uv_run_while(&loop, all_called, &sp, ms);
 }
 
 static void
