@@ -69,6 +69,8 @@ import json
 import threading
 import time
 
+from harness import merge_patch  # RFC 7396, as every other test applies it
+
 # Refusals that do not say "not applied" for the write id: `duplicate` answers a ref whose
 # outcome the server forgot (the first attempt may have been applied).
 INDEFINITE_CODES = frozenset(["duplicate"])
@@ -82,19 +84,6 @@ def model_key(scope, id, tenant=None):
     if tenant is None:
         raise ValueError("a private model needs its tenant")
     return "private/%s/%s" % (tenant, id)
-
-
-def merge_patch(target, patch):
-    """RFC 7396 MergePatch(target, patch)."""
-    if isinstance(patch, dict):
-        result = dict(target) if isinstance(target, dict) else {}
-        for k, v in patch.items():
-            if v is None:
-                result.pop(k, None)
-            else:
-                result[k] = merge_patch(result.get(k), v)
-        return result
-    return patch
 
 
 def _canon(v):
