@@ -28,6 +28,7 @@
 #include "cluster/clog.h"
 #include "cluster/redis.h"
 #include "redisd.h"
+#include "util/clock.h"
 
 static uv_loop_t loop;
 static tp__redis *link_;
@@ -45,14 +46,6 @@ static struct model {
     uint64_t sent_at;
 } models[MAXMODELS];
 static int run_no; /* each run writes its own models */
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static double
 cpu_s(void)
@@ -86,7 +79,7 @@ on_append(int conflict, int64_t rev, const tp_error *err, void *user)
         conflicts++;
     else
         models[m].rev = rev;
-    lat[done_++] = now_ns() - models[m].sent_at;
+    lat[done_++] = (uint64_t)tp__clock_mono_ns() - models[m].sent_at;
     if (done_ == total)
         uv_stop(&loop);
     else if (issued < total)
@@ -109,7 +102,7 @@ issue(int m)
                              .outcome_len = 60,
                              .outcome_keep = 256};
     tp_error err;
-    models[m].sent_at = now_ns();
+    models[m].sent_at = (uint64_t)tp__clock_mono_ns();
     if (tp__clog_append(log_, &q, on_append, (void *)(intptr_t)m, &err) != TP_OK) {
         fprintf(stderr, "clog_bench: %s\n", err.message);
         exit(1);
@@ -137,11 +130,11 @@ run(long n, int nmodels)
     tp__clog_stats s0, s1;
     tp__clog_stats_get(log_, &s0);
     double c0 = cpu_s();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = (uint64_t)tp__clock_mono_ns();
     for (int m = 0; m < nmodels && issued < total; m++)
         issue(m);
     uv_run(&loop, UV_RUN_DEFAULT);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)((uint64_t)tp__clock_mono_ns() - t0) / 1e9;
     double cpu = cpu_s() - c0;
     tp__clog_stats_get(log_, &s1);
     qsort(lat, (size_t)n, sizeof *lat, cmp);

@@ -22,6 +22,7 @@
 
 #include "cluster/redis.h"
 #include "redisd.h"
+#include "util/clock.h"
 
 static uv_loop_t loop;
 static tp__redis *link_;
@@ -31,14 +32,6 @@ static long issued, done_, total, window, failed;
 static int kind; /* 0 INCR, 1 GET, 2 EVALSHA */
 static uint64_t *lat;
 static uint64_t sent_at;
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static double
 cpu_s(void)
@@ -69,7 +62,7 @@ on_reply(const redisReply *reply, const tp_error *err, void *user)
     if (err || reply->type == REDIS_REPLY_ERROR)
         failed++;
     if (window == 1)
-        lat[done_] = now_ns() - sent_at;
+        lat[done_] = (uint64_t)tp__clock_mono_ns() - sent_at;
     done_++;
     if (done_ == total)
         uv_stop(&loop);
@@ -89,7 +82,7 @@ issue(void)
         size_t keylens[1] = {13};
         tp_error err;
         int rc;
-        sent_at = now_ns();
+        sent_at = (uint64_t)tp__clock_mono_ns();
         if (kind == 0)
             rc = tp__redis_command(link_, 2, incr, len, 1, on_reply, NULL, &err);
         else if (kind == 1)
@@ -121,10 +114,10 @@ run(int k, long n, long w)
     window = w;
     issued = done_ = failed = 0;
     double c0 = cpu_s();
-    uint64_t t0 = now_ns();
+    uint64_t t0 = (uint64_t)tp__clock_mono_ns();
     issue();
     uv_run(&loop, UV_RUN_DEFAULT);
-    double secs = (double)(now_ns() - t0) / 1e9;
+    double secs = (double)((uint64_t)tp__clock_mono_ns() - t0) / 1e9;
     double cpu = cpu_s() - c0;
     if (w == 1) {
         qsort(lat, (size_t)n, sizeof *lat, cmp);

@@ -186,7 +186,7 @@ Test(presence, a_small_max_message_bytes_bounds_the_state)
     const size_t limit = 1000 - 56 - 26;
     char msg[1100];
     for (size_t n = limit; n <= limit + 1; n++) {
-        /* {"s":"xxx"}: the state is 8 bytes more than its string. */
+        /* {"s":"abc"}: the state is 8 bytes more than its string. */
         int len = snprintf(msg, sizeof msg,
                            "{\"type\":\"presence\",\"scope\":\"shared\",\"id\":\"rm\","
                            "\"state\":{\"s\":\"%0*d\"}}",
