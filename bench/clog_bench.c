@@ -12,13 +12,9 @@
  *                   [--url redis://...] [--fsync everysec]
  */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,13 +23,13 @@
 
 #include "cluster/clog.h"
 #include "cluster/redis.h"
-#include "redisd.h"
+#include "redis_fixture.h"
 #include "util/clock.h"
 
 static uv_loop_t loop;
 static tp__redis *link_;
 static tp__clog *log_;
-static int up;
+static bench_redis redis_; /* the server and the link */
 static long issued, done_, total, failed, conflicts;
 static uint64_t *lat;
 static char *entry, *record;
@@ -46,26 +42,6 @@ static struct model {
     uint64_t sent_at;
 } models[MAXMODELS];
 static int run_no; /* each run writes its own models */
-
-static double
-cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
-}
-
-static void
-on_state(tp__redis_event ev, const char *reason, uint32_t retry_ms, void *user)
-{
-    (void)retry_ms;
-    (void)user;
-    if (ev == TP__REDIS_UP)
-        up = 1;
-    else
-        fprintf(stderr, "clog_bench: %s\n", reason);
-}
 
 static void issue(int m);
 
@@ -129,13 +105,13 @@ run(long n, int nmodels)
     issued = done_ = failed = conflicts = 0;
     tp__clog_stats s0, s1;
     tp__clog_stats_get(log_, &s0);
-    double c0 = cpu_s();
+    double c0 = bench_cpu_s();
     uint64_t t0 = (uint64_t)tp__clock_mono_ns();
     for (int m = 0; m < nmodels && issued < total; m++)
         issue(m);
     uv_run(&loop, UV_RUN_DEFAULT);
     double secs = (double)((uint64_t)tp__clock_mono_ns() - t0) / 1e9;
-    double cpu = cpu_s() - c0;
+    double cpu = bench_cpu_s() - c0;
     tp__clog_stats_get(log_, &s1);
     qsort(lat, (size_t)n, sizeof *lat, cmp);
     double trips =
@@ -183,47 +159,22 @@ main(int argc, char **argv)
     record = malloc(record_len + 1);
     memset(entry, 'e', entry_len);
     memset(record, 'r', record_len + 1);
-    char base[512] = "", buf[64];
-    /* The tests' redis-server (tests/support/redisd.c), with the fsync asked for. */
-    tpt_redisd rd = {0};
-    rd.extra[0] = "--appendfsync";
-    rd.extra[1] = fsync;
-    if (!url) {
-        tpt_tempdir(base, sizeof base);
-        if (tpt_redisd_start(&rd, base, 0, 0) != 0) {
-            fprintf(stderr, "clog_bench: could not start /usr/bin/redis-server\n");
-            return 1;
-        }
-        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", rd.port);
-        url = buf;
-        printf("clog_bench: redis-server %s, appendonly yes, appendfsync %s; entry %zu B, "
-               "record %zu B, keep 256, outcome recorded\n",
-               url, fsync, entry_len, record_len);
-    }
     uv_loop_init(&loop);
-    tp__redis_config cfg = {.url = url, .on_state = on_state, .max_inflight = 100000};
-    tp_error err;
-    link_ = tp__redis_new(&loop, &cfg, &err);
-    if (!link_) {
-        fprintf(stderr, "clog_bench: %s\n", err.message);
+    if (bench_redis_open(&redis_, "clog_bench", &loop, url, fsync) != 0)
         return 1;
-    }
-    while (!up)
-        uv_run(&loop, UV_RUN_ONCE);
+    link_ = redis_.link;
+    printf("clog_bench: entry %zu B, record %zu B, keep 256, outcome recorded\n", entry_len,
+           record_len);
+    tp_error err;
     log_ = tp__clog_new(link_, &err);
     lat = calloc((size_t)count, sizeof *lat);
     run(count / 10, 1);
     run(count, (int)nmodels);
     tp__clog_free(log_);
-    tp__redis_free(link_);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    bench_redis_close(&redis_, &loop);
     uv_loop_close(&loop);
     free(lat);
     free(entry);
     free(record);
-    if (rd.pid > 0) {
-        tpt_redisd_stop(&rd);
-        tpt_rm_rf(base);
-    }
     return 0;
 }

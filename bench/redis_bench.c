@@ -7,13 +7,9 @@
  *     CPU per command (the link's and hiredis's cost on our side, not Redis's).
  * Usage: redis_bench [--quick] [--count N] [--window W] [--url redis://...] [--fsync everysec]
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,37 +17,17 @@
 #include <uv.h>
 
 #include "cluster/redis.h"
-#include "redisd.h"
+#include "redis_fixture.h"
 #include "util/clock.h"
 
 static uv_loop_t loop;
 static tp__redis *link_;
 static tp__redis_script *script;
-static int up;
+static bench_redis redis_; /* the server and the link */
 static long issued, done_, total, window, failed;
 static int kind; /* 0 INCR, 1 GET, 2 EVALSHA */
 static uint64_t *lat;
 static uint64_t sent_at;
-
-static double
-cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
-}
-
-static void
-on_state(tp__redis_event ev, const char *reason, uint32_t retry_ms, void *user)
-{
-    (void)retry_ms;
-    (void)user;
-    if (ev == TP__REDIS_UP)
-        up = 1;
-    else
-        fprintf(stderr, "redis_bench: %s\n", reason);
-}
 
 static void issue(void);
 
@@ -113,12 +89,12 @@ run(int k, long n, long w)
     total = n;
     window = w;
     issued = done_ = failed = 0;
-    double c0 = cpu_s();
+    double c0 = bench_cpu_s();
     uint64_t t0 = (uint64_t)tp__clock_mono_ns();
     issue();
     uv_run(&loop, UV_RUN_DEFAULT);
     double secs = (double)((uint64_t)tp__clock_mono_ns() - t0) / 1e9;
-    double cpu = cpu_s() - c0;
+    double cpu = bench_cpu_s() - c0;
     if (w == 1) {
         qsort(lat, (size_t)n, sizeof *lat, cmp);
         printf("%-8s one at a time   %7ld  p50 %7.1f us  p99 %7.1f us  (%ld failed)\n", names[k], n,
@@ -153,31 +129,11 @@ main(int argc, char **argv)
     }
     if (count < 100 || win < 1)
         return 2;
-    char base[512] = "", buf[64];
-    /* The tests' redis-server (tests/support/redisd.c), with the fsync asked for. */
-    tpt_redisd rd = {0};
-    rd.extra[0] = "--appendfsync";
-    rd.extra[1] = fsync;
-    if (!url) {
-        tpt_tempdir(base, sizeof base);
-        if (tpt_redisd_start(&rd, base, 0, 0) != 0) {
-            fprintf(stderr, "redis_bench: could not start /usr/bin/redis-server\n");
-            return 1;
-        }
-        snprintf(buf, sizeof buf, "redis://127.0.0.1:%d", rd.port);
-        url = buf;
-        printf("redis_bench: redis-server %s, appendonly yes, appendfsync %s\n", url, fsync);
-    }
     uv_loop_init(&loop);
-    tp__redis_config cfg = {.url = url, .on_state = on_state, .max_inflight = 100000};
-    tp_error err;
-    link_ = tp__redis_new(&loop, &cfg, &err);
-    if (!link_) {
-        fprintf(stderr, "redis_bench: %s\n", err.message);
+    if (bench_redis_open(&redis_, "redis_bench", &loop, url, fsync) != 0)
         return 1;
-    }
-    while (!up)
-        uv_run(&loop, UV_RUN_ONCE);
+    link_ = redis_.link;
+    tp_error err;
     const char lua[] = "return redis.call('INCR', KEYS[1])";
     script = tp__redis_script_new(link_, lua, sizeof lua - 1, &err);
     lat = calloc((size_t)count, sizeof *lat);
@@ -186,13 +142,8 @@ main(int argc, char **argv)
         run(k, seq, 1);
         run(k, count, win);
     }
-    tp__redis_free(link_);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    bench_redis_close(&redis_, &loop);
     uv_loop_close(&loop);
     free(lat);
-    if (rd.pid > 0) {
-        tpt_redisd_stop(&rd);
-        tpt_rm_rf(base);
-    }
     return 0;
 }
