@@ -524,7 +524,8 @@ tp__daemon_build(tp__config *cfg, const tp__daemon_options *opt, const char *sou
         char *path = created ? strdup(d->cfg.sqlite) : NULL;
         tp__daemon_free(d); /* closes the store first */
         if (path != NULL) {
-            static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", "-lock"};
+            static const char *const suffixes[] = {"",     "-wal",     "-shm",     "-journal",
+                                                   "-log", "-log-wal", "-log-shm", "-lock"};
             char file[4096];
             for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
                 snprintf(file, sizeof file, "%s%s", path, suffixes[i]);

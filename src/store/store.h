@@ -61,10 +61,16 @@ int tp__store_memory_fail(tp_store *s, unsigned ops, long after, long count);
  * holds (its transaction's writes included), or -1 when s is not one. */
 long tp__store_memory_count(tp_store *s, tp__rec_kind kind);
 
-/* tp__store_sqlite_db returns the connection of an SQLite store (borrowed:
- * valid until tp_store_free), or NULL when s is not one: for tests and
- * benchmarks that read PRAGMAs or check integrity. Do not write through it. */
+/* tp__store_sqlite_db folds what an SQLite store has logged into its tables
+ * and returns the tables' connection (borrowed: valid until tp_store_free),
+ * or NULL when s is not one: for tests and benchmarks that read PRAGMAs or
+ * check integrity. Do not write through it. */
 struct sqlite3 *tp__store_sqlite_db(tp_store *s);
+
+/* tp__store_sqlite_log returns the connection to an SQLite store's log
+ * ("<db>-log"; borrowed), or NULL when s is not one or its database is in
+ * memory: for tests, between commits. Do not write through it. */
+struct sqlite3 *tp__store_sqlite_log(tp_store *s);
 
 /* tp__store_kind_name names a record kind as the SQLite backend names its
  * table ("meta", "tenants", "models", "history", "subscriptions",

@@ -183,10 +183,15 @@ class CommandLine(unittest.TestCase):
 
     def setUp(self):
         require_daemon(self)
+        # Its own working directory: a daemon that got as far as its default storage
+        # (transports.db) must not leave it in the source tree.
+        self.tmp = tempfile.TemporaryDirectory(prefix="tp-cmdline-")
+        self.addCleanup(self.tmp.cleanup)
 
     def run_daemon(self, *args):
         p = subprocess.run([TRANSPORTSD] + list(args), stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=TIMEOUT, env=sanitizer_env())
+                           capture_output=True, timeout=TIMEOUT, env=sanitizer_env(),
+                           cwd=self.tmp.name)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def test_help(self):

@@ -24,7 +24,7 @@ class ConfigState(DaemonTestCase):
             d.start()
         self.assertEqual(d.exit_code, 2)
         self.assertIn("tenants.alice.models.notes.value", d.log())
-        for suffix in ("", "-wal", "-shm", "-journal"):
+        for suffix in ("", "-wal", "-shm", "-journal", "-log", "-log-wal", "-log-shm"):
             self.assertFalse(os.path.exists(d.path("state.db" + suffix)), suffix)
         # corrected, in the same directory: the config's state is built and served
         d.config = stored_config()

@@ -764,6 +764,20 @@ pragma(tp_store *s, const char *sql)
     return v;
 }
 
+/* log_pragma reads a number from the store's log (sqlite.c: "<db>-log"). */
+static long
+log_pragma(tp_store *s, const char *sql)
+{
+    sqlite3 *db = tp__store_sqlite_log(s);
+    cr_assert_not_null(db);
+    sqlite3_stmt *stmt;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+    long v = (long)sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return v;
+}
+
 /* raw_exec runs SQL on the file through a connection of its own. */
 static void
 raw_exec(const char *sql)
@@ -776,8 +790,17 @@ raw_exec(const char *sql)
 
 Test(sqlite, file_schema, .init = setup_sqlite, .fini = teardown)
 {
-    cr_assert_eq(pragma(st, "PRAGMA user_version"), 1);
+    cr_assert_eq(pragma(st, "PRAGMA user_version"), 2);
     cr_assert_eq(pragma(st, "PRAGMA application_id"), 0x74707374);
+    /* The log: WAL, pages of 64 KiB, never checkpointed by the committing
+     * connection (the fold thread does it), one table. */
+    cr_assert_eq(log_pragma(st, "PRAGMA application_id"), 0x74707374);
+    cr_assert_eq(log_pragma(st, "PRAGMA page_size"), 65536);
+    cr_assert_eq(log_pragma(st, "PRAGMA wal_autocheckpoint"), 0);
+    cr_assert_eq(log_pragma(st, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+                                "name = 'log'"),
+                 1);
+    cr_assert_eq(pragma(st, "SELECT count(*) FROM folded"), 1);
     /* Checkpoints every 8192 WAL pages, not SQLite's 1000 (sqlite.c says why). */
     cr_assert_eq(pragma(st, "PRAGMA wal_autocheckpoint"), 8192);
     cr_assert_eq(pragma(st, "PRAGMA journal_size_limit"), 33554432);
@@ -797,7 +820,7 @@ Test(sqlite, file_schema, .init = setup_sqlite, .fini = teardown)
         cr_assert_eq(pragma(st, sql), 1, "%s", tp__store_kind_name((tp__rec_kind)k));
     }
     cr_assert_eq(pragma(st, "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"),
-                 TP__REC_KINDS);
+                 TP__REC_KINDS + 1);
     cr_assert_null(tp__store_kind_name(TP__REC_KINDS));
     cr_assert_null(tp__store_sqlite_db(NULL));
     /* WAL is a property of the file: another connection sees it. */
@@ -817,13 +840,13 @@ Test(sqlite, newer_version_refused, .init = setup_sqlite, .fini = teardown)
     OK(s_puts(st, TP__REC_META, "hub", "", 0, "{}"));
     tp_store_free(st);
     st = NULL;
-    raw_exec("PRAGMA user_version = 2");
+    raw_exec("PRAGMA user_version = 3");
     cr_assert_null(tp_store_sqlite(path, &opts, &err));
     cr_assert_eq(err.code, TP_EARG);
     cr_assert(strstr(err.message, path) != NULL, "%s", err.message);
     cr_assert(strstr(err.message, "newer") != NULL, "%s", err.message);
-    /* Refused without a change: the file still says 2 and keeps its data. */
-    raw_exec("PRAGMA user_version = 1");
+    /* Refused without a change: the file keeps its data. */
+    raw_exec("PRAGMA user_version = 2");
     st = open_sqlite();
     cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 1);
 }
@@ -838,9 +861,27 @@ Test(sqlite, old_version_migrated, .init = setup_sqlite, .fini = teardown)
     make_dir();
     raw_exec("PRAGMA user_version = 0");
     st = open_sqlite();
-    cr_assert_eq(pragma(st, "PRAGMA user_version"), 1);
+    cr_assert_eq(pragma(st, "PRAGMA user_version"), 2);
     reopen();
-    cr_assert_eq(pragma(st, "PRAGMA user_version"), 1);
+    cr_assert_eq(pragma(st, "PRAGMA user_version"), 2);
+}
+
+Test(sqlite, version_1_file_migrated, .init = setup_sqlite, .fini = teardown)
+{
+    /* A file an older build wrote (version 1: the tables, no log) keeps its
+     * records and gets the log's counter. */
+    tp_store_free(st);
+    st = NULL;
+    remove_dir();
+    make_dir();
+    raw_exec("CREATE TABLE meta (k1 TEXT NOT NULL COLLATE BINARY, k2 TEXT NOT NULL COLLATE "
+             "BINARY, n INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (k1, k2, n)) WITHOUT "
+             "ROWID; INSERT INTO meta VALUES ('hub', '', 0, X'6162'); PRAGMA user_version = 1; "
+             "PRAGMA application_id = 1953526644");
+    st = open_sqlite();
+    cr_assert_eq(pragma(st, "PRAGMA user_version"), 2);
+    cr_assert_eq(pragma(st, "SELECT seq FROM folded"), 0);
+    assert_dump(st, TP__REC_META, NULL, NULL, "0|hub||0|" HEX_AB "\n");
 }
 
 Test(sqlite, not_a_database, .init = setup_sqlite, .fini = teardown)
@@ -903,22 +944,26 @@ Test(sqlite, options, .init = setup_sqlite, .fini = teardown)
     static const struct {
         tp_sync sync;
         long pragma;
-    } levels[] = {{TP_SYNC_FULL, 2}, {TP_SYNC_NORMAL, 1}, {TP_SYNC_OFF, 0}};
-    cr_assert_eq(pragma(st, "PRAGMA synchronous"), 2);
+        long tables; /* the tables' folds: they sync unless OFF */
+    } levels[] = {{TP_SYNC_FULL, 2, 2}, {TP_SYNC_NORMAL, 1, 2}, {TP_SYNC_OFF, 0, 0}};
+    cr_assert_eq(log_pragma(st, "PRAGMA synchronous"), 2);
     cr_assert_eq(pragma(st, "PRAGMA busy_timeout"), 5000);
     for (size_t i = 0; i < 3; i++) {
         tp_store_free(st);
         opts.synchronous = levels[i].sync;
         opts.busy_timeout_ms = 1234;
         st = open_sqlite();
-        cr_assert_eq(pragma(st, "PRAGMA synchronous"), levels[i].pragma);
+        /* What the level promises is the log's: a commit is its sync. */
+        cr_assert_eq(log_pragma(st, "PRAGMA synchronous"), levels[i].pragma);
+        cr_assert_eq(pragma(st, "PRAGMA synchronous"), levels[i].tables);
         cr_assert_eq(pragma(st, "PRAGMA busy_timeout"), 1234);
+        cr_assert_eq(log_pragma(st, "PRAGMA busy_timeout"), 1234);
     }
     /* NULL options: the defaults, through the default VFS. */
     tp_store_free(st);
     st = tp_store_sqlite(path, NULL, &err);
     cr_assert_not_null(st, "%s", err.message);
-    cr_assert_eq(pragma(st, "PRAGMA synchronous"), 2);
+    cr_assert_eq(log_pragma(st, "PRAGMA synchronous"), 2);
     /* Bad ones. */
     tp_store_options bad = {0};
     bad.synchronous = (tp_sync)7;
@@ -1036,18 +1081,41 @@ Test(sqlite, locked_by_another_process, .init = setup_sqlite, .fini = teardown)
     tp_store_free(st);
     opts.busy_timeout_ms = 50;
     st = open_sqlite();
+    /* Another process holding the tables' write lock delays folds, not
+     * commits: the log is what a commit writes. A scan, which must see the
+     * commit, fails meanwhile. */
     sqlite3 *other;
     cr_assert_eq(sqlite3_open(path, &other), SQLITE_OK);
     cr_assert_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-    cr_assert_eq(s_begin(st), TP_EINTERNAL);
-    cr_assert(strstr(err.message, "sqlite: begin: database is locked") != NULL, "%s", err.message);
-    /* Reads go on meanwhile (WAL). */
-    cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 0);
-    cr_assert_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(other);
     OK(s_begin(st));
     OK(s_puts(st, TP__REC_META, "a", "", 0, "ab"));
     OK(s_commit(st));
+    cr_assert_eq(st->ops->scan(st, TP__REC_META, NULL, NULL, count_one, &(long){0}, &err),
+                 TP_EINTERNAL);
+    cr_assert(strstr(err.message, "database is locked") != NULL, "%s", err.message);
+    cr_assert_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 1);
+    sqlite3_close(other);
+    /* Holding the log's fails a commit at once, with nothing stored. */
+    char log[160];
+    snprintf(log, sizeof log, "%s-log", path);
+    cr_assert_eq(sqlite3_open(log, &other), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    OK(s_begin(st));
+    OK(s_puts(st, TP__REC_META, "b", "", 0, "ab"));
+    cr_assert_eq(s_commit(st), TP_EINTERNAL);
+    cr_assert(strstr(err.message, "sqlite: commit: database is locked") != NULL, "%s",
+              err.message);
+    cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 1);
+    cr_assert_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    OK(s_begin(st));
+    OK(s_puts(st, TP__REC_META, "c", "", 0, "ab"));
+    OK(s_commit(st));
+    reopen();
+    assert_dump(st, TP__REC_META, NULL, NULL,
+                "0|a||0|" HEX_AB "\n"
+                "0|c||0|" HEX_AB "\n");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1268,22 +1336,27 @@ Test(fault, scan_read_error, .init = setup_sqlite, .fini = teardown)
     cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 200);
 }
 
-Test(fault, put_error_dooms_transaction, .init = setup_sqlite, .fini = teardown)
+Test(fault, reads_failing_during_a_transaction, .init = setup_sqlite, .fini = teardown)
 {
     put_some(st, "a", 5);
     reopen();
     OK(s_begin(st));
     OK(s_puts(st, TP__REC_TENANT, "t", "", 0, "ab"));
-    /* The put must read the models' pages, and cannot. */
+    /* A transaction's writes read nothing (they are logged whole at
+     * commit), so failing reads fail its scans, not the transaction. */
     tpt_fault(TPT_FAULT_READ, TPT_FILE_ANY, 0, -1, SQLITE_IOERR);
-    cr_assert_eq(s_puts(st, TP__REC_MODEL, "b", "m", 0, "ab"), TP_EINTERNAL);
+    OK(s_puts(st, TP__REC_MODEL, "b", "m", 0, "ab"));
     tpt_fault_clear();
-    cr_assert_eq(s_puts(st, TP__REC_MODEL, "c", "m", 0, "ab"), TP_EINTERNAL);
-    cr_assert_eq(s_commit(st), TP_EINTERNAL);
-    cr_assert_eq(count(st, TP__REC_TENANT, NULL, NULL), 0);
-    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 5);
-    put_some(st, "d", 1);
-    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 6);
+    OK(s_puts(st, TP__REC_MODEL, "c", "m", 0, "ab"));
+    tpt_fault(TPT_FAULT_READ, TPT_FILE_ANY, 0, -1, SQLITE_IOERR);
+    OK(s_commit(st));
+    cr_assert_eq(st->ops->scan(st, TP__REC_MODEL, NULL, NULL, count_one, &(long){0}, &err),
+                 TP_EINTERNAL);
+    tpt_fault_clear();
+    cr_assert_eq(count(st, TP__REC_TENANT, NULL, NULL), 1);
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 7);
+    reopen();
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 7);
 }
 
 /*
@@ -1427,6 +1500,10 @@ fault_run(unsigned op, long n, int persist, int code)
     tpt_fault_clear();
     tpt_fault(op, TPT_FILE_ANY, n, persist ? -1 : 1, code);
     int failed = run_script(model);
+    /* A scan folds the log into the tables, under the fault too: it may
+     * fail, and must lose nothing. */
+    int src = st->ops->scan(st, TP__REC_HIST, NULL, NULL, count_one, &(long){0}, &err);
+    cr_assert(src == TP_OK || src == TP_EINTERNAL, "rc %d", src);
     long injected = tpt_faults.injected;
     tpt_fault_clear();
     if (!persist && injected > 0)
@@ -1462,6 +1539,7 @@ fault_every_n(unsigned op, int code, tp_sync sync)
     tp_store *model = tp_store_memory();
     tpt_fault_clear();
     cr_assert_eq(run_script(model), 0);
+    count(st, TP__REC_HIST, NULL, NULL); /* the fold: fault_run scans too */
     long calls = op == TPT_FAULT_WRITE  ? tpt_faults.writes
                  : op == TPT_FAULT_SYNC ? tpt_faults.syncs
                                         : tpt_faults.reads;
