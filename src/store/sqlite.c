@@ -52,9 +52,12 @@
 /* The WAL file is cut back to this after a checkpoint resets it. */
 #define TP__SQLITE_WAL_LIMIT "33554432"
 
-/* The log's pages: its rows are blobs of whole transactions, so large pages
- * mean fewer WAL frames (one write each) per commit. */
-#define TP__SQLITE_LOG_PAGE "65536"
+/* The log's pages: its rows are blobs of whole transactions. Larger pages
+ * than SQLite's 4 KiB take one in fewer WAL frames (a write or two each);
+ * much larger ones rewrite a whole page for the last bytes of each commit.
+ * tp-commit's CPU at W2, 2000 tenants: 0.91, 0.61 and 0.82 s per 4 s with
+ * 4, 16 and 64 KiB pages. */
+#define TP__SQLITE_LOG_PAGE "16384"
 /* Logged bytes are folded into the tables at the latest this long after the
  * first of them was logged, or as soon as this many are waiting. */
 #define TP__SQLITE_FOLD_MS 1000
@@ -599,6 +602,7 @@ commit_log(sql_store *q, tp_error *err)
         q->head = g;
         if (!q->failing)
             q->due_ns = ms_from_now(TP__SQLITE_FOLD_MS);
+        pthread_cond_signal(&q->fold_cv); /* it sleeps without a deadline */
     } else
         q->tail->next = g;
     q->tail = g;
@@ -1081,8 +1085,16 @@ log_setup(sql_store *q, const char *path, const tp_store_options *o, tp_error *e
                                  *db != NULL ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
         sqlite3_extended_result_codes(*db, 1);
         sqlite3_busy_timeout(*db, q->busy_ms);
-        if (i == 1)
+        if (i == 1) {
+            /* A connection sees WAL mode once it has read the file: until
+             * then its checkpoints do nothing. */
+            char mode[16];
+            rc = pragma_text(*db, "PRAGMA journal_mode", mode, sizeof mode);
+            if (rc != SQLITE_OK || strcmp(mode, "wal") != 0)
+                return tp__error_set(err, TP_EINTERNAL, "sqlite: open \"%s\": %s", name,
+                                     rc != SQLITE_OK ? sqlite3_errmsg(*db) : "not in WAL mode");
             break;
+        }
         long app;
         char mode[16];
         rc = pragma_int(*db, "PRAGMA application_id", &app);

@@ -244,6 +244,11 @@ f_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *o
               : (flags & SQLITE_OPEN_WAL)          ? TPT_FILE_WAL
               : (flags & SQLITE_OPEN_MAIN_JOURNAL) ? TPT_FILE_JOURNAL
                                                    : TPT_FILE_OTHER;
+    /* The store's log is a database of its own: told apart by its name. */
+    size_t len = name != NULL ? strlen(name) : 0;
+    if ((f->kind == TPT_FILE_DB && len >= 4 && strcmp(name + len - 4, "-log") == 0) ||
+        (f->kind == TPT_FILE_WAL && len >= 8 && strcmp(name + len - 8, "-log-wal") == 0))
+        f->kind = TPT_FILE_LOG;
     if (arm.readonly && f->kind == TPT_FILE_DB && (flags & SQLITE_OPEN_READWRITE)) {
         flags &= ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
         flags |= SQLITE_OPEN_READONLY;

@@ -33,7 +33,8 @@ enum {
     TPT_FILE_WAL = 1 << 1,     /* its write-ahead log */
     TPT_FILE_JOURNAL = 1 << 2, /* a rollback journal */
     TPT_FILE_OTHER = 1 << 3,   /* temporary files and the rest */
-    TPT_FILE_ANY = (1 << 4) - 1
+    TPT_FILE_LOG = 1 << 4,     /* the SQLite store's log ("<db>-log") and its WAL */
+    TPT_FILE_ANY = (1 << 5) - 1
 };
 
 /* The calls the shim has seen since the last tpt_fault_clear (or since it

@@ -778,6 +778,16 @@ log_pragma(tp_store *s, const char *sql)
     return v;
 }
 
+/* raw_exec_on runs SQL on a file through a connection of its own. */
+static void
+raw_exec_on(const char *file, const char *sql)
+{
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open(file, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
 /* raw_exec runs SQL on the file through a connection of its own. */
 static void
 raw_exec(const char *sql)
@@ -792,10 +802,10 @@ Test(sqlite, file_schema, .init = setup_sqlite, .fini = teardown)
 {
     cr_assert_eq(pragma(st, "PRAGMA user_version"), 2);
     cr_assert_eq(pragma(st, "PRAGMA application_id"), 0x74707374);
-    /* The log: WAL, pages of 64 KiB, never checkpointed by the committing
+    /* The log: WAL, pages of 16 KiB, never checkpointed by the committing
      * connection (the fold thread does it), one table. */
     cr_assert_eq(log_pragma(st, "PRAGMA application_id"), 0x74707374);
-    cr_assert_eq(log_pragma(st, "PRAGMA page_size"), 65536);
+    cr_assert_eq(log_pragma(st, "PRAGMA page_size"), 16384);
     cr_assert_eq(log_pragma(st, "PRAGMA wal_autocheckpoint"), 0);
     cr_assert_eq(log_pragma(st, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
                                 "name = 'log'"),
@@ -1104,8 +1114,7 @@ Test(sqlite, locked_by_another_process, .init = setup_sqlite, .fini = teardown)
     OK(s_begin(st));
     OK(s_puts(st, TP__REC_META, "b", "", 0, "ab"));
     cr_assert_eq(s_commit(st), TP_EINTERNAL);
-    cr_assert(strstr(err.message, "sqlite: commit: database is locked") != NULL, "%s",
-              err.message);
+    cr_assert(strstr(err.message, "sqlite: commit: database is locked") != NULL, "%s", err.message);
     cr_assert_eq(count(st, TP__REC_META, NULL, NULL), 1);
     cr_assert_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(other);
@@ -1116,6 +1125,119 @@ Test(sqlite, locked_by_another_process, .init = setup_sqlite, .fini = teardown)
     assert_dump(st, TP__REC_META, NULL, NULL,
                 "0|a||0|" HEX_AB "\n"
                 "0|c||0|" HEX_AB "\n");
+}
+
+/* raw_count runs a counting query on a file through a connection of its own
+ * (what another process would see). */
+static long
+raw_count(const char *file, const char *sql)
+{
+    sqlite3 *db;
+    cr_assert_eq(sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *stmt;
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+    long v = (long)sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return v;
+}
+
+/* crash_after runs commits of transactions 0 to n - 1 of a small script in a
+ * child process that then dies without closing the store (as a SIGKILL
+ * would leave it: logged, not folded). */
+static void
+crash_after(int n)
+{
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        tp_error e;
+        tp_store *s = tp_store_sqlite(path, &opts, &e);
+        if (s == NULL)
+            _exit(3);
+        for (int t = 0; t < n; t++) {
+            char k[16];
+            snprintf(k, sizeof k, "m%d", t);
+            tp__rec r = {TP__REC_MODEL, "a", k, 0, "ab", 2};
+            if (s->ops->begin(s, &e) != TP_OK || s->ops->put(s, &r, &e) != TP_OK ||
+                (t > 0 && s->ops->del(s, TP__REC_MODEL, "a", "m0", 0, &e) != TP_OK) ||
+                s->ops->commit(s, &e) != TP_OK)
+                _exit(4);
+        }
+        kill(getpid(), SIGKILL);
+        _exit(5);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status %d", status);
+}
+
+Test(sqlite, a_crash_before_the_fold_loses_nothing, .init = setup_sqlite, .fini = teardown)
+{
+    tp_store_free(st);
+    st = NULL;
+    crash_after(5);
+    char log[160];
+    snprintf(log, sizeof log, "%s-log", path);
+    /* Logged, not in the tables: the fold thread had no time to run. */
+    cr_assert_eq(raw_count(log, "SELECT count(*) FROM log"), 5);
+    cr_assert_eq(raw_count(path, "SELECT count(*) FROM models"), 0);
+    st = open_sqlite();
+    /* The open replayed it, in order (m0 put, then deleted), and trimmed. */
+    assert_dump(st, TP__REC_MODEL, NULL, NULL,
+                "2|a|m1|0|" HEX_AB "\n"
+                "2|a|m2|0|" HEX_AB "\n"
+                "2|a|m3|0|" HEX_AB "\n"
+                "2|a|m4|0|" HEX_AB "\n");
+    cr_assert_eq(log_pragma(st, "SELECT count(*) FROM log"), 0);
+    cr_assert_eq(pragma(st, "SELECT seq FROM folded"), 5);
+    /* And numbering goes on after it. */
+    OK(s_puts(st, TP__REC_META, "x", "", 0, "ab"));
+    cr_assert_eq(log_pragma(st, "SELECT max(seq) FROM log"), 6);
+}
+
+Test(sqlite, a_log_of_another_copy_is_refused, .init = setup_sqlite, .fini = teardown)
+{
+    tp_store_free(st);
+    st = NULL;
+    crash_after(4);
+    char log[160];
+    snprintf(log, sizeof log, "%s-log", path);
+    /* Rows 1 and 2 gone: what is left does not follow on from the tables
+     * (at 0), so replaying it would store half a history. */
+    raw_exec_on(log, "DELETE FROM log WHERE seq < 3");
+    cr_assert_null(tp_store_sqlite(path, &opts, &err));
+    cr_assert_eq(err.code, TP_EARG);
+    cr_assert(strstr(err.message, "holds row 3 after row 0") != NULL, "%s", err.message);
+    cr_assert(strstr(err.message, "-log") != NULL, "%s", err.message);
+    /* Nothing was changed: the rows are still there. */
+    cr_assert_eq(raw_count(log, "SELECT count(*) FROM log"), 2);
+    cr_assert_eq(raw_count(path, "SELECT count(*) FROM models"), 0);
+    /* Moved away, the tables open as they are. */
+    char moved[170];
+    snprintf(moved, sizeof moved, "%s.old", log);
+    cr_assert_eq(rename(log, moved), 0);
+    st = open_sqlite();
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 0);
+}
+
+Test(sqlite, the_fold_thread_folds_within_a_second_or_two, .init = setup_sqlite, .fini = teardown)
+{
+    OK(s_puts(st, TP__REC_META, "a", "", 0, "ab"));
+    /* Another process sees the tables: the record gets there by itself. */
+    long seen = 0;
+    for (int i = 0; i < 60 && seen == 0; i++) {
+        usleep(50000);
+        seen = raw_count(path, "SELECT count(*) FROM meta");
+    }
+    cr_assert_eq(seen, 1, "not folded after 3 s");
+    cr_assert_eq(raw_count(path, "SELECT seq FROM folded"), 1);
+    /* The next commit trims what the tables hold from the log. */
+    OK(s_puts(st, TP__REC_META, "b", "", 0, "ab"));
+    cr_assert_eq(log_pragma(st, "SELECT min(seq) FROM log"), 2);
+    cr_assert_eq(log_pragma(st, "SELECT count(*) FROM log"), 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1321,6 +1443,27 @@ Test(fault, commit_disk_full, .init = setup_sqlite, .fini = teardown)
 Test(fault, commit_sync_error, .init = setup_sqlite, .fini = teardown)
 {
     commit_fault(TPT_FAULT_SYNC, SQLITE_IOERR, "sqlite: commit: disk I/O error");
+}
+
+Test(fault, tables_failing_commits_go_on, .init = setup_sqlite, .fini = teardown)
+{
+    put_some(st, "a", 3);
+    /* Every write to the tables' file and its WAL fails, not the log's:
+     * commits go on (the log holds them), folds fail and wait, and scans see
+     * everything committed. */
+    tpt_fault(TPT_FAULT_WRITE | TPT_FAULT_SYNC, TPT_FILE_DB | TPT_FILE_WAL, 0, -1, SQLITE_FULL);
+    put_some(st, "b", 4);
+    OK(st->ops->del_key(st, TP__REC_MODEL, "a", NULL, &err));
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 4);
+    cr_assert_gt(tpt_faults.injected, 0, "the fold was tried");
+    tpt_fault_clear();
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 4);
+    reopen();
+    cr_assert_eq(count(st, TP__REC_MODEL, "b", NULL), 4);
+    cr_assert_eq(count(st, TP__REC_MODEL, NULL, NULL), 4);
+    cr_assert_eq(pragma(st, "SELECT count(*) FROM pragma_integrity_check WHERE "
+                            "integrity_check = 'ok'"),
+                 1);
 }
 
 Test(fault, scan_read_error, .init = setup_sqlite, .fini = teardown)
