@@ -159,6 +159,7 @@ typedef struct sql_store {
     /* The open transaction: its ops, as they will be logged. */
     unsigned char *tx;
     size_t tx_len, tx_cap;
+    size_t tx_hint; /* the last logged transaction's size */
     int in_txn;
     int doomed;   /* a call failed inside the transaction */
     int scanning; /* scans under way (a callback may scan again) */
@@ -313,7 +314,10 @@ log_op(sql_store *q, op o, tp__rec_kind kind, int64_t n, const char *k1, const c
         return fail_msg(q, err, TP_EARG, "put", "a key or body over 2 GiB");
     size_t need = HEAD + l1 + l2 + body_len;
     if (q->tx_cap - q->tx_len < need) {
-        size_t cap = q->tx_cap ? q->tx_cap : 4096;
+        /* A new buffer starts at the last transaction's size: under load
+         * each is about the one before, and grown by doubling from 4 KiB
+         * it would be reallocated a dozen times. */
+        size_t cap = q->tx_cap ? q->tx_cap : q->tx_hint > 4096 ? q->tx_hint : 4096;
         while (cap - q->tx_len < need)
             cap *= 2;
         unsigned char *p = tp__realloc(q->tx, cap);
@@ -595,6 +599,7 @@ commit_log(sql_store *q, tp_error *err)
     /* The group takes the transaction's bytes; the next one starts anew. */
     g->ops = q->tx;
     g->len = q->tx_len;
+    q->tx_hint = q->tx_len + q->tx_len / 4;
     q->tx = NULL;
     q->tx_len = q->tx_cap = 0;
     pthread_mutex_lock(&q->mu);

@@ -628,21 +628,27 @@ def merge_patch(target, patch):
 
 def sqlite_integrity(db_path):
     """`PRAGMA integrity_check` of the database a stopped (or killed) daemon left, its WAL
-    included: run on a copy of the file and its -wal (not -shm, which SQLite rebuilds), so
-    that opening it (which recovers and checkpoints the WAL) leaves the daemon's own files as
-    the daemon left them. Returns the rows joined by newlines: "ok" when the file is whole."""
+    included, and of its log (`-log`, when there is one): run on copies of each file and its
+    -wal (not -shm, which SQLite rebuilds), so that opening them (which recovers and
+    checkpoints the WAL) leaves the daemon's own files as the daemon left them. Returns the
+    rows joined by newlines: "ok" when the files are whole."""
     import sqlite3
     tmp = tempfile.mkdtemp(prefix="tp-sqlite-")
     try:
-        copy = os.path.join(tmp, os.path.basename(db_path))
-        shutil.copyfile(db_path, copy)
-        if os.path.exists(db_path + "-wal"):
-            shutil.copyfile(db_path + "-wal", copy + "-wal")
-        con = sqlite3.connect(copy)
-        try:
-            return "\n".join(str(r[0]) for r in con.execute("PRAGMA integrity_check"))
-        finally:
-            con.close()
+        rows = []
+        for path in (db_path, db_path + "-log"):
+            if path != db_path and not os.path.exists(path):
+                continue
+            copy = os.path.join(tmp, os.path.basename(path))
+            shutil.copyfile(path, copy)
+            if os.path.exists(path + "-wal"):
+                shutil.copyfile(path + "-wal", copy + "-wal")
+            con = sqlite3.connect(copy)
+            try:
+                rows += [str(r[0]) for r in con.execute("PRAGMA integrity_check")]
+            finally:
+                con.close()
+        return "ok" if rows and all(r == "ok" for r in rows) else "\n".join(rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
