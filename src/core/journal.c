@@ -367,8 +367,9 @@ model_record(tp__sb *sb, const tp__model *m, const char *skey)
 static int
 store_model(commit_ctx *c, tp__model *m)
 {
-    const char *skey;
-    int rc = store_schema(c, m->schema, &skey);
+    const char *skey = tp__schema_key(m->schema);
+    /* A model's schema never changes, and hub->schemas only grows. */
+    int rc = m->jschema && skey != NULL ? TP_OK : store_schema(c, m->schema, &skey);
     if (rc != TP_OK)
         return rc;
     model_record(&c->sb, m, skey);
@@ -495,6 +496,8 @@ sealed_done(tp_hub *hub)
         tp__model *m = hub->jmodels.items[i];
         m->jdirty = 0;
         m->hist_saved = m->rev;
+        if (m->jschema)
+            continue;
         const char *key = tp__schema_key(m->schema);
         if (key != NULL && tp__map_get(&hub->schemas, key) == NULL) {
             tp_schema *ref = tp__schema_ref(m->schema);
@@ -502,6 +505,7 @@ sealed_done(tp_hub *hub)
             if (tp__map_put(&hub->schemas, tp__schema_key(ref), ref) != 0)
                 tp_schema_free(ref); /* stored again next time: harmless */
         }
+        m->jschema = key != NULL && tp__map_get(&hub->schemas, key) != NULL;
     }
     hub->jmodels.len = 0;
     for (size_t i = 0; i < hub->jsessions.len; i++)
@@ -556,8 +560,12 @@ build(tp_hub *hub, uint64_t seq, tp_error *err)
         tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
     }
-    commit_ctx c = {hub, tx, err, {0}};
-    tp__sb_init(&c.sb, 512);
+    /* The scratch text is the hub's, kept from seal to seal (a malloc and
+     * a free less per seal), unless one record made it large. */
+    if (hub->jsb.buf == NULL)
+        tp__sb_init(&hub->jsb, 512);
+    tp__sb_reset(&hub->jsb);
+    commit_ctx c = {hub, tx, err, hub->jsb};
     int rc = TP_OK;
     for (size_t i = 0; rc == TP_OK && i < hub->jdels.len; i++) {
         struct tp__jdel *d = hub->jdels.items[i];
@@ -579,7 +587,9 @@ build(tp_hub *hub, uint64_t seq, tp_error *err)
     /* Last: the observer takes its records as stored once it returns OK. */
     if (rc == TP_OK && hub->observer != NULL)
         rc = hub->observer->journal(hub->observer->user, tx, seq, err);
-    tp__sb_free(&c.sb);
+    if (c.sb.failed || c.sb.buf->cap > 64 * 1024)
+        tp__sb_free(&c.sb);
+    hub->jsb = c.sb;
     if (rc != TP_OK) {
         tp__txn_free(tx);
         return NULL;
@@ -888,6 +898,7 @@ tp__hub_persist_free(tp_hub *hub)
         ((tp_conn *)hub->held.items[i])->in_held = 0;
     hub->held.len = 0;
     jdels_clear(hub);
+    tp__sb_free(&hub->jsb);
     tp__vec_free(&hub->jdels);
     tp__vec_free(&hub->jsubs);
     tp__vec_free(&hub->jmodels);
