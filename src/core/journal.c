@@ -318,8 +318,9 @@ store_schema(commit_ctx *c, const tp_schema *schema, const char **key)
  * The MODEL record, the one record sealed at nearly every write: written
  * piece by piece (the bytes json_pack and jansson's encoder made of
  * {"schema","rev","reborn","value"[,"merge"[,"stamps"]]}, in that order),
- * without a jansson tree or jansson's per-dump costs. test_journal checks
- * that the two agree.
+ * without a jansson tree or jansson's per-dump costs. test_restore
+ * (model_records_are_the_bytes_jansson_wrote_for_them) checks that the two
+ * agree.
  */
 static void
 model_record(tp__sb *sb, const tp__model *m, const char *skey)

@@ -280,8 +280,9 @@ flush_timer(uv_timer_t *w)
  * An eventfd of ours rather than a uv_async_t: libuv's async handler spins
  * (and then sched_yield()s) while the sending thread is between marking
  * the handle pending and finishing its write, which with both threads on
- * one CPU (the benchmark pins the daemon) cost the loop thread a yield on
- * one wake in seven. Written once until the loop reads it.
+ * one CPU (the benchmark pins the daemon) cost the loop thread a spin and
+ * a sched_yield() on up to one wake in seven (W2, T = 200, SQLite FULL).
+ * Written once until the loop reads it.
  */
 static void
 commit_wake(void *user)
@@ -1542,9 +1543,10 @@ tp_server_free(tp_server *s)
     tp__webhooks_release(hooks);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
+    /* After the loop's last run closed commit_w. */
     if (s->commit_fd >= 0)
-        close(s->commit_fd); /* after the loop's last run closed commit_w */
-    run_posts(s);            /* tp_server_post's promise: fn runs exactly once */
+        close(s->commit_fd);
+    run_posts(s); /* tp_server_post's promise: fn runs exactly once */
     if (s->wake[0] >= 0 && !s->wake_adopted)
         close(s->wake[0]);
     if (s->wake[1] >= 0)
