@@ -76,6 +76,7 @@ struct tp_hub {
     tp__vec jdels;     /* struct tp__jdel *: records to delete */
     int jmeta;         /* the hub's record changed */
     int jbroken;       /* a change could not be noted: the next seal stores everything */
+    tp__sb jsb;        /* the seal's scratch text, kept from seal to seal (journal.c) */
     int restored;      /* tp_hub_restored */
     int lazy;          /* sessions are loaded from the store when first needed */
     tp__map names;     /* interned tenant keys of lww-map stamps */

@@ -33,6 +33,7 @@
 #include "core/notes.h"
 #include "core/schema.h"
 #include "core/session.h"
+#include "core/wire.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -270,23 +271,6 @@ gone_list(const tp__map *gone)
     return a;
 }
 
-static json_t *
-stamps_json(const tp__model *m)
-{
-    json_t *o = json_object();
-    void *v;
-    for (size_t it = 0; o != NULL && tp__map_next(&m->stamps, &it, NULL, &v);) {
-        const tp__stamp_entry *e = v;
-        json_t *st = json_pack("[IIsI]", (json_int_t)e->st.wall, (json_int_t)e->st.count,
-                               e->st.tenant, (json_int_t)e->st.conn);
-        if (st == NULL || json_object_set_new(o, e->field, st) != 0) {
-            json_decref(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
 typedef struct commit_ctx {
     tp_hub *hub;
     tp__txn *tx;
@@ -330,26 +314,70 @@ store_schema(commit_ctx *c, const tp_schema *schema, const char **key)
     return TP_OK;
 }
 
+/*
+ * The MODEL record, the one record sealed at nearly every write: written
+ * piece by piece (the bytes json_pack and jansson's encoder made of
+ * {"schema","rev","reborn","value"[,"merge"[,"stamps"]]}, in that order),
+ * without a jansson tree or jansson's per-dump costs. test_restore
+ * (model_records_are_the_bytes_jansson_wrote_for_them) checks that the two
+ * agree.
+ */
+static void
+model_record(tp__sb *sb, const tp__model *m, const char *skey)
+{
+    tp__sb_reset(sb);
+    tp__sb_puts(sb, "{\"schema\":");
+    tp__wire_string(sb, skey, strlen(skey));
+    tp__sb_puts(sb, ",\"rev\":");
+    tp__sb_int(sb, m->rev);
+    tp__sb_puts(sb, ",\"reborn\":");
+    tp__sb_int(sb, m->reborn);
+    tp__sb_puts(sb, ",\"value\":");
+    tp__wire_value(sb, m->value);
+    if (m->shared) {
+        const char *merge = m->merge.name ? m->merge.name : "";
+        tp__sb_puts(sb, ",\"merge\":");
+        tp__wire_string(sb, merge, strlen(merge));
+        if (m->kind == TP__LWW_MAP) {
+            /* Each field's stamp: [wall, count, tenant, conn]. */
+            tp__sb_puts(sb, ",\"stamps\":{");
+            void *v;
+            int first = 1;
+            for (size_t it = 0; tp__map_next(&m->stamps, &it, NULL, &v);) {
+                const tp__stamp_entry *e = v;
+                if (!first)
+                    tp__sb_append(sb, ",", 1);
+                first = 0;
+                tp__wire_string(sb, e->field, strlen(e->field));
+                tp__sb_puts(sb, ":[");
+                tp__sb_int(sb, e->st.wall);
+                tp__sb_append(sb, ",", 1);
+                tp__sb_int(sb, e->st.count);
+                tp__sb_append(sb, ",", 1);
+                tp__wire_string(sb, e->st.tenant, strlen(e->st.tenant));
+                tp__sb_append(sb, ",", 1);
+                tp__sb_int(sb, (int64_t)e->st.conn);
+                tp__sb_append(sb, "]", 1);
+            }
+            tp__sb_append(sb, "}", 1);
+        }
+    }
+    tp__sb_append(sb, "}", 1);
+}
+
 static int
 store_model(commit_ctx *c, tp__model *m)
 {
-    const char *skey;
-    int rc = store_schema(c, m->schema, &skey);
+    const char *skey = tp__schema_key(m->schema);
+    /* A model's schema never changes, and hub->schemas only grows. */
+    int rc = m->jschema && skey != NULL ? TP_OK : store_schema(c, m->schema, &skey);
     if (rc != TP_OK)
         return rc;
-    json_t *o = json_pack("{sssIsIso}", "schema", skey, "rev", (json_int_t)m->rev, "reborn",
-                          (json_int_t)m->reborn, "value", json_incref(m->value));
-    if (o != NULL && m->shared) {
-        if (json_object_set_new(o, "merge", json_string(m->merge.name ? m->merge.name : "")) != 0 ||
-            (m->kind == TP__LWW_MAP && json_object_set_new(o, "stamps", stamps_json(m)) != 0)) {
-            json_decref(o);
-            o = NULL;
-        }
-    }
-    if (o == NULL)
+    model_record(&c->sb, m, skey);
+    if (c->sb.failed)
         return tp__error_set(c->err, TP_ENOMEM, "out of memory");
     const char *owner = owner_of(m);
-    rc = put_json(c, TP__REC_MODEL, owner, m->id, o);
+    rc = put(c, TP__REC_MODEL, owner, m->id, 0, c->sb.buf->data, c->sb.buf->len);
     /* The patches published since the last commit, then the ones the
      * history no longer keeps. */
     for (unsigned i = 0; rc == TP_OK && i < m->hist_len; i++) {
@@ -469,6 +497,8 @@ sealed_done(tp_hub *hub)
         tp__model *m = hub->jmodels.items[i];
         m->jdirty = 0;
         m->hist_saved = m->rev;
+        if (m->jschema)
+            continue;
         const char *key = tp__schema_key(m->schema);
         if (key != NULL && tp__map_get(&hub->schemas, key) == NULL) {
             tp_schema *ref = tp__schema_ref(m->schema);
@@ -476,6 +506,7 @@ sealed_done(tp_hub *hub)
             if (tp__map_put(&hub->schemas, tp__schema_key(ref), ref) != 0)
                 tp_schema_free(ref); /* stored again next time: harmless */
         }
+        m->jschema = key != NULL && tp__map_get(&hub->schemas, key) != NULL;
     }
     hub->jmodels.len = 0;
     for (size_t i = 0; i < hub->jsessions.len; i++)
@@ -530,8 +561,12 @@ build(tp_hub *hub, uint64_t seq, tp_error *err)
         tp__error_set(err, TP_ENOMEM, "out of memory");
         return NULL;
     }
-    commit_ctx c = {hub, tx, err, {0}};
-    tp__sb_init(&c.sb, 512);
+    /* The scratch text is the hub's, kept from seal to seal (a malloc and
+     * a free less per seal), unless one record made it large. */
+    if (hub->jsb.buf == NULL)
+        tp__sb_init(&hub->jsb, 512);
+    tp__sb_reset(&hub->jsb);
+    commit_ctx c = {hub, tx, err, hub->jsb};
     int rc = TP_OK;
     for (size_t i = 0; rc == TP_OK && i < hub->jdels.len; i++) {
         struct tp__jdel *d = hub->jdels.items[i];
@@ -553,7 +588,9 @@ build(tp_hub *hub, uint64_t seq, tp_error *err)
     /* Last: the observer takes its records as stored once it returns OK. */
     if (rc == TP_OK && hub->observer != NULL)
         rc = hub->observer->journal(hub->observer->user, tx, seq, err);
-    tp__sb_free(&c.sb);
+    if (c.sb.failed || c.sb.buf->cap > 64 * 1024)
+        tp__sb_free(&c.sb);
+    hub->jsb = c.sb;
     if (rc != TP_OK) {
         tp__txn_free(tx);
         return NULL;
@@ -862,6 +899,7 @@ tp__hub_persist_free(tp_hub *hub)
         ((tp_conn *)hub->held.items[i])->in_held = 0;
     hub->held.len = 0;
     jdels_clear(hub);
+    tp__sb_free(&hub->jsb);
     tp__vec_free(&hub->jdels);
     tp__vec_free(&hub->jsubs);
     tp__vec_free(&hub->jmodels);

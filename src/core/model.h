@@ -90,6 +90,7 @@ typedef struct tp__model {
     int64_t hist_saved;  /* the newest rev whose patch is stored */
     int64_t hist_floor;  /* stored patches below this rev were deleted */
     size_t hist_dropped; /* bytes of patches dropped from the history since (journal.c) */
+    int jschema;         /* the schema is known to be stored (in hub->schemas, for good) */
 
     tp__vec presence; /* struct tp__presence * (presence.c): connections' states here */
 } tp__model;

@@ -52,5 +52,10 @@ tp__buf *tp__wire_access(const char *addr, size_t addr_len, tp_access access);
 /* tp__wire_string appends s (n bytes of UTF-8) as jansson encodes a string
  * (UTF-8 kept, '/' not escaped). */
 void tp__wire_string(tp__sb *sb, const char *s, size_t n);
+/* tp__wire_value appends v as json_dump_callback(JSON_COMPACT |
+ * JSON_ENCODE_ANY) writes it, byte for byte (object members in jansson's
+ * order). v must hold no cycle (a model's value: tp__json_size walks it
+ * the same way). On failure the builder is marked failed. */
+void tp__wire_value(tp__sb *sb, const json_t *v);
 
 #endif /* TP_CORE_WIRE_H */

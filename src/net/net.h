@@ -116,17 +116,19 @@ struct tp_server {
 
     uv_loop_t loop;
     int loop_ok;
-    uv_prepare_t prepare; /* before_sleep(): the end of each loop iteration */
-    uv_timer_t sync_w;    /* the autosync tick */
-    uv_timer_t flush_w;   /* the end of a flush_ms window; a failed commit's retry */
-    uv_async_t commit_w;  /* the committer made transactions durable (or failed) */
-    int commit_ok;        /* commit_w is initialized */
-    uv_timer_t stop_w;    /* the end of the grace period at stop */
-    uv_timer_t evict_w;   /* with a store: idle tenants leave memory, every second */
-    uv_timer_t message_w; /* the deadline of the oldest unfinished message */
-    uv_timer_t expiry_w;  /* with a verifier: closes connections whose credential expired */
-    uv_timer_t accept_w;  /* the end of an accept pause (out of descriptors) */
-    uv_poll_t listen_w;   /* the listening socket (ours: bind_listener) */
+    uv_prepare_t prepare;    /* before_sleep(): the end of each loop iteration */
+    uv_timer_t sync_w;       /* the autosync tick */
+    uv_timer_t flush_w;      /* the end of a flush_ms window; a failed commit's retry */
+    uv_poll_t commit_w;      /* commit_fd: the committer made transactions durable (or failed) */
+    int commit_ok;           /* commit_w is initialized */
+    int commit_fd;           /* an eventfd the committer writes (commit_wake), or -1 */
+    atomic_int commit_woken; /* commit_fd was written since the loop last read it */
+    uv_timer_t stop_w;       /* the end of the grace period at stop */
+    uv_timer_t evict_w;      /* with a store: idle tenants leave memory, every second */
+    uv_timer_t message_w;    /* the deadline of the oldest unfinished message */
+    uv_timer_t expiry_w;     /* with a verifier: closes connections whose credential expired */
+    uv_timer_t accept_w;     /* the end of an accept pause (out of descriptors) */
+    uv_poll_t listen_w;      /* the listening socket (ours: bind_listener) */
     int listen_fd, listen_ok, accept_paused, accept_starved;
     uint64_t accept_pauses; /* accepts that failed for lack of descriptors or memory */
     struct lws_context *ctx;

@@ -47,7 +47,7 @@ tp__sb_init(tp__sb *sb, size_t cap)
 }
 
 void
-tp__sb_append(tp__sb *sb, const char *data, size_t n)
+tp__sb_grow(tp__sb *sb, const char *data, size_t n)
 {
     if (sb->failed)
         return;

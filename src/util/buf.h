@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct tp__buf {
     size_t refs;
@@ -42,7 +43,24 @@ typedef struct tp__sb {
 } tp__sb;
 
 void tp__sb_init(tp__sb *sb, size_t cap);
-void tp__sb_append(tp__sb *sb, const char *data, size_t n);
+/* tp__sb_grow appends what does not fit (growing the buffer), or fails. */
+void tp__sb_grow(tp__sb *sb, const char *data, size_t n);
+
+/* Inline for short pieces: messages and records are built of many (a
+ * comma, a key, a number), most of which fit. */
+static inline void
+tp__sb_append(tp__sb *sb, const char *data, size_t n)
+{
+    tp__buf *b = sb->buf;
+    if (n > 64 || sb->failed || b->cap - b->len < n) {
+        tp__sb_grow(sb, data, n);
+        return;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 void tp__sb_puts(tp__sb *sb, const char *s);
 void tp__sb_int(tp__sb *sb, int64_t v);
 /* tp__sb_finish returns the built buffer (one reference), or NULL on failure. */

@@ -109,3 +109,68 @@ Test(wire, connection_messages)
     assert_buf(tp__wire_auth_ack(1, 0), "{\"type\":\"ack\",\"ref\":0}");
     assert_buf(tp__wire_auth_ack(0, 7), "{\"type\":\"ack\"}");
 }
+
+/* A random value: objects (members set, replaced and deleted, keys with
+ * escapes, a NUL), arrays, strings, integers to the extremes, reals. */
+static json_t *
+random_value(unsigned *seed, int depth)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    unsigned r = (*seed >> 16) % (depth > 4 ? 6 : 8);
+    static const double reals[] = {
+        0.0, -0.0, 1.0, 0.1, -2.5, 1e300, 1e-7, 5e-324, 123456789012345678.0, 1.0 / 3, 1e21, -1e22};
+    static const json_int_t ints[] = {0, -1, 7, INT64_MAX, INT64_MIN, 1000000000000000000LL};
+    static const char *strs[] = {"", "a", "\"q\\/\x01\x1f\n\t", "\xc3\xa9\xe2\x82\xac", "x y"};
+    switch (r) {
+    case 0: return json_integer(ints[(*seed >> 8) % 6] ^ (json_int_t)(*seed % 4)); /* no overflow */
+    case 1: return json_real(reals[(*seed >> 8) % 12]);
+    case 2: return json_string(strs[(*seed >> 8) % 5]);
+    case 3: return json_stringn("n\0ul", 4);
+    case 4:
+        return (*seed >> 8) % 3 == 0   ? json_true()
+               : (*seed >> 8) % 3 == 1 ? json_false()
+                                       : json_null();
+    case 5: return json_object();
+    case 6: {
+        json_t *a = json_array();
+        unsigned n = (*seed >> 8) % 5;
+        for (unsigned i = 0; i < n; i++)
+            json_array_append_new(a, random_value(seed, depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        unsigned n = (*seed >> 8) % 6;
+        for (unsigned i = 0; i < n; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "%c\"k%u", "ab\t/"[i % 4], (*seed >> 4) % 4);
+            json_object_set_new(o, key, random_value(seed, depth + 1));
+        }
+        json_object_setn_new(o, "z\0z", 3, json_integer(depth));
+        if (n > 1)
+            json_object_del(o, "a\"k0"); /* jansson's order after a deletion */
+        return o;
+    }
+    }
+}
+
+Test(wire, values_are_encoded_byte_for_byte_as_jansson_does)
+{
+    unsigned seed = 11;
+    for (int round = 0; round < 3000; round++) {
+        json_t *v = random_value(&seed, 0);
+        char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        cr_assert_not_null(want);
+        tp__sb sb;
+        tp__sb_init(&sb, 4);
+        tp__wire_value(&sb, v);
+        tp__buf *b = tp__sb_finish(&sb);
+        cr_assert_not_null(b);
+        /* want is NUL-terminated text; a NUL inside is escaped (\u0000). */
+        cr_assert_eq(b->len, strlen(want), "round %d: %s against %s", round, b->data, want);
+        cr_assert_str_eq(b->data, want, "round %d", round);
+        tp__buf_unref(b);
+        free(want);
+        json_decref(v);
+    }
+}
