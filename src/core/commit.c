@@ -19,6 +19,7 @@
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/map.h"
+#include "util/plan.h"
 
 enum { OP_PUT, OP_DEL, OP_DEL_BELOW, OP_DEL_KEY };
 
@@ -54,11 +55,11 @@ struct tp__committer {
     int stop;
     int gate; /* test hook: attempts wait while closed */
     uint64_t attempts, commits, failures, max_group;
-    uint64_t skipped;     /* ops a later op of their group made pointless (plan) */
-    uint64_t seed;        /* of plan's hash */
-    struct gop *plan_ops; /* plan's buffers (the committer's thread) */
-    struct gslot *slots;
-    size_t plan_cap, slots_cap;
+    uint64_t skipped; /* ops a later op of their group made pointless (plan) */
+    tp__plan plan;    /* plan's table and buffers (the committer's thread) */
+    struct gop *plan_ops;
+    tp__plan_op *marks;
+    size_t plan_cap;
     uint64_t tried;      /* attempts ended */
     uint64_t last_tried; /* the last sequence the last attempt held */
     char why[sizeof(((tp_error *)0)->message)];
@@ -189,53 +190,20 @@ apply(tp_store *st, const tp__txn *t, const txop *o, tp_error *err)
 
 /* ---- A group's plan: the ops a later op of the group makes pointless ---- */
 
-/* An op of the group, in order; skip: a later op makes it pointless. */
+/* An op of the group, in order. */
 struct gop {
     const tp__txn *t;
     const txop *o;
-    int skip;
 };
 typedef struct gop gop;
 
-struct gslot {
-    size_t at; /* index + 1 in the plan; 0: empty */
-    uint64_t hash;
-};
-typedef struct gslot gslot;
-
-/* The bytes of an op's key, the kind aside: k1, NUL, k2, NUL (k1 and k2
- * are appended one after the other, add()). Only for ops with a k2. */
-static const char *
-key_bytes(const gop *g, size_t *len)
-{
-    *len = g->o->k2 - g->o->k1 + strlen(g->t->bytes + g->o->k2) + 1;
-    return g->t->bytes + g->o->k1;
-}
-
-static int
-same_record(const gop *a, const gop *b)
-{
-    if (a->o->op != b->o->op || a->o->kind != b->o->kind ||
-        (a->o->op == OP_PUT && a->o->n != b->o->n))
-        return 0;
-    size_t la, lb;
-    const char *ka = key_bytes(a, &la), *kb = key_bytes(b, &lb);
-    return la == lb && memcmp(ka, kb, la) == 0;
-}
-
 /*
- * plan lists the ops of the transactions first..last in order, and marks
- * those a later op of the same group makes pointless:
- *   - a put whose record a later put replaces: the later one decides what
- *     the record holds, whatever came between;
- *   - a del_below whose range a later del_below of the same key covers
- *     (its n at least as high): everything it would delete, the later one
- *     deletes, including what was put between them.
+ * plan lists the ops of the transactions first..last in order in c->plan_ops
+ * and marks in c->marks those a later op of the same group makes pointless
+ * (util/plan.h: a put a later put replaces, a del_below a later one covers).
  * Under load, a model's record and a client's record are then written once
  * per store commit instead of once per loop iteration the commit groups.
- * The hash is the maps' keyed one: a client choosing model and client ids
- * cannot make the table's probes long. Returns NULL when out of memory
- * (then every op is applied).
+ * Returns NULL when out of memory (then every op is applied).
  */
 static gop *
 plan(tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
@@ -246,9 +214,6 @@ plan(tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
         if (t == last)
             break;
     }
-    size_t cap = 16;
-    while (cap < 2 * n)
-        cap *= 2;
     /* Kept from one commit to the next, grown only: a buffer allocated and
      * freed per commit made the allocator grow and shrink the thread's heap
      * (an mprotect each time) dozens of times a commit. */
@@ -257,46 +222,34 @@ plan(tp__committer *c, const tp__txn *first, const tp__txn *last, size_t *count)
         if (ops == NULL)
             return NULL;
         c->plan_ops = ops;
+        tp__plan_op *marks = tp__reallocarray(c->marks, n, sizeof *marks);
+        if (marks == NULL)
+            return NULL;
+        c->marks = marks;
         c->plan_cap = n;
     }
-    if (cap > c->slots_cap) {
-        gslot *slots = tp__reallocarray(c->slots, cap, sizeof *slots);
-        if (slots == NULL)
-            return NULL;
-        c->slots = slots;
-        c->slots_cap = cap;
-    }
     gop *ops = c->plan_ops;
-    gslot *slots = c->slots;
-    memset(slots, 0, cap * sizeof *slots);
     size_t k = 0;
     for (const tp__txn *t = first;; t = t->next) {
-        for (size_t i = 0; i < t->nops; i++)
-            ops[k++] = (gop){t, &t->ops[i], 0};
+        for (size_t i = 0; i < t->nops; i++, k++) {
+            const txop *o = &t->ops[i];
+            ops[k] = (gop){t, o};
+            tp__plan_op *m = &c->marks[k];
+            *m = (tp__plan_op){TP__PLAN_OTHER, o->kind, 0, o->n, NULL, 0, 0};
+            if ((o->op == OP_PUT || o->op == OP_DEL_BELOW) && o->k2 != NO_K2) {
+                /* k1 and k2 are appended one after the other, with their
+                 * NULs (add()): the key is k1 NUL k2 NUL. */
+                m->what = o->op == OP_PUT ? TP__PLAN_PUT : TP__PLAN_DEL_BELOW;
+                m->key = t->bytes + o->k1;
+                m->split = o->k2 - o->k1;
+                m->len = m->split + strlen(t->bytes + o->k2) + 1;
+            }
+        }
         if (t == last)
             break;
     }
-    for (size_t i = n; i-- > 0;) {
-        gop *g = &ops[i];
-        if ((g->o->op != OP_PUT && g->o->op != OP_DEL_BELOW) || g->o->k2 == NO_K2)
-            continue;
-        size_t len;
-        const char *key = key_bytes(g, &len);
-        uint64_t seed = c->seed ^ ((uint64_t)g->o->op << 56 | (uint64_t)g->o->kind << 48);
-        if (g->o->op == OP_PUT)
-            seed ^= (uint64_t)g->o->n * 0x9e3779b97f4a7c15ULL;
-        uint64_t h = tp__hash(seed, key, len);
-        size_t j = h & (cap - 1);
-        while (slots[j].at != 0 && (slots[j].hash != h || !same_record(&ops[slots[j].at - 1], g)))
-            j = (j + 1) & (cap - 1);
-        if (slots[j].at == 0) {
-            slots[j] = (gslot){i + 1, h};
-        } else if (g->o->op == OP_PUT || ops[slots[j].at - 1].o->n >= g->o->n) {
-            g->skip = 1;
-        } else {
-            slots[j].at = i + 1; /* a del_below reaching higher: it covers more */
-        }
-    }
+    if (tp__plan_mark(&c->plan, c->marks, n) < 0)
+        return NULL;
     *count = n;
     return ops;
 }
@@ -327,7 +280,7 @@ run(void *arg)
         gop *ops = plan(c, first, last, &nops);
         int rc = c->st->ops->begin(c->st, &err);
         for (size_t i = 0; ops != NULL && rc == TP_OK && i < nops; i++) {
-            if (ops[i].skip)
+            if (c->marks[i].skip)
                 skipped++;
             else
                 rc = apply(c->st, ops[i].t, ops[i].o, &err);
@@ -392,7 +345,7 @@ tp__committer_new(tp_store *st, tp_error *err)
         return NULL;
     }
     c->st = st;
-    c->seed = tp__seed(c);
+    c->plan.seed = tp__seed(c);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->work, NULL);
     pthread_cond_init(&c->done, NULL);
@@ -432,7 +385,8 @@ tp__committer_free(tp__committer *c)
     pthread_cond_destroy(&c->work);
     pthread_mutex_destroy(&c->mu);
     tp__free(c->plan_ops);
-    tp__free(c->slots);
+    tp__free(c->marks);
+    tp__plan_free(&c->plan);
     tp__free(c);
 }
 

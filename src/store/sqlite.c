@@ -42,6 +42,8 @@
 #include "util/alloc.h"
 #include "util/clock.h"
 #include "util/error.h"
+#include "util/map.h"
+#include "util/plan.h"
 
 #define TP__SQLITE_CACHE_KIB "16384" /* the page cache, KiB */
 /* Pages the WAL may hold before a commit checkpoints it into the database
@@ -167,6 +169,11 @@ typedef struct sql_store {
     uint64_t next_seq;
     uint64_t trimmed; /* log rows up to this one are deleted */
     int lock_fd;      /* the lock file's descriptor (lock_database), or -1 */
+    /* The fold's plan and its buffers (whoever holds dbmu). */
+    tp__plan plan;
+    struct lop *fold_ops;
+    tp__plan_op *fold_marks;
+    size_t fold_cap;
     /* Shared with the fold thread, under mu. */
     pthread_mutex_t mu;
     pthread_cond_t fold_cv;                     /* to the fold thread: a group, or stop */
@@ -345,33 +352,121 @@ log_op(sql_store *q, op o, tp__rec_kind kind, int64_t n, const char *k1, const c
     return TP_OK;
 }
 
+/* A logged op, decoded (pointers into the row's bytes). */
+typedef struct lop {
+    op o;
+    tp__rec_kind kind;
+    int64_t n;
+    const char *k1, *k2;
+    uint32_t l1, l2;
+    const unsigned char *body;
+    size_t body_len;
+} lop;
+
+/* next_op decodes the op at *p (before end) and moves *p past it; returns
+ * TP_OK, or fails naming what is wrong with the bytes. */
+static int
+next_op(sql_store *q, const unsigned char **p, const unsigned char *end, lop *d, tp_error *err)
+{
+    const unsigned char *at = *p;
+    if ((size_t)(end - at) < HEAD)
+        return fail_msg(q, err, TP_EINTERNAL, "fold", "a log row ends inside an op");
+    uint64_t lb;
+    d->o = (op)at[0];
+    d->kind = (tp__rec_kind)at[1];
+    memcpy(&d->n, at + 2, 8);
+    memcpy(&d->l1, at + 10, 4);
+    memcpy(&d->l2, at + 14, 4);
+    memcpy(&lb, at + 18, 8);
+    at += HEAD;
+    if (d->o > OP_DEL_K1 || !check_kind(d->kind) || d->l1 > INT_MAX || d->l2 > INT_MAX ||
+        (uint64_t)(end - at) < (uint64_t)d->l1 + d->l2 || (uint64_t)(end - at) - d->l1 - d->l2 < lb)
+        return fail_msg(q, err, TP_EINTERNAL, "fold", "a malformed op in the log");
+    d->k1 = (const char *)at;
+    d->k2 = (const char *)at + d->l1;
+    d->body = at + d->l1 + d->l2;
+    d->body_len = (size_t)lb;
+    *p = d->body + lb;
+    return TP_OK;
+}
+
+static int
+apply_op(sql_store *q, const lop *d, tp_error *err)
+{
+    return d->o == OP_PUT
+               ? apply_put(q, d->kind, d->k1, d->l1, d->k2, d->l2, d->n, d->body, d->body_len, err)
+               : apply_del(q, d->kind, d->o, d->k1, d->l1, d->k2, d->l2, d->n, err);
+}
+
 /* apply_ops applies a logged transaction's ops to the tables, in order. */
 static int
 apply_ops(sql_store *q, const unsigned char *p, size_t len, tp_error *err)
 {
     const unsigned char *end = p + len;
     while (p < end) {
-        if ((size_t)(end - p) < HEAD)
-            return fail_msg(q, err, TP_EINTERNAL, "fold", "a log row ends inside an op");
-        op o = (op)p[0];
-        tp__rec_kind kind = (tp__rec_kind)p[1];
-        int64_t n;
-        uint32_t l1, l2;
-        uint64_t lb;
-        memcpy(&n, p + 2, 8);
-        memcpy(&l1, p + 10, 4);
-        memcpy(&l2, p + 14, 4);
-        memcpy(&lb, p + 18, 8);
-        p += HEAD;
-        if (o > OP_DEL_K1 || !check_kind(kind) || l1 > INT_MAX || l2 > INT_MAX ||
-            (uint64_t)(end - p) < (uint64_t)l1 + l2 || (uint64_t)(end - p) - l1 - l2 < lb)
-            return fail_msg(q, err, TP_EINTERNAL, "fold", "a malformed op in the log");
-        const char *k1 = (const char *)p, *k2 = (const char *)p + l1;
-        int rc = o == OP_PUT ? apply_put(q, kind, k1, l1, k2, l2, n, p + l1 + l2, (size_t)lb, err)
-                             : apply_del(q, kind, o, k1, l1, k2, l2, n, err);
+        lop d;
+        int rc = next_op(q, &p, end, &d, err);
+        if (rc == TP_OK)
+            rc = apply_op(q, &d, err);
         if (rc != TP_OK)
             return rc;
-        p += l1 + l2 + lb;
+    }
+    return TP_OK;
+}
+
+/*
+ * apply_groups applies the groups of list, in order, skipping what a later
+ * op of them makes pointless (util/plan.h): folded a second at a time, a
+ * model written in every commit of that second has its record written once.
+ * Out of memory for the plan, every op is applied.
+ */
+static int
+apply_groups(sql_store *q, const group *list, tp_error *err)
+{
+    size_t n = 0;
+    for (const group *g = list; g != NULL; g = g->next) {
+        const unsigned char *p = g->ops, *end = g->ops + g->len;
+        while (p < end) {
+            if (n == q->fold_cap) {
+                size_t cap = q->fold_cap ? 2 * q->fold_cap : 1024;
+                lop *ops = tp__reallocarray(q->fold_ops, cap, sizeof *ops);
+                tp__plan_op *marks =
+                    ops != NULL ? tp__reallocarray(q->fold_marks, cap, sizeof *marks) : NULL;
+                if (ops != NULL)
+                    q->fold_ops = ops;
+                if (marks == NULL) {
+                    for (; list != NULL; list = list->next) {
+                        int rc = apply_ops(q, list->ops, list->len, err);
+                        if (rc != TP_OK)
+                            return rc;
+                    }
+                    return TP_OK;
+                }
+                q->fold_marks = marks;
+                q->fold_cap = cap;
+            }
+            lop *d = &q->fold_ops[n];
+            int rc = next_op(q, &p, end, d, err);
+            if (rc != TP_OK)
+                return rc;
+            int keyed = d->o == OP_PUT || d->o == OP_DEL_BELOW;
+            q->fold_marks[n++] = (tp__plan_op){
+                keyed ? (d->o == OP_PUT ? TP__PLAN_PUT : TP__PLAN_DEL_BELOW) : TP__PLAN_OTHER,
+                (unsigned char)d->kind,
+                0,
+                d->n,
+                d->k1,
+                (size_t)d->l1 + d->l2,
+                d->l1};
+        }
+    }
+    long skipped = tp__plan_mark(&q->plan, q->fold_marks, n);
+    for (size_t i = 0; i < n; i++) {
+        if (skipped > 0 && q->fold_marks[i].skip)
+            continue;
+        int rc = apply_op(q, &q->fold_ops[i], err);
+        if (rc != TP_OK)
+            return rc;
     }
     return TP_OK;
 }
@@ -411,10 +506,10 @@ fold(sql_store *q, tp_error *err)
     int rc = sqlite3_step(q->begin);
     sqlite3_reset(q->begin);
     rc = rc == SQLITE_DONE ? TP_OK : fail(q, &e, "fold", rc);
-    for (group *g = list; rc == TP_OK && g != NULL; g = g->next) {
-        rc = apply_ops(q, g->ops, g->len, &e);
+    for (group *g = list; g != NULL; g = g->next)
         bytes += g->len;
-    }
+    if (rc == TP_OK)
+        rc = apply_groups(q, list, &e);
     if (rc == TP_OK)
         rc = set_folded(q, last->seq, &e);
     if (rc == TP_OK) {
@@ -865,6 +960,9 @@ sq_free(tp_store *s)
         close(q->lock_fd);
     free_groups(q->head);
     tp__free(q->tx);
+    tp__free(q->fold_ops);
+    tp__free(q->fold_marks);
+    tp__plan_free(&q->plan);
     pthread_mutex_destroy(&q->mu);
     pthread_mutex_destroy(&q->dbmu);
     pthread_cond_destroy(&q->fold_cv);
@@ -1347,6 +1445,7 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
     q->base.ops = &sqlite_ops;
     q->lock_fd = -1;
     q->sync = o.synchronous;
+    q->plan.seed = tp__seed(q);
     q->busy_ms = o.busy_timeout_ms > INT_MAX ? INT_MAX
                  : o.busy_timeout_ms == 0    ? 5000
                                              : (int)o.busy_timeout_ms;
