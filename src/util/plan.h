@@ -5,9 +5,11 @@
  * transactions in one store commit) and by the SQLite store's fold (a
  * second of logged commits in one transaction of the tables).
  *
- * Two rules, both exact whatever lies between the two writes:
+ * Three rules, each exact whatever lies between the two writes:
  *   - a put whose record a later put replaces: the later one decides what
  *     the record holds;
+ *   - a put whose record a later del_below of its key deletes (that del_below
+ *     reaching past its n): a history row the same batch trims again;
  *   - a del_below whose range a later del_below of the same key covers (its
  *     n at least as high): everything it would delete, the later one
  *     deletes, including what was put between them.
