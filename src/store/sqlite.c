@@ -176,10 +176,12 @@ typedef struct sql_store {
     size_t fold_cap;
     /* Shared with the fold thread, under mu. */
     pthread_mutex_t mu;
-    pthread_cond_t fold_cv;                     /* to the fold thread: a group, or stop */
-    pthread_cond_t room_cv;                     /* to committers: a fold ended */
-    group *head, *tail;                         /* logged, not folded, in order */
-    size_t pending;                             /* their bytes, those being folded included */
+    pthread_cond_t fold_cv; /* to the fold thread: a group, or stop */
+    pthread_cond_t room_cv; /* to committers: a fold ended */
+    group *head, *tail;     /* logged, not folded, in order */
+    size_t pending;         /* their bytes, those being folded included */
+    int64_t fold_ms;        /* TP__SQLITE_FOLD_MS, ... (tp__store_sqlite_limits) */
+    size_t fold_bytes, pending_max;
     uint64_t folded;                            /* the last row the tables hold */
     int64_t due_ns;                             /* when the oldest group is folded at the latest */
     int failing;                                /* the last fold failed */
@@ -562,8 +564,7 @@ fold_main(void *arg)
     pthread_mutex_lock(&q->mu);
     while (!q->stop) {
         int64_t now = tp__clock_mono_ns();
-        if (q->head != NULL &&
-            (now >= q->due_ns || (q->pending >= TP__SQLITE_FOLD_BYTES && !q->failing))) {
+        if (q->head != NULL && (now >= q->due_ns || (q->pending >= q->fold_bytes && !q->failing))) {
             pthread_mutex_unlock(&q->mu);
             pthread_mutex_lock(&q->dbmu);
             fold(q, NULL);
@@ -645,13 +646,13 @@ static int
 commit_log(sql_store *q, tp_error *err)
 {
     pthread_mutex_lock(&q->mu);
-    while (q->pending > TP__SQLITE_PENDING_MAX && !q->failing && !q->stop)
+    while (q->pending > q->pending_max && !q->failing && !q->stop)
         pthread_cond_wait(&q->room_cv, &q->mu);
-    if (q->pending > TP__SQLITE_PENDING_MAX) {
+    if (q->pending > q->pending_max) {
         int out = tp__error_set(err, TP_EINTERNAL,
-                                "sqlite: commit: %zu MiB logged wait for the tables, which "
+                                "sqlite: commit: %zu KiB logged wait for the tables, which "
                                 "cannot be written: %s",
-                                q->pending >> 20, q->why);
+                                q->pending >> 10, q->why);
         pthread_mutex_unlock(&q->mu);
         return out;
     }
@@ -701,13 +702,13 @@ commit_log(sql_store *q, tp_error *err)
     if (q->head == NULL) {
         q->head = g;
         if (!q->failing)
-            q->due_ns = ms_from_now(TP__SQLITE_FOLD_MS);
+            q->due_ns = ms_from_now(q->fold_ms);
         pthread_cond_signal(&q->fold_cv); /* it sleeps without a deadline */
     } else
         q->tail->next = g;
     q->tail = g;
     q->pending += g->len;
-    if (q->pending >= TP__SQLITE_FOLD_BYTES)
+    if (q->pending >= q->fold_bytes)
         pthread_cond_signal(&q->fold_cv);
     pthread_mutex_unlock(&q->mu);
     return TP_OK;
@@ -1445,6 +1446,9 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
     q->base.ops = &sqlite_ops;
     q->lock_fd = -1;
     q->sync = o.synchronous;
+    q->fold_ms = TP__SQLITE_FOLD_MS;
+    q->fold_bytes = TP__SQLITE_FOLD_BYTES;
+    q->pending_max = TP__SQLITE_PENDING_MAX;
     q->plan.seed = tp__seed(q);
     q->busy_ms = o.busy_timeout_ms > INT_MAX ? INT_MAX
                  : o.busy_timeout_ms == 0    ? 5000
@@ -1505,4 +1509,19 @@ tp__store_sqlite_log(tp_store *s)
     if (s == NULL || s->ops != &sqlite_ops)
         return NULL;
     return ((sql_store *)s)->log;
+}
+
+int
+tp__store_sqlite_limits(tp_store *s, long fold_ms, size_t fold_bytes, size_t pending_max)
+{
+    if (s == NULL || s->ops != &sqlite_ops || fold_ms <= 0 || fold_bytes == 0 || pending_max == 0)
+        return TP_EARG;
+    sql_store *q = (sql_store *)s;
+    pthread_mutex_lock(&q->mu);
+    q->fold_ms = fold_ms;
+    q->fold_bytes = fold_bytes;
+    q->pending_max = pending_max;
+    pthread_cond_broadcast(&q->fold_cv);
+    pthread_mutex_unlock(&q->mu);
+    return TP_OK;
 }

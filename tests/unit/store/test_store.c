@@ -1466,6 +1466,63 @@ Test(fault, tables_failing_commits_go_on, .init = setup_sqlite, .fini = teardown
                  1);
 }
 
+/* A transaction of about 1 KiB (one model record). */
+static int
+kib_txn(int i)
+{
+    char k2[16], body[1024];
+    snprintf(k2, sizeof k2, "m%d", i);
+    memset(body, 'a' + i % 26, sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    OK(s_begin(st));
+    OK(s_puts(st, TP__REC_MODEL, "big", k2, 0, body));
+    return s_commit(st);
+}
+
+Test(fault, what_waits_for_the_tables_is_bounded, .init = setup_sqlite, .fini = teardown)
+{
+    /* Folds every 20 ms; at most 4 KiB logged may wait for the tables. */
+    cr_assert_eq(tp__store_sqlite_limits(st, 20, 1 << 20, 4096), TP_OK);
+    cr_assert_eq(tp__store_sqlite_limits(st, 0, 1, 1), TP_EARG);
+    cr_assert_eq(tp__store_sqlite_limits(NULL, 1, 1, 1), TP_EARG);
+    tpt_fault(TPT_FAULT_WRITE | TPT_FAULT_SYNC, TPT_FILE_DB | TPT_FILE_WAL, 0, -1, SQLITE_IOERR);
+    /* The log takes commits until 4 KiB wait, then a commit fails, naming
+     * the bound and the tables' failure, and stores nothing. */
+    int i = 0, rc;
+    while ((rc = kib_txn(i)) == TP_OK)
+        cr_assert_lt(++i, 100, "the bound was not kept");
+    cr_assert_eq(rc, TP_EINTERNAL);
+    cr_assert_geq(i, 4);
+    cr_assert(strstr(err.message, "logged wait for the tables, which cannot be written") != NULL,
+              "%s", err.message);
+    cr_assert(strstr(err.message, "disk I/O error") != NULL, "%s", err.message);
+    /* Reads see every commit that succeeded. */
+    cr_assert_eq(count(st, TP__REC_MODEL, "big", NULL), i);
+    /* The disk comes back: the fold thread's next try (within 100 ms)
+     * makes room, and commits go on; until then they still fail, as the
+     * hub's retries expect. */
+    tpt_fault_clear();
+    int tries = 0;
+    while (kib_txn(1000) != TP_OK) {
+        cr_assert_lt(++tries, 100, "no room after 2 s: %s", err.message);
+        usleep(20000);
+    }
+    reopen();
+    cr_assert_eq(count(st, TP__REC_MODEL, "big", NULL), i + 1);
+}
+
+Test(sqlite, a_commit_past_the_bound_waits_for_the_fold, .init = setup_sqlite, .fini = teardown)
+{
+    /* Folds past 2 KiB waiting, at most 4 KiB may wait: commits beyond it
+     * wait for the fold thread instead of failing. */
+    cr_assert_eq(tp__store_sqlite_limits(st, 60000, 2048, 4096), TP_OK);
+    for (int i = 0; i < 64; i++)
+        cr_assert_eq(kib_txn(i), TP_OK, "%d: %s", i, err.message);
+    /* The tables got most of it by themselves (another connection sees). */
+    cr_assert_geq(raw_count(path, "SELECT count(*) FROM models"), 60);
+    cr_assert_eq(count(st, TP__REC_MODEL, "big", NULL), 64);
+}
+
 Test(fault, scan_read_error, .init = setup_sqlite, .fini = teardown)
 {
     put_some(st, "a", 200);
