@@ -1121,18 +1121,31 @@ own_name(char *out, size_t size)
     out[strcspn(out, "\n")] = '\0';
 }
 
+/* side_file names the file beside the tables' one, with suffix: from
+ * SQLite's own full name of the file, so one name whatever the path given
+ * (relative, a URI). Returns 1 (out filled), 0 for an in-memory or temporary
+ * database (none), or a negative code with err filled. */
+static int
+side_file(sql_store *q, const char *path, const char *suffix, char *out, size_t size,
+          const char **file, tp_error *err)
+{
+    *file = sqlite3_db_filename(q->db, "main");
+    if (*file == NULL || (*file)[0] == '\0')
+        return 0;
+    int len = snprintf(out, size, "%s%s", *file, suffix);
+    if (len < 0 || (size_t)len >= size)
+        return tp__error_set(err, TP_EARG, "sqlite: open \"%s\": the path is too long", path);
+    return 1;
+}
+
 static int
 lock_database(sql_store *q, const char *path, tp_error *err)
 {
-    /* SQLite's own full name of the file: one lock file whatever the path
-     * given (relative, a URI). None for an in-memory or temporary one. */
-    const char *file = sqlite3_db_filename(q->db, "main");
-    if (file == NULL || file[0] == '\0')
-        return TP_OK;
     char lock[PATH_MAX + sizeof LOCK_SUFFIX];
-    int len = snprintf(lock, sizeof lock, "%s" LOCK_SUFFIX, file);
-    if (len < 0 || (size_t)len >= sizeof lock)
-        return tp__error_set(err, TP_EARG, "sqlite: open \"%s\": the path is too long", path);
+    const char *file;
+    int side = side_file(q, path, LOCK_SUFFIX, lock, sizeof lock, &file, err);
+    if (side <= 0)
+        return side;
     /* O_CLOEXEC: a child process must not inherit the lock and outlive us
      * holding it. */
     int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -1170,13 +1183,11 @@ lock_database(sql_store *q, const char *path, tp_error *err)
 static int
 log_setup(sql_store *q, const char *path, const tp_store_options *o, tp_error *err)
 {
-    const char *file = sqlite3_db_filename(q->db, "main");
-    if (file == NULL || file[0] == '\0')
-        return TP_OK;
     char name[PATH_MAX + sizeof LOG_SUFFIX];
-    int len = snprintf(name, sizeof name, "%s" LOG_SUFFIX, file);
-    if (len < 0 || (size_t)len >= sizeof name)
-        return tp__error_set(err, TP_EARG, "sqlite: open \"%s\": the path is too long", path);
+    const char *file;
+    int side = side_file(q, path, LOG_SUFFIX, name, sizeof name, &file, err);
+    if (side <= 0)
+        return side;
     for (int i = 0; i < 2; i++) {
         sqlite3 **db = i == 0 ? &q->log : &q->logck;
         int rc = sqlite3_open_v2(name, db,

@@ -751,31 +751,31 @@ Test(store, differential, .fini = teardown)
 /* SQLite: the file                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* db_long runs a query on db and returns the first column of its row. */
 static long
-pragma(tp_store *s, const char *sql)
+db_long(sqlite3 *db, const char *sql)
 {
-    sqlite3 *db = tp__store_sqlite_db(s);
     cr_assert_not_null(db);
     sqlite3_stmt *stmt;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
     cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
     long v = (long)sqlite3_column_int64(stmt, 0);
     sqlite3_finalize(stmt);
     return v;
 }
 
+static long
+pragma(tp_store *s, const char *sql)
+{
+    return db_long(tp__store_sqlite_db(s), sql);
+}
+
 /* log_pragma reads a number from the store's log (sqlite.c: "<db>-log"). */
 static long
 log_pragma(tp_store *s, const char *sql)
 {
-    sqlite3 *db = tp__store_sqlite_log(s);
-    cr_assert_not_null(db);
-    sqlite3_stmt *stmt;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
-    long v = (long)sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return v;
+    return db_long(tp__store_sqlite_log(s), sql);
 }
 
 /* raw_exec_on runs SQL on a file through a connection of its own. */
@@ -1134,22 +1134,21 @@ raw_count(const char *file, const char *sql)
 {
     sqlite3 *db;
     cr_assert_eq(sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_stmt *stmt;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK, "%s: %s", sql,
-                 sqlite3_errmsg(db));
-    cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
-    long v = (long)sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
+    long v = db_long(db, sql);
     sqlite3_close(db);
     return v;
 }
 
-/* crash_after runs commits of transactions 0 to n - 1 of a small script in a
- * child process that then dies without closing the store (as a SIGKILL
- * would leave it: logged, not folded). */
+/* crash_after closes st, then runs commits of transactions 0 to n - 1 of a
+ * small script in a child process that then dies without closing the store
+ * (as a SIGKILL would leave it: logged, not folded); log gets the log's
+ * file name. */
 static void
-crash_after(int n)
+crash_after(int n, char *log, size_t size)
 {
+    tp_store_free(st);
+    st = NULL;
+    snprintf(log, size, "%s-log", path);
     pid_t pid = fork();
     cr_assert_neq(pid, -1);
     if (pid == 0) {
@@ -1176,11 +1175,8 @@ crash_after(int n)
 
 Test(sqlite, a_crash_before_the_fold_loses_nothing, .init = setup_sqlite, .fini = teardown)
 {
-    tp_store_free(st);
-    st = NULL;
-    crash_after(5);
     char log[160];
-    snprintf(log, sizeof log, "%s-log", path);
+    crash_after(5, log, sizeof log);
     /* Logged, not in the tables: the fold thread had no time to run. */
     cr_assert_eq(raw_count(log, "SELECT count(*) FROM log"), 5);
     cr_assert_eq(raw_count(path, "SELECT count(*) FROM models"), 0);
@@ -1200,11 +1196,8 @@ Test(sqlite, a_crash_before_the_fold_loses_nothing, .init = setup_sqlite, .fini 
 
 Test(sqlite, a_log_of_another_copy_is_refused, .init = setup_sqlite, .fini = teardown)
 {
-    tp_store_free(st);
-    st = NULL;
-    crash_after(4);
     char log[160];
-    snprintf(log, sizeof log, "%s-log", path);
+    crash_after(4, log, sizeof log);
     /* Rows 1 and 2 gone: what is left does not follow on from the tables
      * (at 0), so replaying it would store half a history. */
     raw_exec_on(log, "DELETE FROM log WHERE seq < 3");
