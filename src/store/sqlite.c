@@ -69,6 +69,8 @@
 /* Logged bytes not yet folded that a commit may add to: past it, commits
  * wait for the fold thread, or fail while folds fail (memory holds them). */
 #define TP__SQLITE_PENDING_MAX (256u << 20)
+/* A log row holds at most this many bytes of ops (more only for one op). */
+#define TP__SQLITE_ROW_BYTES (64u << 20)
 #define LOG_SUFFIX "-log"
 
 /* "tpst": the file's PRAGMA application_id, so that `file` and this code
@@ -182,6 +184,7 @@ typedef struct sql_store {
     size_t pending;         /* their bytes, those being folded included */
     int64_t fold_ms;        /* TP__SQLITE_FOLD_MS, ... (tp__store_sqlite_limits) */
     size_t fold_bytes, pending_max;
+    size_t row_bytes;                           /* TP__SQLITE_ROW_BYTES */
     uint64_t folded;                            /* the last row the tables hold */
     int64_t due_ns;                             /* when the oldest group is folded at the latest */
     int failing;                                /* the last fold failed */
@@ -670,10 +673,24 @@ commit_log(sql_store *q, tp_error *err)
         sqlite3_bind_int64(q->log_trim, 1, (sqlite3_int64)trim);
         out = step_done(q, q->log, q->log_trim, "commit", err);
     }
-    if (out == TP_OK) {
-        sqlite3_bind_int64(q->log_insert, 1, (sqlite3_int64)g->seq);
-        sqlite3_bind_blob64(q->log_insert, 2, q->tx, q->tx_len, SQLITE_STATIC);
+    /* One row per row_bytes of ops at most, cut between ops: a group that
+     * grew while the disk stalled must not meet SQLite's limit on a blob
+     * (1e9 bytes), which would fail it for good. The rows of a transaction
+     * are committed together and folded together (g->seq is its last). */
+    const unsigned char *p = q->tx, *end = q->tx + q->tx_len;
+    while (out == TP_OK && p < end) {
+        const unsigned char *cut = p;
+        while (cut < end && (cut == p || (size_t)(cut - p) < q->row_bytes)) {
+            lop d;
+            if ((out = next_op(q, &cut, end, &d, err)) != TP_OK)
+                break;
+        }
+        if (out != TP_OK)
+            break;
+        sqlite3_bind_int64(q->log_insert, 1, (sqlite3_int64)g->seq++);
+        sqlite3_bind_blob64(q->log_insert, 2, p, (sqlite3_uint64)(cut - p), SQLITE_STATIC);
         out = step_done(q, q->log, q->log_insert, "commit", err);
+        p = cut;
     }
     if (out == TP_OK) {
         rc = sqlite3_step(q->log_commit);
@@ -689,7 +706,8 @@ commit_log(sql_store *q, tp_error *err)
         tp__free(g);
         return out;
     }
-    q->next_seq++;
+    q->next_seq = g->seq;
+    g->seq--; /* its last row */
     if (trim > q->trimmed)
         q->trimmed = trim;
     /* The group takes the transaction's bytes; the next one starts anew. */
@@ -1460,6 +1478,7 @@ tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err)
     q->fold_ms = TP__SQLITE_FOLD_MS;
     q->fold_bytes = TP__SQLITE_FOLD_BYTES;
     q->pending_max = TP__SQLITE_PENDING_MAX;
+    q->row_bytes = TP__SQLITE_ROW_BYTES;
     q->plan.seed = tp__seed(q);
     q->busy_ms = o.busy_timeout_ms > INT_MAX ? INT_MAX
                  : o.busy_timeout_ms == 0    ? 5000
@@ -1523,15 +1542,18 @@ tp__store_sqlite_log(tp_store *s)
 }
 
 int
-tp__store_sqlite_limits(tp_store *s, long fold_ms, size_t fold_bytes, size_t pending_max)
+tp__store_sqlite_limits(tp_store *s, long fold_ms, size_t fold_bytes, size_t pending_max,
+                        size_t row_bytes)
 {
-    if (s == NULL || s->ops != &sqlite_ops || fold_ms <= 0 || fold_bytes == 0 || pending_max == 0)
+    if (s == NULL || s->ops != &sqlite_ops || fold_ms <= 0 || fold_bytes == 0 || pending_max == 0 ||
+        row_bytes == 0)
         return TP_EARG;
     sql_store *q = (sql_store *)s;
     pthread_mutex_lock(&q->mu);
     q->fold_ms = fold_ms;
     q->fold_bytes = fold_bytes;
     q->pending_max = pending_max;
+    q->row_bytes = row_bytes;
     pthread_cond_broadcast(&q->fold_cv);
     pthread_mutex_unlock(&q->mu);
     return TP_OK;

@@ -72,11 +72,12 @@ struct sqlite3 *tp__store_sqlite_db(tp_store *s);
  * memory: for tests, between commits. Do not write through it. */
 struct sqlite3 *tp__store_sqlite_log(tp_store *s);
 
-/* tp__store_sqlite_limits sets an SQLite store's fold limits (sqlite.c's
- * TP__SQLITE_FOLD_MS, _FOLD_BYTES, _PENDING_MAX), for tests that reach them
- * without writing hundreds of MiB. Returns TP_OK, or TP_EARG when s is not
- * an SQLite store or a limit is 0. */
-int tp__store_sqlite_limits(tp_store *s, long fold_ms, size_t fold_bytes, size_t pending_max);
+/* tp__store_sqlite_limits sets an SQLite store's log limits (sqlite.c's
+ * TP__SQLITE_FOLD_MS, _FOLD_BYTES, _PENDING_MAX, _ROW_BYTES), for tests that
+ * reach them without writing hundreds of MiB. Returns TP_OK, or TP_EARG when
+ * s is not an SQLite store or a limit is 0. */
+int tp__store_sqlite_limits(tp_store *s, long fold_ms, size_t fold_bytes, size_t pending_max,
+                            size_t row_bytes);
 
 /* tp__store_kind_name names a record kind as the SQLite backend names its
  * table ("meta", "tenants", "models", "history", "subscriptions",

@@ -1139,6 +1139,9 @@ raw_count(const char *file, const char *sql)
     return v;
 }
 
+/* The child's log rows' size (0: the default). */
+static size_t crash_row_bytes;
+
 /* crash_after closes st, then runs commits of transactions 0 to n - 1 of a
  * small script in a child process that then dies without closing the store
  * (as a SIGKILL would leave it: logged, not folded); log gets the log's
@@ -1154,7 +1157,8 @@ crash_after(int n, char *log, size_t size)
     if (pid == 0) {
         tp_error e;
         tp_store *s = tp_store_sqlite(path, &opts, &e);
-        if (s == NULL)
+        if (s == NULL || (crash_row_bytes > 0 &&
+                          tp__store_sqlite_limits(s, 60000, 1 << 20, 1 << 20, crash_row_bytes)))
             _exit(3);
         for (int t = 0; t < n; t++) {
             char k[16];
@@ -1192,6 +1196,39 @@ Test(sqlite, a_crash_before_the_fold_loses_nothing, .init = setup_sqlite, .fini 
     /* And numbering goes on after it. */
     OK(s_puts(st, TP__REC_META, "x", "", 0, "ab"));
     cr_assert_eq(log_pragma(st, "SELECT max(seq) FROM log"), 6);
+}
+
+Test(sqlite, a_large_transaction_is_logged_in_rows, .init = setup_sqlite, .fini = teardown)
+{
+    /* Rows of at most 1 KiB of ops (cut between ops): ten ops of about
+     * 330 bytes make rows of four, four and two, committed together. */
+    cr_assert_eq(tp__store_sqlite_limits(st, 60000, 1 << 20, 1 << 20, 1024), TP_OK);
+    char body[300];
+    memset(body, 'q', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    OK(s_begin(st));
+    for (int i = 0; i < 10; i++) {
+        char k2[8];
+        snprintf(k2, sizeof k2, "m%d", i);
+        OK(s_puts(st, TP__REC_MODEL, "t", k2, 0, body));
+    }
+    OK(s_commit(st));
+    cr_assert_eq(log_pragma(st, "SELECT count(*) FROM log"), 3);
+    cr_assert_eq(log_pragma(st, "SELECT max(seq) - min(seq) FROM log"), 2);
+    cr_assert_eq(count(st, TP__REC_MODEL, "t", NULL), 10);
+    cr_assert_eq(pragma(st, "SELECT seq FROM folded"), 3);
+    /* Killed before its fold, a process leaves the rows the next open
+     * replays whole: a row per op, so two for each transaction but the
+     * first (a put and a delete). */
+    crash_row_bytes = 1;
+    char log[160];
+    crash_after(5, log, sizeof log);
+    crash_row_bytes = 0;
+    cr_assert_eq(raw_count(log, "SELECT count(*) FROM log"), 9);
+    st = open_sqlite();
+    cr_assert_eq(count(st, TP__REC_MODEL, "t", NULL), 10);
+    cr_assert_eq(count(st, TP__REC_MODEL, "a", NULL), 4);
+    cr_assert_eq(log_pragma(st, "SELECT count(*) FROM log"), 0);
 }
 
 Test(sqlite, a_log_of_another_copy_is_refused, .init = setup_sqlite, .fini = teardown)
@@ -1475,9 +1512,9 @@ kib_txn(int i)
 Test(fault, what_waits_for_the_tables_is_bounded, .init = setup_sqlite, .fini = teardown)
 {
     /* Folds every 20 ms; at most 4 KiB logged may wait for the tables. */
-    cr_assert_eq(tp__store_sqlite_limits(st, 20, 1 << 20, 4096), TP_OK);
-    cr_assert_eq(tp__store_sqlite_limits(st, 0, 1, 1), TP_EARG);
-    cr_assert_eq(tp__store_sqlite_limits(NULL, 1, 1, 1), TP_EARG);
+    cr_assert_eq(tp__store_sqlite_limits(st, 20, 1 << 20, 4096, 1 << 20), TP_OK);
+    cr_assert_eq(tp__store_sqlite_limits(st, 0, 1, 1, 1), TP_EARG);
+    cr_assert_eq(tp__store_sqlite_limits(NULL, 1, 1, 1, 1), TP_EARG);
     tpt_fault(TPT_FAULT_WRITE | TPT_FAULT_SYNC, TPT_FILE_DB | TPT_FILE_WAL, 0, -1, SQLITE_IOERR);
     /* The log takes commits until 4 KiB wait, then a commit fails, naming
      * the bound and the tables' failure, and stores nothing. */
@@ -1508,7 +1545,7 @@ Test(sqlite, a_commit_past_the_bound_waits_for_the_fold, .init = setup_sqlite, .
 {
     /* Folds past 2 KiB waiting, at most 4 KiB may wait: commits beyond it
      * wait for the fold thread instead of failing. */
-    cr_assert_eq(tp__store_sqlite_limits(st, 60000, 2048, 4096), TP_OK);
+    cr_assert_eq(tp__store_sqlite_limits(st, 60000, 2048, 4096, 1 << 20), TP_OK);
     for (int i = 0; i < 64; i++)
         cr_assert_eq(kib_txn(i), TP_OK, "%d: %s", i, err.message);
     /* The tables got most of it by themselves (another connection sees). */
