@@ -283,11 +283,15 @@ typedef struct tp_store_options {
  * brings its schema up to date. opts may be NULL (all defaults). The store
  * holds an exclusive lock on "<file>-lock" until tp_store_free: one store per
  * database file at a time, in any process (the kernel drops the lock with a
- * process that dies).
+ * process that dies). Commits are appended to "<file>-log", a second SQLite
+ * database that a thread of the store's own ("tp-fold") applies to the tables
+ * about once a second; opening applies what a process that died left there,
+ * and tp_store_free leaves it empty. Keep the two files together.
  * Ownership: returns new (tp_store_free). Errors: NULL with TP_EINTERNAL (the
  * message names the file and SQLite's reason, or "database FILE is in use by
  * another NAME (pid N)" while another store holds it), TP_EARG (a newer schema
- * than this build knows), TP_ENOMEM.
+ * than this build knows, or a log that does not follow on from the tables),
+ * TP_ENOMEM.
  */
 TP_API tp_store *tp_store_sqlite(const char *path, const tp_store_options *opts, tp_error *err);
 /**
