@@ -161,8 +161,8 @@ lg_report(int nfiles, char **files)
             json_decref(rows);
             return -1;
         }
-    printf("%-11s %-3s %-24s %10s %9s %8s %8s %8s %9s %5s %8s %8s %8s %8s %7s %s\n", "system",
-           "wl", "params", "deliv/s", "writes/s", "p50 us", "p99 us", "max us", "cpu us/d", "srv%",
+    printf("%-11s %-3s %-24s %10s %9s %8s %8s %8s %9s %5s %8s %8s %8s %8s %7s %s\n", "system", "wl",
+           "params", "deliv/s", "writes/s", "p50 us", "p99 us", "max us", "cpu us/d", "srv%",
            "xfloor", "xtransp", "rss kB", "kB/conn", "conn/s", "ok");
     size_t i;
     const json_t *r;
@@ -229,6 +229,14 @@ thread_us(const json_t *row, const char *name)
     return json_is_number(v) ? json_number_value(v) : -1;
 }
 
+/* thread_per_write: a thread's CPU per write in the window, or -1. */
+static double
+thread_per_write(const json_t *row, const char *name, double wps, double win)
+{
+    double us = thread_us(row, name);
+    return us >= 0 && wps > 0 && win > 0 ? us / (wps * win) : -1;
+}
+
 static void
 storage_row(const json_t *r, const json_t *mem)
 {
@@ -240,14 +248,15 @@ storage_row(const json_t *r, const json_t *mem)
     double p99 = num(json_object_get(r, "latency_us"), "p99");
     double loop_w = num(r, "server_loop_cpu_us_per_write");
     double proc_w = num(r, "server_cpu_us_per_write");
-    double commit = thread_us(r, "tp-commit");
-    double commit_w = commit >= 0 && wps > 0 && win > 0 ? commit / (wps * win) : -1;
+    double commit_w = thread_per_write(r, "tp-commit", wps, win);
+    double fold_w = thread_per_write(r, "tp-fold", wps, win);
     printf("%-24s %-3s %-28s", sys ? sys : "?", w ? w : "?", params);
     cell(wps, " %*.0f", 9);
     cell(p99, " %*.0f", 8);
     cell(loop_w, " %*.3f", 9);
     cell(proc_w, " %*.3f", 9);
     cell(commit_w, " %*.3f", 9);
+    cell(fold_w, " %*.3f", 9);
     cell(num(r, "server_loop_cpu_us_per_delivery"), " %*.3f", 8);
     cell(num(r, "server_cpu_us_per_delivery"), " %*.3f", 8);
     cell(num(r, "server_loop_cpu_pct"), " %*.0f", 5);
@@ -272,9 +281,10 @@ lg_report_storage(int nfiles, char **files)
             json_decref(rows);
             return -1;
         }
-    printf("%-24s %-3s %-28s %9s %8s %9s %9s %9s %8s %8s %5s %5s %7s %6s %6s %7s %s\n", "system",
-           "wl", "params", "writes/s", "p99 us", "loop us/w", "proc us/w", "cmt us/w", "loop/d",
-           "proc/d", "loop%", "proc%", "x loop", "x proc", "x p99", "x wr/s", "ok");
+    printf("%-24s %-3s %-28s %9s %8s %9s %9s %9s %9s %8s %8s %5s %5s %7s %6s %6s %7s %s\n",
+           "system", "wl", "params", "writes/s", "p99 us", "loop us/w", "proc us/w", "cmt us/w",
+           "fold us/w", "loop/d", "proc/d", "loop%", "proc%", "x loop", "x proc", "x p99", "x wr/s",
+           "ok");
     /* Case by case, in the order the cases first appear; each system's row. */
     size_t n = json_array_size(rows);
     char *done = calloc(n ? n : 1, 1);
@@ -296,7 +306,8 @@ lg_report_storage(int nfiles, char **files)
     free(done);
     printf("loop us/w, proc us/w: the server's loop thread's (its main thread) and the whole\n"
            "process's CPU per acknowledged write (every thread, a commit thread's fsyncs too);\n"
-           "cmt us/w: the threads named tp-commit (- when there are none); loop/d, proc/d: the\n"
+           "cmt us/w, fold us/w: the threads named tp-commit and tp-fold (the SQLite store's,\n"
+           "applying its log to the tables; - when there are none); loop/d, proc/d: the\n"
            "same per delivery. x loop, x proc, x p99, x wr/s: divided by transports' in memory\n"
            "for the same workload and params, in the same run (x wr/s: closed loop, the most\n"
            "acknowledged writes per second).\n");
