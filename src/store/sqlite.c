@@ -167,7 +167,12 @@ typedef struct sql_store {
     int in_txn;
     int doomed;   /* a call failed inside the transaction */
     int scanning; /* scans under way (a callback may scan again) */
-    int overlay;  /* the outermost scan applied what is unfolded, to roll back */
+    int overlay;  /* the outermost scan's savepoint is open (scan_enter) */
+    struct covered {
+        tp__rec_kind kind;
+        char *k1;  /* NULL: the whole kind */
+    } covered[16]; /* what the savepoint holds the unfolded ops of */
+    size_t ncovered;
     uint64_t next_seq;
     uint64_t trimmed; /* log rows up to this one are deleted */
     int lock_fd;      /* the lock file's descriptor (lock_database), or -1 */
@@ -813,37 +818,85 @@ sq_del_key(tp_store *s, tp__rec_kind kind, const char *k1, const char *k2, tp_er
                    err);
 }
 
+/* apply_matching applies the ops of a logged transaction that touch what a
+ * scan of (kind, k1) reads (k1 NULL: the whole kind). */
+static int
+apply_matching(sql_store *q, const unsigned char *p, size_t len, tp__rec_kind kind, const char *k1,
+               tp_error *err)
+{
+    size_t l1 = k1 != NULL ? strlen(k1) : 0;
+    const unsigned char *end = p + len;
+    while (p < end) {
+        lop d;
+        int rc = next_op(q, &p, end, &d, err);
+        if (rc == TP_OK && d.kind == kind &&
+            (k1 == NULL || (d.l1 == l1 && memcmp(d.k1, k1, l1) == 0)))
+            rc = apply_op(q, &d, err);
+        if (rc != TP_OK)
+            return rc;
+    }
+    return TP_OK;
+}
+
+/* covered says whether the outermost scan's savepoint already holds the
+ * unfolded ops a scan of (kind, k1) reads. */
+static int
+covered(const sql_store *q, tp__rec_kind kind, const char *k1)
+{
+    for (size_t i = 0; i < q->ncovered; i++)
+        if (q->covered[i].kind == kind &&
+            (q->covered[i].k1 == NULL || (k1 != NULL && strcmp(q->covered[i].k1, k1) == 0)))
+            return 1;
+    return 0;
+}
+
 /*
- * scan_enter readies the tables for the outermost scan (dbmu taken): what is
- * logged is folded first; when that fails, or inside a transaction (whose
- * writes a scan sees), the unfolded groups and the transaction's ops are
- * applied inside a savepoint that scan_leave rolls back.
+ * scan_enter readies the tables for a scan of (kind, k1), the outermost one
+ * taking the tables' connection from the fold thread (dbmu) until
+ * scan_leave. A scan reads every committed record without folding: the
+ * ops not yet folded that touch what it reads (and, inside a transaction,
+ * the transaction's) are applied inside a savepoint that the outermost
+ * scan rolls back. Only those: at 2000 tenants a tenant's load walks a
+ * second of logged ops (a few milliseconds) instead of folding them on the
+ * loop thread (a median of 165 ms measured, and every connection's writes
+ * waiting behind it). A nested scan whose ops are already applied (its
+ * kind's whole range, or its k1) applies nothing again, so an outer scan's
+ * rows do not change under it.
  */
 static int
-scan_enter(sql_store *q, tp_error *err)
+scan_enter(sql_store *q, tp__rec_kind kind, const char *k1, int outer, tp_error *err)
 {
-    pthread_mutex_lock(&q->dbmu);
-    fold(q, NULL);
+    if (outer) {
+        pthread_mutex_lock(&q->dbmu);
+        q->overlay = 0;
+        q->ncovered = 0;
+    }
+    if (covered(q, kind, k1))
+        return TP_OK;
     pthread_mutex_lock(&q->mu);
     group *list = q->head;
     pthread_mutex_unlock(&q->mu);
-    q->overlay = list != NULL || (q->in_txn && q->tx_len > 0);
-    if (!q->overlay)
+    if (list == NULL && !(q->in_txn && q->tx_len > 0))
         return TP_OK;
-    int rc = sqlite3_exec(q->db, "SAVEPOINT scan", NULL, NULL, NULL);
-    int out = rc == SQLITE_OK ? TP_OK : fail(q, err, "scan", rc);
+    int out = TP_OK;
+    if (!q->overlay) {
+        int rc = sqlite3_exec(q->db, "SAVEPOINT scan", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return fail(q, err, "scan", rc);
+        q->overlay = 1;
+    }
     /* The fold thread waits for dbmu, so the list cannot change under us
      * but at its tail, where the committer (not running during reads)
      * would add. */
     for (group *g = list; out == TP_OK && g != NULL; g = g->next)
-        out = apply_ops(q, g->ops, g->len, err);
+        out = apply_matching(q, g->ops, g->len, kind, k1, err);
     if (out == TP_OK && q->in_txn)
-        out = apply_ops(q, q->tx, q->tx_len, err);
-    if (out != TP_OK) {
-        if (rc == SQLITE_OK)
-            sqlite3_exec(q->db, "ROLLBACK TO scan; RELEASE scan", NULL, NULL, NULL);
-        q->overlay = 0;
-        pthread_mutex_unlock(&q->dbmu);
+        out = apply_matching(q, q->tx, q->tx_len, kind, k1, err);
+    if (out == TP_OK && q->ncovered < sizeof q->covered / sizeof q->covered[0]) {
+        char *copy = NULL;
+        if (k1 != NULL && (copy = tp__strdup(k1)) == NULL)
+            return TP_OK; /* not noted: a nested scan applies its ops again */
+        q->covered[q->ncovered++] = (struct covered){kind, copy};
     }
     return out;
 }
@@ -854,6 +907,9 @@ scan_leave(sql_store *q)
     if (q->overlay)
         sqlite3_exec(q->db, "ROLLBACK TO scan; RELEASE scan", NULL, NULL, NULL);
     q->overlay = 0;
+    for (size_t i = 0; i < q->ncovered; i++)
+        tp__free(q->covered[i].k1);
+    q->ncovered = 0;
     pthread_mutex_unlock(&q->dbmu);
 }
 
@@ -865,10 +921,11 @@ sq_scan(tp_store *s, tp__rec_kind kind, const char *k1, const char *k2, tp__rec_
     if (!check_kind(kind) || fn == NULL)
         return fail_msg(q, err, TP_EARG, "scan", "bad kind or NULL callback");
     int outer = q->scanning == 0;
-    if (outer) {
-        int rc = scan_enter(q, err);
-        if (rc != TP_OK)
-            return rc;
+    int erc = scan_enter(q, kind, k1, outer, err);
+    if (erc != TP_OK) {
+        if (outer)
+            scan_leave(q);
+        return erc;
     }
     op o = k1 == NULL ? OP_SCAN : k2 == NULL ? OP_SCAN_K1 : OP_SCAN_K2;
     sqlite3_stmt *st;

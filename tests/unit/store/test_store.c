@@ -1730,8 +1730,9 @@ fault_run(unsigned op, long n, int persist, int code)
     tpt_fault_clear();
     tpt_fault(op, TPT_FILE_ANY, n, persist ? -1 : 1, code);
     int failed = run_script(model);
-    /* A scan folds the log into the tables, under the fault too: it may
-     * fail, and must lose nothing. */
+    /* The log is folded into the tables under the fault too (the fold may
+     * fail, and must lose nothing), and a scan overlays what is not. */
+    cr_assert_not_null(tp__store_sqlite_db(st));
     int src = st->ops->scan(st, TP__REC_HIST, NULL, NULL, count_one, &(long){0}, &err);
     cr_assert(src == TP_OK || src == TP_EINTERNAL, "rc %d", src);
     long injected = tpt_faults.injected;
@@ -1769,7 +1770,8 @@ fault_every_n(unsigned op, int code, tp_sync sync)
     tp_store *model = tp_store_memory();
     tpt_fault_clear();
     cr_assert_eq(run_script(model), 0);
-    count(st, TP__REC_HIST, NULL, NULL); /* the fold: fault_run scans too */
+    cr_assert_not_null(tp__store_sqlite_db(st)); /* the fold, as in fault_run */
+    count(st, TP__REC_HIST, NULL, NULL);
     long calls = op == TPT_FAULT_WRITE  ? tpt_faults.writes
                  : op == TPT_FAULT_SYNC ? tpt_faults.syncs
                                         : tpt_faults.reads;
