@@ -93,7 +93,38 @@ def _die_with_parent():
         pass
 
 
-class Daemon:
+class Managed:
+    """A process a test runs (Daemon, RedisServer, RedisCluster): its log at log_path, and a
+    `with` block: start() on entry, and cleanup() when that fails; stop() when the block
+    ends cleanly, then finish() however it ends (cleanup() unless the class says more)."""
+
+    def finish(self):
+        self.cleanup()
+
+    def log(self):
+        """The process's log so far (log_path), or "" before it has one."""
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                self.stop()
+        finally:
+            self.finish()
+
+
+class Daemon(Managed):
     """One transportsd process.
 
     config: a dict (written as JSON to a temp file, passed with --config), or None with
@@ -260,26 +291,13 @@ class Daemon:
             return
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        try:
-            if exc[0] is None:
-                self.stop()
-        finally:
-            self.kill()
-            self.check_log()
-            self.cleanup()
+    def finish(self):
+        """What a `with` block ends with, however it ends (Managed)."""
+        self.kill()
+        self.check_log()
+        self.cleanup()
 
     # -- observation ------------------------------------------------------
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
     def check_log(self):
         """Fails if the log holds a sanitizer (or valgrind-independent) report."""

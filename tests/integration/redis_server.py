@@ -34,7 +34,7 @@ import time
 import redis
 import redis.cluster
 
-from harness import SLOW, _die_with_parent
+from harness import SLOW, Managed, _die_with_parent
 
 REDIS_SERVER = os.environ.get("TP_REDIS_SERVER", "/usr/bin/redis-server")
 REDIS_CLI = os.environ.get("TP_REDIS_CLI", "/usr/bin/redis-cli")
@@ -67,7 +67,7 @@ class RedisError(AssertionError):
     pass
 
 
-class RedisServer:
+class RedisServer(Managed):
     """One redis-server process. extra: more arguments (RedisCluster adds its own)."""
 
     def __init__(self, extra=(), dir=None, name="redis"):
@@ -192,31 +192,14 @@ class RedisServer:
         elif self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
     def client(self, **kw):
         return redis.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def url(self):
         return "redis://127.0.0.1:%d" % self.port
 
-    def __enter__(self):
-        return self.start()
 
-    def __exit__(self, *exc):
-        try:
-            if exc[0] is None:
-                self.stop()
-        finally:
-            self.cleanup()
-
-
-class RedisCluster:
+class RedisCluster(Managed):
     """A Redis Cluster of `masters` RedisServers (no replicas), each with its own directory
     under one temp directory, created with `redis-cli --cluster create ... --cluster-replicas
     0 --cluster-yes`; start() returns when every node says cluster_state:ok."""
@@ -264,6 +247,10 @@ class RedisCluster:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
+    def log(self):
+        """Every node's log, one after the other."""
+        return "".join(n.log() for n in self.nodes)
+
     def client(self, **kw):
         return redis.cluster.RedisCluster(
             startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", n.port) for n in self.nodes],
@@ -301,20 +288,6 @@ class RedisCluster:
             print("redis cluster directory kept: %s" % self.dir)
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def __exit__(self, *exc):
-        try:
-            if exc[0] is None:
-                self.stop()
-        finally:
-            self.cleanup()
 
 
 def _kill_running():
