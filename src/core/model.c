@@ -237,39 +237,34 @@ tp__check_size(const tp_hub *hub, size_t bytes, tp_error *err)
 }
 
 int
-tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err)
+tp__model_prepare(tp__model *m, const tp__change *ch, int validate, const char *origin,
+                  tp__buf **msg, size_t *bytes_out, tp_error *err)
 {
     size_t changed = 0;
     size_t bytes = m->bytes;
+    if (msg != NULL)
+        *msg = NULL;
     for (size_t i = 0; i < ch->n; i++) {
-        struct tp__member *mb = &ch->members[i];
+        const struct tp__member *mb = &ch->members[i];
         if (mb->same)
             continue;
-        int rc = tp__schema_validate_member(m->schema, mb->key, mb->value, err);
+        int rc = validate ? tp__schema_validate_member(m->schema, mb->key, mb->value, err) : TP_OK;
         if (rc != TP_OK)
             return rc;
         bytes = bytes - member_bytes(mb->key, json_object_get(m->value, mb->key)) +
                 member_bytes(mb->key, mb->value);
         changed++;
     }
-    int rc = changed > 0 ? tp__check_size(m->hub, bytes, err) : TP_OK;
+    int rc = changed > 0 && validate ? tp__check_size(m->hub, bytes, err) : TP_OK;
     if (rc != TP_OK)
         return rc;
-
-    /* Stage everything that can fail before the model changes. */
-    tp__stamp_entry **made = NULL;
-    if (stage_stamps(m, ch, &made) != 0)
-        return tp__error_set(err, TP_ENOMEM, "out of memory");
-    if (changed == 0) {
-        if (ch->stamped)
-            tp__journal_model(m); /* a field's stamp moves on */
-        install_stamps(m, ch, made);
-        return 0;
-    }
+    *bytes_out = bytes;
+    if (changed == 0 || msg == NULL)
+        return (int)changed;
     json_t *patch = json_object();
     rc = patch != NULL ? 0 : TP_ENOMEM;
     for (size_t i = 0; rc == 0 && i < ch->n; i++) {
-        struct tp__member *mb = &ch->members[i];
+        const struct tp__member *mb = &ch->members[i];
         if (mb->same)
             continue;
         json_t *was = json_object_get(m->value, mb->key);
@@ -277,12 +272,27 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
         if (pv == NULL || json_object_set_new(patch, mb->key, pv) != 0)
             rc = TP_ENOMEM;
     }
-    tp__buf *msg =
-        rc == 0 ? tp__wire_patch(m->addr, m->addr_len, m->rev, patch, origin ? origin->id : "host")
-                : NULL;
+    *msg = rc == 0 ? tp__wire_patch(m->addr, m->addr_len, m->rev, patch, origin) : NULL;
     json_decref(patch);
-    if (msg == NULL)
-        goto nomem;
+    if (*msg == NULL)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    return (int)changed;
+}
+
+int
+tp__model_apply(tp__model *m, tp__change *ch, tp__buf *msg, size_t bytes, tp_conn *except,
+                tp_error *err)
+{
+    /* Stage everything that can fail before the model changes. */
+    tp__stamp_entry **made = NULL;
+    if (stage_stamps(m, ch, &made) != 0)
+        return tp__error_set(err, TP_ENOMEM, "out of memory");
+    if (msg == NULL) {
+        if (ch->stamped)
+            tp__journal_model(m); /* a field's stamp moves on */
+        install_stamps(m, ch, made);
+        return 0;
+    }
     tp__journal_model(m);
     /* Values below the root are shared, never changed in place; the root is
      * changed in place when nobody else holds it (a merge callback may). */
@@ -313,6 +323,7 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
             }
         goto nomem;
     }
+    size_t changed = 0;
     for (size_t i = 0; i < ch->n; i++) {
         struct tp__member *mb = &ch->members[i];
         if (mb->same == -1)
@@ -323,6 +334,7 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
             json_object_set(m->value, mb->key, mb->value); /* an existing member */
         else
             json_object_del(m->value, mb->key);
+        changed++;
     }
     install_stamps(m, ch, made);
     m->bytes = bytes;
@@ -330,7 +342,6 @@ tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except,
     int64_t from = m->rev++;
     tp__model_history_push(m, from, m->rev, msg);
     tp__fanout(m, msg, except);
-    tp__buf_unref(msg);
     const tp__observer *ob = m->hub->observer;
     if (ob != NULL)
         ob->model_changed(ob->user, m->shared, m->owner ? m->owner->tenant : NULL, m->id, m->rev);
@@ -345,6 +356,18 @@ nomem:
                 tp__free(made[k++]);
         tp__free(made);
     }
-    tp__buf_unref(msg);
     return tp__error_set(err, TP_ENOMEM, "out of memory");
+}
+
+int
+tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err)
+{
+    tp__buf *msg = NULL;
+    size_t bytes = 0;
+    int rc = tp__model_prepare(m, ch, 1, origin ? origin->id : "host", &msg, &bytes, err);
+    if (rc < 0)
+        return rc;
+    rc = tp__model_apply(m, ch, msg, bytes, except, err);
+    tp__buf_unref(msg);
+    return rc;
 }

@@ -143,4 +143,21 @@ typedef struct tp__change {
  */
 int tp__model_commit(tp__model *m, tp__change *ch, tp_conn *origin, tp_conn *except, tp_error *err);
 
+/*
+ * tp__model_commit in two steps, for a change that must first be accepted
+ * elsewhere (the shared order, order.c). tp__model_prepare checks the change
+ * (validate: against the schema and the size limit; 0 for a change the
+ * shared log already accepted), sets *bytes to the model's encoded size
+ * after it and, when msg is not NULL, encodes the `patch` message by origin
+ * (a connection id or "host") into *msg (NULL when nothing changes). It
+ * changes nothing. Returns the members it changes or a negative code.
+ * tp__model_apply then applies it with that message (msg NULL: a change of
+ * stamps only), at the model's current rev, which must be the one it was
+ * prepared at. Returns the members changed, or TP_ENOMEM (nothing changed).
+ */
+int tp__model_prepare(tp__model *m, const tp__change *ch, int validate, const char *origin,
+                      tp__buf **msg, size_t *bytes, tp_error *err);
+int tp__model_apply(tp__model *m, tp__change *ch, tp__buf *msg, size_t bytes, tp_conn *except,
+                    tp_error *err);
+
 #endif /* TP_CORE_MODEL_H */
