@@ -12,6 +12,7 @@
 #include "core/merge.h"
 #include "core/model.h"
 #include "core/notes.h"
+#include "core/order_int.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/schema.h"
@@ -22,6 +23,9 @@
 #include "util/prp.h"
 
 /* A member of a message's envelope (envelope.h). */
+/* apply_write's code for a write queued in the shared order (order.c). */
+#define TP__WRITE_QUEUED 1
+
 #define MEMBER(env, name) (&(env)->m[TP__M_##name])
 
 /* ---- Encoding the messages meant for one connection ---- */
@@ -194,6 +198,8 @@ tp_conn_close(tp_conn *c)
     tp__conn_unready(c);
     tp__conn_outbox_clear(c);
     tp__journal_conn_gone(c);
+    if (s->hub->order != NULL)
+        tp__order_conn_gone(c);
     if (c->client != NULL)
         c->client->conns--;
     tp__free(c->out);
@@ -527,6 +533,16 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
         else
             tp__stamp_now(c->hub, &stamp); /* stamped on arrival */
     }
+    if (m->ord != NULL) {
+        /* The shared order: merged and applied in the model's turn, acked
+         * by tp__conn_write_done once the log has it. */
+        if (tp__order_write(m, c, patch, &stamp, ref) != TP_OK) {
+            *code = TP_EINTERNAL;
+            return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
+        }
+        *code = TP__WRITE_QUEUED;
+        return NULL;
+    }
     tp__buf *ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
     if (ack == NULL) {
         *code = TP_EINTERNAL;
@@ -559,6 +575,36 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
     return tp__wire_ack(ack, ref, m->addr, m->addr_len, m->rev, rc > 0 && !shared ? from : -1);
 }
 
+void
+tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref, tp__buf *out,
+                    int code, const char *message)
+{
+    if (out == NULL) {
+        code = TP_EINTERNAL;
+        out = msg_error(1, ref, TP_EINTERNAL, "out of memory");
+        if (out == NULL)
+            return;
+    }
+    tp__client *cl = client != NULL ? tp__map_get(&s->clients, client) : NULL;
+    /* The writer closed: a connection of the same client gets it (its
+     * resend was held for this outcome). */
+    for (size_t i = 0; c == NULL && cl != NULL && cl->conns > 0 && i < s->conns.len; i++) {
+        tp_conn *o = s->conns.items[i];
+        if (o->client == cl && o->state != TP__CONN_CLOSING)
+            c = o;
+    }
+    if (code != TP_OK && c != NULL)
+        note_refused(c, 1, ref, code, message != NULL ? message : "out of memory");
+    else if (code != TP_OK && code <= TP_EBADREQUEST && code >= TP_EINTERNAL) {
+        s->hub->refused[-code]++;
+    }
+    if (cl != NULL && code != TP_ERATELIMITED && code != TP_EINTERNAL)
+        outcome_record(cl, ref, out);
+    if (c != NULL)
+        tp__conn_send(c, out);
+    tp__buf_unref(out);
+}
+
 static void
 handle_write(tp_conn *c, const tp__env *msg)
 {
@@ -569,6 +615,10 @@ handle_write(tp_conn *c, const tp__env *msg)
     }
     json_int_t ref = jref->num;
     tp__client *cl = c->client;
+    /* A resend of a write still waiting for the shared log: its outcome
+     * reaches the client when the log answers (tp__conn_write_done). */
+    if (cl != NULL && c->hub->order != NULL && tp__order_inflight(c->session, cl->id, ref))
+        return;
     if (cl != NULL && ref <= cl->highest) {
         /* PROTOCOL.md, exactly once: a ref not above the highest is
          * answered with its original outcome and never applied twice. */
@@ -603,6 +653,8 @@ handle_write(tp_conn *c, const tp__env *msg)
     }
     int code = TP_OK;
     tp__buf *out = apply_write(c, msg, ref, &code);
+    if (code == TP__WRITE_QUEUED)
+        return;
     /* Recorded before it is sent (sending may close the connection), and
      * recording cannot fail: an applied write always has its ack recorded.
      * rate_limited and internal outcomes are not recorded: the ref may be

@@ -12,6 +12,7 @@
 #include "core/merge.h"
 #include "core/model.h"
 #include "core/notes.h"
+#include "core/order_int.h"
 #include "core/patch.h"
 #include "core/presence.h"
 #include "core/restore.h"
@@ -167,8 +168,10 @@ void
 tp__session_clear(tp_session *s)
 {
     void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+        tp__order_model_gone(v);
         tp__model_free(v);
+    }
     tp__map_free(&s->models);
     for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);) {
         tp__sub *sub = v;
@@ -184,6 +187,7 @@ tp__session_clear(tp_session *s)
     s->client_bytes = 0;
     gone_free(&s->gone);
     gone_free(&s->gone_ids);
+    tp__vec_free(&s->ord_ops);
 }
 
 void
@@ -211,8 +215,10 @@ tp_hub_free(tp_hub *hub)
     for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);)
         tp__session_free(v);
     tp__map_free(&hub->tenants);
-    for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);)
+    for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);) {
+        tp__order_model_gone(v);
         tp__model_free(v);
+    }
     tp__map_free(&hub->shared);
     gone_free(&hub->gone_sids);
     gone_free(&hub->names);
@@ -360,6 +366,15 @@ tp__publish_pending(tp__model *m)
     tp__change ch = {0};
     tp__stamp stamp = {0, 0, "", 0};
     tp__stamp_now(m->hub, &stamp);
+    if (m->ord != NULL) {
+        /* In the shared order the change waits for its turn (order.c). */
+        int rc = tp__order_host(m, patch, &stamp);
+        json_decref(patch);
+        if (rc != TP_OK)
+            return rc;
+        dirty_remove(m);
+        return 1;
+    }
     tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, &err);
     if (rc == 0)
@@ -590,6 +605,12 @@ host_private(tp_session *s, const char *id, const tp_schema *schema, const char 
     m->reborn = take_gone(&s->gone_ids, m->id);
     tp__journal_model(m);
     tp__journal_session(s); /* next_id, gone_ids */
+    if (tp__order_model_added(m) != TP_OK) {
+        tp__map_del(&s->models, m->id);
+        tp__model_free(m);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
     announce(s, m, TP_WRITE);
     tp__error_clear(err);
     return m->id;
@@ -662,6 +683,7 @@ tp_session_delete(tp_session *s, const char *id)
     tp__journal_model_gone(m);
     tp__journal_session(s);
     tp__map_del(&s->models, m->id);
+    tp__order_model_gone(m);
     tp__model_free(m);
     return TP_OK;
 }
@@ -734,6 +756,12 @@ tp_hub_share_as(tp_hub *hub, const char *sid, const tp_schema *schema, const cha
     m->reborn = take_gone(&hub->gone_sids, m->id);
     tp__journal_model(m);
     tp__journal_meta(hub); /* next_sid, gone_sids */
+    if (tp__order_model_added(m) != TP_OK) {
+        tp__map_del(&hub->shared, m->id);
+        tp__model_free(m);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
     tp__error_clear(err);
     return m->id;
 }
@@ -863,6 +891,7 @@ tp_hub_unshare(tp_hub *hub, const char *sid)
     tp__journal_model_gone(m);
     tp__journal_meta(hub);
     tp__map_del(&hub->shared, m->id);
+    tp__order_model_gone(m);
     tp__model_free(m);
     return TP_OK;
 }

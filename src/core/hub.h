@@ -22,6 +22,7 @@
 
 #include "core/hubapi.h"
 #include "core/model.h"
+#include "core/order.h"
 #include "transports.h"
 #include "util/log.h"
 #include "util/map.h"
@@ -95,6 +96,13 @@ struct tp_hub {
     int was_failing;   /* for the log: the committer's state last seen */
     uint64_t mark_gen; /* the last mark handed out to a resume */
     int freeing;       /* tp_hub_free is running: sessions go all at once */
+
+    /* The shared order (order.c), or NULL: the models' log, and the models
+     * not yet read from it. */
+    const tp__order_ops *order;
+    void *order_be;
+    size_t unsynced;
+    tp__order_stats ostats;
 };
 
 /* ---- hub.c ---- (and hubapi.h: tp__valid_key, tp__hub_now) */

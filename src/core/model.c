@@ -106,15 +106,8 @@ tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *msg)
     }
     /* A gap in the revs would make resume hand out patches that do not
      * chain: start over when this patch does not follow the newest kept. */
-    if (m->hist_len > 0 && m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap].rev != from) {
-        while (m->hist_len > 0) {
-            m->hist_dropped += m->hist[m->hist_start].msg->len;
-            tp__buf_unref(m->hist[m->hist_start].msg);
-            m->hist_start = (m->hist_start + 1) % m->hist_cap;
-            m->hist_len--;
-        }
-        m->hist_bytes = 0;
-    }
+    if (m->hist_len > 0 && m->hist[(m->hist_start + m->hist_len - 1) % m->hist_cap].rev != from)
+        tp__model_history_clear(m);
     while (m->hist_len > 0 &&
            (m->hist_len == m->hist_cap || m->hist_bytes + msg->len > lim->history_bytes)) {
         tp__hist *old = &m->hist[m->hist_start];
@@ -145,6 +138,18 @@ tp__model_history_find(const tp__model *m, int64_t rev)
         return -1;
     long i = (long)(rev - oldest);
     return i < (long)m->hist_len ? i : -1;
+}
+
+void
+tp__model_history_clear(tp__model *m)
+{
+    while (m->hist_len > 0) {
+        m->hist_dropped += m->hist[m->hist_start].msg->len;
+        tp__buf_unref(m->hist[m->hist_start].msg);
+        m->hist_start = (m->hist_start + 1) % m->hist_cap;
+        m->hist_len--;
+    }
+    m->hist_bytes = 0;
 }
 
 tp__buf *
@@ -343,7 +348,7 @@ tp__model_apply(tp__model *m, tp__change *ch, tp__buf *msg, size_t bytes, tp_con
     tp__model_history_push(m, from, m->rev, msg);
     tp__fanout(m, msg, except);
     const tp__observer *ob = m->hub->observer;
-    if (ob != NULL)
+    if (ob != NULL && !ch->quiet)
         ob->model_changed(ob->user, m->shared, m->owner ? m->owner->tenant : NULL, m->id, m->rev);
     return (int)changed;
 

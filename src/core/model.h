@@ -93,6 +93,8 @@ typedef struct tp__model {
     int jschema;         /* the schema is known to be stored (in hub->schemas, for good) */
 
     tp__vec presence; /* struct tp__presence * (presence.c): connections' states here */
+
+    struct tp__ord *ord; /* the shared order's state (order.c), NULL without one */
 } tp__model;
 
 /* ---- model.c ---- */
@@ -112,6 +114,8 @@ void tp__model_history_push(tp__model *m, int64_t from, int64_t rev, tp__buf *ms
  * entry with from == rev, or -1 when that rev is no longer kept. */
 long tp__model_history_find(const tp__model *m, int64_t rev);
 tp__buf *tp__model_history_at(const tp__model *m, unsigned i);
+/* tp__model_history_clear drops the kept patches (the rev moved on without them). */
+void tp__model_history_clear(tp__model *m);
 
 /*
  * A change computed by a merge: the top-level members it sets (value) or
@@ -129,6 +133,7 @@ typedef struct tp__change {
     json_t *hold; /* a reference keeping borrowed keys alive (a custom merge's result) */
     int stamped;  /* lww-map: record `stamp` on every member when committed */
     tp__stamp stamp;
+    int quiet; /* another node's change, from the shared log: its observer heard of it */
 } tp__change;
 
 /* tp__change_free and tp__change_add: merge.h. */

@@ -27,11 +27,12 @@
 typedef struct tp__order_append {
     const char *owner; /* a private model's tenant, "" for a shared one */
     const char *id;
-    int64_t base_rev; /* 0: the model is created */
+    int64_t base_rev;  /* 0: the model is created */
     const char *entry; /* the change as every node applies it (order.c's format) */
     size_t entry_len;
     const char *record; /* the model's record after the change (a snapshot) */
     size_t record_len;
+    const char *tenant; /* the writer's tenant, or NULL (host) */
     const char *client; /* the writer's client id, or NULL (host, or no client id) */
     int64_t ref;
     const char *outcome; /* the writer's ack, recorded as the ref's outcome, or NULL */

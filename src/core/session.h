@@ -79,6 +79,7 @@ struct tp_session {
      * ms): conn.c, TP__PATTERN_SHARE_STEPS. */
     double pattern_debt;
     int64_t pattern_at;
+    tp__vec ord_ops; /* struct tp__op *: its writes queued in the shared order (order.c) */
 };
 
 /* ---- hub.c: sessions and client records ---- */

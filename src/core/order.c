@@ -1,0 +1,813 @@
+/*
+ * The shared order (order.h; docs/internals/order.md): a model's changes are
+ * merged at the rev the node holds, appended to the log at that rev, and
+ * applied only when the log has them.
+ *
+ * Each model in the order has a queue of changes waiting (tp__op: a client's
+ * write or a host's value) and at most one call to the log in flight. The
+ * driver, advance(), runs whenever that call answers or a change arrives:
+ * it reads the model from the log when the node may be behind (never read
+ * yet, a conflict, a gap in the messages, an append whose outcome is
+ * unknown), else merges the queue's first change on the model as it is and
+ * appends it. Messages of appends (this node's and the others') are applied
+ * in rev order when the model is idle; while a call is in flight they only
+ * raise `seen`, and the driver reads what it missed afterwards.
+ */
+#include <string.h>
+
+#include "core/conn_int.h"
+#include "core/hub.h"
+#include "core/merge.h"
+#include "core/model.h"
+#include "core/order_int.h"
+#include "core/patch.h"
+#include "core/schema.h"
+#include "core/session.h"
+#include "core/wire.h"
+#include "util/alloc.h"
+#include "util/buf.h"
+#include "util/error.h"
+
+enum { ORD_IDLE, ORD_READING, ORD_APPENDING };
+
+/* A change waiting for its turn: a client's write or a host's value. */
+typedef struct tp__op {
+    struct tp__op *next;
+    json_t *patch;       /* the merge patch (owned) */
+    tp__stamp stamp;     /* its stamp (lww-map) */
+    tp_session *session; /* the writer's session, NULL for the host */
+    tp_conn *conn;       /* the writer, NULL for the host or once it closed */
+    char origin[24];     /* the writer's connection id, or "host" */
+    char *client;        /* the writer's client id, or NULL */
+    json_int_t ref;
+    size_t sidx; /* index in session->ord_ops */
+} tp__op;
+
+struct tp__ord {
+    tp__op *head, *tail;
+    int busy;      /* ORD_*: the call in flight */
+    int synced;    /* read from the log (or created there) at least once */
+    int need_read; /* the node may be behind the log */
+    int64_t seen;  /* the highest rev a message announced */
+    /* The append in flight: the change and what it publishes. */
+    tp__change ch;
+    tp__buf *msg;
+    size_t bytes;
+    int64_t base;
+};
+
+/* ---- Finding models ---- */
+
+static tp__model *
+model_named(tp_hub *hub, const char *owner, const char *id)
+{
+    if (owner[0] == '\0')
+        return tp__map_get(&hub->shared, id);
+    tp_session *s = tp__map_get(&hub->tenants, owner);
+    return s != NULL ? tp__map_get(&s->models, id) : NULL;
+}
+
+static const char *
+owner_of(const tp__model *m)
+{
+    return m->shared ? "" : m->owner->tenant;
+}
+
+/* ---- Ops ---- */
+
+static void
+op_free(tp_hub *hub, tp__op *op)
+{
+    if (op->session != NULL && !hub->freeing) {
+        tp__op *moved = tp__vec_swap_remove(&op->session->ord_ops, op->sidx);
+        if (moved != NULL)
+            moved->sidx = op->sidx;
+    }
+    json_decref(op->patch);
+    tp__free(op->client);
+    tp__free(op);
+}
+
+static tp__op *
+pop(tp__model *m)
+{
+    tp__op *op = m->ord->head;
+    m->ord->head = op->next;
+    if (m->ord->head == NULL)
+        m->ord->tail = NULL;
+    return op;
+}
+
+/* Ends the queue's first change with an error (not recorded as an outcome:
+ * the client may send it again). */
+static void
+fail_op(tp__model *m, int code, const char *message)
+{
+    tp__op *op = pop(m);
+    if (op->session != NULL)
+        tp__conn_write_done(op->session, op->conn, op->client, op->ref,
+                            tp__wire_error(1, op->ref, tp_error_name(code), message), code,
+                            message);
+    op_free(m->hub, op);
+}
+
+static void
+fail_all(tp__model *m, const char *message)
+{
+    while (m->ord->head != NULL)
+        fail_op(m, TP_EINTERNAL, message);
+}
+
+/* Ends the first change as applied (or as changing nothing) at the model's rev. */
+static void
+ack_op(tp__model *m, int changed, int64_t from)
+{
+    tp__op *op = pop(m);
+    if (op->session != NULL) {
+        tp__buf *ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
+        if (ack != NULL)
+            ack = tp__wire_ack(ack, op->ref, m->addr, m->addr_len, m->rev,
+                               changed > 0 && !m->shared ? from : -1);
+        if (ack != NULL)
+            m->hub->writes_accepted++;
+        tp__conn_write_done(op->session, op->conn, op->client, op->ref, ack,
+                            ack != NULL ? TP_OK : TP_EINTERNAL, NULL);
+    }
+    op_free(m->hub, op);
+}
+
+static void
+prepared_clear(struct tp__ord *o)
+{
+    tp__change_free(&o->ch);
+    memset(&o->ch, 0, sizeof o->ch);
+    tp__buf_unref(o->msg);
+    o->msg = NULL;
+}
+
+/* ---- Records and entries ---- */
+
+static void
+stamp_json(tp__sb *sb, const tp__stamp *st)
+{
+    tp__sb_append(sb, "[", 1);
+    tp__sb_int(sb, st->wall);
+    tp__sb_append(sb, ",", 1);
+    tp__sb_int(sb, st->count);
+    tp__sb_append(sb, ",", 1);
+    tp__wire_string(sb, st->tenant, strlen(st->tenant));
+    tp__sb_append(sb, ",", 1);
+    tp__sb_int(sb, (int64_t)st->conn);
+    tp__sb_append(sb, "]", 1);
+}
+
+/*
+ * The model's record after the change ch (NULL: as it is) at rev:
+ * {"rev":R,"value":V[,"stamps":{field:[wall,count,tenant,conn],...}]}. The
+ * schema and the merge are the config's, the same on every node.
+ */
+static int
+record(tp__sb *sb, const tp__model *m, const tp__change *ch, int64_t rev)
+{
+    json_t *v = m->value;
+    if (ch != NULL) {
+        v = tp__json_shallow_copy(m->value);
+        for (size_t i = 0; v != NULL && i < ch->n; i++) {
+            const struct tp__member *mb = &ch->members[i];
+            if (mb->same)
+                continue;
+            if (mb->value == NULL)
+                json_object_del(v, mb->key);
+            else if (json_object_set(v, mb->key, mb->value) != 0) {
+                json_decref(v);
+                v = NULL;
+            }
+        }
+        if (v == NULL)
+            return TP_ENOMEM;
+    }
+    tp__sb_reset(sb);
+    tp__sb_puts(sb, "{\"rev\":");
+    tp__sb_int(sb, rev);
+    tp__sb_puts(sb, ",\"value\":");
+    tp__wire_value(sb, v);
+    if (v != m->value)
+        json_decref(v);
+    if (m->kind == TP__LWW_MAP) {
+        tp__sb_puts(sb, ",\"stamps\":{");
+        int first = 1;
+        void *e;
+        const char *field;
+        for (size_t it = 0; tp__map_next(&m->stamps, &it, &field, &e);) {
+            const tp__stamp *st = &((const tp__stamp_entry *)e)->st;
+            for (size_t i = 0; ch != NULL && ch->stamped && i < ch->n; i++)
+                if (strcmp(ch->members[i].key, field) == 0)
+                    st = &ch->stamp;
+            if (!first)
+                tp__sb_append(sb, ",", 1);
+            first = 0;
+            tp__wire_string(sb, field, strlen(field));
+            tp__sb_append(sb, ":", 1);
+            stamp_json(sb, st);
+        }
+        for (size_t i = 0; ch != NULL && ch->stamped && i < ch->n; i++) {
+            if (tp__map_get(&m->stamps, ch->members[i].key) != NULL)
+                continue;
+            if (!first)
+                tp__sb_append(sb, ",", 1);
+            first = 0;
+            tp__wire_string(sb, ch->members[i].key, strlen(ch->members[i].key));
+            tp__sb_append(sb, ":", 1);
+            stamp_json(sb, &ch->stamp);
+        }
+        tp__sb_append(sb, "}", 1);
+    }
+    tp__sb_append(sb, "}", 1);
+    return sb->failed ? TP_ENOMEM : TP_OK;
+}
+
+/* Reads a stamp [wall, count, tenant, conn]; the tenant is interned. */
+static int
+stamp_read(tp_hub *hub, const json_t *j, tp__stamp *st)
+{
+    json_int_t wall, count, conn;
+    const char *tenant;
+    if (json_unpack((json_t *)j, "[IIsI]", &wall, &count, &tenant, &conn) != 0)
+        return TP_EINVALID;
+    const char *t = tenant[0] != '\0' ? tp__hub_intern(hub, tenant) : "";
+    if (t == NULL)
+        return TP_ENOMEM;
+    *st = (tp__stamp){wall, count, t, (uint64_t)conn};
+    /* The clock goes on from the greatest stamp it saw: never backwards. */
+    if (wall > hub->hlc_wall || (wall == hub->hlc_wall && count > hub->hlc_count)) {
+        hub->hlc_wall = wall;
+        hub->hlc_count = count;
+    }
+    return TP_OK;
+}
+
+static void
+send_snapshot(tp_conn *c, void *arg)
+{
+    tp__model *m = arg;
+    tp_access access = TP_WRITE;
+    if (m->shared) {
+        tp__sub *sub = tp__session_sub(c->session, m->id);
+        if (sub == NULL)
+            return;
+        access = sub->access;
+    }
+    tp__conn_send_snapshot(c, m, access);
+}
+
+/* Makes the model what a record says, and tells its viewers with a snapshot. */
+static int
+load_record(tp__model *m, const char *text, size_t len, int64_t rev)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(text, len, 0, &jerr);
+    json_t *value = json_object_get(o, "value");
+    json_t *stamps = json_object_get(o, "stamps");
+    json_int_t r = json_integer_value(json_object_get(o, "rev"));
+    if (!json_is_object(value) || r != rev || (stamps != NULL && !json_is_object(stamps))) {
+        json_decref(o);
+        return TP_EINVALID;
+    }
+    tp__map fresh;
+    tp__map_init(&fresh, m->hub->seed ^ 0x5bd1e995U);
+    const char *field;
+    json_t *sj;
+    int rc = TP_OK;
+    json_object_foreach(stamps, field, sj)
+    {
+        size_t flen = strlen(field);
+        tp__stamp_entry *e = tp__malloc(sizeof(tp__stamp_entry) + flen + 1);
+        if (e == NULL || (rc = stamp_read(m->hub, sj, &e->st)) != TP_OK) {
+            tp__free(e);
+            rc = rc != TP_OK ? rc : TP_ENOMEM;
+            break;
+        }
+        memcpy(e->field, field, flen + 1);
+        if (tp__map_put(&fresh, e->field, e) != 0) {
+            tp__free(e);
+            rc = TP_ENOMEM;
+            break;
+        }
+    }
+    if (rc != TP_OK) {
+        tp__stamps_free(&fresh);
+        json_decref(o);
+        return rc;
+    }
+    int moved = rev != m->rev || !json_equal(value, m->value);
+    tp__stamps_free(&m->stamps);
+    m->stamps = fresh;
+    json_decref(m->value);
+    m->value = json_incref(value);
+    m->bytes = tp__value_bytes(value);
+    json_decref(o);
+    if (rev != m->rev)
+        tp__model_history_clear(m); /* its patches no longer lead to rev */
+    m->rev = rev;
+    m->hub->ostats.snapshots++;
+    if (moved)
+        tp__each_viewer(m, NULL, send_snapshot, m);
+    return TP_OK;
+}
+
+/*
+ * An entry: the `patch` message the writer's node encoded, then, for a
+ * lww-map change, a newline and the change's stamp (the message has no raw
+ * newline: JSON escapes it in strings). Applying it applies the message's
+ * patch member by member and sends the same bytes to the node's viewers.
+ */
+static int
+apply_entry(tp__model *m, const tp__order_entry *e)
+{
+    const char *nl = memchr(e->entry, '\n', e->entry_len);
+    size_t mlen = nl != NULL ? (size_t)(nl - e->entry) : e->entry_len;
+    if (mlen == 0)
+        return TP_EINVALID; /* a creation: the record says what the model is */
+    json_error_t jerr;
+    json_t *frame = json_loadb(e->entry, mlen, 0, &jerr);
+    json_t *patch = json_object_get(frame, "patch");
+    if (!json_is_object(patch) || json_integer_value(json_object_get(frame, "rev")) != m->rev + 1) {
+        json_decref(frame);
+        return TP_EINVALID;
+    }
+    tp__change ch = {0};
+    ch.quiet = 1; /* webhooks fire once, on the node that appended it */
+    int rc = TP_OK;
+    if (nl != NULL) {
+        json_t *sj = json_loadb(nl + 1, e->entry_len - mlen - 1, 0, &jerr);
+        rc = sj != NULL ? stamp_read(m->hub, sj, &ch.stamp) : TP_EINVALID;
+        json_decref(sj);
+        ch.stamped = rc == TP_OK;
+    }
+    const char *key;
+    json_t *pv;
+    json_object_foreach(patch, key, pv)
+    {
+        if (rc != TP_OK)
+            break;
+        json_t *nv =
+            json_is_null(pv) ? NULL : tp_merge_patch_apply(json_object_get(m->value, key), pv);
+        if (!json_is_null(pv) && nv == NULL)
+            rc = TP_ENOMEM;
+        else
+            rc = tp__change_add(&ch, key, nv, 0);
+    }
+    size_t bytes = 0;
+    tp__buf *msg = NULL;
+    tp_error err;
+    if (rc == TP_OK && (rc = tp__model_prepare(m, &ch, 0, NULL, NULL, &bytes, &err)) >= 0) {
+        msg = tp__buf_copy(e->entry, mlen);
+        rc = msg != NULL ? tp__model_apply(m, &ch, msg, bytes, NULL, &err) : TP_ENOMEM;
+    }
+    tp__buf_unref(msg);
+    tp__change_free(&ch);
+    json_decref(frame);
+    if (rc >= 0)
+        m->hub->ostats.applied++;
+    return rc < 0 ? rc : TP_OK;
+}
+
+/* ---- The driver ---- */
+
+static void advance(tp__model *m);
+
+static void
+start_read(tp__model *m, int64_t after)
+{
+    tp_hub *hub = m->hub;
+    tp_error err = {0, ""};
+    if (hub->order->read(hub->order_be, owner_of(m), m->id, after, &err) != TP_OK) {
+        char why[sizeof err.message + 48];
+        snprintf(why, sizeof why, "cluster: the shared log cannot be read: %s", err.message);
+        fail_all(m, why);
+        return;
+    }
+    hub->ostats.reads++;
+    m->ord->busy = ORD_READING;
+}
+
+/* Appends the queue's first change, merged on the model as it is. Returns 1
+ * when an append is in flight, 0 when the change ended here. */
+static int
+start_append(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    tp__op *op = o->head;
+    tp_hub *hub = m->hub;
+    tp_error err = {0, ""};
+    tp__change *ch = &o->ch;
+    tp__schema_budget_begin(m->schema);
+    int rc = tp__merge_compute(m, op->patch, &op->stamp, op->conn, ch, &err);
+    size_t bytes = 0;
+    if (rc == 0)
+        rc = tp__model_prepare(m, ch, 1, op->origin, &o->msg, &bytes, &err);
+    uint64_t steps = tp__schema_budget_end(m->schema);
+    if (steps > 0 && op->session != NULL)
+        op->session->pattern_debt += (double)steps;
+    if (rc < 0) {
+        prepared_clear(o);
+        fail_op(m, rc == TP_ENOMEM ? TP_EINTERNAL : rc, err.message);
+        return 0;
+    }
+    if (rc == 0) {
+        /* Nothing changes: acked at the current rev, as on one node. A
+         * lww-map stamp it won is this node's alone (docs/internals/order.md). */
+        (void)tp__model_apply(m, ch, NULL, bytes, NULL, &err);
+        prepared_clear(o);
+        ack_op(m, 0, m->rev);
+        return 0;
+    }
+    tp__sb ent, rec;
+    tp__sb_init(&ent, o->msg->len + 64);
+    tp__sb_init(&rec, m->bytes + 64);
+    tp__sb_append(&ent, o->msg->data, o->msg->len);
+    if (ch->stamped) {
+        tp__sb_append(&ent, "\n", 1);
+        stamp_json(&ent, &ch->stamp);
+    }
+    rc = ent.failed ? TP_ENOMEM : record(&rec, m, ch, m->rev + 1);
+    tp__buf *ack = NULL;
+    if (rc == TP_OK && op->client != NULL && !m->shared) {
+        /* A private write's outcome goes into the log with the change. */
+        ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
+        ack = ack ? tp__wire_ack(ack, op->ref, m->addr, m->addr_len, m->rev + 1, m->rev) : NULL;
+        rc = ack != NULL ? TP_OK : TP_ENOMEM;
+    }
+    tp__order_append a = {owner_of(m),
+                          m->id,
+                          m->rev,
+                          ent.buf ? ent.buf->data : NULL,
+                          ent.buf ? ent.buf->len : 0,
+                          rec.buf ? rec.buf->data : NULL,
+                          rec.buf ? rec.buf->len : 0,
+                          op->session != NULL ? op->session->tenant : NULL,
+                          op->client,
+                          op->ref,
+                          ack ? ack->data : NULL,
+                          ack ? ack->len : 0};
+    if (rc == TP_OK)
+        rc = hub->order->append(hub->order_be, &a, &err);
+    else
+        tp__error_set(&err, TP_ENOMEM, "out of memory");
+    tp__buf_unref(ack);
+    tp__sb_free(&ent);
+    tp__sb_free(&rec);
+    if (rc != TP_OK) {
+        char why[sizeof err.message + 48];
+        snprintf(why, sizeof why, "cluster: the shared log cannot take the write: %s", err.message);
+        prepared_clear(o);
+        fail_op(m, TP_EINTERNAL, why);
+        return 0;
+    }
+    hub->ostats.appends++;
+    o->bytes = bytes;
+    o->base = m->rev;
+    o->busy = ORD_APPENDING;
+    return 1;
+}
+
+static void
+advance(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    while (o != NULL && o->busy == ORD_IDLE) {
+        if (!o->synced) {
+            start_read(m, 0);
+            return;
+        }
+        if (o->need_read || o->seen > m->rev) {
+            start_read(m, m->rev);
+            return;
+        }
+        if (o->head == NULL || start_append(m))
+            return;
+    }
+}
+
+/* ---- The backend's answers ---- */
+
+void
+tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
+                   const tp_error *err)
+{
+    tp__model *m = model_named(hub, owner, id);
+    struct tp__ord *o = m != NULL ? m->ord : NULL;
+    if (o == NULL || o->busy != ORD_APPENDING)
+        return; /* the model went meanwhile */
+    o->busy = ORD_IDLE;
+    if (!o->synced) {
+        /* The creation of a model the log did not have. */
+        if (err == NULL && !conflict) {
+            o->synced = 1;
+            hub->unsynced--;
+        }
+    } else if (err != NULL) {
+        /* Unknown: the script may have run. The write is not acked; the
+         * node reads the log before anything else. */
+        char why[sizeof err->message + 48];
+        snprintf(why, sizeof why, "cluster: the shared log did not answer, resend: %s",
+                 err->message);
+        prepared_clear(o);
+        hub->ostats.failures++;
+        o->need_read = 1;
+        fail_op(m, TP_EINTERNAL, why);
+    } else if (conflict || m->rev != o->base) {
+        /* Another node's change came first: catch up, merge again. */
+        prepared_clear(o);
+        hub->ostats.conflicts++;
+        o->need_read = 1;
+        if (rev > o->seen)
+            o->seen = rev;
+    } else {
+        tp__op *op = o->head;
+        tp_error aerr;
+        int64_t from = m->rev;
+        int rc = tp__model_apply(m, &o->ch, o->msg, o->bytes, m->shared ? NULL : op->conn, &aerr);
+        prepared_clear(o);
+        if (rc < 0)
+            o->synced = 0, hub->unsynced++; /* the log has it: read it back */
+        else if (m->rev != rev)
+            o->need_read = 1;
+        if (rc >= 0)
+            ack_op(m, rc, from);
+        else
+            fail_op(m, TP_EINTERNAL, "out of memory");
+    }
+    advance(m);
+}
+
+void
+tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,
+                    const tp_error *err)
+{
+    tp__model *m = model_named(hub, owner, id);
+    struct tp__ord *o = m != NULL ? m->ord : NULL;
+    if (o == NULL || o->busy != ORD_READING)
+        return;
+    o->busy = ORD_IDLE;
+    if (err != NULL) {
+        char why[sizeof err->message + 48];
+        snprintf(why, sizeof why, "cluster: the shared log cannot be read: %s", err->message);
+        fail_all(m, why);
+        return; /* tried again on the next change, or at resync */
+    }
+    int was_synced = o->synced;
+    switch (res->state) {
+    case TP__ORDER_ABSENT:
+    case TP__ORDER_DELETED:
+        if (!o->synced) {
+            /* The log has no such model: this node creates it there, as
+             * the config (or the host) made it here. */
+            tp__sb rec;
+            tp__sb_init(&rec, m->bytes + 64);
+            int64_t base = res->state == TP__ORDER_DELETED ? res->rev : 0;
+            tp_error aerr = {0, ""};
+            int rc = record(&rec, m, NULL, base + 1);
+            tp__order_append a = {owner_of(m),
+                                  m->id,
+                                  base,
+                                  "",
+                                  0,
+                                  rec.buf ? rec.buf->data : "",
+                                  rec.buf ? rec.buf->len : 0,
+                                  NULL,
+                                  NULL,
+                                  0,
+                                  NULL,
+                                  0};
+            if (rc == TP_OK && base + 1 != m->rev)
+                m->rev = base + 1; /* a model made again goes on from its tombstone */
+            if (rc == TP_OK && hub->order->append(hub->order_be, &a, &aerr) == TP_OK)
+                o->busy = ORD_APPENDING;
+            tp__sb_free(&rec);
+            if (o->busy != ORD_APPENDING)
+                fail_all(m, "cluster: the shared log cannot take the model");
+            return;
+        }
+        /* Gone from the log under a node that held it: keep what it holds. */
+        o->need_read = 0;
+        break;
+    case TP__ORDER_SNAPSHOT:
+        if (load_record(m, res->record, res->record_len, res->rev) != TP_OK) {
+            fail_all(m, "cluster: the shared log holds a record this node cannot read");
+            return;
+        }
+        o->synced = 1;
+        o->need_read = 0;
+        break;
+    case TP__ORDER_ENTRIES:
+        o->need_read = 0;
+        for (size_t i = 0; i < res->n; i++) {
+            const tp__order_entry *e = &res->entries[i];
+            if (e->rev <= m->rev)
+                continue;
+            if (e->rev != m->rev + 1 || e->kind != 'a' || apply_entry(m, e) != TP_OK) {
+                o->synced = 0; /* read the snapshot instead */
+                if (was_synced)
+                    hub->unsynced++;
+                was_synced = 0;
+                break;
+            }
+        }
+        break;
+    }
+    if (!was_synced && o->synced)
+        hub->unsynced--;
+    advance(m);
+}
+
+void
+tp__order_message(tp_hub *hub, const char *owner, const char *id, const tp__order_entry *e)
+{
+    tp__model *m = model_named(hub, owner, id);
+    struct tp__ord *o = m != NULL ? m->ord : NULL;
+    if (o == NULL || e->rev <= m->rev)
+        return; /* this node's own append, or one it read already */
+    if (e->rev > o->seen)
+        o->seen = e->rev;
+    if (o->busy != ORD_IDLE || !o->synced)
+        return; /* the driver reads it once the call in flight answers */
+    if (e->rev == m->rev + 1 && e->kind == 'a' && apply_entry(m, e) == TP_OK) {
+        advance(m);
+        return;
+    }
+    o->need_read = 1;
+    advance(m);
+}
+
+static void
+each_model(tp_hub *hub, void (*fn)(tp__model *m))
+{
+    void *v;
+    for (size_t it = 0; tp__map_next(&hub->shared, &it, NULL, &v);)
+        fn(v);
+    for (size_t it = 0; tp__map_next(&hub->tenants, &it, NULL, &v);) {
+        tp_session *s = v;
+        void *mv;
+        for (size_t jt = 0; tp__map_next(&s->models, &jt, NULL, &mv);)
+            fn(mv);
+    }
+}
+
+static void
+resync_one(tp__model *m)
+{
+    if (m->ord != NULL) {
+        m->ord->need_read = 1;
+        advance(m);
+    }
+}
+
+void
+tp__order_resync(tp_hub *hub)
+{
+    each_model(hub, resync_one);
+}
+
+size_t
+tp__order_unsynced(const tp_hub *hub)
+{
+    return hub->unsynced;
+}
+
+void
+tp__order_get_stats(const tp_hub *hub, tp__order_stats *out)
+{
+    *out = hub->ostats;
+}
+
+/* ---- Models joining and leaving ---- */
+
+int
+tp__order_model_added(tp__model *m)
+{
+    tp_hub *hub = m->hub;
+    if (hub->order == NULL || m->ord != NULL)
+        return TP_OK;
+    m->ord = tp__calloc(1, sizeof *m->ord);
+    if (m->ord == NULL)
+        return TP_ENOMEM;
+    tp_error err = {0, ""};
+    if (hub->order->follow(hub->order_be, owner_of(m), m->id, 1, &err) != TP_OK)
+        tp__log(&hub->log, TP_LOG_WARN, "cluster: cannot follow %s/%s: %s", owner_of(m), m->id,
+                err.message);
+    hub->unsynced++;
+    advance(m);
+    return TP_OK;
+}
+
+void
+tp__order_model_gone(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    if (o == NULL)
+        return;
+    tp_hub *hub = m->hub;
+    if (!hub->freeing) {
+        tp_error err = {0, ""};
+        (void)hub->order->follow(hub->order_be, owner_of(m), m->id, 0, &err);
+        while (o->head != NULL)
+            fail_op(m, TP_ENOTFOUND, "id: the model is gone");
+        if (!o->synced)
+            hub->unsynced--;
+    } else {
+        while (o->head != NULL)
+            op_free(hub, pop(m));
+    }
+    prepared_clear(o);
+    tp__free(o);
+    m->ord = NULL;
+}
+
+static void
+add_one(tp__model *m)
+{
+    (void)tp__order_model_added(m);
+}
+
+int
+tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error *err)
+{
+    if (hub->order != NULL || hub->store != NULL)
+        return tp__error_set(err, TP_EARG, "cluster: a hub in the shared order keeps no store");
+    hub->order = ops;
+    hub->order_be = be;
+    each_model(hub, add_one);
+    return TP_OK;
+}
+
+/* ---- Changes joining the queue ---- */
+
+static int
+enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const char *client,
+        json_int_t ref)
+{
+    tp__op *op = tp__calloc(1, sizeof *op);
+    if (op == NULL || (client != NULL && (op->client = tp__strdup(client)) == NULL)) {
+        tp__free(op);
+        return TP_ENOMEM;
+    }
+    if (c != NULL) {
+        if (tp__vec_push(&c->session->ord_ops, op) != 0) {
+            tp__free(op->client);
+            tp__free(op);
+            return TP_ENOMEM;
+        }
+        op->session = c->session;
+        op->sidx = c->session->ord_ops.len - 1;
+        op->conn = c;
+        snprintf(op->origin, sizeof op->origin, "%s", c->id);
+    } else {
+        snprintf(op->origin, sizeof op->origin, "host");
+    }
+    op->patch = json_incref(patch);
+    op->stamp = *stamp;
+    op->ref = ref;
+    if (m->ord->tail != NULL)
+        m->ord->tail->next = op;
+    else
+        m->ord->head = op;
+    m->ord->tail = op;
+    advance(m);
+    return TP_OK;
+}
+
+int
+tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
+                json_int_t ref)
+{
+    return enqueue(m, (json_t *)patch, stamp, c, c->client ? c->client->id : NULL, ref);
+}
+
+int
+tp__order_host(tp__model *m, json_t *patch, const tp__stamp *stamp)
+{
+    return enqueue(m, patch, stamp, NULL, NULL, 0);
+}
+
+int
+tp__order_inflight(const tp_session *s, const char *client, json_int_t ref)
+{
+    for (size_t i = 0; i < s->ord_ops.len; i++) {
+        const tp__op *op = s->ord_ops.items[i];
+        if (op->ref == ref && op->client != NULL && strcmp(op->client, client) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+void
+tp__order_conn_gone(tp_conn *c)
+{
+    tp_session *s = c->session;
+    for (size_t i = 0; i < s->ord_ops.len; i++) {
+        tp__op *op = s->ord_ops.items[i];
+        if (op->conn == c)
+            op->conn = NULL;
+    }
+}

@@ -1,0 +1,39 @@
+/*
+ * The shared order as the rest of the core calls it (order.c; order.h is
+ * what the daemon's backend sees).
+ */
+#ifndef TP_CORE_ORDER_INT_H
+#define TP_CORE_ORDER_INT_H
+
+#include <jansson.h>
+
+#include "core/model.h"
+#include "core/order.h"
+#include "transports.h"
+
+struct tp__ord; /* a model's queue and call in flight (order.c) */
+
+/* A model the hub now holds joins the order (read from the log, followed);
+ * nothing without an order. Returns TP_OK or TP_ENOMEM. */
+int tp__order_model_added(tp__model *m);
+/* A model leaves the hub: its waiting changes end with not_found (or,
+ * while the hub is freed, silently), and it is no longer followed. */
+void tp__order_model_gone(tp__model *m);
+/* tp__order_write queues a client's write (its merge patch, stamped); the
+ * outcome reaches tp__conn_write_done once the log has it or refused it.
+ * tp__order_host queues a host's change (the patch of its pending value). */
+int tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
+                    json_int_t ref);
+int tp__order_host(tp__model *m, json_t *patch, const tp__stamp *stamp);
+/* Whether a client's ref is queued or in flight (a resend waits for it). */
+int tp__order_inflight(const tp_session *s, const char *client, json_int_t ref);
+/* A connection closes: its writes go on without it. */
+void tp__order_conn_gone(tp_conn *c);
+
+/* conn.c: an ordered write's outcome (out: the ack or error, taken; NULL:
+ * out of memory; message: an error's, for the log), recorded for the client (unless internal) and
+ * sent to the writer, or to a live connection of the same client when it closed. */
+void tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref,
+                         tp__buf *out, int code, const char *message);
+
+#endif /* TP_CORE_ORDER_INT_H */

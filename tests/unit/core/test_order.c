@@ -1,0 +1,737 @@
+/*
+ * The shared order (src/core/order.c) against a log kept in memory by this
+ * test: several hubs, each with its own backend over one log, as nodes over
+ * one Redis. The log does what order.h asks of a backend (an append is
+ * atomic and conditional on the rev; a read returns entries or the
+ * snapshot; a follower gets every append), and its answers and messages
+ * reach each node later, in an order the test chooses: per node, answers in
+ * call order and messages in publication order (two connections), the two
+ * streams interleaved at random, as Redis's command and pub/sub connections
+ * are. The real backend (src/daemon/cluster.c on src/cluster/clog.c) has
+ * its own tests against redis-server.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/order.h"
+#include "support.h"
+#include "transports.h"
+
+#define DOC                                                                                        \
+    "{\"title\":\"Doc\",\"type\":\"object\",\"properties\":{\"title\":{\"type\":\"string\"},"      \
+    "\"n\":{\"type\":\"integer\"},\"a\":{\"type\":\"integer\"},\"b\":{\"type\":\"integer\"},"      \
+    "\"c\":{\"type\":\"integer\"}},\"required\":[\"title\"]}"
+
+#define NODES 3
+#define MAXM 8
+#define MAXQ 4096
+
+/* ---- The log ---- */
+
+typedef struct lentry {
+    int64_t rev;
+    char kind;
+    char *bytes;
+    size_t len;
+} lentry;
+
+typedef struct lmodel {
+    char owner[32], id[32];
+    int64_t rev;
+    char *record;
+    size_t record_len;
+    lentry *entries;
+    size_t n;
+} lmodel;
+
+/* Something a node gets later: an answer or a message. */
+typedef struct delivery {
+    int kind; /* 'a' appended, 'r' read, 'm' message */
+    char owner[32], id[32];
+    int conflict, failed;
+    int64_t rev;
+    tp__order_read res;
+    tp__order_entry *entries; /* res.entries or the message's one entry */
+    size_t n;
+    char *record;
+} delivery;
+
+typedef struct node {
+    struct flog *log;
+    tp_hub *hub;
+    int follows[MAXM]; /* by the log's model index */
+    delivery answers[MAXQ], messages[MAXQ];
+    size_t a_head, a_len, m_head, m_len;
+    int fail_calls;   /* appends and reads fail at the call */
+    int fail_answers; /* appends run, and their answers say the link failed */
+} node;
+
+typedef struct flog {
+    lmodel models[MAXM];
+    size_t n;
+    node nodes[NODES];
+    size_t keep;
+    uint64_t appends;
+} flog;
+
+static flog L;
+
+static lmodel *
+lfind(const char *owner, const char *id, int make)
+{
+    for (size_t i = 0; i < L.n; i++)
+        if (strcmp(L.models[i].owner, owner) == 0 && strcmp(L.models[i].id, id) == 0)
+            return &L.models[i];
+    if (!make)
+        return NULL;
+    cr_assert(L.n < MAXM);
+    lmodel *m = &L.models[L.n++];
+    snprintf(m->owner, sizeof m->owner, "%s", owner);
+    snprintf(m->id, sizeof m->id, "%s", id);
+    return m;
+}
+
+static char *
+dup_bytes(const char *p, size_t n)
+{
+    char *d = malloc(n + 1);
+    memcpy(d, p, n);
+    d[n] = '\0';
+    return d;
+}
+
+static delivery *
+push(node *nd, int answer)
+{
+    delivery *q = answer ? nd->answers : nd->messages;
+    size_t *head = answer ? &nd->a_head : &nd->m_head, *len = answer ? &nd->a_len : &nd->m_len;
+    cr_assert(*len < MAXQ);
+    delivery *d = &q[(*head + (*len)++) % MAXQ];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+static void
+name(delivery *d, const char *owner, const char *id)
+{
+    snprintf(d->owner, sizeof d->owner, "%s", owner);
+    snprintf(d->id, sizeof d->id, "%s", id);
+}
+
+static int
+be_append(void *be, const tp__order_append *a, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls) {
+        err->code = TP_ECLOSED;
+        snprintf(err->message, sizeof err->message, "the link is down");
+        return TP_ECLOSED;
+    }
+    lmodel *m = lfind(a->owner, a->id, 1);
+    delivery *d = push(nd, 1);
+    d->kind = 'a';
+    name(d, a->owner, a->id);
+    d->failed = nd->fail_answers;
+    if (m->rev != a->base_rev) {
+        d->conflict = 1;
+        d->rev = m->rev;
+        return TP_OK;
+    }
+    L.appends++;
+    m->rev = a->base_rev + 1;
+    free(m->record);
+    m->record = dup_bytes(a->record, a->record_len);
+    m->record_len = a->record_len;
+    m->entries = realloc(m->entries, (m->n + 1) * sizeof *m->entries);
+    m->entries[m->n++] = (lentry){m->rev, 'a', dup_bytes(a->entry, a->entry_len), a->entry_len};
+    d->rev = m->rev;
+    /* Published to every follower, this node included. */
+    size_t mi = (size_t)(m - L.models);
+    for (int k = 0; k < NODES; k++) {
+        node *f = &L.nodes[k];
+        if (f->hub == NULL || !f->follows[mi])
+            continue;
+        delivery *msg = push(f, 0);
+        msg->kind = 'm';
+        name(msg, a->owner, a->id);
+        msg->entries = malloc(sizeof *msg->entries);
+        msg->entries[0] =
+            (tp__order_entry){m->rev, 'a', dup_bytes(a->entry, a->entry_len), a->entry_len};
+        msg->n = 1;
+    }
+    return TP_OK;
+}
+
+static int
+be_read(void *be, const char *owner, const char *id, int64_t after, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls) {
+        err->code = TP_ECLOSED;
+        snprintf(err->message, sizeof err->message, "the link is down");
+        return TP_ECLOSED;
+    }
+    lmodel *m = lfind(owner, id, 0);
+    delivery *d = push(nd, 1);
+    d->kind = 'r';
+    name(d, owner, id);
+    if (m == NULL || m->rev == 0) {
+        d->res.state = TP__ORDER_ABSENT;
+        return TP_OK;
+    }
+    d->res.rev = m->rev;
+    /* The log keeps the newest `keep` entries: older readers get the snapshot. */
+    size_t kept = m->n < L.keep ? m->n : L.keep;
+    if (after == 0 || after > m->rev || m->rev - after > (int64_t)kept) {
+        d->res.state = TP__ORDER_SNAPSHOT;
+        d->record = dup_bytes(m->record, m->record_len);
+        d->res.record = d->record;
+        d->res.record_len = m->record_len;
+        return TP_OK;
+    }
+    d->res.state = TP__ORDER_ENTRIES;
+    d->n = (size_t)(m->rev - after);
+    d->entries = calloc(d->n + 1, sizeof *d->entries);
+    for (size_t i = 0; i < d->n; i++) {
+        const lentry *e = &m->entries[m->n - d->n + i];
+        d->entries[i] = (tp__order_entry){e->rev, e->kind, dup_bytes(e->bytes, e->len), e->len};
+    }
+    d->res.entries = d->entries;
+    d->res.n = d->n;
+    return TP_OK;
+}
+
+static int
+be_follow(void *be, const char *owner, const char *id, int on, tp_error *err)
+{
+    (void)err;
+    node *nd = be;
+    lmodel *m = lfind(owner, id, 1);
+    nd->follows[m - L.models] = on;
+    return TP_OK;
+}
+
+static const tp__order_ops ops = {be_append, be_read, be_follow};
+
+static void
+delivery_free(delivery *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free((char *)d->entries[i].entry);
+    free(d->entries);
+    free(d->record);
+}
+
+/* Delivers one thing to node k (an answer when answer, else a message). */
+static int
+deliver(int k, int answer)
+{
+    node *nd = &L.nodes[k];
+    size_t *head = answer ? &nd->a_head : &nd->m_head, *len = answer ? &nd->a_len : &nd->m_len;
+    if (*len == 0)
+        return 0;
+    delivery d = (answer ? nd->answers : nd->messages)[*head];
+    *head = (*head + 1) % MAXQ;
+    (*len)--;
+    tp_error err = {TP_ECLOSED, "connection lost"};
+    if (d.kind == 'a')
+        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, d.failed ? &err : NULL);
+    else if (d.kind == 'r')
+        tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
+    else
+        tp__order_message(nd->hub, d.owner, d.id, &d.entries[0]);
+    delivery_free(&d);
+    return 1;
+}
+
+/* Delivers one thing, chosen at random; returns 0 when nothing waits. */
+static int
+pump_one(void)
+{
+    int choices[2 * NODES], n = 0;
+    for (int k = 0; k < NODES; k++) {
+        if (L.nodes[k].a_len > 0)
+            choices[n++] = 2 * k;
+        if (L.nodes[k].m_len > 0)
+            choices[n++] = 2 * k + 1;
+    }
+    if (n == 0)
+        return 0;
+    int c = choices[rand() % n];
+    return deliver(c / 2, c % 2 == 0);
+}
+
+static void
+pump_all(void)
+{
+    while (pump_one())
+        ;
+}
+
+/* ---- Nodes ---- */
+
+static int64_t now = 1700000000000;
+static tp_schema *doc;
+
+static tp_hub *
+node_start(int k, const char *title)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    tp_hub *hub = tp_hub_new(&cfg, NULL);
+    cr_assert_not_null(hub);
+    char v[64];
+    snprintf(v, sizeof v, "{\"title\":\"%s\"}", title);
+    cr_assert_not_null(tp_session_host_as(tp_hub_tenant(hub, "alice"), "notes", doc, v, NULL));
+    cr_assert_not_null(tp_hub_share_as(hub, "map", doc, v, &tp_lww_map_crdt, NULL));
+    cr_assert_not_null(tp_hub_share_as(hub, "doc", doc, v, NULL, NULL));
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "map", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "alice", "doc", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "map", TP_WRITE), TP_OK);
+    cr_assert_eq(tp_hub_subscribe(hub, "bob", "doc", TP_WRITE), TP_OK);
+    node *nd = &L.nodes[k];
+    memset(nd, 0, sizeof *nd);
+    nd->log = &L;
+    nd->hub = hub;
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__hub_set_order(hub, &ops, nd, &err), TP_OK, "%s", err.message);
+    return hub;
+}
+
+static void
+node_stop(int k)
+{
+    node *nd = &L.nodes[k];
+    tp_hub_free(nd->hub);
+    nd->hub = NULL;
+    while (nd->a_len > 0) {
+        delivery_free(&nd->answers[nd->a_head]);
+        nd->a_head = (nd->a_head + 1) % MAXQ;
+        nd->a_len--;
+    }
+    while (nd->m_len > 0) {
+        delivery_free(&nd->messages[nd->m_head]);
+        nd->m_head = (nd->m_head + 1) % MAXQ;
+        nd->m_len--;
+    }
+}
+
+static void
+setup(void)
+{
+    memset(&L, 0, sizeof L);
+    L.keep = 64;
+    doc = tp_schema_new(DOC, NULL);
+    cr_assert_not_null(doc);
+}
+
+static void
+teardown(void)
+{
+    for (int k = 0; k < NODES; k++)
+        if (L.nodes[k].hub != NULL)
+            node_stop(k);
+    for (size_t i = 0; i < L.n; i++) {
+        for (size_t j = 0; j < L.models[i].n; j++)
+            free(L.models[i].entries[j].bytes);
+        free(L.models[i].entries);
+        free(L.models[i].record);
+    }
+    tp_schema_free(doc);
+}
+
+TestSuite(order, .init = setup, .fini = teardown);
+
+/* What a client saw of one model: the rev its messages brought it to. */
+typedef struct view {
+    int64_t rev;
+    int gaps; /* a patch whose from was not the rev held */
+} view;
+
+/* Drains a connection: acks by ref into acked (rev, 0 when refused), the
+ * model's view kept from snapshots and patches. */
+static void
+drain(tp_conn *c, const char *id, view *v, int64_t *acked, size_t nrefs, size_t *errors)
+{
+    json_t *msgs = tpt_drain(c);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        const char *mid = json_string_value(json_object_get(m, "id"));
+        int64_t rev = json_integer_value(json_object_get(m, "rev"));
+        if (strcmp(type, "ack") == 0 || strcmp(type, "error") == 0) {
+            json_int_t ref = json_integer_value(json_object_get(m, "ref"));
+            if (ref >= 1 && (size_t)ref <= nrefs && strcmp(type, "ack") == 0)
+                acked[ref - 1] = rev;
+            if (strcmp(type, "error") == 0 && errors != NULL)
+                (*errors)++;
+        }
+        if (mid == NULL || strcmp(mid, id) != 0)
+            continue;
+        if (strcmp(type, "snapshot") == 0)
+            v->rev = rev;
+        else if (strcmp(type, "patch") == 0) {
+            if (json_integer_value(json_object_get(m, "from")) != v->rev)
+                v->gaps++;
+            v->rev = rev;
+        } else if (strcmp(type, "ack") == 0 && json_object_get(m, "from") != NULL) {
+            /* A private write's own change: the ack stands for its patch. */
+            if (json_integer_value(json_object_get(m, "from")) != v->rev)
+                v->gaps++;
+            v->rev = rev;
+        }
+    }
+    json_decref(msgs);
+}
+
+Test(order, the_first_node_creates_the_models_the_others_read_them)
+{
+    node_start(0, "one");
+    cr_assert_eq(tp__order_unsynced(L.nodes[0].hub), 3);
+    pump_all();
+    cr_assert_eq(tp__order_unsynced(L.nodes[0].hub), 0);
+    cr_assert_eq(L.n, 3);
+    for (size_t i = 0; i < L.n; i++)
+        cr_assert_eq(L.models[i].rev, 1, "%s/%s", L.models[i].owner, L.models[i].id);
+    /* A node whose config says otherwise takes what the log holds. */
+    node_start(1, "two");
+    pump_all();
+    cr_assert_eq(tp__order_unsynced(L.nodes[1].hub), 0);
+    char *v = tp_hub_get_shared(L.nodes[1].hub, "doc");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"one\"}"), "%s", v);
+    tp_free(v);
+    v = tp_session_get(tp_hub_tenant(L.nodes[1].hub, "alice"), "notes");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"one\"}"), "%s", v);
+    tp_free(v);
+}
+
+Test(order, a_write_is_applied_only_once_the_log_has_it)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    tpt_drain_all(L.nodes[0].hub);
+    tpt_drain_all(L.nodes[1].hub);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":5}}"),
+                 TP_OK);
+    /* Nothing yet: not applied, not acked, nothing sent. */
+    json_t *msgs = tpt_drain(a);
+    cr_assert_eq(json_array_size(msgs), 0);
+    json_decref(msgs);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 1);
+    /* The log took it (this log runs an append when it is called); its
+     * answer has not reached the node yet. */
+    cr_assert_eq(L.appends, 4, "%llu appends", (unsigned long long)L.appends);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    pump_all();
+    cr_assert_eq(L.appends, 4);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 2);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 2);
+    msgs = tpt_drain(a);
+    json_t *ack = tpt_find(msgs, "ack");
+    cr_assert_not_null(ack);
+    cr_assert_eq(json_integer_value(json_object_get(ack, "rev")), 2);
+    json_decref(msgs);
+    /* The other node's reader gets the very patch, from the log. */
+    msgs = tpt_drain(b);
+    json_t *p = tpt_find(msgs, "patch");
+    cr_assert_not_null(p);
+    cr_assert_eq(json_integer_value(json_object_get(p, "rev")), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(p, "origin")), tp_conn_id(a));
+    json_decref(msgs);
+    tp_conn_close(a);
+    tp_conn_close(b);
+}
+
+Test(order, a_conflict_catches_up_and_merges_again)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    tpt_drain_all(L.nodes[0].hub);
+    tpt_drain_all(L.nodes[1].hub);
+    /* Both merge at rev 1 before either hears of the other. */
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"a\":1}}"),
+                 TP_OK);
+    cr_assert_eq(tpt_feed(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"b\":2}}"),
+                 TP_OK);
+    pump_all();
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(tp_hub_shared_rev(L.nodes[k].hub, "map"), 3);
+        char *v = tp_hub_get_shared(L.nodes[k].hub, "map");
+        cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"a\":1,\"b\":2}"), "%s", v);
+        tp_free(v);
+    }
+    int64_t ra[1] = {0}, rb[1] = {0};
+    view va = {1, 0}, vb = {1, 0};
+    drain(a, "map", &va, ra, 1, NULL);
+    drain(b, "map", &vb, rb, 1, NULL);
+    cr_assert(ra[0] >= 2 && rb[0] >= 2 && ra[0] != rb[0], "acks at %lld and %lld", (long long)ra[0],
+              (long long)rb[0]);
+    cr_assert_eq(va.rev, 3);
+    cr_assert_eq(vb.rev, 3);
+    cr_assert_eq(va.gaps + vb.gaps, 0);
+    tp_conn_close(a);
+    tp_conn_close(b);
+}
+
+static int
+cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+Test(order, many_writers_on_every_node_converge)
+{
+    srand(7);
+    for (int k = 0; k < NODES; k++)
+        node_start(k, "t");
+    pump_all();
+    enum { CONNS = 2, WRITES = 300 };
+    tp_conn *c[NODES][CONNS];
+    view v[NODES][CONNS];
+    static int64_t acked[NODES][CONNS][WRITES];
+    static int which[NODES][CONNS][WRITES];
+    memset(acked, 0, sizeof acked);
+    const char *ids[3] = {"map", "doc", "notes"};
+    for (int k = 0; k < NODES; k++)
+        for (int j = 0; j < CONNS; j++) {
+            c[k][j] = tp_conn_open(L.nodes[k].hub, j == 0 ? "alice" : "bob", 0, NULL);
+            char hello[80];
+            snprintf(hello, sizeof hello, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k%dc%d\"}", k,
+                     j);
+            cr_assert_eq(tpt_feed(c[k][j], hello), TP_OK);
+            v[k][j] = (view){0, 0};
+        }
+    size_t errors = 0;
+    int refs[NODES][CONNS] = {{0}};
+    for (int w = 0; w < NODES * CONNS * WRITES * 2; w++) {
+        int k = rand() % NODES, j = rand() % CONNS;
+        if (refs[k][j] < WRITES) {
+            int ref = ++refs[k][j];
+            /* alice writes all three; bob the two shared ones. */
+            int i = j == 0 ? rand() % 3 : rand() % 2;
+            which[k][j][ref - 1] = i;
+            const char *field = (const char *[]){"a", "b", "c"}[rand() % 3];
+            char text[200];
+            snprintf(text, sizeof text,
+                     "{\"type\":\"write\",\"ref\":%d,\"scope\":\"%s\",\"id\":\"%s\","
+                     "\"patch\":{\"%s\":%d}}",
+                     ref, i == 2 ? "private" : "shared", ids[i], field, w);
+            cr_assert_eq(tpt_feed(c[k][j], text), TP_OK);
+        }
+        for (int p = rand() % 4; p > 0; p--)
+            pump_one();
+        if (rand() % 8 == 0)
+            for (int kk = 0; kk < NODES; kk++)
+                for (int jj = 0; jj < CONNS; jj++)
+                    drain(c[kk][jj], "map", &v[kk][jj], acked[kk][jj], WRITES, &errors);
+    }
+    pump_all();
+    for (int k = 0; k < NODES; k++)
+        for (int j = 0; j < CONNS; j++) {
+            cr_assert_eq(refs[k][j], WRITES);
+            drain(c[k][j], "map", &v[k][j], acked[k][j], WRITES, &errors);
+        }
+    cr_assert_eq(errors, 0);
+    /* Every node holds what the log holds. */
+    for (int k = 0; k < NODES; k++) {
+        tp_hub *h = L.nodes[k].hub;
+        for (int i = 0; i < 2; i++) {
+            lmodel *m = lfind("", ids[i], 0);
+            cr_assert_eq(tp_hub_shared_rev(h, ids[i]), m->rev, "node %d %s", k, ids[i]);
+            char *a = tp_hub_get_shared(h, ids[i]);
+            char *b = tp_hub_get_shared(L.nodes[0].hub, ids[i]);
+            cr_assert(tpt_json_text_eq(a, b), "node %d %s: %s against %s", k, ids[i], a, b);
+            tp_free(a);
+            tp_free(b);
+        }
+        lmodel *m = lfind("alice", "notes", 0);
+        cr_assert_eq(tp_session_rev(tp_hub_tenant(h, "alice"), "notes"), m->rev);
+    }
+    /* Every write acked. Each lww write sets a field to a number no other
+     * write uses, so it changes the model: its ack has a rev of its own, and
+     * the revs are exactly 2 to the model's rev. (lww-map writes may lose to
+     * a later stamp and change nothing: only convergence is asked of them.) */
+    for (int i = 1; i < 3; i++) {
+        static int64_t revs[NODES * CONNS * WRITES];
+        size_t n = 0;
+        for (int k = 0; k < NODES; k++)
+            for (int j = 0; j < CONNS; j++)
+                for (int r = 0; r < WRITES; r++) {
+                    cr_assert(acked[k][j][r] >= 1, "node %d conn %d ref %d not acked", k, j, r + 1);
+                    if (which[k][j][r] == i)
+                        revs[n++] = acked[k][j][r];
+                }
+        qsort(revs, n, sizeof *revs, cmp64);
+        for (size_t r = 0; r < n; r++)
+            cr_assert_eq(revs[r], (int64_t)r + 2, "%s: ack %zu at rev %lld", ids[i], r,
+                         (long long)revs[r]);
+        cr_assert_eq(lfind(i == 2 ? "alice" : "", ids[i], 0)->rev, (int64_t)n + 1);
+    }
+    /* Clients saw the shared map's revs in order, without a gap. */
+    lmodel *map = lfind("", "map", 0);
+    for (int k = 0; k < NODES; k++)
+        for (int j = 0; j < CONNS; j++) {
+            cr_assert_eq(v[k][j].gaps, 0, "node %d conn %d", k, j);
+            cr_assert_eq(v[k][j].rev, map->rev, "node %d conn %d", k, j);
+        }
+    for (int k = 0; k < NODES; k++)
+        for (int j = 0; j < CONNS; j++)
+            tp_conn_close(c[k][j]);
+}
+
+Test(order, a_resend_while_in_flight_is_applied_once)
+{
+    node_start(0, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tpt_drain_all(L.nodes[0].hub);
+    const char *w = "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"notes\","
+                    "\"patch\":{\"n\":1}}";
+    cr_assert_eq(tpt_feed(a, w), TP_OK);
+    cr_assert_eq(tpt_feed(a, w), TP_OK);
+    /* The writer reconnects with the same client id and sends it again. */
+    tp_conn_close(a);
+    tp_conn *a2 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    pump_all();
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(L.nodes[0].hub, "alice"), "notes"), 2);
+    json_t *msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 1);
+    json_decref(msgs);
+    /* After it, a resend is answered from the client's record. */
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 1);
+    json_decref(msgs);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(L.nodes[0].hub, "alice"), "notes"), 2);
+    tp_conn_close(a2);
+}
+
+Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tpt_drain_all(L.nodes[0].hub);
+    /* The link is down: refused at once, not recorded (the ref may come again). */
+    L.nodes[0].fail_calls = 1;
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":1}}"),
+                 TP_OK);
+    json_t *msgs = tpt_drain(a);
+    json_t *e = tpt_find(msgs, "error");
+    cr_assert_not_null(e);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "internal");
+    cr_assert_not_null(strstr(json_string_value(json_object_get(e, "message")), "cluster"));
+    json_decref(msgs);
+    /* The append ran but its answer was lost: not acked, and the node reads
+     * the log back, so it holds the change the log has. */
+    L.nodes[0].fail_calls = 0;
+    L.nodes[0].fail_answers = 1;
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":1}}"),
+                 TP_OK);
+    pump_all();
+    L.nodes[0].fail_answers = 0;
+    msgs = tpt_drain(a);
+    e = tpt_find(msgs, "error");
+    cr_assert_not_null(e);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "internal");
+    json_decref(msgs);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 2);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 2);
+    tp_conn_close(a);
+}
+
+Test(order, host_changes_go_through_the_log)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    tpt_drain_all(L.nodes[1].hub);
+    cr_assert_eq(tp_hub_set_shared(L.nodes[0].hub, "map", "{\"title\":\"h\",\"n\":9}", NULL),
+                 TP_OK);
+    cr_assert_eq(
+        tp_session_set(tp_hub_tenant(L.nodes[0].hub, "alice"), "notes", "{\"title\":\"p\"}", NULL),
+        TP_OK);
+    tp_hub_sync(L.nodes[0].hub);
+    pump_all();
+    for (int k = 0; k < 2; k++) {
+        char *v = tp_hub_get_shared(L.nodes[k].hub, "map");
+        cr_assert(tpt_json_text_eq(v, "{\"title\":\"h\",\"n\":9}"), "node %d: %s", k, v);
+        tp_free(v);
+        v = tp_session_get(tp_hub_tenant(L.nodes[k].hub, "alice"), "notes");
+        cr_assert(tpt_json_text_eq(v, "{\"title\":\"p\"}"), "node %d: %s", k, v);
+        tp_free(v);
+    }
+    json_t *msgs = tpt_drain(b);
+    json_t *p = tpt_find(msgs, "patch");
+    cr_assert_not_null(p);
+    cr_assert_str_eq(json_string_value(json_object_get(p, "origin")), "host");
+    json_decref(msgs);
+    tp_conn_close(b);
+}
+
+Test(order, a_node_far_behind_gets_the_snapshot)
+{
+    L.keep = 4;
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    tpt_drain_all(L.nodes[1].hub);
+    /* Node 1 stops hearing messages (its pub/sub connection is down). */
+    L.nodes[1].follows[lfind("", "map", 0) - L.models] = 0;
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    for (int i = 1; i <= 10; i++) {
+        char w[120];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"map\","
+                 "\"patch\":{\"n\":%d}}",
+                 i, i);
+        cr_assert_eq(tpt_feed(a, w), TP_OK);
+        pump_all();
+    }
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 1);
+    L.nodes[1].follows[lfind("", "map", 0) - L.models] = 1;
+    tp__order_resync(L.nodes[1].hub);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 11);
+    char *v = tp_hub_get_shared(L.nodes[1].hub, "map");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":10}"), "%s", v);
+    tp_free(v);
+    /* Its client is told with a snapshot at the new rev. */
+    json_t *msgs = tpt_drain(b);
+    json_t *s = tpt_find(msgs, "snapshot");
+    cr_assert_not_null(s);
+    cr_assert_eq(json_integer_value(json_object_get(s, "rev")), 11);
+    json_decref(msgs);
+    /* And a write there merges on it. */
+    cr_assert_eq(tpt_feed(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"a\":1}}"),
+                 TP_OK);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "map"), 12);
+    tp_conn_close(a);
+    tp_conn_close(b);
+}
