@@ -337,6 +337,10 @@ set_client(tp_conn *c, const tp__jv *jid, tp_error *err)
     cl->conns++;
     cl->used = ++s->client_uses;
     c->client = cl;
+    /* A cluster node asks the log what the client's writes became on any
+     * node (its writes wait for the answer). */
+    if (s->hub->order != NULL)
+        tp__order_client_named(cl);
     return 0;
 }
 
@@ -382,6 +386,38 @@ outcome_record(tp__client *cl, json_int_t ref, tp__buf *msg)
     cl->bytes += TP__OUTCOME_COST(msg->len);
     s->client_bytes += TP__OUTCOME_COST(msg->len);
     tp__client_trim(s, cl);
+}
+
+int
+tp__client_seen(const tp__client *cl, json_int_t ref, tp__buf **was)
+{
+    *was = NULL;
+    if (ref > cl->highest)
+        return 0;
+    /* PROTOCOL.md, exactly once: a ref not above the highest is answered
+     * with its original outcome and never applied twice. */
+    if ((*was = outcome_find(cl, ref)) != NULL)
+        return 1;
+    /* Within the remembered window and not recorded: never applied
+     * (refused with rate_limited or internal), so it is new. */
+    return outcome_window_covers(cl, ref) ? 0 : -1;
+}
+
+void
+tp__client_merge(tp__client *cl, const tp__order_outcomes *log)
+{
+    /* What the log forgot counts as recorded and dropped: a ref below the
+     * oldest kept is then a duplicate, as it would be on its own node. */
+    cl->seq += log->forgotten;
+    for (size_t i = 0; i < log->n; i++) {
+        if (outcome_find(cl, log->items[i].ref) != NULL)
+            continue;
+        tp__buf *b = tp__buf_copy(log->items[i].bytes, log->items[i].len);
+        outcome_record(cl, log->items[i].ref, b);
+        tp__buf_unref(b);
+    }
+    if (log->highest > cl->highest && log->n > 0)
+        cl->highest = log->highest;
 }
 
 /* ---- Writes ---- */
@@ -577,7 +613,7 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
 
 void
 tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref, tp__buf *out,
-                    int code, const char *message)
+                    int code, const char *message, int record)
 {
     if (out == NULL) {
         code = TP_EINTERNAL;
@@ -598,7 +634,7 @@ tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t re
     else if (code != TP_OK && code <= TP_EBADREQUEST && code >= TP_EINTERNAL) {
         s->hub->refused[-code]++;
     }
-    if (cl != NULL && code != TP_ERATELIMITED && code != TP_EINTERNAL)
+    if (record && cl != NULL && code != TP_ERATELIMITED && code != TP_EINTERNAL)
         outcome_record(cl, ref, out);
     if (c != NULL)
         tp__conn_send(c, out);
@@ -619,21 +655,17 @@ handle_write(tp_conn *c, const tp__env *msg)
      * reaches the client when the log answers (tp__conn_write_done). */
     if (cl != NULL && c->hub->order != NULL && tp__order_inflight(c->session, cl->id, ref))
         return;
-    if (cl != NULL && ref <= cl->highest) {
-        /* PROTOCOL.md, exactly once: a ref not above the highest is
-         * answered with its original outcome and never applied twice. */
-        tp__buf *was = outcome_find(cl, ref);
-        if (was != NULL) {
-            tp__conn_send(c, was);
-            return;
-        }
-        if (!outcome_window_covers(cl, ref)) {
-            send_error(c, 1, ref, TP_EDUPLICATE,
-                       "ref: already used by this client and its outcome is no longer known");
-            return;
-        }
-        /* Within the remembered window and not recorded: never applied
-         * (refused with rate_limited or internal), so it is new. */
+    /* While a cluster node reads the client's outcomes from the log, the
+     * check waits in the model's queue (order.c). */
+    tp__buf *was;
+    int seen = cl != NULL && !tp__order_client_loading(cl) ? tp__client_seen(cl, ref, &was) : 0;
+    if (seen > 0) {
+        tp__conn_send(c, was);
+        return;
+    }
+    if (seen < 0) {
+        send_error(c, 1, ref, TP_EDUPLICATE, TP__DUPLICATE_MESSAGE);
+        return;
     }
     tp_error serr;
     if (tp__hub_writable(c->hub, &serr) != TP_OK) {

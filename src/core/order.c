@@ -30,6 +30,9 @@
 
 enum { ORD_IDLE, ORD_READING, ORD_APPENDING };
 
+/* tp__client.olog: what the node knows of a client's outcomes in the log. */
+enum { OLOG_KNOWN, OLOG_LOADING, OLOG_UNKNOWN };
+
 /* A change waiting for its turn: a client's write or a host's value. */
 typedef struct tp__op {
     struct tp__op *next;
@@ -40,7 +43,9 @@ typedef struct tp__op {
     char origin[24];     /* the writer's connection id, or "host" */
     char *client;        /* the writer's client id, or NULL */
     json_int_t ref;
-    size_t sidx; /* index in session->ord_ops */
+    size_t sidx;  /* index in session->ord_ops */
+    tp__model *m; /* the model whose queue it is in */
+    int check;    /* exactly-once check still to do: the client's outcomes were loading */
 } tp__op;
 
 struct tp__ord {
@@ -106,9 +111,48 @@ fail_op(tp__model *m, int code, const char *message)
     tp__op *op = pop(m);
     if (op->session != NULL)
         tp__conn_write_done(op->session, op->conn, op->client, op->ref,
-                            tp__wire_error(1, op->ref, tp_error_name(code), message), code,
-                            message);
+                            tp__wire_error(1, op->ref, tp_error_name(code), message), code, message,
+                            code != TP_EDUPLICATE);
     op_free(m->hub, op);
+}
+
+/*
+ * The exactly-once check of a write queued while its client's outcomes were
+ * read from the log. Returns 1 when the write goes on, 0 when it waits, -1
+ * when it ended here (answered from the record, a duplicate, or unknown).
+ */
+static int
+check_once(tp__model *m)
+{
+    tp__op *op = m->ord->head;
+    if (!op->check)
+        return 1;
+    tp__client *cl = tp__map_get(&op->session->clients, op->client);
+    if (cl == NULL) {
+        op->check = 0; /* dropped meanwhile: nothing recorded to go by */
+        return 1;
+    }
+    if (cl->olog == OLOG_LOADING)
+        return 0;
+    if (cl->olog == OLOG_UNKNOWN) {
+        fail_op(m, TP_EINTERNAL,
+                "cluster: this client's outcomes cannot be read from the shared log, resend");
+        return -1;
+    }
+    op->check = 0;
+    tp__buf *was;
+    int seen = tp__client_seen(cl, op->ref, &was);
+    if (seen == 0)
+        return 1;
+    if (seen < 0) {
+        fail_op(m, TP_EDUPLICATE, TP__DUPLICATE_MESSAGE);
+        return -1;
+    }
+    op = pop(m);
+    tp__conn_write_done(op->session, op->conn, op->client, op->ref, tp__buf_ref(was), TP_OK, NULL,
+                        0);
+    op_free(m->hub, op);
+    return -1;
 }
 
 static void
@@ -131,7 +175,7 @@ ack_op(tp__model *m, int changed, int64_t from)
         if (ack != NULL)
             m->hub->writes_accepted++;
         tp__conn_write_done(op->session, op->conn, op->client, op->ref, ack,
-                            ack != NULL ? TP_OK : TP_EINTERNAL, NULL);
+                            ack != NULL ? TP_OK : TP_EINTERNAL, NULL, 1);
     }
     op_free(m->hub, op);
 }
@@ -432,10 +476,13 @@ start_append(tp__model *m)
     }
     rc = ent.failed ? TP_ENOMEM : record(&rec, m, ch, m->rev + 1);
     tp__buf *ack = NULL;
-    if (rc == TP_OK && op->client != NULL && !m->shared) {
-        /* A private write's outcome goes into the log with the change. */
+    if (rc == TP_OK && op->client != NULL) {
+        /* The outcome goes into the log with the change (a private write's
+         * in the same script), so that any node can answer a resend. */
         ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
-        ack = ack ? tp__wire_ack(ack, op->ref, m->addr, m->addr_len, m->rev + 1, m->rev) : NULL;
+        ack = ack ? tp__wire_ack(ack, op->ref, m->addr, m->addr_len, m->rev + 1,
+                                 m->shared ? -1 : m->rev)
+                  : NULL;
         rc = ack != NULL ? TP_OK : TP_ENOMEM;
     }
     tp__order_append a = {owner_of(m),
@@ -484,7 +531,10 @@ advance(tp__model *m)
             start_read(m, m->rev);
             return;
         }
-        if (o->head == NULL || start_append(m))
+        if (o->head == NULL)
+            return;
+        int go = check_once(m);
+        if (go == 0 || (go > 0 && start_append(m)))
             return;
     }
 }
@@ -768,6 +818,8 @@ enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const c
     op->patch = json_incref(patch);
     op->stamp = *stamp;
     op->ref = ref;
+    op->m = m;
+    op->check = c != NULL && c->client != NULL && c->client->olog != OLOG_KNOWN;
     if (m->ord->tail != NULL)
         m->ord->tail->next = op;
     else
@@ -810,4 +862,54 @@ tp__order_conn_gone(tp_conn *c)
         if (op->conn == c)
             op->conn = NULL;
     }
+}
+
+/* ---- Clients' outcomes ---- */
+
+void
+tp__order_client_named(tp__client *cl)
+{
+    tp_hub *hub = cl->session->hub;
+    if (hub->order->outcomes == NULL || cl->olog == OLOG_LOADING)
+        return;
+    tp_error err = {0, ""};
+    if (hub->order->outcomes(hub->order_be, cl->session->tenant, cl->id, &err) == TP_OK)
+        cl->olog = OLOG_LOADING;
+    else
+        cl->olog = OLOG_UNKNOWN; /* its writes are refused until it is read */
+}
+
+int
+tp__order_client_loading(const tp__client *cl)
+{
+    return cl->olog != OLOG_KNOWN;
+}
+
+void
+tp__order_outcomes_done(tp_hub *hub, const char *tenant, const char *client,
+                        const tp__order_outcomes *res, const tp_error *err)
+{
+    tp_session *s = tp__map_get(&hub->tenants, tenant);
+    tp__client *cl = s != NULL ? tp__map_get(&s->clients, client) : NULL;
+    if (cl == NULL || cl->olog != OLOG_LOADING)
+        return;
+    if (err != NULL) {
+        cl->olog = OLOG_UNKNOWN;
+        tp__log(&hub->log, TP_LOG_WARN,
+                "cluster: the outcomes of a client of tenant %s cannot be read: %s", tenant,
+                err->message);
+    } else {
+        tp__client_merge(cl, res);
+        cl->olog = OLOG_KNOWN;
+    }
+    /* Its writes waiting at the head of their queues go on. */
+    tp__vec models = {0};
+    for (size_t i = 0; i < s->ord_ops.len; i++) {
+        tp__op *op = s->ord_ops.items[i];
+        if (op->check && strcmp(op->client, client) == 0 && op->m->ord->head == op)
+            (void)tp__vec_push(&models, op->m);
+    }
+    for (size_t i = 0; i < models.len; i++)
+        advance(models.items[i]);
+    tp__vec_free(&models);
 }

@@ -35,7 +35,10 @@ typedef struct tp__order_append {
     const char *tenant; /* the writer's tenant, or NULL (host) */
     const char *client; /* the writer's client id, or NULL (host, or no client id) */
     int64_t ref;
-    const char *outcome; /* the writer's ack, recorded as the ref's outcome, or NULL */
+    /* The writer's ack, recorded as the ref's outcome (a private model's with
+     * the change, atomically; a shared model's after it: the writer's client
+     * record is under its tenant, elsewhere on a Redis Cluster), or NULL. */
+    const char *outcome;
     size_t outcome_len;
 } tp__order_append;
 
@@ -80,6 +83,10 @@ typedef struct tp__order_ops {
     /* follow: start (on 1) or stop (on 0) getting the model's appends, each
      * given to tp__order_message. No answer. */
     int (*follow)(void *be, const char *owner, const char *id, int on, tp_error *err);
+    /* outcomes: a client's outcomes the log recorded (private writes' with
+     * their change, shared writes' after it). Answer: tp__order_outcomes_done.
+     * May be NULL: a node then knows only the outcomes it made. */
+    int (*outcomes)(void *be, const char *tenant, const char *client, tp_error *err);
 } tp__order_ops;
 
 /*
@@ -97,6 +104,21 @@ void tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conf
                         const tp_error *err);
 void tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,
                          const tp_error *err);
+/* A client's outcomes in the log: ascending refs, each its ack or error. */
+typedef struct tp__order_outcome {
+    int64_t ref;
+    const char *bytes;
+    size_t len;
+} tp__order_outcome;
+typedef struct tp__order_outcomes {
+    int64_t highest;    /* the highest ref with an outcome (found 0: none) */
+    uint64_t forgotten; /* outcomes the log no longer keeps */
+    const tp__order_outcome *items;
+    size_t n;
+} tp__order_outcomes;
+void tp__order_outcomes_done(tp_hub *hub, const char *tenant, const char *client,
+                             const tp__order_outcomes *res, const tp_error *err);
+
 /* An append of a followed model, from any node (this one included). */
 void tp__order_message(tp_hub *hub, const char *owner, const char *id, const tp__order_entry *e);
 /* Messages may have been missed (the backend lost its link): every model

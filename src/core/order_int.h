@@ -9,6 +9,7 @@
 
 #include "core/model.h"
 #include "core/order.h"
+#include "core/session.h"
 #include "transports.h"
 
 struct tp__ord; /* a model's queue and call in flight (order.c) */
@@ -34,6 +35,17 @@ void tp__order_conn_gone(tp_conn *c);
  * out of memory; message: an error's, for the log), recorded for the client (unless internal) and
  * sent to the writer, or to a live connection of the same client when it closed. */
 void tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref,
-                         tp__buf *out, int code, const char *message);
+                         tp__buf *out, int code, const char *message, int record);
+/* conn.c: whether a client's ref was seen (PROTOCOL.md, exactly once): 1 with
+ * its outcome in *was (borrowed), -1 a duplicate whose outcome is forgotten,
+ * 0 new. tp__client_merge adds the outcomes the log recorded on any node. */
+int tp__client_seen(const tp__client *cl, json_int_t ref, tp__buf **was);
+void tp__client_merge(tp__client *cl, const tp__order_outcomes *log);
+#define TP__DUPLICATE_MESSAGE "ref: already used by this client and its outcome is no longer known"
+
+/* A connection named the client: the node reads its outcomes from the log.
+ * While it does (tp__order_client_loading), its writes wait in their queues. */
+void tp__order_client_named(tp__client *cl);
+int tp__order_client_loading(const tp__client *cl);
 
 #endif /* TP_CORE_ORDER_INT_H */

@@ -49,6 +49,7 @@ typedef struct tp__client {
     uint64_t seq, seq_saved, seq_floor;
     int jdirty;
     size_t jidx; /* in hub->jclients */
+    int olog;    /* a cluster node: 1 while its outcomes are read from the log (order.c) */
     struct {
         int64_t ref;
         tp__buf *msg; /* the encoded ack or error, sent again on a resend */

@@ -48,7 +48,9 @@ typedef struct lmodel {
 
 /* Something a node gets later: an answer or a message. */
 typedef struct delivery {
-    int kind; /* 'a' appended, 'r' read, 'm' message */
+    int kind; /* 'a' appended, 'r' read, 'm' message, 'o' outcomes */
+    tp__order_outcome *items;
+    tp__order_outcomes out;
     char owner[32], id[32];
     int conflict, failed;
     int64_t rev;
@@ -64,13 +66,24 @@ typedef struct node {
     int follows[MAXM]; /* by the log's model index */
     delivery answers[MAXQ], messages[MAXQ];
     size_t a_head, a_len, m_head, m_len;
-    int fail_calls;   /* appends and reads fail at the call */
-    int fail_answers; /* appends run, and their answers say the link failed */
+    int fail_calls;    /* appends and reads fail at the call */
+    int fail_answers;  /* appends run, and their answers say the link failed */
+    int fail_outcomes; /* outcome lookups are answered with an error */
 } node;
+
+/* A client's outcomes: (tenant, client, ref) -> bytes. */
+typedef struct loutcome {
+    char tenant[32], client[32];
+    int64_t ref;
+    char *bytes;
+    size_t len;
+} loutcome;
 
 typedef struct flog {
     lmodel models[MAXM];
     size_t n;
+    loutcome outcomes[MAXQ];
+    size_t n_outcomes;
     node nodes[NODES];
     size_t keep;
     uint64_t appends;
@@ -147,6 +160,15 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
     m->entries = realloc(m->entries, (m->n + 1) * sizeof *m->entries);
     m->entries[m->n++] = (lentry){m->rev, 'a', dup_bytes(a->entry, a->entry_len), a->entry_len};
     d->rev = m->rev;
+    if (a->outcome != NULL) {
+        cr_assert(L.n_outcomes < MAXQ);
+        loutcome *o = &L.outcomes[L.n_outcomes++];
+        snprintf(o->tenant, sizeof o->tenant, "%s", a->tenant);
+        snprintf(o->client, sizeof o->client, "%s", a->client);
+        o->ref = a->ref;
+        o->bytes = dup_bytes(a->outcome, a->outcome_len);
+        o->len = a->outcome_len;
+    }
     /* Published to every follower, this node included. */
     size_t mi = (size_t)(m - L.models);
     for (int k = 0; k < NODES; k++) {
@@ -213,7 +235,29 @@ be_follow(void *be, const char *owner, const char *id, int on, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow};
+static int
+be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
+{
+    (void)err;
+    node *nd = be;
+    delivery *d = push(nd, 1);
+    d->kind = 'o';
+    name(d, tenant, client);
+    d->failed = nd->fail_outcomes;
+    d->items = calloc(L.n_outcomes + 1, sizeof *d->items);
+    for (size_t i = 0; i < L.n_outcomes; i++) {
+        const loutcome *o = &L.outcomes[i];
+        if (strcmp(o->tenant, tenant) != 0 || strcmp(o->client, client) != 0)
+            continue;
+        d->items[d->out.n++] = (tp__order_outcome){o->ref, dup_bytes(o->bytes, o->len), o->len};
+        if (o->ref > d->out.highest)
+            d->out.highest = o->ref;
+    }
+    d->out.items = d->items;
+    return TP_OK;
+}
+
+static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes};
 
 static void
 delivery_free(delivery *d)
@@ -222,6 +266,9 @@ delivery_free(delivery *d)
         free((char *)d->entries[i].entry);
     free(d->entries);
     free(d->record);
+    for (size_t i = 0; d->items != NULL && i < d->out.n; i++)
+        free((char *)d->items[i].bytes);
+    free(d->items);
 }
 
 /* Delivers one thing to node k (an answer when answer, else a message). */
@@ -240,6 +287,8 @@ deliver(int k, int answer)
         tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, d.failed ? &err : NULL);
     else if (d.kind == 'r')
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
+    else if (d.kind == 'o')
+        tp__order_outcomes_done(nd->hub, d.owner, d.id, &d.out, d.failed ? &err : NULL);
     else
         tp__order_message(nd->hub, d.owner, d.id, &d.entries[0]);
     delivery_free(&d);
@@ -340,6 +389,8 @@ teardown(void)
         free(L.models[i].entries);
         free(L.models[i].record);
     }
+    for (size_t i = 0; i < L.n_outcomes; i++)
+        free(L.outcomes[i].bytes);
     tp_schema_free(doc);
 }
 
@@ -631,6 +682,7 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     pump_all();
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all(); /* the client's outcomes, read from the log */
     tpt_drain_all(L.nodes[0].hub);
     /* The link is down: refused at once, not recorded (the ref may come again). */
     L.nodes[0].fail_calls = 1;
@@ -734,4 +786,103 @@ Test(order, a_node_far_behind_gets_the_snapshot)
     cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "map"), 12);
     tp_conn_close(a);
     tp_conn_close(b);
+}
+
+/* A node dies after the log took a write and before its ack left: the
+ * client resends it to another node, which answers it from the log's record
+ * of the outcome and applies nothing twice. */
+Test(order, a_write_resent_to_another_node_after_a_crash_is_applied_once)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    const char *w[2] = {"{\"type\":\"write\",\"ref\":7,\"scope\":\"private\",\"id\":\"notes\","
+                        "\"patch\":{\"n\":1}}",
+                        "{\"type\":\"write\",\"ref\":8,\"scope\":\"shared\",\"id\":\"doc\","
+                        "\"patch\":{\"n\":2}}"};
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    tpt_drain_all(L.nodes[0].hub);
+    cr_assert_eq(tpt_feed(a, w[0]), TP_OK);
+    cr_assert_eq(tpt_feed(a, w[1]), TP_OK);
+    /* The log has both; node 0 dies before hearing back. */
+    cr_assert_eq(lfind("alice", "notes", 0)->rev, 2);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    tp_conn_close(a);
+    node_stop(0);
+    pump_all();
+    /* Others change both models meanwhile: applying the resends again
+     * would undo their changes. */
+    tp_conn *o = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(o, "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":"
+                             "\"notes\",\"patch\":{\"n\":5}}"),
+                 TP_OK);
+    cr_assert_eq(tpt_feed(o, "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":"
+                             "\"doc\",\"patch\":{\"n\":5}}"),
+                 TP_OK);
+    pump_all();
+    tp_conn_close(o);
+    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    /* Sent before the node has read the client's outcomes: they wait. */
+    cr_assert_eq(tpt_feed(a2, w[0]), TP_OK);
+    cr_assert_eq(tpt_feed(a2, w[1]), TP_OK);
+    pump_all();
+    json_t *msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 2, "%s", json_dumps(msgs, 0));
+    cr_assert_eq(tpt_count(msgs, "error"), 0);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "type")), "ack") == 0)
+            cr_assert_eq(json_integer_value(json_object_get(m, "rev")), 2);
+    }
+    json_decref(msgs);
+    cr_assert_eq(lfind("alice", "notes", 0)->rev, 3);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 3);
+    char *v = tp_hub_get_shared(L.nodes[1].hub, "doc");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":5}"), "%s", v);
+    tp_free(v);
+    v = tp_session_get(tp_hub_tenant(L.nodes[1].hub, "alice"), "notes");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":5}"), "%s", v);
+    tp_free(v);
+    /* A new ref is a new write. */
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"write\",\"ref\":9,\"scope\":\"shared\",\"id\":"
+                              "\"doc\",\"patch\":{\"n\":3}}"),
+                 TP_OK);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 4);
+    tp_conn_close(a2);
+}
+
+Test(order, a_client_whose_outcomes_cannot_be_read_is_refused)
+{
+    node_start(0, "t");
+    pump_all();
+    L.nodes[0].fail_outcomes = 1;
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":"
+                             "\"doc\",\"patch\":{\"n\":3}}"),
+                 TP_OK);
+    pump_all();
+    json_t *msgs = tpt_drain(a);
+    json_t *e = tpt_find(msgs, "error");
+    cr_assert_not_null(e);
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "internal");
+    json_decref(msgs);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 1);
+    /* Named again (a reconnection), the client is read and its write goes through. */
+    L.nodes[0].fail_outcomes = 0;
+    tp_conn_close(a);
+    a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":"
+                             "\"doc\",\"patch\":{\"n\":3}}"),
+                 TP_OK);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 2);
+    tp_conn_close(a);
 }
