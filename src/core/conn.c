@@ -572,7 +572,13 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
     if (m->ord != NULL) {
         /* The shared order: merged and applied in the model's turn, acked
          * by tp__conn_write_done once the log has it. */
-        if (tp__order_write(m, c, patch, &stamp, ref) != TP_OK) {
+        int rc = tp__order_write(m, c, patch, &stamp, ref);
+        if (rc == TP_ERATELIMITED) {
+            *code = rc;
+            return refuse_write(c, ref, rc,
+                                "ref: too many writes wait for the shared log, resend later");
+        }
+        if (rc != TP_OK) {
             *code = TP_EINTERNAL;
             return refuse_write(c, ref, TP_EINTERNAL, "out of memory");
         }

@@ -224,6 +224,7 @@ tp_hub_free(tp_hub *hub)
     gone_free(&hub->names);
     tp__vec_free(&hub->dirty);
     tp__vec_free(&hub->ready);
+    tp__vec_free(&hub->ord_stalled);
     tp__presence_hub_free(hub);
     tp__free(hub);
 }
@@ -409,6 +410,8 @@ tp_hub_sync(tp_hub *hub)
     if (published > 0)
         hub->syncs++;
     tp__presence_tick(hub); /* the tick: presence that waited for it goes out */
+    if (hub->order != NULL)
+        tp__order_tick(hub);
     return published;
 }
 

@@ -103,6 +103,9 @@ struct tp_hub {
     void *order_be;
     size_t unsynced;
     tp__order_stats ostats;
+    tp__vec ord_stalled; /* tp__model * whose log cannot be reached */
+    uint32_t ord_wait_ms;
+    size_t ord_queued, ord_max_queued;
 };
 
 /* ---- hub.c ---- (and hubapi.h: tp__valid_key, tp__hub_now) */

@@ -45,6 +45,7 @@ typedef struct tp__op {
     json_int_t ref;
     size_t sidx;  /* index in session->ord_ops */
     tp__model *m; /* the model whose queue it is in */
+    int64_t at;   /* hub clock ms when it was queued */
     int check;    /* exactly-once check still to do: the client's outcomes were loading */
 } tp__op;
 
@@ -54,6 +55,8 @@ struct tp__ord {
     int synced;    /* read from the log (or created there) at least once */
     int need_read; /* the node may be behind the log */
     int64_t seen;  /* the highest rev a message announced */
+    int stalled;   /* the log cannot be reached: waiting for tp__order_resync */
+    size_t sidx;   /* index in hub->ord_stalled while stalled */
     /* The append in flight: the change and what it publishes. */
     tp__change ch;
     tp__buf *msg;
@@ -97,6 +100,7 @@ static tp__op *
 pop(tp__model *m)
 {
     tp__op *op = m->ord->head;
+    m->hub->ord_queued--;
     m->ord->head = op->next;
     if (m->ord->head == NULL)
         m->ord->tail = NULL;
@@ -420,12 +424,45 @@ apply_entry(tp__model *m, const tp__order_entry *e)
 
 static void advance(tp__model *m);
 
+/*
+ * The log cannot be reached (the link is down): the model's changes wait for
+ * it to come back (tp__order_resync), at most the wait (tp__order_tick ends
+ * older ones with `internal`). Returns 0 when the stall list cannot grow
+ * (the caller then ends the change at once).
+ */
+static int
+stall(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    if (o->stalled)
+        return 1;
+    if (tp__vec_push(&m->hub->ord_stalled, m) != 0)
+        return 0;
+    o->stalled = 1;
+    o->sidx = m->hub->ord_stalled.len - 1;
+    return 1;
+}
+
+static void
+unstall(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    if (!o->stalled)
+        return;
+    tp__model *moved = tp__vec_swap_remove(&m->hub->ord_stalled, o->sidx);
+    if (moved != NULL)
+        moved->ord->sidx = o->sidx;
+    o->stalled = 0;
+}
+
 static void
 start_read(tp__model *m, int64_t after)
 {
     tp_hub *hub = m->hub;
     tp_error err = {0, ""};
     if (hub->order->read(hub->order_be, owner_of(m), m->id, after, &err) != TP_OK) {
+        if (err.code == TP_ECLOSED && stall(m))
+            return;
         char why[sizeof err.message + 48];
         snprintf(why, sizeof why, "cluster: the shared log cannot be read: %s", err.message);
         fail_all(m, why);
@@ -505,9 +542,11 @@ start_append(tp__model *m)
     tp__sb_free(&ent);
     tp__sb_free(&rec);
     if (rc != TP_OK) {
+        prepared_clear(o);
+        if (err.code == TP_ECLOSED && stall(m))
+            return 1;
         char why[sizeof err.message + 48];
         snprintf(why, sizeof why, "cluster: the shared log cannot take the write: %s", err.message);
-        prepared_clear(o);
         fail_op(m, TP_EINTERNAL, why);
         return 0;
     }
@@ -522,7 +561,7 @@ static void
 advance(tp__model *m)
 {
     struct tp__ord *o = m->ord;
-    while (o != NULL && o->busy == ORD_IDLE) {
+    while (o != NULL && o->busy == ORD_IDLE && !o->stalled) {
         if (!o->synced) {
             start_read(m, 0);
             return;
@@ -708,6 +747,7 @@ static void
 resync_one(tp__model *m)
 {
     if (m->ord != NULL) {
+        unstall(m);
         m->ord->need_read = 1;
         advance(m);
     }
@@ -717,6 +757,28 @@ void
 tp__order_resync(tp_hub *hub)
 {
     each_model(hub, resync_one);
+}
+
+void
+tp__order_tick(tp_hub *hub)
+{
+    int64_t now = tp__hub_now(hub);
+    for (size_t i = hub->ord_stalled.len; i-- > 0;) {
+        if (i >= hub->ord_stalled.len)
+            continue;
+        tp__model *m = hub->ord_stalled.items[i];
+        while (m->ord->head != NULL && now - m->ord->head->at >= (int64_t)hub->ord_wait_ms)
+            fail_op(m, TP_EINTERNAL,
+                    "cluster: the shared log cannot be reached; the write was not applied, "
+                    "resend");
+    }
+}
+
+void
+tp__order_set_wait(tp_hub *hub, uint32_t wait_ms, size_t max_queued)
+{
+    hub->ord_wait_ms = wait_ms;
+    hub->ord_max_queued = max_queued;
 }
 
 size_t
@@ -769,6 +831,7 @@ tp__order_model_gone(tp__model *m)
         while (o->head != NULL)
             op_free(hub, pop(m));
     }
+    unstall(m);
     prepared_clear(o);
     tp__free(o);
     m->ord = NULL;
@@ -787,6 +850,8 @@ tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error *err
         return tp__error_set(err, TP_EARG, "cluster: a hub in the shared order keeps no store");
     hub->order = ops;
     hub->order_be = be;
+    if (hub->ord_wait_ms == 0)
+        tp__order_set_wait(hub, TP__ORDER_WAIT_MS, TP__ORDER_MAX_QUEUED);
     each_model(hub, add_one);
     return TP_OK;
 }
@@ -797,6 +862,8 @@ static int
 enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const char *client,
         json_int_t ref)
 {
+    if (m->hub->ord_queued >= m->hub->ord_max_queued)
+        return TP_ERATELIMITED;
     tp__op *op = tp__calloc(1, sizeof *op);
     if (op == NULL || (client != NULL && (op->client = tp__strdup(client)) == NULL)) {
         tp__free(op);
@@ -819,6 +886,8 @@ enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const c
     op->stamp = *stamp;
     op->ref = ref;
     op->m = m;
+    op->at = tp__hub_now(m->hub);
+    m->hub->ord_queued++;
     op->check = c != NULL && c->client != NULL && c->client->olog != OLOG_KNOWN;
     if (m->ord->tail != NULL)
         m->ord->tail->next = op;

@@ -125,6 +125,16 @@ void tp__order_message(tp_hub *hub, const char *owner, const char *id, const tp_
  * reads what it missed. */
 void tp__order_resync(tp_hub *hub);
 
+/* How long a change waits for a log that cannot be reached (its link is
+ * down) before it is refused with `internal`, and how many changes may wait
+ * in all the hub's queues (past it, writes are refused with rate_limited). */
+#define TP__ORDER_WAIT_MS 5000
+#define TP__ORDER_MAX_QUEUED 65536
+void tp__order_set_wait(tp_hub *hub, uint32_t wait_ms, size_t max_queued);
+
+/* tp__order_tick ends the changes that waited too long (tp_hub_sync calls it). */
+void tp__order_tick(tp_hub *hub);
+
 /* tp__order_unsynced counts the models not yet read from the log: a node
  * serves once it is 0. */
 size_t tp__order_unsynced(const tp_hub *hub);

@@ -684,23 +684,48 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
     pump_all(); /* the client's outcomes, read from the log */
     tpt_drain_all(L.nodes[0].hub);
-    /* The link is down: refused at once, not recorded (the ref may come again). */
+    /* The link is down: the write waits for it, and past the wait (5 s) it
+     * is refused with internal, not recorded (the ref may come again). */
     L.nodes[0].fail_calls = 1;
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
                              "\"patch\":{\"n\":1}}"),
                  TP_OK);
     json_t *msgs = tpt_drain(a);
+    cr_assert_eq(json_array_size(msgs), 0);
+    json_decref(msgs);
+    now += 4999;
+    tp_hub_sync(L.nodes[0].hub);
+    msgs = tpt_drain(a);
+    cr_assert_eq(json_array_size(msgs), 0);
+    json_decref(msgs);
+    now += 1;
+    tp_hub_sync(L.nodes[0].hub);
+    msgs = tpt_drain(a);
     json_t *e = tpt_find(msgs, "error");
     cr_assert_not_null(e);
     cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "internal");
     cr_assert_not_null(strstr(json_string_value(json_object_get(e, "message")), "cluster"));
     json_decref(msgs);
-    /* The append ran but its answer was lost: not acked, and the node reads
-     * the log back, so it holds the change the log has. */
-    L.nodes[0].fail_calls = 0;
-    L.nodes[0].fail_answers = 1;
+    cr_assert_eq(lfind("", "doc", 0)->rev, 1);
+    /* Sent again while the link is still down, it waits; the link comes
+     * back (the backend calls tp__order_resync) and it is applied. */
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
                              "\"patch\":{\"n\":1}}"),
+                 TP_OK);
+    pump_all();
+    L.nodes[0].fail_calls = 0;
+    tp__order_resync(L.nodes[0].hub);
+    pump_all();
+    msgs = tpt_drain(a);
+    json_t *ack = tpt_find(msgs, "ack");
+    cr_assert_not_null(ack);
+    cr_assert_eq(json_integer_value(json_object_get(ack, "rev")), 2);
+    json_decref(msgs);
+    /* The append ran but its answer was lost: not acked, and the node reads
+     * the log back, so it holds the change the log has. */
+    L.nodes[0].fail_answers = 1;
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":2}}"),
                  TP_OK);
     pump_all();
     L.nodes[0].fail_answers = 0;
@@ -709,8 +734,8 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     cr_assert_not_null(e);
     cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "internal");
     json_decref(msgs);
-    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 2);
-    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 2);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 3);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 3);
     tp_conn_close(a);
 }
 
@@ -884,5 +909,34 @@ Test(order, a_client_whose_outcomes_cannot_be_read_is_refused)
                  TP_OK);
     pump_all();
     cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 2);
+    tp_conn_close(a);
+}
+
+Test(order, the_writes_waiting_for_the_log_are_bounded)
+{
+    node_start(0, "t");
+    pump_all();
+    tp__order_set_wait(L.nodes[0].hub, 5000, 3);
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    tpt_drain_all(L.nodes[0].hub);
+    for (int i = 1; i <= 4; i++) {
+        char w[120];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"doc\","
+                 "\"patch\":{\"n\":%d}}",
+                 i, i);
+        cr_assert_eq(tpt_feed(a, w), TP_OK);
+    }
+    json_t *msgs = tpt_drain(a);
+    cr_assert_eq(json_array_size(msgs), 1, "%s", json_dumps(msgs, 0));
+    json_t *e = tpt_find(msgs, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "rate_limited");
+    cr_assert_eq(json_integer_value(json_object_get(e, "ref")), 4);
+    json_decref(msgs);
+    pump_all();
+    msgs = tpt_drain(a);
+    cr_assert_eq(tpt_count(msgs, "ack"), 3);
+    json_decref(msgs);
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 4);
     tp_conn_close(a);
 }
