@@ -798,6 +798,15 @@ resume_one(tp_conn *c, const json_t *e, uint64_t mark, resume_seen *seen)
         tp__presence_send_snapshot(c, m); /* PROTOCOL.md: after resume */
         return;
     }
+    if (m->ord != NULL && rev > m->rev && access_known) {
+        /* A cluster node behind the rev the client got from another node:
+         * a snapshot now would take the client back. The node reads the
+         * log; the patches it then applies reach the client, which ignores
+         * those at or below its rev (PROTOCOL.md, "State per model"). */
+        tp__order_behind(m, rev);
+        tp__presence_send_snapshot(c, m);
+        return;
+    }
     long i = access_known ? tp__model_history_find(m, rev) : -1;
     /* Patches are the answer while they fit in what is left of the
      * resume's room (max_outbox_bytes), or take no more than the snapshot:

@@ -51,12 +51,13 @@ typedef struct tp__op {
 
 struct tp__ord {
     tp__op *head, *tail;
-    int busy;      /* ORD_*: the call in flight */
-    int synced;    /* read from the log (or created there) at least once */
-    int need_read; /* the node may be behind the log */
-    int64_t seen;  /* the highest rev a message announced */
-    int stalled;   /* the log cannot be reached: waiting for tp__order_resync */
-    size_t sidx;   /* index in hub->ord_stalled while stalled */
+    int busy;       /* ORD_*: the call in flight */
+    int synced;     /* read from the log (or created there) at least once */
+    int need_read;  /* the node may be behind the log */
+    int64_t seen;   /* the highest rev a message announced */
+    int64_t wanted; /* a rev a resuming client holds, past the node's */
+    int stalled;    /* the log cannot be reached: waiting for tp__order_resync */
+    size_t sidx;    /* index in hub->ord_stalled while stalled */
     /* The append in flight: the change and what it publishes. */
     tp__change ch;
     tp__buf *msg;
@@ -566,7 +567,7 @@ advance(tp__model *m)
             start_read(m, 0);
             return;
         }
-        if (o->need_read || o->seen > m->rev) {
+        if (o->need_read || o->seen > m->rev || o->wanted > m->rev) {
             start_read(m, m->rev);
             return;
         }
@@ -639,6 +640,7 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
     if (o == NULL || o->busy != ORD_READING)
         return;
     o->busy = ORD_IDLE;
+    o->wanted = 0;
     if (err != NULL) {
         char why[sizeof err->message + 48];
         snprintf(why, sizeof why, "cluster: the shared log cannot be read: %s", err->message);
@@ -726,6 +728,16 @@ tp__order_message(tp_hub *hub, const char *owner, const char *id, const tp__orde
         return;
     }
     o->need_read = 1;
+    advance(m);
+}
+
+void
+tp__order_behind(tp__model *m, int64_t rev)
+{
+    /* Not `seen`: a client's word is not the log's. One read answers it,
+     * whatever the rev said (tp__order_read_done clears it). */
+    if (rev > m->ord->wanted)
+        m->ord->wanted = rev;
     advance(m);
 }
 

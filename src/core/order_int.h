@@ -26,6 +26,8 @@ void tp__order_model_gone(tp__model *m);
 int tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
                     json_int_t ref);
 int tp__order_host(tp__model *m, json_t *patch, const tp__stamp *stamp);
+/* A client holds rev, past the node's: the model reads the log. */
+void tp__order_behind(tp__model *m, int64_t rev);
 /* Whether a client's ref is queued or in flight (a resend waits for it). */
 int tp__order_inflight(const tp_session *s, const char *client, json_int_t ref);
 /* A connection closes: its writes go on without it. */

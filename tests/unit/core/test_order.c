@@ -940,3 +940,73 @@ Test(order, the_writes_waiting_for_the_log_are_bounded)
     cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 4);
     tp_conn_close(a);
 }
+
+/* A client that got rev 11 on one node resumes on a node still at rev 1: it
+ * is never sent the older snapshot, and it reaches rev 11 and on once the
+ * node has read the log. A rev no node ever had costs one read. */
+Test(order, a_resume_ahead_of_the_node_waits_for_the_log)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    size_t map = (size_t)(lfind("", "map", 0) - L.models);
+    L.nodes[1].follows[map] = 0; /* node 1 hears nothing of map */
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    for (int i = 1; i <= 10; i++) {
+        char w[120];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"map\","
+                 "\"patch\":{\"n\":%d}}",
+                 i, i);
+        cr_assert_eq(tpt_feed(a, w), TP_OK);
+        pump_all();
+    }
+    L.nodes[1].follows[map] = 1;
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 1);
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", TP_CONN_RESUME, NULL);
+    cr_assert_eq(tpt_feed(b, "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":"
+                             "\"map\",\"rev\":11}]}"),
+                 TP_OK);
+    json_t *msgs = tpt_drain(b);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        cr_assert(id == NULL || strcmp(id, "map") != 0, "map sent before the read: %s",
+                  json_dumps(m, 0));
+    }
+    json_decref(msgs);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 11);
+    /* What it gets now is at or past rev 11: patches it ignores, or newer. */
+    msgs = tpt_drain(b);
+    json_array_foreach(msgs, i, m)
+    {
+        const char *type = json_string_value(json_object_get(m, "type"));
+        if (strcmp(type, "snapshot") == 0)
+            cr_assert_geq(json_integer_value(json_object_get(m, "rev")), 11);
+    }
+    json_decref(msgs);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":11,\"scope\":\"shared\",\"id\":\"map\","
+                             "\"patch\":{\"n\":11}}"),
+                 TP_OK);
+    pump_all();
+    view v = {11, 0};
+    drain(b, "map", &v, NULL, 0, NULL);
+    cr_assert_eq(v.rev, 12);
+    cr_assert_eq(v.gaps, 0);
+    /* A rev the log never had: one read, and the loop ends. */
+    tp__order_stats before, after;
+    tp__order_get_stats(L.nodes[1].hub, &before);
+    tp_conn *b2 = tp_conn_open(L.nodes[1].hub, "bob", TP_CONN_RESUME, NULL);
+    cr_assert_eq(tpt_feed(b2, "{\"type\":\"resume\",\"models\":[{\"scope\":\"shared\",\"id\":"
+                              "\"map\",\"rev\":1000}]}"),
+                 TP_OK);
+    pump_all();
+    tp__order_get_stats(L.nodes[1].hub, &after);
+    cr_assert_eq(after.reads, before.reads + 1);
+    tp_conn_close(a);
+    tp_conn_close(b);
+    tp_conn_close(b2);
+}
