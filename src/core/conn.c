@@ -144,6 +144,8 @@ tp_conn_open(tp_hub *hub, const char *tenant, int flags, tp_error *err)
     c->hub = hub;
     c->session = s;
     c->idx = s->conns.len - 1;
+    if (hub->order != NULL && s->conns.len == 1)
+        tp__order_session_seen(s, 1); /* its private models are followed again */
     c->num = ++hub->next_conn;
     if (hub->store != NULL && c->num > hub->conn_bound) {
         /* Connection ids stay unique across restarts (PROTOCOL.md: `conn`
@@ -198,8 +200,11 @@ tp_conn_close(tp_conn *c)
     tp__conn_unready(c);
     tp__conn_outbox_clear(c);
     tp__journal_conn_gone(c);
-    if (s->hub->order != NULL)
+    if (s->hub->order != NULL) {
         tp__order_conn_gone(c);
+        if (s->conns.len == 0 && !s->hub->freeing)
+            tp__order_session_seen(s, 0);
+    }
     if (c->client != NULL)
         c->client->conns--;
     tp__free(c->out);

@@ -341,15 +341,12 @@ tp__set_pending(tp__model *m, json_t *v, tp_error *err)
     return TP_OK;
 }
 
-int
-tp__publish_pending(tp__model *m)
+json_t *
+tp__host_patch(const tp__model *m, const json_t *value)
 {
-    if (m->pending == NULL)
-        return 0;
-    tp_error err;
-    json_t *patch = tp_merge_patch_diff(m->value, m->pending);
+    json_t *patch = tp_merge_patch_diff(m->value, value);
     if (patch == NULL)
-        return TP_ENOMEM;
+        return NULL;
     /* A lww-map field's winner replaces the field whole, so the host's write
      * names each changed field with its whole new value, not a nested diff. */
     if (m->kind == TP__LWW_MAP) {
@@ -357,25 +354,37 @@ tp__publish_pending(tp__model *m)
         json_t *pv;
         json_object_foreach(patch, key, pv)
         {
-            json_t *whole = json_object_get(m->pending, key);
+            json_t *whole = json_object_get(value, key);
             if (whole != NULL && json_object_set(patch, key, whole) != 0) {
                 json_decref(patch);
-                return TP_ENOMEM;
+                return NULL;
             }
         }
     }
+    return patch;
+}
+
+int
+tp__publish_pending(tp__model *m)
+{
+    if (m->pending == NULL)
+        return 0;
+    tp_error err;
     tp__change ch = {0};
     tp__stamp stamp = {0, 0, "", 0};
     tp__stamp_now(m->hub, &stamp);
     if (m->ord != NULL) {
-        /* In the shared order the change waits for its turn (order.c). */
-        int rc = tp__order_host(m, patch, &stamp);
-        json_decref(patch);
+        /* In the shared order the value waits for its turn (order.c), and
+         * its patch is taken then, from the model as the log has it. */
+        int rc = tp__order_host(m, m->pending, &stamp);
         if (rc != TP_OK)
             return rc;
         dirty_remove(m);
         return 1;
     }
+    json_t *patch = tp__host_patch(m, m->pending);
+    if (patch == NULL)
+        return TP_ENOMEM;
     tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, &err);
     if (rc == 0)

@@ -114,6 +114,9 @@ tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
 /* tp__publish_pending publishes a model's pending host value, if any: returns
  * the members changed (0: none, or nothing pending) or a negative code. */
 int tp__publish_pending(tp__model *m);
+/* tp__host_patch returns the merge patch that makes the model's value
+ * value, as a host write merges it (new), or NULL (out of memory). */
+json_t *tp__host_patch(const tp__model *m, const json_t *value);
 /* tp__set_pending makes v a model's pending host value (takes the reference). */
 int tp__set_pending(tp__model *m, json_t *v, tp_error *err);
 /* tp__parse_value parses a host value: an object, nulls stripped, defaults filled, valid. */

@@ -37,6 +37,7 @@ enum { OLOG_KNOWN, OLOG_LOADING, OLOG_UNKNOWN };
 typedef struct tp__op {
     struct tp__op *next;
     json_t *patch;       /* the merge patch (owned) */
+    json_t *value;       /* or a host's whole value (owned): patched in its turn */
     tp__stamp stamp;     /* its stamp (lww-map) */
     tp_session *session; /* the writer's session, NULL for the host */
     tp_conn *conn;       /* the writer, NULL for the host or once it closed */
@@ -57,6 +58,7 @@ struct tp__ord {
     int64_t seen;   /* the highest rev a message announced */
     int64_t wanted; /* a rev a resuming client holds, past the node's */
     int stalled;    /* the log cannot be reached: waiting for tp__order_resync */
+    int dormant;    /* a private model no connection here sees: not followed, maybe behind */
     size_t sidx;    /* index in hub->ord_stalled while stalled */
     /* The append in flight: the change and what it publishes. */
     tp__change ch;
@@ -93,6 +95,7 @@ op_free(tp_hub *hub, tp__op *op)
             moved->sidx = op->sidx;
     }
     json_decref(op->patch);
+    json_decref(op->value);
     tp__free(op->client);
     tp__free(op);
 }
@@ -483,6 +486,15 @@ start_append(tp__model *m)
     tp_hub *hub = m->hub;
     tp_error err = {0, ""};
     tp__change *ch = &o->ch;
+    if (op->value != NULL) {
+        /* A host's value: its patch against the model as it is now. */
+        json_decref(op->patch);
+        op->patch = tp__host_patch(m, op->value);
+        if (op->patch == NULL) {
+            fail_op(m, TP_EINTERNAL, "out of memory");
+            return 0;
+        }
+    }
     tp__schema_budget_begin(m->schema);
     int rc = tp__merge_compute(m, op->patch, &op->stamp, op->conn, ch, &err);
     size_t bytes = 0;
@@ -562,7 +574,8 @@ static void
 advance(tp__model *m)
 {
     struct tp__ord *o = m->ord;
-    while (o != NULL && o->busy == ORD_IDLE && !o->stalled) {
+    while (o != NULL && o->busy == ORD_IDLE && !o->stalled &&
+           !(o->dormant && o->synced && o->head == NULL)) {
         if (!o->synced) {
             start_read(m, 0);
             return;
@@ -717,8 +730,8 @@ tp__order_message(tp_hub *hub, const char *owner, const char *id, const tp__orde
 {
     tp__model *m = model_named(hub, owner, id);
     struct tp__ord *o = m != NULL ? m->ord : NULL;
-    if (o == NULL || e->rev <= m->rev)
-        return; /* this node's own append, or one it read already */
+    if (o == NULL || o->dormant || e->rev <= m->rev)
+        return; /* this node's own append, one it read already, or no longer followed */
     if (e->rev > o->seen)
         o->seen = e->rev;
     if (o->busy != ORD_IDLE || !o->synced)
@@ -807,6 +820,16 @@ tp__order_get_stats(const tp_hub *hub, tp__order_stats *out)
 
 /* ---- Models joining and leaving ---- */
 
+static void
+follow(tp__model *m, int on)
+{
+    tp_hub *hub = m->hub;
+    tp_error err = {0, ""};
+    if (hub->order->follow(hub->order_be, owner_of(m), m->id, on, &err) != TP_OK)
+        tp__log(&hub->log, TP_LOG_WARN, "cluster: cannot %sfollow %s/%s: %s", on ? "" : "stop to ",
+                owner_of(m), m->id, err.message);
+}
+
 int
 tp__order_model_added(tp__model *m)
 {
@@ -816,13 +839,31 @@ tp__order_model_added(tp__model *m)
     m->ord = tp__calloc(1, sizeof *m->ord);
     if (m->ord == NULL)
         return TP_ENOMEM;
-    tp_error err = {0, ""};
-    if (hub->order->follow(hub->order_be, owner_of(m), m->id, 1, &err) != TP_OK)
-        tp__log(&hub->log, TP_LOG_WARN, "cluster: cannot follow %s/%s: %s", owner_of(m), m->id,
-                err.message);
+    /* Read (or created) now all the same: a node starts from the log. */
+    m->ord->dormant = !m->shared && m->owner->conns.len == 0;
+    if (!m->ord->dormant)
+        follow(m, 1);
     hub->unsynced++;
     advance(m);
     return TP_OK;
+}
+
+void
+tp__order_session_seen(tp_session *s, int seen)
+{
+    void *v;
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
+        tp__model *m = v;
+        struct tp__ord *o = m->ord;
+        if (o == NULL || o->dormant == !seen)
+            continue;
+        o->dormant = !seen;
+        follow(m, seen);
+        /* Woken: behind by whatever happened while it slept. Dormant: the
+         * next change reads the log first. */
+        o->need_read = 1;
+        advance(m);
+    }
 }
 
 void
@@ -834,7 +875,8 @@ tp__order_model_gone(tp__model *m)
     tp_hub *hub = m->hub;
     if (!hub->freeing) {
         tp_error err = {0, ""};
-        (void)hub->order->follow(hub->order_be, owner_of(m), m->id, 0, &err);
+        if (!o->dormant)
+            (void)hub->order->follow(hub->order_be, owner_of(m), m->id, 0, &err);
         while (o->head != NULL)
             fail_op(m, TP_ENOTFOUND, "id: the model is gone");
         if (!o->synced)
@@ -871,8 +913,8 @@ tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error *err
 /* ---- Changes joining the queue ---- */
 
 static int
-enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const char *client,
-        json_int_t ref)
+enqueue(tp__model *m, json_t *patch, json_t *value, const tp__stamp *stamp, tp_conn *c,
+        const char *client, json_int_t ref)
 {
     if (m->hub->ord_queued >= m->hub->ord_max_queued)
         return TP_ERATELIMITED;
@@ -895,6 +937,7 @@ enqueue(tp__model *m, json_t *patch, const tp__stamp *stamp, tp_conn *c, const c
         snprintf(op->origin, sizeof op->origin, "host");
     }
     op->patch = json_incref(patch);
+    op->value = json_incref(value);
     op->stamp = *stamp;
     op->ref = ref;
     op->m = m;
@@ -914,13 +957,13 @@ int
 tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
                 json_int_t ref)
 {
-    return enqueue(m, (json_t *)patch, stamp, c, c->client ? c->client->id : NULL, ref);
+    return enqueue(m, (json_t *)patch, NULL, stamp, c, c->client ? c->client->id : NULL, ref);
 }
 
 int
-tp__order_host(tp__model *m, json_t *patch, const tp__stamp *stamp)
+tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp)
 {
-    return enqueue(m, patch, stamp, NULL, NULL, 0);
+    return enqueue(m, NULL, value, stamp, NULL, NULL, 0);
 }
 
 int

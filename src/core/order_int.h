@@ -22,14 +22,19 @@ int tp__order_model_added(tp__model *m);
 void tp__order_model_gone(tp__model *m);
 /* tp__order_write queues a client's write (its merge patch, stamped); the
  * outcome reaches tp__conn_write_done once the log has it or refused it.
- * tp__order_host queues a host's change (the patch of its pending value). */
+ * tp__order_host queues a host's value (a reference is taken): its patch is
+ * taken in its turn, from the model as the log has it then. */
 int tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
                     json_int_t ref);
-int tp__order_host(tp__model *m, json_t *patch, const tp__stamp *stamp);
+int tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp);
 /* A client holds rev, past the node's: the model reads the log. */
 void tp__order_behind(tp__model *m, int64_t rev);
 /* Whether a client's ref is queued or in flight (a resend waits for it). */
 int tp__order_inflight(const tp_session *s, const char *client, json_int_t ref);
+/* A session's first connection opened (seen 1), or its last closed (0): a
+ * node follows a private model only while a connection of its tenant is on
+ * the node; the others are dormant, read from the log when next needed. */
+void tp__order_session_seen(tp_session *s, int seen);
 /* A connection closes: its writes go on without it. */
 void tp__order_conn_gone(tp_conn *c);
 

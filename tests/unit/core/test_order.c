@@ -745,6 +745,8 @@ Test(order, host_changes_go_through_the_log)
     node_start(1, "t");
     pump_all();
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    tp_conn *a = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL); /* alice's notes followed */
+    pump_all();
     tpt_drain_all(L.nodes[1].hub);
     cr_assert_eq(tp_hub_set_shared(L.nodes[0].hub, "map", "{\"title\":\"h\",\"n\":9}", NULL),
                  TP_OK);
@@ -767,6 +769,63 @@ Test(order, host_changes_go_through_the_log)
     cr_assert_str_eq(json_string_value(json_object_get(p, "origin")), "host");
     json_decref(msgs);
     tp_conn_close(b);
+    tp_conn_close(a);
+}
+
+/* A node follows a private model only while a connection of its tenant is
+ * there: the others' changes cost it nothing, and the first connection
+ * catches the model up (a snapshot of what the node held, then the rest). */
+Test(order, private_models_no_connection_sees_are_not_followed)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    size_t notes = (size_t)(lfind("alice", "notes", 0) - L.models);
+    cr_assert_eq(L.nodes[1].follows[notes], 0);
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(L.nodes[0].follows[notes], 1);
+    for (int i = 1; i <= 3; i++) {
+        char w[120];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"notes\","
+                 "\"patch\":{\"n\":%d}}",
+                 i, i);
+        cr_assert_eq(tpt_feed(a, w), TP_OK);
+        pump_all();
+    }
+    tp__order_stats st;
+    tp__order_get_stats(L.nodes[1].hub, &st);
+    cr_assert_eq(st.applied, 0);
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(L.nodes[1].hub, "alice"), "notes"), 1);
+    /* alice connects to node 1: it follows notes again and catches up. */
+    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(L.nodes[1].follows[notes], 1);
+    pump_all();
+    cr_assert_eq(tp_session_rev(tp_hub_tenant(L.nodes[1].hub, "alice"), "notes"), 4);
+    view v = {0, 0};
+    drain(a2, "notes", &v, NULL, 0, NULL);
+    cr_assert_eq(v.rev, 4);
+    cr_assert_eq(v.gaps, 0);
+    /* Its last connection gone, node 1 stops following it. */
+    tp_conn_close(a2);
+    cr_assert_eq(L.nodes[1].follows[notes], 0);
+    /* A host value set there is patched against the newest state (the log
+     * is read first): a member it lacks is deleted, though node 1 never saw
+     * it. */
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":4,\"scope\":\"private\",\"id\":"
+                             "\"notes\",\"patch\":{\"c\":1}}"),
+                 TP_OK);
+    pump_all();
+    cr_assert_eq(tp_session_set(tp_hub_tenant(L.nodes[1].hub, "alice"), "notes",
+                                "{\"title\":\"t\",\"n\":3,\"b\":2}", NULL),
+                 TP_OK);
+    tp_hub_sync(L.nodes[1].hub);
+    pump_all();
+    cr_assert_eq(lfind("alice", "notes", 0)->rev, 6);
+    char *val = tp_session_get(tp_hub_tenant(L.nodes[0].hub, "alice"), "notes");
+    cr_assert(tpt_json_text_eq(val, "{\"title\":\"t\",\"n\":3,\"b\":2}"), "%s", val);
+    tp_free(val);
+    tp_conn_close(a);
 }
 
 Test(order, a_node_far_behind_gets_the_snapshot)
