@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "auth/jwt.h"
+#include "cluster/redis.h"
 #include "core/route.h"
 #include "daemon/luamerge.h"
 #include "util/addr.h"
@@ -581,6 +582,66 @@ check_storage(ctx *c, const json_t *storage, tp__config *cfg)
     return 0;
 }
 
+/* ---- cluster ---- */
+
+static int
+check_cluster(ctx *c, const json_t *cluster, tp__config *cfg)
+{
+    static const char *const keys[] = {"redis", "node", "history", "connect_timeout_ms", NULL};
+    if (want_object(c, cluster) != 0 || only(c, cluster, keys) != 0)
+        return -1;
+    const json_t *redis = json_object_get(cluster, "redis");
+    size_t was = push(c, "redis");
+    if (redis == NULL)
+        return fail(c, "required: the Redis every node shares (redis://HOST:PORT/DB)");
+    if (want_string(c, redis) != 0)
+        return -1;
+    tp__redis_url url;
+    tp_error e = {0, ""};
+    if (tp__redis_url_parse(json_string_value(redis), &url, &e) != TP_OK) {
+        /* The scheme's message quotes the URL, which may hold a password: cut it there. */
+        char *quoted = strstr(e.message, " in '");
+        if (quoted != NULL)
+            *quoted = '\0';
+        return fail(c, "%s", e.message);
+    }
+    /* The URL may hold a password: it is kept, never quoted in a message or a log line. */
+    if ((cfg->cluster_redis = dup_string(c, json_string_value(redis))) == NULL)
+        return -1;
+    pop(c, was);
+    const json_t *node = json_object_get(cluster, "node");
+    was = push(c, "node");
+    if (node == NULL)
+        return fail(c,
+                    "required: this node's name, unique in the cluster (1 to %d of "
+                    "A-Z a-z 0-9 . _ -)",
+                    TP__CLUSTER_NODE_MAX);
+    if (want_string(c, node) != 0)
+        return -1;
+    const char *n = json_string_value(node);
+    size_t len = strlen(n);
+    int ok = len >= 1 && len <= TP__CLUSTER_NODE_MAX;
+    for (const char *p = n; *p != '\0' && ok; p++)
+        ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+             *p == '.' || *p == '_' || *p == '-';
+    if (!ok) {
+        char q[128];
+        quote(n, q, sizeof q);
+        return fail(c, "expected 1 to %d of A-Z a-z 0-9 . _ -, got %s", TP__CLUSTER_NODE_MAX, q);
+    }
+    if ((cfg->cluster_node = dup_string(c, n)) == NULL)
+        return -1;
+    pop(c, was);
+    cfg->cluster_history = TP__CLUSTER_HISTORY;
+    cfg->cluster_connect_timeout_ms = TP__CLUSTER_CONNECT_TIMEOUT_MS;
+    return member_uint(c, cluster, "history", 1, TP__CLUSTER_HISTORY_MAX, &cfg->cluster_history) !=
+                       0 ||
+                   member_uint(c, cluster, "connect_timeout_ms", 100, 600000,
+                               &cfg->cluster_connect_timeout_ms) != 0
+               ? -1
+               : 0;
+}
+
 /* ---- admin_token_env and origins ---- */
 
 static int
@@ -1090,7 +1151,8 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
         "tls",
         "metrics_token_env",
         "webhooks",
-        "merges", // clang-format: one key a line
+        "merges",
+        "cluster", // clang-format: one key a line
         NULL,
     };
     if (!json_is_object(root))
@@ -1130,12 +1192,22 @@ check_root(ctx *c, const json_t *root, tp__config *cfg)
     } else if ((cfg->route = dup_string(c, TP__DAEMON_ROUTE)) == NULL) {
         return -1;
     }
+    const json_t *cluster = json_object_get(root, "cluster");
+    if (cluster != NULL) {
+        was = push(c, "cluster");
+        if (check_cluster(c, cluster, cfg) != 0)
+            return -1;
+        pop(c, was);
+    }
     if ((v = json_object_get(root, "storage")) != NULL) {
         was = push(c, "storage");
+        if (cluster != NULL)
+            return fail(c, "not with \"cluster\": Redis is a cluster's store, and a node keeps "
+                           "nothing on disk (remove \"storage\")");
         if (check_storage(c, v, cfg) != 0)
             return -1;
         pop(c, was);
-    } else {
+    } else if (cluster == NULL) {
         /* Durable unless asked otherwise: SQLite is the default store. */
         if ((cfg->sqlite = dup_string(c, TP__DAEMON_SQLITE)) == NULL)
             return -1;
@@ -1388,5 +1460,7 @@ tp__config_clear(tp__config *cfg)
         free(cfg->merges[i].lua_file);
     }
     free(cfg->merges);
+    free(cfg->cluster_redis);
+    free(cfg->cluster_node);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -32,6 +32,12 @@ void tp__derror_set(tp__derror *err, const char *source, const char *path, const
 #define TP__DAEMON_SQLITE "transports.db" /* storage when the config names none */
 #define TP__DAEMON_AUTOSYNC_MS 50
 
+/* "cluster" (DESIGN.md, "Scale-out on Redis"; docs/cluster.md): its defaults and bounds. */
+#define TP__CLUSTER_NODE_MAX 64              /* bytes of a node name, [A-Za-z0-9._-] */
+#define TP__CLUSTER_HISTORY 256              /* log entries kept per model in Redis */
+#define TP__CLUSTER_HISTORY_MAX 100000       /* the log's own bound (TP__CLOG_KEEP_MAX) */
+#define TP__CLUSTER_CONNECT_TIMEOUT_MS 10000 /* Redis must answer the start within this */
+
 /*
  * A merge strategy of "merges": its Lua script inline (lua) or in a file
  * (lua_file, relative to the config file's directory), and its budgets
@@ -84,6 +90,12 @@ typedef struct tp__config {
     size_t n_webhooks;
     tp__config_merge *merges; /* "merges", checked, in the file's order */
     size_t n_merges;
+    /* "cluster": the node's Redis (a URL checked by tp__redis_url_parse) and name, or
+     * cluster_redis NULL: one node on its own. A cluster node has no storage (sqlite NULL). */
+    char *cluster_redis;
+    char *cluster_node;
+    unsigned cluster_history;            /* log entries kept per model (TP__CLUSTER_HISTORY) */
+    unsigned cluster_connect_timeout_ms; /* the start's bound, and each connection's */
 } tp__config;
 
 /*

@@ -158,6 +158,42 @@ class ConfigErrors(unittest.TestCase):
         self.assert_refused(variant(["auth", "mode"], "magic"), "auth.mode", "magic")
         self.assert_refused(variant(["storage", "redis"], "x"), "storage.redis")
 
+    def test_bad_cluster(self):
+        # Each refusal of "cluster" (docs/daemon.md), before anything is connected: none of
+        # these reaches Redis, and the password of a URL never shows in the message.
+        good = {"redis": "redis://127.0.0.1:6379/0", "node": "n1"}
+
+        def cluster(**kw):
+            c = dict(good)
+            c.update(kw)
+            return variant(["cluster"], {k: v for k, v in c.items() if v is not None})
+        self.assert_refused(variant(["cluster"], "redis://127.0.0.1"), "cluster",
+                            "expected an object")
+        self.assert_refused(cluster(nodes=3), "cluster.nodes", "unknown key")
+        self.assert_refused(cluster(redis=None), "cluster.redis", "required")
+        self.assert_refused(cluster(redis=6379), "cluster.redis", "expected a string")
+        line = self.assert_refused(cluster(redis="rediss://user:s3cret@127.0.0.1:6379"),
+                                   "cluster.redis", "scheme")
+        self.assertNotIn("s3cret", line)
+        self.assert_refused(cluster(redis="redis://127.0.0.1:0"), "cluster.redis", "port")
+        self.assert_refused(cluster(redis="redis://127.0.0.1/x"), "cluster.redis", "db")
+        self.assert_refused(cluster(node=None), "cluster.node", "required")
+        for bad in ("", "n 1", "n/1", "é", "n" * 65):
+            with self.subTest(node=bad):
+                self.assert_refused(cluster(node=bad), "cluster.node", "A-Z a-z 0-9 . _ -")
+        self.assert_refused(cluster(history=0), "cluster.history", "out of range")
+        self.assert_refused(cluster(history=100001), "cluster.history", "out of range")
+        self.assert_refused(cluster(connect_timeout_ms=-1), "cluster.connect_timeout_ms",
+                            "out of range")
+        # Redis is the store of a cluster: a node keeps nothing on disk.
+        for storage in ({"sqlite": "x.db"}, {"memory": True}):
+            with self.subTest(storage=storage):
+                cfg = cluster()
+                cfg["storage"] = storage
+                self.assert_refused(cfg, "storage", 'not with "cluster"')
+        self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "x.db")))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp.name, "transports.db")))
+
     def test_address_in_use_exits_1(self):
         # Exit 1 (the server cannot start), not 2: the config is fine.
         import socket

@@ -287,6 +287,80 @@ Test(config, storage_is_memory_or_sqlite)
     tp__daemon_free(built(WITH_DOC(",\"storage\":{\"memory\":true}")));
 }
 
+/* ---- cluster ---- */
+
+#define CLUSTER(members) WITH_DOC(",\"cluster\":{" members "}")
+
+Test(config, cluster_needs_redis_and_node_and_no_storage)
+{
+    tp__daemon *d = built(CLUSTER("\"redis\":\"redis://127.0.0.1:6379/0\",\"node\":\"n1\""));
+    cr_assert_str_eq(d->cfg.cluster_redis, "redis://127.0.0.1:6379/0");
+    cr_assert_str_eq(d->cfg.cluster_node, "n1");
+    cr_assert_eq(d->cfg.cluster_history, 256, "the log's default keep");
+    cr_assert_eq(d->cfg.cluster_connect_timeout_ms, 10000);
+    cr_assert_null(d->cfg.sqlite, "a cluster node has no database");
+    cr_assert_null(d->store);
+    tp__daemon_free(d);
+    cr_assert_neq(access("transports.db", F_OK), 0, "nothing on disk (no default database)");
+    d = built(CLUSTER("\"redis\":\"redis://u:p%40ss@10.0.0.1:7000\",\"node\":\"a.B_c-9\","
+                      "\"history\":1000,\"connect_timeout_ms\":2500"));
+    cr_assert_eq(d->cfg.cluster_history, 1000);
+    cr_assert_eq(d->cfg.cluster_connect_timeout_ms, 2500);
+    tp__daemon_free(d);
+
+    refused(WITH_DOC(",\"cluster\":\"redis://x\""),
+            "demo.json: cluster: expected an object, got string");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n1\",\"nodes\":3"),
+            "demo.json: cluster.nodes: unknown key");
+    refused(CLUSTER("\"node\":\"n1\""),
+            "demo.json: cluster.redis: required: the Redis every node shares "
+            "(redis://HOST:PORT/DB)");
+    refused(CLUSTER("\"redis\":6379,\"node\":\"n1\""),
+            "demo.json: cluster.redis: expected a string, got integer");
+    refused(CLUSTER("\"redis\":\"http://h:6379\",\"node\":\"n1\""),
+            "demo.json: cluster.redis: redis url: scheme: expected redis:// or unix://");
+    refused(CLUSTER("\"redis\":\"rediss://u:secret@h:6379\",\"node\":\"n1\""),
+            "demo.json: cluster.redis: redis url: scheme: expected redis:// or unix://");
+    refused(CLUSTER("\"redis\":\"redis://h:99999\",\"node\":\"n1\""),
+            "demo.json: cluster.redis: redis url: port: '99999' is not a number from 1 to 65535");
+    refused(CLUSTER("\"redis\":\"redis://:@h\",\"node\":\"n1\""),
+            "demo.json: cluster.redis: redis url: password: empty");
+    refused(CLUSTER("\"redis\":\"redis://h\""),
+            "demo.json: cluster.node: required: this node's name, unique in the cluster (1 to 64 "
+            "of A-Z a-z 0-9 . _ -)");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"\""),
+            "demo.json: cluster.node: expected 1 to 64 of A-Z a-z 0-9 . _ -, got \"\"");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n 1\""),
+            "demo.json: cluster.node: expected 1 to 64 of A-Z a-z 0-9 . _ -, got \"n 1\"");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n:1\""),
+            "demo.json: cluster.node: expected 1 to 64 of A-Z a-z 0-9 . _ -, got \"n:1\"");
+    /* 65 bytes: one over. */
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":"
+                    "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\""),
+            "demo.json: cluster.node: expected 1 to 64 of A-Z a-z 0-9 . _ -, got "
+            "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...\"");
+    tp__daemon_free(
+        built(CLUSTER("\"redis\":\"redis://h\",\"node\":"
+                      "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\"")));
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n1\",\"history\":0"),
+            "demo.json: cluster.history: 0 is out of range (1 to 100000)");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n1\",\"history\":100001"),
+            "demo.json: cluster.history: 100001 is out of range (1 to 100000)");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n1\",\"connect_timeout_ms\":\"1s\""),
+            "demo.json: cluster.connect_timeout_ms: expected an integer, got string");
+    refused(CLUSTER("\"redis\":\"redis://h\",\"node\":\"n1\",\"connect_timeout_ms\":99"),
+            "demo.json: cluster.connect_timeout_ms: 99 is out of range (100 to 600000)");
+    refused(WITH_DOC(",\"cluster\":{\"redis\":\"redis://h\",\"node\":\"n1\"},"
+                     "\"storage\":{\"sqlite\":\"x.db\"}"),
+            "demo.json: storage: not with \"cluster\": Redis is a cluster's store, and a node "
+            "keeps nothing on disk (remove \"storage\")");
+    refused(WITH_DOC(",\"cluster\":{\"redis\":\"redis://h\",\"node\":\"n1\"},"
+                     "\"storage\":{\"memory\":true}"),
+            "demo.json: storage: not with \"cluster\": Redis is a cluster's store, and a node "
+            "keeps nothing on disk (remove \"storage\")");
+    cr_assert_neq(access("x.db", F_OK), 0);
+}
+
 Test(config, admin_token_env_is_a_variable_name)
 {
     refused(WITH_DOC(",\"admin_token_env\":true"),
