@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "core/hostops.h"
+#include "daemon/cluster.h"
 #include "net/hostapi.h"
+#include "net/net.h"
 #include "net/webhook.h"
 #include "util/map.h"
 
@@ -570,6 +572,8 @@ tp__daemon_free(tp__daemon *d)
         return;
     /* The hub holds its own reference to every schema it uses. */
     tp_hub_free(d->hub);
+    /* After the hub, which may still call its order's backend as it goes. */
+    tp__cluster_free(d->cluster);
     tp_store_free(d->store);
     for (size_t i = 0; i < d->n_schemas; i++)
         tp_schema_free(d->schemas[i]);
@@ -682,4 +686,32 @@ tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err)
         return -1;
     }
     return 0;
+}
+
+int
+tp__daemon_cluster(tp__daemon *d, tp_server *server, volatile sig_atomic_t *stop, tp__derror *err)
+{
+    if (d->cfg.cluster_redis == NULL)
+        return 0;
+    tp__cluster_config cc = {d->cfg.cluster_redis, d->cfg.cluster_node, d->cfg.cluster_history,
+                             d->cfg.cluster_connect_timeout_ms, &d->opt};
+    tp_error e = {0, ""};
+    /* The server's loop (net.h): the link's connections, timers and
+     * callbacks run on it, beside the WebSocket connections. */
+    d->cluster = tp__cluster_new(d->hub, &server->loop, &cc, &e);
+    if (d->cluster == NULL) {
+        snprintf(err->message, sizeof err->message, "cluster: %s", e.message);
+        return -1;
+    }
+    char why[900];
+    int rc = tp__cluster_sync(d->cluster, stop, why, sizeof why);
+    if (rc < 0)
+        snprintf(err->message, sizeof err->message, "cluster: %s", why);
+    return rc;
+}
+
+void
+tp__daemon_cluster_stop(tp__daemon *d)
+{
+    tp__cluster_stop(d->cluster);
 }

@@ -8,6 +8,7 @@
 #ifndef TP_DAEMON_DAEMON_H
 #define TP_DAEMON_DAEMON_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -51,6 +52,9 @@ typedef struct tp__daemon {
     tp__lua_merge **luas;
     size_t n_luas;
     const tp_merge **merge_list;
+    /* "cluster": the node's backend of the shared order (daemon/cluster.h),
+     * made once the server's loop exists (tp__daemon_cluster), or NULL. */
+    struct tp__cluster *cluster;
 } tp__daemon;
 
 /* ---- Life cycle ---- */
@@ -100,6 +104,24 @@ int tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, 
  * Returns 0, or -1 with err.
  */
 int tp__daemon_webhooks(tp__daemon *d, tp_server *server, tp__derror *err);
+
+/*
+ * tp__daemon_cluster makes a cluster node of a daemon whose config has
+ * "cluster" (nothing to do otherwise: 0): the Redis link on the server's
+ * loop, the hub's shared order, then the loop runs until every model is read
+ * from Redis (or created there), before the server accepts anyone. Returns 0
+ * (synced, or no cluster), 1 when *stop became non-zero meanwhile, or -1
+ * with err ("cluster: redis at HOST:PORT did not answer within N ms: ...").
+ */
+int tp__daemon_cluster(tp__daemon *d, tp_server *server, volatile sig_atomic_t *stop,
+                       tp__derror *err);
+
+/*
+ * tp__daemon_cluster_stop closes the node's link to Redis: call it after the
+ * server stopped and before tp_server_free (whose last loop runs close the
+ * link's handles). Nothing without a cluster; idempotent.
+ */
+void tp__daemon_cluster_stop(tp__daemon *d);
 
 /* ---- Logging ---- */
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon/cluster.h"
 #include "daemon/daemon.h"
 
 /*
@@ -174,11 +175,29 @@ main(int argc, char **argv)
         return 2;
     }
     running = server;
+    /* A cluster node reads its models from Redis before it serves: the
+     * listener is bound already (tp_server_new), and clients that come now
+     * wait in its backlog until tp_server_run accepts them. */
+    int synced = tp__daemon_cluster(d, server, &stop_signal, &derr);
+    if (synced < 0) {
+        fprintf(stderr, "transportsd: %s\n", derr.message);
+        handle_signals(SIG_DFL);
+        running = NULL;
+        tp__daemon_cluster_stop(d);
+        tp_server_free(server);
+        tp__daemon_free(d);
+        return 1;
+    }
     char host[300];
     listen_host(d->cfg.listen, host, sizeof host);
     if (d->cfg.sqlite != NULL)
         tp__daemon_log(&opt, TP_LOG_INFO, "storage sqlite=%s %s", d->cfg.sqlite,
                        d->restored ? "restored" : "new (the config's state is stored)");
+    else if (d->cluster != NULL)
+        tp__daemon_log(&opt, TP_LOG_INFO,
+                       "storage redis=%s (the cluster's; the config's state "
+                       "is the initial state of models Redis does not hold)",
+                       tp__cluster_where(d->cluster));
     else
         tp__daemon_log(&opt, TP_LOG_INFO, "storage memory (nothing outlives the process)");
     if (d->n_diffs > 0)
@@ -218,6 +237,8 @@ main(int argc, char **argv)
                    stop_signal == SIGINT    ? "SIGINT"
                    : stop_signal == SIGTERM ? "SIGTERM"
                                             : "none");
+    /* The link first: the server's last loop runs close its handles. */
+    tp__daemon_cluster_stop(d);
     tp_server_free(server);
     tp__daemon_free(d);
     if (rc != TP_OK) {
