@@ -21,6 +21,7 @@ docs/protocol.md, connected to different nodes:
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import subprocess
@@ -157,6 +158,40 @@ class Fanout(ClusterTestCase):
                 t3[("private", "p")]["value"], body="private n1")))
 
         self.run_async(run())
+
+
+class InRedis(ClusterTestCase):
+
+    def test_history_bounds_each_log_and_private_outcomes_are_recorded(self):
+        # cluster.history is the log's keep: 5 entries per model, whatever was written.
+        d = self.node("n1", history=5)
+        r = self.redis.client()
+
+        async def run():
+            a, _, _ = await open_client(d, "alice")
+            await a.send({"type": "ping", "ref": 0, "client": "kept-1"})
+            await a.wait_type("pong")
+            for i in range(1, 21):
+                await write(a, i, "shared", "board", {"f%d" % i: i})
+            acks = []
+            for i in range(21, 24):
+                ack, _ = await write(a, i, "private", "p", {"body": "v%d" % i})
+                acks.append(ack)
+            await close_all([a])
+            return acks
+        acks = self.run_async(run())
+        board = r.hgetall("tp:{shared:board}:m")
+        self.assertEqual(r.llen("tp:{shared:board}:l"), 5)
+        rev = int(board[b"rev"])
+        # The newest 5 entries, in rev order: each a log element carrying its rev.
+        revs = [int(e[2:e.index(b":")]) for e in r.lrange("tp:{shared:board}:l", 0, -1)]
+        self.assertEqual(revs, list(range(rev - 4, rev + 1)))
+        self.assertEqual(r.llen("tp:{alice}:l:p"), 4)  # the creation and three writes
+        # A private write's ack is its recorded outcome, byte for byte what the client got.
+        outcomes = r.hgetall("tp:{alice}:c:kept-1")
+        for ack in acks:
+            self.assertEqual(json.loads(outcomes[b"o%d" % ack["ref"]]), ack)
+        self.assertEqual(int(outcomes[b"highest"]), 23)
 
 
 class Concurrent(ClusterTestCase):
