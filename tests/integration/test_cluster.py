@@ -69,6 +69,23 @@ async def snapshots(d, tenant):
     return {k: (s["rev"], s["value"]) for k, s in snaps.items()}
 
 
+async def settled(ds, tenant, want=None):
+    """Fresh snapshots of every node in ds, read again until they are all equal (and, with
+    want {(scope, id): rev}, at those revs): a node applies another node's change a moment
+    after that node acked it (pub/sub). Returns {daemon: snapshots}."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while True:
+        got = {d: await snapshots(d, tenant) for d in ds}
+        first = got[ds[0]]
+        if all(g == first for g in got.values()) and all(
+                first[k][0] == rev for k, rev in (want or {}).items()):
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the nodes did not settle on one state%s: %r" % (
+                " at %r" % want if want else "", list(got.values())))
+        await asyncio.sleep(0.02)
+
+
 async def write(c, ref, scope, id, patch):
     """Sends a write and returns (ack, messages before it)."""
     await c.send({"type": "write", "ref": ref, "scope": scope, "id": id, "patch": patch})
@@ -149,8 +166,9 @@ class Fanout(ClusterTestCase):
             self.assertEqual((m["from"], m["rev"], m["patch"]), (base + 1, base + 2, {"n": 7}))
             await close_all([a1, b3, a3])
 
-            # Node 2 had no connection: a fresh one sees everything.
-            snaps = await snapshots(n2, "alice")
+            # Node 2 had no connection: a fresh one sees everything (once it applied the
+            # last change, published a moment ago).
+            snaps = (await settled([n1, n2, n3], "alice", {("shared", "board"): base + 2}))[n2]
             self.assertEqual(snaps[("shared", "board")][0], base + 2)
             self.assertEqual(snaps[("shared", "board")][1]["body"], "from n1")
             self.assertEqual(snaps[("shared", "board")][1]["n"], 7)
@@ -242,7 +260,8 @@ class Concurrent(ClusterTestCase):
                 self.assertEqual(sorted(revs), list(range(base[model] + 1,
                                                           base[model] + 1 + len(revs))))
             # After quiescence: every node's fresh snapshot is the same, at base + writes.
-            finals = {d: await snapshots(d, "bob") for d in ns}
+            finals = await settled(ns, "bob", {("shared", m): base[m] + len(
+                [1 for a in acks if a[0] == m]) for m in SHARED})
             for model in SHARED:
                 n = len([1 for m, _, _ in acks if m == model])
                 for d in ns:
@@ -309,6 +328,15 @@ class FromRedis(ClusterTestCase):
             await close_all([a])
             return acks
         acks = self.run_async(writes(1))
+
+        async def caught_up(d, rev):
+            # Node 2 gets node 1's changes through pub/sub, a moment after the acks.
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while (await snapshots(d, "alice"))[("shared", "board")][0] != rev:
+                if asyncio.get_running_loop().time() > deadline:
+                    self.fail("node 2 did not reach rev %d" % rev)
+                await asyncio.sleep(0.02)
+        self.run_async(caught_up(n2, acks[-1]))
         self.redis.kill()
         down = n1.wait_log(r"cluster node=n1 redis=127\.0\.0\.1:\d+ down")
         n2.wait_log(r"cluster node=n2 redis=127\.0\.0\.1:\d+ down")
@@ -351,9 +379,9 @@ class FromRedis(ClusterTestCase):
             return m["rev"]
         rev = self.run_async(after())
         self.assertGreater(rev, acks[-1])
+        finals = self.run_async(settled([n1, n2], "alice", {("shared", "board"): rev}))
         for d in (n1, n2):
-            board = self.run_async(snapshots(d, "alice"))[("shared", "board")]
-            self.assertEqual(board[0], rev)
+            board = finals[d][("shared", "board")]
             for i in range(20):
                 self.assertEqual(board[1].get("k%d" % (i + 1)), i)
             self.assertNotIn("while", board[1], "a write refused with internal was applied")
@@ -495,6 +523,9 @@ class HistoryAcrossNodes(ClusterTestCase):
             finally:
                 for task in tasks:
                     task.cancel()
+            # The final reads, once every node applied the last changes (pub/sub).
+            for t in TENANTS:
+                await settled(ns, t)
             for i, d in enumerate(ns):
                 await reads(d, NODES[i],
                             lambda k, s, n=NODES[i]: h.final(n, k, s["rev"], s["value"]))
