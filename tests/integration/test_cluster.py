@@ -30,9 +30,9 @@ import tempfile
 import unittest
 
 import history
-from harness import (DOC_SCHEMA, SLOW, TIMEOUT, Daemon, DaemonError, close_all, connect,
-                     open_client, require_daemon, run_async, sanitizer_env)
-from redis_server import RedisServer
+from harness import (DOC_SCHEMA, SLOW, TIMEOUT, Client, Daemon, DaemonError, close_all,
+                     connect, open_client, require_daemon, run_async, sanitizer_env)
+from redis_server import RedisServer, _free_port
 
 import test_history_single_node as single
 
@@ -408,26 +408,42 @@ class StartUp(ClusterTestCase):
         d.check_log()
 
     def test_start_waits_for_redis_within_the_bound(self):
-        # Redis comes up while the node waits for it: the node syncs, then serves.
+        # Redis comes up while the node waits for it: the node syncs, then serves. A client
+        # that connects meanwhile waits in the listen backlog and is served once it is synced.
         port = self.redis.port
         self.redis.stop()
-        d = Daemon(config=config(self.redis, "n1", connect_timeout_ms=int(8000 * SLOW)))
+        listen = _free_port()
+        d = Daemon(config=config(self.redis, "n1", connect_timeout_ms=int(8000 * SLOW)),
+                   listen="127.0.0.1:%d" % listen)
         self.addCleanup(d.cleanup)
         # Daemon.start() would block until `listening`: the daemon is started by hand (from
-        # this thread, as PR_SET_PDEATHSIG wants), and Redis half a second later.
+        # this thread, as PR_SET_PDEATHSIG wants), and Redis later.
         log = open(d.log_path, "ab")
         self.addCleanup(log.close)
         d.proc = subprocess.Popen(d.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                   cwd=d.dir, env=sanitizer_env())
         d.wait_log(r"cluster node=n1 redis=127\.0\.0\.1:%d unreachable" % port)
         self.assertNotIn("listening", d.log(), "served before Redis answered")
-        self.redis.restart()
-        d.wait_log(r"cluster node=n1 redis=127\.0\.0\.1:%d synced models=4" % port,
-                   timeout=10 * SLOW)
+
+        async def run():
+            # The listener is bound (tp_server_new) but nothing accepts yet: the TCP
+            # connection is made, its handshake is not answered while the node waits.
+            early = asyncio.ensure_future(Client.connect("ws://127.0.0.1:%d/ws/alice" % listen,
+                                                         timeout=4 * TIMEOUT))
+            await asyncio.sleep(0.5 * SLOW)
+            self.assertFalse(early.done(), "a handshake answered before the node synced")
+            self.assertNotIn("listening", d.log())
+            self.redis.restart()   # blocks this loop for a moment: the client just waits
+            d.wait_log(r"cluster node=n1 redis=127\.0\.0\.1:%d synced models=4" % port,
+                       timeout=10 * SLOW)
+            c = await early
+            hello, snaps = await c.open()
+            self.assertEqual(snaps[("shared", "board")]["value"], {"title": "Board", "body": ""})
+            await close_all([c])
+        self.run_async(run())
         m = d.wait_log(r"listening addr=127\.0\.0\.1:(\d+)")
-        d.port = int(m.group(1))
-        self.assertEqual(self.run_async(snapshots(d, "alice"))[("shared", "board")][1],
-                         {"title": "Board", "body": ""})
+        self.assertEqual(int(m.group(1)), listen)
+        self.assertLess(d.log().index("synced models=4"), d.log().index("listening"))
         d.stop()
 
 
