@@ -332,8 +332,64 @@ be_follow(void *be, const char *owner, const char *id, int on, tp_error *err)
     return rc;
 }
 
-/* outcomes NULL: a node knows only the outcomes it made (order.h). */
-static const tp__order_ops ops = {be_append, be_read, be_follow, NULL};
+/* ---- outcomes ---- */
+
+static void
+outcomes_done(const tp__clog_outcomes *res, const tp_error *err, void *user)
+{
+    call *k = user; /* owner: the tenant, id: the client */
+    tp__cluster *c = k->c;
+    if (err != NULL) {
+        note_failure(c, "outcomes", err);
+        tp__order_outcomes_done(c->hub, k->owner, k->id, NULL, err);
+        call_free(k);
+        return;
+    }
+    tp__order_outcomes out;
+    memset(&out, 0, sizeof out);
+    tp__order_outcome *items = NULL;
+    if (res->found) {
+        out.highest = res->highest;
+        out.forgotten = res->forgotten;
+        if (res->n > 0 && (items = tp__calloc(res->n, sizeof *items)) == NULL) {
+            tp_error e;
+            tp__error_set(&e, TP_ENOMEM, "cluster: out of memory reading %zu outcomes", res->n);
+            note_failure(c, "outcomes", &e);
+            tp__order_outcomes_done(c->hub, k->owner, k->id, NULL, &e);
+            call_free(k);
+            return;
+        }
+        for (size_t i = 0; i < res->n; i++) {
+            items[i].ref = res->items[i].ref;
+            items[i].bytes = res->items[i].bytes;
+            items[i].len = res->items[i].len;
+        }
+        out.items = items;
+        out.n = res->n;
+    }
+    tp__order_outcomes_done(c->hub, k->owner, k->id, &out, NULL);
+    tp__free(items);
+    call_free(k);
+}
+
+static int
+be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    call *k = call_new(c, tenant, client, NULL, err);
+    if (k == NULL)
+        return TP_ENOMEM;
+    int rc = tp__clog_outcomes_get(c->log, tenant, client, outcomes_done, k, err);
+    if (rc != TP_OK) {
+        call_free(k);
+        note_failure(c, "outcomes", err);
+    }
+    return rc;
+}
+
+static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes};
 
 /* ---- The link's events ---- */
 
@@ -396,8 +452,8 @@ on_state(tp__redis_event ev, const char *reason, uint32_t retry_ms, void *user)
         c->lost = 1;
         snprintf(c->reason, sizeof c->reason, "%s", reason);
         tp__daemon_log(&c->opt, TP_LOG_WARN,
-                       "cluster node=%s redis=%s down: %s (writes are refused with internal until "
-                       "it is back; what the node holds is still served)",
+                       "cluster node=%s redis=%s down: %s (writes wait for it, then get internal; "
+                       "what the node holds is still served)",
                        c->node, c->where, reason);
         break;
     case TP__REDIS_RETRY:
