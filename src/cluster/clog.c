@@ -468,8 +468,11 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
     if ((rc = writer_bytes(&q->writer, &w, err)) < 0)
         return rc;
     int nkeys = 2;
+    /* A private writer's client record is under the model's tenant; a shared one's under
+     * its own tenant, which only one Redis (not a cluster) lets one script reach. */
+    const char *tenant = *q->owner ? q->owner : q->tenant;
     if (q->outcome) {
-        if (!*q->owner)
+        if (!*q->owner && (!tenant || !*tenant || !tp__redis_standalone(c->r)))
             return tp__error_set(err, TP_EARG,
                                  "clog: outcome: a shared model's client is in another slot "
                                  "(record it with tp__clog_outcome_put)");
@@ -481,8 +484,8 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
         if (q->outcome_keep < 1 || q->outcome_keep > TP__CLOG_OUTCOMES_MAX)
             return tp__error_set(err, TP_EARG, "clog: outcome_keep: %u is not within 1 to %u",
                                  q->outcome_keep, TP__CLOG_OUTCOMES_MAX);
-        if ((rc = client_key(q->owner, q->writer.client, 'c', &keys[2], err)) < 0 ||
-            (rc = client_key(q->owner, q->writer.client, 'q', &keys[3], err)) < 0)
+        if ((rc = client_key(tenant, q->writer.client, 'c', &keys[2], err)) < 0 ||
+            (rc = client_key(tenant, q->writer.client, 'q', &keys[3], err)) < 0)
             return rc;
         nkeys = 4;
     }

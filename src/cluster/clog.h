@@ -88,7 +88,10 @@ typedef struct tp__clog_append_req {
     size_t record_len;  /* 0 to TP__CLOG_RECORD_MAX */
     uint32_t keep;      /* log entries kept (the history), 1 to TP__CLOG_KEEP_MAX */
     tp__clog_writer writer;
-    /* A private model's writer's outcome (the encoded ack), recorded in the same script:
+    /* The writer's tenant: a shared model's writer's client record is under it. */
+    const char *tenant;
+    /* A private model's writer's outcome (the encoded ack), recorded in the same script
+     * (a shared model's too when the link reaches one Redis, not a cluster, and tenant is set):
      * NULL for none. Refused for a shared model (its client's keys are in another slot: use
      * tp__clog_outcome_put). Needs writer.client. */
     const char *outcome;

@@ -178,8 +178,8 @@ tp__redis_url_parse(const char *url, tp__redis_url *out, tp_error *err)
         return TP_OK;
     }
     if (strncmp(url, "redis://", 8) != 0)
-        return tp__error_set(err, TP_EARG,
-                             "redis url: scheme: expected redis:// or unix:// in '%.64s'", url);
+        /* The URL is not quoted: it may hold a password. */
+        return tp__error_set(err, TP_EARG, "redis url: scheme: expected redis:// or unix://");
     const char *a = url + 8;
     const char *end = a + strcspn(a, "/?#");
     const char *at = NULL;
@@ -713,10 +713,12 @@ tp__redis_script_call(tp__redis *r, tp__redis_script *s, int nkeys, const char *
     if (!s || nkeys < 0 || nargs < 0 || (nkeys && (!keys || !keylens)) ||
         (nargs && (!args || !arglens)) || nkeys > 100000 || nargs > 100000)
         return tp__error_set(err, TP_EARG, "redis script: bad script, keys or args");
-    /* All keys of one call in one slot: what a cluster requires, checked everywhere so that
-     * code that passes on one server passes on a cluster. */
+    /* All keys of one call in one slot: what a cluster requires, checked everywhere but on
+     * a server known to be one Redis (a caller that uses keys of several slots there asks
+     * tp__redis_standalone first), so that code that passes on one server passes on a
+     * cluster. */
     int slot = -1;
-    for (int i = 0; i < nkeys; i++) {
+    for (int i = 0; i < nkeys && r->mode != MODE_STANDALONE; i++) {
         int k = tp__redis_keyslot(keys[i], keylens[i]);
         if (slot < 0)
             slot = k;
@@ -1422,6 +1424,12 @@ int
 tp__redis_is_up(const tp__redis *r)
 {
     return r && r->up && !r->closing;
+}
+
+int
+tp__redis_standalone(const tp__redis *r)
+{
+    return r->mode == MODE_STANDALONE;
 }
 
 void

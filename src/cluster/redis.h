@@ -106,6 +106,11 @@ void tp__redis_free(tp__redis *r);
 /** tp__redis_is_up says whether the link is up (the last event was TP__REDIS_UP). */
 int tp__redis_is_up(const tp__redis *r);
 
+/** tp__redis_standalone says whether the link is known to reach one Redis, not a cluster
+ * (known once its first connection asked CLUSTER SLOTS): any script may then touch keys of
+ * any slot. */
+int tp__redis_standalone(const tp__redis *r);
+
 /* ---- Commands ------------------------------------------------------------------------ */
 
 /* A command's outcome: reply (borrowed, valid during the call) and err == NULL, or reply
@@ -145,8 +150,9 @@ const char *tp__redis_script_sha(const tp__redis_script *s);
 /**
  * tp__redis_script_call runs a script with nkeys keys and nargs arguments. On a cluster it
  * goes to the master of the first key's slot, and every key must have that slot (use one
- * hash tag). Ownership: copies keys and args. Errors: TP_EARG (keys in different slots: the
- * message names both keys' indexes and slots), else as tp__redis_command.
+ * hash tag); so must they until the link knows it reaches one Redis (tp__redis_standalone),
+ * where keys of any slot are taken. Ownership: copies keys and args. Errors: TP_EARG (keys in
+ * different slots: the message names both keys' indexes and slots), else as tp__redis_command.
  */
 int tp__redis_script_call(tp__redis *r, tp__redis_script *s, int nkeys, const char *const *keys,
                           const size_t *keylens, int nargs, const char *const *args,

@@ -623,8 +623,8 @@ apply_write(tp_conn *c, const tp__env *msg, json_int_t ref, int *code)
 }
 
 void
-tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref, tp__buf *out,
-                    int code, const char *message, int record)
+tp__conn_write_done(tp_session *s, tp_conn *c, tp_conn *resent, const char *client, json_int_t ref,
+                    tp__buf *out, int code, const char *message, int record)
 {
     if (out == NULL) {
         code = TP_EINTERNAL;
@@ -633,12 +633,9 @@ tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t re
             return;
     }
     tp__client *cl = client != NULL ? tp__map_get(&s->clients, client) : NULL;
-    /* The writer closed: a connection of the same client gets it (its
-     * resend was held for this outcome). */
-    for (size_t i = 0; c == NULL && cl != NULL && cl->conns > 0 && i < s->conns.len; i++) {
-        tp_conn *o = s->conns.items[i];
-        if (o->client == cl && o->state != TP__CONN_CLOSING)
-            c = o;
+    if (c == NULL) {
+        c = resent; /* the writer closed: the connection that sent it again gets it */
+        resent = NULL;
     }
     if (code != TP_OK && c != NULL)
         note_refused(c, 1, ref, code, message != NULL ? message : "out of memory");
@@ -649,6 +646,8 @@ tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t re
         outcome_record(cl, ref, out);
     if (c != NULL)
         tp__conn_send(c, out);
+    if (resent != NULL && resent != c)
+        tp__conn_send(resent, out);
     tp__buf_unref(out);
 }
 
@@ -664,7 +663,7 @@ handle_write(tp_conn *c, const tp__env *msg)
     tp__client *cl = c->client;
     /* A resend of a write still waiting for the shared log: its outcome
      * reaches the client when the log answers (tp__conn_write_done). */
-    if (cl != NULL && c->hub->order != NULL && tp__order_inflight(c->session, cl->id, ref))
+    if (cl != NULL && c->hub->order != NULL && tp__order_resent(c, cl->id, ref))
         return;
     /* While a cluster node reads the client's outcomes from the log, the
      * check waits in the model's queue (order.c). */

@@ -41,6 +41,7 @@ typedef struct tp__op {
     tp__stamp stamp;     /* its stamp (lww-map) */
     tp_session *session; /* the writer's session, NULL for the host */
     tp_conn *conn;       /* the writer, NULL for the host or once it closed */
+    tp_conn *resent;     /* a connection that sent the same ref again while it waited */
     char origin[24];     /* the writer's connection id, or "host" */
     char *client;        /* the writer's client id, or NULL */
     json_int_t ref;
@@ -118,7 +119,7 @@ fail_op(tp__model *m, int code, const char *message)
 {
     tp__op *op = pop(m);
     if (op->session != NULL)
-        tp__conn_write_done(op->session, op->conn, op->client, op->ref,
+        tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref,
                             tp__wire_error(1, op->ref, tp_error_name(code), message), code, message,
                             code != TP_EDUPLICATE);
     op_free(m->hub, op);
@@ -157,8 +158,8 @@ check_once(tp__model *m)
         return -1;
     }
     op = pop(m);
-    tp__conn_write_done(op->session, op->conn, op->client, op->ref, tp__buf_ref(was), TP_OK, NULL,
-                        0);
+    tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, tp__buf_ref(was),
+                        TP_OK, NULL, 0);
     op_free(m->hub, op);
     return -1;
 }
@@ -182,7 +183,7 @@ ack_op(tp__model *m, int changed, int64_t from)
                                changed > 0 && !m->shared ? from : -1);
         if (ack != NULL)
             m->hub->writes_accepted++;
-        tp__conn_write_done(op->session, op->conn, op->client, op->ref, ack,
+        tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, ack,
                             ack != NULL ? TP_OK : TP_EINTERNAL, NULL, 1);
     }
     op_free(m->hub, op);
@@ -967,24 +968,65 @@ tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp)
 }
 
 int
-tp__order_inflight(const tp_session *s, const char *client, json_int_t ref)
+tp__order_resent(tp_conn *c, const char *client, json_int_t ref)
 {
+    tp_session *s = c->session;
     for (size_t i = 0; i < s->ord_ops.len; i++) {
-        const tp__op *op = s->ord_ops.items[i];
-        if (op->ref == ref && op->client != NULL && strcmp(op->client, client) == 0)
+        tp__op *op = s->ord_ops.items[i];
+        if (op->ref == ref && op->client != NULL && strcmp(op->client, client) == 0) {
+            if (op->conn != c)
+                op->resent = c;
             return 1;
+        }
     }
     return 0;
+}
+
+/* Whether the op's append is in flight (it can no longer be called back). */
+static int
+in_flight(const tp__op *op)
+{
+    return op->m->ord->head == op && op->m->ord->busy == ORD_APPENDING;
+}
+
+/* Takes an op that is not in flight out of its queue. */
+static void
+unlink_op(tp__op *op)
+{
+    struct tp__ord *o = op->m->ord;
+    tp__op *prev = NULL;
+    for (tp__op *p = o->head; p != NULL && p != op; p = p->next)
+        prev = p;
+    if (prev != NULL)
+        prev->next = op->next;
+    else
+        o->head = op->next;
+    if (o->tail == op)
+        o->tail = prev;
+    op->m->hub->ord_queued--;
 }
 
 void
 tp__order_conn_gone(tp_conn *c)
 {
     tp_session *s = c->session;
-    for (size_t i = 0; i < s->ord_ops.len; i++) {
+    for (size_t i = s->ord_ops.len; i-- > 0;) {
+        if (i >= s->ord_ops.len)
+            continue;
         tp__op *op = s->ord_ops.items[i];
-        if (op->conn == c)
-            op->conn = NULL;
+        if (op->resent == c)
+            op->resent = NULL;
+        if (op->conn != c)
+            continue;
+        op->conn = NULL;
+        if (op->resent != NULL || in_flight(op))
+            continue; /* sent again on a live connection, or already in the log's hands */
+        /* Never applied, never acked: dropped, so that the client's resend
+         * (here or on another node) is the one applied. */
+        tp__model *m = op->m;
+        unlink_op(op);
+        op_free(c->hub, op);
+        advance(m);
     }
 }
 

@@ -29,20 +29,23 @@ int tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__sta
 int tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp);
 /* A client holds rev, past the node's: the model reads the log. */
 void tp__order_behind(tp__model *m, int64_t rev);
-/* Whether a client's ref is queued or in flight (a resend waits for it). */
-int tp__order_inflight(const tp_session *s, const char *client, json_int_t ref);
+/* Whether a client's ref is queued or in flight: then the resend waits for
+ * its outcome, which is sent to c too (once). */
+int tp__order_resent(tp_conn *c, const char *client, json_int_t ref);
 /* A session's first connection opened (seen 1), or its last closed (0): a
  * node follows a private model only while a connection of its tenant is on
  * the node; the others are dormant, read from the log when next needed. */
 void tp__order_session_seen(tp_session *s, int seen);
-/* A connection closes: its writes go on without it. */
+/* A connection closes: its writes whose turn has not come are dropped (never
+ * applied nor acked: the client resends them, maybe to another node), the
+ * one in flight goes on without it. */
 void tp__order_conn_gone(tp_conn *c);
 
 /* conn.c: an ordered write's outcome (out: the ack or error, taken; NULL:
  * out of memory; message: an error's, for the log), recorded for the client (unless internal) and
- * sent to the writer, or to a live connection of the same client when it closed. */
-void tp__conn_write_done(tp_session *s, tp_conn *c, const char *client, json_int_t ref,
-                         tp__buf *out, int code, const char *message, int record);
+ * sent to the writer and to resent, the connection that sent it again while it waited. */
+void tp__conn_write_done(tp_session *s, tp_conn *c, tp_conn *resent, const char *client,
+                         json_int_t ref, tp__buf *out, int code, const char *message, int record);
 /* conn.c: whether a client's ref was seen (PROTOCOL.md, exactly once): 1 with
  * its outcome in *was (borrowed), -1 a duplicate whose outcome is forgotten,
  * 0 new. tp__client_merge adds the outcomes the log recorded on any node. */

@@ -22,6 +22,9 @@
 #include "util/error.h"
 #include "util/map.h"
 
+/* How often the order's tick runs (tp__order_tick): the 5 s wait is kept
+ * within this much. */
+#define TICK_MS 250
 /* Outcomes kept per client in Redis: protocol.md's exactly-once window. */
 #define OUTCOME_KEEP 256
 /* The Redis link's own connect timeout (per attempt) at most: the start's
@@ -196,12 +199,17 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
      * under its writer's tenant, another slot (cluster-log.md, "Exactly
      * once"): recorded after the append (appended). */
     int outcome = a->outcome != NULL && a->client != NULL && a->client[0] != '\0';
-    if (outcome && a->owner[0] != '\0') {
+    /* One Redis (not a cluster) takes a shared write's outcome in the same
+     * script too, under the writer's tenant. */
+    int one = a->owner[0] != '\0' ||
+              (a->tenant != NULL && a->tenant[0] != '\0' && tp__redis_standalone(c->link));
+    req.tenant = a->tenant;
+    if (outcome && one) {
         req.outcome = a->outcome;
         req.outcome_len = a->outcome_len;
         req.outcome_keep = OUTCOME_KEEP;
     }
-    int later = outcome && a->owner[0] == '\0' && a->tenant != NULL && a->tenant[0] != '\0';
+    int later = outcome && !one && a->tenant != NULL && a->tenant[0] != '\0';
     call *k = call_new(c, a->owner, a->id, later ? a : NULL, err);
     if (k == NULL)
         return TP_ENOMEM;
@@ -540,6 +548,16 @@ deadline_passed(uv_timer_t *t)
     c->timed_out = 1;
 }
 
+/* Once serving, the same timer is the order's tick: writes that waited too
+ * long for Redis are refused even when the config has no sync tick
+ * (autosync_ms 0). */
+static void
+tick(uv_timer_t *t)
+{
+    tp__cluster *c = t->data;
+    tp__order_tick(c->hub);
+}
+
 int
 tp__cluster_sync(tp__cluster *c, volatile sig_atomic_t *stop, char *why, size_t why_size)
 {
@@ -552,6 +570,7 @@ tp__cluster_sync(tp__cluster *c, volatile sig_atomic_t *stop, char *why, size_t 
     uv_timer_stop(c->deadline);
     size_t left = tp__order_unsynced(c->hub);
     if (left == 0) {
+        uv_timer_start(c->deadline, tick, TICK_MS, TICK_MS);
         tp_hub_stats st;
         tp_hub_get_stats(c->hub, &st);
         tp__daemon_log(&c->opt, TP_LOG_INFO, "cluster node=%s redis=%s synced models=%llu", c->node,

@@ -599,11 +599,7 @@ check_cluster(ctx *c, const json_t *cluster, tp__config *cfg)
     tp__redis_url url;
     tp_error e = {0, ""};
     if (tp__redis_url_parse(json_string_value(redis), &url, &e) != TP_OK) {
-        /* The scheme's message quotes the URL, which may hold a password: cut it there. */
-        char *quoted = strstr(e.message, " in '");
-        if (quoted != NULL)
-            *quoted = '\0';
-        return fail(c, "%s", e.message);
+        return fail(c, "%s", e.message); /* it never quotes the URL (a password) */
     }
     /* The URL may hold a password: it is kept, never quoted in a message or a log line. */
     if ((cfg->cluster_redis = dup_string(c, json_string_value(redis))) == NULL)

@@ -289,6 +289,7 @@ class History:
     def _streams_uncached(self):
         writes = {ev["wid"]: ev for ev in self.events if ev["type"] == "invoke"}
         held = {}       # (client, model) -> _Replica
+        resumed = set()  # (node, conn) of connections that began with a resume
         values = {}
         anomalies = []
 
@@ -298,6 +299,8 @@ class History:
         for ev in self.events:
             typ = ev["type"]
             if typ == "connect":
+                if ev["resume"]:
+                    resumed.add((ev["node"], ev["conn"]))
                 if not ev["resume"]:
                     for k in [k for k in held if k[0] == ev["client"]]:
                         del held[k]
@@ -330,6 +333,11 @@ class History:
                         "gap", model, "%s got a patch (rev %d to %d) for a model it holds no "
                         "snapshot of" % (who, ev["from"], ev["rev"]), [ev["i"]]))
                     held[(client, model)] = _Replica(ev["rev"], None)
+                    continue
+                if ev["rev"] <= r.rev and (ev["node"], ev["conn"]) in resumed:
+                    # protocol.md, "State per model": a resume's answer may repeat patches the
+                    # client holds (a cluster node behind the client's rev sends them as it
+                    # catches up); the client ignores them.
                     continue
                 if ev["rev"] <= r.rev:
                     anomalies.append(Anomaly(

@@ -280,6 +280,15 @@ class Revs(unittest.TestCase):
         self.assertIn("snapshot at rev 2 after holding rev 3", found[0].detail)
         self.assertIn("on n2", found[0].detail)
 
+    def test_patches_a_resumed_client_holds_are_not_rev_back(self):
+        # protocol.md: a resume's answer may repeat patches the client holds (a cluster node
+        # behind the client's rev catches up); only a fresh, non-resumed stream may not.
+        def repeat_after_resume(h):
+            h.connect("a2", "n2", "c9", resume=True)
+            h.patch("a2", "n2", "c9", M, 1, 2, {"a1#1": 1, "last": "a1#1"}, "c1")
+        found = history.check_revs(Builder().build(extra=repeat_after_resume))
+        self.assertEqual(kinds(found), [])
+
     def test_a_gap_on_a_live_stream(self):
         def gap(h):
             h.patch("a2", "n1", "c2", S, 3, 4, {"zz": 2}, "c5")

@@ -893,6 +893,42 @@ Test(clog, shared_writer_in_log)
               "recording a ref again replaces it");
     cr_expect_str_eq(o.bytes[0], "ack15b");
     cr_expect_eq(sync_int(port, "LLEN %b", "tp:{alice}:q:k7"), 1);
+
+    /* On one Redis (not a cluster), a shared write's outcome goes in the append's script,
+     * under the writer's tenant: the change and its outcome are stored together. */
+    tp__clog_append_req q = {.owner = "",
+                             .id = "board",
+                             .base_rev = 6,
+                             .entry = "p7",
+                             .entry_len = 2,
+                             .record = "r7",
+                             .record_len = 2,
+                             .keep = 4,
+                             .writer = {"k9", 21},
+                             .tenant = "bob",
+                             .outcome = "ack21",
+                             .outcome_len = 5,
+                             .outcome_keep = 8};
+    ares a = {0};
+    cr_assert_eq(tp__clog_append(c, &q, on_append, &a, &err), TP_OK, "%s", err.message);
+    cr_assert(run_until(&a.done, 1, 5000));
+    cr_expect(!a.conflict && a.rev == 7);
+    o = outcomes(c, "bob", "k9");
+    cr_expect(o.found && o.n == 1 && o.highest == 21);
+    cr_expect_str_eq(o.bytes[0], "ack21");
+    /* A conflict records nothing. */
+    q.writer.ref = 22;
+    memset(&a, 0, sizeof a);
+    cr_assert_eq(tp__clog_append(c, &q, on_append, &a, &err), TP_OK, "%s", err.message);
+    cr_assert(run_until(&a.done, 1, 5000));
+    cr_expect(a.conflict && a.rev == 7);
+    o = outcomes(c, "bob", "k9");
+    cr_expect(o.n == 1 && o.highest == 21);
+    /* Without the tenant it cannot be placed. */
+    q.tenant = NULL;
+    q.base_rev = 7;
+    cr_expect_eq(tp__clog_append(c, &q, on_append, &a, &err), TP_EARG);
+    cr_expect(strstr(err.message, "outcome") != NULL, "%s", err.message);
 }
 
 /* ---- Pub/sub ------------------------------------------------------------------------- */
@@ -1154,6 +1190,23 @@ Test(clog, cluster_three_masters, .timeout = 120)
             }
     }
     cr_expect(got[0] && got[1] && got[2], "published: %d %d %d", got[0], got[1], got[2]);
+    /* A shared write's outcome cannot join its append on a cluster: another slot. */
+    {
+        tp__clog_append_req q = {.owner = "",
+                                 .id = "x",
+                                 .record = "r",
+                                 .record_len = 1,
+                                 .keep = 4,
+                                 .writer = {"k9", 1},
+                                 .tenant = "bob",
+                                 .outcome = "a",
+                                 .outcome_len = 1,
+                                 .outcome_keep = 8};
+        ares a = {0};
+        tp_error e = {0};
+        cr_expect_eq(tp__clog_append(c, &q, on_append, &a, &e), TP_EARG);
+        cr_expect(strstr(e.message, "another slot") != NULL, "%s", e.message);
+    }
     tp__clog_stats st;
     tp__clog_stats_get(c, &st);
     cr_expect_eq(st.redirects, 0, "every call went to its master first time");

@@ -1069,3 +1069,68 @@ Test(order, a_resume_ahead_of_the_node_waits_for_the_log)
     tp_conn_close(b);
     tp_conn_close(b2);
 }
+
+/* The writer's connection closes while its write is in the log's hands: the
+ * outcome is recorded, and a connection of the same client gets it only
+ * once, when it sends the ref again. */
+Test(order, an_outcome_reaches_another_connection_only_when_it_resends)
+{
+    node_start(0, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    const char *w = "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                    "\"patch\":{\"n\":1}}";
+    cr_assert_eq(tpt_feed(a, w), TP_OK); /* appended at once: in flight */
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    tp_conn *a2 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn_close(a);
+    pump_all();
+    json_t *msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 0, "%s", json_dumps(msgs, 0));
+    json_decref(msgs);
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 1);
+    json_decref(msgs);
+    /* Sent again while in flight: answered once, on the connection that resent it. */
+    tp_conn *a3 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a3, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
+                     "\"patch\":{\"n\":2}}";
+    cr_assert_eq(tpt_feed(a2, w2), TP_OK);
+    cr_assert_eq(tpt_feed(a3, w2), TP_OK);
+    tp_conn_close(a2);
+    pump_all();
+    msgs = tpt_drain(a3);
+    cr_assert_eq(tpt_count(msgs, "ack"), 1, "%s", json_dumps(msgs, 0));
+    json_decref(msgs);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 3);
+    tp_conn_close(a3);
+}
+
+/* A write whose turn has not come when its connection closes is dropped:
+ * never applied, never acked, so the client's resend elsewhere is the one. */
+Test(order, a_queued_write_of_a_closed_connection_is_dropped)
+{
+    node_start(0, "t");
+    pump_all();
+    tp_conn *o = tp_conn_open(L.nodes[0].hub, "bob", 0, NULL);
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(o, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":1}}"),
+                 TP_OK); /* in flight */
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"c\":1}}"),
+                 TP_OK); /* waits behind it */
+    tp_conn_close(a);
+    pump_all();
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    char *v = tp_hub_get_shared(L.nodes[0].hub, "doc");
+    cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":1}"), "%s", v);
+    tp_free(v);
+    tp_conn_close(o);
+}
