@@ -586,7 +586,10 @@ class NodeKilled(FaultCase):
             window_wids = {x.split(" ")[0] for x in window}
             # What the anomalies are, to tell the known causes from anything else.
             repeats = [a for a in anomalies if a.kind == "rev-back"]
-            twice = [a for a in anomalies if a.kind in ("duplicate", "wrong-ack-rev")
+            # (A resend of such a write that merges to no change, an lww-map field lost to
+            # a newer stamp, is acked at the current rev, another write's: ack-rev-shared.)
+            twice = [a for a in anomalies
+                     if a.kind in ("duplicate", "wrong-ack-rev", "ack-rev-shared")
                      and any(w in a.detail for w in window_wids)]
             final_counts = [a for a in anomalies if a.kind == "duplicate"
                             and "final read" in a.detail and window]
