@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import selectors
 import socket
 import sys
@@ -590,7 +591,7 @@ class NodeKilled(FaultCase):
             # a newer stamp, is acked at the current rev, another write's: ack-rev-shared.)
             twice = [a for a in anomalies
                      if a.kind in ("duplicate", "wrong-ack-rev", "ack-rev-shared")
-                     and any(w in a.detail for w in window_wids)]
+                     and any(re.search(re.escape(w) + r"\b", a.detail) for w in window_wids)]
             final_counts = [a for a in anomalies if a.kind == "duplicate"
                             and "final read" in a.detail and window]
             other = [a for a in anomalies if a not in repeats and a not in twice
