@@ -891,13 +891,13 @@ class Moving(FaultCase):
     """Deterministic reproductions of what NodeKilled's history can show: one client, one
     write at a time."""
 
-    def test_a_shared_write_whose_node_dies_before_its_outcome_is_not_applied_again(self):
+    def test_a_shared_write_whose_node_dies_before_its_answer_is_not_applied_again(self):
         # n1 talks to Redis through the proxy, muted: n1's append of a shared write runs in
-        # Redis, its answer never reaches n1, so n1 never puts the write's outcome (a shared
-        # write's outcome is a second command, after the append's answer). n1 is then
-        # SIGKILLed: the write is in the model's log, without its outcome: docs/internals/
-        # order.md's open point ("a node that dies between a shared write's append and its
-        # outcome"). The client resumes on n2 and resends it with its ref.
+        # Redis, its answer never reaches n1. On one Redis the append's script records the
+        # write's outcome with the change (docs/internals/order.md, "Exactly once"), so when n1
+        # is then SIGKILLed the outcome is in Redis already. (On a Redis Cluster it would be a
+        # second command after the answer: the open point order.md names.) The client resumes
+        # on n2 and resends it with its ref: the original ack, not a second application.
         redis = self.stack.enter_context(RedisServer())
         proxy = Proxy(redis.port)
         self.addCleanup(proxy.close)
@@ -940,14 +940,15 @@ class Moving(FaultCase):
             await close_all([a.c, b.c])
             await reads(n2, "n2", tc.TENANTS, lambda k, s: h.final("n2", k, s["rev"], s["value"]))
         self.run_async(run())
-        self.assertIsNone(out["outcome"], "the write's outcome was put: not the window")
+        self.assertIsNotNone(out["outcome"],
+                             "one Redis: the shared write's outcome is stored with its change")
         m = out["resent"]
         _, anomalies = resume_repeats(h, history.check_all(h))
         self.assertEqual(
             (m["type"], m.get("rev")), ("ack", out["in_log"]),
-            "a shared write appended at rev %d by n1, which died before it put the write's "
-            "outcome, resent to n2 with its ref, was answered %r: applied a second time "
-            "(docs/internals/order.md, \"Exactly once\": \"what is left\"); the history: %s"
+            "a shared write appended at rev %d by n1, which died before its answer, resent to "
+            "n2 with its ref, was answered %r: applied a second time "
+            "(docs/internals/order.md, \"Exactly once\"); the history: %s"
             % (out["in_log"], m, "; ".join(str(x) for x in anomalies)))
         self.assertEqual(anomalies, [])
 
