@@ -98,6 +98,24 @@ async def write(c, ref, scope, id, patch):
     return m, before
 
 
+
+async def reads(d, node, tenants, record):
+    """A fresh connection per tenant on d: record(model key, snapshot) for each model, the
+    shared ones once."""
+    seen = set()
+    for t in tenants:
+        c = await connect(d, t)
+        try:
+            _, snaps = await c.open()
+        finally:
+            await close_all([c])
+        for (scope, id), s in sorted(snaps.items()):
+            k = single.key_of(t, scope, id)
+            if k not in seen:
+                seen.add(k)
+                record(k, s)
+    return seen
+
 class ClusterTestCase(unittest.TestCase):
 
     def setUp(self):
@@ -567,22 +585,8 @@ class HistoryAcrossNodes(ClusterTestCase):
             writers = [Writer(h, lambda w=w: [up[w % len(up)]], w, t)
                        for w, t in single.WRITERS]
 
-        async def reads(d, node, record):
-            seen = set()
-            for t in TENANTS:
-                c = await connect(d, t)
-                try:
-                    _, snaps = await c.open()
-                finally:
-                    await close_all([c])
-                for (scope, id), s in sorted(snaps.items()):
-                    k = single.key_of(t, scope, id)
-                    if k not in seen:
-                        seen.add(k)
-                        record(k, s)
-
         async def run():
-            await reads(ns[0], "n1", lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await reads(ns[0], "n1", TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
             def check_tasks():
@@ -615,7 +619,7 @@ class HistoryAcrossNodes(ClusterTestCase):
             for t in TENANTS:
                 await settled(ns, t)
             for i, d in enumerate(ns):
-                await reads(d, NODES[i],
+                await reads(d, NODES[i], TENANTS,
                             lambda k, s, n=NODES[i]: h.final(n, k, s["rev"], s["value"]))
 
         self.run_async(run(), timeout=120 * SLOW)

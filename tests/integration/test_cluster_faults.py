@@ -315,22 +315,6 @@ def model_keys(tenant, scope, id):
 
 # -- clients --------------------------------------------------------------------------------
 
-async def reads(d, node, tenants, record):
-    """A fresh connection per tenant on d: record(model key, snapshot) for each model, the
-    shared ones once."""
-    seen = set()
-    for t in tenants:
-        c = await connect(d, t)
-        try:
-            _, snaps = await c.open()
-        finally:
-            await close_all([c])
-        for (scope, id), s in sorted(snaps.items()):
-            k = single.key_of(t, scope, id)
-            if k not in seen:
-                seen.add(k)
-                record(k, s)
-    return seen
 
 
 async def settled(ds, tenants):
@@ -546,7 +530,7 @@ class NodeKilled(FaultCase):
             place["movers"] = [("n2", n2.port)]
 
         async def run():
-            await reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
             def check_tasks():
@@ -588,7 +572,7 @@ class NodeKilled(FaultCase):
         async def finals():
             await settled([n1, n2, n3], tc.TENANTS)
             for name, d in (("n1", n1), ("n2", n2), ("n3", n3)):
-                await reads(d, name, tc.TENANTS,
+                await tc.reads(d, name, tc.TENANTS,
                             lambda k, s, n=name: h.final(n, k, s["rev"], s["value"]))
         self.run_async(finals())
         n1.stop()
@@ -692,7 +676,7 @@ class NodeCut(FaultCase):
         out = {}
 
         async def run():
-            await reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             await a1.open(n1, "n1")
             await w1.open(n1, "n1")
             await b2.open(n2, "n2")
@@ -797,7 +781,7 @@ class NodeCut(FaultCase):
             await close_all([rec.c for rec in (a1, w1, b2, a3)])
             await settled([n1, n2, n3], tc.TENANTS)
             for name, d in (("n1", n1), ("n2", n2), ("n3", n3)):
-                await reads(d, name, tc.TENANTS,
+                await tc.reads(d, name, tc.TENANTS,
                             lambda k, s, n=name: h.final(n, k, s["rev"], s["value"]))
         self.run_async(run(), timeout=90 * SLOW)
         refused, acks = out["refused"], out["acks"]
@@ -830,7 +814,7 @@ class NodeCut(FaultCase):
         out = {}
 
         async def run():
-            await reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             await a1.open(n1, "n1")
             await b2.open(n2, "n2")
             await a1.write(1, "private", "p")
@@ -868,7 +852,7 @@ class NodeCut(FaultCase):
             await close_all([a1.c, b2.c])
             await settled([n1, n2], tc.TENANTS)
             for name, d in (("n1", n1), ("n2", n2)):
-                await reads(d, name, tc.TENANTS,
+                await tc.reads(d, name, tc.TENANTS,
                             lambda k, s, n=name: h.final(n, k, s["rev"], s["value"]))
         try:
             self.run_async(run(), timeout=90 * SLOW)
@@ -912,7 +896,7 @@ class Moving(FaultCase):
         out = {}
 
         async def run():
-            await reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             await a.open(n1, "n1")
             await a.write(1, "shared", "board")
             await asyncio.to_thread(proxy.mute)
@@ -938,7 +922,7 @@ class Moving(FaultCase):
             for rec in (a, b):
                 await rec.drain()
             await close_all([a.c, b.c])
-            await reads(n2, "n2", tc.TENANTS, lambda k, s: h.final("n2", k, s["rev"], s["value"]))
+            await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.final("n2", k, s["rev"], s["value"]))
         self.run_async(run())
         self.assertIsNotNone(out["outcome"],
                              "one Redis: the shared write's outcome is stored with its change")
@@ -973,7 +957,7 @@ class Moving(FaultCase):
         out = {}
 
         async def run():
-            await reads(n1, "n1", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(n1, "n1", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             await a.open(n1, "n1")
             for ref in range(1, 6):
                 await a.write(ref, "private", "p")
@@ -989,7 +973,7 @@ class Moving(FaultCase):
             await close_all([a.c])
             await settled([n1, n2], tc.TENANTS)
             for name, d in (("n1", n1), ("n2", n2)):
-                await reads(d, name, tc.TENANTS,
+                await tc.reads(d, name, tc.TENANTS,
                             lambda k, s, n=name: h.final(n, k, s["rev"], s["value"]))
         self.run_async(run())
         held = out["held"]
@@ -1063,7 +1047,7 @@ class ThreeMasters(FaultCase):
         out = {}
 
         async def run():
-            await reads(ns[0], "n1", CT_TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
+            await tc.reads(ns[0], "n1", CT_TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             out["rejected"] = await asyncio.to_thread(rejected_calls, rc)
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
@@ -1088,7 +1072,7 @@ class ThreeMasters(FaultCase):
                     task.cancel()
             await settled(ns, CT_TENANTS)
             for name, d in zip(("n1", "n2", "n3"), ns):
-                await reads(d, name, CT_TENANTS,
+                await tc.reads(d, name, CT_TENANTS,
                             lambda k, s, n=name: h.final(n, k, s["rev"], s["value"]))
         self.run_async(run(), timeout=60 * SLOW)
         s, _ = check_history(self, h, "(three masters)")

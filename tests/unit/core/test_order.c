@@ -440,6 +440,23 @@ drain(tp_conn *c, const char *id, view *v, int64_t *acked, size_t nrefs, size_t 
     json_decref(msgs);
 }
 
+/* a writes {"n": i} to (scope, id) with ref i, for i from 1 to n; pump: the log
+ * answers each before the next. */
+static void
+write_n(tp_conn *a, const char *scope, const char *id, int n, int pump)
+{
+    for (int i = 1; i <= n; i++) {
+        char w[160];
+        snprintf(w, sizeof w,
+                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"%s\",\"id\":\"%s\","
+                 "\"patch\":{\"n\":%d}}",
+                 i, scope, id, i);
+        cr_assert_eq(tpt_feed(a, w), TP_OK);
+        if (pump)
+            pump_all();
+    }
+}
+
 Test(order, the_first_node_creates_the_models_the_others_read_them)
 {
     node_start(0, "one");
@@ -784,15 +801,7 @@ Test(order, private_models_no_connection_sees_are_not_followed)
     cr_assert_eq(L.nodes[1].follows[notes], 0);
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     cr_assert_eq(L.nodes[0].follows[notes], 1);
-    for (int i = 1; i <= 3; i++) {
-        char w[120];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"private\",\"id\":\"notes\","
-                 "\"patch\":{\"n\":%d}}",
-                 i, i);
-        cr_assert_eq(tpt_feed(a, w), TP_OK);
-        pump_all();
-    }
+    write_n(a, "private", "notes", 3, 1);
     tp__order_stats st;
     tp__order_get_stats(L.nodes[1].hub, &st);
     cr_assert_eq(st.applied, 0);
@@ -839,15 +848,7 @@ Test(order, a_node_far_behind_gets_the_snapshot)
     /* Node 1 stops hearing messages (its pub/sub connection is down). */
     L.nodes[1].follows[lfind("", "map", 0) - L.models] = 0;
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    for (int i = 1; i <= 10; i++) {
-        char w[120];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"map\","
-                 "\"patch\":{\"n\":%d}}",
-                 i, i);
-        cr_assert_eq(tpt_feed(a, w), TP_OK);
-        pump_all();
-    }
+    write_n(a, "shared", "map", 10, 1);
     cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 1);
     L.nodes[1].follows[lfind("", "map", 0) - L.models] = 1;
     tp__order_resync(L.nodes[1].hub);
@@ -978,14 +979,7 @@ Test(order, the_writes_waiting_for_the_log_are_bounded)
     tp__order_set_wait(L.nodes[0].hub, 5000, 3);
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     tpt_drain_all(L.nodes[0].hub);
-    for (int i = 1; i <= 4; i++) {
-        char w[120];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"doc\","
-                 "\"patch\":{\"n\":%d}}",
-                 i, i);
-        cr_assert_eq(tpt_feed(a, w), TP_OK);
-    }
+    write_n(a, "shared", "doc", 4, 0);
     json_t *msgs = tpt_drain(a);
     cr_assert_eq(json_array_size(msgs), 1, "%s", json_dumps(msgs, 0));
     json_t *e = tpt_find(msgs, "error");
@@ -1011,15 +1005,7 @@ Test(order, a_resume_ahead_of_the_node_waits_for_the_log)
     size_t map = (size_t)(lfind("", "map", 0) - L.models);
     L.nodes[1].follows[map] = 0; /* node 1 hears nothing of map */
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    for (int i = 1; i <= 10; i++) {
-        char w[120];
-        snprintf(w, sizeof w,
-                 "{\"type\":\"write\",\"ref\":%d,\"scope\":\"shared\",\"id\":\"map\","
-                 "\"patch\":{\"n\":%d}}",
-                 i, i);
-        cr_assert_eq(tpt_feed(a, w), TP_OK);
-        pump_all();
-    }
+    write_n(a, "shared", "map", 10, 1);
     L.nodes[1].follows[map] = 1;
     cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "map"), 1);
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", TP_CONN_RESUME, NULL);
