@@ -423,12 +423,15 @@ cluster_commands(const json_t *rows)
 {
     size_t i;
     const json_t *r;
+    int header = 0;
     json_array_foreach(rows, i, r)
     {
         const json_t *red = json_object_get(r, "redis");
         double w = num(red, "writes");
         if (!json_is_object(red) || w <= 0)
             continue;
+        if (!header++)
+            printf("Redis's commands per write by name (* run by a script, no round trip):\n");
         char params[64];
         params_text(json_object_get(r, "params"), params, sizeof params);
         printf("  %s %s %s:", json_string_value(json_object_get(r, "system")),
@@ -483,7 +486,6 @@ lg_report_cluster(int nfiles, char **files)
         "Redis's CPU per write. x mem, x sqlt, x c1: cpu us/d divided by transports' in memory,\n"
         "on SQLite FULL, and by the 1-node cluster's, same case, same run; x d/s: deliv/s\n"
         "divided by SQLite FULL's.\n");
-    printf("Redis's commands per write by name (* run by a script, no round trip):\n");
     cluster_commands(rows);
     json_decref(rows);
     return 0;
