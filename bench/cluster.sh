@@ -19,9 +19,10 @@
 #
 # Environment: BUILD_DIR (default ./build; built here when something is missing), TRANSPORTSD
 # (default $BUILD_DIR/transportsd), DURATION and WARMUP (seconds), W1_CASES (subscribers:rate
-# pairs, rate a number or max: "1000:50 1000:max 100:max"), W2_TENANTS (200), W1_NODES ("1 2 3"),
-# W2_NODES ("1 3"), NODE_CPU (0: every node and the baselines' server, where bench/run.sh pins its
-# server), REDIS_CPU (1), LOADGEN_CPU (1), REDIS_FSYNC (always; everysec to see what it costs).
+# pairs, rate a number or max: "1000:50 1000:max 100:max"), W2_TENANTS (200), W1_NODES ("1 2 3")
+# and W2_NODES ("1 3"; empty: no cluster), NODE_CPU (0: every node and the baselines' server,
+# where bench/run.sh pins its server), REDIS_CPU (1), LOADGEN_CPU (1), REDIS_FSYNC (always;
+# everysec to see what it costs).
 # Prints the table; writes every row to bench/results/cluster-<UTC timestamp>.json. Exits 1 when
 # a run lost, reordered or refused anything, or a node or Redis did not start.
 set -u
@@ -34,7 +35,7 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --baselines) CLUSTER=0 ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "cluster.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -47,8 +48,8 @@ else
 fi
 WARMUP=${WARMUP:-1}
 W2_TENANTS=${W2_TENANTS:-200}
-W1_NODES=${W1_NODES:-1 2 3}
-W2_NODES=${W2_NODES:-1 3}
+W1_NODES=${W1_NODES-1 2 3}
+W2_NODES=${W2_NODES-1 3}
 NODE_CPU=${NODE_CPU:-0}
 REDIS_CPU=${REDIS_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
@@ -245,8 +246,8 @@ systems() {
 }
 
 echo "cluster.sh: ${DURATION}s windows after ${WARMUP}s of warm-up; servers on CPU $NODE_CPU," \
-    "Redis on CPU $REDIS_CPU (appendfsync $REDIS_FSYNC), loadgen on CPU $LOADGEN_CPU; load average $(cut -d' ' -f1-3 \
-    /proc/loadavg)" >&2
+    "Redis on CPU $REDIS_CPU (appendfsync $REDIS_FSYNC), loadgen on CPU $LOADGEN_CPU;" \
+    "load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # Case by case, every system in turn: a case's ratios compare runs a minute apart at most.
 for c in $W1_CASES; do
     rate=${c##*:}
@@ -272,5 +273,5 @@ echo
 echo
 echo "cluster.sh: load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "cluster.sh: rows written to ${OUT#"$ROOT"/}"
-[ $FAILED = 0 ] || echo "cluster.sh: some runs FAILED: see the rows marked NO" >&2
+[ $FAILED = 0 ] || echo "cluster.sh: some runs FAILED: see above, and the rows marked NO" >&2
 exit $FAILED
