@@ -5,7 +5,8 @@
 #   bench/cluster.sh              W1 (1000 subscribers at 50 writes/s and in closed loop, 100
 #                                 subscribers in closed loop) with the connections spread over 1,
 #                                 2 and 3 nodes, and W2 (200 tenants, 5 writes/s per connection)
-#                                 on 1 and 3 nodes; each case also on one node without `cluster`,
+#                                 on 1 and 3 nodes, and on 3 with each tenant's two connections on
+#                                 one node; each case also on one node without `cluster`,
 #                                 in memory and on SQLite FULL (the baselines), in the same run;
 #                                 then the table (about 4 minutes)
 #   bench/cluster.sh --quick      W1 (1000 subscribers, 50 writes/s) and W2, 3 s windows
@@ -20,9 +21,9 @@
 # Environment: BUILD_DIR (default ./build; built here when something is missing), TRANSPORTSD
 # (default $BUILD_DIR/transportsd), DURATION and WARMUP (seconds), W1_CASES (subscribers:rate
 # pairs, rate a number or max: "1000:50 1000:max 100:max"), W2_TENANTS (200), W1_NODES ("1 2 3")
-# and W2_NODES ("1 3"; empty: no cluster), NODE_CPU (0: every node and the baselines' server,
-# where bench/run.sh pins its server), REDIS_CPU (1), LOADGEN_CPU (1), REDIS_FSYNC (always;
-# everysec to see what it costs).
+# and W2_NODES ("1 3"; empty: no cluster), W2_STICKY_NODES ("3"), NODE_CPU (0: every node and the
+# baselines' server, where bench/run.sh pins its server), REDIS_CPU (1), LOADGEN_CPU (1),
+# REDIS_FSYNC (always; everysec to see what it costs).
 # Prints the table; writes every row to bench/results/cluster-<UTC timestamp>.json. Exits 1 when
 # a run lost, reordered or refused anything, or a node or Redis did not start.
 set -u
@@ -35,21 +36,22 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --baselines) CLUSTER=0 ;;
-    -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "cluster.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
 if [ $QUICK = 1 ]; then
     DURATION=${DURATION:-3}
-    W1_CASES=${W1_CASES:-1000:50}
+    W1_CASES=${W1_CASES-1000:50}
 else
     DURATION=${DURATION:-5}
-    W1_CASES=${W1_CASES:-1000:50 1000:max 100:max}
+    W1_CASES=${W1_CASES-1000:50 1000:max 100:max}
 fi
 WARMUP=${WARMUP:-1}
 W2_TENANTS=${W2_TENANTS:-200}
 W1_NODES=${W1_NODES-1 2 3}
 W2_NODES=${W2_NODES-1 3}
+W2_STICKY_NODES=${W2_STICKY_NODES-3}
 NODE_CPU=${NODE_CPU:-0}
 REDIS_CPU=${REDIS_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
@@ -177,6 +179,7 @@ start_servers() {
     case $sys in
     transports+cluster-*)
         n=${sys#transports+cluster-}
+        n=${n%%/*}
         start_redis || return 1
         ;;
     transports+sqlite-*)
@@ -219,6 +222,7 @@ case_() {
         local IFS=,
         target=(--ports "${PORTS[*]}" --server-pids "${PIDS[*]}" --redis-port "$REDIS_PORT")
         unset IFS
+        [ "${sys%/tenant}" != "$sys" ] && target+=(--spread tenant)
     fi
     if ! "$LG" --workload "$wl" --system "$sys" "${target[@]}" --cpu "$LOADGEN_CPU" \
         --warmup "$WARMUP" --duration "$DURATION" "$@" >>"$ROWS"; then
@@ -235,12 +239,17 @@ case_() {
     done
 }
 
+# systems NODES [STICKY]: the baselines, then a cluster of each size in NODES, connections round
+# robin, then of each size in STICKY, a tenant's connections on one node ("/tenant").
 systems() {
-    local nodes=$1 n
+    local n
     echo transports transports+sqlite-full
     if [ $CLUSTER = 1 ]; then
-        for n in $nodes; do
+        for n in $1; do
             echo "transports+cluster-$n"
+        done
+        for n in ${2:-}; do
+            echo "transports+cluster-$n/tenant"
         done
     fi
 }
@@ -257,7 +266,7 @@ for c in $W1_CASES; do
         case_ "$sys" W1 --subs "${c%%:*}" "${rate_opt[@]}"
     done
 done
-for sys in $(systems "$W2_NODES"); do
+for sys in $(systems "$W2_NODES" "$W2_STICKY_NODES"); do
     case_ "$sys" W2 --tenants "$W2_TENANTS" --rate 5
 done
 

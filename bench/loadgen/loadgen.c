@@ -89,6 +89,7 @@ typedef struct lg {
     long pids[LG_MAX_NODES]; /* the servers whose CPU is read, summed in the row */
     size_t npids;
     int per_node;   /* --ports or --server-pids: the row lists each node too */
+    int by_tenant;  /* --spread tenant: a tenant's connections on one server */
     int redis_port; /* --redis-port: Redis's counters over the window (0: none) */
     uint64_t seed;
 
@@ -989,7 +990,10 @@ setup(lg *g)
         g->conns[i].fd = -1;
         g->conns[i].rev = -1;
         g->conns[i].field = (uint32_t)(i & 1);
-        g->conns[i].node = (uint8_t)(i % g->nports);
+        /* W2's tenant t has connections 2t and 2t + 1: round robin puts them on two
+         * servers, --spread tenant on one. Elsewhere each connection is a tenant. */
+        size_t unit = g->by_tenant && s->workload == 2 ? i / 2 : i;
+        g->conns[i].node = (uint8_t)(unit % g->nports);
     }
     for (size_t i = 0; i < g->nwriters; i++) {
         g->writers[i] = i; /* writers come first: W1's "w", W2's every one, W4's w0.. */
@@ -1354,7 +1358,9 @@ usage(FILE *f)
 {
     fputs("usage: loadgen --workload W1|W2|W3|W4 --port PORT --server-pid PID [options]\n"
           "       loadgen --workload W1|W2|W3|W4 --ports P1,P2.. --server-pids PID1,PID2..\n"
-          "               [--redis-port PORT] [options]  (several servers: bench/cluster.sh)\n"
+          "               [--redis-port PORT] [--spread conn|tenant] [options]  (several\n"
+          "               servers, connections round robin by connection or by tenant:\n"
+          "               bench/cluster.sh)\n"
           "       loadgen --print-config W1|W2|W3|W4 [shape options]\n"
           "       loadgen --report FILE...\n"
           "       loadgen --report-storage FILE...  (run.sh --storage's table)\n"
@@ -1467,6 +1473,9 @@ main(int argc, char **argv)
                 g.pids[k] = (long)list[k];
             g.npids = bad ? 0 : n;
             g.per_node = 1;
+        } else if (strcmp(a, "--spread") == 0) {
+            g.by_tenant = strcmp(v, "tenant") == 0;
+            bad = !g.by_tenant && strcmp(v, "conn") != 0;
         } else if (strcmp(a, "--redis-port") == 0) {
             bad = parse_uint(v, &u) || u == 0 || u > 65535;
             g.redis_port = (int)u;

@@ -395,14 +395,14 @@ cluster_row(const json_t *r, const json_t *rows)
     double cpu = num(r, "server_cpu_us_per_delivery"), dps = num(r, "deliveries_per_s");
     double red[4];
     redis_per_write(r, red);
-    printf("%-22s %-3s %-20s", sys ? sys : "?", w ? w : "?", params);
+    printf("%-27s %-3s %-20s", sys ? sys : "?", w ? w : "?", params);
     cell(dps, " %*.0f", 9);
     cell(num(r, "writes_per_s"), " %*.0f", 8);
     cell(num(lat, "p50"), " %*.0f", 7);
     cell(num(lat, "p99"), " %*.0f", 7);
     cell(cpu, " %*.3f", 8);
     cell(num(r, "server_cpu_pct"), " %*.0f", 4);
-    printf(" %-17s", nodes);
+    printf(" %-20s", nodes);
     cell(red[0], " %*.2f", 6);
     cell(red[1], " %*.3f", 6);
     cell(red[2], " %*.3f", 7);
@@ -455,7 +455,7 @@ lg_report_cluster(int nfiles, char **files)
             json_decref(rows);
             return -1;
         }
-    printf("%-22s %-3s %-20s %9s %8s %7s %7s %8s %4s %-17s %6s %6s %7s %7s %6s %6s %6s %6s %s\n",
+    printf("%-27s %-3s %-20s %9s %8s %7s %7s %8s %4s %-20s %6s %6s %7s %7s %6s %6s %6s %6s %s\n",
            "system", "wl", "params", "deliv/s", "writes/s", "p50 us", "p99 us", "cpu us/d", "srv%",
            "node us/d", "r cmd", "r rt", "r evsha", "r us/w", "x mem", "x sqlt", "x c1", "x d/s",
            "ok");
