@@ -127,7 +127,8 @@ start_redis() {
         REDIS_PORT=$("$LG" --free-port) || return 1
         taskset -c "$REDIS_CPU" "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 \
             --dir "$dir" --logfile "$dir/redis.log" --daemonize no --save "" \
-            --appendonly yes --appendfsync "$REDIS_FSYNC" >/dev/null 2>&1 &
+            --appendonly yes --appendfsync "$REDIS_FSYNC" --latency-monitor-threshold 1 \
+            >/dev/null 2>&1 &
         REDIS_PID=$!
         for _ in $(seq 1 200); do
             if ! kill -0 "$REDIS_PID" 2>/dev/null; then
@@ -221,6 +222,7 @@ case_() {
     if [ -n "$REDIS_PID" ]; then
         local IFS=,
         target=(--ports "${PORTS[*]}" --server-pids "${PIDS[*]}" --redis-port "$REDIS_PORT")
+        "$REDIS_CLI" -p "$REDIS_PORT" latency reset >/dev/null
         unset IFS
         [ "${sys%/tenant}" != "$sys" ] && target+=(--spread tenant)
     fi
@@ -229,6 +231,11 @@ case_() {
         FAILED=1
         echo "cluster.sh: $sys $wl $*: FAILED (see its row's problems)" >&2
     fi
+    # Redis's slowest events of the run past 1 ms (latency-monitor-threshold): with appendfsync
+    # always, aof-fsync-always is the fsync each write waits for.
+    [ -n "$REDIS_PID" ] && "$REDIS_CLI" -p "$REDIS_PORT" latency latest 2>/dev/null |
+        awk 'NR % 4 == 1 { e = $0 } NR % 4 == 0 { s = s " " e " " $0 " ms" }
+             END { print "redis: the slowest event of each kind past 1 ms:" (s ? s : " none") }' >&2
     stop_all
     # Each node's own count of its calls to Redis, over its whole life (start-up reads too).
     local k
