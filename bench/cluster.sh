@@ -23,7 +23,9 @@
 # pairs, rate a number or max: "1000:50 1000:max 100:max"), W2_TENANTS (200), W1_NODES ("1 2 3")
 # and W2_NODES ("1 3"; empty: no cluster), W2_STICKY_NODES ("3"), NODE_CPU (0: every node and the
 # baselines' server, where bench/run.sh pins its server), REDIS_CPU (1), LOADGEN_CPU (1),
-# REDIS_FSYNC (always; everysec to see what it costs).
+# REDIS_FSYNC (always; everysec to see what it costs), CLIENT_IDS (1: every writer names itself
+# with a client id, as the clients do for exactly once, so each write's outcome is recorded: in
+# Redis, for a shared write, by a command after its append; 0: no client ids, no records).
 # Prints the table; writes every row to bench/results/cluster-<UTC timestamp>.json. Exits 1 when
 # a run lost, reordered or refused anything, or a node or Redis did not start.
 set -u
@@ -36,7 +38,7 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     --baselines) CLUSTER=0 ;;
-    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "cluster.sh: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -56,6 +58,7 @@ NODE_CPU=${NODE_CPU:-0}
 REDIS_CPU=${REDIS_CPU:-1}
 LOADGEN_CPU=${LOADGEN_CPU:-1}
 REDIS_FSYNC=${REDIS_FSYNC:-always}
+CLIENT_IDS=${CLIENT_IDS:-1}
 
 LG=$BUILD_DIR/bench/loadgen
 TPD=${TRANSPORTSD:-$BUILD_DIR/transportsd}
@@ -227,6 +230,7 @@ case_() {
         [ "${sys%/tenant}" != "$sys" ] && target+=(--spread tenant)
     fi
     if ! "$LG" --workload "$wl" --system "$sys" "${target[@]}" --cpu "$LOADGEN_CPU" \
+        --client-ids "$CLIENT_IDS" \
         --warmup "$WARMUP" --duration "$DURATION" "$@" >>"$ROWS"; then
         FAILED=1
         echo "cluster.sh: $sys $wl $*: FAILED (see its row's problems)" >&2

@@ -90,6 +90,7 @@ typedef struct lg {
     size_t npids;
     int per_node;   /* --ports or --server-pids: the row lists each node too */
     int by_tenant;  /* --spread tenant: a tenant's connections on one server */
+    int client_ids; /* --client-ids: each writer names itself (exactly-once records) */
     int redis_port; /* --redis-port: Redis's counters over the window (0: none) */
     uint64_t seed;
 
@@ -544,6 +545,15 @@ on_msg(const lg_msg *m, void *user)
             g->nhandshaking--;
             if (g->shape.workload != 3 && c->rev < 0)
                 problem(g, "conn %zu: synced without a snapshot of doc", ci);
+            if (g->client_ids && c->writer && !g->raw) {
+                /* A client id makes the server keep each write's outcome for
+                 * exactly once: a cluster node records it in Redis too. */
+                char ping[64];
+                int n = snprintf(ping, sizeof ping,
+                                 "{\"type\":\"ping\",\"ref\":0,\"client\":\"lg%zu\"}", ci);
+                queue_frame(g, c, 1, ping, (size_t)n);
+                flush_out(g, c);
+            }
         }
         break;
     case LG_PATCH:
@@ -1376,7 +1386,8 @@ usage(FILE *f)
           "         --lag L (closed loop: writes ahead of the slowest receiver, W2: of the\n"
           "         partner, default 64)\n"
           "timing:  --warmup S (default 1)  --duration S (default 5)  --idle S (W3, default 1)\n"
-          "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n",
+          "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n"
+          "         --client-ids 1 (each writer names itself with a ping: exactly-once records)\n",
           f);
 }
 
@@ -1473,6 +1484,9 @@ main(int argc, char **argv)
                 g.pids[k] = (long)list[k];
             g.npids = bad ? 0 : n;
             g.per_node = 1;
+        } else if (strcmp(a, "--client-ids") == 0) {
+            bad = parse_uint(v, &u) || u > 1;
+            g.client_ids = (int)u;
         } else if (strcmp(a, "--spread") == 0) {
             g.by_tenant = strcmp(v, "tenant") == 0;
             bad = !g.by_tenant && strcmp(v, "conn") != 0;
