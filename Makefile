@@ -6,7 +6,7 @@
 #               under AddressSanitizer and UndefinedBehaviorSanitizer)
 #   make bench  builds and runs the benchmarks (figures, not pass/fail), and prints the
 #               JavaScript client's minified and gzipped size
-#   make bench-cluster  builds and runs bench/cluster.sh (issue 18, about 4 minutes): transportsd
+#   make bench-cluster  builds and runs bench/cluster.sh (issue 18, about 3 minutes): transportsd
 #               nodes on one redis-server it starts (W1 over 1, 2 and 3 nodes, W2 on 1 and 3),
 #               beside one node in memory and on SQLite FULL; not part of make bench
 #   make fuzz   builds the libFuzzer targets with clang in build-fuzz/ and runs each for

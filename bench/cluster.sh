@@ -8,7 +8,7 @@
 #                                 on 1 and 3 nodes, and on 3 with each tenant's two connections on
 #                                 one node; each case also on one node without `cluster`,
 #                                 in memory and on SQLite FULL (the baselines), in the same run;
-#                                 then the table (about 4 minutes)
+#                                 then the table (about 3 minutes)
 #   bench/cluster.sh --quick      W1 (1000 subscribers, 50 writes/s) and W2, 3 s windows
 #   bench/cluster.sh --baselines  the baselines alone (no Redis, no cluster)
 #
