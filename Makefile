@@ -6,6 +6,9 @@
 #               under AddressSanitizer and UndefinedBehaviorSanitizer)
 #   make bench  builds and runs the benchmarks (figures, not pass/fail), and prints the
 #               JavaScript client's minified and gzipped size
+#   make bench-cluster  builds and runs bench/cluster.sh (issue 18, about 3 minutes): transportsd
+#               nodes on one redis-server it starts (W1 over 1, 2 and 3 nodes, W2 on 1 and 3),
+#               beside one node in memory and on SQLite FULL; not part of make bench
 #   make fuzz   builds the libFuzzer targets with clang in build-fuzz/ and runs each for
 #               FUZZ_SECONDS (tests/fuzz/README.md); not part of make test
 #   make test-rfc-strict  builds and runs tests/integration/strict_rfc6455.py: RFC 6455 read
@@ -36,7 +39,7 @@ PYDANTIC_PYTHON ?= python3
 PREFIX ?= /usr/local
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-history-stress test-client-stress test-limits-stress test-pydantic bench fuzz install clean format
+.PHONY: all deps build build-asan run test test-plain test-asan test-rfc-strict test-crash-stress test-history-stress test-client-stress test-limits-stress test-pydantic bench bench-cluster fuzz install clean format
 
 all: build
 
@@ -107,6 +110,10 @@ bench: build
 	/usr/bin/python3 bench/handshake_bench.py --build build --count 2000
 	BUILD_DIR=$(CURDIR)/build ./bench/run.sh --quick
 	cd clients/js && node bench/size.js
+
+# Not part of make bench: the cluster's benchmark starts a redis-server and three nodes per case.
+bench-cluster: build
+	BUILD_DIR=$(CURDIR)/build ./bench/cluster.sh
 
 # Fuzzing needs clang and libFuzzer (Debian: clang, libclang-rt-14-dev), which make test does
 # not. New inputs go to build-fuzz/corpus/<target>/, findings to build-fuzz/artifacts/<target>/;

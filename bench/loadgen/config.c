@@ -3,6 +3,9 @@
  * tenant and model names here are the ones loadgen.c connects to, so the
  * two live in one program and cannot drift.
  *
+ * With --cluster the config is a cluster node's (bench/cluster.sh): the same
+ * models, their state in Redis, and no storage (a node keeps none).
+ *
  * Limits are raised only where the workload itself would hit them (a writer
  * past 1000 writes/s, more than 10 000 connections); the outbox limit and
  * everything else keep their defaults, as a deployment would.
@@ -27,7 +30,10 @@ lg_print_config(const lg_shape *s)
 {
     printf("{\"listen\": \"127.0.0.1:0\", \"route\": \"/ws/{tenant}\", \"auth\": {\"mode\": "
            "\"path\"},\n");
-    if (s->storage != NULL)
+    if (s->cluster != NULL)
+        printf("\"cluster\": {\"redis\": \"%s\", \"node\": \"%s\"},\n", s->cluster,
+               s->node ? s->node : "n1");
+    else if (s->storage != NULL)
         printf("\"storage\": {\"sqlite\": \"%s\", \"synchronous\": \"%s\"},\n", s->storage,
                s->sync ? s->sync : "full");
     else

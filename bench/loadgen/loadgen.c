@@ -42,6 +42,7 @@
 #define HANDSHAKES_IN_FLIGHT 128
 #define READ_ROOM 65536
 #define DRAIN_NS (15 * 1000000000LL)
+#define LG_MAX_NODES 16 /* servers one run drives (--ports, --server-pids) */
 
 enum { ST_CONNECTING, ST_UPGRADING, ST_OPEN, ST_READY, ST_CLOSED };
 enum { PH_CONNECT, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_IDLE, PH_DONE };
@@ -51,6 +52,7 @@ typedef struct conn {
     uint8_t state;
     uint8_t writer;
     uint8_t epout; /* EPOLLOUT is registered */
+    uint8_t node;  /* the server it talks to: ports[node] */
     uint32_t field;
     unsigned char *rbuf;
     size_t rlen, rcap;
@@ -81,9 +83,15 @@ typedef struct lg {
     unsigned window;
     unsigned lag; /* closed loop: writes sent but not yet delivered, on average */
     double warmup_s, duration_s, idle_s;
-    int port;
+    int ports[LG_MAX_NODES]; /* connection i talks to ports[i % nports] */
+    size_t nports;
     int cpu;
-    long server_pid;
+    long pids[LG_MAX_NODES]; /* the servers whose CPU is read, summed in the row */
+    size_t npids;
+    int per_node;   /* --ports or --server-pids: the row lists each node too */
+    int by_tenant;  /* --spread tenant: a tenant's connections on one server */
+    int client_ids; /* --client-ids: each writer names itself (exactly-once records) */
+    int redis_port; /* --redis-port: Redis's counters over the window (0: none) */
     uint64_t seed;
 
     int ep;
@@ -110,6 +118,15 @@ typedef struct lg {
     lg_task tasks[MAX_TASK_NAMES]; /* the threads by name (tp-commit, ...) */
     size_t ntasks;
     long rss_before, rss_after;
+    /* Each server's share (--server-pids): the sums above are over these. */
+    struct {
+        long t0, t1, loop0, loop1, rss;
+        uint64_t del_w; /* deliveries to its own connections in the window */
+    } node[LG_MAX_NODES];
+    int redis_fd;
+    lg_redis_info redis0, redis1; /* INFO at the start and the end of the window */
+    long redis_ticks0, redis_ticks1;
+    int redis_ok;
 
     char problems[MAX_PROBLEMS][192];
     size_t nproblems;
@@ -186,6 +203,26 @@ parse_double(const char *s, double *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/* A comma-separated list of 1 to LG_MAX_NODES numbers, each 1 to max. */
+static int
+parse_list(const char *s, unsigned max, unsigned *out, size_t *n)
+{
+    *n = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno != 0 || end == s || v == 0 || v > max || *n == LG_MAX_NODES)
+            return -1;
+        out[(*n)++] = (unsigned)v;
+        if (*end == '\0')
+            return 0;
+        if (*end != ',')
+            return -1;
+        s = end + 1;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -305,6 +342,49 @@ server_rss_kb(long pid)
     return kb;
 }
 
+/* Every server's RSS, summed; each node's in node[k].rss. -1 when one is unreadable. */
+static long
+servers_rss_kb(lg *g)
+{
+    long sum = 0;
+    for (size_t k = 0; k < g->npids; k++) {
+        g->node[k].rss = server_rss_kb(g->pids[k]);
+        sum = sum < 0 || g->node[k].rss < 0 ? -1 : sum + g->node[k].rss;
+    }
+    return sum;
+}
+
+/*
+ * One end of the measured window (end 0: its start, 1: its end): each
+ * server's CPU, the process's and its loop thread's, summed over the servers
+ * (a sum is -1 when one server's is unreadable), its threads by name, and
+ * with --redis-port Redis's counters and its CPU.
+ */
+static void
+read_servers(lg *g, int end)
+{
+    long cpu = 0, loop = 0;
+    for (size_t k = 0; k < g->npids; k++) {
+        long t = server_ticks(g->pids[k]), l = loop_ticks(g->pids[k]);
+        task_ticks(g->pids[k], g->tasks, &g->ntasks, end);
+        cpu = cpu < 0 || t < 0 ? -1 : cpu + t;
+        loop = loop < 0 || l < 0 ? -1 : loop + l;
+        *(end ? &g->node[k].t1 : &g->node[k].t0) = t;
+        *(end ? &g->node[k].loop1 : &g->node[k].loop0) = l;
+    }
+    *(end ? &g->cpu_ticks1 : &g->cpu_ticks0) = cpu;
+    *(end ? &g->loop_ticks1 : &g->loop_ticks0) = loop;
+    if (g->redis_fd < 0)
+        return;
+    lg_redis_info *info = end ? &g->redis1 : &g->redis0;
+    if (lg_redis_info_read(g->redis_fd, info) != 0 || info->pid <= 0) {
+        fprintf(stderr, "loadgen: redis on port %d: INFO failed\n", g->redis_port);
+        g->redis_ok = 0;
+        return;
+    }
+    *(end ? &g->redis_ticks1 : &g->redis_ticks0) = server_ticks(info->pid);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Sending                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -421,6 +501,7 @@ on_delivery(lg *g, conn *c, int64_t ts, int64_t now)
     g->deliveries++;
     if (counting(g)) {
         g->del_w++;
+        g->node[c->node].del_w++;
         if (ts > 0 && now >= ts)
             lg_hist_record(g->hist, (uint64_t)(now - ts));
     }
@@ -464,6 +545,15 @@ on_msg(const lg_msg *m, void *user)
             g->nhandshaking--;
             if (g->shape.workload != 3 && c->rev < 0)
                 problem(g, "conn %zu: synced without a snapshot of doc", ci);
+            if (g->client_ids && c->writer && !g->raw) {
+                /* A client id makes the server keep each write's outcome for
+                 * exactly once: a cluster node records it in Redis too. */
+                char ping[64];
+                int n = snprintf(ping, sizeof ping,
+                                 "{\"type\":\"ping\",\"ref\":0,\"client\":\"lg%zu\"}", ci);
+                queue_frame(g, c, 1, ping, (size_t)n);
+                flush_out(g, c);
+            }
         }
         break;
     case LG_PATCH:
@@ -676,7 +766,7 @@ open_conn(lg *g, size_t i)
     }
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->port)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g->ports[c->node])};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
         problem(g, "conn %zu: connect: %s", i, strerror(errno));
@@ -709,7 +799,7 @@ writable(lg *g, conn *c)
         }
         char path[64], req[512];
         tenant_path(g, (size_t)(c - g->conns), path, sizeof path);
-        size_t n = lg_ws_request(req, sizeof req, "127.0.0.1", g->port, path, !g->raw);
+        size_t n = lg_ws_request(req, sizeof req, "127.0.0.1", g->ports[c->node], path, !g->raw);
         c->state = ST_UPGRADING;
         if (c->wlen + n > c->wcap) {
             c->wcap = c->wlen + n + 256;
@@ -910,6 +1000,10 @@ setup(lg *g)
         g->conns[i].fd = -1;
         g->conns[i].rev = -1;
         g->conns[i].field = (uint32_t)(i & 1);
+        /* W2's tenant t has connections 2t and 2t + 1: round robin puts them on two
+         * servers, --spread tenant on one. Elsewhere each connection is a tenant. */
+        size_t unit = g->by_tenant && s->workload == 2 ? i / 2 : i;
+        g->conns[i].node = (uint8_t)(unit % g->nports);
     }
     for (size_t i = 0; i < g->nwriters; i++) {
         g->writers[i] = i; /* writers come first: W1's "w", W2's every one, W4's w0.. */
@@ -945,18 +1039,14 @@ step(lg *g, int64_t now)
         if (now >= g->phase_end) {
             enter(g, PH_MEASURE, now, g->duration_s);
             g->t_measure0 = now;
-            g->cpu_ticks0 = server_ticks(g->server_pid);
-            g->loop_ticks0 = loop_ticks(g->server_pid);
-            task_ticks(g->server_pid, g->tasks, &g->ntasks, 0);
+            read_servers(g, 0);
         }
         break;
     case PH_MEASURE:
         if (now >= g->phase_end) {
             g->t_measure1 = now;
-            g->cpu_ticks1 = server_ticks(g->server_pid);
-            g->loop_ticks1 = loop_ticks(g->server_pid);
-            task_ticks(g->server_pid, g->tasks, &g->ntasks, 1);
-            g->rss_after = server_rss_kb(g->server_pid);
+            read_servers(g, 1);
+            g->rss_after = servers_rss_kb(g);
             g->phase = PH_DRAIN;
             g->phase_end = now + DRAIN_NS;
         }
@@ -971,7 +1061,7 @@ step(lg *g, int64_t now)
         break;
     case PH_IDLE:
         if (now >= g->phase_end) {
-            g->rss_after = server_rss_kb(g->server_pid);
+            g->rss_after = servers_rss_kb(g);
             g->phase = PH_DONE;
         }
         break;
@@ -985,7 +1075,7 @@ run(lg *g)
 {
     struct epoll_event evs[512];
     g->ep = epoll_create1(EPOLL_CLOEXEC);
-    g->rss_before = server_rss_kb(g->server_pid);
+    g->rss_before = servers_rss_kb(g);
     g->t_connect0 = now_ns();
     int64_t deadline = g->t_connect0 + 120 * 1000000000LL; /* for connecting */
     while (g->phase != PH_DONE) {
@@ -1063,6 +1153,83 @@ print_params(const lg *g)
         printf("{\"writers\":%u,\"subs\":%u,\"fields\":%u}", s->writers, s->subs, s->fields);
         break;
     }
+}
+
+/*
+ * Each server's share of the window (--ports, --server-pids): node k is
+ * pids[k], whose connections are those on ports[k]. cpu_us_per_delivery is
+ * its CPU over the deliveries to its own connections; a node with none (more
+ * pids than ports) has null there, its CPU still counted in the row's sum.
+ */
+static void
+print_nodes(const lg *g, double win, long tck)
+{
+    printf(",\"nodes\":[");
+    for (size_t k = 0; k < g->npids; k++) {
+        long t = g->node[k].t0 >= 0 && g->node[k].t1 >= 0 ? g->node[k].t1 - g->node[k].t0 : -1;
+        long l = g->node[k].loop0 >= 0 && g->node[k].loop1 >= 0
+                     ? g->node[k].loop1 - g->node[k].loop0
+                     : -1;
+        double us = (double)t * 1e6 / (double)tck;
+        printf("%s{\"pid\":%ld,", k ? "," : "", g->pids[k]);
+        if (k < g->nports)
+            printf("\"port\":%d,", g->ports[k]);
+        else
+            printf("\"port\":null,");
+        printf("\"deliveries\":%" PRIu64, g->node[k].del_w);
+        if (t >= 0 && win > 0)
+            printf(",\"cpu_us\":%.0f,\"cpu_pct\":%.1f", us, us / 1e4 / win);
+        else
+            printf(",\"cpu_us\":null,\"cpu_pct\":null");
+        if (t >= 0 && g->node[k].del_w > 0)
+            printf(",\"cpu_us_per_delivery\":%.3f", us / (double)g->node[k].del_w);
+        else
+            printf(",\"cpu_us_per_delivery\":null");
+        if (l >= 0)
+            printf(",\"loop_cpu_us\":%.0f", (double)l * 1e6 / (double)tck);
+        else
+            printf(",\"loop_cpu_us\":null");
+        printf(",\"rss_kb\":%ld}", g->node[k].rss);
+    }
+    printf("]");
+}
+
+/*
+ * Redis over the window (--redis-port): commands processed, per command, and
+ * its CPU. The INFO that opened the window is counted by the one that closed
+ * it, so it is taken away; commands run by a script count too (the report
+ * tells round trips from them).
+ */
+static void
+print_redis(const lg *g, long tck)
+{
+    const lg_redis_info *a = &g->redis0, *b = &g->redis1;
+    if (!g->redis_ok) {
+        printf(",\"redis\":null");
+        return;
+    }
+    printf(",\"redis\":{\"pid\":%ld,\"writes\":%" PRIu64 ",\"commands\":%" PRIu64, b->pid,
+           g->acks_w, b->total - a->total - 1);
+    if (g->redis_ticks0 >= 0 && g->redis_ticks1 >= 0)
+        printf(",\"cpu_us\":%.0f", (double)(g->redis_ticks1 - g->redis_ticks0) * 1e6 / (double)tck);
+    else
+        printf(",\"cpu_us\":null");
+    printf(",\"per_command\":{");
+    int first = 1;
+    for (size_t i = 0; i < b->ncmds; i++) {
+        uint64_t before = 0;
+        for (size_t j = 0; j < a->ncmds; j++)
+            if (strcmp(a->cmds[j].name, b->cmds[i].name) == 0)
+                before = a->cmds[j].calls;
+        uint64_t d = b->cmds[i].calls - before - (strcmp(b->cmds[i].name, "info") == 0);
+        if (d == 0)
+            continue;
+        printf("%s", first ? "" : ",");
+        json_str(b->cmds[i].name);
+        printf(":%" PRIu64, d);
+        first = 0;
+    }
+    printf("}}");
 }
 
 static int
@@ -1156,8 +1323,13 @@ finish(lg *g)
     if (!w3 && cpu_us >= 0 && win > 0)
         printf(",\"server_cpu_pct\":%.1f", cpu_us / 1e4 / win);
     printf(",\"window_s\":%.2f,\"deliveries\":%" PRIu64 ",\"latency_samples\":%" PRIu64
-           ",\"server_rss_before_kb\":%ld}\n",
+           ",\"server_rss_before_kb\":%ld",
            win, g->del_w, g->hist->count, g->rss_before);
+    if (g->per_node)
+        print_nodes(g, win, tck);
+    if (g->redis_fd >= 0)
+        print_redis(g, tck);
+    printf("}\n");
     fflush(stdout);
 
     fprintf(stderr,
@@ -1169,6 +1341,21 @@ finish(lg *g)
             g->del_w ? cpu_us / (double)g->del_w : 0, win > 0 ? cpu_us / 1e4 / win : 0,
             writes_w > 0 ? loop_us / writes_w : 0, writes_w > 0 ? cpu_us / writes_w : 0,
             g->rss_after, verified ? "verified" : "NOT VERIFIED");
+    for (size_t k = 0; g->per_node && k < g->npids; k++) {
+        double us = (double)(g->node[k].t1 - g->node[k].t0) * 1e6 / (double)tck;
+        fprintf(stderr,
+                "loadgen:   node %zu (pid %ld): %" PRIu64 " deliveries, %.3f us CPU per own "
+                "delivery, %.0f%% busy\n",
+                k + 1, g->pids[k], g->node[k].del_w,
+                g->node[k].del_w ? us / (double)g->node[k].del_w : 0, win > 0 ? us / 1e4 / win : 0);
+    }
+    if (g->redis_fd >= 0 && g->redis_ok && g->acks_w > 0)
+        fprintf(stderr,
+                "loadgen:   redis: %.2f commands per write (Lua's included), %.1f us CPU "
+                "per write\n",
+                (double)(g->redis1.total - g->redis0.total - 1) / (double)g->acks_w,
+                (double)(g->redis_ticks1 - g->redis_ticks0) * 1e6 / (double)tck /
+                    (double)g->acks_w);
     return verified ? 0 : 1;
 }
 
@@ -1180,20 +1367,27 @@ static void
 usage(FILE *f)
 {
     fputs("usage: loadgen --workload W1|W2|W3|W4 --port PORT --server-pid PID [options]\n"
+          "       loadgen --workload W1|W2|W3|W4 --ports P1,P2.. --server-pids PID1,PID2..\n"
+          "               [--redis-port PORT] [--spread conn|tenant] [options]  (several\n"
+          "               servers, connections round robin by connection or by tenant:\n"
+          "               bench/cluster.sh)\n"
           "       loadgen --print-config W1|W2|W3|W4 [shape options]\n"
           "       loadgen --report FILE...\n"
           "       loadgen --report-storage FILE...  (run.sh --storage's table)\n"
+          "       loadgen --report-cluster FILE...  (cluster.sh's table)\n"
           "       loadgen --free-port\n"
           "shape:   --subs S (W1, W4)  --writers N (W4)  --tenants T (W2)  --conns N (W3)\n"
           "         --fields F (W4, default 100)\n"
           "config:  --storage FILE --sync full|normal|off (--print-config: SQLite storage)\n"
+          "         --cluster redis://HOST:PORT/DB --node NAME (--print-config: a cluster node)\n"
           "load:    --rate R (writes/s; W1: the writer's, W2: each connection's; max, 0 or\n"
           "         omitted: closed loop, except W2 whose default is 5; W2 closed loop needs\n"
           "         max)  --window K (unacked writes per writer, default 16)\n"
           "         --lag L (closed loop: writes ahead of the slowest receiver, W2: of the\n"
           "         partner, default 64)\n"
           "timing:  --warmup S (default 1)  --duration S (default 5)  --idle S (W3, default 1)\n"
-          "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n",
+          "other:   --raw (the floor relay: W1, W2, W3)  --system NAME  --cpu N (default 1)\n"
+          "         --client-ids 1 (each writer names itself with a ping: exactly-once records)\n",
           f);
 }
 
@@ -1234,7 +1428,7 @@ main(int argc, char **argv)
     g.duration_s = 5;
     g.idle_s = 1;
     g.cpu = 1;
-    g.server_pid = -1;
+    g.redis_fd = -1;
     g.seed = 0x9e3779b97f4a7c15ULL ^ (uint64_t)now_ns();
     g.shape.fields = 100;
     int print_config = 0;
@@ -1242,12 +1436,15 @@ main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        unsigned u = 0;
+        unsigned u = 0, list[LG_MAX_NODES];
+        size_t n = 0;
         int bad = 0;
         if (strcmp(a, "--report") == 0)
             return lg_report(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
         if (strcmp(a, "--report-storage") == 0)
             return lg_report_storage(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
+        if (strcmp(a, "--report-cluster") == 0)
+            return lg_report_cluster(argc - i - 1, argv + i + 1) == 0 ? 0 : 1;
         if (strcmp(a, "--free-port") == 0)
             return free_port();
         if (strcmp(a, "--raw") == 0) {
@@ -1269,10 +1466,33 @@ main(int argc, char **argv)
             print_config = strcmp(a, "--print-config") == 0;
         } else if (strcmp(a, "--port") == 0) {
             bad = parse_uint(v, &u) || u > 65535;
-            g.port = (int)u;
+            g.ports[0] = (int)u;
+            g.nports = 1;
+        } else if (strcmp(a, "--ports") == 0) {
+            bad = parse_list(v, 65535, list, &n);
+            for (size_t k = 0; k < n && !bad; k++)
+                g.ports[k] = (int)list[k];
+            g.nports = bad ? 0 : n;
+            g.per_node = 1;
         } else if (strcmp(a, "--server-pid") == 0) {
             bad = parse_uint(v, &u);
-            g.server_pid = (long)u;
+            g.pids[0] = (long)u;
+            g.npids = 1;
+        } else if (strcmp(a, "--server-pids") == 0) {
+            bad = parse_list(v, 100000000, list, &n);
+            for (size_t k = 0; k < n && !bad; k++)
+                g.pids[k] = (long)list[k];
+            g.npids = bad ? 0 : n;
+            g.per_node = 1;
+        } else if (strcmp(a, "--client-ids") == 0) {
+            bad = parse_uint(v, &u) || u > 1;
+            g.client_ids = (int)u;
+        } else if (strcmp(a, "--spread") == 0) {
+            g.by_tenant = strcmp(v, "tenant") == 0;
+            bad = !g.by_tenant && strcmp(v, "conn") != 0;
+        } else if (strcmp(a, "--redis-port") == 0) {
+            bad = parse_uint(v, &u) || u == 0 || u > 65535;
+            g.redis_port = (int)u;
         } else if (strcmp(a, "--cpu") == 0) {
             bad = parse_uint(v, &u);
             g.cpu = (int)u;
@@ -1286,6 +1506,10 @@ main(int argc, char **argv)
             bad = parse_uint(v, &g.shape.conns);
         } else if (strcmp(a, "--storage") == 0) {
             g.shape.storage = v; /* --print-config only: the server's database file */
+        } else if (strcmp(a, "--cluster") == 0) {
+            g.shape.cluster = v; /* --print-config only: the nodes' Redis */
+        } else if (strcmp(a, "--node") == 0) {
+            g.shape.node = v;
         } else if (strcmp(a, "--sync") == 0) {
             g.shape.sync = v;
             bad = strcmp(v, "full") != 0 && strcmp(v, "normal") != 0 && strcmp(v, "off") != 0;
@@ -1326,9 +1550,19 @@ main(int argc, char **argv)
         g.rate = 5;
     if (print_config)
         return lg_print_config(&g.shape) == 0 ? 0 : 2;
-    if (g.port == 0 || g.server_pid <= 0) {
-        fprintf(stderr, "loadgen: --port and --server-pid are required\n");
+    if (g.nports == 0 || g.ports[0] == 0 || g.npids == 0 || g.pids[0] <= 0) {
+        fprintf(stderr, "loadgen: --port (or --ports) and --server-pid (or --server-pids) are "
+                        "required\n");
         return 2;
+    }
+    if (g.redis_port != 0) {
+        g.redis_fd = lg_redis_connect(g.redis_port);
+        if (g.redis_fd < 0) {
+            fprintf(stderr, "loadgen: --redis-port %d: cannot connect: %s\n", g.redis_port,
+                    strerror(errno));
+            return 2;
+        }
+        g.redis_ok = 1;
     }
     if (g.raw && g.shape.workload == 4) {
         fprintf(stderr, "loadgen: --raw is for W1, W2 and W3 (the floor relays frames, no "

@@ -93,6 +93,8 @@ typedef struct lg_shape {
     unsigned subs, writers, tenants, conns, fields;
     const char *storage; /* NULL: memory; else an SQLite file (--storage) */
     const char *sync;    /* with storage: "full", "normal" or "off" */
+    const char *cluster; /* a Redis URL (--cluster): a cluster node's config, no storage */
+    const char *node;    /* with cluster: the node's name (--node, default n1) */
 } lg_shape;
 
 /* lg_print_config prints transportsd's config for a workload on stdout. */
@@ -105,5 +107,31 @@ int lg_report(int nfiles, char **files);
  * case, each transports system's writes/s, p99, the loop thread's and the
  * whole process's CPU per write, and their ratios to memory storage. */
 int lg_report_storage(int nfiles, char **files);
+/* lg_report_cluster prints the cluster table (bench/cluster.sh): per case, each
+ * system's deliveries, CPU per delivery in all and per node, Redis's commands,
+ * round trips and CPU per write, and ratios to the single-node baselines. */
+int lg_report_cluster(int nfiles, char **files);
+
+/* ------------------------------------------------------------------------ */
+/* Redis's counters (redis.c)                                                */
+/* ------------------------------------------------------------------------ */
+
+#define LG_REDIS_CMDS 64
+
+/* What one `INFO all` says that the benchmark reads. */
+typedef struct lg_redis_info {
+    long pid;       /* process_id */
+    uint64_t total; /* total_commands_processed */
+    size_t ncmds;
+    struct {
+        char name[32]; /* cmdstat_NAME */
+        uint64_t calls;
+    } cmds[LG_REDIS_CMDS];
+} lg_redis_info;
+
+/* lg_redis_connect opens a blocking connection to 127.0.0.1:port; the fd or -1. */
+int lg_redis_connect(int port);
+/* lg_redis_info_read sends one INFO all on fd and parses the answer; 0, or -1. */
+int lg_redis_info_read(int fd, lg_redis_info *out);
 
 #endif

@@ -314,3 +314,179 @@ lg_report_storage(int nfiles, char **files)
     json_decref(rows);
     return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* The cluster table (bench/cluster.sh)                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The commands a node sends Redis itself, each a round trip of its own
+ * (src/cluster/clog.c, redis.c). Every other command in commandstats was
+ * run by a script through redis.call: Redis counts those as commands too
+ * (total_commands_processed), but they cost no round trip. None of these is
+ * called by the scripts (cluster.sh checks HMGET and HGETALL, the two a
+ * script could call).
+ */
+static const char *const node_cmds[] = {
+    "evalsha", "eval",   "hmget", "hgetall", "subscribe", "ssubscribe", "psubscribe", "unsubscribe",
+    "ping",    "select", "auth",  "cluster", "script",    "hello",      "client"};
+
+static int
+node_cmd(const char *name)
+{
+    for (size_t i = 0; i < sizeof node_cmds / sizeof node_cmds[0]; i++)
+        if (strcmp(name, node_cmds[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Redis's figures per acknowledged write: commands, round trips, EVALSHA, CPU us; -1 if none. */
+static void
+redis_per_write(const json_t *row, double out[4])
+{
+    const json_t *r = json_object_get(row, "redis");
+    double w = num(r, "writes");
+    for (int i = 0; i < 4; i++)
+        out[i] = -1;
+    if (!json_is_object(r) || w <= 0)
+        return;
+    double rt = 0;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)json_object_get(r, "per_command"), k, v)
+    {
+        if (node_cmd(k))
+            rt += json_number_value(v);
+    }
+    const json_t *ev = json_object_get(json_object_get(r, "per_command"), "evalsha");
+    out[0] = num(r, "commands") >= 0 ? num(r, "commands") / w : -1;
+    out[1] = rt / w;
+    out[2] = (json_is_number(ev) ? json_number_value(ev) : 0) / w;
+    out[3] = num(r, "cpu_us") >= 0 ? num(r, "cpu_us") / w : -1;
+}
+
+/* Each node's CPU per delivery to its own connections, "a/b/c", or "-". */
+static void
+nodes_text(const json_t *row, char *buf, size_t cap)
+{
+    size_t i, used = 0;
+    const json_t *n;
+    snprintf(buf, cap, "-");
+    json_array_foreach(json_object_get(row, "nodes"), i, n)
+    {
+        double v = num(n, "cpu_us_per_delivery");
+        int k = v >= 0 ? snprintf(buf + used, cap - used, "%s%.2f", i ? "/" : "", v)
+                       : snprintf(buf + used, cap - used, "%s-", i ? "/" : "");
+        if (k < 0 || (size_t)k >= cap - used)
+            break;
+        used += (size_t)k;
+    }
+}
+
+static void
+cluster_row(const json_t *r, const json_t *rows)
+{
+    char params[64], nodes[48];
+    params_text(json_object_get(r, "params"), params, sizeof params);
+    nodes_text(r, nodes, sizeof nodes);
+    const char *sys = json_string_value(json_object_get(r, "system"));
+    const char *w = json_string_value(json_object_get(r, "workload"));
+    const json_t *lat = json_object_get(r, "latency_us");
+    double cpu = num(r, "server_cpu_us_per_delivery"), dps = num(r, "deliveries_per_s");
+    double red[4];
+    redis_per_write(r, red);
+    printf("%-27s %-3s %-20s", sys ? sys : "?", w ? w : "?", params);
+    cell(dps, " %*.0f", 9);
+    cell(num(r, "writes_per_s"), " %*.0f", 8);
+    cell(num(lat, "p50"), " %*.0f", 7);
+    cell(num(lat, "p99"), " %*.0f", 7);
+    cell(cpu, " %*.3f", 8);
+    cell(num(r, "server_cpu_pct"), " %*.0f", 4);
+    printf(" %-20s", nodes);
+    cell(red[0], " %*.2f", 6);
+    cell(red[1], " %*.3f", 6);
+    cell(red[2], " %*.3f", 7);
+    cell(red[3], " %*.1f", 7);
+    const json_t *mem = find(rows, "transports", r);
+    const json_t *sql = find(rows, "transports+sqlite-full", r);
+    const json_t *c1 = find(rows, "transports+cluster-1", r);
+    xcell(sratio(cpu, mem ? num(mem, "server_cpu_us_per_delivery") : -1));
+    xcell(sratio(cpu, sql ? num(sql, "server_cpu_us_per_delivery") : -1));
+    xcell(sratio(cpu, c1 ? num(c1, "server_cpu_us_per_delivery") : -1));
+    xcell(sratio(dps, sql ? num(sql, "deliveries_per_s") : -1));
+    printf(" %s\n", json_is_true(json_object_get(r, "verified")) ? "yes" : "NO");
+}
+
+/* Below the table: each cluster row's Redis commands per write, by name. */
+static void
+cluster_commands(const json_t *rows)
+{
+    size_t i;
+    const json_t *r;
+    int header = 0;
+    json_array_foreach(rows, i, r)
+    {
+        const json_t *red = json_object_get(r, "redis");
+        double w = num(red, "writes");
+        if (!json_is_object(red) || w <= 0)
+            continue;
+        if (!header++)
+            printf("Redis's commands per write by name (* run by a script, no round trip):\n");
+        char params[64];
+        params_text(json_object_get(r, "params"), params, sizeof params);
+        printf("  %s %s %s:", json_string_value(json_object_get(r, "system")),
+               json_string_value(json_object_get(r, "workload")), params);
+        const char *k;
+        const json_t *v;
+        json_object_foreach((json_t *)json_object_get(red, "per_command"), k, v)
+        {
+            printf(" %s%s %.3f", k, node_cmd(k) ? "" : "*", json_number_value(v) / w);
+        }
+        printf("\n");
+    }
+}
+
+int
+lg_report_cluster(int nfiles, char **files)
+{
+    json_t *rows = json_array();
+    for (int i = 0; i < nfiles; i++)
+        if (add_rows(rows, files[i]) != 0) {
+            json_decref(rows);
+            return -1;
+        }
+    printf("%-27s %-3s %-20s %9s %8s %7s %7s %8s %4s %-20s %6s %6s %7s %7s %6s %6s %6s %6s %s\n",
+           "system", "wl", "params", "deliv/s", "writes/s", "p50 us", "p99 us", "cpu us/d", "srv%",
+           "node us/d", "r cmd", "r rt", "r evsha", "r us/w", "x mem", "x sqlt", "x c1", "x d/s",
+           "ok");
+    /* Case by case, in the order the cases first appear. */
+    size_t n = json_array_size(rows);
+    char *done = calloc(n ? n : 1, 1);
+    for (size_t i = 0; i < n && done != NULL; i++) {
+        const json_t *first = json_array_get(rows, i);
+        if (done[i])
+            continue;
+        for (size_t j = i; j < n; j++) {
+            const json_t *r = json_array_get(rows, j);
+            if (done[j] || !same_case(r, first))
+                continue;
+            done[j] = 1;
+            cluster_row(r, rows);
+        }
+    }
+    free(done);
+    printf(
+        "cpu us/d: the CPU of every server of the row (each node's whole process) per delivery;\n"
+        "srv%%: their CPU use in the window, summed (100 per core); node us/d: each node's CPU "
+        "per\n"
+        "delivery to its own connections (W1: node 1 also holds the writer). r cmd, r rt, r "
+        "evsha:\n"
+        "Redis's commands per acknowledged write in the window: all it counted (the commands\n"
+        "its scripts ran included), round trips (the commands the nodes sent), EVALSHA; r us/w:\n"
+        "Redis's CPU per write. x mem, x sqlt, x c1: cpu us/d divided by transports' in memory,\n"
+        "on SQLite FULL, and by the 1-node cluster's, same case, same run; x d/s: deliv/s\n"
+        "divided by SQLite FULL's.\n");
+    cluster_commands(rows);
+    json_decref(rows);
+    return 0;
+}
