@@ -53,6 +53,9 @@ static const char lua_append[] = LUA_COMMON
     "if not e and #KEYS == 4 then e = wrong(KEYS[3], 'hash') or wrong(KEYS[4], 'list') end\n"
     "if e then return e end\n"
     "local cur = redis.call('HGET', KEYS[1], 'rev') or '0'\n"
+    "if #KEYS == 4 and redis.call('HEXISTS', KEYS[3], 'o' .. ARGV[8]) == 1 then\n"
+    "  return {2, cur}\n"
+    "end\n"
     "if cur ~= ARGV[1] then return {0, cur} end\n"
     "local rev = string.format('%d', tonumber(cur) + 1)\n"
     "local el = '1' .. ARGV[7] .. rev .. ':' .. ARGV[6] .. ARGV[2]\n"
@@ -678,8 +681,10 @@ deliver_append(call *k, const redisReply *r, tp_error *e)
         ((tp__clog_append_cb)k->cb)(0, 0, e, k->user);
         return;
     }
-    int conflict = r->element[0]->integer == 0;
-    if (conflict)
+    /* 1: appended; 0: a conflict; 2: the writer's ref has an outcome already (written by
+     * another append of the same write: a resend through another node). */
+    int conflict = r->element[0]->integer == 0 ? 1 : r->element[0]->integer == 2 ? 2 : 0;
+    if (conflict == 1)
         k->c->st.conflicts++;
     ((tp__clog_append_cb)k->cb)(conflict, rev, NULL, k->user);
 }

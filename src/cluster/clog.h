@@ -100,7 +100,9 @@ typedef struct tp__clog_append_req {
 } tp__clog_append_req;
 
 /* An append's answer: conflict 0 and rev the new rev (== base_rev + 1), or conflict 1 and rev
- * the model's current rev (0: no model): nothing was written. */
+ * the model's current rev (0: no model): nothing was written; or conflict 2 (only for an
+ * append with an outcome): the writer's ref has an outcome recorded already, the write was
+ * applied by an earlier append (rev: the model's current rev); nothing was written. */
 typedef void (*tp__clog_append_cb)(int conflict, int64_t rev, const tp_error *err, void *user);
 
 /**

@@ -49,6 +49,7 @@ typedef struct tp__op {
     tp__model *m; /* the model whose queue it is in */
     int64_t at;   /* hub clock ms when it was queued */
     int check;    /* exactly-once check still to do: the client's outcomes were loading */
+    int already;  /* the log said its ref has an outcome already (conflict 2) */
 } tp__op;
 
 struct tp__ord {
@@ -620,6 +621,21 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         hub->ostats.failures++;
         o->need_read = 1;
         fail_op(m, TP_EINTERNAL, why);
+    } else if (conflict == 2) {
+        /* The write is in the log already, appended for its client through
+         * another node: answered from the client's outcomes, never again. */
+        prepared_clear(o);
+        o->need_read = 1;
+        tp__op *op = o->head;
+        tp__client *cl = op->session != NULL && op->client != NULL
+                             ? tp__map_get(&op->session->clients, op->client)
+                             : NULL;
+        if (cl == NULL || op->already++ > 0) {
+            fail_op(m, TP_EINTERNAL, "cluster: the write's outcome cannot be read, resend");
+        } else {
+            op->check = 1;
+            tp__order_client_named(cl);
+        }
     } else if (conflict || m->rev != o->base) {
         /* Another node's change came first: catch up, merge again. */
         prepared_clear(o);

@@ -99,7 +99,10 @@ typedef struct tp__order_ops {
 int tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error *err);
 
 /* The backend's answers, on the loop's thread. err non-NULL: the call failed
- * (the log's state is unknown: an append may or may not have happened). */
+ * (the log's state is unknown: an append may or may not have happened).
+ * conflict: 0 appended at rev, 1 a conflict (the model is at rev), 2 the
+ * writer's ref has an outcome in the log already (an earlier append of the
+ * same write, through another node): nothing was written. */
 void tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
                         const tp_error *err);
 void tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,

@@ -852,6 +852,24 @@ Test(clog, private_outcome_atomic)
     tp__clog_stats st;
     tp__clog_stats_get(c, &st);
     cr_expect_eq(st.failed, 1);
+    /* The same write appended again (a resend through another node): its ref has an outcome,
+     * so nothing is written, whatever the base, and the answer says so (conflict 2). */
+    a = append_outcome(c, "alice", "notes", 7, "k7", 100, "ok again", 3);
+    cr_expect(a.conflict == 2 && a.rev == 7, "conflict %d rev %lld", a.conflict, (long long)a.rev);
+    a = append_outcome(c, "alice", "notes", 3, "k7", 100, "ok again", 3);
+    cr_expect(a.conflict == 2 && a.rev == 7, "a stale base: still 2, not a conflict");
+    r = read_log(c, "alice", "notes", -1, 0);
+    cr_expect_eq(r->rev, 7);
+    cr_expect_eq(sync_int(port, "LLEN %b", "tp:{alice}:l:notes"), 7);
+    o = outcomes(c, "alice", "k7");
+    cr_expect_eq(o.n, 3);
+    int found = 0;
+    for (size_t i = 0; i < o.n; i++)
+        if (o.refs[i] == 100) {
+            found = 1;
+            cr_expect_str_eq(o.bytes[i], "ok", "the first outcome stays");
+        }
+    cr_expect(found, "ref 100's outcome");
 }
 
 Test(clog, shared_writer_in_log)

@@ -51,6 +51,8 @@ typedef struct delivery {
     int kind; /* 'a' appended, 'r' read, 'm' message, 'o' outcomes */
     tp__order_outcome *items;
     tp__order_outcomes out;
+    tp__order_append req; /* 'x': an append the log runs when it is delivered */
+    char *req_entry, *req_record, *req_tenant, *req_client, *req_outcome;
     char owner[32], id[32];
     int conflict, failed;
     int64_t rev;
@@ -69,6 +71,7 @@ typedef struct node {
     int fail_calls;    /* appends and reads fail at the call */
     int fail_answers;  /* appends run, and their answers say the link failed */
     int fail_outcomes; /* outcome lookups are answered with an error */
+    int defer;         /* appends run in the log only when their answer is delivered */
 } node;
 
 /* A client's outcomes: (tenant, client, ref) -> bytes. */
@@ -133,24 +136,23 @@ name(delivery *d, const char *owner, const char *id)
     snprintf(d->id, sizeof d->id, "%s", id);
 }
 
-static int
-be_append(void *be, const tp__order_append *a, tp_error *err)
+/* Runs an append in the log, as Redis runs the script: its answer in d. */
+static void
+exec_append(const tp__order_append *a, delivery *d)
 {
-    node *nd = be;
-    if (nd->fail_calls) {
-        err->code = TP_ECLOSED;
-        snprintf(err->message, sizeof err->message, "the link is down");
-        return TP_ECLOSED;
-    }
     lmodel *m = lfind(a->owner, a->id, 1);
-    delivery *d = push(nd, 1);
-    d->kind = 'a';
-    name(d, a->owner, a->id);
-    d->failed = nd->fail_answers;
+    /* The writer's ref has an outcome already: the same write, appended before. */
+    for (size_t i = 0; a->outcome != NULL && i < L.n_outcomes; i++)
+        if (strcmp(L.outcomes[i].tenant, a->tenant) == 0 &&
+            strcmp(L.outcomes[i].client, a->client) == 0 && L.outcomes[i].ref == a->ref) {
+            d->conflict = 2;
+            d->rev = m->rev;
+            return;
+        }
     if (m->rev != a->base_rev) {
         d->conflict = 1;
         d->rev = m->rev;
-        return TP_OK;
+        return;
     }
     L.appends++;
     m->rev = a->base_rev + 1;
@@ -183,6 +185,35 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
             (tp__order_entry){m->rev, 'a', dup_bytes(a->entry, a->entry_len), a->entry_len};
         msg->n = 1;
     }
+}
+
+static int
+be_append(void *be, const tp__order_append *a, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls) {
+        err->code = TP_ECLOSED;
+        snprintf(err->message, sizeof err->message, "the link is down");
+        return TP_ECLOSED;
+    }
+    delivery *d = push(nd, 1);
+    d->kind = 'a';
+    name(d, a->owner, a->id);
+    d->failed = nd->fail_answers;
+    if (!nd->defer) {
+        exec_append(a, d);
+        return TP_OK;
+    }
+    /* Runs when its answer is delivered: the log gets it late. */
+    d->kind = 'x';
+    d->req = *a;
+    d->req.owner = d->owner;
+    d->req.id = d->id;
+    d->req.entry = d->req_entry = dup_bytes(a->entry, a->entry_len);
+    d->req.record = d->req_record = dup_bytes(a->record, a->record_len);
+    d->req.tenant = d->req_tenant = a->tenant ? dup_bytes(a->tenant, strlen(a->tenant)) : NULL;
+    d->req.client = d->req_client = a->client ? dup_bytes(a->client, strlen(a->client)) : NULL;
+    d->req.outcome = d->req_outcome = a->outcome ? dup_bytes(a->outcome, a->outcome_len) : NULL;
     return TP_OK;
 }
 
@@ -269,6 +300,11 @@ delivery_free(delivery *d)
     for (size_t i = 0; d->items != NULL && i < d->out.n; i++)
         free((char *)d->items[i].bytes);
     free(d->items);
+    free(d->req_entry);
+    free(d->req_record);
+    free(d->req_tenant);
+    free(d->req_client);
+    free(d->req_outcome);
 }
 
 /* Delivers one thing to node k (an answer when answer, else a message). */
@@ -283,6 +319,12 @@ deliver(int k, int answer)
     *head = (*head + 1) % MAXQ;
     (*len)--;
     tp_error err = {TP_ECLOSED, "connection lost"};
+    if (d.kind == 'x') {
+        d.req.owner = d.owner;
+        d.req.id = d.id;
+        exec_append(&d.req, &d);
+        d.kind = 'a';
+    }
     if (d.kind == 'a')
         tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, d.failed ? &err : NULL);
     else if (d.kind == 'r')
@@ -1119,4 +1161,52 @@ Test(order, a_queued_write_of_a_closed_connection_is_dropped)
     cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":1}"), "%s", v);
     tp_free(v);
     tp_conn_close(o);
+}
+
+/* Node 0's append of alice's write reaches the log late; meanwhile alice, whose connection to
+ * node 0 dropped, resends the write through node 1, which finds no outcome yet and appends it,
+ * and bob changes the model after her. When node 0's append runs at last, the log sees the
+ * ref's outcome and writes nothing (conflict 2): the write is applied once, bob's change stays. */
+Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    L.nodes[0].defer = 1;
+    const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"doc\","
+                    "\"patch\":{\"n\":1}}";
+    cr_assert_eq(tpt_feed(a, w), TP_OK);
+    tp_conn_close(a); /* in flight: goes on without its connection */
+    cr_assert_eq(lfind("", "doc", 0)->rev, 1, "not in the log yet");
+    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    while (L.nodes[1].a_len > 0) /* node 1's answers only: its outcomes read, then the resend */
+        deliver(1, 1);
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    while (L.nodes[1].a_len > 0)
+        deliver(1, 1);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    cr_assert_eq(tpt_feed(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"n\":5}}"),
+                 TP_OK);
+    while (L.nodes[1].a_len > 0)
+        deliver(1, 1);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 3);
+    pump_all(); /* node 0's append runs now */
+    cr_assert_eq(lfind("", "doc", 0)->rev, 3, "applied a second time");
+    for (int k = 0; k < 2; k++) {
+        char *v = tp_hub_get_shared(L.nodes[k].hub, "doc");
+        cr_assert(tpt_json_text_eq(v, "{\"title\":\"t\",\"n\":5}"), "node %d: %s", k, v);
+        tp_free(v);
+        cr_assert_eq(tp_hub_shared_rev(L.nodes[k].hub, "doc"), 3);
+    }
+    json_t *msgs = tpt_drain(a2);
+    cr_assert_eq(tpt_count(msgs, "ack"), 1);
+    json_decref(msgs);
+    tp_conn_close(a2);
+    tp_conn_close(b);
 }
