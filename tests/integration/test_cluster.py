@@ -99,6 +99,13 @@ async def write(c, ref, scope, id, patch):
 
 
 
+def raise_failed(tasks):
+    """Raises the exception of the first writer task that ended with one."""
+    for task in tasks:
+        if task.done() and task.exception() is not None:
+            raise task.exception()
+
+
 async def reads(d, node, tenants, record):
     """A fresh connection per tenant on d: record(model key, snapshot) for each model, the
     shared ones once."""
@@ -589,14 +596,10 @@ class HistoryAcrossNodes(ClusterTestCase):
             await reads(ns[0], "n1", TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
-            def check_tasks():
-                for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()
             try:
                 for _ in range(self.DROPS):
                     await asyncio.sleep(rng.uniform(0.5, 1.0) * self.DURATION / self.DROPS)
-                    check_tasks()
+                    raise_failed(tasks)
                     wr = rng.choice(writers)
                     if wr.c is not None:
                         wr.c.abort()   # the writer reconnects and resumes
@@ -604,7 +607,7 @@ class HistoryAcrossNodes(ClusterTestCase):
                 for wr in writers:
                     wr.stopping = True
                 done, _ = await asyncio.wait(tasks, timeout=10 * TIMEOUT)
-                check_tasks()
+                raise_failed(tasks)
                 if len(done) != len(tasks):
                     self.fail("writers still running at the end: %r"
                               % [(wr.w, sorted(wr.pending)) for wr in writers])

@@ -533,25 +533,21 @@ class NodeKilled(FaultCase):
             await tc.reads(n2, "n2", tc.TENANTS, lambda k, s: h.initial(k, s["rev"], s["value"]))
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
-            def check_tasks():
-                for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()
             try:
                 # Mid-stream: the movers have had writes answered, and have some in flight.
                 deadline = asyncio.get_running_loop().time() + TIMEOUT
                 while sum(wr.ref - len(wr.pending) for wr in movers) < 60 + rng.randrange(60):
-                    check_tasks()
+                    tc.raise_failed(tasks)
                     self.assertLess(asyncio.get_running_loop().time(), deadline,
                                     "the writers on n1 are not getting answers")
                     await asyncio.sleep(0.01)
                 kill_n1()
                 await asyncio.sleep(1.0 * SLOW)
-                check_tasks()
+                tc.raise_failed(tasks)
                 for wr in writers:
                     wr.stopping = True
                 done, _ = await asyncio.wait(tasks, timeout=6 * TIMEOUT)
-                check_tasks()
+                tc.raise_failed(tasks)
                 if len(done) != len(tasks):
                     self.fail("writers still running at the end: %r"
                               % [(wr.w, wr.node, sorted(wr.pending)) for wr in writers])
@@ -1051,17 +1047,13 @@ class ThreeMasters(FaultCase):
             out["rejected"] = await asyncio.to_thread(rejected_calls, rc)
             tasks = [asyncio.ensure_future(wr.run()) for wr in writers]
 
-            def check_tasks():
-                for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()
             try:
                 await asyncio.sleep(self.DURATION)
-                check_tasks()
+                tc.raise_failed(tasks)
                 for wr in writers:
                     wr.stopping = True
                 done, _ = await asyncio.wait(tasks, timeout=6 * TIMEOUT)
-                check_tasks()
+                tc.raise_failed(tasks)
                 self.assertEqual(len(done), len(tasks), "writers still running at the end")
                 for wr in writers:
                     for m in await wr.c.barrier():

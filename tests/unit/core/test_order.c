@@ -499,6 +499,21 @@ write_n(tp_conn *a, const char *scope, const char *id, int n, int pump)
     }
 }
 
+/* Two nodes started and synced, alice connected to node 0 and bob to node 1,
+ * their first messages drained. */
+static void
+two_nodes(tp_conn **a, tp_conn **b)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    cr_assert(*a != NULL && *b != NULL);
+    tpt_drain_all(L.nodes[0].hub);
+    tpt_drain_all(L.nodes[1].hub);
+}
+
 Test(order, the_first_node_creates_the_models_the_others_read_them)
 {
     node_start(0, "one");
@@ -522,13 +537,8 @@ Test(order, the_first_node_creates_the_models_the_others_read_them)
 
 Test(order, a_write_is_applied_only_once_the_log_has_it)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
-    tpt_drain_all(L.nodes[0].hub);
-    tpt_drain_all(L.nodes[1].hub);
+    tp_conn *a, *b;
+    two_nodes(&a, &b);
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
                              "\"patch\":{\"n\":5}}"),
                  TP_OK);
@@ -563,13 +573,8 @@ Test(order, a_write_is_applied_only_once_the_log_has_it)
 
 Test(order, a_conflict_catches_up_and_merges_again)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
-    tpt_drain_all(L.nodes[0].hub);
-    tpt_drain_all(L.nodes[1].hub);
+    tp_conn *a, *b;
+    two_nodes(&a, &b);
     /* Both merge at rev 1 before either hears of the other. */
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"map\","
                              "\"patch\":{\"a\":1}}"),
