@@ -544,12 +544,20 @@ class LateNode(ClusterHostCase):
         self.call(a, "PUT", "/v1/shared/board/subscribers/carol", {"access": "read"}, want=200)
         self.call(b, "PATCH", "/v1/shared/board", {"body": "b"}, want=200)
         self.call(a, "PATCH", "/v1/tenants/alice/models/p", {"n": 5}, want=200)
-        paths = ["/v1/tenants/alice/models/card", "/v1/tenants/carol/models/todo",
-                 "/v1/shared/board", "/v1/tenants/alice/models/p", "/v1/shared/tally"]
-        want = {p: self.call(a, "GET", p, want=200)[2] for p in paths}
-        subs = self.call(a, "GET", "/v1/shared/board/subscribers", want=200)[2]
-        self.assertEqual(subs["items"], [{"tenant": "bob", "access": "write"},
-                                         {"tenant": "carol", "access": "read"}])
+        # Each model as the node that changed it last serves it (the other may not have
+        # applied it yet), and A and B agreeing on it before the late node starts.
+        last = {"/v1/tenants/alice/models/card": a, "/v1/tenants/carol/models/todo": a,
+                "/v1/shared/board": b, "/v1/tenants/alice/models/p": a, "/v1/shared/tally": a}
+        want = {p: self.call(d, "GET", p, want=200)[2] for p, d in last.items()}
+        for p in last:
+            self.same_model(a, p, want[p], "the last change")
+            self.same_model(b, p, want[p], "the last change")
+        subs = {"items": [{"tenant": "bob", "access": "write"},
+                          {"tenant": "carol", "access": "read"}], "next": None}
+        for d in (a, b):
+            self.eventually(d, "GET", "/v1/shared/board/subscribers",
+                            lambda st, lst: (st, lst) == (200, subs), "bob and carol")
+        paths = list(last)
 
         late = self.node("D")
         st, _, doc = self.call(late, "GET", "/v1/schemas/Card")
