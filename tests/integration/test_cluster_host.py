@@ -128,6 +128,12 @@ class Held:
             self.apply(m)
 
 
+def model_path(scope, id, tenant="alice"):
+    if scope == "shared":
+        return "/v1/shared/%s" % id
+    return "/v1/tenants/%s/models/%s" % (tenant, id)
+
+
 async def closed(c, what):
     """The close code of c, closed by the server within EVENTUAL seconds."""
     try:
@@ -372,11 +378,20 @@ class HostWrites(ClusterHostCase):
         self.run_async(run())
 
     def test_patches_alternating_between_nodes_and_a_client_writing_get_one_order(self):
+        self.alternate("shared", "tally")
+
+    def test_private_patches_alternating_between_nodes_and_a_client_get_one_order(self):
+        # Alice has no connection on A nor B: their copies of `p` are followed only while
+        # they write it (cluster.md, "Every node fans out").
+        self.alternate("private", "p")
+
+    def alternate(self, scope, id):
         a, b, c = self.nodes()
         HOST, CLIENT = 12, 12
+        path = model_path(scope, id)
 
         async def run():
-            st, _, before = self.call(a, "GET", "/v1/shared/tally", want=200)
+            st, _, before = self.call(a, "GET", path, want=200)
             base = before["rev"]
             # Each thread its own HTTP connections: they run while the client writes.
             apis = {d: Api(d.port) for d in (a, b)}
@@ -386,7 +401,7 @@ class HostWrites(ClusterHostCase):
                 try:
                     for i in range(HOST):
                         d = (a, b)[i % 2]
-                        st, _, m = apis[d].call("PATCH", "/v1/shared/tally",
+                        st, _, m = apis[d].call("PATCH", path,
                                                 {"h%d" % i: self.name_of(d), "last": "h%d" % i})
                         if st != 200:
                             raise AssertionError("host PATCH %d on %s: %d %r"
@@ -400,8 +415,8 @@ class HostWrites(ClusterHostCase):
                 cl, _, _ = await open_client(c, "alice")
                 revs = []
                 for i in range(CLIENT):
-                    await cl.send({"type": "write", "ref": i + 1, "scope": "shared",
-                                   "id": "tally", "patch": {"c%d" % i: i, "last": "c%d" % i}})
+                    await cl.send({"type": "write", "ref": i + 1, "scope": scope, "id": id,
+                                   "patch": {"c%d" % i: i, "last": "c%d" % i}})
                     m, _ = await cl.wait_for(lambda x, r=i + 1: x.get("ref") == r)
                     self.assertEqual(m["type"], "ack", m)
                     revs.append(m["rev"])
@@ -424,7 +439,7 @@ class HostWrites(ClusterHostCase):
         self.assertEqual(max(both), final, "revs: host %r, client %r" % (host_revs, client_revs))
         got = {}
         for d in (a, b, c):
-            got[d] = self.same_model(d, "/v1/shared/tally", {"rev": final}, "every write")
+            got[d] = self.same_model(d, path, {"rev": final}, "every write")
         for d in (b, c):
             self.assertEqual(got[d]["value"], got[a]["value"], "the nodes disagree")
         v = got[a]["value"]
@@ -613,22 +628,27 @@ class RedisAway(ClusterHostCase):
 
         def one(what, method, p, body):
             api = Api(a.port)
+            # Longer than the answer may take, so that a late answer shows as late.
+            api.conn.timeout = CUT_ANSWER + TIMEOUT
             t0 = time.monotonic()
             try:
                 st, _, b2 = api.call(method, p, body)
+                answers[what] = (st, b2, time.monotonic() - t0)
+            except Exception as e:   # reported by the test's thread
+                answers[what] = (None, repr(e), time.monotonic() - t0)
             finally:
                 api.close()
-            answers[what] = (st, b2, time.monotonic() - t0)
 
         threads = [threading.Thread(target=one, args=(w,) + c) for w, c in calls.items()]
         for t in threads:
             t.start()
         for t in threads:
-            t.join(CUT_ANSWER + TIMEOUT)
+            t.join(CUT_ANSWER + 2 * TIMEOUT)
         for what in calls:
             self.assertIn(what, answers, "%s on the cut node: no answer" % what)
             st, body, took = answers[what]
-            self.assertIn(st, (500, 503), "%s on the cut node: %d %r" % (what, st, body))
+            self.assertIn(st, (500, 503), "%s on the cut node: %s %r after %.1f s"
+                          % (what, st, body, took))
             self.assertEqual(body["error"]["code"], {500: "internal", 503: "unavailable"}[st],
                              body)
             self.assertIn("cluster", body["error"]["message"], body)
