@@ -25,12 +25,15 @@ moment after it was answered), never slept for:
   values and subscriptions (and not what was deleted);
 - a node cut from Redis (test_cluster_faults.Proxy) answers a PATCH or a PUT with 503
   `unavailable` or 500 `internal` naming the cluster within ~10 s, and nothing of it is applied
-  anywhere; once Redis is back the same call succeeds;
+  anywhere; once Redis is back the same call succeeds; with Redis SIGSTOPped the same answer in
+  time, and afterwards every node holds the change whole or not at all;
 - a 2xx means Redis has it: A SIGKILLed right after a 2xx PATCH, B and A restarted serve it.
 """
 
 import asyncio
 import contextlib
+import re
+import signal
 import threading
 import time
 import unittest
@@ -624,35 +627,8 @@ class RedisAway(ClusterHostCase):
             "PUT shared": ("PUT", "/v1/shared/cutboard",
                            {"schema": "Doc", "merge": "lww-map", "value": {"title": "c"}}),
         }
-        answers = {}
-
-        def one(what, method, p, body):
-            api = Api(a.port)
-            # Longer than the answer may take, so that a late answer shows as late.
-            api.conn.timeout = CUT_ANSWER + TIMEOUT
-            t0 = time.monotonic()
-            try:
-                st, _, b2 = api.call(method, p, body)
-                answers[what] = (st, b2, time.monotonic() - t0)
-            except Exception as e:   # reported by the test's thread
-                answers[what] = (None, repr(e), time.monotonic() - t0)
-            finally:
-                api.close()
-
-        threads = [threading.Thread(target=one, args=(w,) + c) for w, c in calls.items()]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(CUT_ANSWER + 2 * TIMEOUT)
-        for what in calls:
-            self.assertIn(what, answers, "%s on the cut node: no answer" % what)
-            st, body, took = answers[what]
-            self.assertIn(st, (500, 503), "%s on the cut node: %s %r after %.1f s"
-                          % (what, st, body, took))
-            self.assertEqual(body["error"]["code"], {500: "internal", 503: "unavailable"}[st],
-                             body)
-            self.assertIn("cluster", body["error"]["message"], body)
-            self.assertLess(took, CUT_ANSWER, "%s answered after %.1f s" % (what, took))
+        answers = self.call_at_once(a, calls)
+        self.assert_refused(answers)
         # Reads are still served meanwhile, and show nothing of the refused calls.
         st, _, got = self.call(a, "GET", path, want=200)
         self.assertEqual((got["rev"], got["value"]), (before["rev"], before["value"]))
@@ -683,6 +659,97 @@ class RedisAway(ClusterHostCase):
         self.same_model(b, "/v1/shared/cutboard", {"value": {"title": "c", "body": ""}},
                         "the shared PUT again")
 
+    def test_redis_stopped_a_change_fails_in_time_and_no_node_holds_half_of_it(self):
+        # Redis SIGSTOPped: its connections stay open and nothing answers, until the link's
+        # command timeout (5 s) drops them. A command sent before that may still run once
+        # Redis is back (cluster.md: "did not answer, resend"), so a refused change may be
+        # applied whole afterwards; never by one node and not another, never in part.
+        a, b, _ = self.nodes()
+        path = "/v1/tenants/alice/models/p"
+        before = self.call(a, "GET", path, want=200)[2]
+        self.same_model(b, path, {"rev": before["rev"], "value": before["value"]}, "before")
+        start = len(a.log())
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        self.addCleanup(self.resume_redis)
+        patched = merge_patch(before["value"], {"body": "while stopped"})
+        calls = {
+            "PATCH": ("PATCH", path, {"body": "while stopped"}),
+            "PUT new": ("PUT", "/v1/tenants/alice/models/stopped",
+                        {"schema": "Doc", "value": {"title": "stopped"}}),
+        }
+        answers = self.call_at_once(a, calls)
+        self.resume_redis()
+        self.assert_refused(answers)
+        down = re.compile(r"cluster node=A redis=\S+ down").search(a.log(), start)
+        if down:
+            a.wait_log(r"cluster node=A redis=\S+ up", 20 * SLOW, down.end())
+        # Every node the same: the PATCH applied whole or not at all, the model there or not.
+        def one_state():
+            got = [self.call(d, "GET", path, want=200)[2] for d in (a, b)]
+            new = [self.call(d, "GET", "/v1/tenants/alice/models/stopped") for d in (a, b)]
+            return got, [(st, m) for st, _, m in new]
+        deadline = time.monotonic() + EVENTUAL
+        while True:
+            got, new = one_state()
+            if got[0] == got[1] and new[0] == new[1]:
+                break
+            if time.monotonic() > deadline:
+                self.fail("A and B disagree after Redis came back: %r, %r" % (got, new))
+            time.sleep(0.02)
+        self.assertIn((got[0]["rev"], got[0]["value"]),
+                      [(before["rev"], before["value"]), (before["rev"] + 1, patched)])
+        self.assertIn(new[0][0], (200, 404), new)
+        # The same calls succeed now.
+        st, _, m = self.call(a, "PATCH", path, {"body": "while stopped"}, want=200)
+        self.assertEqual(m["value"], patched)
+        self.same_model(b, path, {"rev": m["rev"], "value": patched}, "the PATCH again")
+        st, _, m = self.call(a, "PUT", "/v1/tenants/alice/models/stopped",
+                             {"schema": "Doc", "value": {"title": "stopped"}})
+        self.assertIn(st, (200, 201), m)
+        self.same_model(b, "/v1/tenants/alice/models/stopped",
+                        {"rev": m["rev"], "value": m["value"]}, "the PUT again")
+
+    def resume_redis(self):
+        if self.redis.running():
+            self.redis.proc.send_signal(signal.SIGCONT)
+
+    def call_at_once(self, d, calls):
+        """Makes every call of calls {what: (method, path, body)} on d at once, each on its own
+        connection; returns {what: (status, body, seconds)}."""
+        answers = {}
+
+        def one(what, method, p, body):
+            api = Api(d.port)
+            # Longer than the answer may take, so that a late answer shows as late.
+            api.conn.timeout = CUT_ANSWER + TIMEOUT
+            t0 = time.monotonic()
+            try:
+                st, _, b2 = api.call(method, p, body)
+                answers[what] = (st, b2, time.monotonic() - t0)
+            except Exception as e:   # reported by the test's thread
+                answers[what] = (None, repr(e), time.monotonic() - t0)
+            finally:
+                api.close()
+
+        threads = [threading.Thread(target=one, args=(w,) + c) for w, c in calls.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CUT_ANSWER + 2 * TIMEOUT)
+        for what in calls:
+            self.assertIn(what, answers, "%s on %s: no answer" % (what, self.name_of(d)))
+        return answers
+
+    def assert_refused(self, answers):
+        """Each answer a 500 `internal` or 503 `unavailable` naming the cluster, within
+        CUT_ANSWER seconds."""
+        for what, (st, body, took) in answers.items():
+            self.assertIn(st, (500, 503), "%s with Redis away: %s %r after %.1f s"
+                          % (what, st, body, took))
+            self.assertEqual(body["error"]["code"], {500: "internal", 503: "unavailable"}[st],
+                             body)
+            self.assertIn("cluster", body["error"]["message"], body)
+            self.assertLess(took, CUT_ANSWER, "%s answered after %.1f s" % (what, took))
 
 if __name__ == "__main__":
     unittest.main()
