@@ -250,13 +250,16 @@ int tp__clog_decode(const char *data, size_t len, tp__clog_entry *out, tp_error 
  * of a Redis Cluster, and a load is one reply holding all of it: see
  * docs/internals/cluster-log.md, "The catalog". */
 #define TP__CLOG_CATALOG_CHANNEL "tp:{%catalog}"
-#define TP__CLOG_FIELD_MAX 2048u                       /* bytes of one item's field */
-#define TP__CLOG_BODY_MAX (1024u * 1024)               /* bytes of one item's body */
-#define TP__CLOG_OP_MAX (2u * 1024 * 1024)             /* bytes of one op (published) */
-#define TP__CLOG_PUT_ITEMS_MAX 1024u                   /* items of one put */
-#define TP__CLOG_PUT_BYTES_MAX (8u * 1024 * 1024)      /* op + fields + bodies of one put */
-#define TP__CLOG_CATALOG_ITEMS_MAX 1000000u            /* fields the catalog may hold */
-#define TP__CLOG_CATALOG_BYTES_MAX (64u * 1024 * 1024) /* fields + bodies it may hold */
+#define TP__CLOG_FIELD_MAX 2048u                  /* bytes of one item's field */
+#define TP__CLOG_BODY_MAX (1024u * 1024)          /* bytes of one item's body */
+#define TP__CLOG_OP_MAX (2u * 1024 * 1024)        /* bytes of one op (published) */
+#define TP__CLOG_PUT_ITEMS_MAX 1024u              /* items of one put */
+#define TP__CLOG_PUT_BYTES_MAX (8u * 1024 * 1024) /* op + fields + bodies of one put */
+/* The whole catalog: a load is one script that blocks its Redis shard for the whole reply
+ * (about 1.2 s for 100 000 items of 33 MB on this machine, docs/internals/cluster-log.md): these
+ * keep it well inside the link's 5 s command timeout. */
+#define TP__CLOG_CATALOG_ITEMS_MAX 100000u             /* fields the catalog may hold */
+#define TP__CLOG_CATALOG_BYTES_MAX (32u * 1024 * 1024) /* fields + bodies it may hold */
 
 typedef struct tp__clog_item {
     const char *field; /* opaque bytes, 1 to TP__CLOG_FIELD_MAX */

@@ -1683,7 +1683,7 @@ Test(clog, catalog_bounds)
     cr_expect(body_of(l, "b", 1, &bl) && bl == TP__CLOG_BODY_MAX);
     free(big);
 
-    /* The whole catalog's bounds (lowered here: the maxima are 1 000 000 items and 64 MiB):
+    /* The whole catalog's bounds (lowered here: the maxima are 100 000 items and 32 MiB):
      * a put that would grow it past them writes nothing, publishes nothing, and fails with
      * TP_ETOOLARGE; one that shrinks it goes through. */
     tp_error err = {0};
@@ -1840,4 +1840,63 @@ Test(clog, catalog_cluster_three_masters, .timeout = 120)
         cr_expect_eq(st.redirects, 0, "node %d: a redirection", i);
         cr_expect_eq(st.failed, 0, "node %d: a failed call", i);
     }
+}
+
+/* The whole catalog's real maxima: filled to TP__CLOG_CATALOG_ITEMS_MAX items, one more is
+ * refused; a load returns them all in one reply; then the byte bound on its own. */
+Test(clog, catalog_maxima, .timeout = 120)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    enum { PER = 1000 };
+    static char fields[PER][16];
+    static tp__clog_item it[PER];
+    int64_t v = 0;
+    for (unsigned p = 0; p < TP__CLOG_CATALOG_ITEMS_MAX / PER; p++) {
+        for (int i = 0; i < PER; i++) {
+            int n = snprintf(fields[i], sizeof fields[i], "m%u", p * PER + (unsigned)i);
+            it[i] = (tp__clog_item){fields[i], (size_t)n, "", 0};
+        }
+        cres a = cat_put(c, v, S("fill"), it, PER);
+        cr_assert(!a.code && !a.conflict, "put %u: %s", p, a.msg);
+        v = a.version;
+    }
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), TP__CLOG_CATALOG_ITEMS_MAX);
+    cres a = cat_put(c, -1, S("one more"), (tp__clog_item[]){ITEM("x", "")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "%s", a.msg);
+    cr_expect(strstr(a.msg, "full") != NULL, "%s", a.msg);
+    a = cat_put(c, -1, S("swap"), (tp__clog_item[]){DEL("m0"), ITEM("x", "")}, 2);
+    cr_expect(!a.code && a.version == v + 1, "%s", a.msg);
+    lres *l = cat_load(c);
+    cr_expect_eq(l->code, 0, "%s", l->msg);
+    cr_expect_eq(l->n, TP__CLOG_CATALOG_ITEMS_MAX);
+    cr_expect_eq(l->version, v + 1);
+
+    /* Bytes: empty the catalog, then fill it with 1 MiB bodies to the byte bound. */
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:items")));
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:bytes")));
+    char *body = calloc(1, TP__CLOG_BODY_MAX);
+    cr_assert(body);
+    /* Single-byte fields with bodies of up to 1 MiB, seven a put (one put carries at most
+     * 8 MiB), the last body shortened to end exactly at the bound. */
+    size_t left = TP__CLOG_CATALOG_BYTES_MAX;
+    int k = 0;
+    while (left) {
+        tp__clog_item b[7];
+        int m = 0;
+        for (; m < 7 && left; m++, k++) {
+            size_t bl = left - 1 < TP__CLOG_BODY_MAX ? left - 1 : TP__CLOG_BODY_MAX;
+            b[m] = (tp__clog_item){&"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[k], 1,
+                                   body, bl};
+            left -= 1 + bl;
+        }
+        a = cat_put(c, -1, S("fat"), b, (size_t)m);
+        cr_assert(!a.code, "put %d: %s", k, a.msg);
+    }
+    cr_expect_eq(left, 0);
+    cr_expect_eq(catalog_bytes(port), (long long)TP__CLOG_CATALOG_BYTES_MAX);
+    a = cat_put(c, -1, S("one byte more"), (tp__clog_item[]){ITEM("z", "")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "%s", a.msg);
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), k);
+    free(body);
 }
