@@ -256,8 +256,8 @@ int tp__clog_decode(const char *data, size_t len, tp__clog_entry *out, tp_error 
 #define TP__CLOG_PUT_ITEMS_MAX 1024u              /* items of one put */
 #define TP__CLOG_PUT_BYTES_MAX (8u * 1024 * 1024) /* op + fields + bodies of one put */
 /* The whole catalog: a load is one script that blocks its Redis shard for the whole reply
- * (about 1.2 s for 100 000 items of 33 MB on this machine, docs/internals/cluster-log.md): these
- * keep it well inside the link's 5 s command timeout. */
+ * (about 0.5 s for 100 000 items of 22 MB on this machine, more when it is busy: see
+ * docs/internals/cluster-log.md): these keep it inside the link's 5 s command timeout. */
 #define TP__CLOG_CATALOG_ITEMS_MAX 100000u             /* fields the catalog may hold */
 #define TP__CLOG_CATALOG_BYTES_MAX (32u * 1024 * 1024) /* fields + bodies it may hold */
 
