@@ -1476,13 +1476,23 @@ Test(clog, catalog_put_load)
     cr_expect(rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "4"));
     freeReplyObject(rep);
 
+    /* After a SCRIPT FLUSH (as after a restart) the link answers NOSCRIPT with EVAL, once per
+     * script. */
+    tp__clog_stats st0;
+    tp__clog_stats_get(c, &st0);
+    freeReplyObject(sync_cmd(port, "SCRIPT FLUSH", "", 0));
+    a = cat_put(c, 4, S("after a flush"), NULL, 0);
+    cr_expect(!a.code && !a.conflict && a.version == 5, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 5 && l->n == 4, "%s", l->msg);
     tp__clog_stats st;
     tp__clog_stats_get(c, &st);
-    cr_expect_eq(st.catalog_puts, 6);
+    cr_expect_eq(st.noscript - st0.noscript, 2, "one NOSCRIPT for each of the two scripts");
+    cr_expect_eq(st.catalog_puts, 7);
     cr_expect_eq(st.catalog_conflicts, 2);
-    cr_expect_eq(st.catalog_loads, 5);
+    cr_expect_eq(st.catalog_loads, 6);
     cr_expect_eq(st.failed, 0);
-    cr_expect_eq(st.calls, 11);
+    cr_expect_eq(st.calls, 13);
 }
 
 /* Two nodes seed (expect 0) and then update (expect the version both read) at the same time,
