@@ -288,7 +288,7 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes};
+static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes, NULL, NULL, NULL};
 
 static void
 delivery_free(delivery *d)
