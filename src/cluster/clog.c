@@ -191,7 +191,8 @@ enum op {
     OP_OUTCOMES_GET,
     OP_WRITER,
     OP_CATALOG_PUT,
-    OP_CATALOG_LOAD
+    OP_CATALOG_LOAD,
+    OP_CATALOG_VERSION
 };
 
 typedef struct call {
@@ -888,6 +889,24 @@ tp__clog_catalog_load(tp__clog *c, tp__clog_catalog_load_cb cb, void *user, tp_e
 }
 
 int
+tp__clog_catalog_version(tp__clog *c, tp__clog_catalog_cb cb, void *user, tp_error *err)
+{
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: catalog_version: no callback");
+    name key;
+    catalog_key("v", &key);
+    const char *argv[2] = {"GET", key.b};
+    size_t lens[2] = {3, key.n};
+    call *k = NULL;
+    int rc;
+    if ((rc = call_new(c, OP_CATALOG_VERSION, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = sent(k, tp__redis_command(c->r, 2, argv, lens, 1, on_reply, k, err))) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+int
 tp__clog_catalog_subscribe(tp__clog *c, int on, tp_error *err)
 {
     size_t n = strlen(TP__CLOG_CATALOG_CHANNEL);
@@ -924,8 +943,9 @@ tp__clog_catalog_decode(const char *d, size_t len, int64_t *version, const char 
 
 /* ---- Replies ------------------------------------------------------------------------- */
 
-static const char *op_name[] = {"append",       "read",          "snapshot",    "outcome_put",
-                                "outcomes_get", "writer_in_log", "catalog_put", "catalog_load"};
+static const char *op_name[] = {"append",      "read",         "snapshot",
+                                "outcome_put", "outcomes_get", "writer_in_log",
+                                "catalog_put", "catalog_load", "catalog_version"};
 
 static void
 deliver_append(call *k, const redisReply *r, tp_error *e)
@@ -1148,6 +1168,22 @@ bad:
     ((tp__clog_catalog_load_cb)k->cb)(NULL, e, k->user);
 }
 
+static void
+deliver_catalog_version(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t v = 0;
+    if (r->type == REDIS_REPLY_STRING && parse_i64(r->str, r->len, &v) == 0 && v >= 0) {
+        ((tp__clog_catalog_cb)k->cb)(0, v, NULL, k->user);
+        return;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        ((tp__clog_catalog_cb)k->cb)(0, 0, NULL, k->user);
+        return;
+    }
+    tp__error_set(e, TP_EINTERNAL, "clog: catalog_version: unexpected reply");
+    ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user);
+}
+
 /* fail calls the call's callback with an error, whatever its type. */
 static void
 fail(call *k, const tp_error *e)
@@ -1161,6 +1197,7 @@ fail(call *k, const tp_error *e)
     case OP_WRITER: ((tp__clog_writer_cb)k->cb)(0, 0, 0, e, k->user); break;
     case OP_CATALOG_PUT: ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user); break;
     case OP_CATALOG_LOAD: ((tp__clog_catalog_load_cb)k->cb)(NULL, e, k->user); break;
+    case OP_CATALOG_VERSION: ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user); break;
     }
 }
 
@@ -1186,6 +1223,7 @@ dispatch(call *k, const redisReply *reply, const tp_error *lerr)
     case OP_WRITER: deliver_writer(k, reply, &e); break;
     case OP_CATALOG_PUT: deliver_catalog_put(k, reply, &e); break;
     case OP_CATALOG_LOAD: deliver_catalog_load(k, reply, &e); break;
+    case OP_CATALOG_VERSION: deliver_catalog_version(k, reply, &e); break;
     }
     if (e.code)
         c->st.failed++;

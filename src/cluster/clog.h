@@ -306,6 +306,13 @@ typedef void (*tp__clog_catalog_load_cb)(const tp__clog_catalog *res, const tp_e
 int tp__clog_catalog_load(tp__clog *c, tp__clog_catalog_load_cb cb, void *user, tp_error *err);
 
 /**
+ * tp__clog_catalog_version returns the catalog's version (0: never written) in one command
+ * (GET); the callback's conflict is always 0. A node waits until it applied that version, so
+ * that a host API call through it sees what a call through another node did before.
+ */
+int tp__clog_catalog_version(tp__clog *c, tp__clog_catalog_cb cb, void *user, tp_error *err);
+
+/**
  * tp__clog_catalog_subscribe follows (on 1) or stops following (on 0) the catalog's channel on
  * the link's pub/sub set, like tp__clog_subscribe; tp__clog_catalog_decode reads its messages.
  */

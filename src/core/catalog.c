@@ -53,6 +53,7 @@ typedef struct cat_op {
     int64_t expect; /* -1, or 0 for the seed */
     int64_t at;     /* hub clock ms when it was queued */
     uint64_t ticket;
+    uint64_t after; /* put once this ticket ended (a model made: in its log first) */
 } cat_op;
 
 /* A model the catalog has and the hub does not: read from its log. */
@@ -81,16 +82,18 @@ struct tp__catalog {
     int busy;         /* a put in flight */
     int64_t tried_at; /* when the head was last put */
     cat_op *head, *tail;
-    /* Barriers (tp__order_barrier): tickets waiting for a load to be sent,
-     * for the load in flight, and for its models to be read. */
-    tp__vec bar_waiting, bar_loading, bar_loaded;
-    int64_t bar_at;    /* the tick ends barriers older than a wait */
-    uint64_t bar_last; /* the last ticket given at the previous such tick */
+    /* Barriers (tp__order_barrier): tickets waiting for the version to be
+     * asked, for its answer, and for the node to reach it. */
+    tp__vec bar_new, bar_asked;
+    struct bar *bars;
+    size_t nbars, capbars;
+    int asking;
     tp__map pending;   /* field -> pend * */
     size_t unanswered; /* of them: never answered */
     tp__map subs;      /* field -> wsub * */
     /* The change being built (tp__catalog_begin .. _end). */
     int depth;
+    uint64_t after;
     cat_item *batch;
     size_t bn, bcap;
 };
@@ -225,6 +228,7 @@ tp__catalog_sub(tp_hub *hub, const char *sid, const char *tenant)
 }
 
 static void put_next(tp_hub *hub);
+static void bars_check(tp_hub *hub);
 
 /* Queues the items (taken) as one op. */
 static void
@@ -264,12 +268,28 @@ queue_op(tp_hub *hub, cat_item *items, size_t n, const char *close, int code, in
     o->expect = expect;
     o->at = tp__hub_now(hub);
     o->ticket = expect < 0 ? tp__ticket_open(hub) : 0;
+    o->after = c->after;
+    c->after = 0;
     if (c->tail != NULL)
         c->tail->next = o;
     else
         c->head = o;
     c->tail = o;
     put_next(hub);
+}
+
+void
+tp__catalog_after(tp_hub *hub, uint64_t ticket)
+{
+    if (announcing(hub))
+        hub->cat->after = ticket;
+}
+
+void
+tp__catalog_kick(tp_hub *hub)
+{
+    if (hub->cat != NULL)
+        put_next(hub);
 }
 
 void
@@ -310,6 +330,10 @@ put_next(tp_hub *hub)
     if (c->busy || c->head == NULL)
         return;
     cat_op *o = c->head;
+    /* A model is announced once its log has it, so that a node making it
+     * from the announcement finds its record (tp__catalog_kick). */
+    if (o->after != 0 && tp__ticket_state(hub, o->after - 1, o->after, NULL) == 1)
+        return;
     tp__order_item *its = tp__calloc(o->n + 1, sizeof *its);
     if (its == NULL)
         return; /* tried again at the tick */
@@ -368,11 +392,10 @@ tp__order_catalog_done(tp_hub *hub, int conflict, int64_t version, const tp_erro
     put_next(hub);
     if (c->head == NULL && c->need_load)
         load(hub);
+    bars_check(hub);
 }
 
 /* ---- Applying ---- */
-
-static void bars_check(tp_hub *hub);
 
 static void
 pend_free(pend *p)
@@ -586,6 +609,8 @@ tp__order_catalog_message(tp_hub *hub, int64_t version, const char *op, size_t l
         return;
     if (version > c->seen)
         c->seen = version;
+    tp__log(&hub->log, TP_LOG_DEBUG, "cluster: catalog version=%lld (holding %lld)%s",
+            (long long)version, (long long)c->version, c->loading ? " loading" : "");
     if (!c->loaded || c->loading || version <= c->version)
         return; /* the load in flight covers it, or the node has it */
     if (version != c->version + 1) {
@@ -596,6 +621,7 @@ tp__order_catalog_message(tp_hub *hub, int64_t version, const char *op, size_t l
     }
     c->version = version;
     apply_op(hub, op, len);
+    bars_check(hub);
 }
 
 /* ---- Loading ---- */
@@ -658,25 +684,79 @@ items_free(cat_item *items, size_t n)
     tp__free(items);
 }
 
-static void
-bars_move(tp__vec *to, tp__vec *from)
-{
-    for (size_t i = 0; i < from->len; i++)
-        if (tp__vec_push(to, from->items[i]) != 0)
-            break; /* out of memory: ended by the tick */
-    from->len = 0;
-}
+/* A barrier: its ticket ends once the node applied the catalog's version
+ * target (-1: the version could not be asked: what the node holds answers). */
+typedef struct bar {
+    uint64_t ticket;
+    int64_t target, since;
+} bar;
 
-/* Barriers whose load is in and whose models are read end. */
+/* Barriers the node reached end. */
 static void
 bars_check(tp_hub *hub)
 {
     struct tp__catalog *c = hub->cat;
-    if (c->unanswered > 0)
+    size_t k = 0;
+    for (size_t i = 0; i < c->nbars; i++) {
+        bar *b = &c->bars[i];
+        if (b->target < 0 || (c->loaded && !c->loading && c->version >= b->target &&
+                              c->unanswered == 0 && c->head == NULL))
+            tp__ticket_end(hub, b->ticket, TP_OK, NULL);
+        else
+            c->bars[k++] = *b;
+    }
+    c->nbars = k;
+}
+
+static void
+ask_version(tp_hub *hub)
+{
+    struct tp__catalog *c = hub->cat;
+    if (c->asking || c->bar_new.len == 0)
         return;
-    for (size_t i = 0; i < c->bar_loaded.len; i++)
-        tp__ticket_end(hub, (uintptr_t)c->bar_loaded.items[i], TP_OK, NULL);
-    c->bar_loaded.len = 0;
+    tp_error err = {0, ""};
+    if (hub->order->catalog_version == NULL ||
+        hub->order->catalog_version(hub->order_be, &err) != TP_OK) {
+        /* The log cannot be asked: what the node holds answers. */
+        for (size_t i = 0; i < c->bar_new.len; i++)
+            tp__ticket_end(hub, (uintptr_t)c->bar_new.items[i], TP_OK, NULL);
+        c->bar_new.len = 0;
+        return;
+    }
+    c->asking = 1;
+    for (size_t i = 0; i < c->bar_new.len; i++)
+        if (tp__vec_push(&c->bar_asked, c->bar_new.items[i]) != 0)
+            tp__ticket_end(hub, (uintptr_t)c->bar_new.items[i], TP_OK, NULL);
+    c->bar_new.len = 0;
+}
+
+void
+tp__order_catalog_version(tp_hub *hub, int64_t version, const tp_error *err)
+{
+    struct tp__catalog *c = hub->cat;
+    if (c == NULL || !c->asking)
+        return;
+    c->asking = 0;
+    int64_t now = tp__hub_now(hub);
+    for (size_t i = 0; i < c->bar_asked.len; i++) {
+        uint64_t t = (uintptr_t)c->bar_asked.items[i];
+        if (c->nbars == c->capbars) {
+            size_t cap = c->capbars ? c->capbars * 2 : 8;
+            bar *p = tp__realloc(c->bars, cap * sizeof *p);
+            if (p == NULL) {
+                tp__ticket_end(hub, t, TP_OK, NULL);
+                continue;
+            }
+            c->bars = p;
+            c->capbars = cap;
+        }
+        c->bars[c->nbars++] = (bar){t, err != NULL ? -1 : version, now};
+    }
+    c->bar_asked.len = 0;
+    if (version > c->seen)
+        c->seen = version;
+    bars_check(hub);
+    ask_version(hub); /* barriers opened while this one was asked */
 }
 
 static void
@@ -689,7 +769,6 @@ load(tp_hub *hub)
     if (hub->order->catalog_load(hub->order_be, &err) == TP_OK) {
         c->loading = 1;
         c->need_load = 0;
-        bars_move(&c->bar_loading, &c->bar_waiting);
     } else {
         c->need_load = 1; /* tried again at the tick */
     }
@@ -710,7 +789,6 @@ tp__order_catalog_loaded(tp_hub *hub, int64_t version, const tp__order_item *ite
     if (c == NULL || !c->loading)
         return;
     c->loading = 0;
-    bars_move(&c->bar_loaded, &c->bar_loading);
     if (err != NULL) {
         tp__log(&hub->log, TP_LOG_WARN, "cluster: the catalog cannot be read: %s", err->message);
         c->need_load = 1;
@@ -775,8 +853,8 @@ tp__order_catalog_loaded(tp_hub *hub, int64_t version, const tp__order_item *ite
     tp__free(keys);
     tp__map_free(&there);
     bars_check(hub);
-    if (c->seen > c->version || c->bar_waiting.len > 0)
-        load(hub); /* messages came while it loaded, or a barrier waits for a later load */
+    if (c->seen > c->version)
+        load(hub); /* messages came while it loaded */
 }
 
 /* ---- Models made from the log ---- */
@@ -795,6 +873,10 @@ tp__catalog_read_done(tp_hub *hub, const char *owner, const char *id, const tp__
         return;
     }
     p->reading = 0;
+    tp__log(&hub->log, TP_LOG_DEBUG, "cluster: catalog: %s/%s read: %s", owner, id,
+            err != NULL                        ? err->message
+            : res->state == TP__ORDER_SNAPSHOT ? "a record"
+                                               : "no record yet");
     if (!p->answered) {
         p->answered = 1;
         hub->cat->unanswered--;
@@ -861,12 +943,11 @@ tp__order_barrier(tp_hub *hub)
     if (c == NULL || !c->loaded)
         return 0;
     uint64_t t = tp__ticket_open(hub);
-    if (t == 0 || tp__vec_push(&c->bar_waiting, (void *)(uintptr_t)t) != 0) {
+    if (t == 0 || tp__vec_push(&c->bar_new, (void *)(uintptr_t)t) != 0) {
         tp__ticket_end(hub, t, TP_OK, NULL);
         return 0;
     }
-    if (c->head == NULL && !c->loading)
-        load(hub);
+    ask_version(hub);
     return t;
 }
 
@@ -907,22 +988,16 @@ tp__catalog_tick(tp_hub *hub)
     }
     if (!c->busy && c->head != NULL && now - c->tried_at >= 1000)
         put_next(hub);
-    /* Barriers are bounded too: past the wait, what the node holds answers. */
-    if (now - c->bar_at >= (int64_t)hub->ord_wait_ms) {
-        c->bar_at = now;
-        tp__vec *vs[3] = {&c->bar_waiting, &c->bar_loading, &c->bar_loaded};
-        for (int k = 0; k < 3; k++) {
-            for (size_t i = 0; i < vs[k]->len; i++)
-                if ((uintptr_t)vs[k]->items[i] <= c->bar_last)
-                    tp__ticket_end(hub, (uintptr_t)vs[k]->items[i], TP_OK, NULL);
-            size_t j = 0;
-            for (size_t i = 0; i < vs[k]->len; i++)
-                if ((uintptr_t)vs[k]->items[i] > c->bar_last)
-                    vs[k]->items[j++] = vs[k]->items[i];
-            vs[k]->len = j;
-        }
-        c->bar_last = hub->ord_ticket;
+    /* A barrier the messages do not bring the node to within a second
+     * loads the catalog (a message lost); past the wait, what the node
+     * holds answers. */
+    for (size_t i = 0; i < c->nbars; i++) {
+        if (now - c->bars[i].since >= (int64_t)hub->ord_wait_ms)
+            c->bars[i].target = -1;
+        else if (now - c->bars[i].since >= 1000 && c->version < c->bars[i].target)
+            c->need_load = 1;
     }
+    bars_check(hub);
     if (c->head == NULL && (c->need_load || !c->loaded) && !c->loading)
         load(hub);
     tp__vec due = {0};
@@ -961,9 +1036,9 @@ tp__catalog_free(tp_hub *hub)
     }
     tp__map_free(&c->subs);
     items_free(c->batch, c->bn);
-    tp__vec_free(&c->bar_waiting);
-    tp__vec_free(&c->bar_loading);
-    tp__vec_free(&c->bar_loaded);
+    tp__vec_free(&c->bar_new);
+    tp__vec_free(&c->bar_asked);
+    tp__free(c->bars);
     tp__free(c);
     hub->cat = NULL;
 }

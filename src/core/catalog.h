@@ -36,6 +36,11 @@ void tp__catalog_schema(tp_hub *hub, const char *name, const json_t *doc);
 void tp__catalog_model(tp_hub *hub, int shared, const char *owner, const char *id);
 void tp__catalog_sub(tp_hub *hub, const char *sid, const char *tenant);
 void tp__catalog_end(tp_hub *hub, const char *close, int code);
+/* tp__catalog_after makes the change being built wait for a ticket (a
+ * model made: announced once its log has it); tp__catalog_kick: a ticket
+ * ended (the order calls it), a waiting change may go. */
+void tp__catalog_after(tp_hub *hub, uint64_t ticket);
+void tp__catalog_kick(tp_hub *hub);
 /* Resynchronise: the link was lost (tp__order_resync). */
 void tp__catalog_resync(tp_hub *hub);
 /* The order's tick (retries, waits), a read for a model the hub does not

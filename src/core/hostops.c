@@ -656,9 +656,15 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
     const char *got = shared ? tp_hub_share_as(h->hub, id, schema, text, merge, err)
                              : tp_session_host_as(s, id, schema, text, err);
     tp__free(text);
-    /* Announced to the other nodes (a cluster): the model as it is now, and
-     * a shared model's subscriptions carried over. */
+    tp__model *m = got == NULL ? NULL
+                   : shared    ? tp__map_get(&h->hub->shared, id)
+                               : tp__map_get(&s->models, id);
+    /* A cluster: the answer waits for the log to have the model, and the
+     * other nodes hear of it (the model as it is now, a shared model's
+     * subscriptions carried over) once it has it. */
+    uint64_t made = m != NULL ? tp__order_track(m) : 0;
     tp__catalog_begin(h->hub);
+    tp__catalog_after(h->hub, made);
     tp__catalog_model(h->hub, shared, shared ? "" : tenant, id);
     for (size_t i = 0; i < nsubs; i++) {
         if (got != NULL)
@@ -672,8 +678,6 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
         return err ? (err->code == TP_EARG ? (err->code = TP_EBADREQUEST) : err->code)
                    : TP_EINTERNAL;
     *created = old == NULL;
-    tp__model *m = shared ? tp__map_get(&h->hub->shared, id) : tp__map_get(&s->models, id);
-    tp__order_track(m); /* the answer waits for the log to have it */
     *out = model_json(h, m, 0);
     return *out ? TP_OK : tp__error_set(err, TP_ENOMEM, "out of memory");
 }

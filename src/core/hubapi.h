@@ -54,13 +54,14 @@ int tp__valid_key(const char *key);
  */
 uint64_t tp__ticket_last(const tp_hub *hub);
 int tp__ticket_state(const tp_hub *hub, uint64_t from, uint64_t to, tp_error *err);
-/* tp__order_barrier opens a ticket that ends once the node has loaded the
- * catalog afresh and read the models it names that the node lacked: what
- * another node made before now is then here (the host API asks before it
- * answers not_found). 0 without a catalog. tp__order_refresh opens one
- * that ends once a model the node does not follow (a private model no
- * connection here sees: maybe behind) is read from the log; 0 when it is
- * followed, or not in a cluster. */
+/* tp__order_barrier opens a ticket that ends once the node applied the
+ * catalog's version as it is now (and read the models it named that the
+ * node lacked): what a call through another node did before is then here
+ * (the host API asks before each call). 0 without a catalog.
+ * tp__order_refresh opens one that ends once the model read what the log
+ * has past the node's rev (it may be behind: a private model no connection
+ * here sees is not followed, a message may be on its way); 0 when not in a
+ * cluster. */
 uint64_t tp__order_barrier(tp_hub *hub);
 uint64_t tp__order_refresh(tp_hub *hub, const char *owner, const char *id);
 

@@ -177,8 +177,10 @@ fail_all(tp__model *m, const char *message)
 {
     while (m->ord->head != NULL)
         fail_op(m, TP_EINTERNAL, message);
-    if (!m->ord->synced)
+    if (!m->ord->synced) {
         tp__ticket_end(m->hub, m->ord->ticket, TP_EINTERNAL, message);
+        tp__catalog_kick(m->hub);
+    }
 }
 
 /* Ends the first change as applied (or as changing nothing) at the model's rev. */
@@ -625,6 +627,7 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
             tp__ticket_end(hub, o->ticket, TP_OK, NULL);
             json_decref(o->put); /* created with it */
             o->put = NULL;
+            tp__catalog_kick(hub);
         }
     } else if (err != NULL) {
         /* Unknown: the script may have run. The write is not acked; the
@@ -775,6 +778,7 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
     if (!was_synced && o->synced) {
         hub->unsynced--;
         tp__ticket_end(hub, o->ticket, TP_OK, NULL);
+        tp__catalog_kick(hub);
     }
     advance(m);
 }
@@ -1065,7 +1069,7 @@ tp__order_refresh(tp_hub *hub, const char *owner, const char *id)
 {
     tp__model *m = hub->order != NULL ? model_named(hub, owner, id) : NULL;
     struct tp__ord *o = m != NULL ? m->ord : NULL;
-    if (o == NULL || !o->dormant || !o->synced || o->stalled)
+    if (o == NULL || !o->synced || o->stalled)
         return 0;
     if (o->fresh == 0 && (o->fresh = tp__ticket_open(hub)) == 0)
         return 0;
@@ -1074,14 +1078,15 @@ tp__order_refresh(tp_hub *hub, const char *owner, const char *id)
     return o->fresh;
 }
 
-void
+uint64_t
 tp__order_track(tp__model *m)
 {
     struct tp__ord *o = m->ord;
     if (o == NULL || o->synced || o->ticket != 0)
-        return;
+        return 0;
     o->ticket = tp__ticket_open(m->hub);
     o->put = json_incref(m->value);
+    return o->ticket;
 }
 
 int

@@ -102,6 +102,9 @@ typedef struct tp__order_ops {
      * messages from tp__hub_set_order on, handing each to
      * tp__order_catalog_message. */
     int (*catalog_load)(void *be, tp_error *err);
+    /* catalog_version: the catalog's version now. Answer:
+     * tp__order_catalog_version. */
+    int (*catalog_version)(void *be, tp_error *err);
 } tp__order_ops;
 
 /*
@@ -122,6 +125,7 @@ void tp__order_catalog_done(tp_hub *hub, int conflict, int64_t version, const tp
 void tp__order_catalog_loaded(tp_hub *hub, int64_t version, const tp__order_item *items, size_t n,
                               const tp_error *err);
 void tp__order_catalog_message(tp_hub *hub, int64_t version, const char *op, size_t len);
+void tp__order_catalog_version(tp_hub *hub, int64_t version, const tp_error *err);
 
 /*
  * tp__hub_set_order makes the hub keep its models in the shared order: every

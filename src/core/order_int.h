@@ -31,7 +31,7 @@ int tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp);
  * outcome ends the ticket it opens, tp__order_last_ticket). tp__order_track
  * opens a ticket for a model the host just made, ended when the log has it. */
 int tp__order_host_patch(tp__model *m, const json_t *patch, const tp__stamp *stamp);
-void tp__order_track(tp__model *m);
+uint64_t tp__order_track(tp__model *m);
 
 /* tp__order_free frees what the order keeps beside the models (tickets,
  * the catalog); tp_hub_free calls it. */

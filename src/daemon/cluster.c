@@ -507,8 +507,35 @@ be_catalog_load(void *be, tp_error *err)
     return rc;
 }
 
-static const tp__order_ops ops = {be_append, be_read,        be_follow,      be_outcomes,
-                                  be_remove, be_catalog_put, be_catalog_load};
+static void
+catalog_versioned(int conflict, int64_t version, const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    (void)conflict;
+    call_free(k);
+    if (err != NULL)
+        note_failure(c, "catalog", err);
+    tp__order_catalog_version(c->hub, version, err);
+}
+
+static int
+be_catalog_version(void *be, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    call *k = call_new(c, "", "", NULL, err);
+    if (k == NULL)
+        return TP_ENOMEM;
+    int rc = tp__clog_catalog_version(c->log, catalog_versioned, k, err);
+    if (rc != TP_OK)
+        call_free(k);
+    return rc;
+}
+
+static const tp__order_ops ops = {be_append, be_read,        be_follow,       be_outcomes,
+                                  be_remove, be_catalog_put, be_catalog_load, be_catalog_version};
 
 /* ---- The link's events ---- */
 

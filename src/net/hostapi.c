@@ -44,9 +44,7 @@ struct tp__apireq {
     uint64_t t0;
     int model, shared, full;
     const char *tenant, *id;
-    /* Not found on a cluster node: answered again once the node caught up
-     * with the catalog (run()). */
-    int redo, again;
+    int again; /* a cluster node: dispatched once the node caught up (run()) */
 };
 
 /* An answer waiting for the transaction holding its change. */
@@ -249,15 +247,6 @@ static int
 fail(tp_server *s, struct lws *wsi, int status, const char *code, const char *message, int keep,
      const char *extra)
 {
-    tp__apireq *r = s->api != NULL ? s->api->current : NULL;
-    if (r != NULL && !r->again &&
-        ((status == 404 && strncmp(message, "path:", 5) != 0) ||
-         (status == 422 && strstr(message, "no schema named") != NULL))) {
-        /* A cluster node: what another node made a moment ago may not be
-         * here yet. Answered once the node caught up (run()). */
-        r->redo = 1;
-        return 0;
-    }
     tp__log(s->log, TP_LOG_DEBUG, "api refused status=%d code=%s: %s", status, code, message);
     json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", message);
     return respond_json(wsi, status, extra, o, keep);
@@ -860,20 +849,18 @@ tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
 }
 
 /*
- * Dispatches a request. On a cluster node, a request answered not_found (or
- * naming a schema the node does not know) is answered again, once, after
- * the node caught up with the catalog (tp__order_barrier): a host that made
- * a model through one node and then names it through another finds it.
+ * Dispatches a request. On a cluster node it is dispatched once the node
+ * applied the catalog's version as it is when the request came
+ * (tp__order_barrier: one Redis round trip, and the announcements still on
+ * their way): a host that made a model through one node and then names it
+ * through another finds it, and one that deleted it does not.
  */
 static int
 run(tp_server *s, struct lws *wsi, tp__apireq *r)
 {
     tp__ws *ws = lws_wsi_user(wsi);
-    s->api->current = tp__hub_store(s->hub) == NULL ? r : NULL;
-    r->redo = 0;
-    int rc = dispatch(s, wsi, r);
-    s->api->current = NULL;
-    if (r->redo) {
+    int cluster = tp__hub_store(s->hub) == NULL;
+    if (cluster && !r->again) {
         r->again = 1;
         uint64_t t = tp__order_barrier(s->hub);
         tp__apiwait *w = t != 0 && ws != NULL && ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
@@ -883,10 +870,10 @@ run(tp_server *s, struct lws *wsi, tp__apireq *r)
             w->req = r;
             return 0;
         }
-        s->api->current = r;
-        rc = dispatch(s, wsi, r);
-        s->api->current = NULL;
     }
+    s->api->current = cluster ? r : NULL;
+    int rc = dispatch(s, wsi, r);
+    s->api->current = NULL;
     req_free(r);
     return rc;
 }

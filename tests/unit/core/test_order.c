@@ -309,7 +309,8 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes, NULL, NULL, NULL};
+static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes,
+                                  NULL,      NULL,    NULL,      NULL};
 
 /* ---- The catalog and deletions (catalog tests) ---- */
 
@@ -412,8 +413,21 @@ be_catalog_load(void *be, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops cat_ops = {be_append, be_read,        be_follow,      be_outcomes,
-                                      be_remove, be_catalog_put, be_catalog_load};
+static int
+be_catalog_version(void *be, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    delivery *d = push(nd, 1);
+    d->kind = 'v';
+    d->version = L.version;
+    return TP_OK;
+}
+
+static const tp__order_ops cat_ops = {be_append,       be_read,           be_follow,
+                                      be_outcomes,     be_remove,         be_catalog_put,
+                                      be_catalog_load, be_catalog_version};
 
 static void
 delivery_free(delivery *d)
@@ -468,6 +482,8 @@ deliver(int k, int answer)
         tp__order_catalog_loaded(nd->hub, d.version, d.citems, d.n_citems, NULL);
     else if (d.kind == 'k')
         tp__order_catalog_message(nd->hub, d.version, d.op, d.op_len);
+    else if (d.kind == 'v')
+        tp__order_catalog_version(nd->hub, d.version, NULL);
     else
         tp__order_message(nd->hub, d.owner, d.id, &d.entries[0]);
     delivery_free(&d);
@@ -1491,8 +1507,10 @@ Test(order, the_host_api_on_one_node_changes_every_node)
     cr_assert_eq(tp__ticket_state(L.nodes[1].hub, t0, t1, &err), 1, "open until the log has it");
     settle();
     cr_assert_eq(tp__ticket_state(L.nodes[1].hub, t0, t1, &err), 0, "%s", err.message);
-    cr_assert_eq(lfind("carol", "m1", 0)->rev, 2, "the log has the patch");    /* Nodes 0 and 2 do not follow carol's model (no connection of carol
-     * there): it may be behind, and a refresh reads it. */
+    cr_assert_eq(
+        lfind("carol", "m1", 0)->rev, 2,
+        "the log has the patch"); /* Nodes 0 and 2 do not follow carol's model (no connection of
+                                   * carol there): it may be behind, and a refresh reads it. */
     uint64_t t = tp__order_refresh(L.nodes[0].hub, "carol", "m1");
     cr_assert_neq(t, 0, "a model no connection follows is refreshed");
     cr_assert_eq(tp__ticket_state(L.nodes[0].hub, t - 1, t, &err), 1);
