@@ -107,17 +107,93 @@ static const char lua_writer[] = "local cur = redis.call('HGET', KEYS[1], 'rev')
                                  "end\n"
                                  "return {'0', cur, #els}\n";
 
+/* The catalog's counters ("tp:{%catalog}:v", ":bytes") as the put and load scripts read them:
+ * absent is 0; anything but a canonical decimal below 10^15 (so exact in Lua's doubles) is an
+ * error, raised before any write. */
+#define LUA_CATALOG                                                                                \
+    "local function counter(k)\n"                                                                  \
+    "  local s = redis.call('GET', k)\n"                                                           \
+    "  if not s then return '0' end\n"                                                             \
+    "  if #s > 15 or not (s == '0' or string.match(s, '^[1-9]%d*$')) then\n"                       \
+    "    return nil\n"                                                                             \
+    "  end\n"                                                                                      \
+    "  return s\n"                                                                                 \
+    "end\n"
+
+/* KEYS: items hash, version, bytes. ARGV: expect ('-1': none), op, channel, items bound,
+ * bytes bound, then per item: 's' (set) or 'd' (delete), field, body. The totals after the put
+ * are worked out first (HLEN, HEXISTS, HSTRLEN: O(1) each, a field seen twice counted once),
+ * so that a put past the bounds writes nothing. Only a put that grows a total past its bound
+ * is refused: one that shrinks an over-full catalog (bounds lowered since) goes through. */
+static const char lua_catalog_put[] = LUA_COMMON LUA_CATALOG
+    "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'string') or wrong(KEYS[3], 'string')\n"
+    "if e then return e end\n"
+    "local cur, size = counter(KEYS[2]), counter(KEYS[3])\n"
+    "if not cur or not size then\n"
+    "  return redis.error_reply('ERR clog: catalog: a counter is not a decimal')\n"
+    "end\n"
+    "if ARGV[1] ~= '-1' and ARGV[1] ~= cur then return {1, cur} end\n"
+    "local count0, bytes0, seen = redis.call('HLEN', KEYS[1]), tonumber(size), {}\n"
+    "local count, bytes = count0, bytes0\n"
+    "for i = 6, #ARGV, 3 do\n"
+    "  local f = ARGV[i + 1]\n"
+    "  local old = seen[f]\n"
+    "  if old == nil then\n"
+    "    old = false\n"
+    "    if redis.call('HEXISTS', KEYS[1], f) == 1 then old = redis.call('HSTRLEN', KEYS[1], f) "
+    "end\n"
+    "  end\n"
+    "  if old then count = count - 1; bytes = bytes - #f - old end\n"
+    "  if ARGV[i] == 's' then\n"
+    "    count = count + 1; bytes = bytes + #f + #ARGV[i + 2]; seen[f] = #ARGV[i + 2]\n"
+    "  else\n"
+    "    seen[f] = false\n"
+    "  end\n"
+    "end\n"
+    "if (count > tonumber(ARGV[4]) and count > count0) or\n"
+    "   (bytes > tonumber(ARGV[5]) and bytes > bytes0) then\n"
+    "  return {2, cur, count, bytes}\n"
+    "end\n"
+    "for i = 6, #ARGV, 3 do\n"
+    "  if ARGV[i] == 's' then redis.call('HSET', KEYS[1], ARGV[i + 1], ARGV[i + 2])\n"
+    "  else redis.call('HDEL', KEYS[1], ARGV[i + 1]) end\n"
+    "end\n"
+    "local v = string.format('%d', redis.call('INCR', KEYS[2]))\n"
+    "redis.call('SET', KEYS[3], string.format('%d', bytes))\n"
+    "redis.call('PUBLISH', ARGV[3], v .. '\\n' .. ARGV[2])\n"
+    "return {0, v}\n";
+
+/* KEYS: items hash, version. One script, so the version and the items are of one instant. */
+static const char lua_catalog_load[] = LUA_COMMON LUA_CATALOG
+    "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'string')\n"
+    "if e then return e end\n"
+    "local cur = counter(KEYS[2])\n"
+    "if not cur then return redis.error_reply('ERR clog: catalog: a counter is not a decimal') "
+    "end\n"
+    "return {cur, redis.call('HGETALL', KEYS[1])}\n";
+
 /* ---- The log ------------------------------------------------------------------------- */
 
 struct tp__clog {
     tp__redis *r;
-    tp__redis_script *append, *outcome, *read, *writer;
+    tp__redis_script *append, *outcome, *read, *writer, *cat_put, *cat_load;
+    uint32_t cat_items, cat_bytes; /* the catalog's bounds (tp__clog_catalog_bound) */
     tp__clog_stats st;
     uint64_t inflight;
     int freed; /* tp__clog_free ran: the last call in flight releases the memory */
 };
 
-enum op { OP_APPEND, OP_READ, OP_SNAPSHOT, OP_OUTCOME_PUT, OP_OUTCOMES_GET, OP_WRITER };
+enum op {
+    OP_APPEND,
+    OP_READ,
+    OP_SNAPSHOT,
+    OP_OUTCOME_PUT,
+    OP_OUTCOMES_GET,
+    OP_WRITER,
+    OP_CATALOG_PUT,
+    OP_CATALOG_LOAD,
+    OP_CATALOG_VERSION
+};
 
 typedef struct call {
     tp__clog *c;
@@ -144,7 +220,15 @@ tp__clog_new(tp__redis *r, tp_error *err)
         c->append ? tp__redis_script_new(r, lua_outcome, sizeof lua_outcome - 1, err) : NULL;
     c->read = c->outcome ? tp__redis_script_new(r, lua_read, sizeof lua_read - 1, err) : NULL;
     c->writer = c->read ? tp__redis_script_new(r, lua_writer, sizeof lua_writer - 1, err) : NULL;
-    if (!c->writer) {
+    c->cat_put = c->writer
+                     ? tp__redis_script_new(r, lua_catalog_put, sizeof lua_catalog_put - 1, err)
+                     : NULL;
+    c->cat_load = c->cat_put
+                      ? tp__redis_script_new(r, lua_catalog_load, sizeof lua_catalog_load - 1, err)
+                      : NULL;
+    c->cat_items = TP__CLOG_CATALOG_ITEMS_MAX;
+    c->cat_bytes = TP__CLOG_CATALOG_BYTES_MAX;
+    if (!c->cat_load) {
         tp__free(c);
         return NULL;
     }
@@ -666,10 +750,202 @@ tp__clog_writer_in_log(tp__clog *c, const char *owner, const char *id,
     return rc;
 }
 
+/* ---- The catalog --------------------------------------------------------------------- */
+
+static void
+catalog_key(const char *suffix, name *k)
+{
+    /* "%catalog" is no escaped name's tag: a tenant's '%' is always written %25. */
+    k->n = 0;
+    put(k, "tp:{%catalog}:", 14);
+    put(k, suffix, strlen(suffix));
+}
+
+int
+tp__clog_catalog_bound(tp__clog *c, uint32_t items, uint32_t bytes, tp_error *err)
+{
+    if (items < 1 || items > TP__CLOG_CATALOG_ITEMS_MAX)
+        return tp__error_set(err, TP_EARG, "clog: catalog items bound: %u is not within 1 to %u",
+                             items, TP__CLOG_CATALOG_ITEMS_MAX);
+    if (bytes < 1 || bytes > TP__CLOG_CATALOG_BYTES_MAX)
+        return tp__error_set(err, TP_EARG, "clog: catalog bytes bound: %u is not within 1 to %u",
+                             bytes, TP__CLOG_CATALOG_BYTES_MAX);
+    c->cat_items = items;
+    c->cat_bytes = bytes;
+    return TP_OK;
+}
+
+/* check_items checks a put's arguments, all before anything is allocated or sent. */
+static int
+check_items(int64_t expect, const char *op, size_t op_len, const tp__clog_item *items, size_t n,
+            tp_error *err)
+{
+    if (expect < -1 || expect >= TP__CLOG_REV_MAX)
+        return tp__error_set(err, TP_EARG,
+                             "clog: expect: %" PRId64 " is neither -1 nor within 0 to 2^53 - 1",
+                             expect);
+    if (op_len > TP__CLOG_OP_MAX)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: op: %zu bytes, more than %u", op_len,
+                             TP__CLOG_OP_MAX);
+    if (op_len && !op)
+        return tp__error_set(err, TP_EARG, "clog: op: NULL with a length");
+    if (n > TP__CLOG_PUT_ITEMS_MAX)
+        return tp__error_set(err, TP_ETOOLARGE, "clog: items: %zu in one put, more than %u", n,
+                             TP__CLOG_PUT_ITEMS_MAX);
+    if (n && !items)
+        return tp__error_set(err, TP_EARG, "clog: items: NULL with %zu items", n);
+    size_t total = op_len;
+    for (size_t i = 0; i < n; i++) {
+        const tp__clog_item *it = &items[i];
+        if (!it->field || it->field_len == 0)
+            return tp__error_set(err, TP_EARG, "clog: items[%zu].field: empty", i);
+        if (it->field_len > TP__CLOG_FIELD_MAX)
+            return tp__error_set(err, TP_ETOOLARGE,
+                                 "clog: items[%zu].field: %zu bytes, more than %u", i,
+                                 it->field_len, TP__CLOG_FIELD_MAX);
+        if (it->body && it->body_len > TP__CLOG_BODY_MAX)
+            return tp__error_set(err, TP_ETOOLARGE,
+                                 "clog: items[%zu].body: %zu bytes, more than %u", i, it->body_len,
+                                 TP__CLOG_BODY_MAX);
+        /* Each term is bounded above, so the sum cannot wrap. */
+        total += it->field_len + (it->body ? it->body_len : 0);
+    }
+    if (total > TP__CLOG_PUT_BYTES_MAX)
+        return tp__error_set(err, TP_ETOOLARGE,
+                             "clog: items: op, fields and bodies of %zu bytes, more than %u", total,
+                             TP__CLOG_PUT_BYTES_MAX);
+    return TP_OK;
+}
+
+int
+tp__clog_catalog_put(tp__clog *c, int64_t expect, const char *op, size_t op_len,
+                     const tp__clog_item *items, size_t n, tp__clog_catalog_cb cb, void *user,
+                     tp_error *err)
+{
+    int rc = check_items(expect, op, op_len, items, n, err);
+    if (rc < 0)
+        return rc;
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: catalog_put: no callback");
+    name keys[3];
+    catalog_key("items", &keys[0]);
+    catalog_key("v", &keys[1]);
+    catalog_key("bytes", &keys[2]);
+    char ex[24], bi[16], bb[16];
+    snprintf(ex, sizeof ex, "%" PRId64, expect);
+    snprintf(bi, sizeof bi, "%u", c->cat_items);
+    snprintf(bb, sizeof bb, "%u", c->cat_bytes);
+    size_t nargs = 5 + 3 * n;
+    const char **args = tp__calloc(nargs, sizeof *args);
+    size_t *lens = tp__calloc(nargs, sizeof *lens);
+    if (!args || !lens) {
+        tp__free(args);
+        tp__free(lens);
+        return tp__error_set(err, TP_ENOMEM, "clog: out of memory");
+    }
+    args[0] = ex;
+    lens[0] = strlen(ex);
+    args[1] = op ? op : "";
+    lens[1] = op_len;
+    args[2] = TP__CLOG_CATALOG_CHANNEL;
+    lens[2] = strlen(TP__CLOG_CATALOG_CHANNEL);
+    args[3] = bi;
+    lens[3] = strlen(bi);
+    args[4] = bb;
+    lens[4] = strlen(bb);
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 5 + 3 * i;
+        args[j] = items[i].body ? "s" : "d";
+        lens[j] = 1;
+        args[j + 1] = items[i].field;
+        lens[j + 1] = items[i].field_len;
+        args[j + 2] = items[i].body ? items[i].body : "";
+        lens[j + 2] = items[i].body ? items[i].body_len : 0;
+    }
+    call *k = NULL;
+    if ((rc = call_new(c, OP_CATALOG_PUT, (void (*)(void))cb, user, &k, err)) == TP_OK &&
+        (rc = script(k, c->cat_put, 3, keys, (int)nargs, args, lens, err)) == TP_OK)
+        c->st.catalog_puts++;
+    tp__free(args);
+    tp__free(lens);
+    return rc;
+}
+
+int
+tp__clog_catalog_load(tp__clog *c, tp__clog_catalog_load_cb cb, void *user, tp_error *err)
+{
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: catalog_load: no callback");
+    name keys[2];
+    catalog_key("items", &keys[0]);
+    catalog_key("v", &keys[1]);
+    call *k = NULL;
+    int rc;
+    if ((rc = call_new(c, OP_CATALOG_LOAD, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = script(k, c->cat_load, 2, keys, 0, NULL, NULL, err)) == TP_OK)
+        c->st.catalog_loads++;
+    return rc;
+}
+
+int
+tp__clog_catalog_version(tp__clog *c, tp__clog_catalog_cb cb, void *user, tp_error *err)
+{
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: catalog_version: no callback");
+    name key;
+    catalog_key("v", &key);
+    const char *argv[2] = {"GET", key.b};
+    size_t lens[2] = {3, key.n};
+    call *k = NULL;
+    int rc;
+    if ((rc = call_new(c, OP_CATALOG_VERSION, (void (*)(void))cb, user, &k, err)) < 0)
+        return rc;
+    if ((rc = sent(k, tp__redis_command(c->r, 2, argv, lens, 1, on_reply, k, err))) == TP_OK)
+        c->st.reads++;
+    return rc;
+}
+
+int
+tp__clog_catalog_subscribe(tp__clog *c, int on, tp_error *err)
+{
+    size_t n = strlen(TP__CLOG_CATALOG_CHANNEL);
+    return on ? tp__redis_subscribe(c->r, TP__CLOG_CATALOG_CHANNEL, n, err)
+              : tp__redis_unsubscribe(c->r, TP__CLOG_CATALOG_CHANNEL, n, err);
+}
+
+int
+tp__clog_catalog_decode(const char *d, size_t len, int64_t *version, const char **op,
+                        size_t *op_len, tp_error *err)
+{
+    *version = 0;
+    *op = NULL;
+    *op_len = 0;
+    const char *nl = d ? memchr(d, '\n', len < 17 ? len : 17) : NULL;
+    if (!nl)
+        return tp__error_set(err, TP_EINVALID,
+                             "clog: catalog message: no '\\n' within 17 bytes after the version");
+    size_t vn = (size_t)(nl - d);
+    int64_t v;
+    /* Canonical only (as the script writes it): no sign, no leading zero. */
+    if (vn == 0 || d[0] < '1' || d[0] > '9' || parse_i64(d, vn, &v) < 0 || v >= TP__CLOG_REV_MAX)
+        return tp__error_set(err, TP_EINVALID,
+                             "clog: catalog message: version: not an integer within 1 to 2^53 - 1");
+    size_t n = len - vn - 1;
+    if (n > TP__CLOG_OP_MAX)
+        return tp__error_set(err, TP_EINVALID, "clog: catalog message: op: %zu bytes, more than %u",
+                             n, TP__CLOG_OP_MAX);
+    *version = v;
+    *op = nl + 1;
+    *op_len = n;
+    return TP_OK;
+}
+
 /* ---- Replies ------------------------------------------------------------------------- */
 
 static const char *op_name[] = {"append",      "read",         "snapshot",
-                                "outcome_put", "outcomes_get", "writer_in_log"};
+                                "outcome_put", "outcomes_get", "writer_in_log",
+                                "catalog_put", "catalog_load", "catalog_version"};
 
 static void
 deliver_append(call *k, const redisReply *r, tp_error *e)
@@ -829,6 +1105,85 @@ deliver_writer(call *k, const redisReply *r, tp_error *e)
     ((tp__clog_writer_cb)k->cb)(rev, cur, n ? cur - n + 1 : 0, NULL, k->user);
 }
 
+static void
+deliver_catalog_put(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t v = 0, st = -1, items = 0, bytes = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || reply_i64(r->element[0], &st) < 0 ||
+        reply_i64(r->element[1], &v) < 0 || st < 0 || st > 2 ||
+        (st == 2 && (r->elements != 4 || reply_i64(r->element[2], &items) < 0 ||
+                     reply_i64(r->element[3], &bytes) < 0))) {
+        tp__error_set(e, TP_EINTERNAL, "clog: catalog_put: unexpected reply");
+        ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user);
+        return;
+    }
+    if (st == 2) {
+        /* The bounds of the whole catalog: what Redis holds is only known there. */
+        tp__error_set(e, TP_ETOOLARGE,
+                      "clog: catalog: full: the put would leave %" PRId64 " items of %" PRId64
+                      " bytes, more than %u items or %u bytes",
+                      items, bytes, k->c->cat_items, k->c->cat_bytes);
+        ((tp__clog_catalog_cb)k->cb)(0, v, e, k->user);
+        return;
+    }
+    if (st == 1)
+        k->c->st.catalog_conflicts++;
+    ((tp__clog_catalog_cb)k->cb)((int)st, v, NULL, k->user);
+}
+
+static void
+deliver_catalog_load(call *k, const redisReply *r, tp_error *e)
+{
+    tp__clog_catalog res = {0};
+    tp__clog_item *items = NULL;
+    const redisReply *a = NULL;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        reply_i64(r->element[0], &res.version) < 0 || res.version < 0)
+        goto bad;
+    a = r->element[1];
+    if (a->type != REDIS_REPLY_ARRAY || a->elements % 2)
+        goto bad;
+    if (a->elements) {
+        items = tp__calloc(a->elements / 2, sizeof *items);
+        if (!items) {
+            tp__error_set(e, TP_ENOMEM, "clog: catalog_load: out of memory");
+            ((tp__clog_catalog_load_cb)k->cb)(NULL, e, k->user);
+            return;
+        }
+    }
+    for (size_t i = 0; i + 1 < a->elements; i += 2) {
+        const redisReply *f = a->element[i], *v = a->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            goto bad;
+        /* A body of 0 bytes is still a body: never hand out NULL, which means "deleted". */
+        items[res.n++] = (tp__clog_item){f->str, f->len, v->str ? v->str : "", v->len};
+    }
+    res.items = items;
+    ((tp__clog_catalog_load_cb)k->cb)(&res, NULL, k->user);
+    tp__free(items);
+    return;
+bad:
+    tp__free(items);
+    tp__error_set(e, TP_EINTERNAL, "clog: catalog_load: unexpected reply");
+    ((tp__clog_catalog_load_cb)k->cb)(NULL, e, k->user);
+}
+
+static void
+deliver_catalog_version(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t v = 0;
+    if (r->type == REDIS_REPLY_STRING && parse_i64(r->str, r->len, &v) == 0 && v >= 0) {
+        ((tp__clog_catalog_cb)k->cb)(0, v, NULL, k->user);
+        return;
+    }
+    if (r->type == REDIS_REPLY_NIL) {
+        ((tp__clog_catalog_cb)k->cb)(0, 0, NULL, k->user);
+        return;
+    }
+    tp__error_set(e, TP_EINTERNAL, "clog: catalog_version: unexpected reply");
+    ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user);
+}
+
 /* fail calls the call's callback with an error, whatever its type. */
 static void
 fail(call *k, const tp_error *e)
@@ -840,6 +1195,9 @@ fail(call *k, const tp_error *e)
     case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(e, k->user); break;
     case OP_OUTCOMES_GET: ((tp__clog_outcomes_cb)k->cb)(NULL, e, k->user); break;
     case OP_WRITER: ((tp__clog_writer_cb)k->cb)(0, 0, 0, e, k->user); break;
+    case OP_CATALOG_PUT: ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user); break;
+    case OP_CATALOG_LOAD: ((tp__clog_catalog_load_cb)k->cb)(NULL, e, k->user); break;
+    case OP_CATALOG_VERSION: ((tp__clog_catalog_cb)k->cb)(0, 0, e, k->user); break;
     }
 }
 
@@ -863,6 +1221,9 @@ dispatch(call *k, const redisReply *reply, const tp_error *lerr)
     case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(NULL, k->user); break;
     case OP_OUTCOMES_GET: deliver_outcomes(k, reply, &e); break;
     case OP_WRITER: deliver_writer(k, reply, &e); break;
+    case OP_CATALOG_PUT: deliver_catalog_put(k, reply, &e); break;
+    case OP_CATALOG_LOAD: deliver_catalog_load(k, reply, &e); break;
+    case OP_CATALOG_VERSION: deliver_catalog_version(k, reply, &e); break;
     }
     if (e.code)
         c->st.failed++;

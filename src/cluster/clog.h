@@ -240,15 +240,111 @@ int tp__clog_unsubscribe(tp__clog *c, const char *owner, const char *id, tp_erro
  */
 int tp__clog_decode(const char *data, size_t len, tp__clog_entry *out, tp_error *err);
 
+/* ---- The catalog --------------------------------------------------------------------- */
+
+/* One Redis hash of opaque fields -> bodies, a version counter and a channel, all in one slot:
+ * keys "tp:{%catalog}:items" (hash) and "tp:{%catalog}:v" (decimal), channel "tp:{%catalog}"
+ * (a tenant key's '%' is escaped, so no tenant's tag can be "%catalog"). A third key,
+ * "tp:{%catalog}:bytes" (decimal), holds the bytes of every field and body, for
+ * TP__CLOG_CATALOG_BYTES_MAX. Only the put script writes them. The catalog lives on ONE master
+ * of a Redis Cluster, and a load is one reply holding all of it: see
+ * docs/internals/cluster-log.md, "The catalog". */
+#define TP__CLOG_CATALOG_CHANNEL "tp:{%catalog}"
+#define TP__CLOG_FIELD_MAX 2048u                  /* bytes of one item's field */
+#define TP__CLOG_BODY_MAX (1024u * 1024)          /* bytes of one item's body */
+#define TP__CLOG_OP_MAX (2u * 1024 * 1024)        /* bytes of one op (published) */
+#define TP__CLOG_PUT_ITEMS_MAX 1024u              /* items of one put */
+#define TP__CLOG_PUT_BYTES_MAX (8u * 1024 * 1024) /* op + fields + bodies of one put */
+/* The whole catalog: a load is one script that blocks its Redis shard for the whole reply
+ * (about 0.5 s for 100 000 items of 22 MB on this machine, more when it is busy: see
+ * docs/internals/cluster-log.md): these keep it inside the link's 5 s command timeout. */
+#define TP__CLOG_CATALOG_ITEMS_MAX 100000u             /* fields the catalog may hold */
+#define TP__CLOG_CATALOG_BYTES_MAX (32u * 1024 * 1024) /* fields + bodies it may hold */
+
+typedef struct tp__clog_item {
+    const char *field; /* opaque bytes, 1 to TP__CLOG_FIELD_MAX */
+    size_t field_len;
+    const char *body; /* NULL: the field is deleted; else 0 to TP__CLOG_BODY_MAX bytes */
+    size_t body_len;
+} tp__clog_item;
+
+/* put's answer: conflict 0 and version the new version, or conflict 1 (expect did not match)
+ * and version the current one: nothing written. err TP_ETOOLARGE: the catalog would hold more
+ * than its bounds (tp__clog_catalog_bound); nothing written. */
+typedef void (*tp__clog_catalog_cb)(int conflict, int64_t version, const tp_error *err, void *user);
+
+/**
+ * tp__clog_catalog_put runs one script, atomically: if expect >= 0 and the version (0 when
+ * absent) is not expect: answer {1, version}, write nothing. Else, if the catalog after the put
+ * would hold more items or bytes than its bounds, fail (TP_ETOOLARGE), write nothing. Else
+ * HSET/HDEL every item in order (a field may come twice: the last wins), version := version +
+ * 1, PUBLISH on TP__CLOG_CATALOG_CHANNEL "<version>\n<op bytes>", answer {0, version}. Every
+ * check comes before the first write. n may be 0 (an op with no item, e.g. an event); op_len
+ * 0 to TP__CLOG_OP_MAX. expect: -1 (no condition) or 0 to 2^53 - 1.
+ * Ownership: copies op and items. Errors: TP_EARG (a bad argument, named: "items[3].field"),
+ * TP_ETOOLARGE (a size over its bound, named), else as tp__redis_script_call; cb then never
+ * runs.
+ */
+int tp__clog_catalog_put(tp__clog *c, int64_t expect, const char *op, size_t op_len,
+                         const tp__clog_item *items, size_t n, tp__clog_catalog_cb cb, void *user,
+                         tp_error *err);
+
+typedef struct tp__clog_catalog {
+    int64_t version;            /* 0: never written */
+    const tp__clog_item *items; /* every field with its body (borrowed), any order */
+    size_t n;
+} tp__clog_catalog;
+
+typedef void (*tp__clog_catalog_load_cb)(const tp__clog_catalog *res, const tp_error *err,
+                                         void *user);
+
+/**
+ * tp__clog_catalog_load returns the version and every item, atomically (one script, one
+ * reply of the whole catalog: at most TP__CLOG_CATALOG_BYTES_MAX plus Redis's framing).
+ * Errors: TP_EARG (no callback), else as tp__redis_script_call.
+ */
+int tp__clog_catalog_load(tp__clog *c, tp__clog_catalog_load_cb cb, void *user, tp_error *err);
+
+/**
+ * tp__clog_catalog_version returns the catalog's version (0: never written) in one command
+ * (GET); the callback's conflict is always 0. A node waits until it applied that version, so
+ * that a host API call through it sees what a call through another node did before.
+ */
+int tp__clog_catalog_version(tp__clog *c, tp__clog_catalog_cb cb, void *user, tp_error *err);
+
+/**
+ * tp__clog_catalog_subscribe follows (on 1) or stops following (on 0) the catalog's channel on
+ * the link's pub/sub set, like tp__clog_subscribe; tp__clog_catalog_decode reads its messages.
+ */
+int tp__clog_catalog_subscribe(tp__clog *c, int on, tp_error *err);
+
+/**
+ * tp__clog_catalog_decode reads a message of the channel: its version (1 to 2^53 - 1) and op
+ * (pointers into data). Errors: TP_EINVALID when it is not one (the message says where it
+ * breaks).
+ */
+int tp__clog_catalog_decode(const char *data, size_t len, int64_t *version, const char **op,
+                            size_t *op_len, tp_error *err);
+
+/**
+ * tp__clog_catalog_bound lowers the catalog's bounds for this log's puts: items (1 to
+ * TP__CLOG_CATALOG_ITEMS_MAX) and bytes (1 to TP__CLOG_CATALOG_BYTES_MAX), both the maxima
+ * by default. Every node should use the same. Errors: TP_EARG (out of range, named).
+ */
+int tp__clog_catalog_bound(tp__clog *c, uint32_t items, uint32_t bytes, tp_error *err);
+
 /* ---- Figures ------------------------------------------------------------------------- */
 
 typedef struct tp__clog_stats {
-    uint64_t calls;     /* calls accepted: each one sends ONE Redis command or script */
-    uint64_t appends;   /* of them: appends and deletions */
-    uint64_t conflicts; /* appends answered with a conflict */
-    uint64_t reads;     /* reads, snapshots, outcome gets and writer lookups */
-    uint64_t outcomes;  /* outcome puts */
-    uint64_t failed;    /* calls answered with err */
+    uint64_t calls;             /* calls accepted: each one sends ONE Redis command or script */
+    uint64_t appends;           /* of them: appends and deletions */
+    uint64_t conflicts;         /* appends answered with a conflict */
+    uint64_t reads;             /* reads, snapshots, outcome gets and writer lookups */
+    uint64_t outcomes;          /* outcome puts */
+    uint64_t catalog_puts;      /* catalog puts */
+    uint64_t catalog_conflicts; /* of them, answered with a conflict (expect did not match) */
+    uint64_t catalog_loads;     /* catalog loads */
+    uint64_t failed;            /* calls answered with err */
     /* Extra round trips, link-wide (tp__redis_stats): a NOSCRIPT answered by EVAL (once per
      * script and master after a restart), and cluster redirections. */
     uint64_t noscript;

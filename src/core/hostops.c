@@ -10,56 +10,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/catalog.h"
 #include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/journal.h"
 #include "core/json.h"
 #include "core/merge.h"
 #include "core/model.h"
+#include "core/names.h"
 #include "core/notes.h"
+#include "core/order_int.h"
 #include "core/schema.h"
 #include "core/session.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
-typedef struct sname {
-    char *name;
-    tp_schema *schema;
-} sname;
-
 struct tp__host {
     tp_hub *hub;
-    sname *names;
-    size_t n, cap;
+    tp__names *names; /* the hub's (hub->snames) */
 };
 
 static int
 name_add(tp__host *h, const char *name, const tp_schema *schema)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 8;
-        sname *p = tp__realloc(h->names, cap * sizeof *p);
-        if (p == NULL)
-            return TP_ENOMEM;
-        h->names = p;
-        h->cap = cap;
-    }
-    char *copy = tp__strdup(name);
-    if (copy == NULL)
-        return TP_ENOMEM;
-    h->names[h->n].name = copy;
-    h->names[h->n].schema = tp__schema_ref(schema);
-    h->n++;
-    return TP_OK;
-}
-
-static sname *
-name_find(const tp__host *h, const char *name)
-{
-    for (size_t i = 0; i < h->n; i++)
-        if (strcmp(h->names[i].name, name) == 0)
-            return &h->names[i];
-    return NULL;
+    return tp__names_add(h->names, name, schema);
 }
 
 /* The name of a model's schema: the first name whose schema has the same
@@ -67,11 +41,7 @@ name_find(const tp__host *h, const char *name)
 static const char *
 name_of(const tp__host *h, const tp_schema *schema)
 {
-    const char *key = tp__schema_key(schema);
-    for (size_t i = 0; i < h->n; i++)
-        if (strcmp(tp__schema_key(h->names[i].schema), key) == 0)
-            return h->names[i].name;
-    return NULL;
+    return tp__names_of(h->names, schema);
 }
 
 static int
@@ -89,7 +59,7 @@ load_name(const tp__rec *r, void *user)
     tp__free(text);
     if (s == NULL)
         return 0; /* a name whose schema this build refuses is skipped */
-    int rc = name_find(h, r->k1 + 6) ? TP_OK : name_add(h, r->k1 + 6, s);
+    int rc = tp__names_get(h->names, r->k1 + 6) ? TP_OK : name_add(h, r->k1 + 6, s);
     tp_schema_free(s);
     return rc;
 }
@@ -103,6 +73,11 @@ tp__host_new(tp_hub *hub, tp_error *err)
         return NULL;
     }
     h->hub = hub;
+    if ((h->names = tp__names_of_hub(hub)) == NULL) {
+        tp__free(h);
+        tp__error_set(err, TP_ENOMEM, "out of memory");
+        return NULL;
+    }
     if (hub->store != NULL) {
         int rc = tp__store_read_begin(hub, err);
         if (rc == TP_OK) {
@@ -122,25 +97,19 @@ tp__host_free(tp__host *h)
 {
     if (h == NULL)
         return;
-    for (size_t i = 0; i < h->n; i++) {
-        tp__free(h->names[i].name);
-        tp_schema_free(h->names[i].schema);
-    }
-    tp__free(h->names);
-    tp__free(h);
+    tp__free(h); /* the names are the hub's */
 }
 
 int
 tp__host_name_schema(tp__host *h, const char *name, const tp_schema *schema)
 {
-    return name_find(h, name) ? TP_OK : name_add(h, name, schema);
+    return tp__names_get(h->names, name) ? TP_OK : name_add(h, name, schema);
 }
 
 const tp_schema *
 tp__host_schema_named(const tp__host *h, const char *name)
 {
-    const sname *e = name_find(h, name);
-    return e ? e->schema : NULL;
+    return tp__names_get(h->names, name);
 }
 
 /* ---- Schemas ---- */
@@ -190,23 +159,27 @@ tp__host_schema_put(tp__host *h, const char *name, const json_t *doc, int *creat
     tp__free(text);
     if (s == NULL)
         return err ? (err->code = TP_EINVALID) : TP_EINVALID;
-    sname *e = name_find(h, name);
+    const tp_schema *e = tp__names_get(h->names, name);
     int rc = TP_OK;
     if (e != NULL) {
-        if (strcmp(tp__schema_key(e->schema), tp__schema_key(s)) != 0)
+        if (strcmp(tp__schema_key(e), tp__schema_key(s)) != 0)
             rc = tp__error_set(err, TP_EEXIST,
                                "name: a different schema is already named \"%s\" (schemas are "
                                "immutable: use a new name)",
                                name);
-    } else if (h->n >= TP__HOST_SCHEMAS_MAX) {
+    } else if (tp__names_count(h->names) >= TP__HOST_SCHEMAS_MAX) {
         rc = tp__error_set(err, TP_EEXIST, "name: at most %d schemas can be named",
                            TP__HOST_SCHEMAS_MAX);
     } else if ((rc = store_name(h, name, doc, err)) == TP_OK) {
         rc = name_add(h, name, s);
-        if (rc != TP_OK)
+        if (rc != TP_OK) {
             tp__error_set(err, rc, "out of memory");
-        else
+        } else {
             *created = 1;
+            tp__catalog_begin(h->hub);
+            tp__catalog_schema(h->hub, name, doc);
+            tp__catalog_end(h->hub, NULL, 0);
+        }
     }
     tp_schema_free(s);
     return rc;
@@ -215,10 +188,10 @@ tp__host_schema_put(tp__host *h, const char *name, const json_t *doc, int *creat
 int
 tp__host_schema_get(tp__host *h, const char *name, json_t **out, tp_error *err)
 {
-    const sname *e = name_find(h, name);
+    const tp_schema *e = tp__names_get(h->names, name);
     if (e == NULL)
         return tp__error_set(err, TP_ENOTFOUND, "name: no schema named \"%s\"", name);
-    *out = json_deep_copy(tp__schema_doc(e->schema));
+    *out = json_deep_copy(tp__schema_doc(e));
     return *out ? TP_OK : tp__error_set(err, TP_ENOMEM, "out of memory");
 }
 
@@ -460,16 +433,15 @@ int
 tp__host_close_connections(tp__host *h, const char *tenant, int code)
 {
     tp_session *s = tp__map_get(&h->hub->tenants, tenant);
-    int n = 0;
-    for (size_t i = 0; s != NULL && i < s->conns.len; i++) {
-        tp_conn *c = s->conns.items[i];
-        if (c->close_code == 0) {
-            c->close_code = code;
-            c->state = TP__CONN_CLOSING;
-            tp__conn_mark_ready(c);
-            n++;
-        }
-    }
+    return s != NULL ? tp__session_close(s, code) : 0;
+}
+
+int
+tp__host_close_everywhere(tp__host *h, const char *tenant, int code)
+{
+    int n = tp__host_close_connections(h, tenant, code);
+    tp__catalog_begin(h->hub);
+    tp__catalog_end(h->hub, tenant, code);
     return n;
 }
 
@@ -481,8 +453,10 @@ tp__host_tenant_delete(tp__host *h, const char *tenant, tp_error *err)
     tp_session *s = existing(h, tenant, err);
     if (s == NULL)
         return err ? err->code : TP_ENOTFOUND;
-    /* Closed first: what follows (removed, ...) is not for them. */
+    /* Closed first: what follows (removed, ...) is not for them. On every
+     * node of a cluster: the catalog's change closes them there. */
     tp__host_close_connections(h, tenant, 4404);
+    tp__catalog_begin(h->hub);
     while (s->subs.len > 0) {
         size_t it = 0;
         const char *sid;
@@ -490,9 +464,13 @@ tp__host_tenant_delete(tp__host *h, const char *tenant, tp_error *err)
         tp__map_next(&s->subs, &it, &sid, &v);
         char *copy = tp__strdup(sid);
         int rc = copy ? tp_hub_unsubscribe(h->hub, tenant, copy) : TP_ENOMEM;
+        if (rc == TP_OK)
+            tp__catalog_sub(h->hub, copy, tenant);
         tp__free(copy);
-        if (rc != TP_OK)
+        if (rc != TP_OK) {
+            tp__catalog_end(h->hub, tenant, 4404);
             return tp__error_set(err, rc, "out of memory");
+        }
     }
     while (s->models.len > 0) {
         size_t it = 0;
@@ -501,10 +479,15 @@ tp__host_tenant_delete(tp__host *h, const char *tenant, tp_error *err)
         tp__map_next(&s->models, &it, &id, &v);
         char *copy = tp__strdup(id);
         int rc = copy ? tp_session_delete(s, copy) : TP_ENOMEM;
+        if (rc == TP_OK)
+            tp__catalog_model(h->hub, 0, tenant, copy);
         tp__free(copy);
-        if (rc != TP_OK)
+        if (rc != TP_OK) {
+            tp__catalog_end(h->hub, tenant, 4404);
             return tp__error_set(err, rc, "out of memory");
+        }
     }
+    tp__catalog_end(h->hub, tenant, 4404);
     return TP_OK;
 }
 
@@ -580,18 +563,6 @@ only_members(const json_t *body, const char *const *known, tp_error *err)
     return TP_OK;
 }
 
-/* A strategy by name: built in, or one of the hub's (tp_hub_config.merges,
- * the daemon's "merges"), as a store names them. */
-static const tp_merge *
-merge_named(tp_hub *hub, const char *name)
-{
-    if (name == NULL || strcmp(name, "lww") == 0)
-        return &tp_last_write_wins;
-    if (strcmp(name, "lww-map") == 0)
-        return &tp_lww_map_crdt;
-    return tp__map_get(&hub->merges, name);
-}
-
 typedef struct sub_copy {
     char *tenant;
     tp_access access;
@@ -623,7 +594,7 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
         const json_t *jm = json_object_get(body, "merge");
         if (jm != NULL && !json_is_string(jm))
             return tp__error_set(err, TP_EBADREQUEST, "merge: must be a string");
-        merge = merge_named(h->hub, json_string_value(jm));
+        merge = tp__merge_named(h->hub, json_string_value(jm));
         if (merge == NULL)
             return tp__error_set(err, TP_EINVALID,
                                  "merge: no merge strategy \"%.200s\" (lww, lww-map or one the "
@@ -685,17 +656,28 @@ tp__host_model_put(tp__host *h, int shared, const char *tenant, const char *id, 
     const char *got = shared ? tp_hub_share_as(h->hub, id, schema, text, merge, err)
                              : tp_session_host_as(s, id, schema, text, err);
     tp__free(text);
+    tp__model *m = got == NULL ? NULL
+                   : shared    ? tp__map_get(&h->hub->shared, id)
+                               : tp__map_get(&s->models, id);
+    /* A cluster: the answer waits for the log to have the model, and the
+     * other nodes hear of it (the model as it is now, a shared model's
+     * subscriptions carried over) once it has it. */
+    uint64_t made = m != NULL ? tp__order_track(m) : 0;
+    tp__catalog_begin(h->hub);
+    tp__catalog_after(h->hub, made);
+    tp__catalog_model(h->hub, shared, shared ? "" : tenant, id);
     for (size_t i = 0; i < nsubs; i++) {
         if (got != NULL)
             tp_hub_subscribe(h->hub, subs[i].tenant, id, subs[i].access);
+        tp__catalog_sub(h->hub, id, subs[i].tenant);
         tp__free(subs[i].tenant);
     }
+    tp__catalog_end(h->hub, NULL, 0);
     tp__free(subs);
     if (got == NULL)
         return err ? (err->code == TP_EARG ? (err->code = TP_EBADREQUEST) : err->code)
                    : TP_EINTERNAL;
     *created = old == NULL;
-    tp__model *m = shared ? tp__map_get(&h->hub->shared, id) : tp__map_get(&s->models, id);
     *out = model_json(h, m, 0);
     return *out ? TP_OK : tp__error_set(err, TP_ENOMEM, "out of memory");
 }
@@ -723,8 +705,15 @@ tp__host_model_patch(tp__host *h, int shared, const char *tenant, const char *id
     tp__stamp stamp = {0, 0, "", 0};
     tp__stamp_now(m->hub, &stamp);
     int rc = tp__merge_compute(m, patch, &stamp, NULL, &ch, err);
-    if (rc == 0)
+    if (rc == 0 && m->ord != NULL) {
+        /* A cluster: checked here, merged again in its turn on the model as
+         * the log has it, applied once the log has it (the answer waits). */
+        tp__change_free(&ch);
+        ch = (tp__change){0};
+        rc = tp__order_host_patch(m, patch, &stamp);
+    } else if (rc == 0) {
         rc = tp__model_commit(m, &ch, NULL, NULL, err);
+    }
     tp__change_free(&ch);
     if (rc < 0)
         return rc == TP_EREJECTED ? (err ? (err->code = TP_EINVALID) : TP_EINVALID) : rc;
@@ -740,11 +729,31 @@ tp__host_model_delete(tp__host *h, int shared, const char *tenant, const char *i
     tp__model *m = find_model(h, shared, tenant, id, err);
     if (m == NULL)
         return err ? err->code : TP_ENOTFOUND;
+    names subs = {0};
+    for (size_t i = 0; shared && i < m->subs.len; i++)
+        names_add(&subs, ((tp__sub *)m->subs.items[i])->session->tenant);
     int rc = shared ? tp_hub_unshare(h->hub, id) : tp_session_delete(m->owner, id);
+    if (rc == TP_OK) {
+        tp__catalog_begin(h->hub);
+        tp__catalog_model(h->hub, shared, shared ? "" : tenant, id);
+        for (size_t i = 0; i < subs.n; i++)
+            tp__catalog_sub(h->hub, id, subs.v[i]);
+        tp__catalog_end(h->hub, NULL, 0);
+    }
+    names_free(&subs);
     return rc == TP_OK ? TP_OK : tp__error_set(err, rc, "out of memory");
 }
 
 /* ---- Subscriptions ---- */
+
+/* A subscription as it is now, to the other nodes of a cluster. */
+static void
+announce_sub(tp__host *h, const char *sid, const char *tenant)
+{
+    tp__catalog_begin(h->hub);
+    tp__catalog_sub(h->hub, sid, tenant);
+    tp__catalog_end(h->hub, NULL, 0);
+}
 
 typedef struct stored_subs {
     tp_hub *hub;
@@ -806,6 +815,8 @@ tp__host_subscribe(tp__host *h, const char *sid, const char *tenant, const json_
     if (tenant_exists(h->hub, tenant) && tp__hub_session(h->hub, tenant, 0) == NULL)
         return tp__error_set(err, TP_EINTERNAL, "tenant: \"%s\" cannot be loaded", tenant);
     int rc = tp_hub_subscribe(h->hub, tenant, sid, strcmp(a, "write") == 0 ? TP_WRITE : TP_READ);
+    if (rc == TP_OK)
+        announce_sub(h, sid, tenant);
     return rc == TP_OK ? TP_OK : tp__error_set(err, rc, "out of memory");
 }
 
@@ -823,6 +834,8 @@ tp__host_unsubscribe(tp__host *h, const char *sid, const char *tenant, tp_error 
     int rc = tp_hub_unsubscribe(h->hub, tenant, sid);
     if (rc == TP_ENOTFOUND)
         return tp__error_set(err, rc, "tenant: \"%s\" is not subscribed to \"%s\"", tenant, sid);
+    if (rc == TP_OK)
+        announce_sub(h, sid, tenant);
     return rc == TP_OK ? TP_OK : tp__error_set(err, rc, "out of memory");
 }
 

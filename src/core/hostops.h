@@ -4,9 +4,10 @@
  * message naming the field, and reads the hub's structures so that the net
  * layer never does. Thread: the hub's loop thread.
  *
- * Named schemas live here too: the API names a model's schema, the hub
- * knows schemas only by content. Names are stored with the hub's state
- * (META "sname:<name>", the schema document), in a transaction of their own.
+ * Named schemas: the API names a model's schema, the hub knows schemas only
+ * by content; the names are the hub's (names.h). Names are stored with the
+ * hub's state (META "sname:<name>", the schema document), in a transaction
+ * of their own.
  */
 #ifndef TP_CORE_HOSTOPS_H
 #define TP_CORE_HOSTOPS_H
@@ -75,6 +76,9 @@ int tp__host_connections(tp__host *h, const char *tenant, const char *after, siz
 /* tp__host_close_connections closes a tenant's connections with code
  * (4403, 4404) after what they have pending; returns how many. */
 int tp__host_close_connections(tp__host *h, const char *tenant, int code);
+/* tp__host_close_everywhere closes them on every node of a cluster (here
+ * at once, elsewhere when the catalog's change reaches them). */
+int tp__host_close_everywhere(tp__host *h, const char *tenant, int code);
 
 /*
  * tp__host_state_diff compares a hub built from a config with the hub

@@ -11,6 +11,7 @@
 #include "core/json.h"
 #include "core/merge.h"
 #include "core/model.h"
+#include "core/names.h"
 #include "core/notes.h"
 #include "core/order_int.h"
 #include "core/patch.h"
@@ -225,6 +226,8 @@ tp_hub_free(tp_hub *hub)
     tp__vec_free(&hub->dirty);
     tp__vec_free(&hub->ready);
     tp__vec_free(&hub->ord_stalled);
+    tp__order_free(hub);
+    tp__names_free(hub->snames);
     tp__presence_hub_free(hub);
     tp__free(hub);
 }
@@ -545,6 +548,22 @@ tp__session_release(tp_session *s)
     tp__journal_session_gone(s);
     tp__map_del(&s->hub->tenants, s->tenant);
     tp__session_free(s);
+}
+
+int
+tp__session_close(tp_session *s, int code)
+{
+    int n = 0;
+    for (size_t i = 0; i < s->conns.len; i++) {
+        tp_conn *c = s->conns.items[i];
+        if (c->close_code == 0) {
+            c->close_code = code;
+            c->state = TP__CONN_CLOSING;
+            tp__conn_mark_ready(c);
+            n++;
+        }
+    }
+    return n;
 }
 
 TP_API const char *

@@ -106,9 +106,24 @@ struct tp_hub {
     tp__vec ord_stalled; /* tp__model * whose log cannot be reached */
     uint32_t ord_wait_ms;
     size_t ord_queued, ord_max_queued;
+    /* Tickets of the host's changes in the order (order.c, order.h). */
+    uint64_t ord_ticket;
+    tp__vec ord_open;                /* tickets not ended, as (void *)(uintptr_t) */
+    struct tp__ord_fail *ord_failed; /* the last failures, a ring (order.c) */
+    unsigned ord_failed_next;
+    /* The catalog (catalog.c): what exists on every node. */
+    struct tp__catalog *cat;
+    int cat_applying;         /* a change from the catalog: not announced again */
+    const char *adopt_record; /* a model made from the log's record (catalog.c) */
+    size_t adopt_len;
+    int64_t adopt_rev;
+    struct tp__names *snames; /* schemas by name (names.c), or NULL */
 };
 
 /* ---- hub.c ---- (and hubapi.h: tp__valid_key, tp__hub_now) */
+/* tp__session_close closes a session's connections with code (4403, 4404)
+ * after what they have pending; returns how many. */
+int tp__session_close(tp_session *s, int code);
 /* tp__hub_session finds or makes a tenant's session; pin: the host keeps it. */
 tp_session *tp__hub_session(tp_hub *hub, const char *tenant, int pin);
 /* tp__publish_pending publishes a model's pending host value, if any: returns

@@ -41,6 +41,30 @@ typedef struct tp__observer {
  * TP__KEY_MAX bytes of UTF-8. */
 int tp__valid_key(const char *key);
 
+/* ---- ticket.c, order.c, catalog.c: a cluster node's host changes ---- */
+/*
+ * Tickets: each change the host makes that goes to a cluster's log (a host
+ * API patch, a model made, a change of what exists) has one, so the host
+ * API answers only once the log has it (HOST-API.md, "Durability"), as it
+ * waits for a commit on one node. tp__ticket_last is the last one given;
+ * tp__ticket_state says of (from, to]: 1 some are still open, 0 all ended
+ * well, or a negative code (err: the first failure). The server asks at the
+ * end of each loop iteration, as it does for commits. Without a cluster no
+ * ticket is ever given.
+ */
+uint64_t tp__ticket_last(const tp_hub *hub);
+int tp__ticket_state(const tp_hub *hub, uint64_t from, uint64_t to, tp_error *err);
+/* tp__order_barrier opens a ticket that ends once the node applied the
+ * catalog's version as it is now (and read the models it named that the
+ * node lacked): what a call through another node did before is then here
+ * (the host API asks before each call). 0 without a catalog.
+ * tp__order_refresh opens one that ends once the model read what the log
+ * has past the node's rev (it may be behind: a private model no connection
+ * here sees is not followed, a message may be on its way); 0 when not in a
+ * cluster. */
+uint64_t tp__order_barrier(tp_hub *hub);
+uint64_t tp__order_refresh(tp_hub *hub, const char *owner, const char *id);
+
 /* ---- journal.c: transactions, durability, the store's reads ---- */
 /*
  * tp__hub_seal ends an epoch: what is noted becomes one transaction, queued

@@ -292,3 +292,13 @@ tp__merge_compute(tp__model *m, const json_t *patch, const tp__stamp *stamp, tp_
     default: return lww_change(m, patch, ch, err);
     }
 }
+
+const tp_merge *
+tp__merge_named(tp_hub *hub, const char *name)
+{
+    if (name == NULL || strcmp(name, "lww") == 0)
+        return &tp_last_write_wins;
+    if (strcmp(name, "lww-map") == 0)
+        return &tp_lww_map_crdt;
+    return tp__map_get(&hub->merges, name);
+}

@@ -26,4 +26,9 @@ void tp__stamp_observe(tp_hub *hub, tp__stamp *st);
 int tp__stamp_cmp(const tp__stamp *a, const tp__stamp *b);
 void tp__stamps_free(tp__map *stamps);
 
+/* A strategy by name: lww, lww-map, or one of the hub's (tp_hub_config.merges,
+ * the daemon's "merges"), as a store, the host API and a cluster's catalog
+ * name them; NULL (or lww) is lww. NULL when unknown. */
+const tp_merge *tp__merge_named(tp_hub *hub, const char *name);
+
 #endif /* TP_CORE_MERGE_H */

@@ -15,6 +15,7 @@
  */
 #include <string.h>
 
+#include "core/catalog.h"
 #include "core/conn_int.h"
 #include "core/hub.h"
 #include "core/merge.h"
@@ -23,6 +24,7 @@
 #include "core/patch.h"
 #include "core/schema.h"
 #include "core/session.h"
+#include "core/ticket.h"
 #include "core/wire.h"
 #include "util/alloc.h"
 #include "util/buf.h"
@@ -45,11 +47,12 @@ typedef struct tp__op {
     char origin[24];     /* the writer's connection id, or "host" */
     char *client;        /* the writer's client id, or NULL */
     json_int_t ref;
-    size_t sidx;  /* index in session->ord_ops */
-    tp__model *m; /* the model whose queue it is in */
-    int64_t at;   /* hub clock ms when it was queued */
-    int check;    /* exactly-once check still to do: the client's outcomes were loading */
-    int already;  /* the log said its ref has an outcome already (conflict 2) */
+    size_t sidx;     /* index in session->ord_ops */
+    tp__model *m;    /* the model whose queue it is in */
+    int64_t at;      /* hub clock ms when it was queued */
+    int check;       /* exactly-once check still to do: the client's outcomes were loading */
+    int already;     /* the log said its ref has an outcome already (conflict 2) */
+    uint64_t ticket; /* a host API change's ticket, or 0 */
 } tp__op;
 
 struct tp__ord {
@@ -67,6 +70,9 @@ struct tp__ord {
     tp__buf *msg;
     size_t bytes;
     int64_t base;
+    uint64_t ticket; /* the host made the model: its ticket ends when the log has it */
+    json_t *put;     /* and its value, which wins over a record the log has already */
+    uint64_t fresh;  /* tp__order_refresh's ticket: ends when a read answers */
 };
 
 /* ---- Finding models ---- */
@@ -123,6 +129,7 @@ fail_op(tp__model *m, int code, const char *message)
         tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref,
                             tp__wire_error(1, op->ref, tp_error_name(code), message), code, message,
                             code != TP_EDUPLICATE);
+    tp__ticket_end(m->hub, op->ticket, code, message);
     op_free(m->hub, op);
 }
 
@@ -170,6 +177,10 @@ fail_all(tp__model *m, const char *message)
 {
     while (m->ord->head != NULL)
         fail_op(m, TP_EINTERNAL, message);
+    if (!m->ord->synced) {
+        tp__ticket_end(m->hub, m->ord->ticket, TP_EINTERNAL, message);
+        tp__catalog_kick(m->hub);
+    }
 }
 
 /* Ends the first change as applied (or as changing nothing) at the model's rev. */
@@ -187,6 +198,7 @@ ack_op(tp__model *m, int changed, int64_t from)
         tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, ack,
                             ack != NULL ? TP_OK : TP_EINTERNAL, NULL, 1);
     }
+    tp__ticket_end(m->hub, op->ticket, TP_OK, NULL);
     op_free(m->hub, op);
 }
 
@@ -316,7 +328,7 @@ send_snapshot(tp_conn *c, void *arg)
 
 /* Makes the model what a record says, and tells its viewers with a snapshot. */
 static int
-load_record(tp__model *m, const char *text, size_t len, int64_t rev)
+load_record(tp__model *m, const char *text, size_t len, int64_t rev, int notify)
 {
     json_error_t jerr;
     json_t *o = json_loadb(text, len, 0, &jerr);
@@ -364,7 +376,7 @@ load_record(tp__model *m, const char *text, size_t len, int64_t rev)
         tp__model_history_clear(m); /* its patches no longer lead to rev */
     m->rev = rev;
     m->hub->ostats.snapshots++;
-    if (moved)
+    if (moved && notify)
         tp__each_viewer(m, NULL, send_snapshot, m);
     return TP_OK;
 }
@@ -429,6 +441,8 @@ apply_entry(tp__model *m, const tp__order_entry *e)
 /* ---- The driver ---- */
 
 static void advance(tp__model *m);
+static int enqueue(tp__model *m, json_t *patch, json_t *value, const tp__stamp *stamp, tp_conn *c,
+                   const char *client, json_int_t ref, uint64_t ticket);
 
 /*
  * The log cannot be reached (the link is down): the model's changes wait for
@@ -577,7 +591,7 @@ advance(tp__model *m)
 {
     struct tp__ord *o = m->ord;
     while (o != NULL && o->busy == ORD_IDLE && !o->stalled &&
-           !(o->dormant && o->synced && o->head == NULL)) {
+           !(o->dormant && o->synced && o->head == NULL && o->fresh == 0)) {
         if (!o->synced) {
             start_read(m, 0);
             return;
@@ -610,6 +624,10 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         if (err == NULL && !conflict) {
             o->synced = 1;
             hub->unsynced--;
+            tp__ticket_end(hub, o->ticket, TP_OK, NULL);
+            json_decref(o->put); /* created with it */
+            o->put = NULL;
+            tp__catalog_kick(hub);
         }
     } else if (err != NULL) {
         /* Unknown: the script may have run. The write is not acked; the
@@ -667,10 +685,16 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
 {
     tp__model *m = model_named(hub, owner, id);
     struct tp__ord *o = m != NULL ? m->ord : NULL;
-    if (o == NULL || o->busy != ORD_READING)
+    if (o == NULL) {
+        tp__catalog_read_done(hub, owner, id, res, err); /* a model the catalog makes here */
+        return;
+    }
+    if (o->busy != ORD_READING)
         return;
     o->busy = ORD_IDLE;
     o->wanted = 0;
+    tp__ticket_end(hub, o->fresh, TP_OK, NULL);
+    o->fresh = 0;
     if (err != NULL) {
         char why[sizeof err->message + 48];
         snprintf(why, sizeof why, "cluster: the shared log cannot be read: %s", err->message);
@@ -714,12 +738,26 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
         o->need_read = 0;
         break;
     case TP__ORDER_SNAPSHOT:
-        if (load_record(m, res->record, res->record_len, res->rev) != TP_OK) {
+        if (load_record(m, res->record, res->record_len, res->rev, 1) != TP_OK) {
             fail_all(m, "cluster: the shared log holds a record this node cannot read");
             return;
         }
         o->synced = 1;
         o->need_read = 0;
+        if (!was_synced && o->put != NULL) {
+            /* The host put a model the log has a record of (one whose
+             * deletion was not logged, or made again at once): its value
+             * goes to the log as a host change, under the put's ticket. */
+            tp__stamp st;
+            tp__stamp_now(hub, &st);
+            json_t *v = o->put;
+            uint64_t t = o->ticket;
+            o->put = NULL;
+            o->ticket = 0;
+            if (enqueue(m, NULL, v, &st, NULL, NULL, 0, t) != TP_OK)
+                tp__ticket_end(hub, t, TP_EINTERNAL, "cluster: the value cannot be queued");
+            json_decref(v);
+        }
         break;
     case TP__ORDER_ENTRIES:
         o->need_read = 0;
@@ -737,8 +775,11 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
         }
         break;
     }
-    if (!was_synced && o->synced)
+    if (!was_synced && o->synced) {
         hub->unsynced--;
+        tp__ticket_end(hub, o->ticket, TP_OK, NULL);
+        tp__catalog_kick(hub);
+    }
     advance(m);
 }
 
@@ -799,6 +840,7 @@ void
 tp__order_resync(tp_hub *hub)
 {
     each_model(hub, resync_one);
+    tp__catalog_resync(hub);
 }
 
 void
@@ -814,6 +856,7 @@ tp__order_tick(tp_hub *hub)
                     "cluster: the shared log cannot be reached; the write was not applied, "
                     "resend");
     }
+    tp__catalog_tick(hub);
 }
 
 void
@@ -826,7 +869,7 @@ tp__order_set_wait(tp_hub *hub, uint32_t wait_ms, size_t max_queued)
 size_t
 tp__order_unsynced(const tp_hub *hub)
 {
-    return hub->unsynced;
+    return hub->unsynced + (size_t)tp__catalog_unsynced(hub);
 }
 
 void
@@ -860,7 +903,14 @@ tp__order_model_added(tp__model *m)
     m->ord->dormant = !m->shared && m->owner->conns.len == 0;
     if (!m->ord->dormant)
         follow(m, 1);
-    hub->unsynced++;
+    if (hub->adopt_record != NULL &&
+        load_record(m, hub->adopt_record, hub->adopt_len, hub->adopt_rev, 0) == TP_OK) {
+        /* Made from the log's record (catalog.c): synced, nothing to create. */
+        m->ord->synced = 1;
+        m->ord->need_read = 1; /* what came after the record, if anything */
+    } else {
+        hub->unsynced++;
+    }
     advance(m);
     return TP_OK;
 }
@@ -898,12 +948,23 @@ tp__order_model_gone(tp__model *m)
             fail_op(m, TP_ENOTFOUND, "id: the model is gone");
         if (!o->synced)
             hub->unsynced--;
+        tp__ticket_end(hub, o->ticket, TP_ENOTFOUND, "id: the model is gone");
+        tp__ticket_end(hub, o->fresh, TP_OK, NULL);
+        /* Deleted here by the host, not by the catalog (another node's
+         * deletion, whose tombstone that node wrote): the log gets a
+         * tombstone, so that a model made again under the id goes on from
+         * its rev instead of loading the old record. */
+        if (!hub->cat_applying && o->synced && hub->order->remove != NULL &&
+            hub->order->remove(hub->order_be, owner_of(m), m->id, m->rev, &err) != TP_OK)
+            tp__log(&hub->log, TP_LOG_WARN, "cluster: the deletion of %s/%s cannot be logged: %s",
+                    owner_of(m), m->id, err.message);
     } else {
         while (o->head != NULL)
             op_free(hub, pop(m));
     }
     unstall(m);
     prepared_clear(o);
+    json_decref(o->put);
     tp__free(o);
     m->ord = NULL;
 }
@@ -912,6 +973,13 @@ static void
 add_one(tp__model *m)
 {
     (void)tp__order_model_added(m);
+}
+
+void
+tp__order_free(tp_hub *hub)
+{
+    tp__ticket_free(hub);
+    tp__catalog_free(hub);
 }
 
 int
@@ -924,14 +992,14 @@ tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error *err
     if (hub->ord_wait_ms == 0)
         tp__order_set_wait(hub, TP__ORDER_WAIT_MS, TP__ORDER_MAX_QUEUED);
     each_model(hub, add_one);
-    return TP_OK;
+    return tp__catalog_start(hub, err);
 }
 
 /* ---- Changes joining the queue ---- */
 
 static int
 enqueue(tp__model *m, json_t *patch, json_t *value, const tp__stamp *stamp, tp_conn *c,
-        const char *client, json_int_t ref)
+        const char *client, json_int_t ref, uint64_t ticket)
 {
     if (m->hub->ord_queued >= m->hub->ord_max_queued)
         return TP_ERATELIMITED;
@@ -957,6 +1025,7 @@ enqueue(tp__model *m, json_t *patch, json_t *value, const tp__stamp *stamp, tp_c
     op->value = json_incref(value);
     op->stamp = *stamp;
     op->ref = ref;
+    op->ticket = ticket;
     op->m = m;
     op->at = tp__hub_now(m->hub);
     m->hub->ord_queued++;
@@ -974,13 +1043,50 @@ int
 tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
                 json_int_t ref)
 {
-    return enqueue(m, (json_t *)patch, NULL, stamp, c, c->client ? c->client->id : NULL, ref);
+    return enqueue(m, (json_t *)patch, NULL, stamp, c, c->client ? c->client->id : NULL, ref, 0);
 }
 
 int
 tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp)
 {
-    return enqueue(m, NULL, value, stamp, NULL, NULL, 0);
+    return enqueue(m, NULL, value, stamp, NULL, NULL, 0, 0);
+}
+
+int
+tp__order_host_patch(tp__model *m, const json_t *patch, const tp__stamp *stamp)
+{
+    uint64_t t = tp__ticket_open(m->hub);
+    int rc = enqueue(m, (json_t *)patch, NULL, stamp, NULL, NULL, 0, t);
+    if (rc != TP_OK)
+        tp__ticket_end(m->hub, t, rc,
+                       rc == TP_ERATELIMITED ? "cluster: too many changes wait for the log"
+                                             : "out of memory");
+    return TP_OK;
+}
+
+uint64_t
+tp__order_refresh(tp_hub *hub, const char *owner, const char *id)
+{
+    tp__model *m = hub->order != NULL ? model_named(hub, owner, id) : NULL;
+    struct tp__ord *o = m != NULL ? m->ord : NULL;
+    if (o == NULL || !o->synced || o->stalled)
+        return 0;
+    if (o->fresh == 0 && (o->fresh = tp__ticket_open(hub)) == 0)
+        return 0;
+    o->need_read = 1;
+    advance(m);
+    return o->fresh;
+}
+
+uint64_t
+tp__order_track(tp__model *m)
+{
+    struct tp__ord *o = m->ord;
+    if (o == NULL || o->synced || o->ticket != 0)
+        return 0;
+    o->ticket = tp__ticket_open(m->hub);
+    o->put = json_incref(m->value);
+    return o->ticket;
 }
 
 int

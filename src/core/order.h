@@ -71,6 +71,7 @@ typedef struct tp__order_read {
  * once, through the tp__order_* call named; or fails (err filled) and never
  * answers. be is the backend's pointer given to tp__hub_set_order.
  */
+struct tp__order_item;
 typedef struct tp__order_ops {
     /* append: atomically, if the model is at a->base_rev, append the entry at
      * base_rev + 1, store the record (and the outcome), publish the entry to
@@ -87,7 +88,44 @@ typedef struct tp__order_ops {
      * their change, shared writes' after it). Answer: tp__order_outcomes_done.
      * May be NULL: a node then knows only the outcomes it made. */
     int (*outcomes)(void *be, const char *tenant, const char *client, tp_error *err);
+    /* remove: delete the model from the log if it is at base_rev (a
+     * tombstone at base_rev + 1; a model made again under the id goes on
+     * from it). Answer: tp__order_appended (ignored: the model is gone here). */
+    int (*remove)(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err);
+    /* catalog_put: atomically, if expect < 0 or the catalog's version is
+     * expect, set (body non-NULL) or delete every item, raise the version
+     * and publish "op" to every node. Answer: tp__order_catalog_done. */
+    int (*catalog_put)(void *be, int64_t expect, const char *op, size_t op_len,
+                       const struct tp__order_item *items, size_t n, tp_error *err);
+    /* catalog_load: the catalog's version and every item, atomically.
+     * Answer: tp__order_catalog_loaded. The backend follows the catalog's
+     * messages from tp__hub_set_order on, handing each to
+     * tp__order_catalog_message. */
+    int (*catalog_load)(void *be, tp_error *err);
+    /* catalog_version: the catalog's version now. Answer:
+     * tp__order_catalog_version. */
+    int (*catalog_version)(void *be, tp_error *err);
 } tp__order_ops;
+
+/*
+ * The catalog (catalog.c; docs/internals/order.md, "The catalog"): what
+ * exists on every node, beside the models' logs: named schemas, private and
+ * shared models (by schema name and merge), subscriptions. Items are opaque
+ * to the backend: a field and a JSON body, NULL when deleted.
+ */
+typedef struct tp__order_item {
+    const char *field;
+    size_t field_len;
+    const char *body; /* NULL: deleted */
+    size_t body_len;
+} tp__order_item;
+
+/* conflict 1: expect did not match (version: the catalog's). */
+void tp__order_catalog_done(tp_hub *hub, int conflict, int64_t version, const tp_error *err);
+void tp__order_catalog_loaded(tp_hub *hub, int64_t version, const tp__order_item *items, size_t n,
+                              const tp_error *err);
+void tp__order_catalog_message(tp_hub *hub, int64_t version, const char *op, size_t len);
+void tp__order_catalog_version(tp_hub *hub, int64_t version, const tp_error *err);
 
 /*
  * tp__hub_set_order makes the hub keep its models in the shared order: every

@@ -27,6 +27,16 @@ void tp__order_model_gone(tp__model *m);
 int tp__order_write(tp__model *m, tp_conn *c, const json_t *patch, const tp__stamp *stamp,
                     json_int_t ref);
 int tp__order_host(tp__model *m, json_t *value, const tp__stamp *stamp);
+/* tp__order_host_patch queues a host API merge patch (always TP_OK: its
+ * outcome ends the ticket it opens, tp__order_last_ticket). tp__order_track
+ * opens a ticket for a model the host just made, ended when the log has it. */
+int tp__order_host_patch(tp__model *m, const json_t *patch, const tp__stamp *stamp);
+uint64_t tp__order_track(tp__model *m);
+
+/* tp__order_free frees what the order keeps beside the models (tickets,
+ * the catalog); tp_hub_free calls it. */
+void tp__order_free(tp_hub *hub);
+
 /* A client holds rev, past the node's: the model reads the log. */
 void tp__order_behind(tp__model *m, int64_t rev);
 /* Whether a client's ref is queued or in flight: then the resend waits for

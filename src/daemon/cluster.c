@@ -397,7 +397,145 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     return rc;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes};
+/* ---- remove ---- */
+
+static void
+removed(int conflict, int64_t rev, const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    if (err != NULL || conflict)
+        tp__daemon_log(&c->opt, TP_LOG_WARN,
+                       "cluster node=%s: the deletion of %s/%s was not logged: %s", c->node,
+                       k->owner, k->id, err ? err->message : "the model moved on meanwhile");
+    (void)rev;
+    call_free(k);
+}
+
+static int
+be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    call *k = call_new(c, owner, id, NULL, err);
+    if (k == NULL)
+        return TP_ENOMEM;
+    int rc = tp__clog_delete(c->log, owner, id, base_rev, NULL, removed, k, err);
+    if (rc != TP_OK)
+        call_free(k);
+    return rc;
+}
+
+/* ---- The catalog ---- */
+
+static void
+catalog_put_done(int conflict, int64_t version, const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    call_free(k);
+    if (err != NULL)
+        note_failure(c, "catalog", err);
+    tp__order_catalog_done(c->hub, conflict, version, err);
+}
+
+static int
+be_catalog_put(void *be, int64_t expect, const char *op, size_t op_len, const tp__order_item *items,
+               size_t n, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    tp__clog_item *its = tp__calloc(n + 1, sizeof *its);
+    if (its == NULL)
+        return tp__error_set(err, TP_ENOMEM, "cluster: out of memory");
+    for (size_t i = 0; i < n; i++)
+        its[i] =
+            (tp__clog_item){items[i].field, items[i].field_len, items[i].body, items[i].body_len};
+    call *k = call_new(c, "", "", NULL, err);
+    int rc = k != NULL ? tp__clog_catalog_put(c->log, expect, op, op_len, its, n, catalog_put_done,
+                                              k, err)
+                       : TP_ENOMEM;
+    tp__free(its);
+    if (rc != TP_OK && k != NULL)
+        call_free(k);
+    if (rc != TP_OK)
+        note_failure(c, "catalog", err);
+    return rc;
+}
+
+static void
+catalog_loaded(const tp__clog_catalog *res, const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    call_free(k);
+    if (err != NULL) {
+        note_failure(c, "catalog", err);
+        tp__order_catalog_loaded(c->hub, 0, NULL, 0, err);
+        return;
+    }
+    tp__order_item *its = tp__calloc(res->n + 1, sizeof *its);
+    if (its == NULL) {
+        tp_error e;
+        tp__error_set(&e, TP_ENOMEM, "cluster: out of memory reading the catalog");
+        tp__order_catalog_loaded(c->hub, 0, NULL, 0, &e);
+        return;
+    }
+    for (size_t i = 0; i < res->n; i++)
+        its[i] = (tp__order_item){res->items[i].field, res->items[i].field_len, res->items[i].body,
+                                  res->items[i].body_len};
+    tp__order_catalog_loaded(c->hub, res->version, its, res->n, NULL);
+    tp__free(its);
+}
+
+static int
+be_catalog_load(void *be, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    call *k = call_new(c, "", "", NULL, err);
+    if (k == NULL)
+        return TP_ENOMEM;
+    int rc = tp__clog_catalog_load(c->log, catalog_loaded, k, err);
+    if (rc != TP_OK) {
+        call_free(k);
+        note_failure(c, "catalog", err);
+    }
+    return rc;
+}
+
+static void
+catalog_versioned(int conflict, int64_t version, const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    (void)conflict;
+    call_free(k);
+    if (err != NULL)
+        note_failure(c, "catalog", err);
+    tp__order_catalog_version(c->hub, version, err);
+}
+
+static int
+be_catalog_version(void *be, tp_error *err)
+{
+    tp__cluster *c = be;
+    if (c->log == NULL)
+        return closed(err);
+    call *k = call_new(c, "", "", NULL, err);
+    if (k == NULL)
+        return TP_ENOMEM;
+    int rc = tp__clog_catalog_version(c->log, catalog_versioned, k, err);
+    if (rc != TP_OK)
+        call_free(k);
+    return rc;
+}
+
+static const tp__order_ops ops = {be_append, be_read,        be_follow,       be_outcomes,
+                                  be_remove, be_catalog_put, be_catalog_load, be_catalog_version};
 
 /* ---- The link's events ---- */
 
@@ -405,11 +543,25 @@ static void
 on_message(const char *channel, size_t channel_len, const char *data, size_t len, void *user)
 {
     tp__cluster *c = user;
+    tp_error err = {0, ""};
+    if (channel_len == sizeof TP__CLOG_CATALOG_CHANNEL - 1 &&
+        memcmp(channel, TP__CLOG_CATALOG_CHANNEL, channel_len) == 0) {
+        int64_t version;
+        const char *op;
+        size_t op_len;
+        if (tp__clog_catalog_decode(data, len, &version, &op, &op_len, &err) == TP_OK)
+            tp__order_catalog_message(c->hub, version, op, op_len);
+        else if (c->bad_messages++ == 0)
+            tp__daemon_log(&c->opt, TP_LOG_WARN,
+                           "cluster: a message on the catalog's channel is not a change, "
+                           "ignored: %s",
+                           err.message);
+        return;
+    }
     const follow *f = tp__map_getn(&c->follows, channel, channel_len);
     if (f == NULL)
         return; /* unfollowed while the message was on its way */
     tp__clog_entry e;
-    tp_error err = {0, ""};
     if (tp__clog_decode(data, len, &e, &err) != TP_OK) {
         /* Not one of ours (someone else published on the channel): a node
          * that missed a real entry finds the gap at the next one. */
@@ -532,8 +684,10 @@ tp__cluster_new(tp_hub *hub, uv_loop_t *loop, const tp__cluster_config *cfg, tp_
     }
     uv_timer_init(loop, c->deadline);
     c->deadline->data = c;
-    /* Last: the hub starts reading (and following) its models at once. */
-    if (tp__hub_set_order(hub, &ops, c, err) != TP_OK) {
+    /* Last: the hub starts reading (and following) its models at once, and
+     * loads the catalog, whose changes it follows from now on. */
+    if (tp__clog_catalog_subscribe(c->log, 1, err) != TP_OK ||
+        tp__hub_set_order(hub, &ops, c, err) != TP_OK) {
         tp__cluster_stop(c);
         tp__cluster_free(c);
         return NULL;

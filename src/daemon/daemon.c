@@ -570,6 +570,7 @@ tp__daemon_free(tp__daemon *d)
 {
     if (d == NULL)
         return;
+    tp__host_free(d->names); /* before the hub, which it names itself to */
     /* The hub holds its own reference to every schema it uses. */
     tp_hub_free(d->hub);
     /* After the hub, which may still call its order's backend as it goes. */
@@ -591,6 +592,33 @@ tp__daemon_free(tp__daemon *d)
     free(d->merge_list);
     tp__config_clear(&d->cfg);
     free(d);
+}
+
+/* The names of schemas (the host API's, and a cluster's catalog names
+ * models' schemas by them): the config's, and those stored earlier. */
+static tp__host *
+registry(tp__daemon *d, tp__derror *err)
+{
+    tp_error herr = {0, ""};
+    tp__host *h = tp__host_new(d->hub, &herr);
+    if (h == NULL) {
+        snprintf(err->message, sizeof err->message, "host API: %s", herr.message);
+        return NULL;
+    }
+    /* A name stored through the API earlier keeps its stored schema. */
+    size_t i = 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(d->cfg.schemas, name, v)
+    {
+        if (i < d->n_schemas && tp__host_name_schema(h, name, d->schemas[i]) != TP_OK) {
+            tp__host_free(h);
+            snprintf(err->message, sizeof err->message, "host API: out of memory");
+            return NULL;
+        }
+        i++;
+    }
+    return h;
 }
 
 int
@@ -635,26 +663,9 @@ tp__daemon_host_api(tp__daemon *d, tp_server *server, int demo, char *made, size
                  d->cfg.admin_token_env);
         return -1;
     }
-    tp_error herr = {0, ""};
-    tp__host *h = tp__host_new(d->hub, &herr);
-    if (h == NULL) {
-        snprintf(err->message, sizeof err->message, "host API: %s", herr.message);
+    tp__host *h = registry(d, err);
+    if (h == NULL)
         return -1;
-    }
-    /* The config's schemas by their names (a name stored through the API
-     * earlier keeps its stored schema). */
-    size_t i = 0;
-    const char *name;
-    json_t *v;
-    json_object_foreach(d->cfg.schemas, name, v)
-    {
-        if (i < d->n_schemas && tp__host_name_schema(h, name, d->schemas[i]) != TP_OK) {
-            tp__host_free(h);
-            snprintf(err->message, sizeof err->message, "host API: out of memory");
-            return -1;
-        }
-        i++;
-    }
     if (tp__server_host_api(server, token, h) != TP_OK) {
         snprintf(err->message, sizeof err->message, "host API: out of memory");
         return -1;
@@ -693,6 +704,10 @@ tp__daemon_cluster(tp__daemon *d, tp_server *server, volatile sig_atomic_t *stop
 {
     if (d->cfg.cluster_redis == NULL)
         return 0;
+    /* The catalog names schemas: a node without the host API keeps the
+     * names all the same. */
+    if (d->cfg.admin_token_env == NULL && (d->names = registry(d, err)) == NULL)
+        return -1;
     tp__cluster_config cc = {d->cfg.cluster_redis, d->cfg.cluster_node, d->cfg.cluster_history,
                              d->cfg.cluster_connect_timeout_ms, &d->opt};
     tp_error e = {0, ""};

@@ -55,6 +55,9 @@ typedef struct tp__daemon {
     /* "cluster": the node's backend of the shared order (daemon/cluster.h),
      * made once the server's loop exists (tp__daemon_cluster), or NULL. */
     struct tp__cluster *cluster;
+    /* A cluster node without the host API: the schemas' names all the same
+     * (its catalog names models' schemas by them), or NULL. */
+    struct tp__host *names;
 } tp__daemon;
 
 /* ---- Life cycle ---- */

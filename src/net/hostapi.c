@@ -38,27 +38,42 @@ struct tp__apireq {
     char *body;
     size_t len, want;
     int too_large;
+    /* A cluster: the order's last ticket before the call (the answer waits
+     * for the tickets after it), and the model an answer is built from once
+     * they end (PUT, PATCH: its rev is the log's). */
+    uint64_t t0;
+    int model, shared, full;
+    const char *tenant, *id;
+    int again; /* a cluster node: dispatched once the node caught up (run()) */
 };
 
 /* An answer waiting for the transaction holding its change. */
 typedef struct tp__apiwait {
     struct lws *wsi;
     tp__ws *ws;
-    uint64_t seq;       /* durable once the hub released this epoch */
-    unsigned char *buf; /* LWS_PRE, then the whole answer; NULL until built */
+    uint64_t seq;     /* durable once the hub released this epoch */
+    uint64_t t0, t1;  /* a cluster: the order's tickets (t0, t1] to wait for */
+    int shared, full; /* the model whose answer is built again then, or none */
+    char *tenant, *id;
+    struct tp__apireq *req; /* or a request to run again then (run()) */
+    unsigned char *buf;     /* LWS_PRE, then the whole answer; NULL until built */
     size_t len;
     int status, keep, due;
     struct tp__apiwait *prev, *next;
 } tp__apiwait;
 
 struct tp__hostapi {
-    tp__apiwait *waits; /* answers waiting, in no order */
+    tp__apiwait *waits;         /* answers waiting, in no order */
+    struct tp__apireq *current; /* the request being dispatched */
     char *token;
     size_t token_len;
     tp__host *host;
     uint64_t answers[6]; /* by status class: [2] 2xx, [4] 4xx, [5] 5xx */
     uint64_t unauthorized;
 };
+
+static void req_free(tp__apireq *r);
+static int run(tp_server *s, struct lws *wsi, tp__apireq *r);
 
 int
 tp__server_host_api(tp_server *s, const char *token, tp__host *host)
@@ -87,6 +102,9 @@ tp__hostapi_free(tp__hostapi *api)
         if (w->ws != NULL)
             w->ws->wait = NULL;
         tp__free(w->buf);
+        tp__free(w->tenant);
+        tp__free(w->id);
+        req_free(w->req);
         tp__free(w);
     }
     OPENSSL_cleanse(api->token, api->token_len);
@@ -122,6 +140,9 @@ wait_free(tp_server *s, tp__apiwait *w)
     if (w->ws != NULL)
         w->ws->wait = NULL;
     tp__free(w->buf);
+    tp__free(w->tenant);
+    tp__free(w->id);
+    req_free(w->req);
     tp__free(w);
 }
 
@@ -410,6 +431,64 @@ describe_conn(tp_conn *c, json_t *item, void *user)
  * change is durable already, else the answer waits: a waiter, completed by
  * tp__hostapi_durable), 503 when the store refused it.
  */
+static tp__apiwait *
+wait_add(tp_server *s, struct lws *wsi, tp__ws *ws)
+{
+    tp__apiwait *w = tp__calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    w->wsi = wsi;
+    w->ws = ws;
+    w->next = s->api->waits;
+    if (w->next != NULL)
+        w->next->prev = w;
+    s->api->waits = w;
+    ws->wait = w;
+    return w;
+}
+
+/* An error of the shared order as the host API answers it: the log cannot
+ * be reached (503, retry), or the change was refused in its turn. */
+static int
+fail_order(tp_server *s, struct lws *wsi, const tp_error *err)
+{
+    if (err->code == TP_EINTERNAL && strncmp(err->message, "cluster", 7) == 0)
+        return fail(s, wsi, 503, "unavailable", err->message, 1, "Retry-After: 1\r\n");
+    return fail_code(s, wsi, err);
+}
+
+/*
+ * A cluster node: the answer waits until the log has every change the call
+ * made (its tickets). Returns 0 to answer (kept in a waiter while they are
+ * open), 1 when an error was answered, -1 when the connection must close.
+ */
+static int
+ordered(tp_server *s, struct lws *wsi)
+{
+    tp__ws *ws = lws_wsi_user(wsi);
+    tp__apireq *r = s->api->current;
+    uint64_t t1 = tp__ticket_last(s->hub);
+    if (r == NULL || t1 == r->t0)
+        return 0;
+    tp_error err = {0, ""};
+    int st = tp__ticket_state(s->hub, r->t0, t1, &err);
+    if (st < 0)
+        return fail_order(s, wsi, &err) == 0 ? 1 : -1;
+    tp__apiwait *w = ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
+    if (w == NULL)
+        return st == 0 ? 0 : (fail(s, wsi, 500, "internal", "out of memory", 0, NULL), -1);
+    w->t0 = r->t0;
+    w->t1 = t1;
+    w->seq = 0;
+    if (r->model) {
+        w->shared = r->shared;
+        w->full = r->full;
+        w->tenant = r->tenant ? tp__strdup(r->tenant) : NULL;
+        w->id = tp__strdup(r->id);
+    }
+    return 0;
+}
+
 static int
 committed(tp_server *s, struct lws *wsi, int sync)
 {
@@ -417,22 +496,20 @@ committed(tp_server *s, struct lws *wsi, int sync)
         tp_hub_sync(s->hub);
     tp_error err = {0, ""};
     tp__ws *ws = lws_wsi_user(wsi);
+    if (tp__hub_store(s->hub) == NULL) {
+        int rc = ordered(s, wsi);
+        if (rc != 0)
+            return rc;
+    }
     if (ws != NULL && tp__hub_store(s->hub) != NULL && ws->wait == NULL) {
         uint64_t seq = tp__hub_seal(s->hub, NULL);
         tp__hub_collect(s->hub);
         if (tp__hub_released(s->hub) >= seq)
             return 0;
         if (tp__hub_writable(s->hub, &err) == TP_OK) {
-            tp__apiwait *w = tp__calloc(1, sizeof *w);
+            tp__apiwait *w = wait_add(s, wsi, ws);
             if (w != NULL) {
-                w->wsi = wsi;
-                w->ws = ws;
                 w->seq = seq;
-                w->next = s->api->waits;
-                if (w->next != NULL)
-                    w->next->prev = w;
-                s->api->waits = w;
-                ws->wait = w;
                 return 0;
             }
         }
@@ -511,6 +588,7 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
                     NULL);
     if (split(r->path, &rt) != 0 || !is(&rt, 0, "v1") || rt.n < 2)
         return fail(s, wsi, 404, "not_found", "path: no such API path", 1, NULL);
+    r->t0 = tp__ticket_last(s->hub);
     char ab[512];
     const char *after;
     size_t limit;
@@ -579,7 +657,9 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
         if (tp__host_connections(h, t, NULL, 1, NULL, NULL, &out, &err) != TP_OK)
             return fail_code(s, wsi, &err); /* 404 for a tenant that does not exist */
         json_decref(out);
-        int n = tp__host_close_connections(h, t, 4403);
+        int n = tp__host_close_everywhere(h, t, 4403);
+        if ((rc = committed(s, wsi, 0)) != 0)
+            return rc > 0 ? 0 : -1;
         return respond_json(wsi, 200, NULL, json_pack("{s:i}", "closed", n), 1);
     }
     int shared = is(&rt, 1, "shared") && rt.n == 3;
@@ -588,8 +668,20 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
         const char *t = priv ? rt.seg[2] : NULL;
         const char *id = priv ? rt.seg[4] : rt.seg[2];
         if (method == M_GET) {
+            /* A cluster node answers a model it does not follow once it
+             * read it from the log (it may be behind). */
+            r->model = r->full = 1;
+            r->shared = shared;
+            r->tenant = t;
+            r->id = id;
+            if (tp__hub_store(s->hub) == NULL)
+                (void)tp__order_refresh(s->hub, shared ? "" : t, id);
             if (tp__host_model_get(h, shared, t, id, &out, &err) != TP_OK)
                 return fail_code(s, wsi, &err);
+            if ((rc = ordered(s, wsi)) != 0) {
+                json_decref(out);
+                return rc > 0 ? 0 : -1;
+            }
             return model_answer(wsi, 200, out);
         }
         if (method == M_DELETE) {
@@ -604,6 +696,10 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
         json_t *b = body_json(s, wsi, r, &rc);
         if (b == NULL)
             return rc;
+        r->model = 1;
+        r->shared = shared;
+        r->tenant = t;
+        r->id = id;
         int c = method == M_PUT ? tp__host_model_put(h, shared, t, id, b, im, &created, &out, &err)
                                 : tp__host_model_patch(h, shared, t, id, b, im, &out, &err);
         json_decref(b);
@@ -664,6 +760,24 @@ tp__hostapi_durable(tp_server *s)
     tp_error err = {0, ""};
     int failing = tp__hub_writable(s->hub, &err) != TP_OK;
     for (tp__apiwait *w = s->api->waits; w != NULL; w = w->next) {
+        if (w->t1 != 0 && !w->due && (w->buf != NULL || w->req != NULL)) {
+            tp_error oerr = {0, ""};
+            int st = tp__ticket_state(s->hub, w->t0, w->t1, &oerr);
+            if (st > 0)
+                continue;
+            if (st < 0 && w->req == NULL) {
+                tp__free(w->buf);
+                w->buf = NULL;
+                tp__free(w->id);
+                w->id = NULL; /* the error is the answer */
+                (void)fail_order(s, w->wsi, &oerr);
+                if (w->buf == NULL)
+                    continue; /* out of memory: tried again later */
+            }
+            w->due = 1;
+            lws_callback_on_writable(w->wsi);
+            continue;
+        }
         if (w->due || w->buf == NULL || (released < w->seq && !failing))
             continue;
         if (released < w->seq) {
@@ -698,6 +812,32 @@ tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
     tp__apiwait *w = ws ? ws->wait : NULL;
     if (w == NULL || !w->due)
         return 0;
+    if (w->req != NULL) {
+        tp__apireq *r = w->req;
+        w->req = NULL;
+        wait_free(s, w);
+        return run(s, wsi, r);
+    }
+    if (w->id != NULL && s->api != NULL) {
+        /* The model as it is now that the log has the change: its rev is
+         * the log's (an answer built before the append had the old one). */
+        json_t *out = NULL;
+        tp_error err = {0, ""};
+        if (tp__host_model_get(s->api->host, w->shared, w->tenant, w->id, &out, &err) == TP_OK) {
+            if (!w->full) {
+                json_object_del(out, "schema");
+                json_object_del(out, "merge");
+            }
+            int status = w->status;
+            tp__free(w->buf);
+            w->buf = NULL;
+            tp__free(w->id);
+            w->id = NULL;
+            (void)model_answer(wsi, status, out);
+            if (w->buf == NULL)
+                return -1;
+        }
+    }
     int n = lws_write(wsi, w->buf + LWS_PRE, w->len, LWS_WRITE_HTTP_FINAL);
     int status = w->status, keep = w->keep;
     wait_free(s, w);
@@ -708,8 +848,37 @@ tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-/* ---- lws callbacks ---- */
+/*
+ * Dispatches a request. On a cluster node it is dispatched once the node
+ * applied the catalog's version as it is when the request came
+ * (tp__order_barrier: one Redis round trip, and the announcements still on
+ * their way): a host that made a model through one node and then names it
+ * through another finds it, and one that deleted it does not.
+ */
+static int
+run(tp_server *s, struct lws *wsi, tp__apireq *r)
+{
+    tp__ws *ws = lws_wsi_user(wsi);
+    int cluster = tp__hub_store(s->hub) == NULL;
+    if (cluster && !r->again) {
+        r->again = 1;
+        uint64_t t = tp__order_barrier(s->hub);
+        tp__apiwait *w = t != 0 && ws != NULL && ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
+        if (w != NULL) {
+            w->t0 = t - 1;
+            w->t1 = t;
+            w->req = r;
+            return 0;
+        }
+    }
+    s->api->current = cluster ? r : NULL;
+    int rc = dispatch(s, wsi, r);
+    s->api->current = NULL;
+    req_free(r);
+    return rc;
+}
 
+/* ---- lws callbacks ---- */
 int
 tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
 {
@@ -760,11 +929,8 @@ tp__hostapi_http(tp_server *s, struct lws *wsi, void *user, const char *uri)
     r->method = method;
     snprintf(r->path, sizeof r->path, "%s", uri);
     r->want = want;
-    if (want == 0) {
-        int rc = dispatch(s, wsi, r);
-        req_free(r);
-        return rc;
-    }
+    if (want == 0)
+        return run(s, wsi, r);
     if ((r->body = tp__malloc(want)) == NULL) {
         req_free(r);
         return -1;
@@ -809,9 +975,7 @@ tp__hostapi_body_done(tp_server *s, struct lws *wsi, void *user)
         return -1;
     lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
     ws->api = NULL;
-    int rc = dispatch(s, wsi, r);
-    req_free(r);
-    return rc;
+    return run(s, wsi, r);
 }
 
 /* ---- /metrics ---- */

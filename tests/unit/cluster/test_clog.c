@@ -1278,3 +1278,635 @@ Test(clog, free_with_calls_in_flight)
     run_ms(50);
     cr_expect_eq(a.done, 0);
 }
+
+/* ---- The catalog --------------------------------------------------------------------- */
+
+typedef struct cres {
+    int done, conflict, code;
+    int64_t version;
+    char msg[256];
+} cres;
+
+static void
+on_catalog(int conflict, int64_t version, const tp_error *err, void *user)
+{
+    cres *a = user;
+    a->done++;
+    a->conflict = conflict;
+    a->version = version;
+    a->code = err ? err->code : 0;
+    if (err)
+        snprintf(a->msg, sizeof a->msg, "%s", err->message);
+}
+
+/* cat_put runs a put to its answer. */
+static cres
+cat_put(tp__clog *c, int64_t expect, const char *op, size_t op_len, const tp__clog_item *items,
+        size_t n)
+{
+    cres a = {0};
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_catalog_put(c, expect, op, op_len, items, n, on_catalog, &a, &err), TP_OK,
+                 "%s", err.message);
+    cr_assert(run_until(&a.done, 1, 10000), "catalog_put never answered");
+    cr_assert_eq(a.done, 1);
+    return a;
+}
+
+/* cat_refused asserts that a put is refused at once with code, err naming what, and that it
+ * sent nothing and will never call back. */
+static void
+cat_refused(tp__clog *c, int64_t expect, const char *op, size_t op_len, const tp__clog_item *items,
+            size_t n, int code, const char *what)
+{
+    tp__clog_stats before, after;
+    tp__clog_stats_get(c, &before);
+    cres a = {0};
+    tp_error err = {0};
+    cr_expect_eq(tp__clog_catalog_put(c, expect, op, op_len, items, n, on_catalog, &a, &err), code,
+                 "expected %d for %s: %s", code, what, err.message);
+    cr_expect_eq(err.code, code);
+    cr_expect(strstr(err.message, what) != NULL, "'%s' does not name %s", err.message, what);
+    tp__clog_stats_get(c, &after);
+    cr_expect_eq(after.calls, before.calls, "a refused put was sent");
+    run_ms(10);
+    cr_expect_eq(a.done, 0, "a refused put called back");
+}
+
+#define MAXITEMS 64
+typedef struct lres {
+    int done, code;
+    int64_t version;
+    size_t n;
+    struct {
+        char f[64], b[64];
+        size_t fl, bl;
+    } it[MAXITEMS];
+    char msg[256];
+} lres;
+
+static void
+on_load(const tp__clog_catalog *res, const tp_error *err, void *user)
+{
+    lres *l = user;
+    l->done++;
+    l->code = err ? err->code : 0;
+    if (err) {
+        cr_expect_null(res);
+        snprintf(l->msg, sizeof l->msg, "%s", err->message);
+        return;
+    }
+    l->version = res->version;
+    l->n = res->n;
+    for (size_t i = 0; i < res->n && i < MAXITEMS; i++) {
+        const tp__clog_item *it = &res->items[i];
+        cr_expect(it->field && it->body, "a loaded item without its field or body");
+        l->it[i].fl = it->field_len;
+        l->it[i].bl = it->body_len;
+        memcpy(l->it[i].f, it->field, it->field_len < 64 ? it->field_len : 64);
+        memcpy(l->it[i].b, it->body, it->body_len < 64 ? it->body_len : 64);
+    }
+}
+
+static lres *
+cat_load(tp__clog *c)
+{
+    static lres l;
+    memset(&l, 0, sizeof l);
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_catalog_load(c, on_load, &l, &err), TP_OK, "%s", err.message);
+    cr_assert(run_until(&l.done, 1, 10000), "catalog_load never answered");
+    cr_assert_eq(l.done, 1);
+    return &l;
+}
+
+/* body_of returns the loaded body of field (bytes, len fl) into *bl, or NULL when absent. */
+static const char *
+body_of(const lres *l, const char *f, size_t fl, size_t *bl)
+{
+    for (size_t i = 0; i < l->n && i < MAXITEMS; i++)
+        if (l->it[i].fl == fl && !memcmp(l->it[i].f, f, fl)) {
+            *bl = l->it[i].bl;
+            return l->it[i].b;
+        }
+    return NULL;
+}
+
+static int
+has_body(const lres *l, const char *f, size_t fl, const char *b, size_t bl)
+{
+    size_t n;
+    const char *got = body_of(l, f, fl, &n);
+    return got && n == bl && !memcmp(got, b, bl);
+}
+
+#define S(s) s, sizeof s - 1
+#define ITEM(f, b) ((tp__clog_item){S(f), S(b)})
+#define DEL(f) ((tp__clog_item){S(f), NULL, 0})
+
+/* catalog_bytes reads the catalog's byte counter as Redis holds it. */
+static long long
+catalog_bytes(int port)
+{
+    redisReply *rep = sync_cmd(port, "GET %b", S("tp:{%catalog}:bytes"));
+    long long v = rep->type == REDIS_REPLY_STRING ? strtoll(rep->str, NULL, 10) : -1;
+    freeReplyObject(rep);
+    return v;
+}
+
+Test(clog, catalog_put_load)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    lres *l = cat_load(c);
+    cr_expect(l->code == 0 && l->version == 0 && l->n == 0, "a fresh catalog: %s", l->msg);
+
+    /* Binary fields and bodies (NUL bytes inside) and an empty body round-trip. */
+    tp__clog_item it[3] = {ITEM("m:alice/notes", "{\"k\":1}"), ITEM("s\0x", "b\0\0y"),
+                           ITEM("schema:a", "")};
+    cres a = cat_put(c, 0, S("create"), it, 3);
+    cr_expect(a.code == 0 && a.conflict == 0 && a.version == 1, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect_eq(l->version, 1);
+    cr_expect_eq(l->n, 3);
+    cr_expect(has_body(l, S("m:alice/notes"), S("{\"k\":1}")));
+    cr_expect(has_body(l, S("s\0x"), S("b\0\0y")), "binary field and body");
+    cr_expect(has_body(l, S("schema:a"), S("")), "an empty body is a body");
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), 3);
+    cr_expect_eq(catalog_bytes(port), 13 + 7 + 3 + 4 + 8 + 0);
+
+    /* Deletes remove fields; sets add and replace, in one version. */
+    tp__clog_item up[3] = {DEL("m:alice/notes"), ITEM("m:bob/x", "B"), ITEM("s\0x", "new")};
+    a = cat_put(c, 1, S("update"), up, 3);
+    cr_expect(!a.code && !a.conflict && a.version == 2, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 2 && l->n == 3);
+    size_t bl;
+    cr_expect_null(body_of(l, S("m:alice/notes"), &bl), "a deleted field is still there");
+    cr_expect(has_body(l, S("m:bob/x"), S("B")));
+    cr_expect(has_body(l, S("s\0x"), S("new")));
+
+    /* An expect that does not match (behind, ahead) writes nothing and tells the version. */
+    tp__clog_item z[2] = {ITEM("zzz", "1"), DEL("m:bob/x")};
+    a = cat_put(c, 1, S("stale"), z, 2);
+    cr_expect(!a.code && a.conflict == 1 && a.version == 2, "%d %" PRId64, a.conflict, a.version);
+    a = cat_put(c, 7, S("ahead"), z, 2);
+    cr_expect(!a.code && a.conflict == 1 && a.version == 2);
+    l = cat_load(c);
+    cr_expect(l->version == 2 && l->n == 3);
+    cr_expect_null(body_of(l, S("zzz"), &bl), "a conflicting put wrote");
+    cr_expect(has_body(l, S("m:bob/x"), S("B")), "a conflicting put deleted");
+
+    /* No condition, no item (an event): the version moves, the items do not. */
+    a = cat_put(c, -1, S("event"), NULL, 0);
+    cr_expect(!a.code && !a.conflict && a.version == 3);
+    /* A field set, deleted and set again in one put: the last wins; deleting an absent
+     * field is no error. The byte counter follows exactly. */
+    tp__clog_item d[4] = {ITEM("d", "1"), DEL("d"), ITEM("d", "22"), DEL("never")};
+    a = cat_put(c, 3, S(""), d, 4);
+    cr_expect(!a.code && !a.conflict && a.version == 4, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 4 && l->n == 4);
+    cr_expect(has_body(l, S("d"), S("22")));
+    long long sum = 0;
+    for (size_t i = 0; i < l->n; i++)
+        sum += (long long)(l->it[i].fl + l->it[i].bl);
+    cr_expect_eq(catalog_bytes(port), sum, "the byte counter drifted");
+    redisReply *rep = sync_cmd(port, "GET %b", S("tp:{%catalog}:v"));
+    cr_expect(rep->type == REDIS_REPLY_STRING && !strcmp(rep->str, "4"));
+    freeReplyObject(rep);
+
+    /* After a SCRIPT FLUSH (as after a restart) the link answers NOSCRIPT with EVAL, once per
+     * script. */
+    tp__clog_stats st0;
+    tp__clog_stats_get(c, &st0);
+    freeReplyObject(sync_cmd(port, "SCRIPT FLUSH", "", 0));
+    a = cat_put(c, 4, S("after a flush"), NULL, 0);
+    cr_expect(!a.code && !a.conflict && a.version == 5, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 5 && l->n == 4, "%s", l->msg);
+    tp__clog_stats st;
+    tp__clog_stats_get(c, &st);
+    cr_expect_eq(st.noscript - st0.noscript, 2, "one NOSCRIPT for each of the two scripts");
+    cr_expect_eq(st.catalog_puts, 7);
+    cr_expect_eq(st.catalog_conflicts, 2);
+    cr_expect_eq(st.catalog_loads, 6);
+    cr_expect_eq(st.failed, 0);
+    cr_expect_eq(st.calls, 13);
+}
+
+/* Two nodes seed (expect 0) and then update (expect the version both read) at the same time,
+ * both puts sent before either is answered: each time exactly one wins. */
+Test(clog, catalog_seeders_race)
+{
+    int port = start1();
+    tp__clog *c[2] = {open_link(0, port), open_link(1, port)};
+    int wins[2] = {0, 0};
+    for (int round = 0; round < 20; round++) {
+        char f[16], b[2][8];
+        snprintf(f, sizeof f, "r%d", round);
+        cres a[2] = {{0}, {0}};
+        for (int i = 0; i < 2; i++) {
+            snprintf(b[i], sizeof b[i], "n%d", i);
+            tp__clog_item it = {f, strlen(f), b[i], 2};
+            cr_assert_eq(
+                tp__clog_catalog_put(c[i], round, S("seed"), &it, 1, on_catalog, &a[i], NULL),
+                TP_OK);
+        }
+        int both = 0;
+        while (!(a[0].done && a[1].done) && both++ < 500)
+            run_ms(10);
+        cr_assert(a[0].done == 1 && a[1].done == 1, "round %d: an answer is missing", round);
+        cr_assert(!a[0].code && !a[1].code, "%s %s", a[0].msg, a[1].msg);
+        cr_expect_eq(a[0].conflict + a[1].conflict, 1, "round %d: not exactly one winner", round);
+        cr_expect(a[0].version == round + 1 && a[1].version == round + 1,
+                  "the loser is told the winner's version");
+        int w = a[0].conflict ? 1 : 0;
+        wins[w]++;
+        lres *l = cat_load(c[1 - w]);
+        cr_expect_eq(l->version, round + 1);
+        cr_expect_eq(l->n, (size_t)round + 1);
+        cr_expect(has_body(l, f, strlen(f), b[w], 2), "round %d: not the winner's body", round);
+    }
+    cr_expect_eq(wins[0] + wins[1], 20);
+}
+
+/* A follower on another link gets "<v>\n<op>" for every put, in version order. */
+Test(clog, catalog_pubsub)
+{
+    int port = start1();
+    tp__clog *w = open_link(0, port);
+    tp__clog *f = open_link(1, port);
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_catalog_subscribe(f, 1, &err), TP_OK, "%s", err.message);
+    /* The subscription is confirmed asynchronously: put until the first message comes. */
+    int64_t v = 0;
+    while (nmsg == 0 && v < 100) {
+        cres a = cat_put(w, v, S("warm"), NULL, 0);
+        cr_assert(!a.conflict && !a.code);
+        v = a.version;
+        run_ms(20);
+    }
+    cr_assert_gt(nmsg, 0, "no message ever came");
+    int first = nmsg;
+    for (int i = 0; i < 20; i++) {
+        char op[16];
+        int n = snprintf(op, sizeof op, "op%c%d", 0, i);
+        tp__clog_item it = {S("f"), op, (size_t)n};
+        cres a = cat_put(w, i % 2 ? -1 : v, op, (size_t)n, &it, 1);
+        cr_assert(!a.conflict && !a.code && a.version == v + 1, "%s", a.msg);
+        v = a.version;
+    }
+    /* A conflict publishes nothing. */
+    cres a = cat_put(w, 1, S("never"), NULL, 0);
+    cr_assert_eq(a.conflict, 1);
+    cr_assert(run_until(&nmsg, first + 20, 5000), "%d messages of 20", nmsg - first);
+    run_ms(50);
+    cr_expect_eq(nmsg, first + 20, "a message too many");
+    for (int i = 0; i < 20; i++) {
+        const msg *m = &msgs[first + i];
+        cr_expect_eq(m->link, 1);
+        cr_expect(m->channel_len == strlen(TP__CLOG_CATALOG_CHANNEL) &&
+                  !memcmp(m->channel, TP__CLOG_CATALOG_CHANNEL, m->channel_len));
+        int64_t mv;
+        const char *op;
+        size_t opn;
+        cr_assert_eq(tp__clog_catalog_decode(m->data, m->len, &mv, &op, &opn, &err), TP_OK, "%s",
+                     err.message);
+        cr_expect_eq(mv, v - 19 + i, "in version order");
+        char want[16];
+        int n = snprintf(want, sizeof want, "op%c%d", 0, i);
+        cr_expect(opn == (size_t)n && !memcmp(op, want, opn), "message %d: the op bytes", i);
+    }
+    /* Stopped following: no more messages. */
+    cr_assert_eq(tp__clog_catalog_subscribe(f, 0, &err), TP_OK, "%s", err.message);
+    run_ms(100);
+    int n = nmsg;
+    a = cat_put(w, -1, S("after"), NULL, 0);
+    cr_assert(!a.conflict);
+    run_ms(150);
+    cr_expect_eq(nmsg, n, "a message after unsubscribing");
+}
+
+Test(clog, catalog_decode)
+{
+    int64_t v;
+    const char *op;
+    size_t n;
+    tp_error err = {0};
+    cr_expect_eq(tp__clog_catalog_decode(S("1\n"), &v, &op, &n, &err), TP_OK, "%s", err.message);
+    cr_expect(v == 1 && n == 0);
+    const char m[] = "42\nab\0c";
+    cr_expect_eq(tp__clog_catalog_decode(m, sizeof m - 1, &v, &op, &n, &err), TP_OK);
+    cr_expect(v == 42 && n == 4 && op == m + 3 && !memcmp(op, "ab\0c", 4));
+    cr_expect_eq(tp__clog_catalog_decode(S("9007199254740991\nx"), &v, &op, &n, NULL), TP_OK);
+    cr_expect_eq(v, 9007199254740991LL);
+    static const struct {
+        const char *d;
+        size_t len;
+        const char *where;
+    } bad[] = {
+        {S(""), "'\\n'"},         {S("1"), "'\\n'"},        {S("12345678901234567\n"), "'\\n'"},
+        {S("\nop"), "version"},   {S("x\nop"), "version"},  {S("0\nop"), "version"},
+        {S("01\nop"), "version"}, {S("-1\nop"), "version"}, {S("+1\nop"), "version"},
+        {S("1 \nop"), "version"}, {S("1x\nop"), "version"}, {S("9007199254740992\nx"), "version"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&err, 0, sizeof err);
+        v = 7;
+        cr_expect_eq(tp__clog_catalog_decode(bad[i].d, bad[i].len, &v, &op, &n, &err), TP_EINVALID,
+                     "case %zu accepted", i);
+        cr_expect(strstr(err.message, bad[i].where) != NULL, "case %zu: '%s'", i, err.message);
+        cr_expect(v == 0 && op == NULL && n == 0, "case %zu: outputs left set", i);
+    }
+    /* An op longer than any put may publish. */
+    size_t big = 2 + TP__CLOG_OP_MAX + 1;
+    char *d = malloc(big);
+    cr_assert(d);
+    memset(d, 'o', big);
+    d[0] = '5';
+    d[1] = '\n';
+    cr_expect_eq(tp__clog_catalog_decode(d, big, &v, &op, &n, &err), TP_EINVALID);
+    cr_expect(strstr(err.message, "op") != NULL, "%s", err.message);
+    cr_expect_eq(tp__clog_catalog_decode(d, big - 1, &v, &op, &n, &err), TP_OK, "%s", err.message);
+    cr_expect(v == 5 && n == TP__CLOG_OP_MAX);
+    free(d);
+}
+
+Test(clog, catalog_bounds)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    tp__clog *f = open_link(1, port);
+    cr_assert_eq(tp__clog_catalog_subscribe(f, 1, NULL), TP_OK);
+    cres a = cat_put(c, 0, S("seed"), (tp__clog_item[]){ITEM("a", "1")}, 1);
+    cr_assert(!a.conflict && a.version == 1);
+
+    /* Every bound, one past it: refused at once, naming the field; nothing sent. */
+    char *big = calloc(1, TP__CLOG_OP_MAX + 1);
+    cr_assert(big);
+    tp__clog_item it[2] = {ITEM("ok", "1"), ITEM("ok2", "2")};
+    it[1].field_len = 0;
+    cat_refused(c, -1, S("op"), it, 2, TP_EARG, "items[1].field");
+    it[1].field = NULL;
+    it[1].field_len = 3;
+    cat_refused(c, -1, S("op"), it, 2, TP_EARG, "items[1].field");
+    it[1] = (tp__clog_item){big, TP__CLOG_FIELD_MAX + 1, "b", 1};
+    cat_refused(c, -1, S("op"), it, 2, TP_ETOOLARGE, "items[1].field");
+    it[1] = (tp__clog_item){"f", 1, big, TP__CLOG_BODY_MAX + 1};
+    cat_refused(c, -1, S("op"), it, 2, TP_ETOOLARGE, "items[1].body");
+    cat_refused(c, -1, big, TP__CLOG_OP_MAX + 1, NULL, 0, TP_ETOOLARGE, "op");
+    cat_refused(c, -1, NULL, 3, NULL, 0, TP_EARG, "op");
+    cat_refused(c, -1, S("op"), NULL, 2, TP_EARG, "items");
+    cat_refused(c, -2, S("op"), NULL, 0, TP_EARG, "expect");
+    cat_refused(c, TP__CLOG_REV_MAX, S("op"), NULL, 0, TP_EARG, "expect");
+    static tp__clog_item many[TP__CLOG_PUT_ITEMS_MAX + 1];
+    for (size_t i = 0; i <= TP__CLOG_PUT_ITEMS_MAX; i++)
+        many[i] = (tp__clog_item){"m", 1, "", 0};
+    cat_refused(c, -1, S("op"), many, TP__CLOG_PUT_ITEMS_MAX + 1, TP_ETOOLARGE, "items");
+    /* Nine bodies of 1 MiB, each within its bound, are more than one put may carry. */
+    tp__clog_item nine[9];
+    for (int i = 0; i < 9; i++)
+        nine[i] = (tp__clog_item){&"012345678"[i], 1, big, TP__CLOG_BODY_MAX};
+    cat_refused(c, -1, S("op"), nine, 9, TP_ETOOLARGE, "op, fields and bodies");
+    {
+        tp_error err = {0};
+        cres x = {0};
+        cr_expect_eq(tp__clog_catalog_put(c, -1, S("op"), NULL, 0, NULL, &x, &err), TP_EARG);
+        cr_expect(strstr(err.message, "callback") != NULL, "%s", err.message);
+        lres l = {0};
+        cr_expect_eq(tp__clog_catalog_load(c, NULL, &l, &err), TP_EARG);
+    }
+    lres *l = cat_load(c);
+    cr_expect(l->version == 1 && l->n == 1, "a refused put wrote: v%" PRId64, l->version);
+
+    /* At each bound exactly: accepted. */
+    it[0] = (tp__clog_item){big, TP__CLOG_FIELD_MAX, "f", 1};
+    it[1] = (tp__clog_item){"b", 1, big, TP__CLOG_BODY_MAX};
+    a = cat_put(c, 1, big, TP__CLOG_OP_MAX, it, 2);
+    cr_expect(!a.code && a.version == 2, "%s", a.msg);
+    a = cat_put(c, -1, S("many"), many, TP__CLOG_PUT_ITEMS_MAX);
+    cr_expect(!a.code && a.version == 3, "%s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 3 && l->n == 4);
+    size_t bl;
+    cr_expect(body_of(l, "b", 1, &bl) && bl == TP__CLOG_BODY_MAX);
+    free(big);
+
+    /* The whole catalog's bounds (lowered here: the maxima are 100 000 items and 32 MiB):
+     * a put that would grow it past them writes nothing, publishes nothing, and fails with
+     * TP_ETOOLARGE; one that shrinks it goes through. */
+    tp_error err = {0};
+    cr_expect_eq(tp__clog_catalog_bound(c, 0, 100, &err), TP_EARG);
+    cr_expect(strstr(err.message, "items bound") != NULL, "%s", err.message);
+    cr_expect_eq(tp__clog_catalog_bound(c, 4, TP__CLOG_CATALOG_BYTES_MAX + 1u, &err), TP_EARG);
+    cr_expect(strstr(err.message, "bytes bound") != NULL, "%s", err.message);
+    a = cat_put(c, -1, S("shrink"), (tp__clog_item[]){DEL("b"), DEL("m")}, 2);
+    cr_assert(!a.code && a.version == 4, "%s", a.msg);
+    l = cat_load(c);
+    cr_assert_eq(l->n, 2);
+    long long bytes = catalog_bytes(port); /* "a" "1" and the 2048-byte field with "f" */
+    cr_expect_eq(bytes, 2 + TP__CLOG_FIELD_MAX + 1);
+    cr_assert_eq(tp__clog_catalog_bound(c, 3, (uint32_t)bytes + 10, &err), TP_OK, "%s",
+                 err.message);
+    a = cat_put(c, -1, S("third"), (tp__clog_item[]){ITEM("c", "3")}, 1);
+    cr_expect(!a.code && a.version == 5, "up to the bound: %s", a.msg);
+    int n0 = nmsg;
+    a = cat_put(c, -1, S("fourth"), (tp__clog_item[]){ITEM("d", "4")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "past the items bound: %d %s", a.code, a.msg);
+    cr_expect(strstr(a.msg, "full") != NULL, "%s", a.msg);
+    /* Replacing one and adding one in one put keeps the count: accepted. */
+    a = cat_put(c, -1, S("swap"), (tp__clog_item[]){DEL("c"), ITEM("d", "4")}, 2);
+    cr_expect(!a.code && a.version == 6, "%s", a.msg);
+    a = cat_put(c, -1, S("fat"), (tp__clog_item[]){ITEM("d", "0123456789ab")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "past the bytes bound: %s", a.msg);
+    l = cat_load(c);
+    cr_expect(l->version == 6 && l->n == 3 && has_body(l, S("d"), S("4")), "a full put wrote");
+    /* Bounds lowered below what the catalog holds: shrinking still works, growing does not. */
+    cr_assert_eq(tp__clog_catalog_bound(c, 1, 1, NULL), TP_OK);
+    a = cat_put(c, -1, S("grow"), (tp__clog_item[]){ITEM("e", "5")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE);
+    a = cat_put(c, -1, S("less"), (tp__clog_item[]){DEL("d")}, 1);
+    cr_expect(!a.code && a.version == 7, "%s", a.msg);
+    /* Published: "swap" and "less", never a refused put. */
+    cr_expect(run_until(&nmsg, n0 + 1, 5000));
+    run_ms(100);
+    int swap = 0, less = 0;
+    for (int i = 0; i < nmsg; i++) {
+        int64_t mv;
+        const char *op;
+        size_t opn;
+        cr_assert_eq(tp__clog_catalog_decode(msgs[i].data, msgs[i].len, &mv, &op, &opn, NULL),
+                     TP_OK);
+        swap += mv == 6 && opn == 4 && !memcmp(op, "swap", 4);
+        less += mv == 7 && opn == 4 && !memcmp(op, "less", 4);
+        cr_expect(mv <= 7, "a refused put published");
+    }
+    cr_expect(swap == 1 && less == 1, "swap %d less %d", swap, less);
+    tp__clog_stats st;
+    tp__clog_stats_get(c, &st);
+    cr_expect_eq(st.failed, 3, "the three full puts");
+}
+
+/* A key of the wrong type or a broken counter: the put fails before its first write. */
+Test(clog, catalog_checks_before_writing)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    tp__clog *f = open_link(1, port);
+    cr_assert_eq(tp__clog_catalog_subscribe(f, 1, NULL), TP_OK);
+    cres a = cat_put(c, 0, S("seed"), (tp__clog_item[]){ITEM("a", "1")}, 1);
+    cr_assert(!a.code && a.version == 1);
+    run_ms(100);
+    int n0 = nmsg;
+    freeReplyObject(sync_cmd(port, "SET %b abc", S("tp:{%catalog}:v")));
+    a = cat_put(c, -1, S("x"), (tp__clog_item[]){DEL("a"), ITEM("b", "2")}, 2);
+    cr_expect_eq(a.code, TP_EINTERNAL);
+    cr_expect(strstr(a.msg, "not a decimal") != NULL, "%s", a.msg);
+    lres l = {0};
+    cr_assert_eq(tp__clog_catalog_load(c, on_load, &l, NULL), TP_OK);
+    cr_assert(run_until(&l.done, 1, 5000));
+    cr_expect_eq(l.code, TP_EINTERNAL, "a load with a broken version");
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:v")));
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:bytes")));
+    freeReplyObject(sync_cmd(port, "RPUSH %b 1", S("tp:{%catalog}:bytes")));
+    a = cat_put(c, -1, S("x"), (tp__clog_item[]){DEL("a"), ITEM("b", "2")}, 2);
+    cr_expect_eq(a.code, TP_EINTERNAL);
+    cr_expect(strstr(a.msg, "WRONGTYPE") != NULL, "%s", a.msg);
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), 1, "a failing put wrote");
+    cr_expect_eq(sync_int(port, "HEXISTS %b a", "tp:{%catalog}:items"), 1);
+    cr_expect_eq(sync_int(port, "EXISTS %b", "tp:{%catalog}:v"), 0);
+    run_ms(100);
+    cr_expect_leq(nmsg, n0 + 1);
+    for (int i = 0; i < nmsg; i++) {
+        int64_t mv;
+        const char *op;
+        size_t opn;
+        cr_assert_eq(tp__clog_catalog_decode(msgs[i].data, msgs[i].len, &mv, &op, &opn, NULL),
+                     TP_OK);
+        cr_expect_eq(mv, 1, "a failing put published");
+    }
+}
+
+Test(clog, catalog_cluster_three_masters, .timeout = 120)
+{
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tpt_redisd_start(&servers[i], base, 0, 1), 0, "redis-server %d", i);
+    cr_assert_eq(tpt_cluster_create(servers, 3, 0), 0, "the cluster did not form");
+    /* Two nodes, each first connected to another master. */
+    tp__clog *c[2] = {open_link(0, servers[0].port), open_link(1, servers[1].port)};
+    /* The catalog's keys are on one master, in the slot of its tag. */
+    cres a = cat_put(c[0], 0, S("seed"), (tp__clog_item[]){ITEM("t", "0")}, 1);
+    cr_assert(!a.code && a.version == 1, "%s", a.msg);
+    int pi = owner_of(S("tp:{%catalog}:items")), pv = owner_of(S("tp:{%catalog}:v")),
+        pb = owner_of(S("tp:{%catalog}:bytes"));
+    cr_expect(pi && pi == pv && pi == pb, "the catalog on one master: %d %d %d", pi, pv, pb);
+    uint16_t slot = tp__redis_keyslot(S("%catalog"));
+    cr_expect_eq(tp__redis_keyslot(S("tp:{%catalog}:items")), slot);
+    cr_expect_eq(tp__redis_keyslot(S("tp:{%catalog}:bytes")), slot);
+
+    /* Node 1 follows; both nodes put in turn at the version they last saw. */
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_catalog_subscribe(c[1], 1, &err), TP_OK, "%s", err.message);
+    int64_t v = 1;
+    while (nmsg == 0 && v < 100) {
+        a = cat_put(c[0], v, S("warm"), NULL, 0);
+        cr_assert(!a.code && !a.conflict, "%s", a.msg);
+        v = a.version;
+        run_ms(20);
+    }
+    cr_assert_gt(nmsg, 0, "no message crossed the cluster");
+    int first = nmsg;
+    for (int i = 0; i < 10; i++) {
+        char f[8];
+        snprintf(f, sizeof f, "n%d", i);
+        tp__clog_item it = {f, strlen(f), "x", 1};
+        a = cat_put(c[i % 2], v, f, strlen(f), &it, 1);
+        cr_assert(!a.code && !a.conflict && a.version == v + 1, "%s", a.msg);
+        v = a.version;
+        /* The other node, at a stale version, is refused. */
+        a = cat_put(c[1 - i % 2], v - 1, S("late"), NULL, 0);
+        cr_expect(!a.code && a.conflict == 1 && a.version == v);
+    }
+    cr_assert(run_until(&nmsg, first + 10, 5000), "%d messages of 10", nmsg - first);
+    for (int i = 0; i < 10; i++) {
+        int64_t mv;
+        const char *op;
+        size_t n;
+        cr_assert_eq(
+            tp__clog_catalog_decode(msgs[first + i].data, msgs[first + i].len, &mv, &op, &n, &err),
+            TP_OK, "%s", err.message);
+        cr_expect_eq(mv, v - 9 + i);
+        cr_expect(n == 2 && op[0] == 'n' && op[1] == '0' + i);
+    }
+    lres *l0 = cat_load(c[0]);
+    int64_t v0 = l0->version;
+    size_t n0 = l0->n;
+    lres *l1 = cat_load(c[1]);
+    cr_expect(v0 == v && l1->version == v && n0 == 11 && l1->n == 11);
+    for (int i = 0; i < 2; i++) {
+        tp__clog_stats st;
+        tp__clog_stats_get(c[i], &st);
+        cr_expect_eq(st.redirects, 0, "node %d: a redirection", i);
+        cr_expect_eq(st.failed, 0, "node %d: a failed call", i);
+    }
+}
+
+/* The whole catalog's real maxima: filled to TP__CLOG_CATALOG_ITEMS_MAX items, one more is
+ * refused; a load returns them all in one reply; then the byte bound on its own. */
+Test(clog, catalog_maxima, .timeout = 120)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    enum { PER = 1000 };
+    static char fields[PER][16];
+    static tp__clog_item it[PER];
+    int64_t v = 0;
+    for (unsigned p = 0; p < TP__CLOG_CATALOG_ITEMS_MAX / PER; p++) {
+        for (int i = 0; i < PER; i++) {
+            int n = snprintf(fields[i], sizeof fields[i], "m%u", p * PER + (unsigned)i);
+            it[i] = (tp__clog_item){fields[i], (size_t)n, "", 0};
+        }
+        cres a = cat_put(c, v, S("fill"), it, PER);
+        cr_assert(!a.code && !a.conflict, "put %u: %s", p, a.msg);
+        v = a.version;
+    }
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), TP__CLOG_CATALOG_ITEMS_MAX);
+    cres a = cat_put(c, -1, S("one more"), (tp__clog_item[]){ITEM("x", "")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "%s", a.msg);
+    cr_expect(strstr(a.msg, "full") != NULL, "%s", a.msg);
+    a = cat_put(c, -1, S("swap"), (tp__clog_item[]){DEL("m0"), ITEM("x", "")}, 2);
+    cr_expect(!a.code && a.version == v + 1, "%s", a.msg);
+    lres *l = cat_load(c);
+    cr_expect_eq(l->code, 0, "%s", l->msg);
+    cr_expect_eq(l->n, TP__CLOG_CATALOG_ITEMS_MAX);
+    cr_expect_eq(l->version, v + 1);
+
+    /* Bytes: empty the catalog, then fill it with 1 MiB bodies to the byte bound. */
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:items")));
+    freeReplyObject(sync_cmd(port, "DEL %b", S("tp:{%catalog}:bytes")));
+    char *body = calloc(1, TP__CLOG_BODY_MAX);
+    cr_assert(body);
+    /* Single-byte fields with bodies of up to 1 MiB, seven a put (one put carries at most
+     * 8 MiB), the last body shortened to end exactly at the bound. */
+    size_t left = TP__CLOG_CATALOG_BYTES_MAX;
+    int k = 0;
+    while (left) {
+        tp__clog_item b[7];
+        int m = 0;
+        for (; m < 7 && left; m++, k++) {
+            size_t bl = left - 1 < TP__CLOG_BODY_MAX ? left - 1 : TP__CLOG_BODY_MAX;
+            b[m] = (tp__clog_item){&"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[k], 1,
+                                   body, bl};
+            left -= 1 + bl;
+        }
+        a = cat_put(c, -1, S("fat"), b, (size_t)m);
+        cr_assert(!a.code, "put %d: %s", k, a.msg);
+    }
+    cr_expect_eq(left, 0);
+    cr_expect_eq(catalog_bytes(port), (long long)TP__CLOG_CATALOG_BYTES_MAX);
+    a = cat_put(c, -1, S("one byte more"), (tp__clog_item[]){ITEM("z", "")}, 1);
+    cr_expect_eq(a.code, TP_ETOOLARGE, "%s", a.msg);
+    cr_expect_eq(sync_int(port, "HLEN %b", "tp:{%catalog}:items"), k);
+    free(body);
+}

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hostops.h"
+#include "core/hubapi.h"
 #include "core/order.h"
 #include "support.h"
 #include "transports.h"
@@ -25,7 +27,7 @@
     "\"c\":{\"type\":\"integer\"}},\"required\":[\"title\"]}"
 
 #define NODES 3
-#define MAXM 8
+#define MAXM 16
 #define MAXQ 4096
 
 /* ---- The log ---- */
@@ -48,7 +50,13 @@ typedef struct lmodel {
 
 /* Something a node gets later: an answer or a message. */
 typedef struct delivery {
-    int kind; /* 'a' appended, 'r' read, 'm' message, 'o' outcomes */
+    int kind; /* 'a' appended, 'r' read, 'm' message, 'o' outcomes, 'c' catalog put, 'l' catalog
+                 load, 'k' catalog message */
+    char *op; /* 'k' */
+    size_t op_len;
+    tp__order_item *citems; /* 'l' (fields and bodies owned) */
+    size_t n_citems;
+    int64_t version;
     tp__order_outcome *items;
     tp__order_outcomes out;
     tp__order_append req; /* 'x': an append the log runs when it is delivered */
@@ -72,6 +80,7 @@ typedef struct node {
     int fail_answers;  /* appends run, and their answers say the link failed */
     int fail_outcomes; /* outcome lookups are answered with an error */
     int defer;         /* appends run in the log only when their answer is delivered */
+    tp__host *host;    /* the host API's operations on this node (catalog tests) */
 } node;
 
 /* A client's outcomes: (tenant, client, ref) -> bytes. */
@@ -82,7 +91,15 @@ typedef struct loutcome {
     size_t len;
 } loutcome;
 
+/* The catalog: fields and bodies (NULL: free slot), its version. */
+#define MAXC 64
+typedef struct citem {
+    char *field, *body;
+} citem;
+
 typedef struct flog {
+    citem catalog[MAXC];
+    int64_t version;
     lmodel models[MAXM];
     size_t n;
     loutcome outcomes[MAXQ];
@@ -235,6 +252,10 @@ be_read(void *be, const char *owner, const char *id, int64_t after, tp_error *er
         return TP_OK;
     }
     d->res.rev = m->rev;
+    if (m->record == NULL) {
+        d->res.state = TP__ORDER_DELETED;
+        return TP_OK;
+    }
     /* The log keeps the newest `keep` entries: older readers get the snapshot. */
     size_t kept = m->n < L.keep ? m->n : L.keep;
     if (after == 0 || after > m->rev || m->rev - after > (int64_t)kept) {
@@ -288,7 +309,125 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes};
+static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes,
+                                  NULL,      NULL,    NULL,      NULL};
+
+/* ---- The catalog and deletions (catalog tests) ---- */
+
+static int
+be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    lmodel *m = lfind(owner, id, 1);
+    delivery *d = push(nd, 1);
+    d->kind = 'a';
+    name(d, owner, id);
+    if (m->rev != base_rev) {
+        d->conflict = 1;
+        d->rev = m->rev;
+        return TP_OK;
+    }
+    m->rev = base_rev + 1;
+    free(m->record);
+    m->record = NULL;
+    m->record_len = 0;
+    d->rev = m->rev;
+    return TP_OK;
+}
+
+static citem *
+cfind(const char *field, size_t len)
+{
+    for (size_t i = 0; i < MAXC; i++)
+        if (L.catalog[i].field != NULL && strlen(L.catalog[i].field) == len &&
+            memcmp(L.catalog[i].field, field, len) == 0)
+            return &L.catalog[i];
+    return NULL;
+}
+
+static int
+be_catalog_put(void *be, int64_t expect, const char *op, size_t op_len, const tp__order_item *items,
+               size_t n, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    delivery *d = push(nd, 1);
+    d->kind = 'c';
+    if (expect >= 0 && expect != L.version) {
+        d->conflict = 1;
+        d->version = L.version;
+        return TP_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        citem *c = cfind(items[i].field, items[i].field_len);
+        if (c == NULL && items[i].body != NULL) {
+            for (size_t j = 0; c == NULL && j < MAXC; j++)
+                if (L.catalog[j].field == NULL)
+                    c = &L.catalog[j];
+            cr_assert_not_null(c);
+            c->field = dup_bytes(items[i].field, items[i].field_len);
+        }
+        if (c == NULL)
+            continue;
+        free(c->body);
+        c->body = items[i].body ? dup_bytes(items[i].body, items[i].body_len) : NULL;
+        if (c->body == NULL) {
+            free(c->field);
+            c->field = NULL;
+        }
+    }
+    d->version = ++L.version;
+    for (int k = 0; k < NODES; k++) {
+        if (L.nodes[k].hub == NULL)
+            continue;
+        delivery *msg = push(&L.nodes[k], 0);
+        msg->kind = 'k';
+        msg->version = L.version;
+        msg->op = dup_bytes(op, op_len);
+        msg->op_len = op_len;
+    }
+    return TP_OK;
+}
+
+static int
+be_catalog_load(void *be, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    delivery *d = push(nd, 1);
+    d->kind = 'l';
+    d->version = L.version;
+    d->citems = calloc(MAXC, sizeof *d->citems);
+    for (size_t i = 0; i < MAXC; i++) {
+        const citem *c = &L.catalog[i];
+        if (c->field == NULL)
+            continue;
+        d->citems[d->n_citems++] =
+            (tp__order_item){dup_bytes(c->field, strlen(c->field)), strlen(c->field),
+                             dup_bytes(c->body, strlen(c->body)), strlen(c->body)};
+    }
+    return TP_OK;
+}
+
+static int
+be_catalog_version(void *be, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    delivery *d = push(nd, 1);
+    d->kind = 'v';
+    d->version = L.version;
+    return TP_OK;
+}
+
+static const tp__order_ops cat_ops = {be_append,       be_read,           be_follow,
+                                      be_outcomes,     be_remove,         be_catalog_put,
+                                      be_catalog_load, be_catalog_version};
 
 static void
 delivery_free(delivery *d)
@@ -305,6 +444,12 @@ delivery_free(delivery *d)
     free(d->req_tenant);
     free(d->req_client);
     free(d->req_outcome);
+    free(d->op);
+    for (size_t i = 0; i < d->n_citems; i++) {
+        free((char *)d->citems[i].field);
+        free((char *)d->citems[i].body);
+    }
+    free(d->citems);
 }
 
 /* Delivers one thing to node k (an answer when answer, else a message). */
@@ -331,6 +476,14 @@ deliver(int k, int answer)
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
     else if (d.kind == 'o')
         tp__order_outcomes_done(nd->hub, d.owner, d.id, &d.out, d.failed ? &err : NULL);
+    else if (d.kind == 'c')
+        tp__order_catalog_done(nd->hub, d.conflict, d.version, NULL);
+    else if (d.kind == 'l')
+        tp__order_catalog_loaded(nd->hub, d.version, d.citems, d.n_citems, NULL);
+    else if (d.kind == 'k')
+        tp__order_catalog_message(nd->hub, d.version, d.op, d.op_len);
+    else if (d.kind == 'v')
+        tp__order_catalog_version(nd->hub, d.version, NULL);
     else
         tp__order_message(nd->hub, d.owner, d.id, &d.entries[0]);
     delivery_free(&d);
@@ -396,6 +549,8 @@ static void
 node_stop(int k)
 {
     node *nd = &L.nodes[k];
+    tp__host_free(nd->host);
+    nd->host = NULL;
     tp_hub_free(nd->hub);
     nd->hub = NULL;
     while (nd->a_len > 0) {
@@ -433,6 +588,10 @@ teardown(void)
     }
     for (size_t i = 0; i < L.n_outcomes; i++)
         free(L.outcomes[i].bytes);
+    for (size_t i = 0; i < MAXC; i++) {
+        free(L.catalog[i].field);
+        free(L.catalog[i].body);
+    }
     tp_schema_free(doc);
 }
 
@@ -1214,4 +1373,297 @@ Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
     json_decref(msgs);
     tp_conn_close(a2);
     tp_conn_close(b);
+}
+
+/* ---- The catalog (catalog.c): what exists, the same on every node ---- */
+
+/* A node with a catalog: alice's notes from its config (and one more model of
+ * alice when extra), the schema named "Doc", the host API's operations. */
+static tp_hub *
+cat_node_start(int k, const char *extra)
+{
+    tp_hub_config cfg = {0};
+    cfg.clock = tpt_clock;
+    cfg.clock_user = &now;
+    tp_hub *hub = tp_hub_new(&cfg, NULL);
+    cr_assert_not_null(hub);
+    tp_session *alice = tp_hub_tenant(hub, "alice");
+    cr_assert_not_null(tp_session_host_as(alice, "notes", doc, "{\"title\":\"config\"}", NULL));
+    if (extra != NULL)
+        cr_assert_not_null(tp_session_host_as(alice, extra, doc, "{\"title\":\"extra\"}", NULL));
+    node *nd = &L.nodes[k];
+    memset(nd, 0, sizeof *nd);
+    nd->log = &L;
+    nd->hub = hub;
+    tp_error err = {0, ""};
+    nd->host = tp__host_new(hub, &err);
+    cr_assert_not_null(nd->host, "%s", err.message);
+    cr_assert_eq(tp__host_name_schema(nd->host, "Doc", doc), TP_OK);
+    cr_assert_eq(tp__hub_set_order(hub, &cat_ops, nd, &err), TP_OK, "%s", err.message);
+    return hub;
+}
+
+static json_t *
+jtext(const char *t)
+{
+    json_error_t je;
+    json_t *v = json_loads(t, 0, &je);
+    cr_assert_not_null(v, "%s: %s", t, je.text);
+    return v;
+}
+
+/* The host API's PUT of a model on node k; the answer's rev is checked by the caller. */
+static void
+host_put(int k, int shared, const char *tenant, const char *id, const char *body)
+{
+    json_t *b = jtext(body), *out = NULL;
+    int created = 0;
+    tp_error err = {0, ""};
+    int rc = tp__host_model_put(L.nodes[k].host, shared, tenant, id, b, -1, &created, &out, &err);
+    cr_assert_eq(rc, TP_OK, "PUT %s/%s on node %d: %s", tenant ? tenant : "", id, k, err.message);
+    json_decref(b);
+    json_decref(out);
+}
+
+/* The model as node k holds it ({"id","schema","rev","value",...}), or NULL. */
+static json_t *
+host_get(int k, int shared, const char *tenant, const char *id)
+{
+    json_t *out = NULL;
+    tp_error err = {0, ""};
+    return tp__host_model_get(L.nodes[k].host, shared, tenant, id, &out, &err) == TP_OK ? out
+                                                                                        : NULL;
+}
+
+/* Every running node holds the model as node 0 does (or none holds it). */
+static void
+assert_same_everywhere(int shared, const char *tenant, const char *id)
+{
+    json_t *want = host_get(0, shared, tenant, id);
+    for (int k = 1; k < NODES; k++) {
+        if (L.nodes[k].hub == NULL)
+            continue;
+        json_t *got = host_get(k, shared, tenant, id);
+        cr_assert((want == NULL) == (got == NULL), "%s/%s: node 0 %s it, node %d %s",
+                  tenant ? tenant : "", id, want ? "holds" : "lacks", k, got ? "holds" : "lacks");
+        if (want != NULL) {
+            char *w = json_dumps(want, JSON_SORT_KEYS), *g = json_dumps(got, JSON_SORT_KEYS);
+            cr_assert(json_equal(want, got), "%s/%s: node 0 %s, node %d %s", tenant ? tenant : "",
+                      id, w, k, g);
+            free(w);
+            free(g);
+        }
+        json_decref(got);
+    }
+    json_decref(want);
+}
+
+/* Ticks every node once, `ms` later: retries of the catalog and its reads. */
+static void
+tick_all(int64_t ms)
+{
+    now += ms;
+    for (int k = 0; k < NODES; k++)
+        if (L.nodes[k].hub != NULL)
+            tp__order_tick(L.nodes[k].hub);
+}
+
+static void
+settle(void)
+{
+    for (int i = 0; i < 8; i++) {
+        pump_all();
+        tick_all(300);
+    }
+    pump_all();
+}
+
+Test(order, the_host_api_on_one_node_changes_every_node)
+{
+    for (int k = 0; k < NODES; k++)
+        cat_node_start(k, NULL);
+    settle();
+    for (int k = 0; k < NODES; k++)
+        cr_assert_eq(tp__order_unsynced(L.nodes[k].hub), 0, "node %d", k);
+    /* A model made through node 0, read through 1 and 2. */
+    host_put(0, 0, "carol", "m1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"made on 0\"}}");
+    settle();
+    json_t *m = host_get(2, 0, "carol", "m1");
+    cr_assert_not_null(m, "node 2 lacks carol/m1");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(m, "value"), "title")),
+                     "made on 0");
+    json_decref(m);
+    assert_same_everywhere(0, "carol", "m1");
+    /* A patch through node 1 goes through the log: every node has it. */
+    json_t *p = jtext("{\"n\":7}"), *out = NULL;
+    tp_error err = {0, ""};
+    uint64_t t0 = tp__ticket_last(L.nodes[1].hub);
+    cr_assert_eq(tp__host_model_patch(L.nodes[1].host, 0, "carol", "m1", p, -1, &out, &err), TP_OK,
+                 "%s", err.message);
+    json_decref(p);
+    json_decref(out);
+    uint64_t t1 = tp__ticket_last(L.nodes[1].hub);
+    cr_assert_gt(t1, t0, "a cluster's host patch has a ticket");
+    cr_assert_eq(tp__ticket_state(L.nodes[1].hub, t0, t1, &err), 1, "open until the log has it");
+    settle();
+    cr_assert_eq(tp__ticket_state(L.nodes[1].hub, t0, t1, &err), 0, "%s", err.message);
+    cr_assert_eq(
+        lfind("carol", "m1", 0)->rev, 2,
+        "the log has the patch"); /* Nodes 0 and 2 do not follow carol's model (no connection of
+                                   * carol there): it may be behind, and a refresh reads it. */
+    uint64_t t = tp__order_refresh(L.nodes[0].hub, "carol", "m1");
+    cr_assert_neq(t, 0, "a model no connection follows is refreshed");
+    cr_assert_eq(tp__ticket_state(L.nodes[0].hub, t - 1, t, &err), 1);
+    (void)tp__order_refresh(L.nodes[2].hub, "carol", "m1");
+    settle();
+    cr_assert_eq(tp__ticket_state(L.nodes[0].hub, t - 1, t, &err), 0);
+    assert_same_everywhere(0, "carol", "m1");
+    /* A shared model through node 0, bob subscribed through node 1. */
+    host_put(0, 1, NULL, "board",
+             "{\"schema\":\"Doc\",\"merge\":\"lww-map\",\"value\":{\"title\":\"B\"}}");
+    settle();
+    json_t *acc = jtext("{\"access\":\"write\"}");
+    cr_assert_eq(tp__host_subscribe(L.nodes[1].host, "board", "bob", acc, &err), TP_OK, "%s",
+                 err.message);
+    json_decref(acc);
+    settle();
+    for (int k = 0; k < NODES; k++) {
+        json_t *subs = NULL;
+        cr_assert_eq(tp__host_subscribers(L.nodes[k].host, "board", NULL, 10, &subs, &err), TP_OK);
+        json_t *items = json_object_get(subs, "items");
+        cr_assert_eq(json_array_size(items), 1, "node %d: %zu subscribers", k,
+                     json_array_size(items));
+        cr_assert_str_eq(json_string_value(json_object_get(json_array_get(items, 0), "tenant")),
+                         "bob");
+        json_decref(subs);
+    }
+    assert_same_everywhere(1, NULL, "board");
+    /* bob connected to node 2 writes the board it was subscribed to through node 1. */
+    tp_conn *bob = tp_conn_open(L.nodes[2].hub, "bob", 0, NULL);
+    cr_assert_not_null(bob);
+    cr_assert_eq(tpt_feed(bob,
+                          "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"board\","
+                          "\"patch\":{\"n\":3}}"),
+                 TP_OK);
+    settle();
+    assert_same_everywhere(1, NULL, "board");
+    m = host_get(0, 1, NULL, "board");
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(m, "value"), "n")), 3);
+    json_decref(m);
+    /* Unsubscribed through node 0: bob's connection on node 2 is told. */
+    tpt_drain_all(L.nodes[2].hub);
+    cr_assert_eq(tp__host_unsubscribe(L.nodes[0].host, "board", "bob", &err), TP_OK);
+    settle();
+    json_t *msgs = tpt_drain(bob);
+    cr_assert_not_null(tpt_find(msgs, "removed"), "bob on node 2 was not told");
+    json_decref(msgs);
+    /* Deleted through node 2: gone everywhere, with a tombstone in the log. */
+    cr_assert_eq(tp__host_model_delete(L.nodes[2].host, 0, "carol", "m1", &err), TP_OK);
+    settle();
+    for (int k = 0; k < NODES; k++)
+        cr_assert_null(host_get(k, 0, "carol", "m1"), "node %d still holds carol/m1", k);
+    cr_assert_null(lfind("carol", "m1", 0)->record, "no tombstone");
+    /* Made again under the same id: from the tombstone's rev on. */
+    host_put(1, 0, "carol", "m1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"again\"}}");
+    settle();
+    assert_same_everywhere(0, "carol", "m1");
+    m = host_get(0, 0, "carol", "m1");
+    cr_assert_eq(json_integer_value(json_object_get(m, "rev")), 4,
+                 "revs go on after the tombstone");
+    json_decref(m);
+    tp_conn_close(bob);
+}
+
+Test(order, a_tenant_deleted_on_one_node_is_closed_and_gone_on_every_node)
+{
+    for (int k = 0; k < 2; k++)
+        cat_node_start(k, NULL);
+    settle();
+    host_put(0, 0, "carol", "m1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"x\"}}");
+    settle();
+    tp_conn *c = tp_conn_open(L.nodes[1].hub, "carol", 0, NULL);
+    cr_assert_not_null(c);
+    settle();
+    tpt_drain_all(L.nodes[1].hub);
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__host_tenant_delete(L.nodes[0].host, "carol", &err), TP_OK, "%s", err.message);
+    settle();
+    cr_assert_null(host_get(1, 0, "carol", "m1"));
+    cr_assert_eq(tp_conn_close_code(c), 4404, "carol's connection on node 1 closes with 4404");
+    tp_conn_close(c);
+}
+
+Test(order, a_node_started_later_loads_the_catalog)
+{
+    cat_node_start(0, NULL);
+    settle();
+    host_put(0, 0, "carol", "m1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"x\"}}");
+    host_put(0, 1, NULL, "board",
+             "{\"schema\":\"Doc\",\"merge\":\"lww-map\",\"value\":{\"title\":\"B\"}}");
+    json_t *acc = jtext("{\"access\":\"read\"}");
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__host_subscribe(L.nodes[0].host, "board", "bob", acc, &err), TP_OK);
+    json_decref(acc);
+    json_t *sch = jtext(DOC);
+    int created = 0;
+    cr_assert_eq(tp__host_schema_put(L.nodes[0].host, "Other", sch, &created, &err), TP_OK);
+    json_decref(sch);
+    /* Deleted from the config's models: the catalog no longer has it. */
+    cr_assert_eq(tp__host_model_delete(L.nodes[0].host, 0, "alice", "notes", &err), TP_OK);
+    settle();
+    cat_node_start(1, NULL);
+    cr_assert_gt(tp__order_unsynced(L.nodes[1].hub), 0, "not serving before it loaded");
+    settle();
+    cr_assert_eq(tp__order_unsynced(L.nodes[1].hub), 0);
+    assert_same_everywhere(0, "carol", "m1");
+    assert_same_everywhere(1, NULL, "board");
+    cr_assert_null(host_get(1, 0, "alice", "notes"), "its config's model, deleted, stays gone");
+    json_t *subs = NULL;
+    cr_assert_eq(tp__host_subscribers(L.nodes[1].host, "board", NULL, 10, &subs, &err), TP_OK);
+    cr_assert_eq(json_array_size(json_object_get(subs, "items")), 1);
+    json_decref(subs);
+    json_t *got = NULL;
+    cr_assert_eq(tp__host_schema_get(L.nodes[1].host, "Other", &got, &err), TP_OK,
+                 "the named schema reached the new node");
+    json_decref(got);
+}
+
+Test(order, an_empty_catalog_is_seeded_once_by_the_first_node)
+{
+    /* Two nodes whose configs differ start together: one seeds, the other
+     * takes the catalog (and drops what its config has beyond it). */
+    cat_node_start(0, NULL);
+    cat_node_start(1, "extra");
+    settle();
+    cr_assert_eq(L.version >= 1, 1);
+    json_t *e0 = host_get(0, 0, "alice", "extra"), *e1 = host_get(1, 0, "alice", "extra");
+    cr_assert((e0 == NULL) == (e1 == NULL), "the nodes disagree on alice/extra");
+    json_decref(e0);
+    json_decref(e1);
+    assert_same_everywhere(0, "alice", "notes");
+}
+
+Test(order, a_catalog_change_waits_for_the_log_and_lands_when_it_is_back)
+{
+    for (int k = 0; k < 2; k++)
+        cat_node_start(k, NULL);
+    settle();
+    L.nodes[0].fail_calls = 1;
+    uint64_t t0 = tp__ticket_last(L.nodes[0].hub);
+    json_t *acc = jtext("{\"access\":\"write\"}");
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__host_subscribe(L.nodes[0].host, "zzz", "bob", acc, &err), TP_ENOTFOUND);
+    host_put(0, 0, "dave", "d1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"while away\"}}");
+    json_decref(acc);
+    uint64_t t1 = tp__ticket_last(L.nodes[0].hub);
+    cr_assert_eq(tp__ticket_state(L.nodes[0].hub, t0, t1, &err), 1);
+    tick_all(6000);
+    cr_assert_lt(tp__ticket_state(L.nodes[0].hub, t0, t1, &err), 0, "refused after the wait");
+    cr_assert(strncmp(err.message, "cluster", 7) == 0, "%s", err.message);
+    cr_assert_null(host_get(1, 0, "dave", "d1"));
+    /* The link is back: the change, kept, reaches the other node. */
+    L.nodes[0].fail_calls = 0;
+    tp__order_resync(L.nodes[0].hub);
+    settle();
+    assert_same_everywhere(0, "dave", "d1");
 }
