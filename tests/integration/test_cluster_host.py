@@ -604,110 +604,125 @@ class LateNode(ClusterHostCase):
 
 
 class RedisAway(ClusterHostCase):
-    """A node cut from Redis refuses host changes, applies none of them, and takes them
-    again once Redis is back."""
+    """Redis away (a node cut from it, or Redis stopped): a change through the host API is
+    refused in time, naming the cluster. A PATCH refused so is applied nowhere (resend it); a
+    structure change (a model made or replaced, a model shared) refused so stays made on its
+    node and reaches every other node once Redis is back (cluster.md, "The host API on any
+    node", as one node keeps a change its failing store refused): on every node whole, never on
+    one node only. Then the same calls succeed."""
 
-    def test_a_node_cut_from_redis_refuses_changes_and_applies_nothing(self):
+    STRUCTURE = {
+        "PUT new": ("PUT", "/v1/tenants/alice/models/away",
+                    {"schema": "Doc", "value": {"title": "away"}},
+                    {"schema": "Doc", "value": {"title": "away", "body": ""}}),
+        "PUT replace": ("PUT", "/v1/tenants/bob/models/p",
+                        {"schema": "Note", "value": {"text": "away"}},
+                        {"schema": "Note", "value": {"text": "away", "tags": []}}),
+        "PUT shared": ("PUT", "/v1/shared/awayboard",
+                       {"schema": "Doc", "merge": "lww-map", "value": {"title": "away"}},
+                       {"schema": "Doc", "merge": "lww-map",
+                        "value": {"title": "away", "body": ""}}),
+    }
+    PATH = "/v1/tenants/alice/models/p"
+    PATCH = {"body": "while away"}
+
+    def changes(self):
+        calls = {"PATCH": ("PATCH", self.PATH, self.PATCH)}
+        calls.update({w: c[:3] for w, c in self.STRUCTURE.items()})
+        return calls
+
+    def after(self, a, b, before, patch_may_run):
+        """Once Redis is back: the PATCH applied nowhere (or, when patch_may_run, whole and on
+        every node), every structure change on both nodes as asked; then every call again
+        succeeds, and B serves what A answered."""
+        patched = merge_patch(before["value"], self.PATCH)
+        deadline = time.monotonic() + EVENTUAL
+        while True:
+            got = [self.call(d, "GET", self.PATH, want=200)[2] for d in (a, b)]
+            if got[0] == got[1]:
+                break
+            if time.monotonic() > deadline:
+                self.fail("A and B disagree on %s once Redis is back: %r" % (self.PATH, got))
+            time.sleep(0.02)
+        states = [(before["rev"], "Doc", before["value"])]
+        if patch_may_run:
+            states.append((before["rev"] + 1, "Doc", patched))
+        self.assertIn((got[0]["rev"], got[0]["schema"], got[0]["value"]), states,
+                      "the refused PATCH once Redis is back")
+        for what, (_, path, _, want) in self.STRUCTURE.items():
+            seen = self.same_model(a, path, want, "%s refused while Redis was away, kept" % what)
+            self.same_model(b, path, dict(want, rev=seen["rev"]),
+                            "%s refused while Redis was away, announced once back" % what)
+
+        st, _, m = self.call(a, "PATCH", self.PATH, self.PATCH, want=200)
+        self.assertEqual(m["value"], patched)
+        self.same_model(b, self.PATH, {"rev": m["rev"], "value": patched}, "the PATCH again")
+        for what, (method, path, body, want) in self.STRUCTURE.items():
+            st, _, m = self.call(a, method, path, body)
+            self.assertIn(st, (200, 201), "%s again: %r" % (what, m))
+            self.assertEqual(m["value"], want["value"])
+            self.same_model(b, path, dict(want, rev=m["rev"]), "%s again" % what)
+
+    def test_a_node_cut_from_redis_refuses_changes_and_applies_no_patch(self):
         proxy = Proxy(self.redis.port)
         self.addCleanup(proxy.close)
         a = self.node("A", redis_url=proxy.url())
         b = self.node("B")
-        path = "/v1/tenants/alice/models/p"
-        before = self.call(a, "GET", path, want=200)[2]
-        self.same_model(b, path, {"rev": before["rev"], "value": before["value"]}, "before")
+        before = self.call(a, "GET", self.PATH, want=200)[2]
+        self.same_model(b, self.PATH, {"rev": before["rev"], "value": before["value"]},
+                        "before")
 
         start = len(a.log())
         proxy.cut()
         a.wait_log(r"cluster node=A redis=\S+ down", start=start)
-        calls = {
-            "PATCH": ("PATCH", path, {"body": "while cut"}),
-            "PUT new": ("PUT", "/v1/tenants/alice/models/cut",
-                        {"schema": "Doc", "value": {"title": "cut"}}),
-            "PUT replace": ("PUT", path, {"schema": "Note", "value": {"text": "cut"}}),
-            "PUT shared": ("PUT", "/v1/shared/cutboard",
-                           {"schema": "Doc", "merge": "lww-map", "value": {"title": "c"}}),
-        }
-        answers = self.call_at_once(a, calls)
+        answers = self.call_at_once(a, self.changes())
         self.assert_refused(answers)
-        # Reads are still served meanwhile, and show nothing of the refused calls.
-        st, _, got = self.call(a, "GET", path, want=200)
+        # Reads are still served meanwhile, and show nothing of the refused PATCH.
+        st, _, got = self.call(a, "GET", self.PATH, want=200)
         self.assertEqual((got["rev"], got["value"]), (before["rev"], before["value"]))
+        # B, whose link is up, has none of it yet.
+        for what, (_, path, _, _) in self.STRUCTURE.items():
+            if what != "PUT replace":
+                self.assertEqual(self.call(b, "GET", path)[0], 404, what)
 
         start = len(a.log())
         proxy.heal()
         for what in ("up", "resubscribed"):
             a.wait_log(r"cluster node=A redis=\S+ %s" % what, 20 * SLOW, start)
-        # Nothing of the refused calls anywhere.
-        for d in (a, b):
-            st, _, got = self.call(d, "GET", path, want=200)
-            self.assertEqual((got["rev"], got["schema"], got["value"]),
-                             (before["rev"], "Doc", before["value"]),
-                             "on %s after the cut" % self.name_of(d))
-            self.assertEqual(self.call(d, "GET", "/v1/tenants/alice/models/cut")[0], 404)
-            self.assertEqual(self.call(d, "GET", "/v1/shared/cutboard")[0], 404)
+        # Nothing reached Redis while A was cut: the PATCH is nowhere.
+        self.after(a, b, before, patch_may_run=False)
 
-        # Back: the same calls succeed, and B sees them.
-        st, _, m = self.call(a, "PATCH", path, {"body": "while cut"}, want=200)
-        self.assertEqual(m["rev"], before["rev"] + 1)
-        self.same_model(b, path, {"rev": m["rev"], "value": m["value"]}, "the PATCH again")
-        st, _, m = self.call(a, "PUT", "/v1/tenants/alice/models/cut",
-                             {"schema": "Doc", "value": {"title": "cut"}}, want=201)
-        self.same_model(b, "/v1/tenants/alice/models/cut", {"rev": m["rev"], "value": m["value"]},
-                        "the PUT again")
-        self.call(a, "PUT", "/v1/shared/cutboard",
-                  {"schema": "Doc", "merge": "lww-map", "value": {"title": "c"}}, want=201)
-        self.same_model(b, "/v1/shared/cutboard", {"value": {"title": "c", "body": ""}},
-                        "the shared PUT again")
-
-    def test_redis_stopped_a_change_fails_in_time_and_no_node_holds_half_of_it(self):
+    def test_redis_stopped_changes_refused_in_time_reads_answered(self):
         # Redis SIGSTOPped: its connections stay open and nothing answers, until the link's
         # command timeout (5 s) drops them. A command sent before that may still run once
-        # Redis is back (cluster.md: "did not answer, resend"), so a refused change may be
-        # applied whole afterwards; never by one node and not another, never in part.
+        # Redis is back (cluster.md: "did not answer, resend"), so the refused PATCH may be
+        # applied afterwards: whole and on every node, or nowhere.
         a, b, _ = self.nodes()
-        path = "/v1/tenants/alice/models/p"
-        before = self.call(a, "GET", path, want=200)[2]
-        self.same_model(b, path, {"rev": before["rev"], "value": before["value"]}, "before")
+        before = self.call(a, "GET", self.PATH, want=200)[2]
+        self.same_model(b, self.PATH, {"rev": before["rev"], "value": before["value"]},
+                        "before")
+        bobs = self.call(a, "GET", "/v1/tenants/bob/models/p", want=200)[2]
         start = len(a.log())
         self.redis.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(self.resume_redis)
-        patched = merge_patch(before["value"], {"body": "while stopped"})
-        calls = {
-            "PATCH": ("PATCH", path, {"body": "while stopped"}),
-            "PUT new": ("PUT", "/v1/tenants/alice/models/stopped",
-                        {"schema": "Doc", "value": {"title": "stopped"}}),
-        }
+        calls = self.changes()
+        calls["GET"] = ("GET", "/v1/shared/tally", None)
         answers = self.call_at_once(a, calls)
         self.resume_redis()
+        # A read is answered in time: what the node holds, or 503 naming the cluster.
+        st, body, took = answers.pop("GET")
+        self.assertIn(st, (200, 503), "GET with Redis stopped: %s %r after %.1f s"
+                      % (st, body, took))
+        if st == 503:
+            self.assertEqual(body["error"]["code"], "unavailable", body)
+            self.assertIn("cluster", body["error"]["message"], body)
+        self.assertLess(took, CUT_ANSWER, "GET answered after %.1f s" % took)
         self.assert_refused(answers)
+        self.assertNotEqual(bobs["schema"], "Note")
         down = re.compile(r"cluster node=A redis=\S+ down").search(a.log(), start)
         if down:
             a.wait_log(r"cluster node=A redis=\S+ up", 20 * SLOW, down.end())
-        # Every node the same: the PATCH applied whole or not at all, the model there or not.
-        def one_state():
-            got = [self.call(d, "GET", path, want=200)[2] for d in (a, b)]
-            new = [self.call(d, "GET", "/v1/tenants/alice/models/stopped") for d in (a, b)]
-            return got, [(st, m) for st, _, m in new]
-        deadline = time.monotonic() + EVENTUAL
-        while True:
-            got, new = one_state()
-            if got[0] == got[1] and new[0] == new[1]:
-                break
-            if time.monotonic() > deadline:
-                self.fail("A and B disagree after Redis came back: %r, %r" % (got, new))
-            time.sleep(0.02)
-        self.assertIn((got[0]["rev"], got[0]["value"]),
-                      [(before["rev"], before["value"]), (before["rev"] + 1, patched)])
-        self.assertIn(new[0][0], (200, 404), new)
-        # The same calls succeed now.
-        st, _, m = self.call(a, "PATCH", path, {"body": "while stopped"}, want=200)
-        self.assertEqual(m["value"], patched)
-        self.same_model(b, path, {"rev": m["rev"], "value": patched}, "the PATCH again")
-        st, _, m = self.call(a, "PUT", "/v1/tenants/alice/models/stopped",
-                             {"schema": "Doc", "value": {"title": "stopped"}})
-        self.assertIn(st, (200, 201), m)
-        self.same_model(b, "/v1/tenants/alice/models/stopped",
-                        {"rev": m["rev"], "value": m["value"]}, "the PUT again")
+        self.after(a, b, before, patch_may_run=True)
 
     def resume_redis(self):
         if self.redis.running():
@@ -742,7 +757,8 @@ class RedisAway(ClusterHostCase):
 
     def assert_refused(self, answers):
         """Each answer a 500 `internal` or 503 `unavailable` naming the cluster, within
-        CUT_ANSWER seconds."""
+        CUT_ANSWER seconds (cluster.md: 503 after 5 s; a Redis that stopped answering is
+        noticed after the link's 5 s command timeout)."""
         for what, (st, body, took) in answers.items():
             self.assertIn(st, (500, 503), "%s with Redis away: %s %r after %.1f s"
                           % (what, st, body, took))
