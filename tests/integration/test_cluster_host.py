@@ -23,10 +23,12 @@ moment after it was answered), never slept for:
   closed on A: those on B and C close with 4403;
 - a node started after all of this on the same Redis serves the same schemas, models, revs,
   values and subscriptions (and not what was deleted);
-- a node cut from Redis (test_cluster_faults.Proxy) answers a PATCH or a PUT with 503
-  `unavailable` or 500 `internal` naming the cluster within ~10 s, and nothing of it is applied
-  anywhere; once Redis is back the same call succeeds; with Redis SIGSTOPped the same answer in
-  time, and afterwards every node holds the change whole or not at all;
+- Redis away, a node cut from it (test_cluster_faults.Proxy) or Redis SIGSTOPped: a PATCH or a
+  PUT through that node is answered 503 `unavailable` or 500 `internal` naming the cluster
+  within 10 s; a read is still answered. The refused PATCH is applied nowhere (cut), or whole
+  on every node (stopped: it may have reached Redis); a refused structure change (a model made
+  or replaced, a model shared) stays made on its node and reaches every other node once Redis
+  is back (cluster.md), never one node only; then the same calls succeed;
 - a 2xx means Redis has it: A SIGKILLed right after a 2xx PATCH, B and A restarted serve it.
 """
 
