@@ -613,7 +613,7 @@ advance(tp__model *m)
 
 void
 tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
-                   const tp_error *err)
+                   const char *was, size_t was_len, const tp_error *err)
 {
     tp__model *m = model_named(hub, owner, id);
     struct tp__ord *o = m != NULL ? m->ord : NULL;
@@ -649,7 +649,15 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         tp__client *cl = op->session != NULL && op->client != NULL
                              ? tp__map_get(&op->session->clients, op->client)
                              : NULL;
-        if (cl == NULL || op->already++ > 0) {
+        tp__buf *b = was != NULL && op->session != NULL ? tp__buf_copy(was, was_len) : NULL;
+        if (b != NULL) {
+            /* The log gave the outcome it recorded: the writer gets it. */
+            op = pop(m);
+            tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, b, TP_OK,
+                                NULL, 1);
+            tp__ticket_end(hub, op->ticket, TP_OK, NULL);
+            op_free(hub, op);
+        } else if (cl == NULL || op->already++ > 0) {
             fail_op(m, TP_EINTERNAL, "cluster: the write's outcome cannot be read, resend");
         } else {
             op->check = 1;

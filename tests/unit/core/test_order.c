@@ -471,7 +471,8 @@ deliver(int k, int answer)
         d.kind = 'a';
     }
     if (d.kind == 'a')
-        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, d.failed ? &err : NULL);
+        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, NULL, 0,
+                           d.failed ? &err : NULL);
     else if (d.kind == 'r')
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
     else if (d.kind == 'o')
