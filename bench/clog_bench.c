@@ -46,8 +46,10 @@ static int run_no; /* each run writes its own models */
 static void issue(int m);
 
 static void
-on_append(int conflict, int64_t rev, const tp_error *err, void *user)
+on_append(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err,
+          void *user)
 {
+    (void)was, (void)was_len;
     int m = (int)(intptr_t)user;
     if (err)
         failed++;

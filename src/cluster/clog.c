@@ -47,14 +47,15 @@
     "end\n"
 
 /* KEYS: model hash, log list[, client hash, client ref list]. ARGV: base rev, entry, record,
- * keep, channel, writer bytes, kind ('a' or 'd'), ref, outcome, outcome keep. */
+ * keep, channel, writer bytes, kind ('a' or 'd'), ref, outcome, outcome keep, the client
+ * record's expiry in ms (0: none). */
 static const char lua_append[] = LUA_COMMON
     "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list')\n"
     "if not e and #KEYS == 4 then e = wrong(KEYS[3], 'hash') or wrong(KEYS[4], 'list') end\n"
     "if e then return e end\n"
     "local cur = redis.call('HGET', KEYS[1], 'rev') or '0'\n"
     "if #KEYS == 4 and redis.call('HEXISTS', KEYS[3], 'o' .. ARGV[8]) == 1 then\n"
-    "  return {2, cur}\n"
+    "  return {2, cur, redis.call('HGET', KEYS[3], 'o' .. ARGV[8])}\n"
     "end\n"
     "if cur ~= ARGV[1] then return {0, cur} end\n"
     "local rev = string.format('%d', tonumber(cur) + 1)\n"
@@ -70,6 +71,10 @@ static const char lua_append[] = LUA_COMMON
     "  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)\n"
     "end\n"
     "if #KEYS == 4 then put_outcome(KEYS[3], KEYS[4], ARGV[8], ARGV[9], tonumber(ARGV[10])) end\n"
+    "if #KEYS == 4 and ARGV[11] ~= '0' then\n"
+    "  redis.call('PEXPIRE', KEYS[3], ARGV[11])\n"
+    "  redis.call('PEXPIRE', KEYS[4], ARGV[11])\n"
+    "end\n"
     "redis.call('PUBLISH', ARGV[5], el)\n"
     "return {1, rev}\n";
 
@@ -329,7 +334,7 @@ model_key(const char *owner, const char *id, char kind, name *k, tp_error *err)
 /* client_key: kind 'c' (the client's hash: outcomes, highest, forgotten) or 'q' (its refs in
  * the order recorded, for keep). */
 static int
-client_key(const char *tenant, const char *client, char kind, name *k, tp_error *err)
+client_key3(const char *tenant, const char *client, char kind, name *k, tp_error *err)
 {
     int rc = check_name(tenant, TP__CLOG_KEY_MAX, "tenant", err);
     if (rc < 0)
@@ -341,6 +346,40 @@ client_key(const char *tenant, const char *client, char kind, name *k, tp_error 
     put_escaped(k, tenant);
     put(k, "}:", 2);
     put(k, &kind, 1);
+    put(k, ":", 1);
+    put(k, client, strlen(client));
+    return TP_OK;
+}
+
+#define client_key(t, cl, kind, k, err) client_key3((t), (cl), (kind), (k), (err))
+
+/* The keys of client records as (tag, tenant, client) give them: the client's own (tag its
+ * tenant, tenant NULL), or its copy in a shared model's slot (tag the model's id). */
+static int
+own_key(const char *tenant, const char *unused, const char *client, char kind, name *k,
+        tp_error *err)
+{
+    (void)unused;
+    return client_key3(tenant, client, kind, k, err);
+}
+
+static int
+here_key(const char *id, const char *tenant, const char *client, char kind, name *k, tp_error *err)
+{
+    int rc = check_name(id, TP__CLOG_KEY_MAX, "id", err);
+    if (rc < 0 || (rc = check_name(tenant, TP__CLOG_KEY_MAX, "tenant", err)) < 0 ||
+        (rc = check_name(client, TP__CLOG_CLIENT_MAX, "client", err)) < 0)
+        return rc;
+    k->n = 0;
+    put(k, "tp:{shared:", 11);
+    put_escaped(k, id);
+    put(k, "}:", 2);
+    put(k, &kind, 1);
+    /* The tenant's length first: no (tenant, client) pair can spell another's. */
+    char len[16];
+    int n = snprintf(len, sizeof len, ":%zu:", strlen(tenant));
+    put(k, len, (size_t)n);
+    put(k, tenant, strlen(tenant));
     put(k, ":", 1);
     put(k, client, strlen(client));
     return TP_OK;
@@ -558,8 +597,9 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
     /* A private writer's client record is under the model's tenant; a shared one's under
      * its own tenant, which only one Redis (not a cluster) lets one script reach. */
     const char *tenant = *q->owner ? q->owner : q->tenant;
+    int here = q->outcome != NULL && q->outcome_here && !*q->owner;
     if (q->outcome) {
-        if (!*q->owner && (!tenant || !*tenant || !tp__redis_standalone(c->r)))
+        if (!*q->owner && !here && (!tenant || !*tenant || !tp__redis_standalone(c->r)))
             return tp__error_set(err, TP_EARG,
                                  "clog: outcome: a shared model's client is in another slot "
                                  "(record it with tp__clog_outcome_put)");
@@ -571,17 +611,22 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
         if (q->outcome_keep < 1 || q->outcome_keep > TP__CLOG_OUTCOMES_MAX)
             return tp__error_set(err, TP_EARG, "clog: outcome_keep: %u is not within 1 to %u",
                                  q->outcome_keep, TP__CLOG_OUTCOMES_MAX);
-        if ((rc = client_key(tenant, q->writer.client, 'c', &keys[2], err)) < 0 ||
-            (rc = client_key(tenant, q->writer.client, 'q', &keys[3], err)) < 0)
+        if (here && (!tenant || !*tenant))
+            return tp__error_set(err, TP_EARG, "clog: outcome_here: no tenant");
+        if ((rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
+                                              q->writer.client, 'c', &keys[2], err)) < 0 ||
+            (rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
+                                              q->writer.client, 'q', &keys[3], err)) < 0)
             return rc;
         nkeys = 4;
     }
-    char base[24], keep[16], ref[24], okeep[16];
+    char base[24], keep[16], ref[24], okeep[16], ttl[24];
+    snprintf(ttl, sizeof ttl, "%u", here ? TP__CLOG_HERE_TTL_MS : 0);
     snprintf(base, sizeof base, "%" PRId64, q->base_rev);
     snprintf(keep, sizeof keep, "%u", q->keep ? q->keep : 1);
     snprintf(ref, sizeof ref, "%" PRId64, q->writer.ref);
     snprintf(okeep, sizeof okeep, "%u", q->outcome_keep);
-    const char *args[10] = {base,
+    const char *args[11] = {base,
                             q->entry ? q->entry : "",
                             q->record ? q->record : "",
                             keep,
@@ -590,13 +635,14 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
                             kind == 'd' ? "d" : "a",
                             ref,
                             q->outcome ? q->outcome : "",
-                            okeep};
-    size_t lens[10] = {strlen(base), q->entry_len,   q->record_len, strlen(keep), keys[0].n, w.n, 1,
-                       strlen(ref),  q->outcome_len, strlen(okeep)};
+                            okeep,
+                            ttl};
+    size_t lens[11] = {strlen(base), q->entry_len,   q->record_len, strlen(keep), keys[0].n, w.n, 1,
+                       strlen(ref),  q->outcome_len, strlen(okeep), strlen(ttl)};
     call *k = NULL;
     if ((rc = call_new(c, OP_APPEND, (void (*)(void))cb, user, &k, err)) < 0)
         return rc;
-    if ((rc = script(k, c->append, nkeys, keys, 10, args, lens, err)) == TP_OK)
+    if ((rc = script(k, c->append, nkeys, keys, 11, args, lens, err)) == TP_OK)
         c->st.appends++;
     return rc;
 }
@@ -951,18 +997,22 @@ static void
 deliver_append(call *k, const redisReply *r, tp_error *e)
 {
     int64_t rev = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER || reply_i64(r->element[1], &rev) < 0) {
+    if (r->type != REDIS_REPLY_ARRAY || (r->elements != 2 && r->elements != 3) ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || reply_i64(r->element[1], &rev) < 0 ||
+        (r->elements == 3 &&
+         (r->element[0]->integer != 2 || r->element[2]->type != REDIS_REPLY_STRING))) {
         tp__error_set(e, TP_EINTERNAL, "clog: append: unexpected reply");
-        ((tp__clog_append_cb)k->cb)(0, 0, e, k->user);
+        ((tp__clog_append_cb)k->cb)(0, 0, NULL, 0, e, k->user);
         return;
     }
     /* 1: appended; 0: a conflict; 2: the writer's ref has an outcome already (written by
-     * another append of the same write: a resend through another node). */
+     * another append of the same write: a resend through another node), and here it is. */
     int conflict = r->element[0]->integer == 0 ? 1 : r->element[0]->integer == 2 ? 2 : 0;
     if (conflict == 1)
         k->c->st.conflicts++;
-    ((tp__clog_append_cb)k->cb)(conflict, rev, NULL, k->user);
+    const redisReply *was = r->elements == 3 ? r->element[2] : NULL;
+    ((tp__clog_append_cb)k->cb)(conflict, rev, was ? was->str : NULL, was ? was->len : 0, NULL,
+                                k->user);
 }
 
 static void
@@ -1189,7 +1239,7 @@ static void
 fail(call *k, const tp_error *e)
 {
     switch (k->op) {
-    case OP_APPEND: ((tp__clog_append_cb)k->cb)(0, 0, e, k->user); break;
+    case OP_APPEND: ((tp__clog_append_cb)k->cb)(0, 0, NULL, 0, e, k->user); break;
     case OP_READ:
     case OP_SNAPSHOT: ((tp__clog_read_cb)k->cb)(NULL, e, k->user); break;
     case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(e, k->user); break;

@@ -97,13 +97,26 @@ typedef struct tp__clog_append_req {
     const char *outcome;
     size_t outcome_len;    /* 0 to TP__CLOG_OUTCOME_MAX */
     uint32_t outcome_keep; /* outcomes kept for the client, 1 to TP__CLOG_OUTCOMES_MAX */
+    /* A shared model's writer on a Redis Cluster: the outcome is recorded in the model's own
+     * slot too (a copy of the client's record there, "tp:{shared:<id>}:c:<len>:<tenant>:<client>"
+     * and ":q:", <len> the tenant's length in bytes, expiring TP__CLOG_HERE_TTL_MS after its last
+     * write), in the same script, so that a resend through any node finds it even if the node that
+     * appended died before tp__clog_outcome_put. Needs tenant, writer.client and outcome. */
+    int outcome_here;
 } tp__clog_append_req;
+
+/* How long the copy of a client's outcomes in a shared model's slot is kept after its last
+ * write: the window of a resend after its node's crash (tp__clog_outcome_put keeps the
+ * client's own record). */
+#define TP__CLOG_HERE_TTL_MS 3600000
 
 /* An append's answer: conflict 0 and rev the new rev (== base_rev + 1), or conflict 1 and rev
  * the model's current rev (0: no model): nothing was written; or conflict 2 (only for an
  * append with an outcome): the writer's ref has an outcome recorded already, the write was
- * applied by an earlier append (rev: the model's current rev); nothing was written. */
-typedef void (*tp__clog_append_cb)(int conflict, int64_t rev, const tp_error *err, void *user);
+ * applied by an earlier append (rev: the model's current rev); nothing was written, and was
+ * (was_len bytes, borrowed) is that recorded outcome. */
+typedef void (*tp__clog_append_cb)(int conflict, int64_t rev, const char *was, size_t was_len,
+                                   const tp_error *err, void *user);
 
 /**
  * tp__clog_append runs, in one script (one round trip), atomically: if the model's rev is

@@ -64,6 +64,7 @@ typedef struct pend {
     int reading;
     int answered; /* a read answered (until then a starting node waits for it) */
     int64_t retry_at;
+    int64_t delay; /* before the next read when the log has no record: doubles to 30 s */
 } pend;
 
 /* A subscription to a shared model the hub does not hold yet. */
@@ -424,7 +425,8 @@ static void
 adopt_read(tp_hub *hub, pend *p)
 {
     tp_error err = {0, ""};
-    p->retry_at = tp__hub_now(hub) + CAT_RETRY_MS;
+    p->delay = p->delay == 0 ? CAT_RETRY_MS : p->delay < 30000 ? p->delay * 2 : 30000;
+    p->retry_at = tp__hub_now(hub) + p->delay;
     if (hub->order->read(hub->order_be, p->owner, p->id, 0, &err) == TP_OK)
         p->reading = 1;
 }
@@ -582,6 +584,14 @@ apply_op(tp_hub *hub, const char *text, size_t len)
     size_t i;
     json_t *it;
     hub->cat_applying++;
+    /* Closed first, as on the node that made the change: what follows
+     * (removed, ...) is not for them. */
+    json_t *close = json_object_get(op, "close");
+    const char *t = json_string_value(json_array_get(close, 0));
+    int code = (int)json_integer_value(json_array_get(close, 1));
+    tp_session *cs = t != NULL ? tp__map_get(&hub->tenants, t) : NULL;
+    if (cs != NULL && (code == 4403 || code == 4404))
+        tp__session_close(cs, code);
     json_array_foreach(items, i, it)
     {
         json_t *f = json_array_get(it, 0);
@@ -591,12 +601,6 @@ apply_op(tp_hub *hub, const char *text, size_t len)
             apply_item(hub, field, json_is_object(b) ? b : NULL);
         tp__free(field);
     }
-    json_t *close = json_object_get(op, "close");
-    const char *t = json_string_value(json_array_get(close, 0));
-    int code = (int)json_integer_value(json_array_get(close, 1));
-    tp_session *cs = t != NULL ? tp__map_get(&hub->tenants, t) : NULL;
-    if (cs != NULL && (code == 4403 || code == 4404))
-        tp__session_close(cs, code);
     hub->cat_applying--;
     json_decref(op);
 }

@@ -847,6 +847,8 @@ tp_hub_subscribe(tp_hub *hub, const char *tenant, const char *sid, tp_access acc
     sub->access_rev = take_gone(&s->gone, m->id) ? m->rev : 0;
     sub->idx = m->subs.len;
     tp__vec_push(&m->subs, sub); /* reserved */
+    if (s->conns.len > 0)
+        tp__order_watch(m, 1);
     tp__journal_sub(s, m->id);
     tp__journal_session(s); /* new, or its gone list changed */
     announce(s, m, access);
@@ -871,6 +873,8 @@ sub_remove(tp__sub *sub, int notify, char *gone)
     tp__sub *moved = tp__vec_swap_remove(&m->subs, sub->idx);
     if (moved != NULL)
         moved->idx = sub->idx;
+    if (s->conns.len > 0 && !s->hub->freeing)
+        tp__order_watch(m, 0);
     /* Access withdrawn: the tenant's connections leave the model's
      * presence (its own connections were just told `removed`). */
     tp__presence_session_leave(s, m);

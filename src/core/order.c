@@ -57,14 +57,15 @@ typedef struct tp__op {
 
 struct tp__ord {
     tp__op *head, *tail;
-    int busy;       /* ORD_*: the call in flight */
-    int synced;     /* read from the log (or created there) at least once */
-    int need_read;  /* the node may be behind the log */
-    int64_t seen;   /* the highest rev a message announced */
-    int64_t wanted; /* a rev a resuming client holds, past the node's */
-    int stalled;    /* the log cannot be reached: waiting for tp__order_resync */
-    int dormant;    /* a private model no connection here sees: not followed, maybe behind */
-    size_t sidx;    /* index in hub->ord_stalled while stalled */
+    int busy;        /* ORD_*: the call in flight */
+    int synced;      /* read from the log (or created there) at least once */
+    int need_read;   /* the node may be behind the log */
+    int64_t seen;    /* the highest rev a message announced */
+    int64_t wanted;  /* a rev a resuming client holds, past the node's */
+    int stalled;     /* the log cannot be reached: waiting for tp__order_resync */
+    int dormant;     /* a model no connection here sees: not followed, maybe behind */
+    size_t watchers; /* a shared model: its subscribed sessions with a connection here */
+    size_t sidx;     /* index in hub->ord_stalled while stalled */
     /* The append in flight: the change and what it publishes. */
     tp__change ch;
     tp__buf *msg;
@@ -612,7 +613,7 @@ advance(tp__model *m)
 
 void
 tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
-                   const tp_error *err)
+                   const char *was, size_t was_len, const tp_error *err)
 {
     tp__model *m = model_named(hub, owner, id);
     struct tp__ord *o = m != NULL ? m->ord : NULL;
@@ -648,7 +649,15 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         tp__client *cl = op->session != NULL && op->client != NULL
                              ? tp__map_get(&op->session->clients, op->client)
                              : NULL;
-        if (cl == NULL || op->already++ > 0) {
+        tp__buf *b = was != NULL && op->session != NULL ? tp__buf_copy(was, was_len) : NULL;
+        if (b != NULL) {
+            /* The log gave the outcome it recorded: the writer gets it. */
+            op = pop(m);
+            tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, b, TP_OK,
+                                NULL, 1);
+            tp__ticket_end(hub, op->ticket, TP_OK, NULL);
+            op_free(hub, op);
+        } else if (cl == NULL || op->already++ > 0) {
             fail_op(m, TP_EINTERNAL, "cluster: the write's outcome cannot be read, resend");
         } else {
             op->check = 1;
@@ -900,7 +909,13 @@ tp__order_model_added(tp__model *m)
     if (m->ord == NULL)
         return TP_ENOMEM;
     /* Read (or created) now all the same: a node starts from the log. */
-    m->ord->dormant = !m->shared && m->owner->conns.len == 0;
+    if (m->shared) {
+        for (size_t i = 0; i < m->subs.len; i++)
+            m->ord->watchers += ((tp__sub *)m->subs.items[i])->session->conns.len > 0;
+        m->ord->dormant = m->ord->watchers == 0;
+    } else {
+        m->ord->dormant = m->owner->conns.len == 0;
+    }
     if (!m->ord->dormant)
         follow(m, 1);
     if (hub->adopt_record != NULL &&
@@ -915,22 +930,41 @@ tp__order_model_added(tp__model *m)
     return TP_OK;
 }
 
+static void
+set_dormant(tp__model *m, int dormant)
+{
+    struct tp__ord *o = m->ord;
+    if (o == NULL || o->dormant == dormant)
+        return;
+    o->dormant = dormant;
+    follow(m, !dormant);
+    /* Woken: behind by whatever happened while it slept. Dormant: the next
+     * change reads the log first. */
+    o->need_read = 1;
+    advance(m);
+}
+
 void
 tp__order_session_seen(tp_session *s, int seen)
 {
     void *v;
-    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);) {
-        tp__model *m = v;
-        struct tp__ord *o = m->ord;
-        if (o == NULL || o->dormant == !seen)
-            continue;
-        o->dormant = !seen;
-        follow(m, seen);
-        /* Woken: behind by whatever happened while it slept. Dormant: the
-         * next change reads the log first. */
-        o->need_read = 1;
-        advance(m);
-    }
+    for (size_t it = 0; tp__map_next(&s->models, &it, NULL, &v);)
+        set_dormant(v, !seen);
+    for (size_t it = 0; tp__map_next(&s->subs, &it, NULL, &v);)
+        tp__order_watch(((tp__sub *)v)->model, seen);
+}
+
+void
+tp__order_watch(tp__model *m, int on)
+{
+    struct tp__ord *o = m->ord;
+    if (o == NULL)
+        return;
+    if (on)
+        o->watchers++;
+    else if (o->watchers > 0)
+        o->watchers--;
+    set_dormant(m, o->watchers == 0);
 }
 
 void

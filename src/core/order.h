@@ -140,9 +140,10 @@ int tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error 
  * (the log's state is unknown: an append may or may not have happened).
  * conflict: 0 appended at rev, 1 a conflict (the model is at rev), 2 the
  * writer's ref has an outcome in the log already (an earlier append of the
- * same write, through another node): nothing was written. */
+ * same write, through another node): nothing was written, and was (when not
+ * NULL) is that outcome, which the writer gets. */
 void tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
-                        const tp_error *err);
+                        const char *was, size_t was_len, const tp_error *err);
 void tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,
                          const tp_error *err);
 /* A client's outcomes in the log: ascending refs, each its ack or error. */

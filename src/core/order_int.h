@@ -46,6 +46,9 @@ int tp__order_resent(tp_conn *c, const char *client, json_int_t ref);
  * node follows a private model only while a connection of its tenant is on
  * the node; the others are dormant, read from the log when next needed. */
 void tp__order_session_seen(tp_session *s, int seen);
+/* A shared model gained (on 1) or lost a subscribed session with a
+ * connection here: it is followed while it has one, dormant otherwise. */
+void tp__order_watch(tp__model *m, int on);
 /* A connection closes: its writes whose turn has not come are dropped (never
  * applied nor acked: the client resends them, maybe to another node), the
  * one in flight goes on without it. */

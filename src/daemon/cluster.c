@@ -155,14 +155,15 @@ outcome_put(const tp_error *err, void *user)
 }
 
 static void
-appended(int conflict, int64_t rev, const tp_error *err, void *user)
+appended(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err,
+         void *user)
 {
     call *k = user;
     tp__cluster *c = k->c;
     if (err != NULL)
         note_failure(c, "append", err);
     int put = err == NULL && !conflict && k->outcome != NULL;
-    tp__order_appended(c->hub, k->owner, k->id, conflict, rev, err);
+    tp__order_appended(c->hub, k->owner, k->id, conflict, rev, was, was_len, err);
     if (!put || c->log == NULL) {
         call_free(k);
         return;
@@ -210,6 +211,15 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
         req.outcome_keep = OUTCOME_KEEP;
     }
     int later = outcome && !one && a->tenant != NULL && a->tenant[0] != '\0';
+    if (later) {
+        /* A Redis Cluster: a copy of the outcome goes in the model's slot, in the same
+         * script, so that a resend through any node finds it even if this node dies before
+         * the outcome reaches the client's own record (cluster-log.md, "Exactly once"). */
+        req.outcome = a->outcome;
+        req.outcome_len = a->outcome_len;
+        req.outcome_keep = OUTCOME_KEEP;
+        req.outcome_here = 1;
+    }
     call *k = call_new(c, a->owner, a->id, later ? a : NULL, err);
     if (k == NULL)
         return TP_ENOMEM;
@@ -400,8 +410,9 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
 /* ---- remove ---- */
 
 static void
-removed(int conflict, int64_t rev, const tp_error *err, void *user)
+removed(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err, void *user)
 {
+    (void)was, (void)was_len;
     call *k = user;
     tp__cluster *c = k->c;
     if (err != NULL || conflict)

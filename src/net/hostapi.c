@@ -862,11 +862,23 @@ run(tp_server *s, struct lws *wsi, tp__apireq *r)
     int cluster = tp__hub_store(s->hub) == NULL;
     if (cluster && !r->again) {
         r->again = 1;
-        uint64_t t = tp__order_barrier(s->hub);
-        tp__apiwait *w = t != 0 && ws != NULL && ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
+        uint64_t t0 = tp__ticket_last(s->hub);
+        (void)tp__order_barrier(s->hub);
+        /* A model's call (an If-Match, a patch checked before its turn)
+         * starts from what the log has of it. */
+        char copy[API_PATH_MAX];
+        route rt;
+        snprintf(copy, sizeof copy, "%s", r->path);
+        if (split(copy, &rt) == 0 && is(&rt, 0, "v1") && rt.n == 3 && is(&rt, 1, "shared"))
+            (void)tp__order_refresh(s->hub, "", rt.seg[2]);
+        else if (split(copy, &rt) == 0 && rt.n == 5 && is(&rt, 1, "tenants") &&
+                 is(&rt, 3, "models"))
+            (void)tp__order_refresh(s->hub, rt.seg[2], rt.seg[4]);
+        uint64_t t1 = tp__ticket_last(s->hub);
+        tp__apiwait *w = t1 != t0 && ws != NULL && ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
         if (w != NULL) {
-            w->t0 = t - 1;
-            w->t1 = t;
+            w->t0 = t0;
+            w->t1 = t1;
             w->req = r;
             return 0;
         }

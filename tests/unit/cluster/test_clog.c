@@ -127,14 +127,17 @@ typedef struct ares {
     int done, conflict, code;
     int64_t rev;
     char msg[256];
+    char was[64]; /* conflict 2: the outcome recorded ("" when none came) */
 } ares;
 
 static void
-on_append(int conflict, int64_t rev, const tp_error *err, void *user)
+on_append(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err,
+          void *user)
 {
     ares *a = user;
     a->done++;
     a->conflict = conflict;
+    snprintf(a->was, sizeof a->was, "%.*s", (int)was_len, was ? was : "");
     a->rev = rev;
     a->code = err ? err->code : 0;
     if (err)
@@ -642,8 +645,9 @@ static int64_t winner_of[4 * ROUNDS + 8]; /* rev -> 1 + racer */
 static void race_send(racer *r);
 
 static void
-on_race(int conflict, int64_t rev, const tp_error *err, void *user)
+on_race(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err, void *user)
 {
+    (void)was, (void)was_len;
     racer *r = user;
     r->inflight--;
     if (err) {
@@ -760,9 +764,22 @@ Test(clog, two_links_race, .timeout = 90)
 
 /* ---- Exactly once -------------------------------------------------------------------- */
 
+static ares append_outcome_in(tp__clog *c, const char *owner, const char *id, int64_t b,
+                              const char *tenant, const char *client, int64_t ref,
+                              const char *outcome, uint32_t okeep, int here);
+
 static ares
 append_outcome(tp__clog *c, const char *owner, const char *id, int64_t b, const char *client,
                int64_t ref, const char *outcome, uint32_t okeep)
+{
+    return append_outcome_in(c, owner, id, b, NULL, client, ref, outcome, okeep, 0);
+}
+
+/* As append_outcome, for a shared model's writer of tenant, its outcome in the model's slot
+ * (here: outcome_here). */
+static ares
+append_outcome_in(tp__clog *c, const char *owner, const char *id, int64_t b, const char *tenant,
+                  const char *client, int64_t ref, const char *outcome, uint32_t okeep, int here)
 {
     tp__clog_append_req q = {.owner = owner,
                              .id = id,
@@ -775,7 +792,9 @@ append_outcome(tp__clog *c, const char *owner, const char *id, int64_t b, const 
                              .writer = {client, ref},
                              .outcome = outcome,
                              .outcome_len = strlen(outcome),
-                             .outcome_keep = okeep};
+                             .outcome_keep = okeep,
+                             .tenant = tenant,
+                             .outcome_here = here};
     ares a = {0};
     tp_error err = {0};
     cr_assert_eq(tp__clog_append(c, &q, on_append, &a, &err), TP_OK, "%s", err.message);
@@ -856,6 +875,7 @@ Test(clog, private_outcome_atomic)
      * so nothing is written, whatever the base, and the answer says so (conflict 2). */
     a = append_outcome(c, "alice", "notes", 7, "k7", 100, "ok again", 3);
     cr_expect(a.conflict == 2 && a.rev == 7, "conflict %d rev %lld", a.conflict, (long long)a.rev);
+    cr_expect_str_eq(a.was, "ok", "the answer carries the outcome recorded first");
     a = append_outcome(c, "alice", "notes", 3, "k7", 100, "ok again", 3);
     cr_expect(a.conflict == 2 && a.rev == 7, "a stale base: still 2, not a conflict");
     r = read_log(c, "alice", "notes", -1, 0);
@@ -870,6 +890,48 @@ Test(clog, private_outcome_atomic)
             cr_expect_str_eq(o.bytes[i], "ok", "the first outcome stays");
         }
     cr_expect(found, "ref 100's outcome");
+}
+
+Test(clog, shared_outcome_in_the_models_slot)
+{
+    /* A shared model's writer on a Redis Cluster: a copy of its outcome in the model's slot,
+     * in the same script, so that a resend through any node finds it (the keys' layout is
+     * the same on one Redis). */
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    ares a = append_outcome_in(c, "", "board", 0, "a:b", "c", 5, "ack5", 8, 1);
+    cr_assert(!a.conflict && a.rev == 1, "%s", a.msg);
+    const char *key = "tp:{shared:board}:c:3:a:b:c";
+    cr_expect_eq(sync_int(port, "HEXISTS %b o5", key), 1, "the outcome is in the model's slot");
+    int64_t ttl = sync_int(port, "PTTL %b", key);
+    cr_expect(ttl > 0 && ttl <= TP__CLOG_HERE_TTL_MS, "expires: %lld", (long long)ttl);
+    cr_expect_eq(sync_int(port, "EXISTS %b", "tp:{a:b}:c:c"), 0,
+                 "not in the client's own record: tp__clog_outcome_put does that");
+    /* Resent through another node: nothing written, the first outcome comes back. */
+    a = append_outcome_in(c, "", "board", 1, "a:b", "c", 5, "ack5 again", 8, 1);
+    cr_expect(a.conflict == 2 && a.rev == 1, "conflict %d rev %lld", a.conflict, (long long)a.rev);
+    cr_expect_str_eq(a.was, "ack5");
+    cr_expect_eq(sync_int(port, "LLEN %b", "tp:{shared:board}:l"), 1);
+    /* Tenant "a" with client "b:c" is another writer (the tenant's length is in the key). */
+    a = append_outcome_in(c, "", "board", 1, "a", "b:c", 5, "other", 8, 1);
+    cr_expect(!a.conflict && a.rev == 2, "conflict %d: %s", a.conflict, a.was);
+    /* No tenant: refused, nothing sent. */
+    tp__clog_append_req q = {.owner = "",
+                             .id = "board",
+                             .base_rev = 2,
+                             .entry = "e",
+                             .entry_len = 1,
+                             .record = "r",
+                             .record_len = 1,
+                             .keep = 4,
+                             .writer = {"c", 6},
+                             .outcome = "x",
+                             .outcome_len = 1,
+                             .outcome_keep = 8,
+                             .outcome_here = 1};
+    tp_error err = {0};
+    cr_expect_eq(tp__clog_append(c, &q, on_append, &a, &err), TP_EARG);
+    cr_expect(strstr(err.message, "tenant"), "%s", err.message);
 }
 
 Test(clog, shared_writer_in_log)
@@ -1029,8 +1091,9 @@ static durab D;
 static void dur_send(int m);
 
 static void
-on_dur(int conflict, int64_t rev, const tp_error *err, void *user)
+on_dur(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err, void *user)
 {
+    (void)was, (void)was_len;
     int m = (int)(intptr_t)user;
     if (err) {
         D.errors++;
@@ -1236,8 +1299,10 @@ Test(clog, cluster_three_masters, .timeout = 120)
 static int freed_cb_calls;
 
 static void
-on_append_free(int conflict, int64_t rev, const tp_error *err, void *user)
+on_append_free(int conflict, int64_t rev, const char *was, size_t was_len, const tp_error *err,
+               void *user)
 {
+    (void)was, (void)was_len;
     (void)conflict;
     (void)rev;
     (void)err;

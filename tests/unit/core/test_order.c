@@ -471,7 +471,8 @@ deliver(int k, int answer)
         d.kind = 'a';
     }
     if (d.kind == 'a')
-        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, d.failed ? &err : NULL);
+        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, NULL, 0,
+                           d.failed ? &err : NULL);
     else if (d.kind == 'r')
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
     else if (d.kind == 'o')
@@ -669,6 +670,7 @@ two_nodes(tp_conn **a, tp_conn **b)
     *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
     cr_assert(*a != NULL && *b != NULL);
+    pump_all(); /* the models they see are followed from now on: read first */
     tpt_drain_all(L.nodes[0].hub);
     tpt_drain_all(L.nodes[1].hub);
 }
@@ -903,6 +905,7 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     node_start(0, "t");
     node_start(1, "t");
     pump_all();
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL); /* node 1 follows doc */
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
     pump_all(); /* the client's outcomes, read from the log */
@@ -960,6 +963,7 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     cr_assert_eq(tp_hub_shared_rev(L.nodes[0].hub, "doc"), 3);
     cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 3);
     tp_conn_close(a);
+    tp_conn_close(b);
 }
 
 Test(order, host_changes_go_through_the_log)
@@ -1041,6 +1045,45 @@ Test(order, private_models_no_connection_sees_are_not_followed)
     cr_assert(tpt_json_text_eq(val, "{\"title\":\"t\",\"n\":3,\"b\":2}"), "%s", val);
     tp_free(val);
     tp_conn_close(a);
+}
+
+Test(order, shared_models_no_subscriber_here_sees_are_not_followed)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    size_t di = (size_t)(lfind("", "doc", 0) - L.models);
+    cr_assert_eq(L.nodes[0].follows[di], 0, "no subscriber of doc is connected to node 0");
+    cr_assert_eq(L.nodes[1].follows[di], 0);
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(L.nodes[0].follows[di], 1, "alice, a subscriber, is");
+    pump_all();
+    write_n(a, "shared", "doc", 3, 1);
+    tp__order_stats st;
+    tp__order_get_stats(L.nodes[1].hub, &st);
+    cr_assert_eq(st.applied, 0, "node 1 hears nothing of doc");
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 1);
+    /* bob, another subscriber, connects to node 1: it follows doc and
+     * catches up, and bob's revs only go up. */
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    cr_assert_eq(L.nodes[1].follows[di], 1);
+    pump_all();
+    cr_assert_eq(tp_hub_shared_rev(L.nodes[1].hub, "doc"), 4);
+    view v = {0, 0};
+    drain(b, "doc", &v, NULL, 0, NULL);
+    cr_assert_eq(v.rev, 4);
+    cr_assert_eq(v.gaps, 0);
+    /* bob unsubscribed while connected: node 1 stops following doc. */
+    cr_assert_eq(tp_hub_unsubscribe(L.nodes[1].hub, "bob", "doc"), TP_OK);
+    cr_assert_eq(L.nodes[1].follows[di], 0);
+    /* Subscribed again: followed again. */
+    cr_assert_eq(tp_hub_subscribe(L.nodes[1].hub, "bob", "doc", TP_READ), TP_OK);
+    cr_assert_eq(L.nodes[1].follows[di], 1);
+    /* Its last subscriber's connection gone, node 1 stops following it. */
+    tp_conn_close(b);
+    cr_assert_eq(L.nodes[1].follows[di], 0);
+    tp_conn_close(a);
+    cr_assert_eq(L.nodes[0].follows[di], 0);
 }
 
 Test(order, a_node_far_behind_gets_the_snapshot)
@@ -1435,10 +1478,18 @@ host_get(int k, int shared, const char *tenant, const char *id)
                                                                                         : NULL;
 }
 
-/* Every running node holds the model as node 0 does (or none holds it). */
+static void settle(void);
+
+/* Every running node holds the model as node 0 does (or none holds it), once
+ * each read what the log has past its rev (as the host API's GET does: a
+ * node follows only the models its connections see). */
 static void
 assert_same_everywhere(int shared, const char *tenant, const char *id)
 {
+    for (int k = 0; k < NODES; k++)
+        if (L.nodes[k].hub != NULL)
+            (void)tp__order_refresh(L.nodes[k].hub, shared ? "" : tenant, id);
+    settle();
     json_t *want = host_get(0, shared, tenant, id);
     for (int k = 1; k < NODES; k++) {
         if (L.nodes[k].hub == NULL)
