@@ -314,12 +314,21 @@ static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes,
 
 /* ---- The catalog and deletions (catalog tests) ---- */
 
+/* A call made while the node's link is down fails at once. */
+static int
+link_down(const node *nd, tp_error *err)
+{
+    if (nd->fail_calls)
+        tp__error_set(err, TP_ECLOSED, "the link is down");
+    return nd->fail_calls;
+}
+
 static int
 be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     lmodel *m = lfind(owner, id, 1);
     delivery *d = push(nd, 1);
     d->kind = 'a';
@@ -352,8 +361,8 @@ be_catalog_put(void *be, int64_t expect, const char *op, size_t op_len, const tp
                size_t n, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'c';
     if (expect >= 0 && expect != L.version) {
@@ -396,8 +405,8 @@ static int
 be_catalog_load(void *be, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'l';
     d->version = L.version;
@@ -417,8 +426,8 @@ static int
 be_catalog_version(void *be, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'v';
     d->version = L.version;
