@@ -135,6 +135,30 @@ closed(tp_error *err)
     return tp__error_set(err, TP_ECLOSED, "cluster: the node is stopping");
 }
 
+/* A call's record, NULL (err set) when the node is stopping or out of memory. */
+static call *
+call_start(tp__cluster *c, const char *owner, const char *id, const tp__order_append *a,
+           tp_error *err)
+{
+    if (c->log == NULL) {
+        closed(err);
+        return NULL;
+    }
+    return call_new(c, owner, id, a, err);
+}
+
+/* A call handed to the log (rc): when it failed, its record goes and the failure is noted. */
+static int
+call_sent(call *k, int rc, const char *what, const tp_error *err)
+{
+    if (rc != TP_OK) {
+        tp__cluster *c = k->c;
+        call_free(k);
+        note_failure(c, what, err);
+    }
+    return rc;
+}
+
 /* ---- append ---- */
 
 static void
@@ -183,6 +207,7 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
     tp__cluster *c = be;
     if (c->log == NULL)
         return closed(err);
+    /* Built first: the call's record holds the outcome to record later. */
     tp__clog_append_req req;
     memset(&req, 0, sizeof req);
     req.owner = a->owner;
@@ -220,15 +245,11 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
         req.outcome_keep = OUTCOME_KEEP;
         req.outcome_here = 1;
     }
-    call *k = call_new(c, a->owner, a->id, later ? a : NULL, err);
+    call *k = call_start(c, a->owner, a->id, later ? a : NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     int rc = tp__clog_append(c->log, &req, appended, k, err);
-    if (rc != TP_OK) {
-        call_free(k);
-        note_failure(c, "append", err);
-    }
-    return rc;
+    return call_sent(k, rc, "append", err);
 }
 
 /* ---- read ---- */
@@ -285,22 +306,16 @@ static int
 be_read(void *be, const char *owner, const char *id, int64_t after_rev, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    call *k = call_new(c, owner, id, NULL, err);
+    call *k = call_start(c, owner, id, NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     /* A node with nothing of the model wants its record (one HMGET); one
      * that holds a rev wants the entries after it, up to what the log keeps
      * (more would be a snapshot anyway). */
     int rc = after_rev == 0
                  ? tp__clog_snapshot(c->log, owner, id, read_done, k, err)
                  : tp__clog_read(c->log, owner, id, after_rev, c->history, read_done, k, err);
-    if (rc != TP_OK) {
-        call_free(k);
-        note_failure(c, "read", err);
-    }
-    return rc;
+    return call_sent(k, rc, "read", err);
 }
 
 /* ---- follow ---- */
@@ -394,17 +409,11 @@ static int
 be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    call *k = call_new(c, tenant, client, NULL, err);
+    call *k = call_start(c, tenant, client, NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     int rc = tp__clog_outcomes_get(c->log, tenant, client, outcomes_done, k, err);
-    if (rc != TP_OK) {
-        call_free(k);
-        note_failure(c, "outcomes", err);
-    }
-    return rc;
+    return call_sent(k, rc, "outcomes", err);
 }
 
 /* ---- remove ---- */
@@ -427,15 +436,11 @@ static int
 be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    call *k = call_new(c, owner, id, NULL, err);
+    call *k = call_start(c, owner, id, NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     int rc = tp__clog_delete(c->log, owner, id, base_rev, NULL, removed, k, err);
-    if (rc != TP_OK)
-        call_free(k);
-    return rc;
+    return call_sent(k, rc, "remove", err);
 }
 
 /* ---- The catalog ---- */
@@ -456,23 +461,19 @@ be_catalog_put(void *be, int64_t expect, const char *op, size_t op_len, const tp
                size_t n, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
     tp__clog_item *its = tp__calloc(n + 1, sizeof *its);
     if (its == NULL)
         return tp__error_set(err, TP_ENOMEM, "cluster: out of memory");
     for (size_t i = 0; i < n; i++)
         its[i] =
             (tp__clog_item){items[i].field, items[i].field_len, items[i].body, items[i].body_len};
-    call *k = call_new(c, "", "", NULL, err);
-    int rc = k != NULL ? tp__clog_catalog_put(c->log, expect, op, op_len, its, n, catalog_put_done,
-                                              k, err)
-                       : TP_ENOMEM;
+    call *k = call_start(c, "", "", NULL, err);
+    int rc = k != NULL ? call_sent(k,
+                                   tp__clog_catalog_put(c->log, expect, op, op_len, its, n,
+                                                        catalog_put_done, k, err),
+                                   "catalog", err)
+                       : err->code;
     tp__free(its);
-    if (rc != TP_OK && k != NULL)
-        call_free(k);
-    if (rc != TP_OK)
-        note_failure(c, "catalog", err);
     return rc;
 }
 
@@ -505,17 +506,11 @@ static int
 be_catalog_load(void *be, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    call *k = call_new(c, "", "", NULL, err);
+    call *k = call_start(c, "", "", NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     int rc = tp__clog_catalog_load(c->log, catalog_loaded, k, err);
-    if (rc != TP_OK) {
-        call_free(k);
-        note_failure(c, "catalog", err);
-    }
-    return rc;
+    return call_sent(k, rc, "catalog", err);
 }
 
 static void
@@ -534,15 +529,11 @@ static int
 be_catalog_version(void *be, tp_error *err)
 {
     tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    call *k = call_new(c, "", "", NULL, err);
+    call *k = call_start(c, "", "", NULL, err);
     if (k == NULL)
-        return TP_ENOMEM;
+        return err->code;
     int rc = tp__clog_catalog_version(c->log, catalog_versioned, k, err);
-    if (rc != TP_OK)
-        call_free(k);
-    return rc;
+    return call_sent(k, rc, "catalog", err);
 }
 
 static const tp__order_ops ops = {be_append, be_read,        be_follow,       be_outcomes,

@@ -42,7 +42,7 @@ struct tp__apireq {
      * for the tickets after it), and the model an answer is built from once
      * they end (PUT, PATCH: its rev is the log's). */
     uint64_t t0;
-    int model, shared, full;
+    int model, shared;
     const char *tenant, *id;
     int again; /* a cluster node: dispatched once the node caught up (run()) */
 };
@@ -51,9 +51,9 @@ struct tp__apireq {
 typedef struct tp__apiwait {
     struct lws *wsi;
     tp__ws *ws;
-    uint64_t seq;     /* durable once the hub released this epoch */
-    uint64_t t0, t1;  /* a cluster: the order's tickets (t0, t1] to wait for */
-    int shared, full; /* the model whose answer is built again then, or none */
+    uint64_t seq;    /* durable once the hub released this epoch */
+    uint64_t t0, t1; /* a cluster: the order's tickets (t0, t1] to wait for */
+    int shared;      /* the model whose answer is built again then, or none */
     char *tenant, *id;
     struct tp__apireq *req; /* or a request to run again then (run()) */
     unsigned char *buf;     /* LWS_PRE, then the whole answer; NULL until built */
@@ -482,7 +482,6 @@ ordered(tp_server *s, struct lws *wsi)
     w->seq = 0;
     if (r->model) {
         w->shared = r->shared;
-        w->full = r->full;
         w->tenant = r->tenant ? tp__strdup(r->tenant) : NULL;
         w->id = tp__strdup(r->id);
     }
@@ -668,20 +667,9 @@ dispatch(tp_server *s, struct lws *wsi, tp__apireq *r)
         const char *t = priv ? rt.seg[2] : NULL;
         const char *id = priv ? rt.seg[4] : rt.seg[2];
         if (method == M_GET) {
-            /* A cluster node answers a model it does not follow once it
-             * read it from the log (it may be behind). */
-            r->model = r->full = 1;
-            r->shared = shared;
-            r->tenant = t;
-            r->id = id;
-            if (tp__hub_store(s->hub) == NULL)
-                (void)tp__order_refresh(s->hub, shared ? "" : t, id);
+            /* A cluster node read the model from the log first (run()). */
             if (tp__host_model_get(h, shared, t, id, &out, &err) != TP_OK)
                 return fail_code(s, wsi, &err);
-            if ((rc = ordered(s, wsi)) != 0) {
-                json_decref(out);
-                return rc > 0 ? 0 : -1;
-            }
             return model_answer(wsi, 200, out);
         }
         if (method == M_DELETE) {
@@ -824,10 +812,8 @@ tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
         json_t *out = NULL;
         tp_error err = {0, ""};
         if (tp__host_model_get(s->api->host, w->shared, w->tenant, w->id, &out, &err) == TP_OK) {
-            if (!w->full) {
-                json_object_del(out, "schema");
-                json_object_del(out, "merge");
-            }
+            json_object_del(out, "schema");
+            json_object_del(out, "merge");
             int status = w->status;
             tp__free(w->buf);
             w->buf = NULL;
@@ -869,11 +855,12 @@ run(tp_server *s, struct lws *wsi, tp__apireq *r)
         char copy[API_PATH_MAX];
         route rt;
         snprintf(copy, sizeof copy, "%s", r->path);
-        if (split(copy, &rt) == 0 && is(&rt, 0, "v1") && rt.n == 3 && is(&rt, 1, "shared"))
-            (void)tp__order_refresh(s->hub, "", rt.seg[2]);
-        else if (split(copy, &rt) == 0 && rt.n == 5 && is(&rt, 1, "tenants") &&
-                 is(&rt, 3, "models"))
-            (void)tp__order_refresh(s->hub, rt.seg[2], rt.seg[4]);
+        if (split(copy, &rt) == 0 && is(&rt, 0, "v1")) {
+            if (rt.n == 3 && is(&rt, 1, "shared"))
+                (void)tp__order_refresh(s->hub, "", rt.seg[2]);
+            else if (rt.n == 5 && is(&rt, 1, "tenants") && is(&rt, 3, "models"))
+                (void)tp__order_refresh(s->hub, rt.seg[2], rt.seg[4]);
+        }
         uint64_t t1 = tp__ticket_last(s->hub);
         tp__apiwait *w = t1 != t0 && ws != NULL && ws->wait == NULL ? wait_add(s, wsi, ws) : NULL;
         if (w != NULL) {

@@ -64,6 +64,8 @@ typedef struct delivery {
     char owner[32], id[32];
     int conflict, failed;
     int64_t rev;
+    char *was; /* conflict 2: the outcome recorded */
+    size_t was_len;
     tp__order_read res;
     tp__order_entry *entries; /* res.entries or the message's one entry */
     size_t n;
@@ -80,6 +82,8 @@ typedef struct node {
     int fail_answers;  /* appends run, and their answers say the link failed */
     int fail_outcomes; /* outcome lookups are answered with an error */
     int defer;         /* appends run in the log only when their answer is delivered */
+    int hide_outcomes; /* outcome lookups find nothing (the client's record lacks them) */
+    int give_was;      /* a conflict 2 carries the outcome the log recorded */
     tp__host *host;    /* the host API's operations on this node (catalog tests) */
 } node;
 
@@ -164,6 +168,8 @@ exec_append(const tp__order_append *a, delivery *d)
             strcmp(L.outcomes[i].client, a->client) == 0 && L.outcomes[i].ref == a->ref) {
             d->conflict = 2;
             d->rev = m->rev;
+            d->was = dup_bytes(L.outcomes[i].bytes, L.outcomes[i].len);
+            d->was_len = L.outcomes[i].len;
             return;
         }
     if (m->rev != a->base_rev) {
@@ -297,7 +303,7 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     name(d, tenant, client);
     d->failed = nd->fail_outcomes;
     d->items = calloc(L.n_outcomes + 1, sizeof *d->items);
-    for (size_t i = 0; i < L.n_outcomes; i++) {
+    for (size_t i = 0; i < L.n_outcomes && !nd->hide_outcomes; i++) {
         const loutcome *o = &L.outcomes[i];
         if (strcmp(o->tenant, tenant) != 0 || strcmp(o->client, client) != 0)
             continue;
@@ -314,12 +320,21 @@ static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes,
 
 /* ---- The catalog and deletions (catalog tests) ---- */
 
+/* A call made while the node's link is down fails at once. */
+static int
+link_down(const node *nd, tp_error *err)
+{
+    if (nd->fail_calls)
+        tp__error_set(err, TP_ECLOSED, "the link is down");
+    return nd->fail_calls;
+}
+
 static int
 be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     lmodel *m = lfind(owner, id, 1);
     delivery *d = push(nd, 1);
     d->kind = 'a';
@@ -352,8 +367,8 @@ be_catalog_put(void *be, int64_t expect, const char *op, size_t op_len, const tp
                size_t n, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'c';
     if (expect >= 0 && expect != L.version) {
@@ -396,8 +411,8 @@ static int
 be_catalog_load(void *be, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'l';
     d->version = L.version;
@@ -417,8 +432,8 @@ static int
 be_catalog_version(void *be, tp_error *err)
 {
     node *nd = be;
-    if (nd->fail_calls)
-        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    if (link_down(nd, err))
+        return TP_ECLOSED;
     delivery *d = push(nd, 1);
     d->kind = 'v';
     d->version = L.version;
@@ -445,6 +460,7 @@ delivery_free(delivery *d)
     free(d->req_client);
     free(d->req_outcome);
     free(d->op);
+    free(d->was);
     for (size_t i = 0; i < d->n_citems; i++) {
         free((char *)d->citems[i].field);
         free((char *)d->citems[i].body);
@@ -471,8 +487,8 @@ deliver(int k, int answer)
         d.kind = 'a';
     }
     if (d.kind == 'a')
-        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, NULL, 0,
-                           d.failed ? &err : NULL);
+        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, nd->give_was ? d.was : NULL,
+                           d.was_len, d.failed ? &err : NULL);
     else if (d.kind == 'r')
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
     else if (d.kind == 'o')
@@ -1416,6 +1432,51 @@ Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
     json_decref(msgs);
     tp_conn_close(a2);
     tp_conn_close(b);
+}
+
+Test(order, a_resend_whose_outcome_only_the_append_finds_gets_it)
+{
+    /* A Redis Cluster: a shared write's outcome reaches its client's record after the
+     * append, and node 0 dies between the two; the copy in the model's slot is all the log
+     * has. Resent through node 1, the append finds it and answers with it. */
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"doc\","
+                    "\"patch\":{\"n\":1}}";
+    cr_assert_eq(tpt_feed(a, w), TP_OK);
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2, "in the log, its answer not delivered");
+    uint64_t appends = L.appends;
+    node_stop(0); /* its answer is lost */
+    L.nodes[1].hide_outcomes = 1;
+    L.nodes[1].give_was = 1;
+    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    json_decref(tpt_drain(a2));
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    pump_all();
+    cr_assert_eq(L.appends, appends, "applied a second time");
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    json_t *msgs = tpt_drain(a2);
+    json_t *ack = tpt_find(msgs, "ack");
+    cr_assert_not_null(ack, "no answer to the resend");
+    cr_assert_eq(json_integer_value(json_object_get(ack, "ref")), 5);
+    cr_assert_eq(json_integer_value(json_object_get(ack, "rev")), 2, "the original ack");
+    cr_assert_eq(tpt_count(msgs, "ack"), 1);
+    json_decref(msgs);
+    /* Recorded for the client: sent once more, it is answered from node 1's record. */
+    cr_assert_eq(tpt_feed(a2, w), TP_OK);
+    pump_all();
+    msgs = tpt_drain(a2);
+    ack = tpt_find(msgs, "ack");
+    cr_assert(ack != NULL && json_integer_value(json_object_get(ack, "rev")) == 2);
+    json_decref(msgs);
+    cr_assert_eq(L.appends, appends);
+    tp_conn_close(a2);
 }
 
 /* ---- The catalog (catalog.c): what exists, the same on every node ---- */
