@@ -918,7 +918,7 @@ static mres
 append_n(tp__clog *c, int64_t from, size_t n, int64_t ref0)
 {
     tp__clog_append_req q[8];
-    char ent[8][16], out[8][16], rec[16];
+    char ent[8][32], out[8][32], rec[32];
     snprintf(rec, sizeof rec, "r%lld", (long long)(ref0 + (int64_t)n - 1));
     for (size_t i = 0; i < n; i++) {
         snprintf(ent[i], sizeof ent[i], "e%lld", (long long)(ref0 + (int64_t)i));
