@@ -481,6 +481,11 @@ stall(tp__model *m)
     if (tp__vec_push(&m->hub->ord_stalled, m) != 0)
         return 0;
     o->stalled = 1;
+    /* A refresh ends: the caller answers from what the node holds (a read)
+     * or refuses (a change). */
+    tp__ticket_end(m->hub, o->fresh, TP_EINTERNAL,
+                   "cluster: the shared log cannot be reached; retry");
+    o->fresh = 0;
     o->sidx = m->hub->ord_stalled.len - 1;
     return 1;
 }
@@ -918,7 +923,8 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
         return;
     o->busy = ORD_IDLE;
     o->wanted = 0;
-    tp__ticket_end(hub, o->fresh, TP_OK, NULL);
+    tp__ticket_end(hub, o->fresh, err != NULL ? TP_EINTERNAL : TP_OK,
+                   err != NULL ? "cluster: the shared log cannot be read; retry" : NULL);
     o->fresh = 0;
     if (err != NULL) {
         char why[sizeof err->message + 48];
