@@ -78,6 +78,48 @@ static const char lua_append[] = LUA_COMMON
     "redis.call('PUBLISH', ARGV[5], el)\n"
     "return {1, rev}\n";
 
+/* Several changes of one model in one script, revs base + 1 .. base + n. KEYS: model hash,
+ * log list, then a client hash and ref list per entry with an outcome. ARGV: base rev,
+ * record (the model after the last), keep, channel, n, outcome keep, then per entry: writer
+ * bytes, entry, ref, outcome, the index of its client hash in KEYS (0: no outcome), the
+ * client record's expiry in ms (0: none). */
+static const char lua_append_many[] = LUA_COMMON
+    "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list')\n"
+    "for k = 3, #KEYS, 2 do\n"
+    "  e = e or wrong(KEYS[k], 'hash') or wrong(KEYS[k + 1], 'list')\n"
+    "end\n"
+    "if e then return e end\n"
+    "local cur = redis.call('HGET', KEYS[1], 'rev') or '0'\n"
+    "local n = tonumber(ARGV[5])\n"
+    "for i = 0, n - 1 do\n"
+    "  local a = 7 + 6 * i\n"
+    "  local ki = tonumber(ARGV[a + 4])\n"
+    "  if ki > 0 and redis.call('HEXISTS', KEYS[ki], 'o' .. ARGV[a + 2]) == 1 then\n"
+    "    return {2, cur, i, redis.call('HGET', KEYS[ki], 'o' .. ARGV[a + 2])}\n"
+    "  end\n"
+    "end\n"
+    "if cur ~= ARGV[1] then return {0, cur} end\n"
+    "local rev = tonumber(cur)\n"
+    "for i = 0, n - 1 do\n"
+    "  local a = 7 + 6 * i\n"
+    "  rev = rev + 1\n"
+    "  local el = '1a' .. string.format('%d', rev) .. ':' .. ARGV[a] .. ARGV[a + 1]\n"
+    "  redis.call('RPUSH', KEYS[2], el)\n"
+    "  local ki = tonumber(ARGV[a + 4])\n"
+    "  if ki > 0 then\n"
+    "    put_outcome(KEYS[ki], KEYS[ki + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[6]))\n"
+    "    if ARGV[a + 5] ~= '0' then\n"
+    "      redis.call('PEXPIRE', KEYS[ki], ARGV[a + 5])\n"
+    "      redis.call('PEXPIRE', KEYS[ki + 1], ARGV[a + 5])\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('PUBLISH', ARGV[4], el)\n"
+    "end\n"
+    "local r = string.format('%d', rev)\n"
+    "redis.call('HSET', KEYS[1], 'rev', r, 'record', ARGV[2])\n"
+    "redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)\n"
+    "return {1, r}\n";
+
 /* KEYS: client hash, client ref list. ARGV: ref, outcome, keep. */
 static const char lua_outcome[] =
     LUA_COMMON "local e = wrong(KEYS[1], 'hash') or wrong(KEYS[2], 'list')\n"
@@ -181,7 +223,7 @@ static const char lua_catalog_load[] = LUA_COMMON LUA_CATALOG
 
 struct tp__clog {
     tp__redis *r;
-    tp__redis_script *append, *outcome, *read, *writer, *cat_put, *cat_load;
+    tp__redis_script *append, *outcome, *read, *writer, *cat_put, *cat_load, *append_many;
     uint32_t cat_items, cat_bytes; /* the catalog's bounds (tp__clog_catalog_bound) */
     tp__clog_stats st;
     uint64_t inflight;
@@ -197,7 +239,8 @@ enum op {
     OP_WRITER,
     OP_CATALOG_PUT,
     OP_CATALOG_LOAD,
-    OP_CATALOG_VERSION
+    OP_CATALOG_VERSION,
+    OP_APPEND_MANY
 };
 
 typedef struct call {
@@ -231,9 +274,12 @@ tp__clog_new(tp__redis *r, tp_error *err)
     c->cat_load = c->cat_put
                       ? tp__redis_script_new(r, lua_catalog_load, sizeof lua_catalog_load - 1, err)
                       : NULL;
+    c->append_many = c->cat_load
+                         ? tp__redis_script_new(r, lua_append_many, sizeof lua_append_many - 1, err)
+                         : NULL;
     c->cat_items = TP__CLOG_CATALOG_ITEMS_MAX;
     c->cat_bytes = TP__CLOG_CATALOG_BYTES_MAX;
-    if (!c->cat_load) {
+    if (!c->append_many) {
         tp__free(c);
         return NULL;
     }
@@ -648,6 +694,125 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
 }
 
 int
+tp__clog_append_many(tp__clog *c, const tp__clog_append_req *reqs, size_t n,
+                     tp__clog_append_many_cb cb, void *user, tp_error *err)
+{
+    if (!cb)
+        return tp__error_set(err, TP_EARG, "clog: append_many: no callback");
+    if (n < 1 || n > TP__CLOG_BATCH_MAX)
+        return tp__error_set(err, TP_EARG, "clog: append_many: %zu changes, not within 1 to %u", n,
+                             TP__CLOG_BATCH_MAX);
+    const tp__clog_append_req *q = &reqs[n - 1];
+    name *keys = tp__calloc(2 + 2 * n, sizeof *keys);
+    wbytes *w = tp__calloc(n, sizeof *w);
+    const char **args = tp__calloc(6 + 6 * n, sizeof *args);
+    size_t *lens = tp__calloc(6 + 6 * n, sizeof *lens);
+    const char **kp = tp__calloc(2 + 2 * n, sizeof *kp);
+    size_t *kl = tp__calloc(2 + 2 * n, sizeof *kl);
+    char(*nums)[24] = tp__calloc(3 * n + 4, sizeof *nums);
+    int rc = keys && w && args && lens && kp && kl && nums
+                 ? TP_OK
+                 : tp__error_set(err, TP_ENOMEM, "clog: out of memory");
+    int nkeys = 2;
+    if (rc == TP_OK && ((rc = model_key(q->owner, q->id, 'm', &keys[0], err)) < 0 ||
+                        (rc = model_key(q->owner, q->id, 'l', &keys[1], err)) < 0 ||
+                        (rc = check_rev(reqs[0].base_rev, "base_rev", err)) < 0))
+        ;
+    else if (rc == TP_OK && q->record_len > TP__CLOG_RECORD_MAX)
+        rc = tp__error_set(err, TP_ETOOLARGE, "clog: record: %zu bytes, more than %u",
+                           q->record_len, TP__CLOG_RECORD_MAX);
+    else if (rc == TP_OK && (q->keep < 1 || q->keep > TP__CLOG_KEEP_MAX))
+        rc = tp__error_set(err, TP_EARG, "clog: keep: %u is not within 1 to %u", q->keep,
+                           TP__CLOG_KEEP_MAX);
+    if (rc == TP_OK) {
+        snprintf(nums[0], sizeof nums[0], "%" PRId64, reqs[0].base_rev);
+        snprintf(nums[1], sizeof nums[1], "%u", q->keep);
+        snprintf(nums[2], sizeof nums[2], "%zu", n);
+        uint32_t okeep = 1; /* the requests' largest */
+        for (size_t i = 0; i < n; i++)
+            if (reqs[i].outcome_keep > okeep)
+                okeep = reqs[i].outcome_keep;
+        if (okeep > TP__CLOG_OUTCOMES_MAX)
+            okeep = TP__CLOG_OUTCOMES_MAX;
+        snprintf(nums[3], sizeof nums[3], "%u", okeep);
+        const char *head[6] = {nums[0], q->record ? q->record : "", nums[1], keys[0].b, nums[2],
+                               nums[3]};
+        size_t hl[6] = {strlen(nums[0]), q->record_len,   strlen(nums[1]),
+                        keys[0].n,       strlen(nums[2]), strlen(nums[3])};
+        memcpy(args, head, sizeof head);
+        memcpy(lens, hl, sizeof hl);
+    }
+    for (size_t i = 0; rc == TP_OK && i < n; i++) {
+        const tp__clog_append_req *p = &reqs[i];
+        if (p->entry_len > TP__CLOG_ENTRY_MAX) {
+            rc = tp__error_set(err, TP_ETOOLARGE, "clog: entry: %zu bytes, more than %u",
+                               p->entry_len, TP__CLOG_ENTRY_MAX);
+            break;
+        }
+        if ((rc = writer_bytes(&p->writer, &w[i], err)) < 0)
+            break;
+        const char *tenant = *q->owner ? q->owner : p->tenant;
+        int here = p->outcome != NULL && p->outcome_here && !*q->owner;
+        int ki = 0;
+        if (p->outcome != NULL) {
+            if (!*q->owner && !here && (!tenant || !*tenant || !tp__redis_standalone(c->r))) {
+                rc = tp__error_set(err, TP_EARG,
+                                   "clog: outcome: a shared model's client is in "
+                                   "another slot (record it with tp__clog_outcome_put)");
+                break;
+            }
+            if (!p->writer.client || !*p->writer.client || p->outcome_len > TP__CLOG_OUTCOME_MAX ||
+                !tenant || !*tenant) {
+                rc = tp__error_set(err, TP_EARG,
+                                   "clog: outcome: needs writer.client and tenant, "
+                                   "at most %u bytes",
+                                   TP__CLOG_OUTCOME_MAX);
+                break;
+            }
+            if ((rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
+                                                  p->writer.client, 'c', &keys[nkeys], err)) < 0 ||
+                (rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
+                                                  p->writer.client, 'q', &keys[nkeys + 1], err)) <
+                    0)
+                break;
+            ki = nkeys + 1; /* Lua counts from 1 */
+            nkeys += 2;
+        }
+        char *ref = nums[4 + 3 * i], *kis = nums[5 + 3 * i], *ttl = nums[6 + 3 * i];
+        snprintf(ref, 24, "%" PRId64, p->writer.ref);
+        snprintf(kis, 24, "%d", ki);
+        snprintf(ttl, 24, "%u", here ? TP__CLOG_HERE_TTL_MS : 0);
+        const char *g[6] = {
+            w[i].b, p->entry ? p->entry : "", ref, p->outcome ? p->outcome : "", kis, ttl};
+        size_t gl[6] = {w[i].n,         p->entry_len, strlen(ref),
+                        p->outcome_len, strlen(kis),  strlen(ttl)};
+        memcpy(args + 6 + 6 * i, g, sizeof g);
+        memcpy(lens + 6 + 6 * i, gl, sizeof gl);
+    }
+    call *k = NULL;
+    if (rc == TP_OK)
+        rc = call_new(c, OP_APPEND_MANY, (void (*)(void))cb, user, &k, err);
+    if (rc == TP_OK) {
+        for (int i = 0; i < nkeys; i++) {
+            kp[i] = keys[i].b;
+            kl[i] = keys[i].n;
+        }
+        rc = sent(k, tp__redis_script_call(c->r, c->append_many, nkeys, kp, kl, (int)(6 + 6 * n),
+                                           args, lens, on_reply, k, err));
+        if (rc == TP_OK)
+            c->st.appends++;
+    }
+    tp__free(keys);
+    tp__free(w);
+    tp__free(args);
+    tp__free(lens);
+    tp__free(kp);
+    tp__free(kl);
+    tp__free(nums);
+    return rc;
+}
+
+int
 tp__clog_append(tp__clog *c, const tp__clog_append_req *req, tp__clog_append_cb cb, void *user,
                 tp_error *err)
 {
@@ -989,9 +1154,9 @@ tp__clog_catalog_decode(const char *d, size_t len, int64_t *version, const char 
 
 /* ---- Replies ------------------------------------------------------------------------- */
 
-static const char *op_name[] = {"append",      "read",         "snapshot",
-                                "outcome_put", "outcomes_get", "writer_in_log",
-                                "catalog_put", "catalog_load", "catalog_version"};
+static const char *op_name[] = {"append",          "read",          "snapshot",    "outcome_put",
+                                "outcomes_get",    "writer_in_log", "catalog_put", "catalog_load",
+                                "catalog_version", "append_many"};
 
 static void
 deliver_append(call *k, const redisReply *r, tp_error *e)
@@ -1013,6 +1178,31 @@ deliver_append(call *k, const redisReply *r, tp_error *e)
     const redisReply *was = r->elements == 3 ? r->element[2] : NULL;
     ((tp__clog_append_cb)k->cb)(conflict, rev, was ? was->str : NULL, was ? was->len : 0, NULL,
                                 k->user);
+}
+
+static void
+deliver_append_many(call *k, const redisReply *r, tp_error *e)
+{
+    int64_t rev = 0, dup = 0;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+             r->element[0]->type == REDIS_REPLY_INTEGER && reply_i64(r->element[1], &rev) == 0;
+    long long kind = ok ? r->element[0]->integer : -1;
+    if (ok && kind == 2)
+        ok = r->elements == 4 && reply_i64(r->element[2], &dup) == 0 && dup >= 0 &&
+             r->element[3]->type == REDIS_REPLY_STRING;
+    else if (ok)
+        ok = r->elements == 2 && (kind == 0 || kind == 1);
+    if (!ok) {
+        tp__error_set(e, TP_EINTERNAL, "clog: append_many: unexpected reply");
+        ((tp__clog_append_many_cb)k->cb)(0, 0, 0, NULL, 0, e, k->user);
+        return;
+    }
+    int conflict = kind == 0 ? 1 : kind == 2 ? 2 : 0;
+    if (conflict == 1)
+        k->c->st.conflicts++;
+    const redisReply *was = kind == 2 ? r->element[3] : NULL;
+    ((tp__clog_append_many_cb)k->cb)(conflict, rev, (size_t)dup, was ? was->str : NULL,
+                                     was ? was->len : 0, NULL, k->user);
 }
 
 static void
@@ -1240,6 +1430,7 @@ fail(call *k, const tp_error *e)
 {
     switch (k->op) {
     case OP_APPEND: ((tp__clog_append_cb)k->cb)(0, 0, NULL, 0, e, k->user); break;
+    case OP_APPEND_MANY: ((tp__clog_append_many_cb)k->cb)(0, 0, 0, NULL, 0, e, k->user); break;
     case OP_READ:
     case OP_SNAPSHOT: ((tp__clog_read_cb)k->cb)(NULL, e, k->user); break;
     case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(e, k->user); break;
@@ -1266,6 +1457,7 @@ dispatch(call *k, const redisReply *reply, const tp_error *lerr)
     }
     switch (k->op) {
     case OP_APPEND: deliver_append(k, reply, &e); break;
+    case OP_APPEND_MANY: deliver_append_many(k, reply, &e); break;
     case OP_READ:
     case OP_SNAPSHOT: deliver_read(k, reply, &e); break;
     case OP_OUTCOME_PUT: ((tp__clog_done_cb)k->cb)(NULL, k->user); break;

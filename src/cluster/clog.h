@@ -132,6 +132,25 @@ typedef void (*tp__clog_append_cb)(int conflict, int64_t rev, const char *was, s
 int tp__clog_append(tp__clog *c, const tp__clog_append_req *req, tp__clog_append_cb cb, void *user,
                     tp_error *err);
 
+/* tp__clog_append_many's answer: as tp__clog_append's; for conflict 2, dup is the index of
+ * the change whose writer's ref has an outcome already (was). */
+typedef void (*tp__clog_append_many_cb)(int conflict, int64_t rev, size_t dup, const char *was,
+                                        size_t was_len, const tp_error *err, void *user);
+#define TP__CLOG_BATCH_MAX 64u /* changes one tp__clog_append_many takes */
+
+/**
+ * tp__clog_append_many appends n (1 to TP__CLOG_BATCH_MAX) changes of one model in one script
+ * (one round trip), atomically: if the model's rev is reqs[0].base_rev, the entries get revs
+ * base_rev + 1 .. base_rev + n in order, each with its writer and its outcome (as
+ * tp__clog_append records them, outcome_here included), each is published, and the record
+ * becomes reqs[n - 1].record; keep is the last request's, outcome_keep the largest. The model (owner,
+ * id) is the last request's too; the other requests' base_rev, record and keep are not read.
+ * Before anything is written, every writer's ref is checked: one with an outcome answers
+ * conflict 2 (dup, was) and nothing is written.
+ */
+int tp__clog_append_many(tp__clog *c, const tp__clog_append_req *reqs, size_t n,
+                         tp__clog_append_many_cb cb, void *user, tp_error *err);
+
 /**
  * tp__clog_delete deletes the model as an append does a change (same condition and answer):
  * rev := base_rev + 1, the record goes, the log is emptied but for a tombstone entry ('d')

@@ -40,6 +40,8 @@
 #include "util/error.h"
 
 #define CAT_RETRY_MS 250
+/* A barrier the log could not answer (tp__order_barrier). */
+#define BAR_AWAY "cluster: the shared log cannot be reached; retry"
 
 typedef struct cat_item {
     char *field, *body; /* body NULL: deleted */
@@ -703,8 +705,10 @@ bars_check(tp_hub *hub)
     size_t k = 0;
     for (size_t i = 0; i < c->nbars; i++) {
         bar *b = &c->bars[i];
-        if (b->target < 0 || (c->loaded && !c->loading && c->version >= b->target &&
-                              c->unanswered == 0 && c->head == NULL))
+        if (b->target < 0)
+            tp__ticket_end(hub, b->ticket, TP_EINTERNAL, BAR_AWAY);
+        else if (c->loaded && !c->loading && c->version >= b->target && c->unanswered == 0 &&
+                 c->head == NULL)
             tp__ticket_end(hub, b->ticket, TP_OK, NULL);
         else
             c->bars[k++] = *b;
@@ -721,9 +725,10 @@ ask_version(tp_hub *hub)
     tp_error err = {0, ""};
     if (hub->order->catalog_version == NULL ||
         hub->order->catalog_version(hub->order_be, &err) != TP_OK) {
-        /* The log cannot be asked: what the node holds answers. */
+        /* The log cannot be asked: the caller decides (a read answers from
+         * what the node holds, a change is refused). */
         for (size_t i = 0; i < c->bar_new.len; i++)
-            tp__ticket_end(hub, (uintptr_t)c->bar_new.items[i], TP_OK, NULL);
+            tp__ticket_end(hub, (uintptr_t)c->bar_new.items[i], TP_EINTERNAL, BAR_AWAY);
         c->bar_new.len = 0;
         return;
     }

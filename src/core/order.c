@@ -74,7 +74,23 @@ struct tp__ord {
     uint64_t ticket; /* the host made the model: its ticket ends when the log has it */
     json_t *put;     /* and its value, which wins over a record the log has already */
     uint64_t fresh;  /* tp__order_refresh's ticket: ends when a read answers */
+    /* A batch: the changes appended with the first (ch, msg, bytes) in one
+     * call, each prepared on the model as the ones before it leave it. */
+    struct ord_more *more;
+    size_t nmore, capmore;
+    size_t nsent; /* the queue's first nsent changes are in the append in flight */
 };
+
+/* A change of a batch after its first. */
+typedef struct ord_more {
+    tp__change ch;
+    tp__buf *msg;
+    size_t bytes;
+} ord_more;
+
+/* The most changes of a model one append takes (TP__CLOG_BATCH_MAX allows
+ * more): a closed loop's window of writes goes in one round trip. */
+#define ORD_BATCH 32
 
 /* ---- Finding models ---- */
 
@@ -210,6 +226,11 @@ prepared_clear(struct tp__ord *o)
     memset(&o->ch, 0, sizeof o->ch);
     tp__buf_unref(o->msg);
     o->msg = NULL;
+    for (size_t i = 0; i < o->nmore; i++) {
+        tp__change_free(&o->more[i].ch);
+        tp__buf_unref(o->more[i].msg);
+    }
+    o->nmore = 0;
 }
 
 /* ---- Records and entries ---- */
@@ -460,6 +481,11 @@ stall(tp__model *m)
     if (tp__vec_push(&m->hub->ord_stalled, m) != 0)
         return 0;
     o->stalled = 1;
+    /* A refresh ends: the caller answers from what the node holds (a read)
+     * or refuses (a change). */
+    tp__ticket_end(m->hub, o->fresh, TP_EINTERNAL,
+                   "cluster: the shared log cannot be reached; retry");
+    o->fresh = 0;
     o->sidx = m->hub->ord_stalled.len - 1;
     return 1;
 }
@@ -493,8 +519,125 @@ start_read(tp__model *m, int64_t after)
     m->ord->busy = ORD_READING;
 }
 
-/* Appends the queue's first change, merged on the model as it is. Returns 1
- * when an append is in flight, 0 when the change ended here. */
+/*
+ * The model as a batch's changes leave it, the model itself unchanged: its
+ * own value, rev and size, and a stamps map pointing at the model's entries
+ * but for the fields the batch stamped (entries in owned). The rest of the
+ * struct is the model's, read only.
+ */
+typedef struct shadow {
+    tp__model m;
+    tp__vec owned;
+} shadow;
+
+static int
+shadow_step(shadow *s, const tp__change *ch, size_t bytes)
+{
+    json_t *v = tp__json_shallow_copy(s->m.value);
+    for (size_t i = 0; v != NULL && i < ch->n; i++) {
+        const struct tp__member *mb = &ch->members[i];
+        if (mb->same)
+            continue;
+        if (mb->value == NULL)
+            json_object_del(v, mb->key);
+        else if (json_object_set(v, mb->key, mb->value) != 0) {
+            json_decref(v);
+            v = NULL;
+        }
+    }
+    if (v == NULL)
+        return TP_ENOMEM;
+    json_decref(s->m.value);
+    s->m.value = v;
+    s->m.bytes = bytes;
+    s->m.rev++;
+    for (size_t i = 0; ch->stamped && i < ch->n; i++) {
+        size_t flen = strlen(ch->members[i].key);
+        tp__stamp_entry *en = tp__malloc(sizeof(tp__stamp_entry) + flen + 1);
+        if (en == NULL || tp__vec_push(&s->owned, en) != 0) {
+            tp__free(en);
+            return TP_ENOMEM;
+        }
+        en->st = ch->stamp;
+        memcpy(en->field, ch->members[i].key, flen + 1);
+        if (tp__map_put(&s->m.stamps, en->field, en) != 0)
+            return TP_ENOMEM;
+    }
+    return TP_OK;
+}
+
+static void
+shadow_free(shadow *s)
+{
+    json_decref(s->m.value);
+    tp__map_free(&s->m.stamps);
+    for (size_t i = 0; i < s->owned.len; i++)
+        tp__free(s->owned.items[i]);
+    tp__vec_free(&s->owned);
+}
+
+/* The shadow of m after the queue's first change (prepared in m->ord). */
+static int
+shadow_start(shadow *s, tp__model *m, size_t bytes)
+{
+    memset(s, 0, sizeof *s);
+    s->m = *m;
+    s->m.value = json_incref(m->value);
+    tp__map_init(&s->m.stamps, m->hub->seed ^ 0x2f6b1c3dU);
+    const char *field;
+    void *en;
+    for (size_t it = 0; tp__map_next(&m->stamps, &it, &field, &en);)
+        if (tp__map_put(&s->m.stamps, field, en) != 0)
+            return TP_ENOMEM;
+    return shadow_step(s, &m->ord->ch, bytes);
+}
+
+/* The changes after the queue's first that go in its append, prepared on
+ * the shadow one after the other: client writes and host patches whose
+ * exactly-once check is done, up to the first that is refused or changes
+ * nothing (it is handled alone in its turn). Returns how many. */
+static size_t
+gather(tp__model *m, shadow *sh)
+{
+    struct tp__ord *o = m->ord;
+    size_t k = 0;
+    for (tp__op *op = o->head->next; op != NULL && k + 1 < ORD_BATCH; op = op->next) {
+        if (op->check || op->value != NULL)
+            break;
+        if (o->nmore == o->capmore) {
+            size_t cap = o->capmore ? o->capmore * 2 : 4;
+            ord_more *p = tp__realloc(o->more, cap * sizeof *p);
+            if (p == NULL)
+                break;
+            o->more = p;
+            o->capmore = cap;
+        }
+        ord_more *mo = &o->more[o->nmore];
+        memset(mo, 0, sizeof *mo);
+        tp_error err = {0, ""};
+        tp__schema_budget_begin(m->schema);
+        int rc = tp__merge_compute(&sh->m, op->patch, &op->stamp, op->conn, &mo->ch, &err);
+        size_t bytes = 0;
+        if (rc == 0)
+            rc = tp__model_prepare(&sh->m, &mo->ch, 1, op->origin, &mo->msg, &bytes, &err);
+        uint64_t steps = tp__schema_budget_end(m->schema);
+        if (steps > 0 && op->session != NULL)
+            op->session->pattern_debt += (double)steps;
+        if (rc <= 0 || shadow_step(sh, &mo->ch, bytes) != TP_OK) {
+            tp__change_free(&mo->ch);
+            tp__buf_unref(mo->msg);
+            break;
+        }
+        mo->bytes = bytes;
+        o->nmore++;
+        k++;
+    }
+    return k;
+}
+
+/* Appends the queue's first change, merged on the model as it is, and the
+ * ones after it that can go with it (gather). Returns 1 when an append is
+ * in flight, 0 when the first change ended here. */
 static int
 start_append(tp__model *m)
 {
@@ -533,44 +676,72 @@ start_append(tp__model *m)
         ack_op(m, 0, m->rev);
         return 0;
     }
-    tp__sb ent, rec;
-    tp__sb_init(&ent, o->msg->len + 64);
+    shadow sh;
+    size_t n = 1;
+    int batch = hub->order->append_many != NULL && op->next != NULL;
+    if (batch && shadow_start(&sh, m, bytes) == TP_OK)
+        n += gather(m, &sh);
+    tp__sb rec;
     tp__sb_init(&rec, m->bytes + 64);
-    tp__sb_append(&ent, o->msg->data, o->msg->len);
-    if (ch->stamped) {
-        tp__sb_append(&ent, "\n", 1);
-        stamp_json(&ent, &ch->stamp);
-    }
-    rc = ent.failed ? TP_ENOMEM : record(&rec, m, ch, m->rev + 1);
-    tp__buf *ack = NULL;
-    if (rc == TP_OK && op->client != NULL) {
-        /* The outcome goes into the log with the change (a private write's
-         * in the same script), so that any node can answer a resend. */
-        ack = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
-        ack = ack ? tp__wire_ack(ack, op->ref, m->addr, m->addr_len, m->rev + 1,
-                                 m->shared ? -1 : m->rev)
-                  : NULL;
-        rc = ack != NULL ? TP_OK : TP_ENOMEM;
-    }
-    tp__order_append a = {owner_of(m),
-                          m->id,
-                          m->rev,
-                          ent.buf ? ent.buf->data : NULL,
-                          ent.buf ? ent.buf->len : 0,
-                          rec.buf ? rec.buf->data : NULL,
-                          rec.buf ? rec.buf->len : 0,
-                          op->session != NULL ? op->session->tenant : NULL,
-                          op->client,
-                          op->ref,
-                          ack ? ack->data : NULL,
-                          ack ? ack->len : 0};
+    tp__sb *ents = tp__calloc(n, sizeof *ents);
+    tp__buf **acks = tp__calloc(n, sizeof *acks);
+    tp__order_append *as = tp__calloc(n, sizeof *as);
+    rc = ents && acks && as ? TP_OK : TP_ENOMEM;
     if (rc == TP_OK)
-        rc = hub->order->append(hub->order_be, &a, &err);
+        rc = n > 1 ? record(&rec, &sh.m, NULL, m->rev + (int64_t)n)
+                   : record(&rec, m, ch, m->rev + 1);
+    tp__op *p = op;
+    for (size_t i = 0; rc == TP_OK && i < n; i++, p = p->next) {
+        const tp__change *ci = i == 0 ? ch : &o->more[i - 1].ch;
+        const tp__buf *mi = i == 0 ? o->msg : o->more[i - 1].msg;
+        tp__sb_init(&ents[i], mi->len + 64);
+        tp__sb_append(&ents[i], mi->data, mi->len);
+        if (ci->stamped) {
+            tp__sb_append(&ents[i], "\n", 1);
+            stamp_json(&ents[i], &ci->stamp);
+        }
+        if (ents[i].failed)
+            rc = TP_ENOMEM;
+        int64_t at = m->rev + (int64_t)i; /* the rev this change goes from */
+        if (rc == TP_OK && p->client != NULL) {
+            /* The outcome goes into the log with the change (a private write's
+             * in the same script), so that any node can answer a resend. */
+            acks[i] = tp__buf_new(TP__WIRE_ACK_ROOM(m->addr_len));
+            acks[i] = acks[i] ? tp__wire_ack(acks[i], p->ref, m->addr, m->addr_len, at + 1,
+                                             m->shared ? -1 : at)
+                              : NULL;
+            rc = acks[i] != NULL ? TP_OK : TP_ENOMEM;
+        }
+        as[i] = (tp__order_append){owner_of(m),
+                                   m->id,
+                                   at,
+                                   ents[i].buf ? ents[i].buf->data : NULL,
+                                   ents[i].buf ? ents[i].buf->len : 0,
+                                   rec.buf ? rec.buf->data : NULL,
+                                   rec.buf ? rec.buf->len : 0,
+                                   p->session != NULL ? p->session->tenant : NULL,
+                                   p->client,
+                                   p->ref,
+                                   acks[i] ? acks[i]->data : NULL,
+                                   acks[i] ? acks[i]->len : 0};
+    }
+    if (rc == TP_OK)
+        rc = n > 1 ? hub->order->append_many(hub->order_be, as, n, &err)
+                   : hub->order->append(hub->order_be, &as[0], &err);
     else
         tp__error_set(&err, TP_ENOMEM, "out of memory");
-    tp__buf_unref(ack);
-    tp__sb_free(&ent);
+    for (size_t i = 0; i < n; i++) {
+        if (ents != NULL)
+            tp__sb_free(&ents[i]);
+        if (acks != NULL)
+            tp__buf_unref(acks[i]);
+    }
+    tp__free(ents);
+    tp__free(acks);
+    tp__free(as);
     tp__sb_free(&rec);
+    if (batch)
+        shadow_free(&sh);
     if (rc != TP_OK) {
         prepared_clear(o);
         if (err.code == TP_ECLOSED && stall(m))
@@ -583,6 +754,7 @@ start_append(tp__model *m)
     hub->ostats.appends++;
     o->bytes = bytes;
     o->base = m->rev;
+    o->nsent = n;
     o->busy = ORD_APPENDING;
     return 1;
 }
@@ -615,11 +787,32 @@ void
 tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
                    const char *was, size_t was_len, const tp_error *err)
 {
+    tp__order_appended_many(hub, owner, id, conflict, rev, 0, was, was_len, err);
+}
+
+/* The op at index i of the queue (0: its head), or NULL. */
+static tp__op *
+op_at(struct tp__ord *o, size_t i)
+{
+    tp__op *p = o->head;
+    while (p != NULL && i-- > 0)
+        p = p->next;
+    return p;
+}
+
+static void unlink_op(tp__op *op);
+
+void
+tp__order_appended_many(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
+                        size_t dup, const char *was, size_t was_len, const tp_error *err)
+{
     tp__model *m = model_named(hub, owner, id);
     struct tp__ord *o = m != NULL ? m->ord : NULL;
     if (o == NULL || o->busy != ORD_APPENDING)
         return; /* the model went meanwhile */
     o->busy = ORD_IDLE;
+    size_t nsent = o->nsent;
+    o->nsent = 0;
     if (!o->synced) {
         /* The creation of a model the log did not have. */
         if (err == NULL && !conflict) {
@@ -639,7 +832,24 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         prepared_clear(o);
         hub->ostats.failures++;
         o->need_read = 1;
-        fail_op(m, TP_EINTERNAL, why);
+        for (size_t i = 0; i < nsent && o->head != NULL; i++)
+            fail_op(m, TP_EINTERNAL, why);
+    } else if (conflict == 2 && dup > 0) {
+        /* A change of the batch after its first is in the log already
+         * (resent through another node): it gets the outcome recorded, the
+         * others are merged again. */
+        prepared_clear(o);
+        o->need_read = 1;
+        tp__op *op = dup < nsent ? op_at(o, dup) : NULL;
+        tp__buf *b =
+            op != NULL && was != NULL && op->session != NULL ? tp__buf_copy(was, was_len) : NULL;
+        if (b != NULL) {
+            unlink_op(op);
+            tp__conn_write_done(op->session, op->conn, op->resent, op->client, op->ref, b, TP_OK,
+                                NULL, 1);
+            tp__ticket_end(hub, op->ticket, TP_OK, NULL);
+            op_free(hub, op);
+        }
     } else if (conflict == 2) {
         /* The write is in the log already, appended for its client through
          * another node: answered from the client's outcomes, never again. */
@@ -671,19 +881,30 @@ tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict,
         if (rev > o->seen)
             o->seen = rev;
     } else {
-        tp__op *op = o->head;
-        tp_error aerr;
-        int64_t from = m->rev;
-        int rc = tp__model_apply(m, &o->ch, o->msg, o->bytes, m->shared ? NULL : op->conn, &aerr);
+        /* Applied in the log's order: each change was prepared on the model
+         * as the ones before it leave it. */
+        int failed = 0;
+        for (size_t i = 0; i < nsent && o->head != NULL; i++) {
+            tp__op *op = o->head;
+            tp_error aerr;
+            int64_t from = m->rev;
+            tp__change *ci = i == 0 ? &o->ch : &o->more[i - 1].ch;
+            tp__buf *mi = i == 0 ? o->msg : o->more[i - 1].msg;
+            size_t bi = i == 0 ? o->bytes : o->more[i - 1].bytes;
+            int rc =
+                failed ? -1 : tp__model_apply(m, ci, mi, bi, m->shared ? NULL : op->conn, &aerr);
+            if (rc >= 0) {
+                ack_op(m, rc, from);
+            } else {
+                failed = 1;
+                fail_op(m, TP_EINTERNAL, "out of memory");
+            }
+        }
         prepared_clear(o);
-        if (rc < 0)
-            o->synced = 0, hub->unsynced++; /* the log has it: read it back */
+        if (failed)
+            o->synced = 0, hub->unsynced++; /* the log has them: read it back */
         else if (m->rev != rev)
             o->need_read = 1;
-        if (rc >= 0)
-            ack_op(m, rc, from);
-        else
-            fail_op(m, TP_EINTERNAL, "out of memory");
     }
     advance(m);
 }
@@ -702,7 +923,8 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
         return;
     o->busy = ORD_IDLE;
     o->wanted = 0;
-    tp__ticket_end(hub, o->fresh, TP_OK, NULL);
+    tp__ticket_end(hub, o->fresh, err != NULL ? TP_EINTERNAL : TP_OK,
+                   err != NULL ? "cluster: the shared log cannot be read; retry" : NULL);
     o->fresh = 0;
     if (err != NULL) {
         char why[sizeof err->message + 48];
@@ -998,6 +1220,7 @@ tp__order_model_gone(tp__model *m)
     }
     unstall(m);
     prepared_clear(o);
+    tp__free(o->more);
     json_decref(o->put);
     tp__free(o);
     m->ord = NULL;
@@ -1142,7 +1365,14 @@ tp__order_resent(tp_conn *c, const char *client, json_int_t ref)
 static int
 in_flight(const tp__op *op)
 {
-    return op->m->ord->head == op && op->m->ord->busy == ORD_APPENDING;
+    struct tp__ord *o = op->m->ord;
+    if (o->busy != ORD_APPENDING)
+        return 0;
+    size_t i = 0;
+    for (tp__op *p = o->head; p != NULL && i < o->nsent; p = p->next, i++)
+        if (p == op)
+            return 1;
+    return 0;
 }
 
 /* Takes an op that is not in flight out of its queue. */

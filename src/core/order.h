@@ -77,6 +77,12 @@ typedef struct tp__order_ops {
      * base_rev + 1, store the record (and the outcome), publish the entry to
      * the nodes following the model. Answer: tp__order_appended. */
     int (*append)(void *be, const tp__order_append *a, tp_error *err);
+    /* append_many: n changes of one model in one atomic call, a[i] going
+     * from a[0].base_rev + i; the record is a[n - 1]'s. Answer:
+     * tp__order_appended_many (dup: the index of a change whose writer's
+     * ref has an outcome already, with conflict 2). May be NULL: one change
+     * per append. */
+    int (*append_many)(void *be, const tp__order_append *a, size_t n, tp_error *err);
     /* read: what a node at after_rev needs to reach the current rev (entries,
      * or the snapshot); after_rev 0 asks for the snapshot. Answer:
      * tp__order_read_done. */
@@ -144,6 +150,9 @@ int tp__hub_set_order(tp_hub *hub, const tp__order_ops *ops, void *be, tp_error 
  * NULL) is that outcome, which the writer gets. */
 void tp__order_appended(tp_hub *hub, const char *owner, const char *id, int conflict, int64_t rev,
                         const char *was, size_t was_len, const tp_error *err);
+void tp__order_appended_many(tp_hub *hub, const char *owner, const char *id, int conflict,
+                             int64_t rev, size_t dup, const char *was, size_t was_len,
+                             const tp_error *err);
 void tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,
                          const tp_error *err);
 /* A client's outcomes in the log: ascending refs, each its ack or error. */

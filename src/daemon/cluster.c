@@ -40,6 +40,9 @@ typedef struct call {
     char *tenant, *client, *outcome; /* into the same block */
     size_t outcome_len;
     int64_t ref;
+    /* A batch: the records of its shared writes' outcomes to record after it. */
+    struct call **later;
+    size_t nlater;
 } call;
 
 /* A followed model: its channel (the map's key) and name. */
@@ -102,6 +105,8 @@ call_new(tp__cluster *c, const char *owner, const char *id, const tp__order_appe
         k->outcome_len = ol;
         k->ref = a->ref;
     }
+    k->later = NULL;
+    k->nlater = 0;
     k->prev = NULL;
     k->next = c->calls;
     if (c->calls != NULL)
@@ -120,6 +125,7 @@ call_free(call *k)
         c->calls = k->next;
     if (k->next != NULL)
         k->next->prev = k->prev;
+    tp__free(k->later);
     tp__free(k);
 }
 
@@ -201,13 +207,11 @@ appended(int conflict, int64_t rev, const char *was, size_t was_len, const tp_er
         outcome_put(&perr, k);
 }
 
+/* The log's request for one change; returns 1 when its outcome is recorded
+ * after it, by a command of its own (a shared write on a Redis Cluster). */
 static int
-be_append(void *be, const tp__order_append *a, tp_error *err)
+append_req(tp__cluster *c, const tp__order_append *a, tp__clog_append_req *out)
 {
-    tp__cluster *c = be;
-    if (c->log == NULL)
-        return closed(err);
-    /* Built first: the call's record holds the outcome to record later. */
     tp__clog_append_req req;
     memset(&req, 0, sizeof req);
     req.owner = a->owner;
@@ -245,11 +249,75 @@ be_append(void *be, const tp__order_append *a, tp_error *err)
         req.outcome_keep = OUTCOME_KEEP;
         req.outcome_here = 1;
     }
+    *out = req;
+    return later;
+}
+
+static int
+be_append(void *be, const tp__order_append *a, tp_error *err)
+{
+    tp__cluster *c = be;
+    tp__clog_append_req req;
+    int later = c->log != NULL ? append_req(c, a, &req) : 0;
+    /* The call's record holds the outcome to record later. */
     call *k = call_start(c, a->owner, a->id, later ? a : NULL, err);
     if (k == NULL)
         return err->code;
     int rc = tp__clog_append(c->log, &req, appended, k, err);
     return call_sent(k, rc, "append", err);
+}
+
+static void
+appended_many(int conflict, int64_t rev, size_t dup, const char *was, size_t was_len,
+              const tp_error *err, void *user)
+{
+    call *k = user;
+    tp__cluster *c = k->c;
+    if (err != NULL)
+        note_failure(c, "append", err);
+    tp__order_appended_many(c->hub, k->owner, k->id, conflict, rev, dup, was, was_len, err);
+    /* Its shared writes' outcomes, each by a command of its own (appended). */
+    for (size_t i = 0; i < k->nlater; i++) {
+        call *o = k->later[i];
+        tp_error perr = {0, ""};
+        if (err != NULL || conflict || c->log == NULL)
+            call_free(o);
+        else if (tp__clog_outcome_put(c->log, o->tenant, o->client, o->ref, o->outcome,
+                                      o->outcome_len, OUTCOME_KEEP, outcome_put, o, &perr) != TP_OK)
+            outcome_put(&perr, o);
+    }
+    call_free(k);
+}
+
+static int
+be_append_many(void *be, const tp__order_append *a, size_t n, tp_error *err)
+{
+    tp__cluster *c = be;
+    tp__clog_append_req *reqs = tp__calloc(n, sizeof *reqs);
+    call *k = reqs != NULL ? call_start(c, a[0].owner, a[0].id, NULL, err) : NULL;
+    if (reqs == NULL)
+        tp__error_set(err, TP_ENOMEM, "cluster: out of memory");
+    int rc =
+        k != NULL && (k->later = tp__calloc(n, sizeof *k->later)) != NULL
+            ? TP_OK
+            : (k != NULL ? tp__error_set(err, TP_ENOMEM, "cluster: out of memory") : err->code);
+    for (size_t i = 0; rc == TP_OK && i < n; i++) {
+        if (append_req(c, &a[i], &reqs[i]) &&
+            (k->later[k->nlater] = call_new(c, a[i].owner, a[i].id, &a[i], err)) != NULL)
+            k->nlater++;
+        else if (err->code == TP_ENOMEM)
+            rc = TP_ENOMEM;
+    }
+    if (rc == TP_OK)
+        rc = tp__clog_append_many(c->log, reqs, n, appended_many, k, err);
+    if (rc != TP_OK && k != NULL) {
+        for (size_t i = 0; i < k->nlater; i++)
+            call_free(k->later[i]);
+        k->nlater = 0;
+        (void)call_sent(k, rc, "append", err);
+    }
+    tp__free(reqs);
+    return rc;
 }
 
 /* ---- read ---- */
@@ -536,8 +604,15 @@ be_catalog_version(void *be, tp_error *err)
     return call_sent(k, rc, "catalog", err);
 }
 
-static const tp__order_ops ops = {be_append, be_read,        be_follow,       be_outcomes,
-                                  be_remove, be_catalog_put, be_catalog_load, be_catalog_version};
+static const tp__order_ops ops = {.append = be_append,
+                                  .append_many = be_append_many,
+                                  .read = be_read,
+                                  .follow = be_follow,
+                                  .outcomes = be_outcomes,
+                                  .remove = be_remove,
+                                  .catalog_put = be_catalog_put,
+                                  .catalog_load = be_catalog_load,
+                                  .catalog_version = be_catalog_version};
 
 /* ---- The link's events ---- */
 

@@ -801,9 +801,17 @@ tp__hostapi_writeable(tp_server *s, struct lws *wsi, void *user)
     if (w == NULL || !w->due)
         return 0;
     if (w->req != NULL) {
+        /* Caught up (or not: the log cannot be reached): a read answers
+         * from what the node holds, a change is refused at once. */
         tp__apireq *r = w->req;
+        tp_error err = {0, ""};
+        int st = tp__ticket_state(s->hub, w->t0, w->t1, &err);
         w->req = NULL;
         wait_free(s, w);
+        if (st < 0 && r->method != M_GET) {
+            req_free(r);
+            return fail_order(s, wsi, &err) == 0 ? 0 : -1;
+        }
         return run(s, wsi, r);
     }
     if (w->id != NULL && s->api != NULL) {

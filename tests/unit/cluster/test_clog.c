@@ -892,6 +892,111 @@ Test(clog, private_outcome_atomic)
     cr_expect(found, "ref 100's outcome");
 }
 
+typedef struct mres {
+    int done, conflict, code;
+    int64_t rev;
+    size_t dup;
+    char was[64];
+} mres;
+
+static void
+on_many(int conflict, int64_t rev, size_t dup, const char *was, size_t was_len, const tp_error *err,
+        void *user)
+{
+    mres *a = user;
+    a->done++;
+    a->conflict = conflict;
+    a->rev = rev;
+    a->dup = dup;
+    a->code = err ? err->code : 0;
+    snprintf(a->was, sizeof a->was, "%.*s", (int)was_len, was ? was : "");
+}
+
+/* n changes of alice/notes from base, writer k7 with refs ref0, ref0 + 1, ...; entries
+ * "e<ref>", outcomes "o<ref>", the record "r<last ref>". */
+static mres
+append_n(tp__clog *c, int64_t from, size_t n, int64_t ref0)
+{
+    tp__clog_append_req q[8];
+    char ent[8][32], out[8][32], rec[32];
+    snprintf(rec, sizeof rec, "r%lld", (long long)(ref0 + (int64_t)n - 1));
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ent[i], sizeof ent[i], "e%lld", (long long)(ref0 + (int64_t)i));
+        snprintf(out[i], sizeof out[i], "o%lld", (long long)(ref0 + (int64_t)i));
+        q[i] = (tp__clog_append_req){.owner = "alice",
+                                     .id = "notes",
+                                     .base_rev = from + (int64_t)i,
+                                     .entry = ent[i],
+                                     .entry_len = strlen(ent[i]),
+                                     .record = rec,
+                                     .record_len = strlen(rec),
+                                     .keep = 16,
+                                     .writer = {"k7", ref0 + (int64_t)i},
+                                     .outcome = out[i],
+                                     .outcome_len = strlen(out[i]),
+                                     .outcome_keep = 8};
+    }
+    mres a = {0};
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_append_many(c, q, n, on_many, &a, &err), TP_OK, "%s", err.message);
+    cr_assert(run_until(&a.done, 1, 5000), "append_many never answered");
+    return a;
+}
+
+Test(clog, append_many_batch)
+{
+    int port = start1();
+    tp__clog *c = open_link(0, port);
+    tp__clog *sub = open_link(1, port);
+    tp_error err = {0};
+    cr_assert_eq(tp__clog_subscribe(sub, "alice", "notes", &err), TP_OK);
+    run_ms(100);
+    int before = nmsg;
+    /* Three changes in one script: revs 1 to 3, each published, each outcome kept. */
+    mres a = append_n(c, 0, 3, 10);
+    cr_assert(a.conflict == 0 && a.rev == 3, "conflict %d rev %lld", a.conflict, (long long)a.rev);
+    rres *r = read_log(c, "alice", "notes", 0, 16);
+    cr_assert_eq(r->n, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(r->e[i].rev, i + 1);
+        cr_expect_eq(r->e[i].ref, 10 + i);
+        char want[16];
+        snprintf(want, sizeof want, "e%d", 10 + i);
+        cr_expect_str_eq(r->e[i].entry, want);
+    }
+    r = read_log(c, "alice", "notes", -1, 0);
+    cr_expect_str_eq(r->record, "r12", "the record is the last change's");
+    ores o = outcomes(c, "alice", "k7");
+    cr_expect_eq(o.n, 3);
+    cr_expect_eq(o.highest, 12);
+    run_until(&nmsg, before + 3, 3000);
+    cr_assert_eq(nmsg, before + 3, "one message per change");
+    for (int i = 0; i < 3; i++) {
+        tp__clog_entry en;
+        cr_assert_eq(tp__clog_decode(msgs[before + i].data, msgs[before + i].len, &en, NULL),
+                     TP_OK);
+        cr_expect_eq(en.rev, i + 1, "published in rev order");
+    }
+    /* A stale base: nothing written. */
+    a = append_n(c, 1, 2, 20);
+    cr_expect(a.conflict == 1 && a.rev == 3, "conflict %d rev %lld", a.conflict, (long long)a.rev);
+    /* The second change's ref has an outcome already: dup 1, its outcome, nothing written. */
+    a = append_n(c, 3, 3, 11);
+    cr_expect(a.conflict == 2 && a.dup == 0, "conflict %d dup %zu", a.conflict, a.dup);
+    a = append_n(c, 3, 3, 9);
+    cr_expect(a.conflict == 2 && a.dup == 1, "conflict %d dup %zu", a.conflict, a.dup);
+    cr_expect_str_eq(a.was, "o10");
+    r = read_log(c, "alice", "notes", -1, 0);
+    cr_expect_eq(r->rev, 3);
+    cr_expect_eq(sync_int(port, "LLEN %b", "tp:{alice}:l:notes"), 3);
+    /* Bounds: none, or more than TP__CLOG_BATCH_MAX, refused at once. */
+    mres z = {0};
+    tp__clog_append_req one = {.owner = "alice", .id = "notes", .keep = 1};
+    cr_expect_eq(tp__clog_append_many(c, &one, 0, on_many, &z, &err), TP_EARG);
+    cr_expect_eq(tp__clog_append_many(c, &one, TP__CLOG_BATCH_MAX + 1, on_many, &z, &err), TP_EARG);
+    cr_expect(strstr(err.message, "changes"), "%s", err.message);
+}
+
 Test(clog, shared_outcome_in_the_models_slot)
 {
     /* A shared model's writer on a Redis Cluster: a copy of its outcome in the model's slot,

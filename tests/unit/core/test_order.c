@@ -66,6 +66,7 @@ typedef struct delivery {
     int64_t rev;
     char *was; /* conflict 2: the outcome recorded */
     size_t was_len;
+    size_t dup; /* a batch's conflict 2: the change whose outcome was recorded */
     tp__order_read res;
     tp__order_entry *entries; /* res.entries or the message's one entry */
     size_t n;
@@ -84,6 +85,7 @@ typedef struct node {
     int defer;         /* appends run in the log only when their answer is delivered */
     int hide_outcomes; /* outcome lookups find nothing (the client's record lacks them) */
     int give_was;      /* a conflict 2 carries the outcome the log recorded */
+    unsigned batches;  /* appends of several changes */
     tp__host *host;    /* the host API's operations on this node (catalog tests) */
 } node;
 
@@ -315,8 +317,52 @@ be_outcomes(void *be, const char *tenant, const char *client, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops ops = {be_append, be_read, be_follow, be_outcomes,
-                                  NULL,      NULL,    NULL,      NULL};
+/* Several changes of one model at once (the order's batches): atomic, each
+ * as an append at the rev the one before it left. */
+static int
+be_append_many(void *be, const tp__order_append *a, size_t n, tp_error *err)
+{
+    node *nd = be;
+    if (nd->fail_calls)
+        return tp__error_set(err, TP_ECLOSED, "the link is down");
+    lmodel *m = lfind(a[0].owner, a[0].id, 1);
+    delivery *d = push(nd, 1);
+    d->kind = 'a';
+    name(d, a[0].owner, a[0].id);
+    d->failed = nd->fail_answers;
+    nd->batches++;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; a[i].outcome != NULL && j < L.n_outcomes; j++)
+            if (strcmp(L.outcomes[j].tenant, a[i].tenant) == 0 &&
+                strcmp(L.outcomes[j].client, a[i].client) == 0 && L.outcomes[j].ref == a[i].ref) {
+                d->conflict = 2;
+                d->dup = i;
+                d->rev = m->rev;
+                d->was = dup_bytes(L.outcomes[j].bytes, L.outcomes[j].len);
+                d->was_len = L.outcomes[j].len;
+                return TP_OK;
+            }
+    if (m->rev != a[0].base_rev) {
+        d->conflict = 1;
+        d->rev = m->rev;
+        return TP_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        tp__order_append one = a[i];
+        one.base_rev = m->rev;
+        delivery scratch = {0};
+        exec_append(&one, &scratch);
+        cr_assert_eq(scratch.conflict, 0);
+    }
+    d->rev = m->rev;
+    return TP_OK;
+}
+
+static const tp__order_ops ops = {.append = be_append,
+                                  .append_many = be_append_many,
+                                  .read = be_read,
+                                  .follow = be_follow,
+                                  .outcomes = be_outcomes};
 
 /* ---- The catalog and deletions (catalog tests) ---- */
 
@@ -440,9 +486,15 @@ be_catalog_version(void *be, tp_error *err)
     return TP_OK;
 }
 
-static const tp__order_ops cat_ops = {be_append,       be_read,           be_follow,
-                                      be_outcomes,     be_remove,         be_catalog_put,
-                                      be_catalog_load, be_catalog_version};
+static const tp__order_ops cat_ops = {.append = be_append,
+                                      .append_many = be_append_many,
+                                      .read = be_read,
+                                      .follow = be_follow,
+                                      .outcomes = be_outcomes,
+                                      .remove = be_remove,
+                                      .catalog_put = be_catalog_put,
+                                      .catalog_load = be_catalog_load,
+                                      .catalog_version = be_catalog_version};
 
 static void
 delivery_free(delivery *d)
@@ -487,8 +539,9 @@ deliver(int k, int answer)
         d.kind = 'a';
     }
     if (d.kind == 'a')
-        tp__order_appended(nd->hub, d.owner, d.id, d.conflict, d.rev, nd->give_was ? d.was : NULL,
-                           d.was_len, d.failed ? &err : NULL);
+        tp__order_appended_many(nd->hub, d.owner, d.id, d.conflict, d.rev, d.dup,
+                                nd->give_was || d.dup > 0 ? d.was : NULL, d.was_len,
+                                d.failed ? &err : NULL);
     else if (d.kind == 'r')
         tp__order_read_done(nd->hub, d.owner, d.id, &d.res, NULL);
     else if (d.kind == 'o')
@@ -874,6 +927,11 @@ Test(order, many_writers_on_every_node_converge)
                          (long long)revs[r]);
         cr_assert_eq(lfind(i == 2 ? "alice" : "", ids[i], 0)->rev, (int64_t)n + 1);
     }
+    /* Writes queued behind an append in flight went in batches. */
+    unsigned batches = 0;
+    for (int k = 0; k < NODES; k++)
+        batches += L.nodes[k].batches;
+    cr_assert_gt(batches, 0, "no append took several changes");
     /* Clients saw the shared map's revs in order, without a gap. */
     lmodel *map = lfind("", "map", 0);
     for (int k = 0; k < NODES; k++)
@@ -1477,6 +1535,92 @@ Test(order, a_resend_whose_outcome_only_the_append_finds_gets_it)
     json_decref(msgs);
     cr_assert_eq(L.appends, appends);
     tp_conn_close(a2);
+}
+
+Test(order, writes_queued_behind_an_append_go_in_one_and_get_their_own_revs)
+{
+    tp_conn *a, *b;
+    two_nodes(&a, &b);
+    uint64_t appends = L.appends;
+    unsigned batches = L.nodes[0].batches;
+    /* The first write's append is in flight (its answer not delivered):
+     * the nine after it wait, then go in one append. */
+    write_n(a, "shared", "doc", 10, 0);
+    pump_all();
+    cr_assert_eq(L.nodes[0].batches, batches + 1, "one batch");
+    cr_assert_eq(L.appends - appends, 10, "ten entries in the log");
+    cr_assert_eq(lfind("", "doc", 0)->rev, 11);
+    int64_t acked[10] = {0};
+    view v = {0, 0}, vb = {0, 0};
+    drain(a, "doc", &v, acked, 10, NULL);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(acked[i], i + 2, "ref %d acked at rev %lld", i + 1, (long long)acked[i]);
+    /* bob, on the other node, got every patch in order. */
+    vb.rev = 1;
+    drain(b, "doc", &vb, NULL, 0, NULL);
+    cr_assert_eq(vb.rev, 11);
+    cr_assert_eq(vb.gaps, 0);
+    char *v0 = tp_hub_get_shared(L.nodes[0].hub, "doc"),
+         *v1 = tp_hub_get_shared(L.nodes[1].hub, "doc");
+    cr_assert(tpt_json_text_eq(v0, v1) && tpt_json_text_eq(v0, "{\"title\":\"t\",\"n\":10}"),
+              "%s / %s", v0, v1);
+    tp_free(v0);
+    tp_free(v1);
+    tp_conn_close(a);
+    tp_conn_close(b);
+}
+
+Test(order, a_batch_with_a_write_already_in_the_log_answers_it_and_appends_the_others)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+    tp_conn *a1 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a1, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
+                     "\"patch\":{\"b\":2}}";
+    cr_assert_eq(tpt_feed(a1, w2), TP_OK);
+    pump_all();
+    cr_assert_eq(lfind("", "doc", 0)->rev, 2);
+    tp_conn_close(a1);
+    /* b moves on, so that ref 2 sent again would change the model. */
+    tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
+    cr_assert_eq(tpt_feed(b, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"b\":9}}"),
+                 TP_OK);
+    pump_all();
+    tp_conn_close(b);
+    /* Node 0 does not know ref 2's outcome (its client record lacks it): a
+     * batch with ref 2 in it meets it in the log. */
+    L.nodes[0].hide_outcomes = 1;
+    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    pump_all();
+    json_decref(tpt_drain(a));
+    L.nodes[0].defer = 1; /* the first append waits: the others queue behind it */
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"a\":1}}"),
+                 TP_OK);
+    /* Behind it: ref 3, then ref 2, one batch (ref 2 second in it). */
+    cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":3,\"scope\":\"shared\",\"id\":\"doc\","
+                             "\"patch\":{\"c\":3}}"),
+                 TP_OK);
+    cr_assert_eq(tpt_feed(a, w2), TP_OK);
+    L.nodes[0].defer = 0;
+    pump_all();
+    cr_assert_eq(lfind("", "doc", 0)->rev, 5, "ref 2 applied once, refs 1 and 3 once each");
+    cr_assert_gt(L.nodes[0].batches, 0, "appends %llu", (unsigned long long)L.appends);
+    int64_t acked[3] = {0};
+    view v = {0, 0};
+    drain(a, "doc", &v, acked, 3, NULL);
+    cr_assert_eq(acked[1], 2, "ref 2 answered with its first ack (rev 2)");
+    cr_assert(acked[0] >= 4 && acked[2] >= 4 && acked[0] != acked[2], "%lld %lld",
+              (long long)acked[0], (long long)acked[2]);
+    char *val = tp_hub_get_shared(L.nodes[0].hub, "doc");
+    cr_assert(tpt_json_text_eq(val, "{\"title\":\"t\",\"a\":1,\"b\":9,\"c\":3}"), "%s", val);
+    tp_free(val);
+    tp_conn_close(a);
 }
 
 /* ---- The catalog (catalog.c): what exists, the same on every node ---- */
