@@ -249,6 +249,25 @@ stamp_json(tp__sb *sb, const tp__stamp *st)
     tp__sb_append(sb, "]", 1);
 }
 
+/* A value after a change (new reference), or NULL (out of memory). */
+static json_t *
+value_after(json_t *value, const tp__change *ch)
+{
+    json_t *v = tp__json_shallow_copy(value);
+    for (size_t i = 0; v != NULL && i < ch->n; i++) {
+        const struct tp__member *mb = &ch->members[i];
+        if (mb->same)
+            continue;
+        if (mb->value == NULL)
+            json_object_del(v, mb->key);
+        else if (json_object_set(v, mb->key, mb->value) != 0) {
+            json_decref(v);
+            v = NULL;
+        }
+    }
+    return v;
+}
+
 /*
  * The model's record after the change ch (NULL: as it is) at rev:
  * {"rev":R,"value":V[,"stamps":{field:[wall,count,tenant,conn],...}]}. The
@@ -258,22 +277,8 @@ static int
 record(tp__sb *sb, const tp__model *m, const tp__change *ch, int64_t rev)
 {
     json_t *v = m->value;
-    if (ch != NULL) {
-        v = tp__json_shallow_copy(m->value);
-        for (size_t i = 0; v != NULL && i < ch->n; i++) {
-            const struct tp__member *mb = &ch->members[i];
-            if (mb->same)
-                continue;
-            if (mb->value == NULL)
-                json_object_del(v, mb->key);
-            else if (json_object_set(v, mb->key, mb->value) != 0) {
-                json_decref(v);
-                v = NULL;
-            }
-        }
-        if (v == NULL)
-            return TP_ENOMEM;
-    }
+    if (ch != NULL && (v = value_after(m->value, ch)) == NULL)
+        return TP_ENOMEM;
     tp__sb_reset(sb);
     tp__sb_puts(sb, "{\"rev\":");
     tp__sb_int(sb, rev);
@@ -533,18 +538,7 @@ typedef struct shadow {
 static int
 shadow_step(shadow *s, const tp__change *ch, size_t bytes)
 {
-    json_t *v = tp__json_shallow_copy(s->m.value);
-    for (size_t i = 0; v != NULL && i < ch->n; i++) {
-        const struct tp__member *mb = &ch->members[i];
-        if (mb->same)
-            continue;
-        if (mb->value == NULL)
-            json_object_del(v, mb->key);
-        else if (json_object_set(v, mb->key, mb->value) != 0) {
-            json_decref(v);
-            v = NULL;
-        }
-    }
+    json_t *v = value_after(s->m.value, ch);
     if (v == NULL)
         return TP_ENOMEM;
     json_decref(s->m.value);
