@@ -903,6 +903,24 @@ tp__order_appended_many(tp_hub *hub, const char *owner, const char *id, int conf
     advance(m);
 }
 
+/* The log says the model was deleted (through another node, which wrote the
+ * tombstone): it goes here too, its connections told `removed`. m is freed. */
+static void
+gone_from_log(tp__model *m)
+{
+    tp_hub *hub = m->hub;
+    char *id = tp__strdup(m->id);
+    if (id == NULL)
+        return;          /* out of memory: the catalog's change removes it */
+    hub->cat_applying++; /* no tombstone of its own: the log has one */
+    if (m->shared)
+        (void)tp_hub_unshare(hub, id);
+    else
+        (void)tp_session_delete(m->owner, id);
+    hub->cat_applying--;
+    tp__free(id);
+}
+
 void
 tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__order_read *res,
                     const tp_error *err)
@@ -930,6 +948,14 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
     switch (res->state) {
     case TP__ORDER_ABSENT:
     case TP__ORDER_DELETED:
+        if (res->state == TP__ORDER_DELETED &&
+            (o->synced || (hub->cat != NULL && o->put == NULL && o->ticket == 0))) {
+            /* Deleted through another node: it goes here too (a node that
+             * held it, or whose config made it, never makes it again from
+             * its copy; only the host's new model is made after a tombstone). */
+            gone_from_log(m);
+            return;
+        }
         if (!o->synced) {
             /* The log has no such model: this node creates it there, as
              * the config (or the host) made it here. */
@@ -990,6 +1016,10 @@ tp__order_read_done(tp_hub *hub, const char *owner, const char *id, const tp__or
             const tp__order_entry *e = &res->entries[i];
             if (e->rev <= m->rev)
                 continue;
+            if (e->kind == 'd' && e->rev == m->rev + 1) {
+                gone_from_log(m);
+                return;
+            }
             if (e->rev != m->rev + 1 || e->kind != 'a' || apply_entry(m, e) != TP_OK) {
                 o->synced = 0; /* read the snapshot instead */
                 if (was_synced)

@@ -394,7 +394,25 @@ be_remove(void *be, const char *owner, const char *id, int64_t base_rev, tp_erro
     free(m->record);
     m->record = NULL;
     m->record_len = 0;
+    for (size_t j = 0; j < m->n; j++)
+        free(m->entries[j].bytes);
+    m->n = 0;
     d->rev = m->rev;
+    /* The log keeps the tombstone alone, and publishes it. */
+    m->entries = realloc(m->entries, sizeof *m->entries);
+    m->entries[m->n++] = (lentry){m->rev, 'd', dup_bytes("", 0), 0};
+    size_t mi = (size_t)(m - L.models);
+    for (int k = 0; k < NODES; k++) {
+        node *f = &L.nodes[k];
+        if (f->hub == NULL || !f->follows[mi])
+            continue;
+        delivery *msg = push(f, 0);
+        msg->kind = 'm';
+        name(msg, owner, id);
+        msg->entries = malloc(sizeof *msg->entries);
+        msg->entries[0] = (tp__order_entry){m->rev, 'd', dup_bytes("", 0), 0};
+        msg->n = 1;
+    }
     return TP_OK;
 }
 
@@ -1846,6 +1864,34 @@ Test(order, a_tenant_deleted_on_one_node_is_closed_and_gone_on_every_node)
     settle();
     cr_assert_null(host_get(1, 0, "carol", "m1"));
     cr_assert_eq(tp_conn_close_code(c), 4404, "carol's connection on node 1 closes with 4404");
+    tp_conn_close(c);
+}
+
+Test(order, a_node_that_held_a_model_deleted_elsewhere_never_makes_it_again)
+{
+    for (int k = 0; k < 2; k++)
+        cat_node_start(k, NULL);
+    settle();
+    host_put(0, 0, "carol", "m1", "{\"schema\":\"Doc\",\"value\":{\"title\":\"x\"}}");
+    settle();
+    tp_conn *c = tp_conn_open(L.nodes[1].hub, "carol", 0, NULL); /* node 1 follows it */
+    settle();
+    json_decref(tpt_drain(c));
+    tp_error err = {0, ""};
+    cr_assert_eq(tp__host_model_delete(L.nodes[0].host, 0, "carol", "m1", &err), TP_OK);
+    /* Node 1 hears of the tombstone before the catalog's change: its own
+     * copy must not make the model again in the log. */
+    cr_assert(L.nodes[1].m_len >= 2, "the tombstone and the catalog's change");
+    deliver(1, 0); /* the tombstone */
+    while (L.nodes[1].a_len > 0) /* node 1's reads of the log, before the catalog's change */
+        deliver(1, 1);
+    settle();
+    lmodel *lm = lfind("carol", "m1", 0);
+    cr_assert_null(lm->record, "made again from node 1's copy, at rev %lld", (long long)lm->rev);
+    cr_assert_null(host_get(1, 0, "carol", "m1"));
+    json_t *msgs = tpt_drain(c);
+    cr_assert_not_null(tpt_find(msgs, "removed"), "carol on node 1 was not told");
+    json_decref(msgs);
     tp_conn_close(c);
 }
 
