@@ -1544,7 +1544,7 @@ Test(fault, what_waits_for_the_tables_is_bounded, .init = setup_sqlite, .fini = 
 
 /* The log's WAL under commits that never pause: it starts over after each
  * fold instead of growing by every commit. Each commit here logs a 48 KiB
- * row (four WAL frames at least); 1200 of them write 56 MiB of frames. */
+ * row (four WAL frames at least); 1200 of them write over 56 MiB of frames. */
 Test(sqlite, the_logs_wal_starts_over_under_steady_commits, .init = setup_sqlite, .fini = teardown)
 {
     cr_assert_eq(tp__store_sqlite_limits(st, 10, 1 << 20, 256u << 20, 1 << 20), TP_OK);
@@ -1563,9 +1563,10 @@ Test(sqlite, the_logs_wal_starts_over_under_steady_commits, .init = setup_sqlite
         if (stat(wal, &sb) == 0 && sb.st_size > most)
             most = sb.st_size;
     }
-    /* 16 MiB: about 330 commits' frames, far more than a fold's 10 ms
-     * holds, far less than the 56 MiB the WAL reached without it. */
-    cr_assert_lt(most, 16 << 20, "the log's WAL reached %lld bytes", (long long)most);
+    /* 32 MiB: the WAL's cut-back size, and about 660 commits' frames; it
+     * reached 12 to 18 MiB here (under ASan too), and 183 MB when nothing
+     * but the fold thread's checkpoint copied it. */
+    cr_assert_lt(most, 32 << 20, "the log's WAL reached %lld bytes", (long long)most);
     cr_assert_gt(most, 0);
     /* Every row folded is trimmed, a slice per commit, and nothing is lost. */
     cr_assert_eq(count(st, TP__REC_MODEL, "big", NULL), 64);
