@@ -15,8 +15,14 @@
  * writes/s) and 31 MB/s at 2000 (20 000 writes/s), from /proc's per-thread
  * write_bytes over 4 s. The log file is written through before the run and
  * rewritten in place, as a WAL that starts over is, so no sync grows it.
+ * A third run writes the same volume paced: slices of --pace-kib KiB (0:
+ * no such run), each synced, spread over --spread-ms (900), which says whether pacing
+ * the fold's writes would spare the commits beside it.
  *
- *   disk_floor [--rates 2000,20000] [--fold-mib 3,30] [--bytes 250] [--seconds 8] [--dir D]
+ * --spread-ms 0 writes the slices back to back.
+ *
+ *   disk_floor [--rates 2000,20000] [--fold-mib 3,30] [--pace-kib 256] [--spread-ms 900]
+ *              [--bytes 250] [--seconds 8] [--dir D]
  *
  * The bench prints figures and never fails on a slow disk. Pin it as the
  * daemon is pinned in bench/run.sh (taskset -c 0) to compare the two.
@@ -62,6 +68,8 @@ typedef struct run {
     /* The fold's. */
     int fold_fd;
     size_t fold_bytes;
+    size_t pace; /* 0: the burst at once; else slices this size, each synced */
+    long spread_ms; /* the slices spread over this long (0: back to back) */
     int64_t fold_worst_ns;
 } run;
 
@@ -143,9 +151,22 @@ fold(void *arg)
             usleep(10000);
         }
         int64_t t0 = now_ns(CLOCK_MONOTONIC);
-        for (size_t off = 0; off < r->fold_bytes; off += chunk)
-            if (pwrite(r->fold_fd, buf, chunk, (off_t)off) != (ssize_t)chunk)
+        size_t step = r->pace ? r->pace : chunk, slices = r->fold_bytes / step;
+        for (size_t off = 0, k = 0; off < r->fold_bytes; off += step, k++) {
+            if (pwrite(r->fold_fd, buf, step, (off_t)off) != (ssize_t)step)
                 die("pwrite (fold)");
+            if (r->pace == 0)
+                continue;
+            if (fdatasync(r->fold_fd) != 0)
+                die("fdatasync (fold)");
+            /* The next slice is due (k + 1) / slices of the spread in. */
+            int64_t due = t0 + (int64_t)(k + 1) * r->spread_ms * 1000000 / (int64_t)slices;
+            int64_t wait = due - now_ns(CLOCK_MONOTONIC);
+            if (wait > 0) {
+                struct timespec ts = {(time_t)(wait / 1000000000), (long)(wait % 1000000000)};
+                nanosleep(&ts, NULL);
+            }
+        }
         if (fdatasync(r->fold_fd) != 0)
             die("fdatasync (fold)");
         int64_t took = now_ns(CLOCK_MONOTONIC) - t0;
@@ -184,10 +205,12 @@ open_sized(const char *dir, const char *name, off_t size)
     return fd;
 }
 
+static long spread_ms = 900; /* --spread-ms */
+
 static void
-one(const char *dir, long rate, size_t bytes, double seconds, long fold_mib)
+one(const char *dir, long rate, size_t bytes, double seconds, long fold_mib, size_t pace)
 {
-    run r = {.bytes = bytes, .fold_bytes = (size_t)fold_mib << 20};
+    run r = {.bytes = bytes, .fold_bytes = (size_t)fold_mib << 20, .pace = pace, .spread_ms = spread_ms};
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
     r.arrived = malloc(sizeof *r.arrived * MAX_WAITING);
@@ -248,7 +271,9 @@ one(const char *dir, long rate, size_t bytes, double seconds, long fold_mib)
     }
     char fold_col[32] = "-";
     if (fold_mib > 0)
-        snprintf(fold_col, sizeof fold_col, "%ld MiB/s", fold_mib);
+        snprintf(fold_col, sizeof fold_col, pace ? "%ld paced" : "%ld MiB/s", fold_mib);
+    if (fold_mib > 0 && pace > 0 && r.spread_ms == 0)
+        snprintf(fold_col, sizeof fold_col, "%ld sliced", fold_mib);
     printf("%8ld %8.0f %8.0f %9s %8.0f %8.0f %8.0f %8.0f %9.1f %10.0f%s\n", rate,
            (double)r.nlat / secs, (double)r.syncs / secs, fold_col, p50, p99, p999, max,
            r.nlat ? (double)r.cpu_ns / 1e3 / (double)r.nlat : 0.0,
@@ -267,7 +292,7 @@ int
 main(int argc, char **argv)
 {
     const char *dir = TP_BENCH_DIR, *rates = "2000,20000", *folds = "3,30";
-    size_t bytes = 250;
+    size_t bytes = 250, pace = 256 << 10;
     double seconds = 8;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -279,11 +304,15 @@ main(int argc, char **argv)
             seconds = atof(argv[++i]);
         else if (strcmp(argv[i], "--fold-mib") == 0 && v)
             folds = argv[++i];
+        else if (strcmp(argv[i], "--pace-kib") == 0 && v)
+            pace = (size_t)atol(argv[++i]) << 10;
+        else if (strcmp(argv[i], "--spread-ms") == 0 && v)
+            spread_ms = atol(argv[++i]);
         else if (strcmp(argv[i], "--dir") == 0 && v)
             dir = argv[++i];
         else {
-            fprintf(stderr, "usage: disk_floor [--rates 2000,20000] [--fold-mib 3,30] [--bytes 250] "
-                            "[--seconds 8] [--dir D]\n");
+            fprintf(stderr, "usage: disk_floor [--rates 2000,20000] [--fold-mib 3,30] "
+                            "[--pace-kib 256] [--spread-ms 900] [--bytes 250] [--seconds 8] [--dir D]\n");
             return 2;
         }
     }
@@ -304,9 +333,11 @@ main(int argc, char **argv)
             fprintf(stderr, "disk_floor: --rates and --fold-mib take lists of numbers\n");
             return 2;
         }
-        one(dir, rate, bytes, seconds, 0);
+        one(dir, rate, bytes, seconds, 0, 0);
         if (fold_mib > 0)
-            one(dir, rate, bytes, seconds, fold_mib);
+            one(dir, rate, bytes, seconds, fold_mib, 0);
+        if (fold_mib > 0 && pace > 0)
+            one(dir, rate, bytes, seconds, fold_mib, pace);
         p += *p == ',';
         if (*f == ',' && f[1] != '\0')
             f++;
