@@ -653,6 +653,19 @@ node_stop(int k)
     }
 }
 
+/* as_client opens a connection of tenant on node k and names its client (a
+ * ping carrying "client"), as a page does before it writes. */
+static tp_conn *
+as_client(int k, const char *tenant, const char *client)
+{
+    tp_conn *c = tp_conn_open(L.nodes[k].hub, tenant, 0, NULL);
+    cr_assert_not_null(c);
+    char ping[96];
+    snprintf(ping, sizeof ping, "{\"type\":\"ping\",\"ref\":0,\"client\":\"%s\"}", client);
+    cr_assert_eq(tpt_feed(c, ping), TP_OK);
+    return c;
+}
+
 static void
 setup(void)
 {
@@ -966,8 +979,7 @@ Test(order, a_resend_while_in_flight_is_applied_once)
 {
     node_start(0, "t");
     pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     tpt_drain_all(L.nodes[0].hub);
     const char *w = "{\"type\":\"write\",\"ref\":1,\"scope\":\"private\",\"id\":\"notes\","
                     "\"patch\":{\"n\":1}}";
@@ -975,8 +987,7 @@ Test(order, a_resend_while_in_flight_is_applied_once)
     cr_assert_eq(tpt_feed(a, w), TP_OK);
     /* The writer reconnects with the same client id and sends it again. */
     tp_conn_close(a);
-    tp_conn *a2 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a2 = as_client(0, "alice", "k");
     cr_assert_eq(tpt_feed(a2, w), TP_OK);
     pump_all();
     cr_assert_eq(tp_session_rev(tp_hub_tenant(L.nodes[0].hub, "alice"), "notes"), 2);
@@ -998,8 +1009,7 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
     node_start(1, "t");
     pump_all();
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL); /* node 1 follows doc */
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all(); /* the client's outcomes, read from the log */
     tpt_drain_all(L.nodes[0].hub);
     /* The link is down: the write waits for it, and past the wait (5 s) it
@@ -1226,8 +1236,7 @@ Test(order, a_write_resent_to_another_node_after_a_crash_is_applied_once)
                         "\"patch\":{\"n\":1}}",
                         "{\"type\":\"write\",\"ref\":8,\"scope\":\"shared\",\"id\":\"doc\","
                         "\"patch\":{\"n\":2}}"};
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     tpt_drain_all(L.nodes[0].hub);
     cr_assert_eq(tpt_feed(a, w[0]), TP_OK);
@@ -1249,8 +1258,7 @@ Test(order, a_write_resent_to_another_node_after_a_crash_is_applied_once)
                  TP_OK);
     pump_all();
     tp_conn_close(o);
-    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a2 = as_client(1, "alice", "k");
     /* Sent before the node has read the client's outcomes: they wait. */
     cr_assert_eq(tpt_feed(a2, w[0]), TP_OK);
     cr_assert_eq(tpt_feed(a2, w[1]), TP_OK);
@@ -1288,8 +1296,7 @@ Test(order, a_client_whose_outcomes_cannot_be_read_is_refused)
     node_start(0, "t");
     pump_all();
     L.nodes[0].fail_outcomes = 1;
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":"
                              "\"doc\",\"patch\":{\"n\":3}}"),
                  TP_OK);
@@ -1303,8 +1310,7 @@ Test(order, a_client_whose_outcomes_cannot_be_read_is_refused)
     /* Named again (a reconnection), the client is read and its write goes through. */
     L.nodes[0].fail_outcomes = 0;
     tp_conn_close(a);
-    a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    a = as_client(0, "alice", "k");
     cr_assert_eq(tpt_feed(a, "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":"
                              "\"doc\",\"patch\":{\"n\":3}}"),
                  TP_OK);
@@ -1404,15 +1410,13 @@ Test(order, an_outcome_reaches_another_connection_only_when_it_resends)
 {
     node_start(0, "t");
     pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     const char *w = "{\"type\":\"write\",\"ref\":1,\"scope\":\"shared\",\"id\":\"doc\","
                     "\"patch\":{\"n\":1}}";
     cr_assert_eq(tpt_feed(a, w), TP_OK); /* appended at once: in flight */
     cr_assert_eq(lfind("", "doc", 0)->rev, 2);
-    tp_conn *a2 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a2 = as_client(0, "alice", "k");
     tp_conn_close(a);
     pump_all();
     json_t *msgs = tpt_drain(a2);
@@ -1423,8 +1427,7 @@ Test(order, an_outcome_reaches_another_connection_only_when_it_resends)
     cr_assert_eq(tpt_count(msgs, "ack"), 1);
     json_decref(msgs);
     /* Sent again while in flight: answered once, on the connection that resent it. */
-    tp_conn *a3 = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a3, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a3 = as_client(0, "alice", "k");
     pump_all();
     const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
                      "\"patch\":{\"n\":2}}";
@@ -1471,8 +1474,7 @@ Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
     node_start(0, "t");
     node_start(1, "t");
     pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     L.nodes[0].defer = 1;
     const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"doc\","
@@ -1480,8 +1482,7 @@ Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
     cr_assert_eq(tpt_feed(a, w), TP_OK);
     tp_conn_close(a); /* in flight: goes on without its connection */
     cr_assert_eq(lfind("", "doc", 0)->rev, 1, "not in the log yet");
-    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a2 = as_client(1, "alice", "k");
     while (L.nodes[1].a_len > 0) /* node 1's answers only: its outcomes read, then the resend */
         deliver(1, 1);
     cr_assert_eq(tpt_feed(a2, w), TP_OK);
@@ -1518,8 +1519,7 @@ Test(order, a_resend_whose_outcome_only_the_append_finds_gets_it)
     node_start(0, "t");
     node_start(1, "t");
     pump_all();
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"doc\","
                     "\"patch\":{\"n\":1}}";
@@ -1529,8 +1529,7 @@ Test(order, a_resend_whose_outcome_only_the_append_finds_gets_it)
     node_stop(0); /* its answer is lost */
     L.nodes[1].hide_outcomes = 1;
     L.nodes[1].give_was = 1;
-    tp_conn *a2 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a2, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a2 = as_client(1, "alice", "k");
     pump_all();
     json_decref(tpt_drain(a2));
     cr_assert_eq(tpt_feed(a2, w), TP_OK);
@@ -1593,8 +1592,7 @@ Test(order, a_batch_with_a_write_already_in_the_log_answers_it_and_appends_the_o
     node_start(0, "t");
     node_start(1, "t");
     pump_all();
-    tp_conn *a1 = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a1, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a1 = as_client(1, "alice", "k");
     pump_all();
     const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
                      "\"patch\":{\"b\":2}}";
@@ -1612,8 +1610,7 @@ Test(order, a_batch_with_a_write_already_in_the_log_answers_it_and_appends_the_o
     /* Node 0 does not know ref 2's outcome (its client record lacks it): a
      * batch with ref 2 in it meets it in the log. */
     L.nodes[0].hide_outcomes = 1;
-    tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
-    cr_assert_eq(tpt_feed(a, "{\"type\":\"ping\",\"ref\":0,\"client\":\"k\"}"), TP_OK);
+    tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     json_decref(tpt_drain(a));
     L.nodes[0].defer = 1; /* the first append waits: the others queue behind it */
