@@ -377,58 +377,45 @@ model_key(const char *owner, const char *id, char kind, name *k, tp_error *err)
     return TP_OK;
 }
 
-/* client_key: kind 'c' (the client's hash: outcomes, highest, forgotten) or 'q' (its refs in
- * the order recorded, for keep). */
+/* client_key: the key of a client's record, kind 'c' (its hash: outcomes, highest, forgotten)
+ * or 'q' (its refs in the order recorded, for keep). With id NULL, the client's own, in its
+ * tenant's slot: tp:{<tenant>}:<kind>:<client>. With id, its copy in shared model id's slot:
+ * tp:{shared:<id>}:<kind>:<len>:<tenant>:<client>, the tenant's length first so that no
+ * (tenant, client) pair can spell another's. */
 static int
-client_key3(const char *tenant, const char *client, char kind, name *k, tp_error *err)
+client_key(const char *id, const char *tenant, const char *client, char kind, name *k,
+           tp_error *err)
 {
-    int rc = check_name(tenant, TP__CLOG_KEY_MAX, "tenant", err);
-    if (rc < 0)
-        return rc;
-    if ((rc = check_name(client, TP__CLOG_CLIENT_MAX, "client", err)) < 0)
-        return rc;
-    k->n = 0;
-    put(k, "tp:{", 4);
-    put_escaped(k, tenant);
-    put(k, "}:", 2);
-    put(k, &kind, 1);
-    put(k, ":", 1);
-    put(k, client, strlen(client));
-    return TP_OK;
-}
-
-#define client_key(t, cl, kind, k, err) client_key3((t), (cl), (kind), (k), (err))
-
-/* The keys of client records as (tag, tenant, client) give them: the client's own (tag its
- * tenant, tenant NULL), or its copy in a shared model's slot (tag the model's id). */
-static int
-own_key(const char *tenant, const char *unused, const char *client, char kind, name *k,
-        tp_error *err)
-{
-    (void)unused;
-    return client_key3(tenant, client, kind, k, err);
-}
-
-static int
-here_key(const char *id, const char *tenant, const char *client, char kind, name *k, tp_error *err)
-{
-    int rc = check_name(id, TP__CLOG_KEY_MAX, "id", err);
+    int rc = id ? check_name(id, TP__CLOG_KEY_MAX, "id", err) : TP_OK;
     if (rc < 0 || (rc = check_name(tenant, TP__CLOG_KEY_MAX, "tenant", err)) < 0 ||
         (rc = check_name(client, TP__CLOG_CLIENT_MAX, "client", err)) < 0)
         return rc;
     k->n = 0;
-    put(k, "tp:{shared:", 11);
-    put_escaped(k, id);
+    put(k, "tp:{", 4);
+    if (id) {
+        put(k, "shared:", 7);
+        put_escaped(k, id);
+    } else
+        put_escaped(k, tenant);
     put(k, "}:", 2);
     put(k, &kind, 1);
-    /* The tenant's length first: no (tenant, client) pair can spell another's. */
-    char len[16];
-    int n = snprintf(len, sizeof len, ":%zu:", strlen(tenant));
-    put(k, len, (size_t)n);
-    put(k, tenant, strlen(tenant));
+    if (id) {
+        char len[16];
+        int n = snprintf(len, sizeof len, ":%zu:", strlen(tenant));
+        put(k, len, (size_t)n);
+        put(k, tenant, strlen(tenant));
+    }
     put(k, ":", 1);
     put(k, client, strlen(client));
     return TP_OK;
+}
+
+/* client_keys: both of a client's keys, 'c' into keys[0] and 'q' into keys[1]. */
+static int
+client_keys(const char *id, const char *tenant, const char *client, name *keys, tp_error *err)
+{
+    int rc = client_key(id, tenant, client, 'c', &keys[0], err);
+    return rc < 0 ? rc : client_key(id, tenant, client, 'q', &keys[1], err);
 }
 
 int
@@ -659,10 +646,7 @@ append_call(tp__clog *c, const tp__clog_append_req *q, char kind, tp__clog_appen
                                  q->outcome_keep, TP__CLOG_OUTCOMES_MAX);
         if (here && (!tenant || !*tenant))
             return tp__error_set(err, TP_EARG, "clog: outcome_here: no tenant");
-        if ((rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
-                                              q->writer.client, 'c', &keys[2], err)) < 0 ||
-            (rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
-                                              q->writer.client, 'q', &keys[3], err)) < 0)
+        if ((rc = client_keys(here ? q->id : NULL, tenant, q->writer.client, &keys[2], err)) < 0)
             return rc;
         nkeys = 4;
     }
@@ -769,11 +753,8 @@ tp__clog_append_many(tp__clog *c, const tp__clog_append_req *reqs, size_t n,
                                    TP__CLOG_OUTCOME_MAX);
                 break;
             }
-            if ((rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
-                                                  p->writer.client, 'c', &keys[nkeys], err)) < 0 ||
-                (rc = (here ? here_key : own_key)(here ? q->id : tenant, here ? tenant : NULL,
-                                                  p->writer.client, 'q', &keys[nkeys + 1], err)) <
-                    0)
+            if ((rc = client_keys(here ? q->id : NULL, tenant, p->writer.client, &keys[nkeys],
+                                  err)) < 0)
                 break;
             ki = nkeys + 1; /* Lua counts from 1 */
             nkeys += 2;
@@ -888,8 +869,7 @@ tp__clog_outcome_put(tp__clog *c, const char *tenant, const char *client, int64_
 {
     name keys[2];
     int rc;
-    if ((rc = client_key(tenant, client, 'c', &keys[0], err)) < 0 ||
-        (rc = client_key(tenant, client, 'q', &keys[1], err)) < 0)
+    if ((rc = client_keys(NULL, tenant, client, keys, err)) < 0)
         return rc;
     if (len > TP__CLOG_OUTCOME_MAX)
         return tp__error_set(err, TP_ETOOLARGE, "clog: outcome: %zu bytes, more than %u", len,
@@ -919,7 +899,7 @@ tp__clog_outcomes_get(tp__clog *c, const char *tenant, const char *client, tp__c
                       void *user, tp_error *err)
 {
     name key;
-    int rc = client_key(tenant, client, 'c', &key, err);
+    int rc = client_key(NULL, tenant, client, 'c', &key, err);
     if (rc < 0)
         return rc;
     if (!cb)
