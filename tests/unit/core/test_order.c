@@ -653,6 +653,15 @@ node_stop(int k)
     }
 }
 
+/* start_two starts nodes 0 and 1 with the same config and lets them settle. */
+static void
+start_two(void)
+{
+    node_start(0, "t");
+    node_start(1, "t");
+    pump_all();
+}
+
 /* as_client opens a connection of tenant on node k and names its client (a
  * ping carrying "client"), as a page does before it writes. */
 static tp_conn *
@@ -764,9 +773,7 @@ write_n(tp_conn *a, const char *scope, const char *id, int n, int pump)
 static void
 two_nodes(tp_conn **a, tp_conn **b)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
     *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
     cr_assert(*a != NULL && *b != NULL);
@@ -1005,9 +1012,7 @@ Test(order, a_resend_while_in_flight_is_applied_once)
 
 Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL); /* node 1 follows doc */
     tp_conn *a = as_client(0, "alice", "k");
     pump_all(); /* the client's outcomes, read from the log */
@@ -1070,9 +1075,7 @@ Test(order, a_log_that_fails_refuses_with_internal_and_is_read_again)
 
 Test(order, host_changes_go_through_the_log)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
     tp_conn *a = tp_conn_open(L.nodes[1].hub, "alice", 0, NULL); /* alice's notes followed */
     pump_all();
@@ -1106,9 +1109,7 @@ Test(order, host_changes_go_through_the_log)
  * catches the model up (a snapshot of what the node held, then the rest). */
 Test(order, private_models_no_connection_sees_are_not_followed)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     size_t notes = (size_t)(lfind("alice", "notes", 0) - L.models);
     cr_assert_eq(L.nodes[1].follows[notes], 0);
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
@@ -1151,9 +1152,7 @@ Test(order, private_models_no_connection_sees_are_not_followed)
 
 Test(order, shared_models_no_subscriber_here_sees_are_not_followed)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     size_t di = (size_t)(lfind("", "doc", 0) - L.models);
     cr_assert_eq(L.nodes[0].follows[di], 0, "no subscriber of doc is connected to node 0");
     cr_assert_eq(L.nodes[1].follows[di], 0);
@@ -1191,9 +1190,7 @@ Test(order, shared_models_no_subscriber_here_sees_are_not_followed)
 Test(order, a_node_far_behind_gets_the_snapshot)
 {
     L.keep = 4;
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *b = tp_conn_open(L.nodes[1].hub, "bob", 0, NULL);
     tpt_drain_all(L.nodes[1].hub);
     /* Node 1 stops hearing messages (its pub/sub connection is down). */
@@ -1229,9 +1226,7 @@ Test(order, a_node_far_behind_gets_the_snapshot)
  * of the outcome and applies nothing twice. */
 Test(order, a_write_resent_to_another_node_after_a_crash_is_applied_once)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     const char *w[2] = {"{\"type\":\"write\",\"ref\":7,\"scope\":\"private\",\"id\":\"notes\","
                         "\"patch\":{\"n\":1}}",
                         "{\"type\":\"write\",\"ref\":8,\"scope\":\"shared\",\"id\":\"doc\","
@@ -1346,9 +1341,7 @@ Test(order, the_writes_waiting_for_the_log_are_bounded)
  * node has read the log. A rev no node ever had costs one read. */
 Test(order, a_resume_ahead_of_the_node_waits_for_the_log)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     size_t map = (size_t)(lfind("", "map", 0) - L.models);
     L.nodes[1].follows[map] = 0; /* node 1 hears nothing of map */
     tp_conn *a = tp_conn_open(L.nodes[0].hub, "alice", 0, NULL);
@@ -1471,9 +1464,7 @@ Test(order, a_queued_write_of_a_closed_connection_is_dropped)
  * ref's outcome and writes nothing (conflict 2): the write is applied once, bob's change stays. */
 Test(order, a_late_append_of_a_write_already_in_the_log_writes_nothing)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     L.nodes[0].defer = 1;
@@ -1516,9 +1507,7 @@ Test(order, a_resend_whose_outcome_only_the_append_finds_gets_it)
     /* A Redis Cluster: a shared write's outcome reaches its client's record after the
      * append, and node 0 dies between the two; the copy in the model's slot is all the log
      * has. Resent through node 1, the append finds it and answers with it. */
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *a = as_client(0, "alice", "k");
     pump_all();
     const char *w = "{\"type\":\"write\",\"ref\":5,\"scope\":\"shared\",\"id\":\"doc\","
@@ -1589,9 +1578,7 @@ Test(order, writes_queued_behind_an_append_go_in_one_and_get_their_own_revs)
 
 Test(order, a_batch_with_a_write_already_in_the_log_answers_it_and_appends_the_others)
 {
-    node_start(0, "t");
-    node_start(1, "t");
-    pump_all();
+    start_two();
     tp_conn *a1 = as_client(1, "alice", "k");
     pump_all();
     const char *w2 = "{\"type\":\"write\",\"ref\":2,\"scope\":\"shared\",\"id\":\"doc\","
