@@ -553,7 +553,7 @@ class LateNode(ClusterHostCase):
         self.call(b, "PUT", "/v1/tenants/alice/models/card",
                   {"schema": "Card", "value": {"front": "Q"}}, want=201)
         self.call(a, "PATCH", "/v1/tenants/alice/models/card", {"back": "A"}, want=200)
-        self.call(a, "PUT", "/v1/tenants/carol/models/todo",
+        self.call(a, "PUT", "/v1/tenants/carol/models/chores",
                   {"schema": "Note", "value": {"text": "t"}}, want=201)
         self.call(b, "PUT", "/v1/tenants/carol/models/gone",
                   {"schema": "Doc", "value": {"title": "x"}}, want=201)
@@ -566,7 +566,7 @@ class LateNode(ClusterHostCase):
         self.call(a, "PATCH", "/v1/tenants/alice/models/p", {"n": 5}, want=200)
         # Each model as the node that changed it last serves it (the other may not have
         # applied it yet), and A and B agreeing on it before the late node starts.
-        last = {"/v1/tenants/alice/models/card": a, "/v1/tenants/carol/models/todo": a,
+        last = {"/v1/tenants/alice/models/card": a, "/v1/tenants/carol/models/chores": a,
                 "/v1/shared/board": b, "/v1/tenants/alice/models/p": a, "/v1/shared/tally": a}
         want = {p: self.call(d, "GET", p, want=200)[2] for p, d in last.items()}
         for p in last:
@@ -596,7 +596,7 @@ class LateNode(ClusterHostCase):
                               snaps[("shared", "board")]["access"]),
                              (want["/v1/shared/board"]["rev"], "write"))
             carol, _, csnaps = await open_client(late, "carol")
-            self.assertEqual(set(csnaps), {("private", "todo"), ("shared", "board")})
+            self.assertEqual(set(csnaps), {("private", "chores"), ("shared", "board")})
             self.assertEqual(csnaps[("shared", "board")]["access"], "read")
             al, _, asnaps = await open_client(late, "alice")
             self.assertEqual(asnaps[("private", "card")]["value"], {"front": "Q", "back": "A"})
